@@ -1,0 +1,307 @@
+"""One search space, three conversions: sklearn grids, scipy distributions, Optuna suggestions.
+
+A space is declared once (study file or Python) and each engine asks it for its own form. Builders
+never see any of this: they receive a plain ``dict`` of Python scalars (see :func:`coerce_params`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from hpsearch.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+__all__ = [
+    "IntParam",
+    "FloatParam",
+    "CategoricalParam",
+    "Param",
+    "SearchSpace",
+    "coerce_value",
+    "coerce_params",
+]
+
+
+def coerce_value(value: Any) -> Any:
+    """Turn numpy scalars (and 0-d arrays) into Python scalars: Keras 3 rejects ``np.int64`` sizes."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.str_):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(coerce_value(v) for v in value)
+    return value
+
+
+def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Coerce every value of a parameter dict (see :func:`coerce_value`)."""
+    return {str(k): coerce_value(v) for k, v in params.items()}
+
+
+@dataclass(frozen=True)
+class IntParam:
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    def validate(self, name: str) -> None:
+        if self.low > self.high:
+            raise ConfigError(f"space.{name}: low {self.low} > high {self.high}; make low <= high")
+        if self.step < 1:
+            raise ConfigError(f"space.{name}: step must be >= 1, got {self.step}")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"space.{name}: a log range needs low > 0, got {self.low}; raise low or drop log")
+        if self.log and self.step != 1:
+            raise ConfigError(f"space.{name}: log and step cannot be combined; drop one")
+
+    def grid(self, name: str) -> list[int]:
+        return list(range(self.low, self.high + 1, self.step))
+
+    def distribution(self) -> Any:
+        from scipy import stats
+
+        if self.log:
+            return _IntLogUniform(self.low, self.high)
+        if self.step == 1:
+            return stats.randint(self.low, self.high + 1)
+        return self.grid("")
+
+    def suggest(self, trial: "optuna.trial.Trial", name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+    def optuna_distribution(self) -> Any:
+        import optuna
+
+        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    low: float
+    high: float
+    log: bool = False
+    grid_points: int | None = None  # how many points the grid engine takes from this range
+
+    def validate(self, name: str) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ConfigError(f"space.{name}: low and high must be finite numbers")
+        if self.low > self.high:
+            raise ConfigError(f"space.{name}: low {self.low} > high {self.high}; make low <= high")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"space.{name}: a log range needs low > 0, got {self.low}; raise low or drop log")
+        if self.grid_points is not None and self.grid_points < 1:
+            raise ConfigError(f"space.{name}: grid must be >= 1 points, got {self.grid_points}")
+
+    def grid(self, name: str) -> list[float]:
+        if self.grid_points is None:
+            raise ConfigError(
+                f"space.{name}: engine grid needs a finite set; add `grid: N` (points) to this float range"
+                " or use `choice: [...]`"
+            )
+        if self.grid_points == 1:
+            return [float(self.low)]
+        if self.log:
+            return [float(v) for v in np.geomspace(self.low, self.high, self.grid_points)]
+        return [float(v) for v in np.linspace(self.low, self.high, self.grid_points)]
+
+    def distribution(self) -> Any:
+        from scipy import stats
+
+        if self.log:
+            return stats.loguniform(self.low, self.high)  # == scipy.stats.reciprocal
+        return stats.uniform(self.low, self.high - self.low)
+
+    def suggest(self, trial: "optuna.trial.Trial", name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+    def optuna_distribution(self) -> Any:
+        import optuna
+
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class CategoricalParam:
+    choices: tuple[Any, ...]
+
+    def validate(self, name: str) -> None:
+        if len(self.choices) == 0:
+            raise ConfigError(f"space.{name}: the choice list is empty; give at least one value")
+        for c in self.choices:
+            if not (c is None or isinstance(c, (bool, int, float, str))):
+                raise ConfigError(
+                    f"space.{name}: choice {c!r} is not a number, string, boolean or null;"
+                    " use scalar choices (Optuna stores only those)"
+                )
+
+    def grid(self, name: str) -> list[Any]:
+        return list(self.choices)
+
+    def distribution(self) -> list[Any]:
+        return list(self.choices)
+
+    def suggest(self, trial: "optuna.trial.Trial", name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+    def optuna_distribution(self) -> Any:
+        import optuna
+
+        return optuna.distributions.CategoricalDistribution(list(self.choices))
+
+
+Param = Union[IntParam, FloatParam, CategoricalParam]
+
+
+class _IntLogUniform:
+    """Integer log-uniform distribution with an ``rvs`` method, for RandomizedSearchCV."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def rvs(self, size: Any = None, random_state: Any = None) -> Any:
+        from scipy import stats
+
+        x = stats.loguniform(self.low, self.high + 1).rvs(size=size, random_state=random_state)
+        return np.clip(np.floor(x).astype(int), self.low, self.high)
+
+
+@dataclass
+class SearchSpace:
+    """Named parameters to search over (``params``) and fixed ones (``fixed``)."""
+
+    params: dict[str, Param] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, space: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> "SearchSpace":
+        """Build from the study-file form: ``{name: {int: [lo, hi]} | {float: [lo, hi], log: true} | {choice: [...]}}``.
+
+        Python-side objects are accepted too: a list/``np.arange`` (choices), a scipy
+        ``randint``/``loguniform``/``reciprocal``/``uniform`` frozen distribution, or a ``Param``.
+        """
+        params: dict[str, Param] = {}
+        for name, spec in space.items():
+            params[str(name)] = _parse_param(str(name), spec)
+        return cls(params=params, fixed=coerce_params(fixed or {}))
+
+    def validate(self) -> None:
+        for name, p in self.params.items():
+            p.validate(name)
+        overlap = set(self.params) & set(self.fixed)
+        if overlap:
+            name = sorted(overlap)[0]
+            raise ConfigError(f"space.{name}: is both searched and fixed; remove it from model.fixed or from space")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.params)
+
+    # conversions ---------------------------------------------------------------------------
+    def to_sklearn_grid(self) -> dict[str, list[Any]]:
+        """For GridSearchCV: every parameter as a finite list."""
+        return {name: p.grid(name) for name, p in self.params.items()}
+
+    def to_sklearn_distributions(self) -> dict[str, Any]:
+        """For RandomizedSearchCV / HalvingRandomSearchCV: scipy distributions or lists."""
+        return {name: p.distribution() for name, p in self.params.items()}
+
+    def suggest(self, trial: "optuna.trial.Trial") -> dict[str, Any]:
+        """Ask an Optuna trial for one value of every parameter (fixed ones are not suggested)."""
+        return {name: p.suggest(trial, name) for name, p in self.params.items()}
+
+    def to_optuna_distributions(self) -> dict[str, Any]:
+        """Optuna distributions, for recording externally-sampled candidates as trials."""
+        return {name: p.optuna_distribution() for name, p in self.params.items()}
+
+    def to_optuna_grid(self) -> dict[str, list[Any]]:
+        """The search space for ``optuna.samplers.GridSampler``."""
+        return self.to_sklearn_grid()
+
+    def full_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """Fixed params overlaid with sampled ones, coerced to plain Python values."""
+        out = dict(self.fixed)
+        out.update(coerce_params(sampled))
+        return out
+
+
+def _parse_param(name: str, spec: Any) -> Param:
+    if isinstance(spec, (IntParam, FloatParam, CategoricalParam)):
+        return spec
+    if isinstance(spec, Mapping):
+        keys = set(spec)
+        kinds = keys & {"int", "float", "choice"}
+        if len(kinds) != 1:
+            raise ConfigError(
+                f"space.{name}: give exactly one of `int: [low, high]`, `float: [low, high]` or `choice: [...]`"
+            )
+        kind = kinds.pop()
+        allowed = {"int": {"int", "step", "log"}, "float": {"float", "log", "grid"}, "choice": {"choice"}}[kind]
+        unknown = keys - allowed
+        if unknown:
+            raise ConfigError(
+                f"space.{name}: unknown key {sorted(unknown)[0]!r} for a {kind} parameter; allowed: {sorted(allowed)}"
+            )
+        value = spec[kind]
+        if kind == "choice":
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"space.{name}: choice must be a list, e.g. `choice: [relu, elu]`")
+            return CategoricalParam(tuple(coerce_value(v) for v in value))
+        if not (isinstance(value, (list, tuple)) and len(value) == 2):
+            raise ConfigError(f"space.{name}: {kind} must be a [low, high] pair")
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise ConfigError(f"space.{name}: log must be true or false")
+        try:
+            if kind == "int":
+                lo, hi = value
+                if isinstance(lo, bool) or isinstance(hi, bool) or int(lo) != lo or int(hi) != hi:
+                    raise ValueError
+                step = spec.get("step", 1)
+                if isinstance(step, bool) or int(step) != step:
+                    raise ValueError
+                return IntParam(int(lo), int(hi), step=int(step), log=log)
+            lo, hi = float(value[0]), float(value[1])
+            grid = spec.get("grid")
+            if grid is not None and (isinstance(grid, bool) or int(grid) != grid):
+                raise ValueError
+            return FloatParam(lo, hi, log=log, grid_points=None if grid is None else int(grid))
+        except (TypeError, ValueError):
+            raise ConfigError(f"space.{name}: {kind} range needs {kind} numbers, got {value!r}") from None
+    # Python-side specs
+    if isinstance(spec, np.ndarray):
+        spec = spec.tolist()
+    if isinstance(spec, (list, tuple, range)):
+        return CategoricalParam(tuple(coerce_value(v) for v in spec))
+    dist = getattr(spec, "dist", None)
+    if dist is not None:  # a frozen scipy distribution
+        dname = getattr(dist, "name", "")
+        args = tuple(float(a) for a in getattr(spec, "args", ()))
+        kw = getattr(spec, "kwds", {})
+        if dname in ("loguniform", "reciprocal") and len(args) == 2:
+            return FloatParam(args[0], args[1], log=True)
+        if dname == "uniform":
+            loc = args[0] if args else kw.get("loc", 0.0)
+            scale = args[1] if len(args) > 1 else kw.get("scale", 1.0)
+            return FloatParam(float(loc), float(loc) + float(scale))
+        if dname == "randint" and len(args) >= 2:
+            return IntParam(int(args[0]), int(args[1]) - 1)
+    raise ConfigError(
+        f"space.{name}: cannot read {spec!r}; use `int: [low, high]`, `float: [low, high]` or `choice: [...]`"
+    )
