@@ -25,11 +25,32 @@ def _quiet_backend() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and "tensorflow" not in sys.modules:
+        _import_silently("tensorflow")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Optuna's per-trial "failed with value/exception" lines are shown by our own progress output
     optuna.logging.disable_propagation()
+
+
+def _import_silently(module: str) -> None:
+    """Import a module with fd 2 pointed at /dev/null: TensorFlow's C++ start-up lines are written
+    before its log level applies. Errors still surface (as the exception, after stderr is back)."""
+    import importlib
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        importlib.import_module(module)
+    except ImportError:
+        pass  # the real import later reports it with a readable message
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:
