@@ -156,7 +156,7 @@ def _open(study_name: str, storage: Optional[str], artifacts: Optional[str]) -> 
     from hpsearch.storage import artifact_store_for, open_storage, resolve_storage_url
 
     url = resolve_storage_url(storage, None)
-    st = open_storage(url)
+    st = open_storage(url, must_exist=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=st)
     except KeyError:

@@ -26,6 +26,8 @@ __all__ = [
     "SearchConfig",
     "load_study_config",
     "parse_study_config",
+    "apply_overrides",
+    "metric_problem",
     "METRICS",
     "ENGINES",
 ]
@@ -141,7 +143,8 @@ class StudyConfig(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
-            raise ValueError("use letters, digits, '-', '_' or '.', starting with a letter or digit (max 100)")
+            raise ValueError(f"invalid study name {v!r}; use letters, digits, '-', '_' or '.',"
+                             " starting with a letter or digit (max 100)")
         return v
 
     @model_validator(mode="after")
@@ -176,35 +179,96 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
-def _translate(err: ValidationError, where: str) -> ConfigError:
+def _one_line(text: str) -> str:
+    """Error messages are one line on stderr: fold any newline a library put in them."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+
+
+def _section_model(loc: tuple[Any, ...]) -> Optional[type[BaseModel]]:
+    """The schema class that owns the mapping at ``loc`` (None if it is not a schema section)."""
+    model: Any = StudyConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return None
+    return model
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model = _section_model(loc)
+    if model is None:
+        return ""
+    return ", ".join(n for n, f in model.model_fields.items() if not f.exclude)
+
+
+def _translate(err: ValidationError, where: str, overridden: frozenset[str] = frozenset()) -> ConfigError:
     e = err.errors()[0]
-    loc = _fmt_loc(tuple(e.get("loc", ())))
+    raw_loc = tuple(e.get("loc", ()))
+    loc = _fmt_loc(raw_loc)
     kind = e.get("type", "")
     msg = e.get("msg", "invalid")
+    inp = e.get("input")
     if kind == "extra_forbidden":
-        field = loc.rsplit(".", 1)
-        parent = field[0] if len(field) == 2 else "the top level"
-        return ConfigError(f"{where}: {loc}: unknown key; remove it or check the spelling (allowed keys of {parent}: see README)")
+        parent = raw_loc[:-1]
+        allowed = _allowed_keys(parent)
+        where_in = _fmt_loc(parent) if parent else "the top level"
+        hint = f"; allowed keys in {where_in}: {allowed}" if allowed else ""
+        return ConfigError(_one_line(f"{where}: {loc}: unknown key; remove it or check the spelling{hint}"))
     if kind == "missing":
         return ConfigError(f"{where}: {loc}: required field is missing; add it")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    origin = " from the command line" if loc in overridden else ""
+    fix = "; give a valid value" + (" on the command line" if origin else " in the study file")
     if kind == "literal_error":
-        return ConfigError(f"{where}: {loc}: {msg}")
-    inp = e.get("input")
-    shown = "" if isinstance(inp, (dict, list)) else f" (got {inp!r})"
-    return ConfigError(f"{where}: {loc}: {msg}{shown}")
+        expected = msg[len("Input should be "):] if msg.startswith("Input should be ") else msg
+        return ConfigError(_one_line(f"{where}: {loc}: unknown value {inp!r}{origin}; use one of {expected}"))
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return ConfigError(_one_line(
+            f"{where}: {loc}: must be a mapping (got {inp!r}); write it as `{raw_loc[-1] if raw_loc else 'key'}:` "
+            "followed by indented `key: value` lines or {key: value, ...}"
+        ))
+    if not raw_loc and ": " in msg:  # a model-level check that already names its field
+        return ConfigError(_one_line(f"{where}: {msg}"))
+    if ";" in msg:  # our own validators already say what to do
+        return ConfigError(_one_line(f"{where}: {loc}: {msg}"))
+    shown = "" if isinstance(inp, (dict, list)) else f" (got {inp!r}{origin})"
+    return ConfigError(_one_line(f"{where}: {loc}: {msg}{shown}{fix}"))
+
+
+def metric_problem(metric: str, task: str, n_classes: Optional[int], source: str = "the data") -> Optional[str]:
+    """Why ``metric`` cannot score ``task`` (one line naming search.metric and the fix), or None."""
+    if task == "regression" and metric in ("accuracy", "auc"):
+        return (f"search.metric: {metric} needs a classification target, but {source} is regression;"
+                " use mse, mae, rmse, r2 or loss")
+    if task == "classification" and metric in ("mse", "mae", "rmse", "r2"):
+        return (f"search.metric: {metric} needs a regression target, but {source} is classification;"
+                " use accuracy, auc or loss (or set data.task: regression)")
+    if task == "classification" and metric == "auc" and n_classes is not None and n_classes != 2:
+        return f"search.metric: auc needs a binary target, {source} has {n_classes} classes; use accuracy or loss"
+    return None
 
 
 def parse_study_config(data: Any, *, where: str = "<study>", base_dir: str | None = None,
-                       source_text: str | None = None) -> StudyConfig:
+                       source_text: str | None = None, overridden: frozenset[str] | set[str] = frozenset()
+                       ) -> StudyConfig:
     """Validate a study given as a mapping; raises :class:`ConfigError` with one line."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a study file must be a YAML mapping (name:, data:, space:, ...)")
+        got = "an empty file" if data is None else f"a YAML {type(data).__name__}"
+        raise ConfigError(
+            f"{where}: a study file must be a YAML mapping, got {got}; write top-level keys name:, data:, space:, ..."
+        )
     try:
         cfg = StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise _translate(err, where) from None
+        raise _translate(err, where, frozenset(overridden)) from None
     cfg.base_dir = base_dir
     cfg.source_text = source_text
     _semantic_checks(cfg, where)
@@ -216,13 +280,13 @@ def _semantic_checks(cfg: StudyConfig, where: str) -> None:
     try:
         space = cfg.search_space()
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(_one_line(f"{where}: {e}")) from None
     s = cfg.search
     if s.engine == "grid" or (s.engine == "optuna" and s.sampler == "grid"):
         try:
             space.to_sklearn_grid()
         except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
+            raise ConfigError(_one_line(f"{where}: {e}")) from None
     if s.engine in ("random", "halving") and s.n_trials is None:
         s.n_trials = 10
     if s.engine == "optuna" and s.n_trials is None and s.timeout is None and s.sampler != "grid":
@@ -232,17 +296,20 @@ def _semantic_checks(cfg: StudyConfig, where: str) -> None:
 
         if all(isinstance(p, CategoricalParam) for p in space.params.values()):
             raise ConfigError(f"{where}: search.sampler: cmaes needs numeric ranges in space; use tpe")
-    if cfg.data.task == "regression" and s.metric in ("accuracy", "auc"):
-        raise ConfigError(f"{where}: search.metric: {s.metric} is for classification; use mse, mae, rmse or r2")
-    if cfg.data.task == "classification" and s.metric in ("mse", "mae", "rmse", "r2"):
-        raise ConfigError(f"{where}: search.metric: {s.metric} is for regression; use accuracy, auc or loss")
+    if cfg.data.task != "auto" and s.metric is not None:
+        problem = metric_problem(s.metric, cfg.data.task, None, cfg.data.source)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
     # builder and its parameters
     from hpsearch.builders import builder_accepts, resolve_builder
 
     try:
         fn = resolve_builder(cfg.model.builder)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        text = str(e)
+        if ";" not in text:
+            text += "; use mlp or 'package.module:function' importable from where hpsearch runs"
+        raise ConfigError(_one_line(f"{where}: {text}")) from None
     accepted = builder_accepts(fn)
     if accepted is not None:
         for section, names in (("space", space.params), ("model.fixed", space.fixed)):
@@ -250,8 +317,10 @@ def _semantic_checks(cfg: StudyConfig, where: str) -> None:
                 if n not in accepted:
                     known = ", ".join(sorted(a for a in accepted if a != "meta"))
                     raise ConfigError(
-                        f"{where}: {section}.{n}: unknown parameter for builder {cfg.model.builder}; known: {known}"
+                        f"{where}: {section}.{n}: unknown parameter for builder {cfg.model.builder};"
+                        f" remove it or check the spelling (known: {known})"
                     )
+    _check_locations(cfg, where)
     if cfg.data.source.startswith("sklearn:"):
         from hpsearch.data import SKLEARN_DATASETS
 
@@ -265,9 +334,64 @@ def _semantic_checks(cfg: StudyConfig, where: str) -> None:
         path = cfg.data_path()
         assert path is not None
         if path.suffix.lower() not in (".csv", ".parquet", ".pq", ".npz"):
-            raise ConfigError(f"{where}: data.source: {cfg.data.source!r} is not .csv, .parquet or .npz, nor sklearn:NAME")
+            raise ConfigError(f"{where}: data.source: {cfg.data.source!r} is not .csv, .parquet or .npz, nor sklearn:NAME;"
+                              " convert the file or use one of those")
         if path.suffix.lower() in (".csv", ".parquet", ".pq") and not cfg.data.target:
             raise ConfigError(f"{where}: data.target: required for {path.suffix} files; name the target column")
+
+
+def _check_locations(cfg: StudyConfig, where: str) -> None:
+    """storage: and artifacts: must at least be well-formed (reachability is checked by ``run``)."""
+    if cfg.storage is not None and str(cfg.storage).strip():
+        from hpsearch.errors import StorageError
+        from hpsearch.storage import normalize_storage_url
+
+        try:
+            normalize_storage_url(cfg.storage)
+        except StorageError as e:  # already redacted, names the fix
+            raise ConfigError(_one_line(f"{where}: {e}")) from None
+    art = cfg.artifacts
+    if art is not None and "://" in art and not art.lower().startswith("s3://"):
+        from hpsearch.storage import redact_url
+
+        raise ConfigError(
+            f"{where}: artifacts: {redact_url(art)!r} has an unsupported scheme;"
+            " give a folder path or s3://bucket/prefix"
+        )
+
+
+def _set_dotted(data: dict[str, Any], overrides: dict[str, Any] | None) -> set[str]:
+    """Write ``{"search.n_trials": 2}``-style overrides into ``data``; returns the keys applied.
+
+    ``None`` means "not given". A section that is not a mapping is left alone: validation names it.
+    """
+    applied: set[str] = set()
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node: Any = data
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
+            if not isinstance(node, dict):
+                break
+        else:
+            node[keys[-1]] = value
+            applied.add(dotted)
+    return applied
+
+
+def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any] | None, *, where: str | None = None) -> StudyConfig:
+    """A validated copy of ``cfg`` with dotted overrides (``search.n_trials``) applied.
+
+    Use this instead of ``setattr``: assignment skips validation, so ``n_trials=0`` would pass.
+    """
+    data = cfg.model_dump()
+    applied = _set_dotted(data, overrides)
+    return parse_study_config(data, where=where or f"study {cfg.name}", base_dir=cfg.base_dir,
+                              source_text=cfg.source_text, overridden=applied)
 
 
 def load_study_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> StudyConfig:
@@ -288,16 +412,7 @@ def load_study_config(path: str | os.PathLike[str], overrides: dict[str, Any] | 
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{where}: YAML syntax error{line}: {problem}; fix the file") from None
-    if isinstance(data, dict) and overrides:
-        for dotted, value in overrides.items():
-            if value is None:
-                continue
-            node = data
-            keys = dotted.split(".")
-            for k in keys[:-1]:
-                if not isinstance(node.get(k), dict):
-                    node[k] = {} if node.get(k) is None else node[k]
-                node = node[k]
-            node[keys[-1]] = value
-    return parse_study_config(data, where=where, base_dir=str(p.resolve().parent), source_text=text)
+        raise ConfigError(_one_line(f"{where}: YAML syntax error{line}: {problem}; fix the file")) from None
+    overridden = _set_dotted(data, overrides) if isinstance(data, dict) else set()
+    return parse_study_config(data, where=where, base_dir=str(p.resolve().parent), source_text=text,
+                              overridden=overridden)

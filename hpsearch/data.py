@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from hpsearch.errors import DataError
+from hpsearch.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
@@ -159,14 +159,23 @@ def load_raw(cfg: "StudyConfig") -> tuple[np.ndarray, np.ndarray, Optional[list[
     except Exception as e:  # pandas/pyarrow/numpy parse errors: a user's file problem
         if e.__class__.__name__ == "EmptyDataError":
             raise DataError(f"{where}: the file is empty; give a file with a header and rows") from None
-        raise DataError(f"{where}: cannot read it ({e.__class__.__name__}: {str(e).splitlines()[0][:120]})") from None
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise DataError(
+            f"{where}: cannot read it ({e.__class__.__name__}: {first}); check that it is a valid {suffix} file"
+        ) from None
+    if len(df) == 0:
+        raise DataError(f"{where}: no data rows (only a header); give a file with a header and rows")
     target = cfg.data.target
     if target not in df.columns:
-        raise DataError(f"{where}: target column {target!r} not found; columns are {list(df.columns)[:20]}")
+        raise DataError(f"{where}: target column {target!r} not found; set data.target to one of the columns"
+                        f" {list(map(str, df.columns))[:20]}")
+    if cfg.data.features and target in cfg.data.features:
+        raise DataError(f"{where}: data.features lists the target column {target!r}; remove it from data.features")
     feats = cfg.data.features or [c for c in df.columns if c != target]
     for c in feats:
         if c not in df.columns:
-            raise DataError(f"{where}: feature column {c!r} not found (data.features); columns are {list(df.columns)[:20]}")
+            raise DataError(f"{where}: feature column {c!r} not found; fix data.features (columns are"
+                            f" {list(map(str, df.columns))[:20]})")
     for c in feats:
         if not pd.api.types.is_numeric_dtype(df[c]):
             raise DataError(f"{where}: feature column {c!r} is not numeric; encode it or leave it out with data.features")
@@ -193,16 +202,17 @@ def _infer_task(y: np.ndarray, declared: str) -> str:
 def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_rows: int = 2) -> None:
     """Reject data that cannot train: empty, NaN/inf, mismatched lengths, bad labels, too few rows."""
     if X.ndim != 2:
-        raise DataError(f"{where}: features must be a 2-D table (rows x features), got shape {X.shape}")
+        raise DataError(f"{where}: features must be a 2-D table (rows x features), got shape {X.shape};"
+                        " reshape X to (rows, features)")
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise DataError(f"{where}: no data (shape {X.shape}); give a file with rows and feature columns")
     if y.ndim != 1:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
         else:
-            raise DataError(f"{where}: target must be one column, got shape {y.shape}")
+            raise DataError(f"{where}: target must be one column, got shape {y.shape}; give a 1-D target")
     if len(y) != X.shape[0]:
-        raise DataError(f"{where}: {X.shape[0]} feature rows but {len(y)} target values; they must match")
+        raise DataError(f"{where}: {X.shape[0]} feature rows but {len(y)} target values; give X and y the same rows")
     if X.dtype.kind not in "iufb":
         raise DataError(f"{where}: features must be numeric, got {X.dtype}; encode categorical columns first")
     bad = ~np.isfinite(X.astype(np.float64))
@@ -217,15 +227,27 @@ def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_
         if y.dtype.kind not in "iuf":
             raise DataError(f"{where}: task regression needs a numeric target, got {y.dtype}; set data.task: classification")
         if len(np.unique(y)) < 2:
-            raise DataError(f"{where}: the target is constant; nothing to learn")
+            raise DataError(f"{where}: the target is constant, nothing to learn; check data.target")
     else:
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
             raise DataError(f"{where}: task classification but the target has fractional values; set data.task: regression")
         classes, counts = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_counts=True)
         if len(classes) < 2:
-            raise DataError(f"{where}: the target has one class ({classes[0]!r}); classification needs at least two")
+            raise DataError(f"{where}: the target has one class ({_py(classes[0])!r}); classification needs at"
+                            " least two: check data.target or add rows of other classes")
     if X.shape[0] < min_rows:
-        raise DataError(f"{where}: only {X.shape[0]} rows; at least {min_rows} are needed for this split and cv")
+        raise DataError(f"{where}: only {X.shape[0]} rows; at least {min_rows} are needed for this split and cv;"
+                        " add rows, or lower search.cv or the data.split fractions")
+
+
+def _check_metric(cfg: "StudyConfig", task: str, n_classes: Optional[int]) -> None:
+    """The metric must fit the task found in the data (``validate`` and ``run`` both get here)."""
+    from hpsearch.config import metric_problem
+
+    metric = cfg.search.metric or ("accuracy" if task == "classification" else "mse")
+    problem = metric_problem(metric, task, n_classes, cfg.data.source)
+    if problem:
+        raise ConfigError(problem)
 
 
 def prepare_data(cfg: "StudyConfig") -> PreparedData:
@@ -268,6 +290,7 @@ def prepare_data(cfg: "StudyConfig") -> PreparedData:
     else:
         y_model = y.astype(np.float32)
         strat = None
+    _check_metric(cfg, task, len(classes) if classes is not None else None)
 
     def _split(Xa, ya, frac, strat_a, seed):
         try:
@@ -286,6 +309,21 @@ def prepare_data(cfg: "StudyConfig") -> PreparedData:
     )
     if task == "classification" and len(np.unique(y_train)) < len(classes or []):
         raise DataError(f"{where}: the training split lacks a class; add rows or lower data.split fractions")
+    if folds > 1:
+        # k-fold CV runs on the training split: every fold needs rows (and every class, stratified)
+        if task == "classification":
+            tc = np.bincount(y_train, minlength=len(classes or []))
+            if tc.min() < folds:
+                worst = (classes or [])[int(np.argmin(tc))]
+                raise DataError(
+                    f"{where}: class {worst!r} has only {int(tc.min())} rows in the training split; {folds}-fold cv"
+                    f" needs at least {folds}: add rows, merge rare classes, lower search.cv or data.split fractions"
+                )
+        elif len(y_train) < folds:
+            raise DataError(
+                f"{where}: the training split has {len(y_train)} rows, fewer than the {folds} cv folds;"
+                " add rows, or lower search.cv or the data.split fractions"
+            )
 
     mean = scale = None
     if cfg.data.scale == "standard":

@@ -26,6 +26,7 @@ What these classes add to ``scikeras.wrappers.KerasClassifier`` / ``KerasRegress
 from __future__ import annotations
 
 import inspect
+import random
 from typing import Any, Callable
 
 import keras
@@ -128,10 +129,18 @@ class _HPSearchWrapperMixin:
         meta = self._get_metadata()
         keras.backend.clear_session()
         seed = getattr(self, "_random_state", None)
-        if seed is not None:
+        if seed is None:
+            return call_builder(fn, params, meta, compile_defaults=compile_defaults,
+                                clear_session=False, context=context)
+        # seed the weight initialisers without leaving the global RNGs reseeded
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
             keras.utils.set_random_seed(int(seed))
-        return call_builder(fn, params, meta, compile_defaults=compile_defaults,
-                            clear_session=False, context=context)
+            return call_builder(fn, params, meta, compile_defaults=compile_defaults,
+                                clear_session=False, context=context)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
     # -- fitting -------------------------------------------------------------------------
     def _encode_validation_data(self, data: Any) -> Any:

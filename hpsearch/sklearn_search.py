@@ -169,7 +169,8 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
             failures_in_row += 1
         else:
             failures_in_row = 0
-        p = coerce_params(params)
+        # halving adds its resource (epochs) to the candidate's params: it is stored as n_resources
+        p = {k: v for k, v in coerce_params(params).items() if k in distributions}
         trial = optuna.trial.create_trial(
             state=state, value=value, params=p,
             distributions={k: distributions[k] for k in p}, user_attrs=clean_attr(user_attrs),
@@ -188,7 +189,8 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
     state = {"ok": 0, "index": 0}
 
     def one_by_one(evaluate_candidates: Callable[..., Any], candidates: Iterable[dict[str, Any]],
-                   more_results: Optional[dict[str, list[Any]]] = None, cv: Any = None) -> Any:
+                   more_results: Optional[dict[str, list[Any]]] = None, cv: Any = None,
+                   extra: Optional[dict[str, Any]] = None) -> Any:
         candidates = list(candidates)
         results = None
         for i, params in enumerate(candidates):
@@ -208,6 +210,7 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
                 warnings.simplefilter("always")
                 try:
                     kw: dict[str, Any] = {"cv": cv} if cv is not None else {}
+                    kw.update(extra or {})
                     if more_results is not None:
                         kw["more_results"] = {k: [v] for k, v in more.items()}
                     results = evaluate_candidates([params], **kw)
@@ -226,13 +229,23 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
                 state["ok"] += 1
         return results
 
+    import inspect
+
+    base_takes_ctx = "callback_ctx" in inspect.signature(Base._run_search).parameters
+
     class _Recording(Base):  # type: ignore[misc, valid-type]
-        def _run_search(self, evaluate_candidates: Callable[..., Any]) -> None:
+        def _run_search(self, evaluate_candidates: Callable[..., Any], callback_ctx: Any = None) -> None:
             if engine == "halving":
-                def wrapped(candidate_params: Any, cv: Any = None, more_results: Any = None, **_: Any) -> Any:
+                def wrapped(candidate_params: Any, cv: Any = None, more_results: Any = None,
+                            callback_ctx: Any = None) -> Any:
+                    # sklearn's callback contexts allow one evaluation per task id: the per-candidate
+                    # calls go without one (callbacks are an optional, experimental sklearn feature)
                     return one_by_one(evaluate_candidates, candidate_params, more_results, cv)
 
-                super()._run_search(wrapped)
+                if base_takes_ctx:
+                    super()._run_search(wrapped, callback_ctx=callback_ctx)
+                else:
+                    super()._run_search(wrapped)
             elif engine == "grid":
                 from sklearn.model_selection import ParameterGrid
 

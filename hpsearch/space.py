@@ -50,6 +50,10 @@ def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): coerce_value(v) for k, v in params.items()}
 
 
+#: the most values one integer range may expand to in a grid (a typo like [1, 10**9] must not hang)
+MAX_GRID_VALUES = 10_000
+
+
 @dataclass(frozen=True)
 class IntParam:
     low: int
@@ -61,13 +65,24 @@ class IntParam:
         if self.low > self.high:
             raise ConfigError(f"space.{name}: low {self.low} > high {self.high}; make low <= high")
         if self.step < 1:
-            raise ConfigError(f"space.{name}: step must be >= 1, got {self.step}")
+            raise ConfigError(f"space.{name}: step must be >= 1, got {self.step}; give a positive step")
         if self.log and self.low <= 0:
             raise ConfigError(f"space.{name}: a log range needs low > 0, got {self.low}; raise low or drop log")
         if self.log and self.step != 1:
             raise ConfigError(f"space.{name}: log and step cannot be combined; drop one")
 
+    @property
+    def top(self) -> int:
+        """The highest value reachable from ``low`` in steps (Optuna warns when high is off-step)."""
+        return self.low + (self.high - self.low) // self.step * self.step
+
     def grid(self, name: str) -> list[int]:
+        n = (self.high - self.low) // self.step + 1
+        if n > MAX_GRID_VALUES:
+            raise ConfigError(
+                f"space.{name}: engine grid would enumerate {n} values of [{self.low}, {self.high}];"
+                f" add a larger `step:` or use `choice: [...]` (at most {MAX_GRID_VALUES} values)"
+            )
         return list(range(self.low, self.high + 1, self.step))
 
     def distribution(self) -> Any:
@@ -80,12 +95,12 @@ class IntParam:
         return self.grid("")
 
     def suggest(self, trial: "optuna.trial.Trial", name: str) -> int:
-        return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+        return trial.suggest_int(name, self.low, self.top, step=self.step, log=self.log)
 
     def optuna_distribution(self) -> Any:
         import optuna
 
-        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+        return optuna.distributions.IntDistribution(self.low, self.top, log=self.log, step=self.step)
 
 
 @dataclass(frozen=True)
@@ -97,13 +112,16 @@ class FloatParam:
 
     def validate(self, name: str) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ConfigError(f"space.{name}: low and high must be finite numbers")
+            raise ConfigError(f"space.{name}: low and high must be finite numbers; give finite bounds")
         if self.low > self.high:
             raise ConfigError(f"space.{name}: low {self.low} > high {self.high}; make low <= high")
         if self.log and self.low <= 0:
             raise ConfigError(f"space.{name}: a log range needs low > 0, got {self.low}; raise low or drop log")
+        if self.grid_points is not None and self.grid_points > MAX_GRID_VALUES:
+            raise ConfigError(f"space.{name}: grid of {self.grid_points} points is too many;"
+                              f" give grid: N with N <= {MAX_GRID_VALUES}")
         if self.grid_points is not None and self.grid_points < 1:
-            raise ConfigError(f"space.{name}: grid must be >= 1 points, got {self.grid_points}")
+            raise ConfigError(f"space.{name}: grid must be >= 1 points, got {self.grid_points}; give grid: N with N >= 1")
 
     def grid(self, name: str) -> list[float]:
         if self.grid_points is None:
@@ -120,6 +138,8 @@ class FloatParam:
     def distribution(self) -> Any:
         from scipy import stats
 
+        if self.low == self.high:  # scipy rejects an empty interval; one value it is
+            return [float(self.low)]
         if self.log:
             return stats.loguniform(self.low, self.high)  # == scipy.stats.reciprocal
         return stats.uniform(self.low, self.high - self.low)
@@ -256,18 +276,19 @@ def _parse_param(name: str, spec: Any) -> Param:
         unknown = keys - allowed
         if unknown:
             raise ConfigError(
-                f"space.{name}: unknown key {sorted(unknown)[0]!r} for a {kind} parameter; allowed: {sorted(allowed)}"
+                f"space.{name}: unknown key {sorted(unknown)[0]!r} for {'an' if kind == 'int' else 'a'} {kind} parameter;"
+                f" remove it or use only {', '.join(sorted(allowed))}"
             )
         value = spec[kind]
         if kind == "choice":
             if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"space.{name}: choice must be a list, e.g. `choice: [relu, elu]`")
+                raise ConfigError(f"space.{name}: choice must be a list; write it like `choice: [relu, elu]`")
             return CategoricalParam(tuple(coerce_value(v) for v in value))
         if not (isinstance(value, (list, tuple)) and len(value) == 2):
-            raise ConfigError(f"space.{name}: {kind} must be a [low, high] pair")
+            raise ConfigError(f"space.{name}: {kind} must be a [low, high] pair; write `{kind}: [low, high]`")
         log = spec.get("log", False)
         if not isinstance(log, bool):
-            raise ConfigError(f"space.{name}: log must be true or false")
+            raise ConfigError(f"space.{name}: log must be true or false; set `log: true` or drop it")
         try:
             if kind == "int":
                 lo, hi = value
@@ -283,7 +304,9 @@ def _parse_param(name: str, spec: Any) -> Param:
                 raise ValueError
             return FloatParam(lo, hi, log=log, grid_points=None if grid is None else int(grid))
         except (TypeError, ValueError):
-            raise ConfigError(f"space.{name}: {kind} range needs {kind} numbers, got {value!r}") from None
+            fix = ("use whole numbers (or `float: [low, high]` for a real-valued range)" if kind == "int"
+                   else "use numbers for low and high")
+            raise ConfigError(f"space.{name}: {kind} range needs {kind} numbers, got {value!r}; {fix}") from None
     # Python-side specs
     if isinstance(spec, np.ndarray):
         spec = spec.tolist()
@@ -292,16 +315,22 @@ def _parse_param(name: str, spec: Any) -> Param:
     dist = getattr(spec, "dist", None)
     if dist is not None:  # a frozen scipy distribution
         dname = getattr(dist, "name", "")
-        args = tuple(float(a) for a in getattr(spec, "args", ()))
-        kw = getattr(spec, "kwds", {})
-        if dname in ("loguniform", "reciprocal") and len(args) == 2:
-            return FloatParam(args[0], args[1], log=True)
-        if dname == "uniform":
-            loc = args[0] if args else kw.get("loc", 0.0)
-            scale = args[1] if len(args) > 1 else kw.get("scale", 1.0)
-            return FloatParam(float(loc), float(loc) + float(scale))
-        if dname == "randint" and len(args) >= 2:
-            return IntParam(int(args[0]), int(args[1]) - 1)
+        try:
+            # frozen distributions keep positional and keyword arguments apart: bind them by name
+            shapes = [n.strip() for n in (getattr(dist, "shapes", None) or "").split(",") if n.strip()]
+            names = [*shapes, "loc", "scale"]
+            bound: dict[str, float] = {"loc": 0.0, "scale": 1.0}
+            bound.update({n: float(a) for n, a in zip(names, getattr(spec, "args", ()))})
+            bound.update({str(k): float(v) for k, v in (getattr(spec, "kwds", None) or {}).items()})
+        except (TypeError, ValueError):
+            bound = {}
+        loc, scale = bound.get("loc", 0.0), bound.get("scale", 1.0)
+        if dname in ("loguniform", "reciprocal") and "a" in bound and "b" in bound and loc == 0.0:
+            return FloatParam(bound["a"] * scale, bound["b"] * scale, log=True)
+        if dname == "uniform" and bound:
+            return FloatParam(loc, loc + scale)
+        if dname == "randint" and "low" in bound and "high" in bound and scale == 1.0:
+            return IntParam(int(bound["low"] + loc), int(bound["high"] + loc) - 1)
     raise ConfigError(
         f"space.{name}: cannot read {spec!r}; use `int: [low, high]`, `float: [low, high]` or `choice: [...]`"
     )

@@ -152,15 +152,16 @@ def prepare_context(
         pruner = make_pruner(cfg)
     study = optuna.create_study(storage=st, study_name=cfg.name, direction=direction, load_if_exists=True,
                                 sampler=sampler, pruner=pruner)
-    if existing is None:
+    if existing is None or STUDY.ENGINE not in existing.user_attrs:  # new, or created outside hpsearch
         attrs = {
             STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
             STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
             STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},
-            "builder": cfg.model.builder, "artifacts": _artifact_attr(url, art_loc),
+            "builder": cfg.model.builder, "artifacts": _artifact_attr(url, art_loc), "base_dir": cfg.base_dir,
         }
         for k, v in attrs.items():
             study.set_user_attr(k, clean_attr(v))
+        study.set_metric_names([metric])  # the dashboard labels its axes with it
     total = cfg.search.n_trials
     if cfg.search.engine == "grid":
         from hpsearch.sklearn_search import planned_candidates

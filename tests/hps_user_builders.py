@@ -1,0 +1,43 @@
+"""User builders for the builder-registry tests (referenced as "hps_user_builders:<name>")."""
+
+from __future__ import annotations
+
+import keras
+
+NOT_A_FUNCTION = 42
+
+
+def build_compiled(width: int = 8, meta=None):
+    """A compiled model that reads its input size and output from meta."""
+    n_out = int(meta.get("n_classes_") or 1)
+    model = keras.Sequential([
+        keras.Input(shape=(meta["n_features_in_"],)),
+        keras.layers.Dense(width, activation="relu"),
+        keras.layers.Dense(n_out, activation="softmax" if n_out > 2 else "sigmoid"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def build_uncompiled(width: int = 8, n_inputs: int = 4, n_outputs: int = 3):
+    """An uncompiled model; no meta: the caller compiles it for the task."""
+    return keras.Sequential([
+        keras.Input(shape=(n_inputs,)),
+        keras.layers.Dense(width, activation="relu"),
+        keras.layers.Dense(n_outputs, activation="softmax"),
+    ])
+
+
+def build_kwargs(**kwargs):
+    """Takes anything (and therefore meta too)."""
+    meta = kwargs["meta"]
+    model = keras.Sequential([
+        keras.Input(shape=(meta["n_features_in_"],)),
+        keras.layers.Dense(int(kwargs.get("width", 4))),
+        keras.layers.Dense(1),
+    ])
+    return model
+
+
+def build_not_a_model(width: int = 1):
+    return "nope"
