@@ -155,12 +155,12 @@ class TrialRunner:
 
         ctx = self.ctx
         t_start = time.monotonic()
-        params = ctx.space.full_params(ctx.space.suggest(trial))
-        params.update(ctx.builder_extra)
         trial.set_user_attr(TRIAL.ENGINE, "optuna")
         trial.set_user_attr(TRIAL.WORKER, self.worker)
-        t_sampled = time.monotonic()
         try:
+            params = ctx.space.full_params(ctx.space.suggest(trial))
+            params.update(ctx.builder_extra)
+            t_sampled = time.monotonic()
             if self.folds is None:
                 value, model, epochs, pruned_at, history = self._holdout(trial, params)
                 fold_scores = None

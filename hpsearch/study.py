@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -161,7 +162,9 @@ def prepare_context(
         }
         for k, v in attrs.items():
             study.set_user_attr(k, clean_attr(v))
-        study.set_metric_names([metric])  # the dashboard labels its axes with it
+        with warnings.catch_warnings():  # experimental in Optuna, stable in practice since 3.2
+            warnings.simplefilter("ignore")
+            study.set_metric_names([metric])  # the dashboard labels its axes with it
     total = cfg.search.n_trials
     if cfg.search.engine == "grid":
         from hpsearch.sklearn_search import planned_candidates

@@ -1,0 +1,186 @@
+"""The Optuna engine: pruning, divergence, failures, k-fold, stored models and load_best."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch.config import parse_study_config
+from hpsearch.data import prepare_data
+from hpsearch.errors import StudyFailedError
+from hpsearch.records import STUDY, TRIAL
+from hpsearch.study import run_study
+
+HERE = Path(__file__).parent
+
+
+def _cfg(name: str, **over):
+    d = {
+        "name": name,
+        "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "adam", "n_hidden": 1}},
+        "space": {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [0.005, 0.05], "log": True}},
+        "train": {"epochs": 4, "batch_size": 16, "early_stopping": {"patience": 20}},
+        "search": {"engine": "optuna", "n_trials": 3, "seed": 0, "sampler": "random", "pruner": "none"},
+    }
+    for k, v in over.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) and k != "space" else v
+    return parse_study_config(d)
+
+
+def _enqueue(name: str, url: str, direction: str, params: list[dict]):
+    study = optuna.create_study(study_name=name, storage=url, direction=direction)
+    for p in params:
+        study.enqueue_trial(p)
+    return study
+
+
+def test_pruned_trials_train_fewer_epochs(sqlite_url, tmp_path):
+    good = {"n_neurons": 16, "learning_rate": 0.05}
+    bad = {"n_neurons": 4, "learning_rate": 1e-5}
+    _enqueue("prune", sqlite_url, "maximize", [good] * 5 + [bad] * 2)
+    cfg = _cfg("prune", space={"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [1e-5, 0.05], "log": True}},
+               train={"epochs": 8}, search={"n_trials": 7, "pruner": "median"})
+    res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    study = optuna.load_study(study_name="prune", storage=sqlite_url)
+    pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED]
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(pruned) >= 1 and res.n_pruned == len(pruned)
+    for t in pruned:
+        assert t.user_attrs[TRIAL.EPOCHS] < 8
+        assert len(t.intermediate_values) == t.user_attrs[TRIAL.EPOCHS]
+    assert all(t.user_attrs[TRIAL.EPOCHS] == 8 for t in complete)
+    assert max(t.user_attrs[TRIAL.EPOCHS] for t in pruned) < min(t.user_attrs[TRIAL.EPOCHS] for t in complete)
+    # per-epoch validation accuracy is stored as intermediate values
+    assert all(0.0 <= v <= 1.0 for t in complete for v in t.intermediate_values.values())
+
+
+def test_load_best_gives_back_identical_predictions(sqlite_url, tmp_path):
+    import hpsearch
+
+    cfg = _cfg("lb")
+    run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    study = optuna.load_study(study_name="lb", storage=sqlite_url)
+    est = hpsearch.load_best("lb", storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    data = prepare_data(cfg)
+    pre = data.preprocessor
+    X_raw = data.X_test * np.asarray(pre.scale, dtype=np.float32) + np.asarray(pre.mean, dtype=np.float32)
+    y_raw = np.asarray(pre.classes)[data.y_test]
+    # the score recorded at the end of the run (in-memory model) == the reloaded model's score
+    assert est.score(X_raw, y_raw) == pytest.approx(study.user_attrs[STUDY.TEST_SCORE])
+    # and the stored best trial's own model gives identical predictions
+    from hpsearch.best import load_model_artifacts
+    from hpsearch.storage import artifact_store_for
+
+    best = study.best_trial
+    model, _ = load_model_artifacts(artifact_store_for(sqlite_url, str(tmp_path / "art")),
+                                    best.user_attrs[TRIAL.MODEL_ARTIFACT], best.user_attrs[TRIAL.PREPROCESS_ARTIFACT])
+    np.testing.assert_array_equal(est.predict_proba(X_raw), model.predict(data.X_test, verbose=0))
+    assert set(est.predict(X_raw)) <= set(pre.classes)
+    assert est.predict_proba(X_raw).shape == (len(X_raw), 3)
+    assert study.user_attrs[STUDY.BEST_TRIAL] == best.number
+
+
+def test_diverging_trial_fails_with_reason_and_study_goes_on(sqlite_url, tmp_path):
+    _enqueue("nan", sqlite_url, "maximize", [{"n_neurons": 16, "learning_rate": 1e6, "optimizer": "sgd"}])
+    cfg = _cfg("nan", space={"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [0.01, 1e6], "log": True},
+                             "optimizer": {"choice": ["sgd", "adam"]}},
+               model={"fixed": {"n_hidden": 2}}, search={"n_trials": 2})
+    run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    trials = optuna.load_study(study_name="nan", storage=sqlite_url).get_trials()
+    first = trials[0]
+    assert first.state == TrialState.FAIL
+    assert "diverged" in first.user_attrs[TRIAL.FAILURE]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+
+
+def test_trial_that_raises_is_recorded_and_study_survives(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    _enqueue("raise", sqlite_url, "maximize", [{"n_neurons": 13}])
+    cfg = _cfg("raise", model={"builder": "engine_builders:build_fails_on_width", "fixed": {}},
+               space={"n_neurons": {"int": [8, 16]}}, search={"n_trials": 2, "sampler": "tpe"})
+    res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    trials = optuna.load_study(study_name="raise", storage=sqlite_url).get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs[TRIAL.FAILURE] == "ValueError: width 13 is unlucky"
+    assert res.n_complete == 2 and res.n_failed == 1
+
+
+def test_failures_in_a_row_stop_the_study(sqlite_url, tmp_path, monkeypatch, capsys):
+    from hpsearch.cli import main
+
+    monkeypatch.syspath_prepend(str(HERE))
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: allfail\ndata: {source: 'sklearn:iris'}\n"
+        "model: {builder: 'engine_builders:build_always_fails'}\n"
+        "space: {n_neurons: {int: [4, 8]}}\ntrain: {epochs: 2}\n"
+        "search: {engine: optuna, n_trials: 10, max_failures_in_row: 3}\n"
+    )
+    rc = main(["run", str(path), "--storage", sqlite_url, "--artifacts", str(tmp_path / "a"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "3 trials failed in a row" in err and "never works" in err and "Traceback" not in err
+    trials = optuna.load_study(study_name="allfail", storage=sqlite_url).get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.FAIL for t in trials)
+
+
+def test_kfold_inside_a_trial_reports_fold_mean(sqlite_url, tmp_path):
+    cfg = _cfg("cv", search={"n_trials": 2, "cv": 2}, train={"epochs": 3})
+    run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    study = optuna.load_study(study_name="cv", storage=sqlite_url)
+    for t in study.get_trials():
+        assert t.state == TrialState.COMPLETE
+        folds = t.user_attrs[TRIAL.FOLD_SCORES]
+        assert len(folds) == 2
+        assert t.value == pytest.approx(max(t.intermediate_values.values()))
+        assert t.value == pytest.approx(np.mean(folds))
+        assert len(t.intermediate_values) == 3
+    assert study.user_attrs[STUDY.TEST_SCORE] is not None
+
+
+def test_rerun_continues_to_budget_and_keeps_best_k_models(sqlite_url, tmp_path):
+    art = tmp_path / "art"
+    cfg = _cfg("cont", search={"n_trials": 2, "keep_models": 1})
+    run_study(cfg, storage=sqlite_url, artifacts=str(art), progress=False)
+    cfg4 = _cfg("cont", search={"n_trials": 4, "keep_models": 1})
+    res = run_study(cfg4, storage=sqlite_url, artifacts=str(art), progress=False)
+    assert res.n_complete == 4 and not res.already_complete
+    again = run_study(cfg4, storage=sqlite_url, artifacts=str(art), progress=False)
+    assert again.already_complete and again.n_complete == 4
+    # disk stays bounded: model files of trials outside the best K are removed
+    study = optuna.load_study(study_name="cont", storage=sqlite_url)
+    removed = set(study.user_attrs.get("removed_artifacts", []))
+    live_models = [t for t in study.get_trials() if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)
+                   and t.user_attrs[TRIAL.MODEL_ARTIFACT] not in removed]
+    assert len(live_models) == 1 and live_models[0].number == study.best_trial.number
+    files = [p for p in art.rglob("*") if p.is_file()]
+    assert len(files) <= 3 * 3  # (model, preprocessing, curve) for the kept one + removed curves at most
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes", "random", "grid", "qmc"])
+def test_every_sampler_runs(sampler, sqlite_url, tmp_path):
+    space = {"n_neurons": {"int": [4, 8], "step": 4}, "learning_rate": {"float": [0.01, 0.05], "log": True, "grid": 1}}
+    cfg = _cfg(f"s-{sampler}", space=space, train={"epochs": 1},
+               search={"n_trials": 2, "sampler": sampler, "pruner": "hyperband"})
+    res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    assert res.n_complete + res.n_pruned == 2
+
+
+def test_regression_with_r2_metric(sqlite_url, tmp_path):
+    cfg = parse_study_config({
+        "name": "r2", "data": {"source": "sklearn:diabetes", "max_rows": 200},
+        "model": {"fixed": {"optimizer": "adam", "learning_rate": 0.05}},
+        "space": {"n_neurons": {"int": [4, 16]}},
+        "train": {"epochs": 3, "batch_size": 16},
+        "search": {"engine": "optuna", "n_trials": 2, "metric": "r2", "pruner": "none"},
+    })
+    run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    study = optuna.load_study(study_name="r2", storage=sqlite_url)
+    assert study.direction.name == "MAXIMIZE"
+    assert all(v < 1.0 for t in study.get_trials() for v in t.intermediate_values.values())
+    assert "r2" in study.user_attrs["test_metrics"]
