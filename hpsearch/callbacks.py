@@ -8,6 +8,7 @@ epoch count and the weights).
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Optional
 
 import keras
@@ -33,11 +34,16 @@ class EpochValues(keras.callbacks.Callback):
 class PruningReporter(EpochValues):
     """Reports the validation metric to the Optuna trial every epoch; stops training when pruned."""
 
-    def __init__(self, trial: Any, metric: str, y_valid_var: Optional[float] = None, step_offset: int = 0) -> None:
+    def __init__(self, trial: Any, metric: str, y_valid_var: Optional[float] = None, step_offset: int = 0,
+                 check_steps: Optional[set[int]] = None) -> None:
         super().__init__(metric, y_valid_var)
         self.trial = trial
+        # steps where the pruner can decide (None: every step); elsewhere asking it is a wasted
+        # storage round trip
+        self.check_steps = check_steps
         self.step_offset = step_offset
         self.pruned_at: Optional[int] = None
+        self.storage_time = 0.0  # seconds spent in report/should_prune (storage round trips)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         super().on_epoch_end(epoch, logs)
@@ -45,8 +51,11 @@ class PruningReporter(EpochValues):
         if value is None or not math.isfinite(value):
             return  # the NaN guard stops training; nothing sensible to report
         step = epoch + self.step_offset
+        t0 = time.perf_counter()
         self.trial.report(value, step)
-        if self.trial.should_prune():
+        prune = (self.check_steps is None or step in self.check_steps) and self.trial.should_prune()
+        self.storage_time += time.perf_counter() - t0
+        if prune:
             self.pruned_at = step
             self.model.stop_training = True
 

@@ -51,12 +51,36 @@ def make_sampler(cfg: "StudyConfig", space: "SearchSpace") -> Any:
     return optuna.samplers.GridSampler(space.to_optuna_grid(), seed=seed)
 
 
+def _min_resource(cfg: "StudyConfig") -> int:
+    epochs = cfg.train.epochs
+    return cfg.search.min_resource or max(1, min(epochs, max(1, epochs // 20)))
+
+
+def pruning_steps(cfg: "StudyConfig") -> Optional[set[int]]:
+    """The reported steps at which the configured pruner can prune (None: any step).
+
+    Successive halving and Hyperband decide only at rung steps ``min_resource * factor**k`` (every
+    Hyperband bracket's rungs are among them); between rungs ``should_prune()`` is always False, so
+    the trial runner does not ask (each ask reads the trial back from storage).
+    """
+    s = cfg.search
+    if s.pruner == "none":
+        return set()
+    if s.pruner == "median":
+        return None
+    steps, r = set(), _min_resource(cfg)
+    while r < cfg.train.epochs:
+        steps.add(r)
+        r *= s.factor
+    return steps
+
+
 def make_pruner(cfg: "StudyConfig") -> Any:
     import optuna
 
     s = cfg.search
     epochs = cfg.train.epochs
-    min_res = s.min_resource or max(1, min(epochs, max(1, epochs // 20)))
+    min_res = _min_resource(cfg)
     if s.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=min_res, max_resource=epochs, reduction_factor=s.factor)
     if s.pruner == "sha":
@@ -87,6 +111,7 @@ class TrialRunner:
         self.valid_batch = len(data.y_valid) if len(data.y_valid) <= MAX_SINGLE_VALID_BATCH else 4096
         self.y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.check_steps = pruning_steps(cfg)
         self.class_weight = None
         if data.task == "classification" and cfg.train.class_weight == "balanced":
             counts = np.bincount(data.y_train, minlength=data.n_classes)
@@ -117,7 +142,8 @@ class TrialRunner:
 
         es_cfg = self.ctx.cfg.train.early_stopping
         guard = NaNGuard()
-        reporter = (PruningReporter(trial, self.ctx.metric, self.y_valid_var) if with_pruning
+        reporter = (PruningReporter(trial, self.ctx.metric, self.y_valid_var, check_steps=self.check_steps)
+                    if with_pruning
                     else EpochValues(self.ctx.metric, self.y_valid_var))
         cbs: list[Any] = [guard, reporter]
         if es_cfg is not None:
@@ -173,7 +199,9 @@ class TrialRunner:
             trial.set_user_attr(TRIAL.FAILURE, f"{e.__class__.__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
             raise
         t_fit = time.monotonic()
-        attrs: dict[str, Any] = {TRIAL.EPOCHS: epochs, TRIAL.FIT_TIME: t_fit - t_sampled}
+        report_time = getattr(self, "_report_time", 0.0)
+        attrs: dict[str, Any] = {TRIAL.EPOCHS: epochs, TRIAL.FIT_TIME: t_fit - t_sampled - report_time,
+                                 "report_time": report_time, "sample_time": t_sampled - t_start}
         if model is not None:
             from hpsearch.builders import count_params
 
@@ -195,21 +223,25 @@ class TrialRunner:
             if self.folds is not None:  # CV fold models saw part of the data: refit once on all of it
                 model = self._refit(params, epochs)
             self._save(trial, model, history)
-        trial.set_user_attr("overhead_time", (t_sampled - t_start) + (time.monotonic() - t_fit))
+        # storage, sampling and model saving: what hpsearch adds around the training itself
+        trial.set_user_attr("overhead_time", (t_sampled - t_start) + report_time + (time.monotonic() - t_fit))
         return value
 
     def _holdout(self, trial: Any, params: dict[str, Any]) -> tuple[Any, ...]:
         data = self.ctx.data
+        self._report_time = 0.0
         model = self._build(params)
         cbs, guard, reporter = self._callbacks(trial, with_pruning=True)
         hist = self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid, self.ctx.cfg.train.epochs, cbs)
         if guard.diverged_at is not None:
             raise TrialDiverged(f"training diverged: loss became {guard.loss} at epoch {guard.diverged_at}")
         value, _best_epoch = self._best(reporter.values)
+        self._report_time = reporter.storage_time
         return value, model, len(reporter.values), reporter.pruned_at, dict(hist.history)
 
     def _cv(self, trial: Any, params: dict[str, Any]) -> tuple[Any, ...]:
         """k folds trained in lockstep, one epoch at a time, reporting the fold mean each epoch."""
+        self._report_time = 0.0
         from hpsearch.builders import call_builder
         from hpsearch.callbacks import EpochValues, NaNGuard
 
@@ -238,13 +270,16 @@ class TrialRunner:
             mean = float(np.mean(vals))
             means.append(mean)
             history["val_metric_mean"].append(mean)
+            t0 = time.monotonic()
             trial.report(mean, epoch)
+            prune = (self.check_steps is None or epoch in self.check_steps) and trial.should_prune()
+            self._report_time += time.monotonic() - t0
             better = best_mean is None or (mean > best_mean if direction == "maximize" else mean < best_mean)
             if better:
                 best_mean, best_epoch, wait = mean, epoch + 1, 0
             else:
                 wait += 1
-            if trial.should_prune():
+            if prune:
                 pruned_at = epoch
                 break
             if es is not None and wait > es.patience:
