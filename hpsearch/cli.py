@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from hpsearch.errors import HPSearchError, UserError
 
@@ -53,10 +53,18 @@ def _import_silently(module: str) -> None:
         os.close(devnull)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``hpsearch: error: ...; see --help``."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        sys.stderr.write(f"hpsearch: error: {message}; see '{self.prog} --help'\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpsearch", description="Hyperparameter search for Keras models.")
+    p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def storage_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--storage", help="database URL (default: $HPSEARCH_STORAGE, the study file, sqlite:///hpsearch.db)")
@@ -152,7 +160,7 @@ def print_result(res: Any, top: int) -> None:
 
 def cmd_run(a: argparse.Namespace) -> int:
     if a.workers < 1 or a.per_gpu < 1:
-        raise UserError("--workers and --per-gpu must be >= 1")
+        raise UserError("--workers and --per-gpu must be >= 1; give 1 or more")
     if a.workers > 1 or a.gpus:
         from hpsearch.workers import run_workers
 
@@ -230,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         a = parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed its one-line usage error
+    except SystemExit as e:  # _Parser already printed its one-line error
         return int(e.code or 0) if e.code in (0, None) else 2
     if a.version:
         from hpsearch import __version__

@@ -75,13 +75,9 @@ def _budget_overrides(n_trials: Optional[int], epochs: Optional[int]) -> dict[st
 
 def _load_cfg(config: Union[str, os.PathLike[str], StudyConfig], overrides: dict[str, Any]) -> StudyConfig:
     if isinstance(config, StudyConfig):
-        cfg = config.model_copy(deep=True)
-        for dotted, value in overrides.items():
-            if value is None:
-                continue
-            section, key = dotted.split(".")
-            setattr(getattr(cfg, section), key, value)
-        return cfg
+        from hpsearch.config import apply_overrides
+
+        return apply_overrides(config, overrides)  # validated, unlike setattr
     return load_study_config(config, overrides)
 
 

@@ -13,7 +13,7 @@ from hpsearch.cli import build_parser
 from hpsearch.storage import normalize_storage_url, redact_url
 
 REPO = Path(__file__).resolve().parents[1]
-_VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+_VAR = re.compile(r"(?<!\$)\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
 
 def _env_example() -> dict[str, str]:
@@ -51,6 +51,11 @@ def raw():
 @pytest.fixture(scope="module")
 def compose(raw):
     return _interpolate(raw, _env_example())
+
+
+def test_healthcheck_escapes_container_variables(compose):
+    test = compose["services"]["postgres"]["healthcheck"]["test"]
+    assert "${POSTGRES_USER}" in test[-1]  # $$ in the file: expanded by the container's shell
 
 
 def test_services(compose):

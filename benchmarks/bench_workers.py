@@ -1,0 +1,155 @@
+"""Throughput and memory of hpsearch workers: trials/hour and per-worker memory for 1, 2, 4 workers.
+
+    python benchmarks/bench_workers.py                       # CPU, a throw-away PostgreSQL (tests/pg.py)
+    python benchmarks/bench_workers.py --storage postgresql+psycopg://user@host/db   # PGPASSWORD in env
+    KERAS_BACKEND=jax python benchmarks/bench_workers.py --gpus 0 --per-gpu 1,2,4    # K workers on one GPU
+
+One JSON line per configuration (stdout), side by side in the same job: the 1-worker line is the
+baseline. Each configuration runs a fresh study with the same budget, data and space. Wall time
+includes worker start-up (imports, first compile), which is what a user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STUDY = """name: {name}
+data:
+  source: "sklearn:{dataset}"
+  split: {{valid: 0.2, test: 0.2, seed: 0}}
+  scale: standard
+model:
+  builder: mlp
+  fixed: {{activation: relu, optimizer: adam}}
+space:
+  n_hidden: {{int: [1, 3]}}
+  n_neurons: {{int: [16, 128], log: true}}
+  learning_rate: {{float: [1.0e-3, 3.0e-2], log: true}}
+train: {{epochs: {epochs}, batch_size: 64, steps_per_execution: 8}}
+search: {{engine: optuna, sampler: random, pruner: none, n_trials: {n_trials}, metric: accuracy, seed: null}}
+"""
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _gpu_mb() -> dict[int, float]:
+    if not shutil.which("nvidia-smi"):
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except Exception:  # noqa: BLE001
+        return {}
+    res = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit():
+            try:
+                res[int(parts[0])] = float(parts[1])
+            except ValueError:
+                pass
+    return res
+
+
+class Sampler(threading.Thread):
+    """Peak RSS (and GPU memory) of each worker pid while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.pids: list[int] = []
+        self.rss: dict[int, float] = {}
+        self.gpu: dict[int, float] = {}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.5):
+            for pid in list(self.pids):
+                r = _rss_mb(pid)
+                if r is not None:
+                    self.rss[pid] = max(self.rss.get(pid, 0.0), r)
+            for pid, mb in _gpu_mb().items():
+                if pid in self.pids:
+                    self.gpu[pid] = max(self.gpu.get(pid, 0.0), mb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", default="1,2,4", help="worker counts (CPU), e.g. 1,2,4")
+    p.add_argument("--gpus", help="GPU ids, e.g. 0 (then --per-gpu sets the worker counts)")
+    p.add_argument("--per-gpu", default="1,2,4", help="workers per GPU to compare (with --gpus)")
+    p.add_argument("--n-trials", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--storage", help="PostgreSQL URL (default: a throw-away server from tests/pg.py)")
+    a = p.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    server = None
+    url = a.storage
+    if not url:
+        from tests.pg import PostgresServer
+
+        server = PostgresServer().start()
+        url = server.url(server.create_database())
+    from hpsearch.workers import run_workers
+
+    configs = ([(int(k), k) for k in a.per_gpu.split(",")] if a.gpus
+               else [(int(n), None) for n in a.workers.split(",")])
+    tmp = Path(tempfile.mkdtemp(prefix="hpsearch-bench-"))
+    try:
+        for n, per_gpu in configs:
+            name = f"bench-{n}w-{uuid.uuid4().hex[:6]}"
+            study = tmp / f"{name}.yaml"
+            study.write_text(STUDY.format(name=name, dataset=a.dataset, epochs=a.epochs, n_trials=a.n_trials))
+            sampler = Sampler()
+            sampler.start()
+            t0 = time.monotonic()
+            res = run_workers(study, storage=url, artifacts=str(tmp / "art"), n_workers=n if not a.gpus else 1,
+                              gpus=a.gpus, per_gpu=int(per_gpu) if per_gpu else 1, progress=False,
+                              on_spawn=sampler.pids.extend)
+            wall = time.monotonic() - t0
+            sampler.halt.set()
+            sampler.join()
+            rss = list(sampler.rss.values())
+            gpu = list(sampler.gpu.values())
+            print(json.dumps({
+                "workers": len(sampler.pids), "gpus": a.gpus, "per_gpu": per_gpu,
+                "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "dataset": a.dataset,
+                "n_trials": a.n_trials, "epochs": a.epochs, "complete": res.n_complete, "pruned": res.n_pruned,
+                "failed": res.n_failed, "wall_s": round(wall, 2),
+                "trials_per_hour": round(3600 * (res.n_complete + res.n_pruned) / wall, 1),
+                "rss_mb_per_worker_max": round(max(rss), 1) if rss else None,
+                "rss_mb_per_worker_mean": round(sum(rss) / len(rss), 1) if rss else None,
+                "gpu_mb_per_worker_max": round(max(gpu), 1) if gpu else None,
+                "best_value": res.best_value, "cpu_count": os.cpu_count(),
+            }), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if server is not None:
+            server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
