@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
 import keras
@@ -32,7 +33,14 @@ class EpochValues(keras.callbacks.Callback):
 
 
 class PruningReporter(EpochValues):
-    """Reports the validation metric to the Optuna trial every epoch; stops training when pruned."""
+    """Reports the validation metric to the Optuna trial every epoch; stops training when pruned.
+
+    The per-epoch write (``trial.report``) runs on a one-thread executor, so it overlaps with the
+    next epoch's training instead of stalling it (DESIGN.md: storage writes off the hot path).
+    Writes stay in order; before the pruner is asked (and at the end of training) the pending ones
+    are waited for, and a storage error surfaces there. ``storage_time`` is the time the training
+    thread actually waited on storage.
+    """
 
     def __init__(self, trial: Any, metric: str, y_valid_var: Optional[float] = None, step_offset: int = 0,
                  check_steps: Optional[set[int]] = None) -> None:
@@ -43,7 +51,18 @@ class PruningReporter(EpochValues):
         self.check_steps = check_steps
         self.step_offset = step_offset
         self.pruned_at: Optional[int] = None
-        self.storage_time = 0.0  # seconds spent in report/should_prune (storage round trips)
+        self.storage_time = 0.0
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._pending: Optional[Future[Any]] = None
+
+    def on_train_begin(self, logs: Optional[dict[str, Any]] = None) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-report")
+
+    def flush(self) -> None:
+        """Wait for the queued reports (re-raising a storage error from the writer)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         super().on_epoch_end(epoch, logs)
@@ -52,12 +71,32 @@ class PruningReporter(EpochValues):
             return  # the NaN guard stops training; nothing sensible to report
         step = epoch + self.step_offset
         t0 = time.perf_counter()
-        self.trial.report(value, step)
-        prune = (self.check_steps is None or step in self.check_steps) and self.trial.should_prune()
+        if self._executor is None:  # used outside fit(): report synchronously
+            self.trial.report(value, step)
+        else:
+            self._pending = self._executor.submit(self.trial.report, value, step)
+        prune = False
+        if self.check_steps is None or step in self.check_steps:
+            self.flush()
+            prune = self.trial.should_prune()
         self.storage_time += time.perf_counter() - t0
         if prune:
             self.pruned_at = step
             self.model.stop_training = True
+
+    def on_train_end(self, logs: Optional[dict[str, Any]] = None) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.flush()
+        finally:
+            self.close()
+            self.storage_time += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the writer thread (also when ``fit`` raised before ``on_train_end``)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
 
 class NaNGuard(keras.callbacks.Callback):

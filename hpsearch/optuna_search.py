@@ -213,6 +213,7 @@ class TrialRunner:
             attrs["pruned_at_epoch"] = pruned_at
             for k, v in attrs.items():
                 trial.set_user_attr(k, clean_attr(v))
+            trial.set_user_attr("overhead_time", (t_sampled - t_start) + report_time + (time.monotonic() - t_fit))
             raise optuna.TrialPruned(f"pruned at epoch {pruned_at}")
         if value is None:
             trial.set_user_attr(TRIAL.FAILURE, "no finite validation value was logged")
@@ -228,11 +229,18 @@ class TrialRunner:
         return value
 
     def _holdout(self, trial: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+        from hpsearch.callbacks import PruningReporter
+
         data = self.ctx.data
         self._report_time = 0.0
         model = self._build(params)
         cbs, guard, reporter = self._callbacks(trial, with_pruning=True)
-        hist = self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid, self.ctx.cfg.train.epochs, cbs)
+        try:
+            hist = self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid,
+                             self.ctx.cfg.train.epochs, cbs)
+        finally:
+            if isinstance(reporter, PruningReporter):
+                reporter.close()
         if guard.diverged_at is not None:
             raise TrialDiverged(f"training diverged: loss became {guard.loss} at epoch {guard.diverged_at}")
         value, _best_epoch = self._best(reporter.values)

@@ -42,10 +42,10 @@ class _EpochLog:
         return rows
 
 
-def _make_scorer(metric: str, task: str, log: _EpochLog) -> Callable[..., float]:
+def _make_scorer(metric: str, task: str, log: _EpochLog, y_valid_var: Optional[float] = None) -> Callable[..., float]:
     from sklearn.metrics import get_scorer
 
-    from hpsearch.metrics import sklearn_scoring
+    from hpsearch.metrics import sklearn_scoring, value_from_logs
 
     name, _sign = sklearn_scoring(metric, task)
     base = get_scorer(name)
@@ -57,7 +57,10 @@ def _make_scorer(metric: str, task: str, log: _EpochLog) -> Callable[..., float]
         if losses and not np.isfinite(losses[-1]):
             log.rows.append({"epochs": epochs, "diverged": True})
             raise FloatingPointError(f"training diverged: loss became {losses[-1]} at epoch {epochs}")
-        log.rows.append({"epochs": epochs, "diverged": False})
+        # the validation metric per epoch: the learning curve stored as intermediate values
+        curve = [value_from_logs(metric, {k: v[i] for k, v in hist.items() if i < len(v)}, y_valid_var)
+                 for i in range(epochs)]
+        log.rows.append({"epochs": epochs, "diverged": False, "curve": curve})
         return float(base(est, X, y))
 
     return score
@@ -125,7 +128,8 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
     engine = cfg.search.engine
     _name, sign = sklearn_scoring(ctx.metric, data.task)
     log = _EpochLog()
-    scorer = _make_scorer(ctx.metric, data.task, log)
+    scorer = _make_scorer(ctx.metric, data.task, log,
+                          float(np.var(data.y_valid)) if data.task == "regression" else None)
     distributions = space.to_optuna_distributions()
     n_splits = cfg.search.cv or 3
 
@@ -139,7 +143,7 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
     progress = ctx.progress
 
     def record(params: dict[str, Any], index: int, row: Optional[dict[str, Any]], reason: Optional[str],
-               epochs: list[int], more: dict[str, Any]) -> None:
+               epochs: list[int], more: dict[str, Any], curves: list[list[Optional[float]]]) -> None:
         nonlocal failures_in_row
         user_attrs: dict[str, Any] = {
             TRIAL.ENGINE: engine, TRIAL.CANDIDATE: index,
@@ -174,6 +178,7 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
         trial = optuna.trial.create_trial(
             state=state, value=value, params=p,
             distributions={k: distributions[k] for k in p}, user_attrs=clean_attr(user_attrs),
+            intermediate_values=_mean_curve(curves),
         )
         study.add_trial(trial)
         number = study.get_trials(deepcopy=False)[-1].number
@@ -222,9 +227,10 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
             for w in caught:
                 if reason is None and ("fits failed" in str(w.message) or "Scoring failed" in str(w.message)):
                     reason = _failure_reason(str(w.message))
-            epochs = [r["epochs"] for r in log.drain()]
+            rows = log.drain()
+            epochs = [r["epochs"] for r in rows]
             if record_it:
-                record(params, index, row, reason, epochs, more)
+                record(params, index, row, reason, epochs, more, [r["curve"] for r in rows if "curve" in r])
             if row is not None and np.all(np.isfinite([row[f"split{j}_test_score"] for j in range(n_splits)])):
                 state["ok"] += 1
         return results
@@ -288,6 +294,16 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
     if engine == "halving":
         ctx.engine_info["halving"] = {"n_resources": list(map(int, getattr(search, "n_resources_", []))),
                                       "n_candidates": list(map(int, getattr(search, "n_candidates_", [])))}
+
+
+def _mean_curve(curves: list[list[Optional[float]]]) -> dict[int, float]:
+    """Per-epoch mean over the folds that trained that long (early stopping ends folds unevenly)."""
+    out: dict[int, float] = {}
+    for i in range(max((len(c) for c in curves), default=0)):
+        vals = [c[i] for c in curves if i < len(c) and c[i] is not None and np.isfinite(c[i])]
+        if vals:
+            out[i] = float(np.mean(vals))
+    return out
 
 
 class _NothingLeft(Exception):

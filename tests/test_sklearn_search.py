@@ -40,6 +40,9 @@ def test_random_records_every_candidate_with_fold_scores(sqlite_url, tmp_path):
         assert t.user_attrs[TRIAL.FIT_TIME] > 0
         assert t.user_attrs[TRIAL.ENGINE] == "random"
         assert set(t.params) == {"n_neurons", "learning_rate"}
+        # the fold-mean validation accuracy per epoch is the trial's learning curve
+        assert 1 <= len(t.intermediate_values) <= 2
+        assert all(0.0 <= v <= 1.0 for v in t.intermediate_values.values())
         assert isinstance(t.params["n_neurons"], int)
     assert sorted(t.user_attrs[TRIAL.CANDIDATE] for t in trials) == [0, 1, 2]
     assert study.user_attrs[STUDY.ENGINE] == "random"
