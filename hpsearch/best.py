@@ -189,8 +189,17 @@ def export_best(study_name: str, path: str, storage: Optional[str] = None, artif
         raise UserError(f"--export {path}: the file name must end in .keras")
     if not out.parent.exists():
         raise UserError(f"--export {path}: folder {out.parent} does not exist; create it first")
-    download_artifact(artifact_store=store, file_path=str(out), artifact_id=mid)
     pre_path = out.with_suffix(".preprocess.json")
-    download_artifact(artifact_store=store, file_path=str(pre_path), artifact_id=pid)
+    for target in (out, pre_path):
+        if target.exists():
+            raise UserError(f"--export {path}: {target} already exists; remove it or choose another path")
+    try:
+        download_artifact(artifact_store=store, file_path=str(out), artifact_id=mid)
+        download_artifact(artifact_store=store, file_path=str(pre_path), artifact_id=pid)
+    except Exception as e:  # missing files in the artifact store
+        raise UserError(
+            f"the stored model {mid} cannot be read from the artifact store ({e.__class__.__name__});"
+            " check --artifacts / HPSEARCH_ARTIFACTS points at the study's artifact folder"
+        ) from None
     json.loads(pre_path.read_text())  # a readable JSON file, or fail loudly
     return out

@@ -54,15 +54,26 @@ class PruningReporter(EpochValues):
         self.storage_time = 0.0
         self._executor: Optional[ThreadPoolExecutor] = None
         self._pending: Optional[Future[Any]] = None
+        self._error: Optional[BaseException] = None
 
     def on_train_begin(self, logs: Optional[dict[str, Any]] = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-report")
 
+    def _keep_error(self, fut: "Future[Any]") -> None:
+        if self._error is None and fut.exception() is not None:
+            self._error = fut.exception()
+
     def flush(self) -> None:
-        """Wait for the queued reports (re-raising a storage error from the writer)."""
+        """Wait for the queued reports; re-raise the first storage error any of them hit."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            pending.result()
+            try:
+                pending.result()
+            except BaseException:
+                pass  # recorded by _keep_error (the first error wins)
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         super().on_epoch_end(epoch, logs)
@@ -75,6 +86,7 @@ class PruningReporter(EpochValues):
             self.trial.report(value, step)
         else:
             self._pending = self._executor.submit(self.trial.report, value, step)
+            self._pending.add_done_callback(self._keep_error)
         prune = False
         if self.check_steps is None or step in self.check_steps:
             self.flush()

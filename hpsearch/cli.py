@@ -17,7 +17,7 @@ from hpsearch.errors import HPSearchError, UserError
 __all__ = ["main", "main_entry", "build_parser"]
 
 
-def _quiet_backend() -> None:
+def _quiet_backend(load_backend: bool = True) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
     import logging
@@ -25,7 +25,7 @@ def _quiet_backend() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and "tensorflow" not in sys.modules:
+    if load_backend and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and "tensorflow" not in sys.modules:
         _import_silently("tensorflow")
     import optuna
 
@@ -248,8 +248,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not a.command:
         parser.print_help()
         return 2
-    if a.command not in ("validate",):
-        _quiet_backend()
+    if a.command != "validate":
+        # TensorFlow only where models are built or loaded: status/dashboard stay fast
+        _quiet_backend(load_backend=a.command in ("run", "worker", "report")
+                       or (a.command == "best" and bool(a.export)))
     try:
         return COMMANDS[a.command](a)
     except UserError as e:

@@ -320,6 +320,13 @@ def _semantic_checks(cfg: StudyConfig, where: str) -> None:
                         f"{where}: {section}.{n}: unknown parameter for builder {cfg.model.builder};"
                         f" remove it or check the spelling (known: {known})"
                     )
+    if fn is build_mlp_ref():
+        _check_mlp_values(space, where)
+    if s.min_resource is not None and s.min_resource > cfg.train.epochs:
+        raise ConfigError(
+            f"{where}: search.min_resource: {s.min_resource} epochs > train.epochs {cfg.train.epochs};"
+            " lower min_resource or raise epochs"
+        )
     _check_locations(cfg, where)
     if cfg.data.source.startswith("sklearn:"):
         from hpsearch.data import SKLEARN_DATASETS
@@ -338,6 +345,43 @@ def _semantic_checks(cfg: StudyConfig, where: str) -> None:
                               " convert the file or use one of those")
         if path.suffix.lower() in (".csv", ".parquet", ".pq") and not cfg.data.target:
             raise ConfigError(f"{where}: data.target: required for {path.suffix} files; name the target column")
+
+
+def build_mlp_ref() -> Any:
+    from hpsearch.builders import build_mlp
+
+    return build_mlp
+
+
+def _check_mlp_values(space: Any, where: str) -> None:
+    """Named choices of the MLP builder (activation, optimizer, ...) are checked before anything runs:
+    a typo would otherwise fail every trial at build time."""
+    from hpsearch.builders import (ACTIVATIONS, INITIALIZERS, LR_SCHEDULES, OPTIMIZERS, REGRESSION_LOSSES,
+                                   _choice)
+    from hpsearch.space import CategoricalParam
+
+    allowed = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "kernel_initializer": INITIALIZERS,
+               "lr_schedule": LR_SCHEDULES}
+    for name, options in allowed.items():
+        values: list[tuple[str, Any]] = []
+        if name in space.fixed:
+            values.append((f"model.fixed.{name}", space.fixed[name]))
+        p = space.params.get(name)
+        if isinstance(p, CategoricalParam):
+            values += [(f"space.{name}", v) for v in p.choices]
+        for field, v in values:
+            if v is None and name in ("kernel_initializer", "lr_schedule"):
+                continue
+            try:
+                _choice(field, v, options)
+            except ConfigError as e:
+                raise ConfigError(_one_line(f"{where}: {e}")) from None
+    loss = space.fixed.get("loss")
+    if isinstance(loss, str) and loss.lower() not in REGRESSION_LOSSES + ("binary_crossentropy",
+                                                                         "sparse_categorical_crossentropy",
+                                                                         "categorical_crossentropy"):
+        raise ConfigError(f"{where}: model.fixed.loss: unknown value {loss!r}; use one of mse, mae, huber"
+                          " (regression) or leave it out for classification")
 
 
 def _check_locations(cfg: StudyConfig, where: str) -> None:

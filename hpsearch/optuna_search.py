@@ -146,11 +146,14 @@ class TrialRunner:
                     if with_pruning
                     else EpochValues(self.ctx.metric, self.y_valid_var))
         cbs: list[Any] = [guard, reporter]
-        if es_cfg is not None:
-            monitor, mode = self._monitor()
-            cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=es_cfg.patience,
-                                                     min_delta=es_cfg.min_delta,
-                                                     restore_best_weights=es_cfg.restore_best_weights))
+        monitor, mode = self._monitor()
+        epochs = self.ctx.cfg.train.epochs
+        # Without early stopping the callback still runs (patience = all epochs) so that the best
+        # epoch's weights are restored: the stored model is the one the trial value describes.
+        cbs.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=es_cfg.patience if es_cfg is not None else epochs,
+            min_delta=es_cfg.min_delta if es_cfg is not None else 0.0,
+            restore_best_weights=es_cfg.restore_best_weights if es_cfg is not None else True))
         return cbs, guard, reporter
 
     def _build(self, params: dict[str, Any]) -> Any:
@@ -221,8 +224,8 @@ class TrialRunner:
         for k, v in attrs.items():
             trial.set_user_attr(k, clean_attr(v))
         if self._ranks_in_top(value):
-            if self.folds is not None:  # CV fold models saw part of the data: refit once on all of it
-                model = self._refit(params, epochs)
+            if self.folds is not None:  # CV fold models saw part of the data: refit once on all of it,
+                model = self._refit(params, self._best_epoch)  # for the epochs of the best fold mean
             self._save(trial, model, history)
         # storage, sampling and model saving: what hpsearch adds around the training itself
         trial.set_user_attr("overhead_time", (t_sampled - t_start) + report_time + (time.monotonic() - t_fit))
@@ -282,7 +285,9 @@ class TrialRunner:
             trial.report(mean, epoch)
             prune = (self.check_steps is None or epoch in self.check_steps) and trial.should_prune()
             self._report_time += time.monotonic() - t0
-            better = best_mean is None or (mean > best_mean if direction == "maximize" else mean < best_mean)
+            delta = es.min_delta if es is not None else 0.0
+            better = best_mean is None or (mean > best_mean + delta if direction == "maximize"
+                                           else mean < best_mean - delta)
             if better:
                 best_mean, best_epoch, wait = mean, epoch + 1, 0
             else:
@@ -290,9 +295,10 @@ class TrialRunner:
             if prune:
                 pruned_at = epoch
                 break
-            if es is not None and wait > es.patience:
+            if es is not None and wait >= es.patience:  # as keras.callbacks.EarlyStopping
                 break
         fold_scores = [float(tr.values[best_epoch - 1]) for tr in trackers] if best_epoch else None
+        self._best_epoch = best_epoch
         return best_mean, None, len(means), pruned_at, history, fold_scores
 
     def _refit(self, params: dict[str, Any], epochs: int) -> Any:
@@ -364,7 +370,7 @@ def prune_stored_models(ctx: "StudyContext") -> int:
     for t in with_models[k:]:
         for key in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT):
             aid = t.user_attrs.get(key)
-            if aid and aid not in keep_ids and aid not in gone and key != TRIAL.CURVE_ARTIFACT:
+            if aid and aid not in keep_ids and aid not in gone:
                 try:
                     ctx.artifact_store.remove(aid)
                 except Exception:
@@ -424,8 +430,8 @@ def run_optuna_search(ctx: "StudyContext", runner: Optional[TrialRunner] = None)
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(logging.WARNING if cfg.train.verbose == 0 else level)
     try:
-        ctx.study.optimize(runner, timeout=cfg.search.timeout, catch=(Exception,), callbacks=callbacks,
-                           n_trials=None if cfg.search.n_trials is not None else None)
+        # the budget is MaxTrialsCallback's (counted in storage), not a per-process n_trials
+        ctx.study.optimize(runner, timeout=cfg.search.timeout, catch=(Exception,), callbacks=callbacks)
     finally:
         optuna.logging.set_verbosity(level)
     if streak.tripped:

@@ -134,7 +134,7 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
     n_splits = cfg.search.cv or 3
 
     done: dict[str, Any] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
         k = t.user_attrs.get("candidate_key")
         if k:
             done[k] = t
@@ -157,13 +157,20 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
             user_attrs["epochs_per_fold"] = [int(e) for e in epochs]
         value = None
         state = TrialState.FAIL
+        intermediate: dict[int, float] = {}
         if row is not None:
             folds = [float(row[f"split{i}_test_score"]) * sign for i in range(n_splits)]
             user_attrs[TRIAL.FOLD_SCORES] = folds
             user_attrs[TRIAL.FIT_TIME] = float(row["mean_fit_time"]) * n_splits
             user_attrs["score_time"] = float(row["mean_score_time"]) * n_splits
             user_attrs["std_score"] = float(np.nanstd(folds))
-            if all(np.isfinite(folds)):
+            if all(np.isfinite(folds)) and more.get("iter", 0) < halving["last_iter"]:
+                # a halving rung before the last: the candidate was stopped at n_resources epochs
+                # (promoted or not, its final word is a later trial); sklearn's best comes from the
+                # last rung, and so does the study's (only COMPLETE trials compete)
+                state = TrialState.PRUNED
+                intermediate = {int(more["n_resources"]) - 1: float(np.mean(folds))}
+            elif all(np.isfinite(folds)):
                 value = float(np.mean(folds))
                 state = TrialState.COMPLETE
             else:
@@ -175,13 +182,17 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
             failures_in_row = 0
         # halving adds its resource (epochs) to the candidate's params: it is stored as n_resources
         p = {k: v for k, v in coerce_params(params).items() if k in distributions}
+        curve = _mean_curve(curves)
+        if intermediate:
+            curve.update(intermediate)
         trial = optuna.trial.create_trial(
             state=state, value=value, params=p,
             distributions={k: distributions[k] for k in p}, user_attrs=clean_attr(user_attrs),
-            intermediate_values=_mean_curve(curves),
+            intermediate_values=curve,
         )
         study.add_trial(trial)
-        number = study.get_trials(deepcopy=False)[-1].number
+        number = counter["next"]
+        counter["next"] += 1
         progress.trial_done(number, state.name, value, "" if reason is None else f"({reason[:80]})")
         if failures_in_row >= max_fail:
             raise StudyFailedError(
@@ -192,6 +203,8 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
 
     Base = _search_class(engine)
     state = {"ok": 0, "index": 0}
+    counter = {"next": len(study.get_trials(deepcopy=False))}  # trial numbers: one read, not one per trial
+    halving = {"last_iter": 0}  # set from the search once sklearn has planned its rungs
 
     def one_by_one(evaluate_candidates: Callable[..., Any], candidates: Iterable[dict[str, Any]],
                    more_results: Optional[dict[str, list[Any]]] = None, cv: Any = None,
@@ -242,8 +255,19 @@ def run_sklearn_search(ctx: "StudyContext") -> None:
     class _Recording(Base):  # type: ignore[misc, valid-type]
         def _run_search(self, evaluate_candidates: Callable[..., Any], callback_ctx: Any = None) -> None:
             if engine == "halving":
+                search = self
+
                 def wrapped(candidate_params: Any, cv: Any = None, more_results: Any = None,
                             callback_ctx: Any = None) -> Any:
+                    candidate_params = list(candidate_params)
+                    if (more_results or {}).get("iter", [None])[0] == 0:
+                        # how many rungs sklearn will run (its own formula, known only after the
+                        # loop as n_iterations_): needed now to tell the last rung from the others
+                        from math import floor, log
+
+                        n_required = 1 + floor(log(len(candidate_params), search.factor))
+                        n_possible = 1 + floor(log(search.max_resources_ // search.min_resources_, search.factor))
+                        halving["last_iter"] = min(n_required, n_possible) - 1
                     # sklearn's callback contexts allow one evaluation per task id: the per-candidate
                     # calls go without one (callbacks are an optional, experimental sklearn feature)
                     return one_by_one(evaluate_candidates, candidate_params, more_results, cv)
@@ -318,6 +342,11 @@ def planned_candidates(ctx: "StudyContext") -> Optional[int]:
 
         return len(ParameterGrid(ctx.space.to_sklearn_grid()))
     if cfg.search.engine == "random":
+        dists = ctx.space.to_sklearn_distributions()
+        if all(isinstance(d, list) for d in dists.values()):  # ParameterSampler caps at the grid size
+            from sklearn.model_selection import ParameterGrid
+
+            return min(cfg.search.n_trials or 10, len(ParameterGrid(dists)))
         return cfg.search.n_trials
     return None
 

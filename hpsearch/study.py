@@ -41,6 +41,7 @@ class StudyContext:
     metric: str
     direction: str
     progress: SearchProgress
+    artifacts: Optional[str] = None  # the artifact location given (--artifacts / study file), if any
     engine_info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,30 +99,22 @@ def prepare_context(
 
     from hpsearch.builders import builder_accepts, resolve_builder
     from hpsearch.metrics import default_metric, direction_of
-    from hpsearch.storage import artifact_store_for, open_storage, resolve_storage_url
+    from hpsearch.storage import artifact_location, artifact_store_for, open_storage, resolve_storage_url
 
     cfg = _load_cfg(config, _budget_overrides(n_trials, epochs))
     space = cfg.search_space()
     url = resolve_storage_url(storage, cfg.storage)
     data = prepare_data(cfg)  # raises DataError before anything is written
-    metric = cfg.search.metric or default_metric(data.task)
-    if data.task == "regression" and metric in ("accuracy", "auc"):
-        raise UserError(f"search.metric: {metric} needs a classification target, but {cfg.data.source} is regression;"
-                        " use mse, mae, rmse or r2")
-    if data.task == "classification" and metric in ("mse", "mae", "rmse", "r2"):
-        raise UserError(f"search.metric: {metric} needs a regression target; use accuracy, auc or loss")
-    if metric == "auc" and data.n_classes != 2:
-        raise UserError(f"search.metric: auc needs a binary target, {cfg.data.source} has {data.n_classes} classes;"
-                        " use accuracy or loss")
+    metric = cfg.search.metric or default_metric(data.task)  # metric vs task: checked by prepare_data
     direction = cfg.search.direction or direction_of(metric)
     builder = resolve_builder(cfg.model.builder)
     accepted = builder_accepts(builder)
     extra: dict[str, Any] = {}
     if cfg.train.steps_per_execution > 1 and (accepted is None or "steps_per_execution" in accepted):
         extra["steps_per_execution"] = cfg.train.steps_per_execution
-    st = open_storage(url, heartbeat=heartbeat, workers=workers)  # raises StorageError if unreachable
     art_loc = artifacts or cfg.artifacts
-    store = artifact_store_for(url, art_loc)
+    store = artifact_store_for(url, art_loc)  # may refuse (bad path, s3 without boto3): before any write
+    st = open_storage(url, heartbeat=heartbeat, workers=workers)  # raises StorageError if unreachable
 
     existing = None
     try:
@@ -134,6 +127,12 @@ def prepare_context(
             raise UserError(
                 f"study {cfg.name!r} already exists in the storage with engine {prev_engine}; "
                 f"use another name: (or delete it: optuna delete-study --study-name {cfg.name} --storage URL)"
+            )
+        prev_metric = existing.user_attrs.get(STUDY.METRIC)
+        if prev_metric and prev_metric != metric:
+            raise UserError(
+                f"study {cfg.name!r} exists with metric {prev_metric}; its trial values cannot mix with {metric}:"
+                " give the study a new name"
             )
         prev_dir = existing.direction.name.lower()
         if prev_dir != direction:
@@ -154,7 +153,7 @@ def prepare_context(
             STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
             STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
             STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},
-            "builder": cfg.model.builder, "artifacts": _artifact_attr(url, art_loc), "base_dir": cfg.base_dir,
+            "builder": cfg.model.builder, "artifacts": artifact_location(url, art_loc), "base_dir": cfg.base_dir,
         }
         for k, v in attrs.items():
             study.set_user_attr(k, clean_attr(v))
@@ -169,18 +168,10 @@ def prepare_context(
     prog = SearchProgress(total, cfg.name, enabled=progress, direction=direction)
     ctx = StudyContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
                        artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
-                       direction=direction, progress=prog)
+                       direction=direction, progress=prog, artifacts=art_loc)
     if cfg.search.engine == "grid":
         prog.total = planned_candidates(ctx)
     return ctx
-
-
-def _artifact_attr(url: str, loc: Optional[str]) -> Optional[str]:
-    if loc is None:
-        return None
-    if "://" in loc:
-        return loc
-    return str(Path(loc).resolve())
 
 
 def _version() -> str:
@@ -292,6 +283,8 @@ def finalize(ctx: StudyContext) -> None:
         from hpsearch.sklearn_search import refit_best
 
         params = {k: v for k, v in best.params.items()}
+        if best.user_attrs.get(TRIAL.N_RESOURCES):  # halving: the best was trained for its rung's epochs
+            params["epochs"] = int(best.user_attrs[TRIAL.N_RESOURCES])
         t0 = time.monotonic()
         est = refit_best(ctx, params)
         model = est.model_
@@ -357,5 +350,5 @@ def make_result(ctx: StudyContext, wall: float, already: bool) -> StudyResult:
         best_trial=best_number, test_score=attrs.get(STUDY.TEST_SCORE), test_metrics=attrs.get("test_metrics", {}),
         n_complete=n_c, n_failed=n_f, n_pruned=n_p, wall_time=wall, already_complete=already,
         rows=trial_rows(study, ctx.direction), model_artifact=attrs.get(STUDY.BEST_MODEL_ARTIFACT),
-        artifacts=artifact_location(ctx.storage_url, ctx.cfg.artifacts),
+        artifacts=artifact_location(ctx.storage_url, ctx.artifacts),
     )

@@ -231,3 +231,29 @@ def test_apply_overrides_validates_and_keeps_everything_else(tmp_path):
         apply_overrides(cfg, {"search.n_trials": 0})
     with pytest.raises(ConfigError, match=r"train.epochs"):
         apply_overrides(cfg, {"train.epochs": -5})
+
+
+# --- values of the MLP builder and rung sizes are checked before anything runs ----------------
+
+@pytest.mark.parametrize("fixed, space, field", [
+    ({"optimizer": "adamm"}, {"n_neurons": {"int": [1, 4]}}, "model.fixed.optimizer"),
+    ({}, {"activation": {"choice": ["relu", "rleu"]}}, "space.activation"),
+    ({"kernel_initializer": "he_normel"}, {"n_neurons": {"int": [1, 4]}}, "model.fixed.kernel_initializer"),
+    ({"loss": "hubber"}, {"n_neurons": {"int": [1, 4]}}, "model.fixed.loss"),
+])
+def test_mlp_named_values_are_checked(fixed, space, field):
+    from hpsearch.config import parse_study_config
+    from hpsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.") + ": unknown value"):
+        parse_study_config({"name": "x", "data": {"source": "sklearn:iris"}, "model": {"fixed": fixed},
+                            "space": space, "search": {"engine": "optuna", "n_trials": 1}})
+
+
+def test_min_resource_above_epochs_is_refused():
+    from hpsearch.config import parse_study_config
+    from hpsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"search\.min_resource: 9 epochs > train\.epochs 5"):
+        parse_study_config({"name": "x", "data": {"source": "sklearn:iris"}, "space": {"n_neurons": {"int": [1, 4]}},
+                            "train": {"epochs": 5}, "search": {"engine": "halving", "min_resource": 9}})

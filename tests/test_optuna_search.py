@@ -184,3 +184,44 @@ def test_regression_with_r2_metric(sqlite_url, tmp_path):
     assert study.direction.name == "MAXIMIZE"
     assert all(v < 1.0 for t in study.get_trials() for v in t.intermediate_values.values())
     assert "r2" in study.user_attrs["test_metrics"]
+
+
+def test_changing_the_metric_of_a_study_is_refused(sqlite_url, tmp_path):
+    from hpsearch.errors import UserError
+
+    run_study(_cfg("m", search={"n_trials": 1}, train={"epochs": 1}), storage=sqlite_url,
+              artifacts=str(tmp_path / "art"), progress=False)
+    with pytest.raises(UserError, match="exists with metric accuracy"):
+        run_study(_cfg("m", search={"n_trials": 2, "metric": "loss", "direction": "maximize"}),
+                  storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+
+
+def test_without_early_stopping_the_stored_model_is_the_best_epoch(sqlite_url, tmp_path):
+    """The trial value is the best epoch's; the stored model must be that epoch's too."""
+    import hpsearch
+
+    cfg = _cfg("noes", search={"n_trials": 1}, train={"epochs": 6, "early_stopping": None},
+               space={"learning_rate": {"float": [0.3, 0.6], "log": True}},
+               model={"fixed": {"optimizer": "sgd", "n_hidden": 1, "n_neurons": 8}})
+    run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"), progress=False)
+    study = optuna.load_study(study_name="noes", storage=sqlite_url)
+    data = prepare_data(cfg)
+    est = hpsearch.load_best("noes", storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    pre = data.preprocessor
+    X_raw = data.X_valid * np.asarray(pre.scale, dtype=np.float32) + np.asarray(pre.mean, dtype=np.float32)
+    valid_acc = est.score(X_raw, np.asarray(pre.classes)[data.y_valid])
+    assert valid_acc == pytest.approx(study.best_value, abs=1e-6)
+
+
+def test_export_refuses_to_overwrite(sqlite_url, tmp_path, capsys):
+    from hpsearch.cli import main
+
+    run_study(_cfg("ex", search={"n_trials": 1}, train={"epochs": 1}), storage=sqlite_url,
+              artifacts=str(tmp_path / "art"), progress=False)
+    out = tmp_path / "best.keras"
+    args = ["best", "ex", "--storage", sqlite_url, "--artifacts", str(tmp_path / "art"), "--export", str(out)]
+    assert main(args) == 0 and out.exists() and out.with_suffix(".preprocess.json").exists()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and len(err.strip().splitlines()) == 1

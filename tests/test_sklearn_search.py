@@ -111,6 +111,14 @@ def test_halving_uses_epochs_as_resource(sqlite_url, tmp_path):
     assert resources.count(2) > resources.count(max(resources))
     for t in trials:
         assert t.user_attrs[TRIAL.EPOCHS] == t.user_attrs[TRIAL.N_RESOURCES]
+    # only the last rung competes for the best (as in sklearn); earlier rungs are stopped (PRUNED)
+    last = max(resources)
+    for t in trials:
+        expected = TrialState.COMPLETE if t.user_attrs[TRIAL.N_RESOURCES] == last else TrialState.PRUNED
+        assert t.state == expected
+    study = optuna.load_study(study_name="halv", storage=sqlite_url)
+    assert study.best_trial.user_attrs[TRIAL.N_RESOURCES] == last
+    assert study.user_attrs["refit_epochs"] <= last
 
 
 def test_failed_candidate_is_recorded_and_search_goes_on(sqlite_url, tmp_path, monkeypatch):
