@@ -35,20 +35,15 @@ TOP_CURVES = 5
 
 
 def open_study_storage(storage: Optional[str]) -> tuple[str, Any]:
-    """(URL, RDBStorage) for a read command. A missing SQLite file is an error, not a new database."""
-    from hpsearch.storage import is_sqlite, open_storage, redact_url, resolve_storage_url
+    """(URL, RDBStorage) for a read command.
+
+    ``must_exist=True``: a missing SQLite file, an empty PostgreSQL database or a database without
+    Optuna's tables is a one-line StorageError; nothing is created (no file, no tables).
+    """
+    from hpsearch.storage import open_storage, resolve_storage_url
 
     url = resolve_storage_url(storage, None)
-    if is_sqlite(url):
-        from sqlalchemy.engine import make_url
-
-        db = make_url(url).database
-        if db and db != ":memory:" and not db.startswith("file:") and not Path(db).exists():
-            raise UserError(
-                f"storage {redact_url(url)}: no database file at {db}; run a study first or pass --storage"
-                " (or set HPSEARCH_STORAGE)"
-            )
-    return url, open_storage(url)
+    return url, open_storage(url, must_exist=True)
 
 
 def _quiet_optuna() -> None:

@@ -114,6 +114,7 @@ CPU_THREADS_ENV = "HPSEARCH_CPU_THREADS"
 MANAGED_ENV = "HPSEARCH_WORKER_MANAGED"  # set by run_workers: the parent finalizes, not the worker
 PARENT_ENV = "HPSEARCH_WORKER_PARENT"  # parent pid: a worker whose parent died stops gracefully
 INDEX_ENV = "HPSEARCH_WORKER_INDEX"
+PARENT_POLL = 2.0  # seconds between the parent's progress reads of all trials (each is one query)
 
 DEFAULT_HEARTBEAT = 10
 DEFAULT_STOP_DEADLINE = 30.0
@@ -597,6 +598,53 @@ def _prepare_with_retry(study: Any, budget: float, **kwargs: Any) -> Any:
             time.sleep(1.0 + (os.getpid() % 7) / 10)
 
 
+def _worker_index(env: Mapping[str, str] = os.environ) -> Optional[int]:
+    """This worker's index under run_workers (None: started by hand / docker-compose)."""
+    try:
+        return int(env[INDEX_ENV])
+    except (KeyError, ValueError):
+        return None
+
+
+def _seed_rngs(obj: Any, seq: Any, depth: int = 0) -> bool:
+    """Seed every random state of a sampler (and of its fallback samplers) from ``seq``."""
+    import optuna
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    found = False
+    items = sorted(vars(obj).items()) if hasattr(obj, "__dict__") else []
+    children = iter(seq.spawn(len(items)))
+    for _name, value in items:
+        child = next(children)
+        if isinstance(value, LazyRandomState):
+            value.rng.seed(int(child.generate_state(1)[0]))
+            found = True
+        elif isinstance(value, optuna.samplers.BaseSampler) and depth < 3:
+            found = _seed_rngs(value, child, depth + 1) or found
+    return found
+
+
+def _reseed_sampler(sampler: Any, seed: Optional[int], index: Optional[int]) -> None:
+    """Give this worker's sampler a random stream of its own.
+
+    Every worker builds its sampler from ``search.seed``, so without this all workers draw the same
+    sequence (random sampler) or the same startup trials (TPE); Optuna reseeds likewise for
+    ``n_jobs > 1``. With a seed and a known worker index (run_workers) the stream is derived from
+    both, so a run is reproducible; worker 0 keeps ``search.seed`` itself (one worker draws what one
+    process draws). Otherwise ``reseed_rng()`` (fresh entropy). QMC's shared scrambling seed is left
+    alone on purpose: its workers share one sequence through the storage.
+    """
+    if seed is None or index is None:
+        sampler.reseed_rng()
+        return
+    if index == 0:
+        return
+    import numpy as np
+
+    if not _seed_rngs(sampler, np.random.SeedSequence([int(seed) % (1 << 64), int(index)])):
+        sampler.reseed_rng()  # a sampler whose internals we do not know: fresh entropy
+
+
 def run_worker(
     study: Union[str, os.PathLike[str], Any],
     *,
@@ -644,6 +692,7 @@ def run_worker(
         ctx_box["ctx"] = ctx
         if ctx.cfg.search.engine != "optuna":
             raise UserError(f"workers run engine optuna only; study {ctx.cfg.name!r} uses {ctx.cfg.search.engine}")
+        _reseed_sampler(ctx.study.sampler, ctx.cfg.search.seed, _worker_index())
         # heartbeat timing from the environment (open_storage's defaults are for one process)
         ctx.storage.heartbeat_interval = interval
         ctx.storage.grace_period = grace
@@ -848,6 +897,24 @@ def run_workers(
     return make_result(ctx, time.monotonic() - t0, already)
 
 
+def _worker_study_yaml(cfg: Any) -> str:
+    """The study file the workers read for a StudyConfig given in Python.
+
+    Not ``cfg.to_yaml()``: that is the original file's text, without the overrides applied in
+    Python. A file ``data.source`` is made absolute, because the workers read this file from a temp
+    folder and would resolve a relative path against it; ``sklearn:`` sources stay as they are.
+    Nulls are kept (no ``exclude_none``): ``search.seed: null`` or ``train.early_stopping: null``
+    would otherwise come back as their non-null defaults.
+    """
+    import yaml
+
+    data = cfg.model_dump()
+    path = cfg.data_path()
+    if path is not None:
+        data["data"]["source"] = str(path.absolute())
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def _spawn_and_wait(ctx: Any, study: Any, plan: list[Optional[str]], *, n_trials: Optional[int],
                     epochs: Optional[int], artifacts: str, on_spawn: Optional[Callable[[list[int]], None]],
                     child_env_and_url: Callable[[str], tuple[str, dict[str, str]]]) -> None:
@@ -863,7 +930,7 @@ def _spawn_and_wait(ctx: Any, study: Any, plan: list[Optional[str]], *, n_trials
         tmpdir = tempfile.mkdtemp(prefix="hpsearch-study-")
         study_file = os.path.join(tmpdir, "study.yaml")
         with open(os.open(study_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write(ctx.cfg.to_yaml())
+            f.write(_worker_study_yaml(ctx.cfg))
     bare, extra = child_env_and_url(ctx.storage_url)
     scrub = _redactor(_secrets_of(ctx.storage_url))
     cmd = worker_command(study_file, bare, artifacts=artifacts, n_trials=n_trials, epochs=epochs)
@@ -874,6 +941,11 @@ def _spawn_and_wait(ctx: Any, study: Any, plan: list[Optional[str]], *, n_trials
     if threading.current_thread() is threading.main_thread():
         prev_term = signal.signal(signal.SIGTERM, lambda s, f: stop_signal.append(s))
     try:
+        # trials finished before the workers start (a resumed study); read before spawning, so a trial
+        # a fast worker finishes right away is shown rather than taken for an old one
+        before = ctx.study.get_trials(deepcopy=False)
+        seen: set[int] = {t.number for t in before if t.state.is_finished()}
+        ctx.progress.skip(sum(1 for t in before if t.state in (TrialState.COMPLETE, TrialState.PRUNED)))
         for i, gpu in enumerate(plan):
             env = dict(os.environ)
             env.pop(STORAGE_ENV, None)
@@ -889,21 +961,25 @@ def _spawn_and_wait(ctx: Any, study: Any, plan: list[Optional[str]], *, n_trials
             children.append(_Child(i, gpu, proc, tail, th))
         if on_spawn is not None:
             on_spawn([c.proc.pid for c in children])
-        seen: set[int] = {t.number for t in ctx.study.get_trials(deepcopy=False) if t.state.is_finished()}
-        ctx.progress.skip(sum(1 for t in ctx.study.get_trials(deepcopy=False)
-                              if t.state in (TrialState.COMPLETE, TrialState.PRUNED)))
+
+        def show_finished() -> None:
+            with contextlib.suppress(Exception):  # progress only; storage may be restarting
+                for t in ctx.study.get_trials(deepcopy=False):
+                    if t.state.is_finished() and t.number not in seen:
+                        seen.add(t.number)
+                        ctx.progress.trial_done(t.number, t.state.name, t.value,
+                                                t.user_attrs.get(TRIAL.FAILURE) or "")
+
         with ctx.progress:
             try:
                 while any(c.proc.poll() is None for c in children):
                     if stop_signal:
                         raise KeyboardInterrupt
-                    time.sleep(0.5)
-                    with contextlib.suppress(Exception):  # progress only; storage may be restarting
-                        for t in ctx.study.get_trials(deepcopy=False):
-                            if t.state.is_finished() and t.number not in seen:
-                                seen.add(t.number)
-                                ctx.progress.trial_done(t.number, t.state.name, t.value,
-                                                        t.user_attrs.get(TRIAL.FAILURE) or "")
+                    _wait_all_exit(children, PARENT_POLL, stop_signal)
+                    if stop_signal:
+                        raise KeyboardInterrupt
+                    show_finished()
+                show_finished()  # trials finished after the last read
             except KeyboardInterrupt:
                 _stop_children(children, deadline)
                 raise
@@ -932,6 +1008,16 @@ def _spawn_and_wait(ctx: Any, study: Any, plan: list[Optional[str]], *, n_trials
             import shutil
 
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _wait_all_exit(children: list[_Child], seconds: float, stop_signal: list[int]) -> None:
+    """Sleep up to ``seconds``; return early when every worker has exited or a stop signal arrives,
+    so the end of the run and the reaction to SIGTERM are not delayed by the polling interval."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not stop_signal:
+        if all(c.proc.poll() is not None for c in children):
+            return
+        time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
 
 def _stop_children(children: list[_Child], deadline: float) -> None:

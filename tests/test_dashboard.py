@@ -184,8 +184,16 @@ def test_port_in_use_is_one_line_error(served, capsys):
 def test_missing_database_is_refused(tmp_path, capsys):
     db = tmp_path / "nothing.db"
     assert main(["dashboard", f"sqlite:///{db}"]) == 2
-    assert "no database file" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_empty_postgres_is_refused_and_left_empty(postgres_server, capsys):
+    db = postgres_server.create_database()
+    assert main(["dashboard", postgres_server.url(db), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no studies yet" in err, err
+    assert postgres_server.tables(db) == []
 
 
 def test_helpers():

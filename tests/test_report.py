@@ -98,8 +98,36 @@ def test_status_unknown_study_lists_known(studies, capsys):
 def test_status_missing_database_is_one_line_error(tmp_path, capsys):
     missing = tmp_path / "none.db"
     assert main(["status", "--storage", f"sqlite:///{missing}"]) == 2
-    assert "no database file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err and err.count("\n") == 1
     assert not missing.exists()  # a read command creates nothing
+
+
+@pytest.mark.parametrize("command", [["status"], ["best", "x"], ["report", "x"]])
+def test_read_commands_create_no_tables_in_empty_postgres(command, postgres_server, tmp_path, capsys):
+    """An empty PostgreSQL database is refused in one line and left empty (no Optuna tables)."""
+    db = postgres_server.create_database()
+    url = postgres_server.url(db)
+    argv = command + (["-o", str(tmp_path / "rep")] if command[0] == "report" else []) + ["--storage", url]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no studies yet" in err, err
+    assert "s3cr" not in err
+    assert postgres_server.tables(db) == []
+
+
+def test_status_on_non_optuna_sqlite_file_adds_no_tables(tmp_path, capsys):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE notes (x TEXT)")
+    assert main(["status", "--storage", f"sqlite:///{path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no studies yet" in err, err
+    with sqlite3.connect(path) as con:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert names == ["notes"]
 
 
 # ---------------------------------------------------------------------------------------------- best

@@ -195,6 +195,165 @@ def test_apply_backend_settings_without_gpu_is_harmless():
 
 
 # ==================================================================================================
+# Samplers: each worker draws its own sequence
+# ==================================================================================================
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_workers_draw_different_params_reproducibly(sampler, tmp_path, monkeypatch):
+    """Same study, same search.seed: worker 1 must not repeat worker 0's draws (random sampler, TPE
+    startup trials); the same index draws the same again (reproducible)."""
+    from hpsearch.study import prepare_context
+
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    study = _study_file(tmp_path, f"seeds-{sampler}", 10)
+    study.write_text(study.read_text().replace("sampler: random", f"sampler: {sampler}")
+                     .replace("seed: null", "seed: 7"))
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+
+    def first_params(index):
+        ctx = prepare_context(study, storage=url, progress=False, heartbeat=False, create=True)
+        W._reseed_sampler(ctx.study.sampler, ctx.cfg.search.seed, index)
+        draws = []
+        for _ in range(3):
+            t = ctx.study.ask()
+            draws.append((t.suggest_int("n_neurons", 4, 16), t.suggest_float("learning_rate", 1e-3, 1e-1, log=True)))
+            ctx.study.tell(t, state=TrialState.FAIL)  # no training; the next ask starts afresh
+        return draws
+
+    w0, w1, w1_again = first_params(0), first_params(1), first_params(1)
+    assert w0 != w1 and w0[0] != w1[0]
+    assert w1 == w1_again
+    assert first_params(None) != first_params(None)  # no index (worker started by hand): fresh entropy
+
+
+def test_run_worker_reseeds_with_its_index(tmp_path, monkeypatch):
+    seen = []
+
+    def record(sampler, seed, index):
+        seen.append((type(sampler).__name__, seed, index))
+        raise KeyboardInterrupt  # stop before any trial
+
+    monkeypatch.setattr(W, "_reseed_sampler", record)
+    monkeypatch.setenv(W.INDEX_ENV, "3")
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    study = _study_file(tmp_path, "reseed", 2)
+    study.write_text(study.read_text().replace("seed: null", "seed: 5"))
+    with pytest.raises(KeyboardInterrupt):
+        W.run_worker(study, storage=f"sqlite:///{tmp_path / 'h.db'}", progress=False)
+    assert seen == [("RandomSampler", 5, 3)]
+
+
+# ==================================================================================================
+# run_workers(StudyConfig): the workers get the configuration as given in Python
+# ==================================================================================================
+
+
+def test_run_workers_with_study_config_hands_over_overrides_and_absolute_data(tmp_path, postgres_url,
+                                                                             fast_heartbeat, monkeypatch):
+    import io
+
+    import yaml
+
+    from hpsearch.config import apply_overrides, load_study_config
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "data.csv").write_text("a,b,y\n" + "".join(f"{i},{(i * 7) % 11},{i % 2}\n" for i in range(60)))
+    text = _study_file(tmp_path, "cfgobj", 2).read_text()
+    text = text.replace('source: "sklearn:iris"', 'source: data.csv\n  target: y')
+    text = text.replace("train: {epochs: 2, batch_size: 16}", "train: {epochs: 2, batch_size: 16, early_stopping: null}")
+    (folder / "study.yaml").write_text(text)
+    cfg = apply_overrides(load_study_config(folder / "study.yaml"), {"train.batch_size": 7})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the workers' cwd is not the study's folder either
+    handed: list[str] = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None, **kw):
+            handed.append(Path(cmd[4]).read_text())  # python -m hpsearch worker FILE ...
+            self.pid, self.returncode, self.stdout = 10**6 + len(handed), 0, io.BytesIO(b"")
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(W.subprocess, "Popen", FakePopen)
+    with pytest.raises(StudyFailedError):  # the fake workers ran nothing
+        W.run_workers(cfg, storage=postgres_url, n_workers=2, progress=False)
+    assert len(handed) == 2
+    given = yaml.safe_load(handed[0])
+    assert given["train"]["batch_size"] == 7
+    assert given["data"]["source"] == str((folder / "data.csv").absolute())
+    worker_file = tmp_path / "w" / "study.yaml"  # as a worker reads it: from a folder of its own
+    worker_file.parent.mkdir()
+    worker_file.write_text(handed[0])
+    got = load_study_config(worker_file)
+    assert got.data_path() == (folder / "data.csv").absolute() and got.data_path().exists()
+    assert got.model_dump(exclude={"data"}) == cfg.model_dump(exclude={"data"})  # search.seed: null stays null
+    assert got.train.batch_size == 7 and got.data.target == "y"
+    assert got.search.seed is None and got.train.early_stopping is None
+
+
+def test_parent_polls_every_two_seconds_and_shows_every_trial(tmp_path, postgres_url, fast_heartbeat,
+                                                              monkeypatch, capsys):
+    """While the (fake) workers live 2.4 s the parent reads the trials about once (every 2 s, not
+    every 0.5 s), yet a trial finished just before they exit is still shown."""
+    import io
+
+    from optuna.distributions import FloatDistribution
+
+    study = _study_file(tmp_path, "poll", 3)
+    life = 2.4
+    alive_until: list[float] = []
+    reads: list[float] = []
+    get_trials = optuna.Study.get_trials
+
+    def counting(self, *a, **kw):
+        if alive_until and time.monotonic() < alive_until[0]:
+            reads.append(time.monotonic())
+        return get_trials(self, *a, **kw)
+
+    def finish_one(value: float) -> None:
+        _load(postgres_url, "poll").add_trial(optuna.trial.create_trial(
+            params={"tag": value}, distributions={"tag": FloatDistribution(0, 1)}, value=value))
+
+    class FakePopen:
+        def __init__(self, cmd, env=None, **kw):
+            self.end = time.monotonic() + life
+            if not alive_until:
+                alive_until.append(self.end)
+                finish_one(0.25)
+                threading.Timer(life - 0.3, finish_one, args=(0.75,)).start()
+            self.pid, self.returncode, self.stdout = 10**6, None, io.BytesIO(b"")
+
+        def poll(self):
+            if self.returncode is None and time.monotonic() >= self.end:
+                self.returncode = 0
+            return self.returncode
+
+        def kill(self):
+            self.returncode = -9
+
+    monkeypatch.setattr(W.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(optuna.Study, "get_trials", counting)
+    with pytest.raises(StudyFailedError, match="2 of 3"):
+        W.run_workers(study, storage=postgres_url, n_workers=2, progress=True)
+    err = capsys.readouterr().err
+    assert "trial 0 COMPLETE value=0.2500" in err and "trial 1 COMPLETE value=0.7500" in err, err
+    assert len(reads) <= 2, reads  # 0.5 s polling reads 4 times
+
+
+def test_worker_study_yaml_keeps_sklearn_sources(tmp_path):
+    import yaml
+
+    from hpsearch.config import load_study_config
+
+    cfg = load_study_config(_study_file(tmp_path, "skl", 2))
+    assert yaml.safe_load(W._worker_study_yaml(cfg))["data"]["source"] == "sklearn:iris"
+
+
+# ==================================================================================================
 # Refusals
 # ==================================================================================================
 
