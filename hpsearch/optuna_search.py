@@ -223,10 +223,13 @@ class TrialRunner:
             raise TrialDiverged("no finite validation value was logged")
         for k, v in attrs.items():
             trial.set_user_attr(k, clean_attr(v))
-        if self._ranks_in_top(value):
+        in_top, best_so_far = self._rank(value)
+        if in_top:
             if self.folds is not None:  # CV fold models saw part of the data: refit once on all of it,
                 model = self._refit(params, self._best_epoch)  # for the epochs of the best fold mean
-            self._save(trial, model, history)
+            # the curve PNG (~80 ms of matplotlib) only for trials that lead the study when they
+            # finish; every trial's curve is in its intermediate values anyway
+            self._save(trial, model, history, with_curve=best_so_far)
         # storage, sampling and model saving: what hpsearch adds around the training itself
         trial.set_user_attr("overhead_time", (t_sampled - t_start) + report_time + (time.monotonic() - t_fit))
         return value
@@ -308,25 +311,30 @@ class TrialRunner:
         return model
 
     # ---------------------------------------------------------------------------------------
-    def _ranks_in_top(self, value: float) -> bool:
-        """Would this value be among the best K stored models? (Saves the I/O of models we'd delete.)"""
+    def _rank(self, value: float) -> tuple[bool, bool]:
+        """(among the best K stored models?, the best so far?): saves the I/O of models we'd delete."""
         from optuna.trial import TrialState
 
         k = self.ctx.cfg.search.keep_models
-        vals = [t.value for t in self.ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.value is not None and t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+        maximize = self.ctx.direction == "maximize"
+        complete = self.ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        done = [t.value for t in complete if t.value is not None]
+        best = not done or (value > max(done) if maximize else value < min(done))
+        vals = sorted((t.value for t in complete if t.value is not None and t.user_attrs.get(TRIAL.MODEL_ARTIFACT)),
+                      reverse=maximize)
         if len(vals) < k:
-            return True
-        vals.sort(reverse=self.ctx.direction == "maximize")
+            return True, best
         kth = vals[k - 1]
-        return value > kth if self.ctx.direction == "maximize" else value < kth
+        return (value > kth if maximize else value < kth), best
 
-    def _save(self, trial: Any, model: Any, history: dict[str, list[float]]) -> None:
+    def _save(self, trial: Any, model: Any, history: dict[str, list[float]], with_curve: bool = True) -> None:
         from hpsearch.best import save_model_artifacts
 
         mid, pid = save_model_artifacts(self.ctx.artifact_store, trial, model, self.ctx.data.preprocessor)
         trial.set_user_attr(TRIAL.MODEL_ARTIFACT, mid)
         trial.set_user_attr(TRIAL.PREPROCESS_ARTIFACT, pid)
+        if not with_curve:
+            return
         try:
             cid = _save_curve(self.ctx.artifact_store, trial, history, f"trial {trial.number}")
             if cid:
