@@ -83,6 +83,12 @@ def test_load_best_gives_back_identical_predictions(sqlite_url, tmp_path):
     assert set(est.predict(X_raw)) <= set(pre.classes)
     assert est.predict_proba(X_raw).shape == (len(X_raw), 3)
     assert study.user_attrs[STUDY.BEST_TRIAL] == best.number
+    # the best trial led the study when it finished, so it carries its training-curve PNG
+    from optuna.artifacts import get_all_artifact_meta
+
+    names = {m.filename for m in get_all_artifact_meta(best, storage=study._storage)}
+    assert {"model.keras", "preprocess.json", "training-curve.png"} <= names
+    assert best.user_attrs[TRIAL.CURVE_ARTIFACT]
 
 
 def test_diverging_trial_fails_with_reason_and_study_goes_on(sqlite_url, tmp_path):
