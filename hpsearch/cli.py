@@ -135,19 +135,25 @@ def print_result(res: Any, top: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(width=max(100, Console().width))
+    probe = Console()
+    # a terminal keeps its width; a pipe or log file gets room for one row per trial
+    con = Console(width=probe.width if probe.is_terminal else 160)
     if res.already_complete:
-        con.print(f"study {res.study_name} is complete ({res.n_complete} trials); nothing to run. Results:")
+        con.print(f"study {res.study_name} is complete ({res.n_complete} complete, {res.n_pruned} pruned,"
+                  f" {res.n_failed} failed trials); nothing to run. Results:")
     table = Table(title=f"{res.study_name} — {res.engine} — {res.metric} ({res.direction})")
     names = list(dict.fromkeys(k for row in res.rows[:top] for k in row["params"]))
-    cols = ["rank", "trial", *names, f"mean {res.metric}" if res.engine != "optuna" else res.metric, "std",
-            "fit time (s)", "epochs", "state"]
+    rows = res.rows[:top]
+    with_std = any(r["std"] is not None for r in rows)  # CV engines: the spread over folds
+    cols = ["rank", "trial", *names, f"mean {res.metric}" if with_std else res.metric,
+            *(["std"] if with_std else []), "fit time (s)", "epochs", "state"]
     for col in cols:
         table.add_column(col, overflow="fold")
-    for row in res.rows[:top]:
+    for row in rows:
         state = row["state"] + (f": {row['reason'][:60]}" if row.get("reason") else "")
         table.add_row(_fmt(row["rank"]), str(row["number"]), *(_fmt(row["params"].get(n), 3) for n in names),
-                      _fmt(row["value"]), _fmt(row["std"]), _fmt(row["fit_time"], 1), _fmt(row["epochs"]), state)
+                      _fmt(row["value"]), *([_fmt(row["std"])] if with_std else []), _fmt(row["fit_time"], 1),
+                      _fmt(row["epochs"]), state)
     con.print(table)
     con.print(f"trials: {res.n_complete} complete, {res.n_pruned} pruned, {res.n_failed} failed; wall time {res.wall_time:.1f} s")
     con.print(f"best trial {res.best_trial}: {res.metric} {_fmt(res.best_value)} with {_fmt_params(res.best_params)}")
