@@ -295,6 +295,10 @@ def compile_for_task(
         raise ConfigError(f"model.steps_per_execution: must be an integer >= 1, got {steps!r}")
     if jit_compile not in ("auto", True, False):
         raise ConfigError(f"model.jit_compile: unknown value {jit_compile!r}; use one of auto, true, false")
+    import keras
+
+    if steps > 1 and keras.backend.backend() == "torch":
+        steps = 1  # Keras' PyTorch trainer runs one step per call (it raises otherwise); a speed knob only
     model.compile(
         optimizer=make_optimizer(optimizer, learning_rate, momentum, weight_decay, clipnorm,
                                  clipvalue, lr_schedule, lr_decay_steps, lr_decay_rate),

@@ -373,3 +373,15 @@ def test_unknown_parameter_is_refused_before_building(user_builders):
 def test_builder_must_return_a_model(user_builders):
     with pytest.raises(ConfigError, match="returned str, not a keras.Model"):
         call_builder(user_builders.build_not_a_model, {}, MULTI)
+
+
+def test_steps_per_execution_falls_back_to_one_on_torch(monkeypatch):
+    """Keras' PyTorch trainer refuses steps_per_execution > 1: a speed knob must not fail trials."""
+    import keras
+
+    from hpsearch.builders import build_mlp
+
+    meta = {"n_features_in_": 4, "target_type_": "multiclass", "n_classes_": 3}
+    assert build_mlp(n_neurons=4, steps_per_execution=4, meta=meta).steps_per_execution == 4
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    assert build_mlp(n_neurons=4, steps_per_execution=4, meta=meta).steps_per_execution == 1
