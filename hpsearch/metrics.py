@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -88,10 +88,3 @@ def score_predictions(metric: str, task: str, y_true: np.ndarray, raw: np.ndarra
     if metric == "r2":
         return float(m.r2_score(y_true, pred))
     raise ValueError(f"metric {metric} does not apply to regression")
-
-
-def keras_predict_raw(model: Any, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    return np.asarray(model.predict(X, batch_size=batch_size, verbose=0))
-
-
-Scorer = Callable[..., float]

@@ -372,7 +372,9 @@ def prune_stored_models(ctx: "StudyContext") -> int:
     keep_ids = {ctx.study.user_attrs.get(STUDY.BEST_MODEL_ARTIFACT)}
     with_models = [t for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                    if t.user_attrs.get(TRIAL.MODEL_ARTIFACT) and t.value is not None]
-    with_models.sort(key=lambda t: t.value, reverse=ctx.direction == "maximize")
+    # ties go to the earlier trial, as in Optuna's best_trial: the kept model is the best trial's
+    sign = -1.0 if ctx.direction == "maximize" else 1.0
+    with_models.sort(key=lambda t: (sign * t.value, t.number))
     removed = 0
     gone = set(ctx.study.user_attrs.get("removed_artifacts", []))
     for t in with_models[k:]:

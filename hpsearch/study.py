@@ -7,12 +7,10 @@ checked before the first write to the database.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from hpsearch.config import StudyConfig, load_study_config
@@ -24,7 +22,6 @@ from hpsearch.space import SearchSpace
 
 __all__ = ["StudyContext", "StudyResult", "run_study", "prepare_context", "trial_rows"]
 
-log = logging.getLogger("hpsearch")
 
 
 @dataclass
@@ -160,17 +157,14 @@ def prepare_context(
         with warnings.catch_warnings():  # experimental in Optuna, stable in practice since 3.2
             warnings.simplefilter("ignore")
             study.set_metric_names([metric])  # the dashboard labels its axes with it
-    total = cfg.search.n_trials
-    if cfg.search.engine == "grid":
-        from hpsearch.sklearn_search import planned_candidates
-
-        total = None
-    prog = SearchProgress(total, cfg.name, enabled=progress, direction=direction)
+    prog = SearchProgress(cfg.search.n_trials, cfg.name, enabled=progress, direction=direction)
     ctx = StudyContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
                        artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
                        direction=direction, progress=prog, artifacts=art_loc)
-    if cfg.search.engine == "grid":
-        prog.total = planned_candidates(ctx)
+    if cfg.search.engine in ("grid", "random"):
+        from hpsearch.sklearn_search import planned_candidates
+
+        prog.total = planned_candidates(ctx)  # the grid's size; random capped at it
     return ctx
 
 
@@ -304,6 +298,11 @@ def finalize(ctx: StudyContext) -> None:
         STUDY.TEST_SCORE: test.get(ctx.metric), STUDY.TEST_METRIC: ctx.metric, "test_metrics": test,
     }.items():
         study.set_user_attr(k, clean_attr(v))
+    if ctx.cfg.search.engine == "optuna":
+        # the previous best was protected while it was the study's best; now it may go
+        from hpsearch.optuna_search import prune_stored_models
+
+        prune_stored_models(ctx)
 
 
 def trial_rows(study: Any, direction: str, limit: Optional[int] = None) -> list[dict[str, Any]]:

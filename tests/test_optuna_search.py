@@ -11,7 +11,6 @@ from optuna.trial import TrialState
 
 from hpsearch.config import parse_study_config
 from hpsearch.data import prepare_data
-from hpsearch.errors import StudyFailedError
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.study import run_study
 

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from hpsearch import workers as W
 from hpsearch.cli import build_parser, main
-from hpsearch.errors import StorageError, StudyFailedError, UserError
+from hpsearch.errors import StudyFailedError, UserError
 from hpsearch.storage import child_env_and_url, open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
