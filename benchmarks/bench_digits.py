@@ -25,14 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def _run(study_file: Path, storage: str, art: str, **over):
-    from hpsearch.config import load_study_config
+    from hpsearch.validate import load_study_config
     from hpsearch.study import run_study
 
     cfg = load_study_config(study_file)
     for k, v in over.items():
         setattr(cfg.search, k, v)
     t0 = time.perf_counter()
-    res = run_study(cfg, storage=storage, artifacts=art, progress=False)
+    res = run_study(cfg, storage=storage, artifacts=art)
     wall = time.perf_counter() - t0
     return res, wall
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
         server = PostgresServer().start()
         url = server.url(server.create_database())
-    from hpsearch.workers import run_workers
+    from hpsearch.workers.launcher import run_workers
 
     configs = ([(int(k), k) for k in a.per_gpu.split(",")] if a.gpus
                else [(int(n), None) for n in a.workers.split(",")])
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler.start()
             t0 = time.monotonic()
             res = run_workers(study, storage=url, artifacts=str(tmp / "art"), n_workers=n if not a.gpus else 1,
-                              gpus=a.gpus, per_gpu=int(per_gpu) if per_gpu else 1, progress=False,
+                              gpus=a.gpus, per_gpu=int(per_gpu) if per_gpu else 1,
                               on_spawn=sampler.pids.extend)
             wall = time.monotonic() - t0
             sampler.halt.set()

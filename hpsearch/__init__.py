@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "KerasClassifier": "hpsearch.estimators",
     "KerasRegressor": "hpsearch.estimators",
-    "build_mlp": "hpsearch.builders",
+    "build_mlp": "hpsearch.mlp",
     "SearchSpace": "hpsearch.space",
     "run_study": "hpsearch.study",
-    "load_study_config": "hpsearch.config",
+    "load_study_config": "hpsearch.validate",
     "load_best": "hpsearch.best",
     "HPSearchError": "hpsearch.errors",
     "UserError": "hpsearch.errors",

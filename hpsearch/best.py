@@ -1,41 +1,39 @@
-"""Stored models: save a trained Keras model with its preprocessing as Optuna artifacts, and
-``load_best()`` to get the study's best model back as a fitted scikit-learn estimator, no retraining.
+"""The study's best model back as a fitted scikit-learn estimator (``load_best``, no retraining),
+its description for ``hpsearch best``, and ``export_best`` to copy it out of the artifact store.
 
-Models are stored as ``.keras`` files (loaded with ``safe_mode=True``) and preprocessing as JSON:
-nothing is pickled.
+Models are stored as ``.keras`` files (loaded with ``safe_mode=True``) and preprocessing as JSON by
+:mod:`hpsearch.artifacts`: nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from hpsearch.artifacts import ARTIFACTS_ENV, artifact_store_for, load_model_artifacts
 from hpsearch.data import Preprocessor
 from hpsearch.errors import UserError
-from hpsearch.records import STUDY, TRIAL
+from hpsearch.queries import best_artifact_ids, best_info, open_study_for_reading
+from hpsearch.records import STUDY
 
 __all__ = [
     "HPSearchClassifierModel",
     "HPSearchRegressorModel",
-    "save_model_artifacts",
-    "load_model_artifacts",
-    "load_best",
-    "fitted_estimator",
+    "describe_best",
     "export_best",
+    "fitted_estimator",
+    "load_best",
 ]
 
 
 class _FittedKerasModel(BaseEstimator):
     """A trained Keras model plus its preprocessing; ``predict`` takes raw (unscaled) features."""
 
-    def __init__(self, model: Any = None, preprocessor: Optional[Preprocessor] = None) -> None:
+    def __init__(self, model: Any = None, preprocessor: Preprocessor | None = None) -> None:
         self.model = model
         self.preprocessor = preprocessor
 
@@ -70,7 +68,7 @@ class HPSearchClassifierModel(ClassifierMixin, _FittedKerasModel):
         return raw
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
 
 
 class HPSearchRegressorModel(RegressorMixin, _FittedKerasModel):
@@ -81,109 +79,34 @@ class HPSearchRegressorModel(RegressorMixin, _FittedKerasModel):
 
 
 def fitted_estimator(model: Any, preprocessor: Preprocessor) -> _FittedKerasModel:
+    """The estimator class that fits the preprocessing's task, wrapped around ``model``."""
     cls = HPSearchClassifierModel if preprocessor.task == "classification" else HPSearchRegressorModel
     return cls(model=model, preprocessor=preprocessor)
 
 
-def save_model_artifacts(
-    artifact_store: Any, target: Any, model: Any, preprocessor: Preprocessor, storage: Any = None
-) -> tuple[str, str]:
-    """Upload ``model.keras`` and ``preprocess.json`` to ``target`` (a running Trial or a Study)."""
-    from optuna.artifacts import upload_artifact
-
-    tmp = tempfile.mkdtemp(prefix="hpsearch-model-")
-    try:
-        mpath = os.path.join(tmp, "model.keras")
-        model.save(mpath)
-        ppath = os.path.join(tmp, "preprocess.json")
-        Path(ppath).write_text(preprocessor.to_json(), encoding="utf-8")
-        kw = {"storage": storage} if storage is not None else {}
-        mid = upload_artifact(artifact_store=artifact_store, file_path=mpath, study_or_trial=target, **kw)
-        pid = upload_artifact(artifact_store=artifact_store, file_path=ppath, study_or_trial=target,
-                              mimetype="application/json", **kw)
-        return mid, pid
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _open(study_name: str, storage: str | None, artifacts: str | None) -> tuple[str, Any, Any]:
+    """(URL, study, artifact store) of an existing study."""
+    url, _, study = open_study_for_reading(study_name, storage)
+    return url, study, artifact_store_for(url, artifacts or study.user_attrs.get(STUDY.ARTIFACTS))
 
 
-def load_model_artifacts(artifact_store: Any, model_id: str, preprocess_id: str) -> tuple[Any, Preprocessor]:
-    """Download and load a stored model (Keras safe mode) and its preprocessing."""
-    import keras
-    from optuna.artifacts import download_artifact
-
-    tmp = tempfile.mkdtemp(prefix="hpsearch-load-")
-    try:
-        mpath = os.path.join(tmp, "model.keras")
-        ppath = os.path.join(tmp, "preprocess.json")
-        try:
-            download_artifact(artifact_store=artifact_store, file_path=mpath, artifact_id=model_id)
-            download_artifact(artifact_store=artifact_store, file_path=ppath, artifact_id=preprocess_id)
-        except Exception as e:  # missing files in the artifact store
-            raise UserError(
-                f"the stored model {model_id} cannot be read from the artifact store ({e.__class__.__name__});"
-                " check --artifacts / HPSEARCH_ARTIFACTS points at the study's artifact folder"
-            ) from None
-        model = keras.models.load_model(mpath, compile=False, safe_mode=True)
-        pre = Preprocessor.from_json(Path(ppath).read_text(encoding="utf-8"))
-        return model, pre
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _best_artifact_ids(study: Any) -> tuple[str, str, Optional[int]]:
-    attrs = study.user_attrs
-    mid, pid = attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)
-    number = attrs.get(STUDY.BEST_TRIAL)
-    if mid and pid:
-        return mid, pid, number
-    # fall back: best trial that has a model
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise UserError(f"study {study.study_name!r} has no completed trial yet; run it first") from None
-    mid, pid = best.user_attrs.get(TRIAL.MODEL_ARTIFACT), best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
-    if not (mid and pid):
-        raise UserError(
-            f"study {study.study_name!r} has no stored model for its best trial; run it to the end"
-            " (`hpsearch run FILE --resume`) so the best model is saved"
-        )
-    return mid, pid, best.number
-
-
-def _open(study_name: str, storage: Optional[str], artifacts: Optional[str]) -> tuple[Any, Any]:
-    import optuna
-
-    from hpsearch.storage import artifact_store_for, open_storage, resolve_storage_url
-
-    url = resolve_storage_url(storage, None)
-    st = open_storage(url, must_exist=True)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=st)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(st)]
-        hint = f"; studies there: {', '.join(names[:10])}" if names else "; the storage has no studies"
-        raise UserError(f"study {study_name!r} not found in the storage{hint}") from None
-    return study, artifact_store_for(url, artifacts or study.user_attrs.get("artifacts"))
-
-
-def load_best(study_name: str, storage: Optional[str] = None, artifacts: Optional[str] = None) -> _FittedKerasModel:
+def load_best(study_name: str, storage: str | None = None, artifacts: str | None = None) -> _FittedKerasModel:
     """The study's best model as a fitted sklearn estimator (``predict``, ``predict_proba``, ``score``).
 
     ``predict`` takes raw features: the fitted scaling and label encoding are applied inside.
     Works for studies of every engine.
     """
-    study, store = _open(study_name, storage, artifacts)
-    mid, pid, _ = _best_artifact_ids(study)
+    _, study, store = _open(study_name, storage, artifacts)
+    mid, pid, _ = best_artifact_ids(study)
     model, pre = load_model_artifacts(store, mid, pid)
     return fitted_estimator(model, pre)
 
 
-def export_best(study_name: str, path: str, storage: Optional[str] = None, artifacts: Optional[str] = None) -> Path:
-    """Write the best model to ``path`` (a ``.keras`` file) and its preprocessing beside it (``.json``)."""
+def _export(study: Any, store: Any, path: str) -> Path:
     from optuna.artifacts import download_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
 
-    study, store = _open(study_name, storage, artifacts)
-    mid, pid, _ = _best_artifact_ids(study)
+    mid, pid, _ = best_artifact_ids(study)
     out = Path(path)
     if out.suffix != ".keras":
         raise UserError(f"--export {path}: the file name must end in .keras")
@@ -196,10 +119,27 @@ def export_best(study_name: str, path: str, storage: Optional[str] = None, artif
     try:
         download_artifact(artifact_store=store, file_path=str(out), artifact_id=mid)
         download_artifact(artifact_store=store, file_path=str(pre_path), artifact_id=pid)
-    except Exception as e:  # missing files in the artifact store
+    except (ArtifactNotFound, OSError) as e:
         raise UserError(
             f"the stored model {mid} cannot be read from the artifact store ({e.__class__.__name__});"
-            " check --artifacts / HPSEARCH_ARTIFACTS points at the study's artifact folder"
+            f" check --artifacts / {ARTIFACTS_ENV} points at the study's artifact folder"
         ) from None
     json.loads(pre_path.read_text())  # a readable JSON file, or fail loudly
     return out
+
+
+def export_best(study_name: str, path: str, storage: str | None = None, artifacts: str | None = None) -> Path:
+    """Write the best model to ``path`` (a ``.keras`` file) and its preprocessing beside it (``.json``)."""
+    _, study, store = _open(study_name, storage, artifacts)
+    return _export(study, store, path)
+
+
+def describe_best(study_name: str, storage: str | None = None, artifacts: str | None = None,
+                  export: str | None = None) -> dict[str, Any]:
+    """``hpsearch best``: :func:`hpsearch.queries.best_info`, after exporting the model to ``export``."""
+    url, _, study = open_study_for_reading(study_name, storage)
+    info = best_info(study, url, artifacts)
+    if export:
+        store = artifact_store_for(url, artifacts or study.user_attrs.get(STUDY.ARTIFACTS))
+        info["exported"] = str(_export(study, store, export))
+    return info

@@ -1,11 +1,15 @@
-"""Model builders: the configurable MLP and the registry of user builders.
+"""Model builders: the protocol, the registry, parameter routing and the shared compile step.
 
-A builder is a plain function ``f(**params) -> keras.Model`` (optionally also taking ``meta``, the
-scikeras-style description of the task). Builders never see sklearn or Optuna. ``build_mlp``
-covers the usual MLP knobs; users plug in their own with ``model.builder: "pkg.module:function"``.
+A builder is a plain function ``f(**params) -> keras.Model`` that may also take ``meta`` (the
+scikeras-style description of the task). It never sees sklearn or Optuna: only a dict of Python
+scalars. Built-in builders are named in :data:`hpsearch.registry.BUILDERS` (``"mlp"`` ->
+:func:`hpsearch.mlp.build_mlp`); user builders are referenced as ``"package.module:function"``.
 
-Only ``keras.*`` APIs are used here, so every Keras 3 backend (tensorflow, jax, torch) works.
-Keras is imported lazily (inside functions) so that config validation stays fast.
+A builder may carry a ``check_params`` attribute (set with :func:`with_param_check`): it checks the
+named choices of its parameters (activation, optimizer, ...) before anything runs, so that a typo
+in a study file is one line instead of every trial failing. Adding a built-in builder (e.g. a CNN)
+is one module that builds a model, calls :func:`compile_for_task`, and declares its check, plus its
+line in the registry.
 
 Keras log names (``history.history`` keys, callback ``logs``) of the default metrics are fixed:
 
@@ -13,75 +17,100 @@ Keras log names (``history.history`` keys, callback ``logs``) of the default met
 * multiclass / multilabel classification: ``loss, accuracy`` (+ ``val_*``)
 * regression: ``loss, mse, mae`` (+ ``val_loss, val_mse, val_mae``)
 
-``metrics=[...]`` picks from ``METRIC_NAMES``; each is logged under exactly that name.
+``metrics=[...]`` picks from ``METRIC_NAMES``; each is logged under exactly that name. Only
+``keras.*`` APIs are used, so every Keras 3 backend works; Keras is imported inside the functions
+that need it, so that validating a study file stays fast.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpsearch.errors import ConfigError
-from hpsearch.space import coerce_value
+from hpsearch.registry import BUILDERS
+from hpsearch.space import CategoricalParam, SearchSpace, coerce_value
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
 __all__ = [
-    "ACTIVATIONS",
-    "INITIALIZERS",
-    "OPTIMIZERS",
-    "LR_SCHEDULES",
-    "REGRESSION_LOSSES",
-    "METRIC_NAMES",
-    "COMPILE_PARAMS",
-    "META_PARAMS",
-    "build_mlp",
-    "compile_for_task",
-    "make_optimizer",
-    "task_of",
-    "default_metric_names",
-    "resolve_builder",
-    "builder_name",
-    "builder_accepts",
-    "check_params",
-    "call_builder",
-    "count_params",
+    "OPTIMIZERS", "LR_SCHEDULES", "REGRESSION_LOSSES", "METRIC_NAMES", "COMPILE_PARAMS", "META_PARAMS",
+    "ParamValues", "ParamCheck", "named_choice", "check_choices", "check_compile_params", "with_param_check",
+    "task_of", "output_spec", "resolve_loss", "compile_for_task",
+    "resolve_builder", "builder_name", "builder_accepts", "builder_defaults", "check_builder_params",
+    "call_builder", "count_params",
 ]
 
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh")
-INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
 OPTIMIZERS = (
     "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw",
 )
 LR_SCHEDULES = ("exponential", "cosine", "piecewise")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
-CLASSIFICATION_LOSSES = ("binary_crossentropy", "sparse_categorical_crossentropy",
-                         "categorical_crossentropy")
 METRIC_NAMES = ("accuracy", "auc", "mse", "mae", "rmse")
 
-_RELU_FAMILY = {"relu", "leaky_relu", "elu", "gelu", "swish"}
-
-#: Parameters that only matter when compiling; ``call_builder`` uses them to compile an
-#: uncompiled user model even when the user's function does not accept them.
-COMPILE_PARAMS = frozenset({
-    "optimizer", "learning_rate", "momentum", "weight_decay", "clipnorm", "clipvalue",
-    "lr_schedule", "lr_decay_steps", "lr_decay_rate", "loss", "metrics",
-    "steps_per_execution", "jit_compile",
-})
+#: The one loss that fits each classification task (anything else is refused).
+_CLASSIFICATION_LOSS = {
+    "binary": "binary_crossentropy",
+    "multilabel": "binary_crossentropy",
+    "multiclass": "sparse_categorical_crossentropy",
+    "multiclass-onehot": "categorical_crossentropy",
+}
 
 #: Names a builder may declare to receive extra context instead of hyperparameters.
 META_PARAMS = frozenset({"meta", "compile_kwargs", "params"})
 
+#: For each parameter name, the ``(field, value)`` pairs a study gives it, e.g.
+#: ``{"activation": [("space.activation", "relu"), ("space.activation", "elu")]}``.
+ParamValues = Mapping[str, Sequence[tuple[str, Any]]]
+#: A builder's own value check: raises a one-line :class:`ConfigError` naming the field.
+ParamCheck = Callable[[ParamValues], None]
 
-def _choice(field: str, value: Any, allowed: Iterable[str]) -> str:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+# --------------------------------------------------------------------------------------------
+# named choices
+# --------------------------------------------------------------------------------------------
+
+def named_choice(field: str, value: Any, allowed: Iterable[str]) -> str:
+    """``value`` lower-cased if it is one of ``allowed``; else a ConfigError naming ``field``."""
     allowed = tuple(allowed)
     if not isinstance(value, str) or value.lower() not in allowed:
-        raise ConfigError(
-            f"{field}: unknown value {value!r}; use one of {', '.join(allowed)}"
-        )
+        raise ConfigError(f"{field}: unknown value {value!r}; use one of {', '.join(allowed)}")
     return value.lower()
+
+
+def check_choices(values: ParamValues, choices: Mapping[str, tuple[str, ...]],
+                  optional: Iterable[str] = ()) -> None:
+    """Check each value of the parameters in ``choices``; None passes for the ``optional`` ones."""
+    nullable = frozenset(optional)
+    for name, allowed in choices.items():
+        for field, value in values.get(name, ()):
+            if value is None and name in nullable:
+                continue
+            named_choice(field, value, allowed)
+
+
+def check_compile_params(values: ParamValues) -> None:
+    """The named choices of the compile knobs that every built-in builder shares."""
+    check_choices(values, {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}, optional=("lr_schedule",))
+    known = REGRESSION_LOSSES + tuple(dict.fromkeys(_CLASSIFICATION_LOSS.values()))
+    for field, loss in values.get("loss", ()):
+        if isinstance(loss, str) and loss.lower() not in known:
+            raise ConfigError(f"{field}: unknown value {loss!r}; use one of {', '.join(REGRESSION_LOSSES)}"
+                              " (regression) or leave it out for classification")
+
+
+def with_param_check(check: ParamCheck) -> Callable[[_F], _F]:
+    """Decorator: attach ``check`` to a builder as its ``check_params`` (see the module docs)."""
+    def attach(fn: _F) -> _F:
+        setattr(fn, "check_params", check)  # noqa: B010  (a plain assignment would need a type: ignore)
+        return fn
+
+    return attach
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,8 +142,8 @@ def task_of(meta: Mapping[str, Any] | None) -> str:
     raise ConfigError(f"data: target type {ttype!r} is not supported by the built-in model")
 
 
-def _output_spec(meta: Mapping[str, Any] | None) -> tuple[int, str]:
-    """(units, activation) of the output layer."""
+def output_spec(meta: Mapping[str, Any] | None) -> tuple[int, str]:
+    """(units, activation) of the output layer that fits the task in ``meta``."""
     task = task_of(meta)
     meta = meta or {}
     if task == "binary":
@@ -126,33 +155,20 @@ def _output_spec(meta: Mapping[str, Any] | None) -> tuple[int, str]:
     return int(meta.get("n_outputs_", 1) or 1), "linear"
 
 
-def _resolve_loss(meta: Mapping[str, Any] | None, loss: Any) -> Any:
+def resolve_loss(meta: Mapping[str, Any] | None, loss: Any) -> Any:
+    """The loss for the task: a regression loss by name, the one fitting classification loss, or
+    a Keras loss object unchanged. Builders call it before building to fail early."""
     task = task_of(meta)
     if loss is not None and not isinstance(loss, str):
         return loss  # a keras Loss object or callable: the user knows best
     if task == "regression":
-        return _choice("model.loss", loss or "mse", REGRESSION_LOSSES)
-    expected = {
-        "binary": "binary_crossentropy",
-        "multilabel": "binary_crossentropy",
-        "multiclass": "sparse_categorical_crossentropy",
-        "multiclass-onehot": "categorical_crossentropy",
-    }[task]
+        return named_choice("model.loss", loss or "mse", REGRESSION_LOSSES)
+    expected = _CLASSIFICATION_LOSS[task]
     if loss is not None and loss != expected:
         raise ConfigError(
             f"model.loss: {loss!r} does not fit a {task} target; use {expected} (or leave it unset)"
         )
     return expected
-
-
-def default_metric_names(meta: Mapping[str, Any] | None) -> list[str]:
-    """Metric names logged by default for this task (the ``val_`` prefix is added by Keras)."""
-    task = task_of(meta)
-    if task == "binary":
-        return ["accuracy", "auc"]
-    if task == "regression":
-        return ["mse", "mae"]
-    return ["accuracy"]
 
 
 def _make_metric(name: str, task: str) -> Any:
@@ -180,22 +196,18 @@ def _make_metric(name: str, task: str) -> Any:
 
 
 def _resolve_metrics(meta: Mapping[str, Any] | None, metrics: Any) -> list[Any]:
+    """Keras metric objects: the task's defaults for None, else each named one (or object)."""
     task = task_of(meta)
     if metrics is None:
-        metrics = default_metric_names(meta)
+        metrics = {"binary": ["accuracy", "auc"], "regression": ["mse", "mae"]}.get(task, ["accuracy"])
     elif isinstance(metrics, str):
         metrics = [metrics]
-    out = []
-    for m in metrics:
-        if isinstance(m, str):
-            out.append(_make_metric(_choice("model.metrics", m, METRIC_NAMES), task))
-        else:
-            out.append(m)  # a keras Metric object
-    return out
+    return [_make_metric(named_choice("model.metrics", m, METRIC_NAMES), task) if isinstance(m, str) else m
+            for m in metrics]
 
 
 # --------------------------------------------------------------------------------------------
-# optimizer
+# optimizer and compile: the knobs every built-in builder shares
 # --------------------------------------------------------------------------------------------
 
 def _learning_rate(learning_rate: float, lr_schedule: str | None, lr_decay_steps: int,
@@ -207,7 +219,7 @@ def _learning_rate(learning_rate: float, lr_schedule: str | None, lr_decay_steps
         raise ConfigError(f"model.learning_rate: must be > 0, got {learning_rate!r}")
     if lr_schedule is None or lr_schedule == "none":
         return learning_rate
-    schedule = _choice("model.lr_schedule", lr_schedule, LR_SCHEDULES)
+    schedule = named_choice("model.lr_schedule", lr_schedule, LR_SCHEDULES)
     if int(lr_decay_steps) < 1:
         raise ConfigError(f"model.lr_decay_steps: must be >= 1, got {lr_decay_steps!r}")
     if not 0 <= float(lr_decay_rate) <= 1:
@@ -222,21 +234,10 @@ def _learning_rate(learning_rate: float, lr_schedule: str | None, lr_decay_steps
     return sch.PiecewiseConstantDecay([steps - 1], [learning_rate, learning_rate * rate])
 
 
-def make_optimizer(
-    optimizer: Any = "sgd",
-    learning_rate: float = 3e-3,
-    momentum: float = 0.9,
-    weight_decay: float | None = None,
-    clipnorm: float | None = None,
-    clipvalue: float | None = None,
-    lr_schedule: str | None = None,
-    lr_decay_steps: int = 1000,
-    lr_decay_rate: float = 0.1,
-) -> Any:
-    """A Keras optimizer from names (see :func:`build_mlp` for the meaning of each knob).
-
-    A ``keras.optimizers.Optimizer`` instance is returned unchanged.
-    """
+def _make_optimizer(optimizer: Any, learning_rate: float, momentum: float, weight_decay: float | None,
+                    clipnorm: float | None, clipvalue: float | None, lr_schedule: str | None,
+                    lr_decay_steps: int, lr_decay_rate: float) -> Any:
+    """A Keras optimizer from names; an ``Optimizer`` instance is returned unchanged."""
     import keras
 
     if not isinstance(optimizer, str):
@@ -244,7 +245,7 @@ def make_optimizer(
             return optimizer
         if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
             return optimizer(learning_rate=float(learning_rate))
-    name = _choice("model.optimizer", optimizer, OPTIMIZERS)
+    name = named_choice("model.optimizer", optimizer, OPTIMIZERS)
     lr = _learning_rate(learning_rate, lr_schedule, lr_decay_steps, lr_decay_rate)
     common: dict[str, Any] = {"learning_rate": lr}
     if clipnorm is not None:
@@ -269,7 +270,7 @@ def make_optimizer(
 
 
 def compile_for_task(
-    model: "keras.Model",
+    model: keras.Model,
     meta: Mapping[str, Any] | None = None,
     *,
     optimizer: Any = "sgd",
@@ -285,10 +286,26 @@ def compile_for_task(
     metrics: Any = None,
     steps_per_execution: int = 1,
     jit_compile: Any = "auto",
-) -> "keras.Model":
+) -> keras.Model:
     """Compile ``model`` with the loss and metrics that fit the task in ``meta``.
 
-    Used by :func:`build_mlp` and for user builders that return an uncompiled model.
+    Its keyword arguments are the compile knobs of every built-in builder (:data:`COMPILE_PARAMS`)
+    and compile the uncompiled model a user builder returns.
+
+    optimizer: sgd (plain), momentum (SGD + ``momentum``), nesterov (SGD + Nesterov ``momentum``),
+        adagrad, rmsprop, adam, adamax, nadam, adamw (or a Keras optimizer object).
+    learning_rate: initial learning rate (> 0). momentum: for ``momentum``/``nesterov``, in [0, 1).
+    weight_decay: decoupled weight decay (any optimizer; adamw defaults to 0.004).
+    clipnorm, clipvalue: gradient clipping (None = off).
+    lr_schedule: None, exponential, cosine or piecewise. All three reach ``learning_rate *
+        lr_decay_rate`` after ``lr_decay_steps`` optimizer steps (batches, not epochs): exponential
+        keeps decaying after that, cosine stays at that floor, piecewise is a single step drop.
+    loss: regression: mse (default), mae, huber. Classification: leave unset (binary ->
+        binary_crossentropy, multiclass -> sparse_categorical_crossentropy).
+    metrics: None = the task's defaults (binary: accuracy, auc; multiclass: accuracy; regression:
+        mse, mae) or a list from accuracy, auc, mse, mae, rmse, logged under exactly that name.
+    steps_per_execution: batches per compiled call (a speed lever for small models).
+    jit_compile: "auto", True or False (XLA where the backend supports it).
     """
     steps = coerce_value(steps_per_execution)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -300,9 +317,9 @@ def compile_for_task(
     if steps > 1 and keras.backend.backend() == "torch":
         steps = 1  # Keras' PyTorch trainer runs one step per call (it raises otherwise); a speed knob only
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate, momentum, weight_decay, clipnorm,
-                                 clipvalue, lr_schedule, lr_decay_steps, lr_decay_rate),
-        loss=_resolve_loss(meta, loss),
+        optimizer=_make_optimizer(optimizer, learning_rate, momentum, weight_decay, clipnorm,
+                                  clipvalue, lr_schedule, lr_decay_steps, lr_decay_rate),
+        loss=resolve_loss(meta, loss),
         metrics=_resolve_metrics(meta, metrics),
         steps_per_execution=steps,
         jit_compile=jit_compile,
@@ -310,313 +327,170 @@ def compile_for_task(
     return model
 
 
-# --------------------------------------------------------------------------------------------
-# the MLP
-# --------------------------------------------------------------------------------------------
-
-def _hidden_widths(n_hidden: int, n_neurons: int, funnel: float | None) -> list[int]:
-    widths = []
-    width = float(n_neurons)
-    for _ in range(n_hidden):
-        widths.append(max(1, int(round(width))))
-        if funnel is not None:
-            width *= funnel
-    return widths
-
-
-def build_mlp(
-    n_hidden: int = 1,
-    n_neurons: int = 30,
-    funnel: float | None = None,
-    activation: str = "relu",
-    kernel_initializer: str | None = None,
-    batch_norm: bool = False,
-    dropout: float = 0.0,
-    l1: float = 0.0,
-    l2: float = 0.0,
-    max_norm: float | None = None,
-    optimizer: str = "sgd",
-    learning_rate: float = 3e-3,
-    momentum: float = 0.9,
-    weight_decay: float | None = None,
-    clipnorm: float | None = None,
-    clipvalue: float | None = None,
-    lr_schedule: str | None = None,
-    lr_decay_steps: int = 1000,
-    lr_decay_rate: float = 0.1,
-    loss: str | None = None,
-    metrics: list[str] | None = None,
-    steps_per_execution: int = 1,
-    jit_compile: bool | str = "auto",
-    meta: Mapping[str, Any] | None = None,
-) -> "keras.Model":
-    """Build and compile a multilayer perceptron for the task described by ``meta``.
-
-    Every argument except ``meta`` is a study-file key (``model.fixed`` / ``space``).
-
-    Architecture
-        n_hidden: number of hidden Dense layers (0 = a linear/logistic model).
-        n_neurons: units of the first hidden layer (>= 1).
-        funnel: None = every hidden layer has ``n_neurons`` units; a float in (0, 1] (or > 1 to
-            widen) = each hidden layer has ``funnel`` times the units of the previous one,
-            rounded, at least 1 (``n_neurons=64, funnel=0.5, n_hidden=3`` -> 64, 32, 16).
-        activation: relu, leaky_relu, elu, selu, gelu, swish, tanh.
-        kernel_initializer: glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal;
-            default he_normal for the relu family (relu, leaky_relu, elu, gelu, swish),
-            lecun_normal for selu, glorot_uniform for tanh.
-        batch_norm: Dense (no bias) -> BatchNormalization -> activation in each hidden layer.
-        dropout: Dropout rate in [0, 1) after each hidden layer's activation.
-        l1, l2: kernel regularization factors of the hidden layers (0 = off).
-        max_norm: max-norm constraint on hidden kernels (None = off).
-    Optimization
-        optimizer: sgd (plain), momentum (SGD + ``momentum``), nesterov (SGD + Nesterov
-            ``momentum``), adagrad, rmsprop, adam, adamax, nadam, adamw.
-        learning_rate: initial learning rate (> 0).
-        momentum: used by ``momentum`` and ``nesterov`` only; in [0, 1).
-        weight_decay: decoupled weight decay (any optimizer; adamw defaults to 0.004).
-        clipnorm, clipvalue: gradient clipping (None = off).
-        lr_schedule: None, exponential, cosine or piecewise. All three reach
-            ``learning_rate * lr_decay_rate`` after ``lr_decay_steps`` optimizer steps
-            (batches, not epochs): exponential keeps decaying after that, cosine stays at that
-            floor, piecewise is a single step drop.
-        loss: regression: mse (default), mae, huber. Classification: leave unset (binary ->
-            binary_crossentropy, multiclass -> sparse_categorical_crossentropy).
-        metrics: None = the task's defaults (binary: accuracy, auc; multiclass: accuracy;
-            regression: mse, mae) or a list from accuracy, auc, mse, mae, rmse. Keras logs each
-            under exactly that name, and ``val_<name>`` on validation data.
-        steps_per_execution: batches per compiled call (a speed lever for small models).
-        jit_compile: "auto", True or False (XLA where the backend supports it).
-    Task
-        meta: scikeras-style dict: ``n_features_in_``, ``target_type_``, ``n_classes_``,
-            ``n_outputs_`` (optional ``task``: classification/regression). None = regression
-            with one output and the input size taken from the first batch.
-    """
-    import keras
-
-    n_hidden = coerce_value(n_hidden)
-    n_neurons = coerce_value(n_neurons)
-    funnel = coerce_value(funnel)
-    dropout = float(coerce_value(dropout))
-    if not isinstance(n_hidden, int) or isinstance(n_hidden, bool) or n_hidden < 0:
-        raise ConfigError(f"model.n_hidden: must be an integer >= 0, got {n_hidden!r}")
-    if not isinstance(n_neurons, int) or isinstance(n_neurons, bool) or n_neurons < 1:
-        raise ConfigError(f"model.n_neurons: must be an integer >= 1, got {n_neurons!r}")
-    if funnel is not None and not (isinstance(funnel, (int, float)) and funnel > 0):
-        raise ConfigError(f"model.funnel: must be a number > 0 or null, got {funnel!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {dropout!r}")
-    for name, value in (("l1", l1), ("l2", l2)):
-        if float(value) < 0:
-            raise ConfigError(f"model.{name}: must be >= 0, got {value!r}")
-    if max_norm is not None and not float(max_norm) > 0:
-        raise ConfigError(f"model.max_norm: must be > 0 or null, got {max_norm!r}")
-    activation = _choice("model.activation", activation, ACTIVATIONS)
-    if kernel_initializer is None:
-        kernel_initializer = ("lecun_normal" if activation == "selu"
-                              else "he_normal" if activation in _RELU_FAMILY
-                              else "glorot_uniform")
-    kernel_initializer = _choice("model.kernel_initializer", kernel_initializer, INITIALIZERS)
-    # validate the compile knobs before building anything
-    _resolve_loss(meta, loss)
-    units_out, act_out = _output_spec(meta)
-
-    regularizer = (keras.regularizers.L1L2(l1=float(l1), l2=float(l2))
-                   if float(l1) > 0 or float(l2) > 0 else None)
-    constraint = keras.constraints.MaxNorm(float(max_norm)) if max_norm is not None else None
-
-    layers: list[Any] = []
-    n_features = (meta or {}).get("n_features_in_")
-    if n_features is not None:
-        layers.append(keras.Input(shape=(int(n_features),)))
-    for i, width in enumerate(_hidden_widths(n_hidden, n_neurons, funnel)):
-        layers.append(keras.layers.Dense(
-            width,
-            activation=None if batch_norm else activation,
-            use_bias=not batch_norm,
-            kernel_initializer=kernel_initializer,
-            kernel_regularizer=regularizer,
-            kernel_constraint=constraint,
-            name=f"hidden_{i}",
-        ))
-        if batch_norm:
-            layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
-            layers.append(keras.layers.Activation(activation, name=f"act_{i}"))
-        if dropout > 0:
-            layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
-    layers.append(keras.layers.Dense(units_out, activation=act_out, name="output"))
-    model = keras.Sequential(layers, name="mlp")
-    return compile_for_task(
-        model, meta, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
-        weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
-        lr_schedule=lr_schedule, lr_decay_steps=lr_decay_steps, lr_decay_rate=lr_decay_rate,
-        loss=loss, metrics=metrics, steps_per_execution=steps_per_execution,
-        jit_compile=jit_compile,
-    )
+#: The compile knobs (the keyword arguments of :func:`compile_for_task`): ``call_builder`` uses
+#: them to compile an uncompiled user model even when the user's function does not take them.
+COMPILE_PARAMS = frozenset(inspect.signature(compile_for_task).parameters) - {"model", "meta"}
 
 
 # --------------------------------------------------------------------------------------------
-# registry of builders
+# the registry and the builder's signature
 # --------------------------------------------------------------------------------------------
 
-_BUILTIN: dict[str, str] = {"mlp": "build_mlp"}
+def _forms() -> str:
+    return f"{' or '.join(repr(n) for n in BUILDERS.names())} or 'package.module:function'"
 
 
 def resolve_builder(ref: str | Callable[..., Any], field: str = "model.builder") -> Callable[..., Any]:
-    """``"mlp"`` -> :func:`build_mlp`; ``"package.module:function"`` -> that function.
+    """A built-in name (``"mlp"``) or ``"package.module:function"`` -> that function.
 
-    A callable is returned unchanged. Errors are :class:`ConfigError` naming ``field``.
+    A callable is returned unchanged. Errors are one-line :class:`ConfigError` naming ``field``.
     """
     if callable(ref):
         return ref
     if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError(f"{field}: expected 'mlp' or 'package.module:function', got {ref!r}")
+        raise ConfigError(f"{field}: expected {_forms()}, got {ref!r}")
     ref = ref.strip()
-    if ref in _BUILTIN:
-        return globals()[_BUILTIN[ref]]
+    if ref in BUILDERS:
+        builtin: Callable[..., Any] = BUILDERS.get(ref)
+        return builtin
+    fix = f"; use {' or '.join(BUILDERS.names())} or 'package.module:function' importable from where hpsearch runs"
     module_name, sep, func_name = ref.partition(":")
     if not sep or not module_name or not func_name or ":" in func_name:
-        raise ConfigError(
-            f"{field}: {ref!r} is neither a built-in builder ({', '.join(_BUILTIN)}) "
-            "nor of the form 'package.module:function'"
-        )
+        raise ConfigError(f"{field}: {ref!r} is neither a built-in builder ({', '.join(BUILDERS.names())})"
+                          f" nor of the form 'package.module:function'{fix}")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or an error raised by the module itself
-        raise ConfigError(f"{field}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from exc
-    fn = getattr(module, func_name, None)
-    if fn is None:
-        raise ConfigError(f"{field}: module {module_name!r} has no function {func_name!r}")
-    if not callable(fn):
-        raise ConfigError(f"{field}: {ref!r} is not callable")
+    except Exception as exc:  # ImportError, or any error raised by the module itself
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ConfigError(f"{field}: cannot import {module_name!r} ({reason}){fix}") from exc
+    found = getattr(module, func_name, None)
+    if found is None:
+        raise ConfigError(f"{field}: module {module_name!r} has no function {func_name!r}{fix}")
+    if not callable(found):
+        raise ConfigError(f"{field}: {ref!r} is not callable{fix}")
+    fn: Callable[..., Any] = found
     return fn
 
 
 def builder_name(fn: Callable[..., Any]) -> str:
-    """A short name for messages: ``mlp`` for the built-in, else ``module:function``."""
-    if fn is build_mlp:
-        return "mlp"
+    """A short name for messages: the registered name of a built-in, else ``module:function``."""
+    for name in BUILDERS.names():
+        if BUILDERS.get(name) is fn:
+            return name
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+def _parameters(fn: Callable[..., Any]) -> list[inspect.Parameter] | None:
+    """The parameters of ``fn``; None if its signature cannot be read."""
     try:
-        return inspect.signature(fn)
+        return list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return None
+
+
+def _by_name(p: inspect.Parameter) -> bool:
+    return p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def builder_accepts(fn: Callable[..., Any]) -> set[str] | None:
     """Names of the hyperparameters ``fn`` takes (``meta`` & co. excluded); None if it takes
     ``**kwargs`` (or its signature cannot be read), i.e. it accepts anything."""
-    sig = _signature(fn)
-    if sig is None:
+    params = _parameters(fn)
+    if params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    names = set()
-    for p in sig.parameters.values():
-        if p.kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            names.add(p.name)
-    return names - META_PARAMS
+    return {p.name for p in params if _by_name(p)} - META_PARAMS
 
 
 def builder_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     """Hyperparameters of ``fn`` that have a default, with that default."""
-    sig = _signature(fn)
-    if sig is None:
-        return {}
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        and p.default is not inspect.Parameter.empty
-        and p.name not in META_PARAMS
-    }
+    return {p.name: p.default for p in _parameters(fn) or ()
+            if _by_name(p) and p.default is not inspect.Parameter.empty and p.name not in META_PARAMS}
 
 
-def _wants(fn: Callable[..., Any], name: str) -> bool:
-    sig = _signature(fn)
-    if sig is None:
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD
-               for p in sig.parameters.values())
-
-
-def check_params(fn: Callable[..., Any], names: Iterable[str], field: str = "model",
-                 allow_compile_params: bool = True) -> None:
-    """Raise :class:`ConfigError` for a parameter ``fn`` does not take.
-
-    Compile parameters (``COMPILE_PARAMS``: optimizer, learning_rate, loss, ...) are allowed by
-    default even when ``fn`` does not take them: they compile a model the builder returns
-    uncompiled (``call_builder`` refuses them if the model comes back compiled).
-    """
+def _check_names(fn: Callable[..., Any], names: Iterable[str], section: str, compile_ok: bool) -> None:
+    """Refuse a parameter ``fn`` does not take (compile knobs pass when ``compile_ok``)."""
     accepted = builder_accepts(fn)
     if accepted is None:
         return
     for name in names:
-        if name in accepted or (allow_compile_params and name in COMPILE_PARAMS):
+        if name in accepted or (compile_ok and name in COMPILE_PARAMS):
             continue
         raise ConfigError(
-            f"{field}.{name}: unknown parameter for builder {builder_name(fn)}; "
-            f"known: {', '.join(sorted(accepted)) or '(none)'}"
+            f"{section}.{name}: unknown parameter for builder {builder_name(fn)}; "
+            f"remove it or check the spelling (known: {', '.join(sorted(accepted)) or '(none)'})"
         )
 
+
+def check_builder_params(fn: Callable[..., Any], space: SearchSpace) -> None:
+    """Refuse, before anything runs, a ``space`` / ``model.fixed`` parameter ``fn`` does not take
+    and a value its own ``check_params`` rejects. One-line ConfigError without a file prefix."""
+    _check_names(fn, space.params, "space", compile_ok=False)
+    _check_names(fn, space.fixed, "model.fixed", compile_ok=False)
+    check = getattr(fn, "check_params", None)
+    if not callable(check):
+        return
+    values: dict[str, list[tuple[str, Any]]] = {}
+    for name, value in space.fixed.items():
+        values.setdefault(name, []).append((f"model.fixed.{name}", value))
+    for name, param in space.params.items():
+        if isinstance(param, CategoricalParam):
+            values.setdefault(name, []).extend((f"space.{name}", c) for c in param.choices)
+    check(values)
+
+
+# --------------------------------------------------------------------------------------------
+# building one model
+# --------------------------------------------------------------------------------------------
 
 def call_builder(
     fn: Callable[..., Any],
     params: Mapping[str, Any],
     meta: Mapping[str, Any] | None = None,
-    compile_defaults: Mapping[str, Any] | None = None,
-    field: str = "model",
+    *,
     clear_session: bool = True,
+    compile_defaults: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
-) -> "keras.Model":
+) -> keras.Model:
     """Build one model: clear the Keras session, coerce numpy values, call ``fn``.
 
     ``meta`` is passed only if ``fn`` declares it (or takes ``**kwargs``). Parameters ``fn``
-    does not take must be compile parameters; they (over ``compile_defaults``) compile the model
-    if ``fn`` returns it uncompiled, with the loss and metrics of the task in ``meta``.
-    ``context`` entries (e.g. scikeras' ``compile_kwargs``/``params``) are passed only to a
-    builder that names them. ``clear_session=False`` is for callers that cleared the session
-    already (e.g. before seeding the random generators).
+    does not take must be compile knobs; they (over ``compile_defaults``) compile the model if
+    ``fn`` returns it uncompiled, with the loss and metrics of the task in ``meta``.
+    ``context`` entries (scikeras' ``compile_kwargs`` / ``params``) go only to a builder that
+    names them. ``clear_session=False`` is for callers that cleared the session already (e.g.
+    before seeding the random generators, or to keep k fold models side by side).
     """
     import keras
 
     if clear_session:
         keras.backend.clear_session()
     params = {str(k): coerce_value(v) for k, v in params.items()}
+    _check_names(fn, params, "model", compile_ok=True)
     accepted = builder_accepts(fn)
-    check_params(fn, params, field=field)
-    if accepted is None:
-        call_kwargs, leftover = dict(params), {}
-    else:
-        call_kwargs = {k: v for k, v in params.items() if k in accepted}
-        leftover = {k: v for k, v in params.items() if k not in accepted}
-    if _wants(fn, "meta"):
+    call_kwargs = dict(params) if accepted is None else {k: v for k, v in params.items() if k in accepted}
+    declared = {p.name for p in _parameters(fn) or ()}
+    if "meta" in declared or (accepted is None and bool(declared)):
         call_kwargs["meta"] = dict(meta) if meta is not None else None
-    sig = _signature(fn)
-    for name, value in (context or {}).items():
-        if sig is not None and name in sig.parameters:
-            call_kwargs[name] = value
+    call_kwargs.update({k: v for k, v in (context or {}).items() if k in declared})
     model = fn(**call_kwargs)
     if not isinstance(model, keras.Model):
         raise ConfigError(
-            f"{field}.builder: {builder_name(fn)} returned {type(model).__name__}, not a keras.Model"
+            f"model.builder: {builder_name(fn)} returned {type(model).__name__}, not a keras.Model"
         )
+    leftover = sorted(set(params) - set(call_kwargs))
     if not getattr(model, "compiled", False):
         knobs = {k: v for k, v in (compile_defaults or {}).items() if v is not None}
         knobs.update({k: v for k, v in params.items() if k in COMPILE_PARAMS})
         compile_for_task(model, meta, **knobs)
     elif leftover:
-        name = sorted(leftover)[0]
         raise ConfigError(
-            f"{field}.{name}: builder {builder_name(fn)} compiles its own model, so this "
+            f"model.{leftover[0]}: builder {builder_name(fn)} compiles its own model, so this "
             "parameter would have no effect; accept it as an argument or return an uncompiled model"
         )
     return model
 
 
-def count_params(model: "keras.Model") -> int:
+def count_params(model: keras.Model) -> int:
     """Number of weights (trainable and not) of a built model; 0 if it is not built yet."""
     try:
         return int(model.count_params())

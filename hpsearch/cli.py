@@ -1,23 +1,28 @@
-"""The ``hpsearch`` command line: thin — parse, call the library, print, return an exit code.
+"""The ``hpsearch`` command line: thin — parse, call the library, render through
+:mod:`hpsearch.console`, return an exit code.
 
 A user mistake (:class:`~hpsearch.errors.UserError`) is one line on stderr and exit code 2; no
-traceback. ``main(argv)`` returns the code so tests run the CLI in-process.
+traceback. ``main(argv)`` returns the code so tests run the CLI in-process. Importing this module
+loads no TensorFlow, Keras, Optuna or scikit-learn: each command imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, NoReturn, Optional, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
+from hpsearch import console
+from hpsearch.console import ConsoleProgress
 from hpsearch.errors import HPSearchError, UserError
 
-__all__ = ["main", "main_entry", "build_parser"]
+__all__ = ["build_parser", "main", "main_entry"]
 
 
 def _quiet_backend(load_backend: bool = True) -> None:
+    """Keep TensorFlow's and Optuna's own log lines off the user's terminal (ours say it better)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
     import logging
@@ -25,7 +30,8 @@ def _quiet_backend(load_backend: bool = True) -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    if load_backend and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and "tensorflow" not in sys.modules:
+    tensorflow = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+    if load_backend and tensorflow and "tensorflow" not in sys.modules:
         _import_silently("tensorflow")
     import optuna
 
@@ -56,19 +62,21 @@ def _import_silently(module: str) -> None:
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block): ``hpsearch: error: ...; see --help``."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"hpsearch: error: {message}; see '{self.prog} --help'\n")
         sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command table (also used by the worker launcher's and compose file's tests)."""
     p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def storage_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--storage", help="database URL (default: $HPSEARCH_STORAGE, the study file, sqlite:///hpsearch.db)")
-        sp.add_argument("--artifacts", help="artifact store: a folder or s3://bucket/prefix (default: beside the SQLite file)")
+        sp.add_argument("--artifacts",
+                        help="artifact store: a folder or s3://bucket/prefix (default: beside the SQLite file)")
 
     r = sub.add_parser("run", help="run a study file to its budget and print the result")
     r.add_argument("study", help="study file (YAML)")
@@ -103,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("best", help="the best trial of a study: params, scores, where the model is")
     b.add_argument("study", help="study name")
     storage_args(b)
-    b.add_argument("--export", metavar="PATH", help="write the best model to PATH (.keras) and its preprocessing beside it")
+    b.add_argument("--export", metavar="PATH",
+                   help="write the best model to PATH (.keras) and its preprocessing beside it")
     b.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("report", help="plots and tables of a study (PNG + index.html)")
@@ -114,133 +123,114 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", help="start optuna-dashboard on the study database")
     d.add_argument("storage_pos", nargs="?", metavar="STORAGE", help="database URL (default as for --storage)")
     storage_args(d)
-    d.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; the dashboard has no authentication)")
+    d.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default 127.0.0.1; the dashboard has no authentication)")
     d.add_argument("--port", type=int, default=8080)
     return p
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
-    return str(v)
-
-
-def _fmt_params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt(v, 3) if isinstance(v, float) else v}" for k, v in params.items())
-
-
-def print_result(res: Any, top: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    probe = Console()
-    # a terminal keeps its width; a pipe or log file gets room for one row per trial
-    con = Console(width=probe.width if probe.is_terminal else 160)
-    if res.already_complete:
-        con.print(f"study {res.study_name} is complete ({res.n_complete} complete, {res.n_pruned} pruned,"
-                  f" {res.n_failed} failed trials); nothing to run. Results:")
-    table = Table(title=f"{res.study_name} — {res.engine} — {res.metric} ({res.direction})")
-    names = list(dict.fromkeys(k for row in res.rows[:top] for k in row["params"]))
-    rows = res.rows[:top]
-    with_std = any(r["std"] is not None for r in rows)  # CV engines: the spread over folds
-    cols = ["rank", "trial", *names, f"mean {res.metric}" if with_std else res.metric,
-            *(["std"] if with_std else []), "fit time (s)", "epochs", "state"]
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        state = row["state"] + (f": {row['reason'][:60]}" if row.get("reason") else "")
-        table.add_row(_fmt(row["rank"]), str(row["number"]), *(_fmt(row["params"].get(n), 3) for n in names),
-                      _fmt(row["value"]), *([_fmt(row["std"])] if with_std else []), _fmt(row["fit_time"], 1),
-                      _fmt(row["epochs"]), state)
-    con.print(table)
-    con.print(f"trials: {res.n_complete} complete, {res.n_pruned} pruned, {res.n_failed} failed; wall time {res.wall_time:.1f} s")
-    con.print(f"best trial {res.best_trial}: {res.metric} {_fmt(res.best_value)} with {_fmt_params(res.best_params)}")
-    if res.test_score is not None:
-        extra = ", ".join(f"{k} {_fmt(v)}" for k, v in res.test_metrics.items() if k != res.metric)
-        con.print(f"test {res.metric}: {_fmt(res.test_score)}" + (f" ({extra})" if extra else "") +
-                  " — best model on the held-out test split")
-    con.print(f"storage: {res.storage}   load it: hpsearch.load_best({res.study_name!r}, storage=...)")
+def _observer(enabled: bool) -> ConsoleProgress:
+    """The progress display of a run: trial lines only when ``enabled``, warnings always."""
+    return ConsoleProgress(enabled=enabled)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    """Run a study file to its budget (one process, or N workers) and show the result."""
     if a.workers < 1 or a.per_gpu < 1:
         raise UserError("--workers and --per-gpu must be >= 1; give 1 or more")
     if a.workers > 1 or a.gpus:
-        from hpsearch.workers import run_workers
+        from hpsearch.workers.launcher import run_workers
 
         res = run_workers(a.study, storage=a.storage, artifacts=a.artifacts, n_workers=a.workers, gpus=a.gpus,
-                          per_gpu=a.per_gpu, n_trials=a.n_trials, epochs=a.epochs, progress=not a.no_progress)
+                          per_gpu=a.per_gpu, n_trials=a.n_trials, epochs=a.epochs,
+                          observer=_observer(not a.no_progress))
     else:
         from hpsearch.study import run_study
 
         res = run_study(a.study, storage=a.storage, artifacts=a.artifacts, resume=a.resume, n_trials=a.n_trials,
-                        epochs=a.epochs, progress=not (a.no_progress or a.json))
+                        epochs=a.epochs, observer=_observer(not (a.no_progress or a.json)))
     if a.json:
-        print(json.dumps(res.to_dict(), default=str))
+        console.print_json(res.to_dict())
     else:
-        print_result(res, a.top)
+        console.print_result(res, a.top)
     return 0
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
-    from hpsearch.workers import run_worker
+    """Join a study as one worker process; the exit code of the worker."""
+    from hpsearch.workers.worker import run_worker
 
     return run_worker(a.study, storage=a.storage, artifacts=a.artifacts, n_trials=a.n_trials, epochs=a.epochs,
-                      progress=not a.no_progress)
+                      observer=_observer(not a.no_progress))
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from hpsearch.config import load_study_config
+    """Check study files (and, unless --no-data, their data); an ``ok`` line each."""
+    from hpsearch.validate import load_study_config
 
     for path in a.study:
         cfg = load_study_config(path)
-        msg = f"{path}: ok (study {cfg.name}, engine {cfg.search.engine}, {len(cfg.space)} parameters"
+        data = None
         if not a.no_data:
             from hpsearch.data import prepare_data
+            from hpsearch.engines.base import get_engine
 
-            data = prepare_data(cfg)
-            s = data.summary
-            msg += f"; data {s['rows']} rows x {s['features']} features, {data.task}"
-            if data.task == "classification":
-                msg += f", {data.n_classes} classes"
-        print(msg + ")")
+            data = prepare_data(cfg, get_engine(cfg.search.engine).cv_folds(cfg))
+        console.print_validated(path, cfg, data)
     return 0
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from hpsearch.report import print_status
+    """Every study in the storage, or one study's top trials."""
+    from hpsearch.queries import list_studies, study_status
 
-    return print_status(storage=a.storage, study=a.study, top=a.top, as_json=a.json)
+    data = list_studies(a.storage) if a.study is None else study_status(a.study, a.storage, top=a.top)
+    if a.json:
+        console.print_json(data)
+    elif a.study is None:
+        console.print_studies(data)
+    else:
+        console.print_status(data)
+    return 0
 
 
 def cmd_best(a: argparse.Namespace) -> int:
-    from hpsearch.report import print_best
+    """The best trial, where its model is; with --export, a copy of the model."""
+    from hpsearch.best import describe_best
 
-    return print_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export, as_json=a.json)
+    info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export)
+    if a.json:
+        console.print_json(info)
+    else:
+        console.print_best(info)
+    return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
+    """Write the report folder; list its files."""
     from hpsearch.report import write_report
 
-    files = write_report(a.study, a.output, storage=a.storage, artifacts=a.artifacts)
-    for f in files:
-        print(f)
+    console.print_files(write_report(a.study, a.output, storage=a.storage, artifacts=a.artifacts))
     return 0
 
 
 def cmd_dashboard(a: argparse.Namespace) -> int:
-    from hpsearch.dashboard import run_dashboard
+    """Serve optuna-dashboard until Ctrl-C."""
+    from hpsearch.dashboard import open_dashboard
 
-    return run_dashboard(storage=a.storage_pos or a.storage, artifacts=a.artifacts, host=a.host, port=a.port)
+    dashboard = open_dashboard(storage=a.storage_pos or a.storage, artifacts=a.artifacts, host=a.host, port=a.port)
+    console.print_dashboard(dashboard)
+    dashboard.serve()
+    console.print_dashboard_stopped()
+    return 0
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "status": cmd_status,
             "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 user error, 1 failed study, 130 Ctrl-C)."""
     parser = build_parser()
     try:
         a = parser.parse_args(argv)
@@ -261,15 +251,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return COMMANDS[a.command](a)
     except UserError as e:
-        print(f"hpsearch: error: {e}", file=sys.stderr)
+        console.print_error(str(e))
         return 2
     except HPSearchError as e:
-        print(f"hpsearch: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+        console.print_error(str(e), user=False)
+        return int(getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
-        print("hpsearch: interrupted; finished trials are stored (rerun with --resume to continue)", file=sys.stderr)
+        console.print_error("interrupted; finished trials are stored (rerun with --resume to continue)", user=False)
         return 130
 
 
 def main_entry() -> None:
+    """The ``hpsearch`` console script."""
     sys.exit(main())

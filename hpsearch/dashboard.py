@@ -1,34 +1,45 @@
 """``hpsearch dashboard``: optuna-dashboard on the study database and its artifact store.
 
 The dashboard has no authentication, so it binds to 127.0.0.1 unless the user explicitly asks for
-another address (then a warning goes to stderr). Only the redacted storage URL is ever printed.
+another address (the CLI then warns). Only the redacted storage URL is handed out for display.
 The server is optuna-dashboard's WSGI app on a threaded ``wsgiref`` server (what the
-``optuna-dashboard`` command itself uses), bound *before* the URL is printed, so the printed URL
-is ready when it appears.
+``optuna-dashboard`` command itself uses), bound *before* the URL is shown, so the URL is ready
+when it appears.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from hpsearch.artifacts import ARTIFACTS_ENV, artifact_location, artifact_store_for
 from hpsearch.errors import UserError
+from hpsearch.queries import open_storage_for_reading
+from hpsearch.records import STUDY
+from hpsearch.storage import STORAGE_ENV, redact_url
 
-__all__ = ["run_dashboard", "start_dashboard_process", "wait_until_ready", "dashboard_url", "is_loopback"]
-
-NO_AUTH_WARNING = (
-    "hpsearch: warning: the dashboard has no authentication; anyone who can reach {host}:{port} can read"
-    " and change the studies (delete them, too). Bind to 127.0.0.1 and use an SSH tunnel if you can."
-)
+__all__ = [
+    "Dashboard",
+    "dashboard_url",
+    "is_loopback",
+    "open_dashboard",
+    "start_dashboard_process",
+    "wait_until_ready",
+]
 
 
 def is_loopback(host: str) -> bool:
+    """Does ``host`` reach this machine only (no one else can connect)?"""
     h = host.strip().strip("[]")
     if h.lower() == "localhost":
         return True
@@ -39,6 +50,7 @@ def is_loopback(host: str) -> bool:
 
 
 def dashboard_url(host: str, port: int) -> str:
+    """The page to open for a server bound to ``host`` (a wildcard address shows as loopback)."""
     h = host.strip()
     if h in ("0.0.0.0", ""):
         h = "127.0.0.1"
@@ -49,15 +61,13 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{h}:{port}/dashboard/"
 
 
-def _default_artifacts(st: Any) -> Optional[str]:
+def _default_artifacts(st: Any) -> str | None:
     """The artifact folder the studies recorded, when they all agree (and nothing else was asked for)."""
     import optuna
 
-    from hpsearch.storage import ARTIFACTS_ENV
-
     if os.environ.get(ARTIFACTS_ENV, "").strip():
         return None
-    locs = {s.user_attrs.get("artifacts") for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
+    locs = {s.user_attrs.get(STUDY.ARTIFACTS) for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
     locs.discard(None)
     return locs.pop() if len(locs) == 1 else None
 
@@ -71,18 +81,14 @@ def _make_server(app: Any, host: str, port: int) -> Any:
         allow_reuse_address = True
 
     class _Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     if ":" in host.strip("[]"):
-        import socket
-
-        _Server.address_family = socket.AF_INET6  # type: ignore[misc]
+        _Server.address_family = socket.AF_INET6
     try:
         return make_server(host.strip("[]"), port, app, server_class=_Server, handler_class=_Quiet)
     except OSError as e:
-        import errno
-
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} on {host} is already in use; pass another --port") from None
         if e.errno in (errno.EACCES, errno.EPERM):
@@ -90,45 +96,58 @@ def _make_server(app: Any, host: str, port: int) -> Any:
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); check --host") from None
 
 
-def run_dashboard(storage: Optional[str] = None, artifacts: Optional[str] = None, host: str = "127.0.0.1",
-                  port: int = 8080) -> int:
-    """Serve optuna-dashboard for the storage (and its artifact store) until Ctrl-C; returns 0."""
-    from optuna_dashboard import wsgi
+@dataclass
+class Dashboard:
+    """optuna-dashboard bound to its address (not serving yet): what to tell the user, and the server."""
 
-    from hpsearch.report import open_study_storage
-    from hpsearch.storage import artifact_location, artifact_store_for, redact_url
+    server: Any
+    host: str
+    port: int
+    storage: str  # redacted: safe to show
+    artifacts: str  # where the models are
+    url: str  # the page to open
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def serve(self) -> None:
+        """Serve until Ctrl-C (then return normally); the socket is closed either way."""
+        try:
+            self.server.serve_forever(poll_interval=0.25)
+        except KeyboardInterrupt:
+            return
+        finally:
+            self.server.server_close()
+
+
+def open_dashboard(storage: str | None = None, artifacts: str | None = None, host: str = "127.0.0.1",
+                   port: int = 8080) -> Dashboard:
+    """optuna-dashboard for the storage (and its artifact store), bound to ``host:port``.
+
+    The socket is bound here, before anyone is told the URL, so the URL answers once shown. A read
+    command: the storage must exist (nothing is created).
+    """
+    from optuna_dashboard import wsgi
 
     if not (0 < int(port) < 65536):
         raise UserError(f"--port {port}: give a port number between 1 and 65535")
-    url, st = open_study_storage(storage)
+    url, st = open_storage_for_reading(storage)
     art = artifacts or _default_artifacts(st)
     store = artifact_store_for(url, art)
-    where = artifact_location(url, art)
-    app = wsgi(st, artifact_store=store)
-    server = _make_server(app, host, port)
-    if not is_loopback(host):
-        print(NO_AUTH_WARNING.format(host=host, port=port), file=sys.stderr, flush=True)
-    print(f"optuna-dashboard for {redact_url(url)} (artifacts: {where})", flush=True)
-    print(f"open {dashboard_url(host, port)}   (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.25)
-    except KeyboardInterrupt:
-        print("dashboard stopped", flush=True)
-    finally:
-        server.server_close()
-    return 0
+    server = _make_server(wsgi(st, artifact_store=store), host, port)
+    return Dashboard(server=server, host=host, port=int(port), storage=redact_url(url),
+                     artifacts=artifact_location(url, art), url=dashboard_url(host, port))
 
 
-def start_dashboard_process(storage_url: str, artifacts: Optional[str] = None, host: str = "127.0.0.1",
+def start_dashboard_process(storage_url: str, artifacts: str | None = None, host: str = "127.0.0.1",
                             port: int = 8080, extra_args: Sequence[str] = (),
-                            env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:
+                            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``python -m hpsearch dashboard`` in a child process (for tests and scripts).
 
     The storage URL goes in ``HPSEARCH_STORAGE`` rather than argv, so a password never shows in the
     process list.
     """
-    from hpsearch.storage import STORAGE_ENV
-
     child_env = dict(os.environ if env is None else env)
     child_env[STORAGE_ENV] = storage_url
     child_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -139,7 +158,7 @@ def start_dashboard_process(storage_url: str, artifacts: Optional[str] = None, h
     return subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_until_ready(url: str, timeout: float = 30.0, proc: Optional[subprocess.Popen[Any]] = None) -> None:
+def wait_until_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
     """Poll ``url`` (e.g. ``http://127.0.0.1:PORT/api/meta``) until it answers 200; raise TimeoutError.
 
     With ``proc``, a child that exits early raises RuntimeError with its stderr.

@@ -1,58 +1,65 @@
-"""Datasets: scikit-learn built-ins, CSV / Parquet / NPZ files; validation; seeded splits; scaling.
+"""Prepared data: validation, seeded splits, labels, and preprocessing fitted on training rows.
 
-Data is prepared once per process (not once per trial): :func:`prepare_data` returns a
-:class:`PreparedData` with float32 arrays already scaled, labels encoded to ``0..K-1``, and the
-fitted :class:`Preprocessor` that travels with every stored model.
+Data is prepared once per process (not once per trial): :func:`prepare_data` reads the rows through
+the study's data source (:mod:`hpsearch.datasources`) and returns a :class:`PreparedData` with
+float32 arrays already scaled by a :class:`Preprocessor` fitted on the training split, labels
+encoded to ``0..K-1``, and that preprocessor, which travels with every stored model.
+
+Under k-fold CV the preprocessing is fitted inside each fold: :meth:`PreparedData.fold_arrays`
+scales each fold with statistics of that fold's training rows only, and
+:meth:`PreparedData.scaler` gives scikit-learn engines the same step for a Pipeline, so no
+held-out row ever shapes the scaling of the rows a model trains on.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from hpsearch.datasources import RawData, source_for
 from hpsearch.errors import ConfigError, DataError
+from hpsearch.metrics import default_metric, metric_problem
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sklearn.base import TransformerMixin
+
     from hpsearch.config import StudyConfig
 
-__all__ = ["SKLEARN_DATASETS", "Preprocessor", "PreparedData", "load_raw", "prepare_data", "validate_arrays"]
-
-SKLEARN_DATASETS: dict[str, tuple[str, str]] = {
-    "digits": ("load_digits", "classification"),
-    "breast_cancer": ("load_breast_cancer", "classification"),
-    "wine": ("load_wine", "classification"),
-    "iris": ("load_iris", "classification"),
-    "diabetes": ("load_diabetes", "regression"),
-}
+__all__ = ["Fold", "PreparedData", "Preprocessor", "prepare_data", "validate_arrays"]
 
 
 @dataclass
 class Preprocessor:
-    """Fitted preprocessing kept with each model: feature scaling and label decoding (JSON-safe)."""
+    """Fitted preprocessing kept with each model: feature scaling and label decoding (JSON-safe).
+
+    The JSON form (``to_json``: every field) is stored with models: keep the fields as they are.
+    """
 
     task: str
     n_features: int
-    mean: Optional[list[float]] = None
-    scale: Optional[list[float]] = None
-    classes: Optional[list[Any]] = None
-    feature_names: Optional[list[str]] = None
+    mean: list[float] | None = None
+    scale: list[float] | None = None
+    classes: list[Any] | None = None
+    feature_names: list[str] | None = None
 
     def transform(self, X: Any) -> np.ndarray:
         X = _as_feature_array(X, self.feature_names)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataError(f"X has {X.shape[-1] if X.ndim else 0} features; the model expects {self.n_features}")
-        X = X.astype(np.float32, copy=False)
+        out: np.ndarray = X.astype(np.float32, copy=False)
         if self.mean is not None and self.scale is not None:
-            X = (X - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.scale, dtype=np.float32)
-        return X.astype(np.float32, copy=False)
+            out = (out - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.scale, dtype=np.float32)
+        return out.astype(np.float32, copy=False)
 
     def encode_labels(self, y: Any) -> np.ndarray:
         y = np.asarray(y).ravel()
         if self.classes is None:
-            return y.astype(np.float32)
+            out: np.ndarray = y.astype(np.float32)
+            return out
         lookup = {c: i for i, c in enumerate(self.classes)}
         try:
             return np.asarray([lookup[_py(v)] for v in y], dtype=np.int64)
@@ -62,18 +69,31 @@ class Preprocessor:
     def decode_labels(self, idx: np.ndarray) -> np.ndarray:
         if self.classes is None:
             return idx
-        return np.asarray(self.classes, dtype=object if any(isinstance(c, str) for c in self.classes) else None)[idx]
+        labels = np.asarray(self.classes, dtype=object if any(isinstance(c, str) for c in self.classes) else None)
+        out: np.ndarray = labels[idx]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
 
     @classmethod
-    def from_json(cls, text: str) -> "Preprocessor":
+    def from_json(cls, text: str) -> Preprocessor:
         return cls(**json.loads(text))
+
+
+class Fold(NamedTuple):
+    """One CV fold, each part scaled by a preprocessor fitted on ``X_train``'s raw rows only."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
 
 
 @dataclass
 class PreparedData:
+    """The splits of one study's data, scaled by the preprocessor fitted on the training split."""
+
     X_train: np.ndarray
     y_train: np.ndarray
     X_valid: np.ndarray
@@ -82,6 +102,8 @@ class PreparedData:
     y_test: np.ndarray
     task: str  # "classification" or "regression"
     preprocessor: Preprocessor
+    X_train_raw: np.ndarray  # the training rows before scaling (float64): folds and pipelines refit on them
+    scaling: str = "standard"  # data.scale: "standard" or "none"
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -106,12 +128,44 @@ class PreparedData:
             m["classes_"] = np.arange(self.n_classes)
         return m
 
+    def fit_preprocessor(self, X_raw: np.ndarray) -> Preprocessor:
+        """A preprocessor whose scaling is fitted on exactly ``X_raw`` (same task, classes, names):
+        for a model trained on those rows, e.g. a refit on a fold or on train + valid."""
+        return _fit_preprocessor(np.asarray(X_raw, dtype=np.float64), self.scaling, self.preprocessor)
+
+    def fold_arrays(self, k: int, seed: int | None) -> list[Fold]:
+        """k CV folds of the training split, each scaled with its own training rows' statistics.
+
+        Stratified for classification, shuffled with ``seed`` (the same rows as scikit-learn's
+        ``StratifiedKFold`` / ``KFold(shuffle=True, random_state=seed)`` would give).
+        """
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        splitter = (StratifiedKFold if self.task == "classification" else KFold)(
+            n_splits=k, shuffle=True, random_state=seed)
+        folds = []
+        for tr, va in splitter.split(self.X_train_raw, self.y_train):
+            pre = self.fit_preprocessor(self.X_train_raw[tr])
+            folds.append(Fold(pre.transform(self.X_train_raw[tr]), self.y_train[tr],
+                              pre.transform(self.X_train_raw[va]), self.y_train[va]))
+        return folds
+
+    def scaler(self) -> TransformerMixin | str:
+        """An unfitted scikit-learn step doing this study's scaling, for a Pipeline fitted per fold
+        (``"passthrough"`` when ``data.scale: none``)."""
+        if self.scaling == "none":
+            return "passthrough"
+        from sklearn.preprocessing import StandardScaler
+
+        scaler: TransformerMixin = StandardScaler()
+        return scaler
+
 
 def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _as_feature_array(X: Any, names: Optional[list[str]]) -> np.ndarray:
+def _as_feature_array(X: Any, names: list[str] | None) -> np.ndarray:
     if hasattr(X, "columns") and names:
         missing = [n for n in names if n not in X.columns]
         if missing:
@@ -120,67 +174,16 @@ def _as_feature_array(X: Any, names: Optional[list[str]]) -> np.ndarray:
     return np.asarray(X)
 
 
-def load_raw(cfg: "StudyConfig") -> tuple[np.ndarray, np.ndarray, Optional[list[str]], str]:
-    """Load features and target; returns ``(X, y, feature_names, where)`` without validating."""
-    src = cfg.data.source
-    if src.startswith("sklearn:"):
-        name = src.split(":", 1)[1]
-        if name not in SKLEARN_DATASETS:
-            raise DataError(f"data.source: unknown dataset {name!r}; use one of {', '.join(SKLEARN_DATASETS)}")
-        import sklearn.datasets
-
-        bunch = getattr(sklearn.datasets, SKLEARN_DATASETS[name][0])()
-        names = [str(n) for n in getattr(bunch, "feature_names", [])] or None
-        return np.asarray(bunch.data), np.asarray(bunch.target), names, src
-    path = cfg.data_path()
-    assert path is not None
-    where = f"data.source {path}"
-    if not path.exists():
-        raise DataError(f"{where}: file not found; check the path (relative paths start at the study file)")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                xkey = "X" if "X" in keys else ("x" if "x" in keys else None)
-                ykey = cfg.data.target or ("y" if "y" in keys else None)
-                if xkey is None or ykey not in keys:
-                    raise DataError(f"{where}: needs arrays 'X' and '{ykey or 'y'}' (has {keys}); save with np.savez(path, X=..., y=...)")
-                return np.asarray(z[xkey]), np.asarray(z[ykey]), None, where
-        import pandas as pd
-
-        if suffix == ".csv":
-            df = pd.read_csv(path)
-        else:
-            df = pd.read_parquet(path)
-    except DataError:
-        raise
-    except Exception as e:  # pandas/pyarrow/numpy parse errors: a user's file problem
-        if e.__class__.__name__ == "EmptyDataError":
-            raise DataError(f"{where}: the file is empty; give a file with a header and rows") from None
-        first = (str(e).splitlines() or [""])[0][:120]
-        raise DataError(
-            f"{where}: cannot read it ({e.__class__.__name__}: {first}); check that it is a valid {suffix} file"
-        ) from None
-    if len(df) == 0:
-        raise DataError(f"{where}: no data rows (only a header); give a file with a header and rows")
-    target = cfg.data.target
-    if target not in df.columns:
-        raise DataError(f"{where}: target column {target!r} not found; set data.target to one of the columns"
-                        f" {list(map(str, df.columns))[:20]}")
-    if cfg.data.features and target in cfg.data.features:
-        raise DataError(f"{where}: data.features lists the target column {target!r}; remove it from data.features")
-    feats = cfg.data.features or [c for c in df.columns if c != target]
-    for c in feats:
-        if c not in df.columns:
-            raise DataError(f"{where}: feature column {c!r} not found; fix data.features (columns are"
-                            f" {list(map(str, df.columns))[:20]})")
-    for c in feats:
-        if not pd.api.types.is_numeric_dtype(df[c]):
-            raise DataError(f"{where}: feature column {c!r} is not numeric; encode it or leave it out with data.features")
-    y = df[target].to_numpy()
-    X = df[feats].to_numpy(dtype=np.float64)
-    return X, y, [str(c) for c in feats], where
+def _fit_preprocessor(X_raw: np.ndarray, scaling: str, like: Preprocessor) -> Preprocessor:
+    """Standardize with the mean / std (ddof 0) of ``X_raw``; constant columns stay unscaled."""
+    mean = scale = None
+    if scaling == "standard":
+        mean_a = X_raw.mean(axis=0)
+        scale_a = X_raw.std(axis=0)
+        scale_a[scale_a == 0] = 1.0  # as scikit-learn's StandardScaler does
+        mean, scale = mean_a.tolist(), scale_a.tolist()
+    return Preprocessor(task=like.task, n_features=int(X_raw.shape[1]), mean=mean, scale=scale,
+                        classes=like.classes, feature_names=like.feature_names)
 
 
 def _infer_task(y: np.ndarray, declared: str) -> str:
@@ -189,7 +192,8 @@ def _infer_task(y: np.ndarray, declared: str) -> str:
     if y.dtype.kind in "OUSb":
         return "classification"
     if y.dtype.kind in "iu":
-        return "classification" if len(np.unique(y)) <= max(20, int(0.05 * len(y))) and len(np.unique(y)) < len(y) else "regression"
+        n_values = len(np.unique(y))
+        return "classification" if n_values <= max(20, int(0.05 * len(y))) and n_values < len(y) else "regression"
     if y.dtype.kind == "f":
         finite = y[np.isfinite(y)]
         if finite.size and np.all(finite == np.round(finite)) and len(np.unique(finite)) <= 20:
@@ -217,20 +221,24 @@ def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_
     bad = ~np.isfinite(X.astype(np.float64))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise DataError(f"{where}: features contain NaN or inf (first at row {r}, column {c}); impute or drop those rows")
+        raise DataError(f"{where}: features contain NaN or inf (first at row {r}, column {c});"
+                        " impute or drop those rows")
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise DataError(f"{where}: target contains NaN or inf (first at row {int(np.argmax(~np.isfinite(y)))}); drop those rows")
-    if y.dtype.kind == "O" and any(v is None or (isinstance(v, float) and v != v) for v in y):
+        first = int(np.argmax(~np.isfinite(y)))
+        raise DataError(f"{where}: target contains NaN or inf (first at row {first}); drop those rows")
+    if y.dtype.kind == "O" and any(v is None or (isinstance(v, float) and math.isnan(v)) for v in y):
         raise DataError(f"{where}: target has missing values; drop those rows")
     if task == "regression":
         if y.dtype.kind not in "iuf":
-            raise DataError(f"{where}: task regression needs a numeric target, got {y.dtype}; set data.task: classification")
+            raise DataError(f"{where}: task regression needs a numeric target, got {y.dtype};"
+                            " set data.task: classification")
         if len(np.unique(y)) < 2:
             raise DataError(f"{where}: the target is constant, nothing to learn; check data.target")
     else:
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
-            raise DataError(f"{where}: task classification but the target has fractional values; set data.task: regression")
-        classes, counts = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_counts=True)
+            raise DataError(f"{where}: task classification but the target has fractional values;"
+                            " set data.task: regression")
+        classes = np.unique(y.astype(str) if y.dtype.kind == "O" else y)
         if len(classes) < 2:
             raise DataError(f"{where}: the target has one class ({_py(classes[0])!r}); classification needs at"
                             " least two: check data.target or add rows of other classes")
@@ -239,106 +247,104 @@ def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_
                         " add rows, or lower search.cv or the data.split fractions")
 
 
-def _check_metric(cfg: "StudyConfig", task: str, n_classes: Optional[int]) -> None:
-    """The metric must fit the task found in the data (``validate`` and ``run`` both get here)."""
-    from hpsearch.config import metric_problem
+def _encode_target(y: np.ndarray, task: str, folds: int, where: str) -> tuple[np.ndarray, list[Any] | None]:
+    """Labels as ``0..K-1`` (int64) with their classes, or float32 regression targets and None."""
+    if task != "classification":
+        return y.astype(np.float32), None
+    uniq, y_enc = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
+    classes = [_py(c) for c in uniq]
+    counts = np.bincount(y_enc)
+    need = max(folds, 2)  # stratified splitting and stratified k-fold need each class in every part
+    if counts.min() < need:
+        worst = classes[int(np.argmin(counts))]
+        raise DataError(
+            f"{where}: class {worst!r} has only {int(counts.min())} rows; each class needs at least {need}"
+            " for the split and cv folds; add rows, merge rare classes, or lower search.cv"
+        )
+    return y_enc.astype(np.int64), classes
 
-    metric = cfg.search.metric or ("accuracy" if task == "classification" else "mse")
-    problem = metric_problem(metric, task, n_classes, cfg.data.source)
-    if problem:
-        raise ConfigError(problem)
 
-
-def prepare_data(cfg: "StudyConfig") -> PreparedData:
-    """Load, validate, split (seeded; stratified for classification), scale on the training part only."""
+def _split(X: np.ndarray, y: np.ndarray, frac: float, stratify: bool, seed: int,
+           where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    X, y, names, where = load_raw(cfg)
-    y = np.asarray(y)
+    try:
+        X_a, X_b, y_a, y_b = train_test_split(X, y, test_size=frac, random_state=seed,
+                                              stratify=y if stratify else None)
+    except ValueError as e:  # too few members of a class for a stratified split
+        raise DataError(f"{where}: cannot split ({str(e).splitlines()[0]});"
+                        " add rows or lower data.split fractions") from None
+    return X_a, y_a, X_b, y_b
+
+
+def _check_folds(y_train: np.ndarray, classes: list[Any] | None, folds: int, where: str) -> None:
+    """k-fold CV runs on the training split: every fold needs rows (and every class, stratified)."""
+    if folds <= 1:
+        return
+    if classes is not None:
+        tc = np.bincount(y_train, minlength=len(classes))
+        if tc.min() < folds:
+            worst = classes[int(np.argmin(tc))]
+            raise DataError(
+                f"{where}: class {worst!r} has only {int(tc.min())} rows in the training split; {folds}-fold cv"
+                f" needs at least {folds}: add rows, merge rare classes, lower search.cv or data.split fractions"
+            )
+    elif len(y_train) < folds:
+        raise DataError(
+            f"{where}: the training split has {len(y_train)} rows, fewer than the {folds} cv folds;"
+            " add rows, or lower search.cv or the data.split fractions"
+        )
+
+
+def _rows(cfg: StudyConfig, raw: RawData, folds: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Validated rows (``data.max_rows`` of them, seeded) and the task."""
+    y = np.asarray(raw.y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.ravel()
     task = _infer_task(y, cfg.data.task)
-    folds = cfg.search.cv or (3 if cfg.search.engine in ("random", "grid", "halving") else 1)
     split = cfg.data.split
     train_frac = 1.0 - split.valid - split.test
     min_rows = max(4, int(np.ceil(max(folds, 2) / train_frac)) + 2)
-    validate_arrays(np.asarray(X), y, task, where, min_rows=min_rows)
-    X = np.asarray(X, dtype=np.float64)
-    rng = np.random.default_rng(split.seed)
+    validate_arrays(np.asarray(raw.X), y, task, raw.where, min_rows=min_rows)
+    X = np.asarray(raw.X, dtype=np.float64)
     if cfg.data.max_rows is not None and cfg.data.max_rows < len(y):
-        idx = rng.permutation(len(y))[: cfg.data.max_rows]
+        idx = np.random.default_rng(split.seed).permutation(len(y))[: cfg.data.max_rows]
         X, y = X[idx], y[idx]
-        validate_arrays(X, y, task, where, min_rows=min_rows)
+        validate_arrays(X, y, task, raw.where, min_rows=min_rows)
+    return X, y, task
 
-    classes: Optional[list[Any]] = None
-    if task == "classification":
-        yk = y.astype(str) if y.dtype.kind == "O" else y
-        uniq, y_enc = np.unique(yk, return_inverse=True)
-        classes = [_py(c) for c in uniq]
-        counts = np.bincount(y_enc)
-        # stratified splitting and stratified k-fold need each class in every part
-        need = max(folds, 2)
-        if counts.min() < need:
-            worst = classes[int(np.argmin(counts))]
-            raise DataError(
-                f"{where}: class {worst!r} has only {int(counts.min())} rows; each class needs at least {need}"
-                " for the split and cv folds; add rows, merge rare classes, or lower search.cv"
-            )
-        y_model = y_enc.astype(np.int64)
-        strat = y_model
-    else:
-        y_model = y.astype(np.float32)
-        strat = None
-    _check_metric(cfg, task, len(classes) if classes is not None else None)
 
-    def _split(Xa, ya, frac, strat_a, seed):
-        try:
-            return train_test_split(Xa, ya, test_size=frac, random_state=seed, stratify=strat_a)
-        except ValueError as e:  # too few members of a class for a stratified split
-            raise DataError(f"{where}: cannot split ({str(e).splitlines()[0]}); add rows or lower data.split fractions") from None
+def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
+    """Load, validate, split (seeded; stratified for classification), scale on the training part only.
 
+    ``folds`` is the k of the engine's CV (``get_engine(name).cv_folds(cfg)``; 1 for a holdout):
+    the data must give every fold rows (and every class).
+    """
+    source = source_for(cfg.data.source)
+    raw = source.load(cfg)
+    where = raw.where
+    X, y, task = _rows(cfg, raw, folds)
+    y_model, classes = _encode_target(y, task, folds, where)
+    problem = metric_problem(cfg.search.metric or default_metric(task), task,
+                             None if classes is None else len(classes), source.redacted(cfg))
+    if problem:  # the metric must fit the task found in the data
+        raise ConfigError(problem)
+    split = cfg.data.split
+    stratify = classes is not None
     if split.test > 0:
-        X_rest, X_test, y_rest, y_test = _split(X, y_model, split.test, strat, split.seed)
+        X_rest, y_rest, X_test, y_test = _split(X, y_model, split.test, stratify, split.seed, where)
     else:
-        X_rest, y_rest = X, y_model
-        X_test, y_test = X[:0], y_model[:0]
-    valid_frac = split.valid / (1.0 - split.test)
-    X_train, X_valid, y_train, y_valid = _split(
-        X_rest, y_rest, valid_frac, y_rest if task == "classification" else None, split.seed + 1
-    )
-    if task == "classification" and len(np.unique(y_train)) < len(classes or []):
+        X_rest, y_rest, X_test, y_test = X, y_model, X[:0], y_model[:0]
+    X_train, y_train, X_valid, y_valid = _split(X_rest, y_rest, split.valid / (1.0 - split.test), stratify,
+                                                split.seed + 1, where)
+    if classes is not None and len(np.unique(y_train)) < len(classes):
         raise DataError(f"{where}: the training split lacks a class; add rows or lower data.split fractions")
-    if folds > 1:
-        # k-fold CV runs on the training split: every fold needs rows (and every class, stratified)
-        if task == "classification":
-            tc = np.bincount(y_train, minlength=len(classes or []))
-            if tc.min() < folds:
-                worst = (classes or [])[int(np.argmin(tc))]
-                raise DataError(
-                    f"{where}: class {worst!r} has only {int(tc.min())} rows in the training split; {folds}-fold cv"
-                    f" needs at least {folds}: add rows, merge rare classes, lower search.cv or data.split fractions"
-                )
-        elif len(y_train) < folds:
-            raise DataError(
-                f"{where}: the training split has {len(y_train)} rows, fewer than the {folds} cv folds;"
-                " add rows, or lower search.cv or the data.split fractions"
-            )
-
-    mean = scale = None
-    if cfg.data.scale == "standard":
-        mean_a = X_train.mean(axis=0)
-        scale_a = X_train.std(axis=0)
-        scale_a[scale_a == 0] = 1.0  # constant columns: leave unscaled (sklearn does the same)
-        mean, scale = mean_a.tolist(), scale_a.tolist()
-    pre = Preprocessor(task=task, n_features=int(X.shape[1]), mean=mean, scale=scale, classes=classes,
-                       feature_names=names)
+    _check_folds(y_train, classes, folds, where)
+    labels = Preprocessor(task=task, n_features=int(X.shape[1]), classes=classes, feature_names=raw.feature_names)
+    pre = _fit_preprocessor(X_train, cfg.data.scale, labels)
     summary: dict[str, Any] = {
-        "source": cfg.data.source,
-        "task": task,
-        "rows": int(len(y_model)),
-        "train_rows": int(len(y_train)),
-        "valid_rows": int(len(y_valid)),
-        "test_rows": int(len(y_test)),
+        "source": source.redacted(cfg), "task": task, "rows": len(y_model),
+        "train_rows": len(y_train), "valid_rows": len(y_valid), "test_rows": len(y_test),
         "features": int(X.shape[1]),
     }
     if classes is not None:
@@ -348,5 +354,5 @@ def prepare_data(cfg: "StudyConfig") -> PreparedData:
         X_train=pre.transform(X_train), y_train=y_train,
         X_valid=pre.transform(X_valid), y_valid=y_valid,
         X_test=pre.transform(X_test) if len(y_test) else X_test.astype(np.float32), y_test=y_test,
-        task=task, preprocessor=pre, summary=summary,
+        task=task, preprocessor=pre, X_train_raw=X_train, scaling=cfg.data.scale, summary=summary,
     )

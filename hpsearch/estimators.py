@@ -6,7 +6,7 @@ What these classes add to ``scikeras.wrappers.KerasClassifier`` / ``KerasRegress
   is not ``is_classifier`` (its tags come from the removed ``_more_tags``), so ``cv=3`` silently
   meant KFold instead of StratifiedKFold.
 * **The builder's arguments are estimator parameters.** The named arguments of ``model`` (the
-  build function; default :func:`hpsearch.builders.build_mlp`) appear in ``get_params`` with the
+  build function; default :func:`hpsearch.mlp.build_mlp`) appear in ``get_params`` with the
   function's defaults, so ``set_params(n_hidden=2)``, ``clone`` and ``RandomizedSearchCV`` work
   without listing them in the constructor (plain scikeras raises for those). Arguments whose
   name is also a wrapper parameter (``optimizer``, ``loss``, ``metrics``, ...) take the wrapper
@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import inspect
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -37,13 +38,9 @@ from scikeras.wrappers import KerasRegressor as _ScikerasRegressor
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import ClassifierTags, RegressorTags
 
-from hpsearch.builders import (
-    builder_defaults,
-    build_mlp,
-    call_builder,
-    resolve_builder,
-)
+from hpsearch.builders import builder_defaults, call_builder, resolve_builder
 from hpsearch.errors import ConfigError
+from hpsearch.mlp import build_mlp
 
 __all__ = ["KerasClassifier", "KerasRegressor"]
 
@@ -55,7 +52,7 @@ if "__sklearn_tags__" not in vars(BaseWrapper):
     def _basewrapper_sklearn_tags(self: Any) -> Any:
         return super(BaseWrapper, self).__sklearn_tags__()
 
-    BaseWrapper.__sklearn_tags__ = _basewrapper_sklearn_tags  # type: ignore[attr-defined]
+    BaseWrapper.__sklearn_tags__ = _basewrapper_sklearn_tags
 
 # Parameters of the scikeras wrappers themselves (never builder hyperparameters).
 _WRAPPER_PARAMS = frozenset(
@@ -70,20 +67,48 @@ def _builder_of(model: Any) -> Callable[..., Any] | None:
     return resolve_builder(model, field="model")
 
 
+def _with_builder_defaults(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus the defaults of the builder's other named arguments: scikeras makes every
+    ``__init__`` keyword an estimator parameter, so ``set_params`` and ``clone`` see them."""
+    try:
+        fn = _builder_of(model)
+    except ConfigError:
+        return kwargs  # reported by fit (validation happens in fit)
+    if fn is None:
+        return kwargs
+    defaults = {name: default for name, default in builder_defaults(fn).items()
+                if name not in _WRAPPER_PARAMS and not name.startswith("_") and not name.endswith("_")}
+    return {**defaults, **kwargs}
+
+
+def _seed_of(random_state: Any) -> int | None:
+    """An integer seed for the weight initialisers from ``random_state`` (a RandomState is not
+    advanced: the same estimator builds the same weights each time)."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, np.random.RandomState):
+        rng = np.random.RandomState()
+        rng.set_state(random_state.get_state())
+        return int(rng.randint(2**31 - 1))
+    return int(random_state)
+
+
 class _HPSearchWrapperMixin:
     """The shared fixes; must come before the scikeras class in the MRO."""
 
-    def _add_builder_params(self, model: Any, kwargs: dict[str, Any]) -> None:
-        try:
-            fn = _builder_of(model)
-        except ConfigError:
-            return  # reported by fit (validation happens in fit)
-        if fn is None:
-            return
-        for name, default in builder_defaults(fn).items():
-            if name in _WRAPPER_PARAMS or name in kwargs or name.startswith("_") or name.endswith("_"):
-                continue
-            setattr(self, name, default)
+    if TYPE_CHECKING:  # what the mixin uses of the scikeras class it comes before
+        model: Any
+        build_fn: Any
+        random_state: Any
+        model_: keras.Model
+        history_: dict[str, list[Any]]
+        feature_encoder_: Any
+        target_encoder_: Any
+        _fit_callbacks: list[Any]
+
+        def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+
+        def _get_compile_kwargs(self) -> dict[str, Any]: ...
 
     # -- building ------------------------------------------------------------------------
     def _builder_params(self, fn: Callable[..., Any]) -> dict[str, Any]:
@@ -112,7 +137,7 @@ class _HPSearchWrapperMixin:
         return meta
 
     def _build_keras_model(self) -> keras.Model:
-        model = self.model if self.model is not None else self.build_fn  # type: ignore[attr-defined]
+        model = self.model if self.model is not None else self.build_fn
         if model is None or isinstance(model, keras.Model):
             return super()._build_keras_model()  # type: ignore[misc]
         fn = resolve_builder(model, field="model")
@@ -123,19 +148,19 @@ class _HPSearchWrapperMixin:
         context: dict[str, Any] = {}
         sig = inspect.signature(fn)
         if "compile_kwargs" in sig.parameters:
-            context["compile_kwargs"] = self._get_compile_kwargs()  # type: ignore[attr-defined]
+            context["compile_kwargs"] = self._get_compile_kwargs()
         if "params" in sig.parameters:
-            context["params"] = self.get_params()  # type: ignore[attr-defined]
+            context["params"] = self.get_params()
         meta = self._get_metadata()
         keras.backend.clear_session()
-        seed = getattr(self, "_random_state", None)
+        seed = _seed_of(self.random_state)
         if seed is None:
             return call_builder(fn, params, meta, compile_defaults=compile_defaults,
                                 clear_session=False, context=context)
         # seed the weight initialisers without leaving the global RNGs reseeded
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
-            keras.utils.set_random_seed(int(seed))
+            keras.utils.set_random_seed(seed)
             return call_builder(fn, params, meta, compile_defaults=compile_defaults,
                                 clear_session=False, context=context)
         finally:
@@ -147,8 +172,8 @@ class _HPSearchWrapperMixin:
         if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
             return data  # a tf.data.Dataset or similar: the user's business
         Xv, yv, *rest = data
-        Xv = self.feature_encoder_.transform(np.asarray(Xv))  # type: ignore[attr-defined]
-        yv = self.target_encoder_.transform(np.asarray(yv))  # type: ignore[attr-defined]
+        Xv = self.feature_encoder_.transform(np.asarray(Xv))
+        yv = self.target_encoder_.transform(np.asarray(yv))
         return (Xv, yv, *rest)
 
     def _fit_keras_model(self, X: Any, y: Any, sample_weight: Any, warm_start: bool,
@@ -158,7 +183,7 @@ class _HPSearchWrapperMixin:
         extra = kwargs.pop("callbacks", None)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self._encode_validation_data(kwargs["validation_data"])
-        saved = self._fit_callbacks  # type: ignore[has-type]
+        saved = self._fit_callbacks
         if extra is not None:
             extra = list(extra) if isinstance(extra, (list, tuple)) else [extra]
             self._fit_callbacks = list(saved) + extra
@@ -170,7 +195,7 @@ class _HPSearchWrapperMixin:
         finally:
             self._fit_callbacks = saved
         # undo scikeras' renaming of training metrics so history_ uses Keras' log names
-        logged = getattr(getattr(self.model_, "history", None), "history", {}) or {}  # type: ignore[attr-defined]
+        logged = getattr(getattr(self.model_, "history", None), "history", {}) or {}
         for key in logged:
             if key == "loss" or key.startswith("val_"):
                 continue
@@ -178,8 +203,8 @@ class _HPSearchWrapperMixin:
                 renamed = metric_name(key)
             except (ValueError, TypeError):
                 continue
-            if renamed != key and renamed not in logged and renamed in self.history_:  # type: ignore[has-type]
-                self.history_[key] += self.history_.pop(renamed)  # type: ignore[has-type]
+            if renamed != key and renamed not in logged and renamed in self.history_:
+                self.history_[key] += self.history_.pop(renamed)
 
     @property
     def n_epochs_trained_(self) -> int:
@@ -204,7 +229,7 @@ def _tags_common(tags: Any) -> Any:
 class KerasClassifier(_HPSearchWrapperMixin, _ScikerasClassifier):
     """scikeras' KerasClassifier with correct tags and builder arguments as parameters.
 
-    ``model`` is a build function (default :func:`hpsearch.builders.build_mlp`), a builder
+    ``model`` is a build function (default :func:`hpsearch.mlp.build_mlp`), a builder
     reference (``"mlp"``, ``"pkg.module:function"``) or a Keras model. Its named arguments are
     estimator parameters; anything else goes through ``**kwargs`` as in scikeras.
     """
@@ -235,9 +260,8 @@ class KerasClassifier(_HPSearchWrapperMixin, _ScikerasClassifier):
             optimizer=optimizer, loss=loss, metrics=metrics, batch_size=batch_size,
             validation_batch_size=validation_batch_size, verbose=verbose, callbacks=callbacks,
             validation_split=validation_split, shuffle=shuffle, run_eagerly=run_eagerly,
-            epochs=epochs, class_weight=class_weight, **kwargs,
+            epochs=epochs, class_weight=class_weight, **_with_builder_defaults(model, kwargs),
         )
-        self._add_builder_params(model, kwargs)
 
     def _get_metadata(self) -> dict[str, Any]:
         meta = super()._get_metadata()
@@ -258,7 +282,7 @@ class KerasClassifier(_HPSearchWrapperMixin, _ScikerasClassifier):
 class KerasRegressor(_HPSearchWrapperMixin, _ScikerasRegressor):
     """scikeras' KerasRegressor with correct tags and builder arguments as parameters.
 
-    ``model`` is a build function (default :func:`hpsearch.builders.build_mlp`), a builder
+    ``model`` is a build function (default :func:`hpsearch.mlp.build_mlp`), a builder
     reference (``"mlp"``, ``"pkg.module:function"``) or a Keras model. Its named arguments are
     estimator parameters; anything else goes through ``**kwargs`` as in scikeras.
     """
@@ -288,9 +312,8 @@ class KerasRegressor(_HPSearchWrapperMixin, _ScikerasRegressor):
             optimizer=optimizer, loss=loss, metrics=metrics, batch_size=batch_size,
             validation_batch_size=validation_batch_size, verbose=verbose, callbacks=callbacks,
             validation_split=validation_split, shuffle=shuffle, run_eagerly=run_eagerly,
-            epochs=epochs, **kwargs,
+            epochs=epochs, **_with_builder_defaults(model, kwargs),
         )
-        self._add_builder_params(model, kwargs)
 
     def __sklearn_tags__(self) -> Any:
         tags = _tags_common(super().__sklearn_tags__())

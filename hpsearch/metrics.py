@@ -1,21 +1,66 @@
-"""Metric names shared by both engines: direction, sklearn scorer, Keras log key, and test scoring."""
+"""Metric names shared by every engine: direction, task, sklearn scorer, Keras log key, test scoring.
+
+The metric table lives here (not in the study-file schema) so that the schema, the data checks and
+the engines read one table without importing each other.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from hpsearch.config import METRICS
+__all__ = [
+    "METRICS",
+    "default_metric",
+    "direction_of",
+    "metric_problem",
+    "score_predictions",
+    "sklearn_scoring",
+    "value_from_logs",
+]
 
-__all__ = ["default_metric", "direction_of", "sklearn_scoring", "value_from_logs", "score_predictions"]
+#: metric name -> (direction, task it applies to: classification | binary | regression | any)
+METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("maximize", "classification"),
+    "auc": ("maximize", "binary"),
+    "loss": ("minimize", "any"),
+    "mse": ("minimize", "regression"),
+    "mae": ("minimize", "regression"),
+    "rmse": ("minimize", "regression"),
+    "r2": ("maximize", "regression"),
+}
+
+
+def _metrics_for(*tasks: str) -> list[str]:
+    return [m for m, (_, t) in METRICS.items() if t in tasks]
+
+
+def metric_problem(metric: str, task: str, n_classes: int | None, source: str = "the data") -> str | None:
+    """Why ``metric`` cannot score ``task`` (one line naming search.metric and the fix), or None.
+
+    ``n_classes`` None means "not known yet" (a declared task before the data is read): the binary
+    check of ``auc`` then waits for the data.
+    """
+    needs = METRICS[metric][1]
+    if task == "regression" and needs in ("classification", "binary"):
+        return (f"search.metric: {metric} needs a classification target, but {source} is regression;"
+                f" use {', '.join(_metrics_for('regression'))} or loss")
+    if task == "classification" and needs == "regression":
+        return (f"search.metric: {metric} needs a regression target, but {source} is classification;"
+                f" use {', '.join(_metrics_for('classification', 'binary'))} or loss (or set data.task: regression)")
+    if task == "classification" and needs == "binary" and n_classes is not None and n_classes != 2:
+        return f"search.metric: {metric} needs a binary target, {source} has {n_classes} classes; use accuracy or loss"
+    return None
 
 
 def default_metric(task: str) -> str:
+    """The metric a study uses when ``search.metric`` is not set."""
     return "accuracy" if task == "classification" else "mse"
 
 
 def direction_of(metric: str) -> str:
+    """Whether larger (maximize) or smaller (minimize) values of ``metric`` are better."""
     return METRICS[metric][0]
 
 
@@ -34,9 +79,9 @@ def sklearn_scoring(metric: str, task: str) -> tuple[str, float]:
     return table[metric]
 
 
-def value_from_logs(metric: str, logs: dict[str, Any], y_valid_var: Optional[float] = None) -> Optional[float]:
+def value_from_logs(metric: str, logs: dict[str, Any], y_valid_var: float | None = None) -> float | None:
     """Read the validation value of ``metric`` from a Keras epoch's logs (``val_*`` keys)."""
-    def get(key: str) -> Optional[float]:
+    def get(key: str) -> float | None:
         v = logs.get(key)
         return None if v is None else float(v)
 

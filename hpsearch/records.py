@@ -1,74 +1,149 @@
-"""The one trial record format shared by every engine (see DESIGN.md: Optuna storage is the record).
+"""The one trial record format shared by every engine (DESIGN.md: Optuna storage is the record).
 
 Engines, the CLI, the report and ``load_best`` read and write trials only through these names, so a
 study made by the scikit-learn engine and one made by the Optuna engine look the same everywhere.
+This module also holds the few rules every reader and writer shares: which of two values is better
+(:func:`is_better`), how trials are counted by state (:func:`state_counts`), how they are ranked
+(:func:`trial_rows`) and how a value becomes JSON-storable (:func:`clean_attr`).
 
-Study user attributes (``study.user_attrs``):
-    hpsearch_version, engine, metric, direction, task ("classification"/"regression"),
-    study_config (the study file as YAML text), data_summary (dict: rows per split, features,
-    classes), space (dict: parameter -> description), test_score (float, best model on the test
-    split), test_metric, best_trial_number, complete (bool: the search ended by itself).
-
-Trial user attributes (``trial.user_attrs``):
-    engine, fold_scores (list[float]), fit_time (seconds, float), epochs_trained (int),
-    n_params (int), failure_reason (str, FAIL trials), candidate (int: index in the sklearn
-    candidate list), n_resources / halving_iter (halving engine), model_artifact_id,
-    preprocess_artifact_id (artifacts of the trained model and its preprocessing).
-Intermediate values: the validation metric after each epoch (Optuna engine).
+Study user attributes (``study.user_attrs``): see :class:`STUDY`.
+Trial user attributes (``trial.user_attrs``): see :class:`TRIAL`.
+Intermediate values: the validation metric after each epoch (fold mean under CV).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["STUDY", "TRIAL", "clean_attr"]
+__all__ = ["STUDY", "TRIAL", "clean_attr", "is_better", "best_of", "state_counts", "trial_rows", "DONE_STATES"]
 
 
 class STUDY:
+    """Study user attribute names."""
+
     VERSION = "hpsearch_version"
     ENGINE = "engine"
     METRIC = "metric"
     DIRECTION = "direction"
     TASK = "task"
-    CONFIG = "study_config"
-    DATA_SUMMARY = "data_summary"
-    SPACE = "space"
-    TEST_SCORE = "test_score"
+    CONFIG = "study_config"  # the study file as YAML text
+    DATA_SUMMARY = "data_summary"  # rows per split, features, classes
+    SPACE = "space"  # parameter -> description
+    BUILDER = "builder"
+    ARTIFACTS = "artifacts"  # where trained models go (folder or s3://...)
+    BASE_DIR = "base_dir"  # the study file's folder: relative data paths start there
+    TEST_SCORE = "test_score"  # the best model on the held-out test split, once
     TEST_METRIC = "test_metric"
+    TEST_METRICS = "test_metrics"  # dict: metric -> test score
     BEST_TRIAL = "best_trial_number"
-    COMPLETE = "complete"
+    COMPLETE = "complete"  # the search ended by itself (halving)
     BEST_MODEL_ARTIFACT = "best_model_artifact_id"
     BEST_PREPROCESS_ARTIFACT = "best_preprocess_artifact_id"
+    REFIT_TIME = "refit_time"
+    REFIT_EPOCHS = "refit_epochs"
+    REMOVED_ARTIFACTS = "removed_artifacts"  # ids of models dropped by keep_models
 
 
 class TRIAL:
+    """Trial user attribute names."""
+
     ENGINE = "engine"
     FOLD_SCORES = "fold_scores"
-    FIT_TIME = "fit_time"
+    STD_SCORE = "std_score"
+    FIT_TIME = "fit_time"  # seconds of training
+    SCORE_TIME = "score_time"
+    SAMPLE_TIME = "sample_time"
+    REPORT_TIME = "report_time"  # seconds the training thread waited on per-epoch storage writes
+    OVERHEAD_TIME = "overhead_time"  # storage, sampling and model saving around the training
     EPOCHS = "epochs_trained"
+    EPOCHS_PER_FOLD = "epochs_per_fold"
+    PRUNED_AT = "pruned_at_epoch"
     N_PARAMS = "n_params"
     FAILURE = "failure_reason"
-    CANDIDATE = "candidate"
-    N_RESOURCES = "n_resources"
+    CANDIDATE = "candidate"  # index in the scikit-learn candidate list
+    CANDIDATE_KEY = "candidate_key"  # params (and resource) as JSON: resume skips stored ones
+    N_RESOURCES = "n_resources"  # halving: epochs of this rung
     HALVING_ITER = "halving_iter"
     MODEL_ARTIFACT = "model_artifact_id"
     PREPROCESS_ARTIFACT = "preprocess_artifact_id"
     CURVE_ARTIFACT = "curve_artifact_id"
-    WORKER = "worker"
+    WORKER = "worker"  # host:pid that ran the trial
 
 
 def clean_attr(value: Any) -> Any:
-    """Make a value JSON-storable as an Optuna attribute (numpy scalars/arrays to Python)."""
-    import numpy as np
-
+    """Make a value JSON-storable as an Optuna attribute (numpy scalars/arrays to Python, NaN to None)."""
     if isinstance(value, dict):
         return {str(k): clean_attr(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [clean_attr(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return clean_attr(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, without importing numpy
+    if tolist is not None and type(value).__module__ == "numpy":
+        return clean_attr(tolist())
     if isinstance(value, float) and value != value:  # NaN is not valid JSON
         return None
     return value
+
+
+def is_better(value: float | None, than: float | None, direction: str, min_delta: float = 0.0) -> bool:
+    """Is ``value`` better than ``than`` by more than ``min_delta`` for ``direction``?
+
+    ``None`` and NaN are never better; anything finite is better than ``None``.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if than is None or (isinstance(than, float) and math.isnan(than)):
+        return True
+    if direction == "maximize":
+        return value > than + min_delta
+    return value < than - min_delta
+
+
+def best_of(values: Iterable[float | None], direction: str) -> tuple[float | None, int]:
+    """(best finite value, its 0-based index); ties go to the earlier one; (None, -1) if none."""
+    best: float | None = None
+    index = -1
+    for i, v in enumerate(values):
+        if v is not None and math.isfinite(v) and is_better(v, best, direction):
+            best, index = float(v), i
+    return best, index
+
+
+#: the states that count toward a study's budget (completed work)
+DONE_STATES = ("COMPLETE", "PRUNED")
+
+
+def state_counts(trials: Iterable[Any]) -> dict[str, int]:
+    """Trials per state name, lower case, every state present: complete, pruned, fail, running, waiting."""
+    counts = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
+    for t in trials:
+        name = t.state.name.lower()
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def trial_rows(trials: Iterable[Any], direction: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Finished trials ranked best first (ties: earlier trial): rank, number, state, value, std,
+    params, fit time, epochs, failure reason. Unranked (pruned, failed) trials follow by number."""
+    finished = [t for t in trials if t.state.is_finished()]
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(t: Any) -> tuple[int, float, int]:
+        if t.state.name == "COMPLETE" and t.value is not None:
+            return (0, sign * t.value, t.number)
+        return (1, float(t.number), t.number)
+
+    rows = []
+    for rank, t in enumerate(sorted(finished, key=key), start=1):
+        ua = t.user_attrs
+        fit_time = ua.get(TRIAL.FIT_TIME)
+        if fit_time is None and t.datetime_start and t.datetime_complete:
+            fit_time = (t.datetime_complete - t.datetime_start).total_seconds()
+        rows.append({
+            "rank": rank if t.state.name == "COMPLETE" else None,
+            "number": t.number, "state": t.state.name, "value": t.value,
+            "std": ua.get(TRIAL.STD_SCORE), "params": dict(t.params), "fit_time": fit_time,
+            "epochs": ua.get(TRIAL.EPOCHS), "reason": ua.get(TRIAL.FAILURE),
+        })
+    return rows[:limit] if limit else rows

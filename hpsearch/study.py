@@ -1,8 +1,8 @@
-"""Running a study end to end: validate, open storage, run an engine, store the best model and its
-test score. Both engines share everything here; only the search itself differs.
+"""Running a study end to end: validate, open storage, run the engine, store the best model and its
+test score. Engines are found through the registry; nothing here names one.
 
-Order matters for "nothing half-written": the study file, the data and the storage URL are all
-checked before the first write to the database.
+Order matters for "nothing half-written": the study file, the data, the artifact store and the
+storage URL are all checked before the first write to the database.
 """
 
 from __future__ import annotations
@@ -10,36 +10,27 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from dataclasses import dataclass
+from typing import Any
 
-from hpsearch.config import StudyConfig, load_study_config
-from hpsearch.data import PreparedData, prepare_data
+from hpsearch.artifacts import (artifact_location, artifact_store_for, keep_best_models, load_model_artifacts,
+                                save_model_artifacts)
+from hpsearch.builders import builder_accepts, resolve_builder
+from hpsearch.config import StudyConfig
+from hpsearch.data import prepare_data
+from hpsearch.engines.base import NullObserver, Observer, RunContext, get_engine
+from hpsearch.engines.control import Control, heartbeat_settings, install_signals
+from hpsearch.engines.loop import fail_and_requeue
+from hpsearch.engines.samplers import worker_seed
 from hpsearch.errors import StudyFailedError, UserError
-from hpsearch.progress import SearchProgress
-from hpsearch.records import STUDY, TRIAL, clean_attr
+from hpsearch.evaluation import test_scores
+from hpsearch.metrics import default_metric, direction_of
+from hpsearch.records import STUDY, TRIAL, clean_attr, state_counts, trial_rows
 from hpsearch.space import SearchSpace
+from hpsearch.storage import open_storage, redact_url, resolve_storage_url
+from hpsearch.validate import apply_overrides, load_study_config
 
-__all__ = ["StudyContext", "StudyResult", "run_study", "prepare_context", "trial_rows"]
-
-
-
-@dataclass
-class StudyContext:
-    cfg: StudyConfig
-    space: SearchSpace
-    data: PreparedData
-    study: Any
-    storage: Any
-    storage_url: str
-    artifact_store: Any
-    builder: Callable[..., Any]
-    builder_extra: dict[str, Any]
-    metric: str
-    direction: str
-    progress: SearchProgress
-    artifacts: Optional[str] = None  # the artifact location given (--artifacts / study file), if any
-    engine_info: dict[str, Any] = field(default_factory=dict)
+__all__ = ["StudyResult", "run_study", "run_engine", "prepare_context", "finalize", "make_result", "load_config"]
 
 
 @dataclass
@@ -50,9 +41,9 @@ class StudyResult:
     metric: str
     direction: str
     best_params: dict[str, Any]
-    best_value: Optional[float]
-    best_trial: Optional[int]
-    test_score: Optional[float]
+    best_value: float | None
+    best_trial: int | None
+    test_score: float | None
     test_metrics: dict[str, float]
     n_complete: int
     n_failed: int
@@ -60,48 +51,84 @@ class StudyResult:
     wall_time: float
     already_complete: bool
     rows: list[dict[str, Any]]
-    model_artifact: Optional[str] = None
+    model_artifact: str | None = None
     artifacts: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return clean_attr(self.__dict__)
+        out: dict[str, Any] = clean_attr(self.__dict__)
+        return out
 
 
-def _budget_overrides(n_trials: Optional[int], epochs: Optional[int]) -> dict[str, Any]:
-    return {"search.n_trials": n_trials, "train.epochs": epochs}
-
-
-def _load_cfg(config: Union[str, os.PathLike[str], StudyConfig], overrides: dict[str, Any]) -> StudyConfig:
+def load_config(config: str | os.PathLike[str] | StudyConfig, n_trials: int | None = None,
+                epochs: int | None = None) -> StudyConfig:
+    """A validated study config from a file or a StudyConfig, with the budget overrides applied."""
+    overrides = {"search.n_trials": n_trials, "train.epochs": epochs}
     if isinstance(config, StudyConfig):
-        from hpsearch.config import apply_overrides
-
         return apply_overrides(config, overrides)  # validated, unlike setattr
     return load_study_config(config, overrides)
 
 
-def prepare_context(
-    config: Union[str, os.PathLike[str], StudyConfig],
-    *,
-    storage: Optional[str] = None,
-    artifacts: Optional[str] = None,
-    n_trials: Optional[int] = None,
-    epochs: Optional[int] = None,
-    progress: bool = True,
-    workers: int = 1,
-    heartbeat: bool = False,
-    create: bool = True,
-) -> StudyContext:
-    """Validate everything, then open (or create) the study. Nothing is written before the checks pass."""
+def _check_existing(existing: Any, cfg: StudyConfig, metric: str, direction: str) -> None:
+    """A stored study of the same name must have been made by the same engine, metric and direction."""
+    prev_engine = existing.user_attrs.get(STUDY.ENGINE)
+    if prev_engine and prev_engine != cfg.search.engine:
+        raise UserError(
+            f"study {cfg.name!r} already exists in the storage with engine {prev_engine}; "
+            f"use another name: (or delete it: optuna delete-study --study-name {cfg.name} --storage URL)"
+        )
+    prev_metric = existing.user_attrs.get(STUDY.METRIC)
+    if prev_metric and prev_metric != metric:
+        raise UserError(
+            f"study {cfg.name!r} exists with metric {prev_metric}; its trial values cannot mix with {metric}:"
+            " give the study a new name"
+        )
+    prev_dir = existing.direction.name.lower()
+    if prev_dir != direction:
+        raise UserError(f"study {cfg.name!r} exists with direction {prev_dir}; it cannot change to {direction}")
+
+
+def _open_study(cfg: StudyConfig, st: Any, metric: str, direction: str, create: bool,
+                options: dict[str, Any]) -> tuple[Any, bool]:
+    """(the study, whether it is new to hpsearch)."""
     import optuna
 
-    from hpsearch.builders import builder_accepts, resolve_builder
-    from hpsearch.metrics import default_metric, direction_of
-    from hpsearch.storage import artifact_location, artifact_store_for, open_storage, resolve_storage_url
+    try:
+        existing = optuna.load_study(study_name=cfg.name, storage=st)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        _check_existing(existing, cfg, metric, direction)
+    elif not create:
+        raise UserError(f"study {cfg.name!r} does not exist in the storage yet; start it with `hpsearch run FILE`")
+    study = optuna.create_study(storage=st, study_name=cfg.name, direction=direction, load_if_exists=True,
+                                **options)
+    return study, existing is None or STUDY.ENGINE not in existing.user_attrs
 
-    cfg = _load_cfg(config, _budget_overrides(n_trials, epochs))
-    space = cfg.search_space()
+
+def _version() -> str:
+    from hpsearch import __version__
+
+    return __version__
+
+
+def prepare_context(
+    config: str | os.PathLike[str] | StudyConfig,
+    *,
+    storage: str | None = None,
+    artifacts: str | None = None,
+    n_trials: int | None = None,
+    epochs: int | None = None,
+    observer: Observer | None = None,
+    workers: int = 1,
+    create: bool = True,
+    worker_index: int | None = None,
+) -> RunContext:
+    """Validate everything, then open (or create) the study. Nothing is written before the checks pass."""
+    cfg = load_config(config, n_trials, epochs)
+    engine = get_engine(cfg.search.engine)
+    space = SearchSpace.from_dict(cfg.space, fixed=cfg.model.fixed)
     url = resolve_storage_url(storage, cfg.storage)
-    data = prepare_data(cfg)  # raises DataError before anything is written
+    data = prepare_data(cfg, engine.cv_folds(cfg))  # raises DataError before anything is written
     metric = cfg.search.metric or default_metric(data.task)  # metric vs task: checked by prepare_data
     direction = cfg.search.direction or direction_of(metric)
     builder = resolve_builder(cfg.model.builder)
@@ -111,155 +138,106 @@ def prepare_context(
         extra["steps_per_execution"] = cfg.train.steps_per_execution
     art_loc = artifacts or cfg.artifacts
     store = artifact_store_for(url, art_loc)  # may refuse (bad path, s3 without boto3): before any write
-    st = open_storage(url, heartbeat=heartbeat, workers=workers)  # raises StorageError if unreachable
-
-    existing = None
-    try:
-        existing = optuna.load_study(study_name=cfg.name, storage=st)
-    except KeyError:
-        existing = None
-    if existing is not None:
-        prev_engine = existing.user_attrs.get(STUDY.ENGINE)
-        if prev_engine and prev_engine != cfg.search.engine:
-            raise UserError(
-                f"study {cfg.name!r} already exists in the storage with engine {prev_engine}; "
-                f"use another name: (or delete it: optuna delete-study --study-name {cfg.name} --storage URL)"
-            )
-        prev_metric = existing.user_attrs.get(STUDY.METRIC)
-        if prev_metric and prev_metric != metric:
-            raise UserError(
-                f"study {cfg.name!r} exists with metric {prev_metric}; its trial values cannot mix with {metric}:"
-                " give the study a new name"
-            )
-        prev_dir = existing.direction.name.lower()
-        if prev_dir != direction:
-            raise UserError(f"study {cfg.name!r} exists with direction {prev_dir}; it cannot change to {direction}")
-    elif not create:
-        raise UserError(f"study {cfg.name!r} does not exist in the storage yet; start it with `hpsearch run FILE`")
-
-    sampler = pruner = None
-    if cfg.search.engine == "optuna":
-        from hpsearch.optuna_search import make_pruner, make_sampler
-
-        sampler = make_sampler(cfg, space)
-        pruner = make_pruner(cfg)
-    study = optuna.create_study(storage=st, study_name=cfg.name, direction=direction, load_if_exists=True,
-                                sampler=sampler, pruner=pruner)
-    if existing is None or STUDY.ENGINE not in existing.user_attrs:  # new, or created outside hpsearch
+    interval, grace = heartbeat_settings()
+    st = open_storage(url, workers=workers, heartbeat=engine.supports_workers, heartbeat_interval=interval,
+                      grace_period=grace)  # raises StorageError if unreachable
+    options = engine.study_options(cfg, space, worker_seed(cfg.search.seed, worker_index))
+    study, new = _open_study(cfg, st, metric, direction, create, options)
+    if new:
         attrs = {
             STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
             STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
             STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},
-            "builder": cfg.model.builder, "artifacts": artifact_location(url, art_loc), "base_dir": cfg.base_dir,
+            STUDY.BUILDER: cfg.model.builder, STUDY.ARTIFACTS: artifact_location(url, art_loc),
+            STUDY.BASE_DIR: cfg.base_dir,
         }
         for k, v in attrs.items():
             study.set_user_attr(k, clean_attr(v))
         with warnings.catch_warnings():  # experimental in Optuna, stable in practice since 3.2
             warnings.simplefilter("ignore")
             study.set_metric_names([metric])  # the dashboard labels its axes with it
-    prog = SearchProgress(cfg.search.n_trials, cfg.name, enabled=progress, direction=direction)
-    ctx = StudyContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
-                       artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
-                       direction=direction, progress=prog, artifacts=art_loc)
-    if cfg.search.engine in ("grid", "random"):
-        from hpsearch.sklearn_search import planned_candidates
-
-        prog.total = planned_candidates(ctx)  # the grid's size; random capped at it
+    ctx = RunContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
+                     artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
+                     direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
+                     worker_index=worker_index)
+    ctx.observer.total = engine.plan(ctx)
     return ctx
 
 
-def _version() -> str:
-    from hpsearch import __version__
-
-    return __version__
-
-
-def _counts(study: Any) -> tuple[int, int, int, int]:
-    from optuna.trial import TrialState
-
-    c = {s: 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
-        c[t.state] += 1
-    return c[TrialState.COMPLETE], c[TrialState.FAIL], c[TrialState.PRUNED], c[TrialState.RUNNING]
-
-
-def _is_complete(ctx: StudyContext) -> bool:
-    """Has the search reached its budget (counted in storage, so across workers and runs)?"""
-    from optuna.trial import TrialState
-
-    cfg = ctx.cfg
-    trials = ctx.study.get_trials(deepcopy=False)
-    if cfg.search.engine in ("grid", "random"):
-        from hpsearch.sklearn_search import planned_candidates
-
-        planned = planned_candidates(ctx)
-        finished = {t.user_attrs.get(TRIAL.CANDIDATE) for t in trials
-                    if t.state in (TrialState.COMPLETE, TrialState.FAIL)}
-        return planned is not None and len(finished) >= planned
-    if cfg.search.engine == "halving":
-        return bool(ctx.study.user_attrs.get(STUDY.COMPLETE))
-    done = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
-    return cfg.search.n_trials is not None and done >= cfg.search.n_trials
-
-
-def run_study(
-    config: Union[str, os.PathLike[str], StudyConfig],
-    *,
-    storage: Optional[str] = None,
-    artifacts: Optional[str] = None,
-    resume: bool = False,
-    n_trials: Optional[int] = None,
-    epochs: Optional[int] = None,
-    progress: bool = True,
-) -> StudyResult:
-    """Run a study file (or a :class:`StudyConfig`) to its budget and return the result.
-
-    The scikit-learn engines refuse to silently restart an interrupted study: pass ``resume=True``
-    to continue it (stored candidates are skipped). The Optuna engine always continues up to its
-    budget. A study that already reached its budget is not run again.
-    """
-    start = time.monotonic()
-    ctx = prepare_context(config, storage=storage, artifacts=artifacts, n_trials=n_trials, epochs=epochs,
-                          progress=progress)
-    cfg, study = ctx.cfg, ctx.study
-    already = _is_complete(ctx)
-    n_done = sum(_counts(study)[:3])
-    if not already and n_done and cfg.search.engine != "optuna" and not resume:
-        raise UserError(
-            f"study {cfg.name!r} was interrupted with {n_done} candidates stored; pass --resume to continue it"
-            " (stored candidates are skipped), or give the study a new name"
-        )
-    if not already:
-        ctx.progress.skip(n_done, _best_value(study))
-        with ctx.progress:
-            if cfg.search.engine == "optuna":
-                from hpsearch.optuna_search import run_optuna_search
-
-                run_optuna_search(ctx)
-            else:
-                from hpsearch.sklearn_search import run_sklearn_search
-
-                run_sklearn_search(ctx)
-        if cfg.search.engine == "halving":
-            study.set_user_attr(STUDY.COMPLETE, True)
-    finalize(ctx)
-    return make_result(ctx, time.monotonic() - start, already)
-
-
-def _best_value(study: Any) -> Optional[float]:
+def _best_value(study: Any) -> float | None:
     try:
         return float(study.best_value)
     except ValueError:
         return None
 
 
-def finalize(ctx: StudyContext) -> None:
+def run_engine(ctx: RunContext, *, handle_signals: bool = False) -> None:
+    """Run the engine once; with ``handle_signals`` the first SIGINT/SIGTERM stops it gracefully
+    (the running trial is failed and re-queued) and a second one, or the deadline, at once."""
+    from hpsearch.engines.control import LoopSettings
+
+    ctl = ctx.control = Control()
+    undo: Any = lambda: None  # noqa: E731
+    if handle_signals and ctx.engine.stops_gracefully:
+        deadline = LoopSettings.from_env().deadline
+
+        def hard_stop() -> None:
+            if ctl.current_id is not None:
+                fail_and_requeue(ctx, ctl.current_id, f"worker stopped ({ctl.stop_reason or 'signal'}; "
+                                 f"deadline {deadline:g} s)")
+            os._exit(130)
+
+        undo = install_signals(ctl, hard_stop, deadline)
+    try:
+        ctx.engine.run(ctx)
+    finally:
+        ctl.exited = True
+        undo()
+
+
+def run_study(
+    config: str | os.PathLike[str] | StudyConfig,
+    *,
+    storage: str | None = None,
+    artifacts: str | None = None,
+    resume: bool = False,
+    n_trials: int | None = None,
+    epochs: int | None = None,
+    observer: Observer | None = None,
+    handle_signals: bool = False,
+) -> StudyResult:
+    """Run a study file (or a :class:`StudyConfig`) to its budget in this process and return the result.
+
+    Engines that need it refuse to silently restart an interrupted study: pass ``resume=True`` to
+    continue it (stored candidates are skipped). The Optuna engine always continues up to its
+    budget. A study that already reached its budget is not run again. A graceful stop (SIGINT with
+    ``handle_signals``) raises KeyboardInterrupt after the running trial is re-queued.
+    """
+    start = time.monotonic()
+    ctx = prepare_context(config, storage=storage, artifacts=artifacts, n_trials=n_trials, epochs=epochs,
+                          observer=observer)
+    already = ctx.engine.is_complete(ctx)
+    counts = state_counts(ctx.study.get_trials(deepcopy=False))
+    n_done = counts["complete"] + counts["pruned"] + counts["fail"]
+    if not already and n_done and ctx.engine.needs_resume_flag and not resume:
+        raise UserError(
+            f"study {ctx.cfg.name!r} was interrupted with {n_done} candidates stored; pass --resume to continue it"
+            " (stored candidates are skipped), or give the study a new name"
+        )
+    if not already:
+        ctx.observer.begin(n_done, _best_value(ctx.study))
+        try:
+            run_engine(ctx, handle_signals=handle_signals)
+        finally:
+            ctx.observer.end()
+        if ctx.control is not None and ctx.control.stopping:
+            raise KeyboardInterrupt(ctx.control.stop_reason)
+    finalize(ctx)
+    return make_result(ctx, time.monotonic() - start, already)
+
+
+def finalize(ctx: RunContext) -> None:
     """Make sure the best trial's model is stored, and score it once on the held-out test split."""
-    import numpy as np
-
-    from hpsearch.best import load_model_artifacts, save_model_artifacts
-    from hpsearch.metrics import score_predictions
-
     study = ctx.study
     try:
         best = study.best_trial
@@ -268,75 +246,30 @@ def finalize(ctx: StudyContext) -> None:
     attrs = study.user_attrs
     if attrs.get(STUDY.BEST_TRIAL) == best.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT):
         return  # already done by an earlier run (or another worker)
-    model = None
     mid, pid = best.user_attrs.get(TRIAL.MODEL_ARTIFACT), best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
     if mid and pid:
         model, _pre = load_model_artifacts(ctx.artifact_store, mid, pid)
-    else:
-        # scikit-learn engines: CV fold models are not kept; refit the best candidate once
-        from hpsearch.sklearn_search import refit_best
-
-        params = {k: v for k, v in best.params.items()}
-        if best.user_attrs.get(TRIAL.N_RESOURCES):  # halving: the best was trained for its rung's epochs
-            params["epochs"] = int(best.user_attrs[TRIAL.N_RESOURCES])
+    else:  # the engine kept no model for it (CV fold models): refit the best candidate once
         t0 = time.monotonic()
-        est = refit_best(ctx, params)
-        model = est.model_
-        mid, pid = save_model_artifacts(ctx.artifact_store, study, model, ctx.data.preprocessor)
-        study.set_user_attr("refit_time", time.monotonic() - t0)
-        study.set_user_attr("refit_epochs", int(len(est.history_.get("loss", []))))
-    test: dict[str, float] = {}
-    if len(ctx.data.y_test):
-        raw = np.asarray(model.predict(ctx.data.X_test, batch_size=1024, verbose=0))
-        test[ctx.metric] = score_predictions(ctx.metric, ctx.data.task, ctx.data.y_test, raw)
-        extra = ["accuracy"] if ctx.data.task == "classification" else ["mse", "mae", "r2"]
-        for m in extra:
-            if m not in test:
-                test[m] = score_predictions(m, ctx.data.task, ctx.data.y_test, raw)
+        model, pre = ctx.engine.refit(ctx, dict(best.params), best)
+        mid, pid = save_model_artifacts(ctx.artifact_store, study, model, pre)
+        study.set_user_attr(STUDY.REFIT_TIME, time.monotonic() - t0)
+        if "refit_epochs" in ctx.info:
+            study.set_user_attr(STUDY.REFIT_EPOCHS, int(ctx.info["refit_epochs"]))
+    test = test_scores(model, ctx.data, ctx.metric) if len(ctx.data.y_test) else {}
     for k, v in {
         STUDY.BEST_TRIAL: best.number, STUDY.BEST_MODEL_ARTIFACT: mid, STUDY.BEST_PREPROCESS_ARTIFACT: pid,
-        STUDY.TEST_SCORE: test.get(ctx.metric), STUDY.TEST_METRIC: ctx.metric, "test_metrics": test,
+        STUDY.TEST_SCORE: test.get(ctx.metric), STUDY.TEST_METRIC: ctx.metric, STUDY.TEST_METRICS: test,
     }.items():
         study.set_user_attr(k, clean_attr(v))
-    if ctx.cfg.search.engine == "optuna":
-        # the previous best was protected while it was the study's best; now it may go
-        from hpsearch.optuna_search import prune_stored_models
-
-        prune_stored_models(ctx)
+    # the previous best was protected while it was the study's best; now it may go
+    keep_best_models(study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models)
 
 
-def trial_rows(study: Any, direction: str, limit: Optional[int] = None) -> list[dict[str, Any]]:
-    """Finished trials ranked best first: rank, number, state, value, std, params, fit time, epochs."""
-    from optuna.trial import TrialState
-
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    sign = -1.0 if direction == "maximize" else 1.0
-
-    def key(t: Any) -> tuple[int, float]:
-        if t.state == TrialState.COMPLETE and t.value is not None:
-            return (0, sign * t.value)
-        return (1, float(t.number))
-
-    rows = []
-    for rank, t in enumerate(sorted(trials, key=key), start=1):
-        ua = t.user_attrs
-        fit_time = ua.get(TRIAL.FIT_TIME)
-        if fit_time is None and t.datetime_start and t.datetime_complete:
-            fit_time = (t.datetime_complete - t.datetime_start).total_seconds()
-        rows.append({
-            "rank": rank if t.state == TrialState.COMPLETE else None,
-            "number": t.number, "state": t.state.name, "value": t.value,
-            "std": ua.get("std_score"), "params": dict(t.params), "fit_time": fit_time,
-            "epochs": ua.get(TRIAL.EPOCHS), "reason": ua.get(TRIAL.FAILURE),
-        })
-    return rows[:limit] if limit else rows
-
-
-def make_result(ctx: StudyContext, wall: float, already: bool) -> StudyResult:
-    from hpsearch.storage import artifact_location, redact_url
-
+def make_result(ctx: RunContext, wall: float, already: bool) -> StudyResult:
     study = ctx.study
-    n_c, n_f, n_p, _ = _counts(study)
+    trials = study.get_trials(deepcopy=False)
+    counts = state_counts(trials)
     attrs = study.user_attrs
     try:
         best = study.best_trial
@@ -344,10 +277,11 @@ def make_result(ctx: StudyContext, wall: float, already: bool) -> StudyResult:
     except ValueError:
         best_params, best_value, best_number = {}, None, None
     return StudyResult(
-        study_name=study.study_name, storage=redact_url(ctx.storage_url), engine=ctx.cfg.search.engine,
+        study_name=study.study_name, storage=redact_url(ctx.storage_url), engine=ctx.engine.name,
         metric=ctx.metric, direction=ctx.direction, best_params=best_params, best_value=best_value,
-        best_trial=best_number, test_score=attrs.get(STUDY.TEST_SCORE), test_metrics=attrs.get("test_metrics", {}),
-        n_complete=n_c, n_failed=n_f, n_pruned=n_p, wall_time=wall, already_complete=already,
-        rows=trial_rows(study, ctx.direction), model_artifact=attrs.get(STUDY.BEST_MODEL_ARTIFACT),
-        artifacts=artifact_location(ctx.storage_url, ctx.artifacts),
+        best_trial=best_number, test_score=attrs.get(STUDY.TEST_SCORE), test_metrics=attrs.get(STUDY.TEST_METRICS, {}),
+        n_complete=counts["complete"], n_failed=counts["fail"], n_pruned=counts["pruned"], wall_time=wall,
+        already_complete=already, rows=trial_rows(trials, ctx.direction),
+        model_artifact=attrs.get(STUDY.BEST_MODEL_ARTIFACT), artifacts=artifact_location(ctx.storage_url, ctx.artifacts),
     )
+

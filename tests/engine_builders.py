@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from hpsearch.builders import build_mlp
+from hpsearch.mlp import build_mlp
 
 
 def build_fails_on_width(n_neurons: int = 8, learning_rate: float = 0.01, optimizer: str = "adam", meta=None):
@@ -21,9 +22,8 @@ def build_always_fails(n_neurons: int = 8, meta=None):
 def build_interrupts(n_neurons: int = 8, learning_rate: float = 0.01, meta=None):
     """Raises KeyboardInterrupt on the Nth build ($HPS_INTERRUPT_AT), counted in $HPS_COUNTER_FILE."""
     path = os.environ["HPS_COUNTER_FILE"]
-    n = int(open(path).read()) if os.path.exists(path) else 0
-    with open(path, "w") as f:
-        f.write(str(n + 1))
+    n = int(Path(path).read_text()) if os.path.exists(path) else 0
+    Path(path).write_text(str(n + 1))
     if n + 1 == int(os.environ.get("HPS_INTERRUPT_AT", "0")):
         raise KeyboardInterrupt
     return build_mlp(n_hidden=1, n_neurons=n_neurons, learning_rate=learning_rate, optimizer="adam", meta=meta)

@@ -15,6 +15,7 @@ PostgreSQL test; a skip would hide a broken setup).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import pwd
@@ -197,10 +198,8 @@ class PostgresServer:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(Exception):  # best effort at teardown
             self.stop("immediate")
-        except Exception:  # noqa: BLE001 - best effort at teardown
-            pass
         shutil.rmtree(self.base, ignore_errors=True)
 
     # -- SQL -------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 ``make_study(tmp_path)`` writes what a finished Optuna-engine run leaves behind: the study
 attributes of :mod:`hpsearch.records`, complete / pruned / failed trials with params, per-epoch
 intermediate values and user attributes, and, for the best trial, a real (tiny) trained Keras model
-with its preprocessing plus a training-curve PNG as trial artifacts, referenced from the study
-attributes exactly as :func:`hpsearch.study.finalize` does.
+with its preprocessing plus a training-curve PNG as trial artifacts (through the same
+:mod:`hpsearch.artifacts` helpers the engines use), referenced from the study attributes exactly as
+:func:`hpsearch.study.finalize` does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -38,8 +39,6 @@ class FactoryStudy:
     n_complete: int
     n_pruned: int
     n_failed: int
-    curve_trial_number: int
-    study_id: int
     model_artifact_id: str = ""
     curve_artifact_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,26 +95,25 @@ def _tiny_model(data: Any, n_neurons: int, epochs: int, metric: str) -> tuple[An
 def make_study(
     tmp_path: Path,
     dataset: str = "iris",
-    name: Optional[str] = None,
+    name: str | None = None,
     epochs: int = 6,
-    url: Optional[str] = None,
-    artifacts: Optional[Path] = None,
+    url: str | None = None,
+    artifacts: Path | None = None,
 ) -> FactoryStudy:
     """Create and fill one study in ``tmp_path/hpsearch.db`` (or ``url``); returns its description."""
     import warnings
 
     import numpy as np
     import optuna
-    from optuna.artifacts import upload_artifact
     from optuna.trial import TrialState
 
-    from hpsearch.best import save_model_artifacts
-    from hpsearch.config import parse_study_config
+    from hpsearch.artifacts import artifact_store_for, save_curve_artifact, save_model_artifacts
     from hpsearch.data import prepare_data
+    from hpsearch.evaluation import test_scores
     from hpsearch.metrics import score_predictions
     from hpsearch.records import STUDY, TRIAL, clean_attr
-    from hpsearch.report import save_curve_png
-    from hpsearch.storage import artifact_store_for, open_storage
+    from hpsearch.storage import open_storage
+    from hpsearch.validate import parse_study_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -126,7 +124,7 @@ def make_study(
     artifacts = artifacts or (tmp_path / "hpsearch-artifacts")
     text = study_yaml(name, dataset, metric, rows, epochs)
     cfg = parse_study_config(yaml.safe_load(text), source_text=text)
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, 1)  # the Optuna engine on a holdout split: no CV folds
 
     storage = open_storage(url)
     store = artifact_store_for(url, str(artifacts))
@@ -138,7 +136,7 @@ def make_study(
         STUDY.TASK: data.task, STUDY.CONFIG: text, STUDY.DATA_SUMMARY: data.summary,
         STUDY.SPACE: {"n_hidden": "IntParam(1, 2)", "n_neurons": "IntParam(4, 16)",
                       "learning_rate": "FloatParam(0.001, 0.1, log=True)"},
-        "builder": "mlp", "artifacts": str(artifacts),
+        STUDY.BUILDER: "mlp", STUDY.ARTIFACTS: str(artifacts),
     }.items():
         study.set_user_attr(k, clean_attr(v))
 
@@ -157,15 +155,18 @@ def make_study(
         start = final - sign * 0.3 * (abs(final) + 0.1)
         return [float(start + (final - start) * (1 - 0.6 ** (i + 1)) / (1 - 0.6 ** n)) for i in range(n)]
 
+    def worse(by: float) -> float:  # a value ``by`` (relative) worse than the best one
+        return best_value - sign * by * (abs(best_value) + 0.1)
+
     plan = [
         # (state, params, value, epochs trained)
-        ("COMPLETE", {"n_hidden": 1, "n_neurons": 4, "learning_rate": 0.002}, best_value - sign * 0.15 * (abs(best_value) + 0.1), epochs),
+        ("COMPLETE", {"n_hidden": 1, "n_neurons": 4, "learning_rate": 0.002}, worse(0.15), epochs),
         ("COMPLETE", {"n_hidden": 1, "n_neurons": 8, "learning_rate": 0.02}, best_value, epochs),  # best
-        ("PRUNED", {"n_hidden": 2, "n_neurons": 5, "learning_rate": 0.001}, best_value - sign * 0.4 * (abs(best_value) + 0.1), 2),
+        ("PRUNED", {"n_hidden": 2, "n_neurons": 5, "learning_rate": 0.001}, worse(0.4), 2),
         ("FAIL", {"n_hidden": 2, "n_neurons": 16, "learning_rate": 0.09}, None, 1),
-        ("COMPLETE", {"n_hidden": 2, "n_neurons": 12, "learning_rate": 0.01}, best_value - sign * 0.08 * (abs(best_value) + 0.1), epochs),
+        ("COMPLETE", {"n_hidden": 2, "n_neurons": 12, "learning_rate": 0.01}, worse(0.08), epochs),
     ]
-    best_number, curve_number = 1, 1
+    best_number = 1
     mid = pid = cid = ""
     for number, (state, params, value, n_ep) in enumerate(plan):
         study.enqueue_trial(params)
@@ -191,31 +192,25 @@ def make_study(
             mid, pid = save_model_artifacts(store, trial, model, data.preprocessor)
             trial.set_user_attr(TRIAL.MODEL_ARTIFACT, mid)
             trial.set_user_attr(TRIAL.PREPROCESS_ARTIFACT, pid)
-            png = tmp_path / "curve.png"
-            save_curve_png(history, str(png), title=f"trial {number}")
-            cid = upload_artifact(artifact_store=store, file_path=str(png), study_or_trial=trial,
-                                  mimetype="image/png")
+            cid = save_curve_artifact(store, trial, history, f"trial {number}") or ""
+            assert cid, "the training-curve PNG was not stored"
             trial.set_user_attr(TRIAL.CURVE_ARTIFACT, cid)
-            png.unlink()
         if state == "PRUNED":
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, float(values[-1]))
 
     # what finalize() records: best model artifacts and the test score
-    raw_test = np.asarray(model.predict(data.X_test, verbose=0))
-    test = {metric: score_predictions(metric, data.task, data.y_test, raw_test)}
-    for m in (["accuracy"] if data.task == "classification" else ["mse", "mae", "r2"]):
-        test.setdefault(m, score_predictions(m, data.task, data.y_test, raw_test))
+    test = test_scores(model, data, metric)
     for k, v in {
         STUDY.BEST_TRIAL: best_number, STUDY.BEST_MODEL_ARTIFACT: mid, STUDY.BEST_PREPROCESS_ARTIFACT: pid,
-        STUDY.TEST_SCORE: test[metric], STUDY.TEST_METRIC: metric, "test_metrics": test, STUDY.COMPLETE: True,
+        STUDY.TEST_SCORE: test[metric], STUDY.TEST_METRIC: metric, STUDY.TEST_METRICS: test, STUDY.COMPLETE: True,
     }.items():
         study.set_user_attr(k, clean_attr(v))
     assert study.best_trial.number == best_number, (study.best_trial.number, [t.value for t in study.trials])
     return FactoryStudy(
         name=name, url=url, db_path=db_path, artifacts=artifacts, task=data.task, metric=metric,
         direction=direction, best_number=best_number, n_complete=3, n_pruned=1, n_failed=1,
-        curve_trial_number=curve_number, study_id=study._study_id, model_artifact_id=mid, curve_artifact_id=cid,
+        model_artifact_id=mid, curve_artifact_id=cid,
         extra={"history": history, "test": test},
     )

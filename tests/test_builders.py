@@ -1,4 +1,5 @@
-"""Tests of hpsearch.builders: the MLP knobs, validation messages and the builder registry."""
+"""Tests of hpsearch.builders and hpsearch.mlp: the MLP knobs, validation messages, the builder
+registry, parameter routing and the named-choice checks run before a study starts."""
 
 from __future__ import annotations
 
@@ -8,23 +9,27 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from hpsearch import builders  # noqa: E402
-from hpsearch.builders import (  # noqa: E402
-    ACTIVATIONS,
+from hpsearch import builders
+from hpsearch.builders import (
+    COMPILE_PARAMS,
     LR_SCHEDULES,
     OPTIMIZERS,
-    build_mlp,
     builder_accepts,
+    builder_name,
     call_builder,
-    check_params,
+    check_builder_params,
+    compile_for_task,
     count_params,
     resolve_builder,
 )
-from hpsearch.errors import ConfigError  # noqa: E402
+from hpsearch.errors import ConfigError
+from hpsearch.mlp import ACTIVATIONS, build_mlp
+from hpsearch.registry import BUILDERS
+from hpsearch.space import SearchSpace
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -289,26 +294,112 @@ def test_resolve_module_function(user_builders):
 def test_resolve_errors(ref, message, user_builders):
     with pytest.raises(ConfigError) as info:
         resolve_builder(ref)
-    assert str(info.value).startswith(message)
+    text = str(info.value)
+    assert text.startswith(message)
+    assert "\n" not in text
+    if ref:  # each names the fix
+        assert text.endswith("; use mlp or 'package.module:function' importable from where hpsearch runs")
 
 
-def test_builder_accepts_and_check_params(user_builders):
+def test_builder_accepts_and_check_builder_params(user_builders):
     accepted = builder_accepts(build_mlp)
     assert {"n_hidden", "n_neurons", "funnel", "optimizer", "learning_rate"} <= accepted
     assert "meta" not in accepted
     assert builder_accepts(user_builders.build_kwargs) is None
     assert builder_accepts(user_builders.build_uncompiled) == {"width", "n_inputs", "n_outputs"}
 
-    check_params(build_mlp, ["n_hidden", "learning_rate"], field="space")
-    check_params(user_builders.build_kwargs, ["anything"], field="space")
+    def build_open(width=4, meta=None, **more):
+        raise AssertionError("not called")
+
+    assert builder_accepts(build_open) is None  # takes anything ...
+    assert builders.builder_defaults(build_open) == {"width": 4}  # ... and its named defaults are known
+
+    check_builder_params(build_mlp, space(params={"n_hidden": [1, 2]}, fixed={"learning_rate": 0.1}))
+    check_builder_params(user_builders.build_kwargs, space(params={"anything": [1]}))
     with pytest.raises(ConfigError) as info:
-        check_params(build_mlp, ["n_hiden"], field="space")
-    assert str(info.value).startswith("space.n_hiden: unknown parameter for builder mlp; known: activation, ")
-    # compile knobs are fine for a builder that may return an uncompiled model ...
-    check_params(user_builders.build_uncompiled, ["width", "learning_rate", "optimizer"])
-    # ... unless asked not to allow them
-    with pytest.raises(ConfigError, match="model.learning_rate: unknown parameter for builder"):
-        check_params(user_builders.build_uncompiled, ["learning_rate"], allow_compile_params=False)
+        check_builder_params(build_mlp, space(params={"n_hiden": [1, 2]}))
+    assert str(info.value).startswith(
+        "space.n_hiden: unknown parameter for builder mlp; remove it or check the spelling (known: activation, ")
+    with pytest.raises(ConfigError, match=r"^model\.fixed\.wings: unknown parameter for builder mlp"):
+        check_builder_params(build_mlp, space(fixed={"wings": 2}))
+    # a study file may not give compile knobs to a builder that does not take them (as before)
+    with pytest.raises(ConfigError, match=r"^space\.learning_rate: unknown parameter for builder "
+                                          r"hps_user_builders:build_uncompiled"):
+        check_builder_params(user_builders.build_uncompiled, space(params={"learning_rate": [0.1]}))
+    # ... while call_builder compiles an uncompiled model with them (see below)
+
+
+def space(params=None, fixed=None):
+    return SearchSpace.from_dict(params or {}, fixed or {})
+
+
+@pytest.mark.parametrize("fixed, params, message", [
+    ({"optimizer": "adamm"}, {}, "model.fixed.optimizer: unknown value 'adamm'; use one of sgd, momentum,"),
+    ({}, {"activation": ["relu", "rleu"]}, "space.activation: unknown value 'rleu'; use one of relu, "),
+    ({"kernel_initializer": "he_normel"}, {}, "model.fixed.kernel_initializer: unknown value 'he_normel'"),
+    ({"lr_schedule": "step"}, {}, "model.fixed.lr_schedule: unknown value 'step'; use one of exponential,"),
+    ({"loss": "hubber"}, {}, "model.fixed.loss: unknown value 'hubber'; use one of mse, mae, huber (regression)"),
+    ({}, {"loss": ["mse", "hubber"]}, "space.loss: unknown value 'hubber'"),
+])
+def test_mlp_named_values_are_checked_before_anything_runs(fixed, params, message):
+    with pytest.raises(ConfigError) as info:
+        check_builder_params(build_mlp, space(params, fixed))
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_mlp_named_values_that_pass():
+    check_builder_params(build_mlp, space(
+        {"activation": list(ACTIVATIONS), "lr_schedule": [None, "cosine"], "kernel_initializer": [None, "he_uniform"]},
+        {"optimizer": "Adam", "loss": "binary_crossentropy"},
+    ))
+
+
+def test_a_builder_declares_its_own_value_check():
+    seen = []
+
+    def check(values):
+        seen.append({name: list(pairs) for name, pairs in values.items()})
+        for field, value in values.get("kernel", ()):
+            if value % 2 == 0:
+                raise ConfigError(f"{field}: must be odd, got {value}")
+
+    @builders.with_param_check(check)
+    def build_conv(kernel=3, filters=8):
+        raise AssertionError("not built by a check")
+
+    check_builder_params(build_conv, space({"kernel": [3, 5]}, {"filters": 4}))
+    assert seen == [{"filters": [("model.fixed.filters", 4)],
+                     "kernel": [("space.kernel", 3), ("space.kernel", 5)]}]
+    with pytest.raises(ConfigError, match=r"^space\.kernel: must be odd, got 4"):
+        check_builder_params(build_conv, space({"kernel": [3, 4]}))
+
+
+def test_compile_knobs_are_one_list():
+    """COMPILE_PARAMS are compile_for_task's keywords, and the MLP takes them with the same defaults."""
+    import inspect
+
+    compile_sig = inspect.signature(compile_for_task).parameters
+    assert set(compile_sig) - {"model", "meta"} == COMPILE_PARAMS
+    mlp_sig = inspect.signature(build_mlp).parameters
+    assert set(mlp_sig) >= COMPILE_PARAMS
+    assert {k: mlp_sig[k].default for k in COMPILE_PARAMS} == {k: compile_sig[k].default for k in COMPILE_PARAMS}
+
+
+def test_builtin_builders_come_from_the_registry(monkeypatch):
+    from hpsearch.registry import Registry
+
+    assert BUILDERS.get("mlp") is build_mlp and builder_name(build_mlp) == "mlp"
+    registry = Registry("builder", "model.builder", {"mlp": "hpsearch.mlp:build_mlp",
+                                                     "tiny": "hps_user_builders:build_uncompiled"})
+    monkeypatch.setattr(builders, "BUILDERS", registry)
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    import hps_user_builders
+
+    assert resolve_builder("tiny") is hps_user_builders.build_uncompiled
+    assert builder_name(hps_user_builders.build_uncompiled) == "tiny"
+    with pytest.raises(ConfigError, match=r"^model\.builder: expected 'mlp' or 'tiny' or 'package"):
+        resolve_builder(" ")
 
 
 def test_call_builder_passes_meta_only_when_asked(user_builders, monkeypatch):
@@ -344,7 +435,8 @@ def test_uncompiled_user_builder_is_compiled_for_the_task(user_builders, data):
     )
     assert model.compiled
     assert type(model.optimizer).__name__ == "Adam"
-    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    lr = keras.ops.convert_to_numpy(model.optimizer.learning_rate)  # keras 3.3's Variable has no __float__
+    assert float(lr) == pytest.approx(0.01)
     assert model.loss == "sparse_categorical_crossentropy"
     assert set(fit_one_epoch(model, X, y)) == {"loss", "accuracy", "val_loss", "val_accuracy"}
 
@@ -377,10 +469,6 @@ def test_builder_must_return_a_model(user_builders):
 
 def test_steps_per_execution_falls_back_to_one_on_torch(monkeypatch):
     """Keras' PyTorch trainer refuses steps_per_execution > 1: a speed knob must not fail trials."""
-    import keras
-
-    from hpsearch.builders import build_mlp
-
     meta = {"n_features_in_": 4, "target_type_": "multiclass", "n_classes_": 3}
     assert build_mlp(n_neurons=4, steps_per_execution=4, meta=meta).steps_per_execution == 4
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")

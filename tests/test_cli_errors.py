@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import optuna
@@ -79,8 +80,9 @@ def table(n: int = 30, n_classes: int = 3, seed: int = 0) -> tuple[np.ndarray, n
 
 def csv_text(X: np.ndarray, y: np.ndarray, cols: tuple[str, ...] = ("a", "b")) -> str:
     lines = [",".join([*cols, "y"])]
-    for row, t in zip(X, y):
-        lines.append(",".join([*(repr(float(v)) if isinstance(v, (float, np.floating)) else str(v) for v in row), str(t)]))
+    for row, t in zip(X, y, strict=True):
+        cells = (repr(float(v)) if isinstance(v, (float, np.floating)) else str(v) for v in row)
+        lines.append(",".join([*cells, str(t)]))
     return "\n".join(lines) + "\n"
 
 
@@ -217,7 +219,8 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], tuple[str, ...]]] = [
     ("regression-metric-on-classification", lambda t: write_study(t, lambda c: set_(c, "search.metric", "mse")),
      ["search.metric", "mse"], BOTH),
     ("classification-metric-on-regression",
-     lambda t: write_study(t, lambda c: set_(c, "data.source", "sklearn:diabetes")), ["search.metric", "accuracy"], BOTH),
+     lambda t: write_study(t, lambda c: set_(c, "data.source", "sklearn:diabetes")), ["search.metric", "accuracy"],
+     BOTH),
     ("auc-on-multiclass", lambda t: write_study(t, lambda c: set_(c, "search.metric", "auc")),
      ["search.metric", "auc"], BOTH),
     ("declared-regression-metric-accuracy",
@@ -270,7 +273,8 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], tuple[str, ...]]] = [
      ["data.csv", "zz"], BOTH),
     ("csv-no-target-key", lambda t: csv_study(t, csv_text(*table()), lambda c: del_(c, "data.target")),
      ["data.target"], BOTH),
-    ("csv-fractional-class-target", lambda t: csv_study(t, "a,b,y\n" + "".join(f"{i},{i % 3},{i % 3 + 0.5}\n" for i in range(30)),
+    ("csv-fractional-class-target", lambda t: csv_study(t, "a,b,y\n" + "".join(
+        f"{i},{i % 3},{i % 3 + 0.5}\n" for i in range(30)),
                                                        lambda c: set_(c, "data.task", "classification")),
      ["data.csv", "fractional"], BOTH),
     ("npz-without-x", _npz_without_x, ["arr.npz", "'X'"], BOTH),
@@ -296,7 +300,8 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], tuple[str, ...]]] = [
     ("storage-pg-unreachable-in-file", lambda t: write_study(t, lambda c: set_(c, "storage", PG_UNREACHABLE)),
      ["storage", "127.0.0.1"], ("run-nostorage",)),
     ("storage-sqlite-folder-missing", lambda t: write_study(t), ["storage", "no_such_dir"], ("run-sqlite-missing",)),
-    ("storage-unsupported-scheme", lambda t: write_study(t, lambda c: set_(c, "storage", "mysql://u:" + SECRET + "@h/db")),
+    ("storage-unsupported-scheme",
+     lambda t: write_study(t, lambda c: set_(c, "storage", "mysql://u:" + SECRET + "@h/db")),
      ["storage", "mysql"], ("run-nostorage",)),
     ("storage-not-a-url", lambda t: write_study(t, lambda c: set_(c, "storage", "results.db")),
      ["storage", "results.db"], ("run-nostorage",)),
@@ -429,14 +434,14 @@ def test_validate_csv_parquet_npz_ok(workdir, capsys):
 
 def test_python_api_overrides_are_validated_before_writing(workdir):
     """``run_study(cfg_object, n_trials=0)`` must fail like ``--n-trials 0`` does, before any write."""
-    from hpsearch.config import load_study_config
     from hpsearch.errors import UserError
     from hpsearch.study import prepare_context
+    from hpsearch.validate import load_study_config
 
     cfg = load_study_config(write_study(workdir))
     before = snapshot(workdir)
     with pytest.raises(UserError, match="n_trials"):
-        prepare_context(cfg, storage=f"sqlite:///{workdir}/x.db", n_trials=0, progress=False)
+        prepare_context(cfg, storage=f"sqlite:///{workdir}/x.db", n_trials=0)
     db = workdir / "x.db"
     if db.exists():
         assert optuna.get_all_study_summaries(storage=f"sqlite:///{db}") == []

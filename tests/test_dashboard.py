@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - tests/ is not a package
     from study_factory import make_study  # type: ignore[no-redef]
 
 from hpsearch import dashboard as dash
+from hpsearch.artifacts import CURVE_FILE
 from hpsearch.cli import main
 
 
@@ -105,9 +106,9 @@ def test_dashboard_api_serves_study_trials_and_artifacts(served, tmp_path):
     assert "sklearn:iris" in study_attrs["study_config"]
     # artifacts: model file and training-curve PNG, downloadable through the dashboard
     arts = {a["filename"]: a for a in best["artifacts"]}
-    assert {"model.keras", "preprocess.json", "curve.png"} <= set(arts)
+    assert {"model.keras", "preprocess.json", CURVE_FILE} <= set(arts)
     tid = best["trial_id"]
-    status, png, ctype = get(f"{base}/artifacts/{sid}/{tid}/{arts['curve.png']['artifact_id']}")
+    status, png, ctype = get(f"{base}/artifacts/{sid}/{tid}/{arts[CURVE_FILE]['artifact_id']}")
     assert status == 200 and ctype == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
     status, body, _ = get(f"{base}/artifacts/{sid}/{tid}/{arts['model.keras']['artifact_id']}")
     assert status == 200 and body[:2] == b"PK"  # a .keras file is a zip archive
@@ -156,18 +157,19 @@ def test_non_loopback_host_warns_and_ctrl_c_exits_0(served, monkeypatch, capsys)
 
 
 def test_password_is_redacted(served, monkeypatch, capsys):
-    """Only the redacted URL is printed (a PostgreSQL URL with a password, storage opened as SQLite)."""
-    import hpsearch.report as report
+    """Only the redacted URL is shown (a PostgreSQL URL with a password, storage opened as SQLite)."""
     from hpsearch.storage import open_storage
 
     study, _, _ = served
     secret_url = "postgresql+psycopg://hps:s3cr3t-pw@db.example:5432/hp"
-    monkeypatch.setattr(report, "open_study_storage", lambda storage: (secret_url, open_storage(study.url)))
+    monkeypatch.setattr(dash, "open_storage_for_reading", lambda storage: (secret_url, open_storage(study.url)))
     monkeypatch.setattr(dash, "_make_server", lambda app, host, port: _StopAtOnce())
-    assert dash.run_dashboard(storage=secret_url, artifacts=str(study.artifacts)) == 0
+    opened = dash.open_dashboard(storage=secret_url, artifacts=str(study.artifacts))
+    assert opened.storage == "postgresql+psycopg://hps:***@db.example:5432/hp" and opened.loopback
+    assert main(["dashboard", "--storage", secret_url, "--artifacts", str(study.artifacts)]) == 0
     cap = capsys.readouterr()
     assert "s3cr3t" not in cap.out + cap.err
-    assert "hps:***@db.example" in cap.out
+    assert "hps:***@db.example" in cap.out and "dashboard stopped" in cap.out
 
 
 def test_port_in_use_is_one_line_error(served, capsys):

@@ -7,26 +7,26 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import scipy.stats  # noqa: E402
-from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402
-from sklearn.datasets import load_diabetes, load_iris  # noqa: E402
-from sklearn.exceptions import NotFittedError  # noqa: E402
-from sklearn.model_selection import (  # noqa: E402
+import keras
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import (
     GridSearchCV,
     KFold,
     RandomizedSearchCV,
     StratifiedKFold,
     check_cv,
 )
-from sklearn.utils import get_tags  # noqa: E402
-from sklearn.utils import estimator_checks as checks  # noqa: E402
+from sklearn.utils import estimator_checks as checks
+from sklearn.utils import get_tags
 
-from hpsearch.builders import build_mlp  # noqa: E402
-from hpsearch.errors import ConfigError  # noqa: E402
-from hpsearch.estimators import KerasClassifier, KerasRegressor  # noqa: E402
+from hpsearch.errors import ConfigError
+from hpsearch.estimators import KerasClassifier, KerasRegressor
+from hpsearch.mlp import build_mlp
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -172,7 +172,7 @@ def test_history_uses_keras_log_names_and_epochs_trained(diabetes):
     stop = StopAfter(2)
     est = KerasRegressor(n_neurons=4, epochs=5, batch_size=50)
     with pytest.raises(NotFittedError):
-        est.n_epochs_trained_
+        _ = est.n_epochs_trained_
     est.fit(X[:150], y[:150], validation_data=(X[150:], y[150:]), callbacks=[stop])
     assert stop.fits == 1  # callbacks given to fit() are honoured
     assert est.n_epochs_trained_ == 2

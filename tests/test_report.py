@@ -1,4 +1,5 @@
-"""hpsearch status / best / report and the per-trial curve PNG, on realistic stored studies."""
+"""hpsearch status / best / report, the per-trial curve PNG and the console's progress display, on
+realistic stored studies."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ except ImportError:  # pragma: no cover - tests/ is not a package
     from study_factory import make_study  # type: ignore[no-redef]
 
 from hpsearch.cli import main
+from hpsearch.console import ConsoleProgress
 from hpsearch.errors import UserError
-from hpsearch.report import print_best, print_status, save_curve_png, write_report
+from hpsearch.plots import save_curve_png
+from hpsearch.queries import list_studies, study_status
+from hpsearch.report import write_report
 
 
 def assert_png(path: Path) -> tuple[int, int]:
@@ -45,9 +49,9 @@ def studies(tmp_path_factory):
 
 
 def test_status_table_lists_every_study(studies, capsys):
-    tmp, made = studies
+    _, made = studies
     url = made["iris"].url
-    assert print_status(storage=url) == 0
+    assert main(["status", "--storage", url]) == 0
     out = capsys.readouterr().out
     for s in made.values():
         assert s.name in out
@@ -57,9 +61,10 @@ def test_status_table_lists_every_study(studies, capsys):
 
 
 def test_status_json(studies, capsys):
-    tmp, made = studies
-    assert print_status(storage=made["iris"].url, as_json=True) == 0
+    _, made = studies
+    assert main(["status", "--storage", made["iris"].url, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    assert data == json.loads(json.dumps(list_studies(made["iris"].url)))  # the CLI prints the query's data
     rows = {r["study"]: r for r in data["studies"]}
     assert set(rows) == {s.name for s in made.values()}
     r = rows["iris-test"]
@@ -70,12 +75,13 @@ def test_status_json(studies, capsys):
 
 
 def test_status_one_study_top_trials(studies, capsys):
-    tmp, made = studies
+    _, made = studies
     s = made["iris"]
-    assert print_status(storage=s.url, study=s.name, top=3) == 0
+    assert main(["status", s.name, "--storage", s.url, "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "top 3 trials" in out and "n_neurons=8" in out and "3 complete, 1 pruned, 1 failed" in out
-    assert print_status(storage=s.url, study=s.name, as_json=True) == 0
+    assert "best trial 1: accuracy" in out and "test accuracy" in out
+    assert main(["status", s.name, "--storage", s.url, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [t["number"] for t in data["trials"][:3]] == [1, 4, 0]  # ranked best first
     assert data["trials"][0]["rank"] == 1
@@ -85,9 +91,9 @@ def test_status_one_study_top_trials(studies, capsys):
 
 
 def test_status_unknown_study_lists_known(studies, capsys):
-    tmp, made = studies
+    _, made = studies
     with pytest.raises(UserError) as e:
-        print_status(storage=made["iris"].url, study="nope")
+        study_status("nope", made["iris"].url)
     msg = str(e.value)
     assert "\n" not in msg and "nope" in msg and "iris-test" in msg and "diabetes-test" in msg
     assert main(["status", "nope", "--storage", made["iris"].url]) == 2
@@ -137,10 +143,10 @@ def test_best_json_and_export(studies, tmp_path, capsys):
     import keras
     import numpy as np
 
-    tmp, made = studies
+    _, made = studies
     s = made["iris"]
     out_file = tmp_path / "best.keras"
-    assert print_best(s.name, storage=s.url, export=str(out_file), as_json=True) == 0
+    assert main(["best", s.name, "--storage", s.url, "--export", str(out_file), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["best_trial"] == 1 and data["model_artifact"] == s.model_artifact_id
     assert data["artifacts"] == str(s.artifacts)
@@ -149,7 +155,8 @@ def test_best_json_and_export(studies, tmp_path, capsys):
     model = keras.models.load_model(out_file, compile=False, safe_mode=True)
     assert model.predict(np.zeros((2, 4), dtype="float32"), verbose=0).shape == (2, 3)
     assert (tmp_path / "best.preprocess.json").exists()
-    assert print_best(s.name, storage=s.url) == 0
+    assert data["exported"] == str(out_file)
+    assert main(["best", s.name, "--storage", s.url]) == 0
     text = capsys.readouterr().out
     assert s.model_artifact_id in text and str(s.artifacts) in text and "test accuracy" in text
 
@@ -180,7 +187,7 @@ COMMON = {"optimization_history.png", "param_importances.png", "parallel_coordin
 
 
 def test_report_multiclass(studies, tmp_path):
-    tmp, made = studies
+    _, made = studies
     s = made["iris"]
     out = tmp_path / "rep"
     files = write_report(s.name, str(out), storage=s.url)
@@ -195,7 +202,7 @@ def test_report_multiclass(studies, tmp_path):
 
 
 def test_report_binary_has_roc(studies, tmp_path):
-    tmp, made = studies
+    _, made = studies
     s = made["breast_cancer"]
     out = tmp_path / "rep"
     files = write_report(s.name, str(out), storage=s.url)
@@ -206,7 +213,7 @@ def test_report_binary_has_roc(studies, tmp_path):
 
 
 def test_report_regression_cli(studies, tmp_path, capsys):
-    tmp, made = studies
+    _, made = studies
     s = made["diabetes"]
     out = tmp_path / "rep"
     assert main(["report", s.name, "--storage", s.url, "-o", str(out)]) == 0
@@ -291,3 +298,35 @@ def test_save_curve_png_is_small_and_fast(tmp_path):
     save_curve_png({"loss": [float("nan"), 1.0], "lr": [0.1, 0.1]}, str(tmp_path / "d.png"))
     save_curve_png({}, str(tmp_path / "e.png"))
     assert_png(tmp_path / "d.png")
+
+
+# ----------------------------------------------------------------------------------- progress display
+
+
+def test_console_progress_lines_for_logs(capsys):
+    """Not a terminal: one line per finished trial on stderr, best by the study's direction."""
+    p = ConsoleProgress("demo", direction="minimize", total=4)
+    p.begin(1, 0.5)
+    p.trial_done(1, "COMPLETE", 0.7)
+    p.trial_done(2, "COMPLETE", 0.25, "")
+    p.trial_done(3, "FAIL", None, "(NaN loss)")
+    p.message("hpsearch worker 7: storage connection lost; retrying")
+    p.end()
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and len(lines) == 4
+    assert lines[0].startswith("[demo] trial 1 COMPLETE value=0.7000 (2/4 done, best 0.5000, ")
+    assert lines[1].startswith("[demo] trial 2 COMPLETE value=0.2500 (3/4 done, best 0.2500, ")
+    assert lines[2].startswith("[demo] trial 3 FAIL value=- (4/4 done, best 0.2500, ") and lines[2].endswith(
+        " (NaN loss)")
+    assert lines[3] == "hpsearch worker 7: storage connection lost; retrying"
+
+
+def test_console_progress_disabled_still_shows_messages(capsys):
+    p = ConsoleProgress("demo", enabled=False)
+    p.begin(0, None)
+    p.trial_done(0, "COMPLETE", 0.9)
+    p.message("hpsearch: worker 1 exited with 1; the others finished the budget")
+    p.end()
+    out, err = capsys.readouterr()
+    assert out == "" and err == "hpsearch: worker 1 exited with 1; the others finished the budget\n"

@@ -8,8 +8,10 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
+import uuid
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,18 +20,26 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.errors import StorageError, UserError
+from hpsearch.errors import (
+    StorageBusy,
+    StorageError,
+    StorageRejected,
+    StorageUnreachable,
+    StorageUnusable,
+    UserError,
+)
 from hpsearch.storage import (
-    ARTIFACTS_ENV,
     DEFAULT_STORAGE,
     STORAGE_ENV,
-    artifact_location,
-    artifact_store_for,
     child_env_and_url,
+    is_connection_error,
     normalize_storage_url,
     open_storage,
     redact_url,
     resolve_storage_url,
+    scrub,
+    secrets_of,
+    storage_error,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -150,7 +160,10 @@ def test_must_exist_refuses_empty_storage(storage_url, tmp_path):
 def test_sqlite_file_that_is_not_a_database(tmp_path):
     bad = tmp_path / "notes.db"
     bad.write_text("just text, not sqlite " * 100)
-    with pytest.raises(StorageError, match="not an SQLite database"):
+    with pytest.raises(StorageUnusable, match="not an SQLite database"):
+        open_storage(f"sqlite:///{bad}")
+    bad.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # the right header, garbage after it
+    with pytest.raises(StorageUnusable, match=r"is unusable \(the file is not an SQLite database\)"):
         open_storage(f"sqlite:///{bad}")
 
 
@@ -164,6 +177,7 @@ def test_unreachable_postgres_is_a_clear_error_without_password():
         "storage postgresql+psycopg://u:***@127.0.0.1:1/db is unreachable (connection refused); "
         "start the server or fix --storage / HPSEARCH_STORAGE"
     )
+    assert isinstance(info.value, StorageUnreachable) and is_connection_error(info.value)
     _no_secret(info.value, "s3cr:t@pw", "s3cr%3At%40pw")
 
 
@@ -173,6 +187,7 @@ def test_wrong_password_rejected_and_no_tables_created(postgres_server):
     with pytest.raises(StorageError) as info:
         open_storage(url)
     assert 'rejected the login (password authentication failed for user "hps")' in str(info.value)
+    assert isinstance(info.value, StorageRejected) and not is_connection_error(info.value)
     _no_secret(info.value, "wr@ngpw", "wr%40ngpw")
     assert postgres_server.tables(db) == []
 
@@ -181,9 +196,162 @@ def test_missing_database_is_named(postgres_server):
     url = postgres_server.url("no_such_db")
     with pytest.raises(StorageError, match='database "no_such_db" does not exist'):
         open_storage(url)
-    with pytest.raises(StorageError) as info:
+    with pytest.raises(StorageUnusable) as info:
         open_storage(url)
     _no_secret(info.value, postgres_server.password, quote(postgres_server.password, safe=""))
+
+
+def _role(server, *, login_password: str) -> str:
+    """A new login role (roles are cluster-wide: a fresh name per test)."""
+    from psycopg import sql
+
+    name = f"r_{uuid.uuid4().hex[:8]}"
+    with server.admin() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(name), sql.Literal(login_password)))
+    return name
+
+
+def test_unknown_role_is_rejected(postgres_server):
+    db = postgres_server.create_database()
+    with pytest.raises(StorageRejected, match='password authentication failed for user "nobody_here"'):
+        open_storage(f"postgresql://nobody_here:pw@127.0.0.1:{postgres_server.port}/{db}")
+
+
+def test_database_closed_to_the_user_is_named(postgres_server):
+    db = postgres_server.create_database()
+    role = _role(postgres_server, login_password="x1")
+    with postgres_server.admin() as conn:
+        conn.execute(f'REVOKE CONNECT ON DATABASE "{db}" FROM PUBLIC')
+    with pytest.raises(StorageUnusable, match=f'permission denied for database "{db}"'):
+        open_storage(f"postgresql://{role}:x1@127.0.0.1:{postgres_server.port}/{db}")
+
+
+def test_no_create_permission_is_unusable_and_writes_nothing(postgres_server):
+    db = postgres_server.create_database()  # owned by hps: since PostgreSQL 15 others may not CREATE in public
+    role = _role(postgres_server, login_password="x2")
+    with pytest.raises(StorageUnusable, match=r"is unusable \(permission denied\); grant the user CREATE"):
+        open_storage(f"postgresql://{role}:x2@127.0.0.1:{postgres_server.port}/{db}")
+    assert postgres_server.tables(db) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://u:pw@no-such-host.invalid/db", "unknown host"),
+        ("postgresql://u@/db?host=/nonexistent-socket-dir", "no server on the local socket"),
+    ],
+)
+def test_unreachable_reasons(url, reason):
+    with pytest.raises(StorageUnreachable, match=rf"is unreachable \({reason}\); start the server"):
+        open_storage(url)
+
+
+def test_workers_creating_the_tables_at_once_all_succeed(postgres_url):
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            open_storage(postgres_url, workers=8)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_lost_server_is_a_connection_error(postgres_server, postgres_url):
+    storage = open_storage(postgres_url)
+    study = optuna.create_study(study_name="lost", storage=storage)
+    postgres_server.stop()
+    try:
+        with pytest.raises(Exception) as info:
+            study.add_trial(create_trial(value=1.0))
+        assert is_connection_error(info.value)
+        error = storage_error(info.value, postgres_url)
+        assert isinstance(error, StorageUnreachable), error
+        assert "(connection refused)" in str(error) and postgres_server.password not in str(error)
+    finally:
+        postgres_server.start()
+
+
+@pytest.mark.parametrize(("version", "fix"), [("v3.0.0.a", "optuna storage upgrade"), ("v99.0.0", "newer Optuna")])
+def test_tables_of_another_optuna_version_are_refused(storage_url, version, fix):
+    import sqlalchemy
+
+    storage = open_storage(storage_url)
+    with storage.engine.begin() as conn:  # what an older (or newer) Optuna would have left
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = :v"), {"v": version})
+    storage.engine.dispose()
+    with pytest.raises(StorageUnusable, match=f"was written by another Optuna version .*{fix}"):
+        open_storage(storage_url)
+
+
+def test_sqlite_result_codes_are_classified(tmp_path):
+    path = tmp_path / "x.db"
+    url = f"sqlite:///{path}"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            sqlite3.connect(path, timeout=0).execute("SELECT * FROM t")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    error = storage_error(locked.value, url)
+    assert isinstance(error, StorageBusy) and is_connection_error(locked.value)
+    assert str(error).startswith(f"storage {url} is busy (the SQLite file is locked by another process)")
+    with pytest.raises(sqlite3.OperationalError) as readonly:
+        sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute("INSERT INTO t VALUES (1)")
+    error = storage_error(readonly.value, url)
+    assert isinstance(error, StorageUnusable) and "(the database is read-only)" in str(error)
+    assert not is_connection_error(readonly.value)
+
+
+def test_is_connection_error_searches_the_causes():
+    import psycopg
+    import sqlalchemy.exc
+
+    lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, psycopg.OperationalError("gone"))
+    try:
+        try:
+            raise lost
+        except sqlalchemy.exc.OperationalError as exc:
+            raise RuntimeError("wrapped by Optuna") from exc
+    except RuntimeError as wrapped:
+        assert is_connection_error(wrapped)
+    unique = sqlalchemy.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation())
+    assert is_connection_error(unique) and isinstance(storage_error(unique, "sqlite:///x.db"), StorageBusy)
+    denied = sqlalchemy.exc.ProgrammingError("CREATE", {}, psycopg.errors.InsufficientPrivilege())
+    assert not is_connection_error(denied) and isinstance(storage_error(denied, "sqlite:///x.db"), StorageUnusable)
+    assert is_connection_error(ConnectionRefusedError())
+    assert is_connection_error(StorageUnreachable("x")) and is_connection_error(StorageBusy("x"))
+    assert not is_connection_error(StorageRejected("x")) and not is_connection_error(ValueError("x"))
+
+
+def test_unknown_driver_error_keeps_a_scrubbed_first_line():
+    import sqlalchemy.exc
+
+    url = "postgresql+psycopg://u:hunter2@h/db"
+    exc = sqlalchemy.exc.DatabaseError("SELECT", {}, RuntimeError("odd failure near hunter2\nsecond line"))
+    error = storage_error(exc, url)
+    assert type(error) is StorageError
+    assert str(error) == (
+        "storage postgresql+psycopg://u:***@h/db failed (odd failure near ***); check --storage / HPSEARCH_STORAGE"
+    )
+
+
+def test_scrub_and_secrets_of():
+    url = "postgresql+psycopg://u:s3cr%3At%40pw@h/db?password=other"
+    assert secrets_of(url, env={"PGPASSWORD": "envpw"}) == ["s3cr:t@pw", "other", "envpw"]
+    assert secrets_of("not a url", env={}) == []
+    text = "a s3cr:t@pw b s3cr%3At%40pw c envpw d"
+    assert scrub(text, ["s3cr:t@pw", "envpw", ""]) == "a *** b *** c *** d"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,7 +402,7 @@ def test_password_from_pgpassword(postgres_url, monkeypatch):
     storage = open_storage(bare)
     optuna.create_study(study_name="pgpass", storage=storage)
     monkeypatch.delenv("PGPASSWORD")
-    with pytest.raises(StorageError, match="rejected the login"):
+    with pytest.raises(StorageRejected, match=r"rejected the login \(no password supplied\)"):
         open_storage(bare)
 
 
@@ -332,58 +500,6 @@ def test_postgres_restart_is_survived(postgres_server, postgres_url):
     postgres_server.restart()
     study.add_trial(create_trial(value=2.0))  # pool_pre_ping replaces the dead connection
     assert [t.value for t in study.trials] == [1.0, 2.0]
-
-
-# --------------------------------------------------------------------------------------------------
-# Artifacts
-# --------------------------------------------------------------------------------------------------
-
-
-def test_artifact_locations(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    sub = tmp_path / "runs"
-    assert artifact_location(f"sqlite:///{sub}/s.db", env={}) == str(sub / "hpsearch-artifacts")
-    assert artifact_location("sqlite:///s.db", env={}) == str(tmp_path / "hpsearch-artifacts")
-    pg = "postgresql+psycopg://u@h/db"
-    assert artifact_location(pg, env={}) == str(tmp_path / "hpsearch-artifacts")
-    assert artifact_location(pg, env={ARTIFACTS_ENV: "/data/art"}) == "/data/art"
-    assert artifact_location(pg, "rel/art", env={ARTIFACTS_ENV: "/data/art"}) == str(tmp_path / "rel/art")
-    assert artifact_location(pg, "s3://bucket/a/b/", env={}) == "s3://bucket/a/b"
-    with pytest.raises(StorageError, match="unsupported scheme 'ftp'"):
-        artifact_location(pg, "ftp://x/y", env={})
-    assert not (tmp_path / "hpsearch-artifacts").exists()
-
-
-def test_s3_artifact_store(monkeypatch):
-    import boto3  # noqa: F401  (an optional dependency of hpsearch, a test dependency: no skip)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    store = artifact_store_for("sqlite:///x.db", "s3://bucket/pre/fix", env={})
-    assert store.prefix == "pre/fix" and store.inner.bucket == "bucket"
-    monkeypatch.setitem(sys.modules, "boto3", None)
-    with pytest.raises(StorageError, match="needs boto3: pip install boto3"):
-        artifact_store_for("sqlite:///x.db", "s3://bucket/p", env={})
-
-
-def test_artifact_round_trip(storage_url, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    storage = open_storage(storage_url)
-    store = artifact_store_for(storage_url, env={})
-    folder = Path(artifact_location(storage_url, env={}))
-    assert not folder.exists()  # created on demand only
-    study = optuna.create_study(storage=storage)
-    trial = study.ask()
-    src = tmp_path / "model.keras"
-    src.write_bytes(b"\x00weights\xff" * 100)
-    artifact_id = optuna.artifacts.upload_artifact(
-        artifact_store=store, file_path=str(src), study_or_trial=trial, storage=storage
-    )
-    study.tell(trial, 1.0)
-    assert folder.is_dir() and folder == tmp_path / "hpsearch-artifacts"
-    metas = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=storage)
-    assert [m.artifact_id for m in metas] == [artifact_id]
-    out = tmp_path / "back.keras"
-    optuna.artifacts.download_artifact(artifact_store=store, file_path=str(out), artifact_id=artifact_id)
-    assert out.read_bytes() == src.read_bytes()
 
 
 def test_normalize_keeps_sqlite_paths():

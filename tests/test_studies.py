@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hpsearch.cli import main
-from hpsearch.config import load_study_config
+from hpsearch.validate import load_study_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

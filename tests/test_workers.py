@@ -15,13 +15,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpsearch import workers as W
+from hpsearch.engines import budget as B
+from hpsearch.engines import control as C
+from hpsearch.workers import launcher as L
+from hpsearch.workers import plan as P
+from hpsearch.workers import worker as WK
 from hpsearch.cli import build_parser, main
 from hpsearch.errors import StudyFailedError, UserError
 from hpsearch.storage import child_env_and_url, open_storage
@@ -60,9 +63,9 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {n_trials}, m
 @pytest.fixture
 def fast_heartbeat(monkeypatch, tmp_path):
     """Short heartbeat for tests; workers import tests.worker_builders; trial events in a folder."""
-    monkeypatch.setenv(W.HEARTBEAT_ENV, "1")
-    monkeypatch.setenv(W.GRACE_ENV, "3")
-    monkeypatch.setenv(W.STOP_DEADLINE_ENV, "20")
+    monkeypatch.setenv(C.HEARTBEAT_ENV, "1")
+    monkeypatch.setenv(C.GRACE_ENV, "3")
+    monkeypatch.setenv(C.STOP_DEADLINE_ENV, "20")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
@@ -135,54 +138,54 @@ def _summary(study: optuna.Study, execs: list[dict], n_trials: int, workers: int
 
 
 def test_parse_and_plan_gpus():
-    assert W.parse_gpus("0, 1") == ["0", "1"]
-    assert W.parse_gpus(None) == []
-    assert W.parse_gpus("GPU-1234") == ["GPU-1234"]
+    assert P.parse_gpus("0, 1") == ["0", "1"]
+    assert P.parse_gpus(None) == []
+    assert P.parse_gpus("GPU-1234") == ["GPU-1234"]
     for bad in ("0,0", "x", ","):
         with pytest.raises(UserError):
-            W.parse_gpus(bad)
-    assert W.plan_workers(1, ["0", "1"], 2) == ["0", "1", "0", "1"]
-    assert W.plan_workers(3, ["0", "1"], 2) == ["0", "1", "0"]
-    assert W.plan_workers(3, [], 1) == [None, None, None]
+            P.parse_gpus(bad)
+    assert P.plan_workers(1, ["0", "1"], 2) == ["0", "1", "0", "1"]
+    assert P.plan_workers(3, ["0", "1"], 2) == ["0", "1", "0"]
+    assert P.plan_workers(3, [], 1) == [None, None, None]
     with pytest.raises(UserError, match="slots"):
-        W.plan_workers(5, ["0", "1"], 2)
+        P.plan_workers(5, ["0", "1"], 2)
     with pytest.raises(UserError, match="--per-gpu needs --gpus"):
-        W.plan_workers(2, [], 2)
+        P.plan_workers(2, [], 2)
 
 
 def test_gpu_worker_env_pins_one_gpu_and_shares_memory():
-    env = W.worker_env("1", per_gpu=2, n_workers=4, cpu_count=16, base={})
+    env = P.worker_env("1", per_gpu=2, n_workers=4, cpu_count=16, base={})
     assert env["CUDA_VISIBLE_DEVICES"] == "1"
     assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.45)
     assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
-    assert float(env[W.GPU_FRACTION_ENV]) == pytest.approx(0.45)
+    assert float(env[P.GPU_FRACTION_ENV]) == pytest.approx(0.45)
     assert env["OMP_NUM_THREADS"] == "4"
 
 
 def test_cpu_worker_env_hides_gpus_and_splits_cores():
-    env = W.worker_env(None, n_workers=4, cpu_count=8, base={})
+    env = P.worker_env(None, n_workers=4, cpu_count=8, base={})
     assert env["CUDA_VISIBLE_DEVICES"] == ""
     assert env["JAX_PLATFORMS"] == "cpu"
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "2"
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
-    assert W.worker_env(None, n_workers=4, cpu_count=8, base={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
-    assert W.worker_env(None, n_workers=16, cpu_count=2, base={})["OMP_NUM_THREADS"] == "1"
+    assert P.worker_env(None, n_workers=4, cpu_count=8, base={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+    assert P.worker_env(None, n_workers=16, cpu_count=2, base={})["OMP_NUM_THREADS"] == "1"
 
 
 def test_heartbeat_settings_are_consistent():
-    assert W.heartbeat_settings({}) == (10, 30)
-    assert W.heartbeat_settings({W.HEARTBEAT_ENV: "2"}) == (2, 6)
+    assert C.heartbeat_settings({}) == (10, 30)
+    assert C.heartbeat_settings({C.HEARTBEAT_ENV: "2"}) == (2, 6)
     with pytest.raises(UserError, match="twice"):
-        W.heartbeat_settings({W.HEARTBEAT_ENV: "5", W.GRACE_ENV: "6"})
+        C.heartbeat_settings({C.HEARTBEAT_ENV: "5", C.GRACE_ENV: "6"})
     with pytest.raises(UserError):
-        W.heartbeat_settings({W.HEARTBEAT_ENV: "soon"})
+        C.heartbeat_settings({C.HEARTBEAT_ENV: "soon"})
 
 
 def test_worker_command_has_no_password_and_parses(postgres_url, tmp_path):
     bare, extra = child_env_and_url(postgres_url)
-    cmd = W.worker_command(tmp_path / "s.yaml", bare, artifacts=str(tmp_path), n_trials=3, epochs=2)
+    cmd = P.worker_command(tmp_path / "s.yaml", bare, artifacts=str(tmp_path), n_trials=3, epochs=2)
     assert "s3cr" not in " ".join(cmd) and "PGPASSWORD" in extra
     assert cmd[1:4] == ["-m", "hpsearch", "worker"]
     a = build_parser().parse_args(cmd[3:])
@@ -190,8 +193,8 @@ def test_worker_command_has_no_password_and_parses(postgres_url, tmp_path):
 
 
 def test_apply_backend_settings_without_gpu_is_harmless():
-    W.apply_backend_settings({"KERAS_BACKEND": "tensorflow"})
-    W.apply_backend_settings({"KERAS_BACKEND": "torch", W.GPU_FRACTION_ENV: "0.45"})
+    P.apply_backend_settings({"KERAS_BACKEND": "tensorflow"})
+    P.apply_backend_settings({"KERAS_BACKEND": "torch", P.GPU_FRACTION_ENV: "0.45"})
 
 
 # ==================================================================================================
@@ -212,8 +215,7 @@ def test_workers_draw_different_params_reproducibly(sampler, tmp_path, monkeypat
     url = f"sqlite:///{tmp_path / 'h.db'}"
 
     def first_params(index):
-        ctx = prepare_context(study, storage=url, progress=False, heartbeat=False, create=True)
-        W._reseed_sampler(ctx.study.sampler, ctx.cfg.search.seed, index)
+        ctx = prepare_context(study, storage=url, worker_index=index)
         draws = []
         for _ in range(3):
             t = ctx.study.ask()
@@ -230,17 +232,20 @@ def test_workers_draw_different_params_reproducibly(sampler, tmp_path, monkeypat
 def test_run_worker_reseeds_with_its_index(tmp_path, monkeypatch):
     seen = []
 
-    def record(sampler, seed, index):
-        seen.append((type(sampler).__name__, seed, index))
+    real = WK.prepare_context
+
+    def record(study, **kw):
+        ctx = real(study, **kw)
+        seen.append((type(ctx.study.sampler).__name__, ctx.cfg.search.seed, kw["worker_index"]))
         raise KeyboardInterrupt  # stop before any trial
 
-    monkeypatch.setattr(W, "_reseed_sampler", record)
-    monkeypatch.setenv(W.INDEX_ENV, "3")
+    monkeypatch.setattr(WK, "prepare_context", record)
+    monkeypatch.setenv(P.INDEX_ENV, "3")
     monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
     study = _study_file(tmp_path, "reseed", 2)
     study.write_text(study.read_text().replace("seed: null", "seed: 5"))
     with pytest.raises(KeyboardInterrupt):
-        W.run_worker(study, storage=f"sqlite:///{tmp_path / 'h.db'}", progress=False)
+        WK.run_worker(study, storage=f"sqlite:///{tmp_path / 'h.db'}")
     assert seen == [("RandomSampler", 5, 3)]
 
 
@@ -255,7 +260,7 @@ def test_run_workers_with_study_config_hands_over_overrides_and_absolute_data(tm
 
     import yaml
 
-    from hpsearch.config import apply_overrides, load_study_config
+    from hpsearch.validate import apply_overrides, load_study_config
 
     folder = tmp_path / "project"
     folder.mkdir()
@@ -278,9 +283,9 @@ def test_run_workers_with_study_config_hands_over_overrides_and_absolute_data(tm
         def poll(self):
             return self.returncode
 
-    monkeypatch.setattr(W.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
     with pytest.raises(StudyFailedError):  # the fake workers ran nothing
-        W.run_workers(cfg, storage=postgres_url, n_workers=2, progress=False)
+        L.run_workers(cfg, storage=postgres_url, n_workers=2)
     assert len(handed) == 2
     given = yaml.safe_load(handed[0])
     assert given["train"]["batch_size"] == 7
@@ -289,7 +294,10 @@ def test_run_workers_with_study_config_hands_over_overrides_and_absolute_data(tm
     worker_file.parent.mkdir()
     worker_file.write_text(handed[0])
     got = load_study_config(worker_file)
-    assert got.data_path() == (folder / "data.csv").absolute() and got.data_path().exists()
+    from hpsearch.datasources import source_for
+
+    located = source_for(got.data.source).locate(got)
+    assert located == (folder / "data.csv").absolute() and located.exists()
     assert got.model_dump(exclude={"data"}) == cfg.model_dump(exclude={"data"})  # search.seed: null stays null
     assert got.train.batch_size == 7 and got.data.target == "y"
     assert got.search.seed is None and got.train.early_stopping is None
@@ -335,10 +343,12 @@ def test_parent_polls_every_two_seconds_and_shows_every_trial(tmp_path, postgres
         def kill(self):
             self.returncode = -9
 
-    monkeypatch.setattr(W.subprocess, "Popen", FakePopen)
+    from hpsearch.console import ConsoleProgress
+
+    monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
     monkeypatch.setattr(optuna.Study, "get_trials", counting)
     with pytest.raises(StudyFailedError, match="2 of 3"):
-        W.run_workers(study, storage=postgres_url, n_workers=2, progress=True)
+        L.run_workers(study, storage=postgres_url, n_workers=2, observer=ConsoleProgress(None, "poll"))
     err = capsys.readouterr().err
     assert "trial 0 COMPLETE value=0.2500" in err and "trial 1 COMPLETE value=0.7500" in err, err
     assert len(reads) <= 2, reads  # 0.5 s polling reads 4 times
@@ -347,10 +357,10 @@ def test_parent_polls_every_two_seconds_and_shows_every_trial(tmp_path, postgres
 def test_worker_study_yaml_keeps_sklearn_sources(tmp_path):
     import yaml
 
-    from hpsearch.config import load_study_config
+    from hpsearch.validate import load_study_config
 
     cfg = load_study_config(_study_file(tmp_path, "skl", 2))
-    assert yaml.safe_load(W._worker_study_yaml(cfg))["data"]["source"] == "sklearn:iris"
+    assert yaml.safe_load(L.worker_study_yaml(cfg))["data"]["source"] == "sklearn:iris"
 
 
 # ==================================================================================================
@@ -372,7 +382,7 @@ def test_non_optuna_engine_refused(tmp_path, postgres_url, fast_heartbeat):
     study = _study_file(tmp_path, "rnd", 2)
     study.write_text(study.read_text().replace("engine: optuna, sampler: random, pruner: none, ", "engine: random, "))
     with pytest.raises(UserError, match="engine optuna only"):
-        W.run_workers(study, storage=postgres_url, n_workers=2, progress=False)
+        L.run_workers(study, storage=postgres_url, n_workers=2)
 
 
 # ==================================================================================================
@@ -384,14 +394,14 @@ def test_budget_is_exact_when_many_workers_race(postgres_url, monkeypatch):
     """Five workers race for the last slots; a delay between counting and ask() widens the window
     that MaxTrialsCallback-style counting loses (without the lock this creates surplus trials)."""
     n_trials, n_workers = 15, 5
-    counts = W._Budget.counts
+    counts = B.Budget.counts
 
     def slow_counts(self):
         res = counts(self)
         time.sleep(0.05)
         return res
 
-    monkeypatch.setattr(W._Budget, "counts", slow_counts)
+    monkeypatch.setattr(B.Budget, "counts", slow_counts)
     st0 = open_storage(postgres_url, workers=n_workers)
     optuna.create_study(study_name="race", storage=st0)
     made: list[int] = []
@@ -401,9 +411,7 @@ def test_budget_is_exact_when_many_workers_race(postgres_url, monkeypatch):
         try:
             st = open_storage(postgres_url, workers=n_workers, heartbeat=True, heartbeat_interval=1, grace_period=3)
             study = optuna.load_study(study_name="race", storage=st)
-            ctx = SimpleNamespace(cfg=SimpleNamespace(search=SimpleNamespace(n_trials=n_trials)), study=study,
-                                  storage=st, storage_url=postgres_url)
-            budget = W._Budget(ctx, st.get_study_id_from_name("race"), 3, W._Control())
+            budget = B.Budget(study, st, postgres_url, st.get_study_id_from_name("race"), n_trials)
             while True:
                 trial, finished = budget.reserve()
                 if trial is None:
@@ -448,11 +456,10 @@ def test_spawned_worker_environment_and_argv(tmp_path, postgres_url, fast_heartb
         def poll(self):
             return self.returncode
 
-    monkeypatch.setattr(W.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
     monkeypatch.setenv("HPSEARCH_STORAGE", postgres_url)  # the password must not leak through it either
     with pytest.raises(StudyFailedError):  # the fake workers ran nothing
-        W.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"), gpus="0,1", per_gpu=2,
-                      progress=False)
+        L.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"), gpus="0,1", per_gpu=2)
     assert len(seen) == 4
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in seen] == ["0", "1", "0", "1"]
     for cmd, env in seen:
@@ -461,7 +468,7 @@ def test_spawned_worker_environment_and_argv(tmp_path, postgres_url, fast_heartb
         assert "HPSEARCH_STORAGE" not in env
         assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
         assert float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.45)
-        assert env[W.MANAGED_ENV] == "1" and env[W.PARENT_ENV] == str(os.getpid())
+        assert env[P.MANAGED_ENV] == "1" and env[C.PARENT_ENV] == str(os.getpid())
         a = build_parser().parse_args(cmd[3:])
         assert a.command == "worker" and a.storage.endswith(postgres_url.rsplit("@", 1)[1])
 
@@ -527,8 +534,8 @@ def test_sigkill_mid_trial_is_requeued_and_completed(tmp_path, postgres_url, fas
 
     def parent() -> None:
         try:
-            result["res"] = W.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"),
-                                          n_workers=2, progress=False, on_spawn=pids.extend)
+            result["res"] = L.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"),
+                                          n_workers=2, on_spawn=pids.extend)
         except BaseException as exc:  # noqa: BLE001
             result["exc"] = exc
 
@@ -635,6 +642,5 @@ def test_postgres_restart_mid_run_loses_nothing(tmp_path, postgres_server, postg
 @pytest.mark.skipif(not Path("/dev/nvidiactl").exists(), reason="needs an NVIDIA GPU")
 def test_two_workers_share_one_gpu(tmp_path, postgres_url, fast_heartbeat):  # pragma: no cover - GPU only
     study = _study_file(tmp_path, "gpu", 4)
-    res = W.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"), gpus="0", per_gpu=2,
-                        progress=False)
+    res = L.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"), gpus="0", per_gpu=2)
     assert res.n_complete == 4

@@ -1,0 +1,74 @@
+"""The private hooks of other packages that hpsearch still uses, and the versions it supports.
+
+hpsearch uses the public APIs of scikit-learn, scikeras, Optuna and Keras, except for the hooks
+listed in :data:`PRIVATE_HOOKS`: each is a private name (or a patch of a third-party class) that
+no public API replaces today, with the reason. ``tests/test_compat.py`` checks every entry on the
+installed versions (run it at the lowest and the highest of :data:`SUPPORTED`) and fails, naming
+the hook and the versions it was checked on, when one disappears or changes; it also fails when
+hpsearch's code uses a private name of these packages that is not listed here.
+
+This module imports nothing (it is read by tests and by people, not at run time).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["PrivateHook", "PRIVATE_HOOKS", "SUPPORTED"]
+
+
+class PrivateHook(NamedTuple):
+    """One private name hpsearch relies on: the package, its dotted name, and why."""
+
+    package: str
+    name: str
+    why: str
+
+
+PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._build_keras_model",
+        "overridden by hpsearch.estimators: every build goes through builders.call_builder "
+        "(clear_session, numpy scalars coerced, meta only if asked, an uncompiled model compiled "
+        "for the task, seeded weights); scikeras has no public build hook",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._fit_keras_model",
+        "overridden by hpsearch.estimators: callbacks given to fit() reach Keras (scikeras drops "
+        "them), validation_data is encoded like y, history_ keeps Keras' log names",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._fit_callbacks",
+        "instance attribute (set by fit) that _fit_keras_model passes to Keras: extended for one "
+        "fit with the callbacks given to fit()",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._get_metadata",
+        "extended by hpsearch.estimators: meta gains 'task' and the 'multiclass-onehot' target "
+        "type, so a builder knows the output layer and loss to use",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._get_compile_kwargs",
+        "called for a builder that declares compile_kwargs, which scikeras passes to such builders "
+        "the same way",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.utils.transformers._is_categorical_crossentropy",
+        "the test scikeras' target encoder uses to one-hot encode y: meta must say so exactly when "
+        "the encoder does",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper.__sklearn_tags__",
+        "absent in scikeras (it defines the removed _more_tags only); hpsearch.estimators adds it "
+        "to BaseWrapper, returning BaseEstimator's tags, so sklearn's check_estimator_tags_renamed "
+        "passes; dead (and to be removed) once scikeras defines it",
+    ),
+)
+
+#: package -> (lowest version declared in pyproject.toml, highest version the hooks were checked on).
+SUPPORTED: dict[str, tuple[str, str]] = {
+    "scikit-learn": ("1.6", "1.9"),
+    "scikeras": ("0.13", "0.13"),
+    "keras": ("3.3", "3.15"),
+    "optuna": ("5.0", "5.0"),
+}

@@ -1,0 +1,164 @@
+"""The one trial loop: ask (against the exact budget), heartbeat, run, tell. It serves one process
+(``hpsearch run``) and each of N workers (``run --workers``, ``hpsearch worker``) alike, so the
+budget, re-queueing and stop handling are written once.
+
+Crash safety:
+* a process killed with SIGKILL: its trial's heartbeat stops; after the grace period any other
+  process (each poll and each ``ask``) marks it FAIL and ``RetryHeartbeatStaleTrialCallback``
+  re-queues a WAITING copy (same params), run next;
+* SIGTERM / SIGINT (see :mod:`hpsearch.engines.control`): the trial is stopped at its next batch,
+  told FAIL with its reason and re-queued;
+* storage outages: every storage call is retried with back-off (``Retry``); a trial whose reports
+  failed during the outage is told FAIL and re-queued; a trial another worker failed as stale
+  meanwhile is abandoned, not told (its copy runs elsewhere, so no trial runs twice at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hpsearch.artifacts import keep_best_models
+from hpsearch.engines.base import Candidate, FailureStreak, RunContext, record_candidate
+from hpsearch.engines.budget import Budget
+from hpsearch.engines.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
+from hpsearch.records import TRIAL
+from hpsearch.storage import is_connection_error
+
+__all__ = ["LoopOutcome", "run_trials", "fail_and_requeue"]
+
+
+@dataclass
+class LoopOutcome:
+    finished: bool  # the budget is met
+    stopped: str | None  # the stop reason (signal, parent exited), if stopped
+
+
+def _requeue(ctx: RunContext, trial_id: int) -> None:
+    """Queue a WAITING copy of a failed trial (the retry callback the heartbeat uses)."""
+    cb = ctx.storage.get_heartbeat_stale_trial_callback()
+    if cb is not None:
+        cb(ctx.study, copy.deepcopy(ctx.storage.get_trial(trial_id)))
+
+
+def fail_and_requeue(ctx: RunContext, trial_id: int, reason: str) -> None:
+    """Fail a running trial with ``reason`` and queue its copy (nothing if it already finished)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        ctx.storage.set_trial_user_attr(trial_id, TRIAL.FAILURE, reason)
+        if ctx.storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            _requeue(ctx, trial_id)
+    except UpdateFinishedTrialError:
+        pass
+
+
+def _failure_text(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}"
+
+
+class _Loop:
+    def __init__(self, ctx: RunContext, runner: Callable[[Any], Candidate], settings: LoopSettings,
+                 ctl: Control) -> None:
+        self.ctx, self.runner, self.settings, self.ctl = ctx, runner, settings, ctl
+        self.retry = Retry(ctx.storage_url, ctl, settings.retry, ctx.observer.message)
+        self.streak = FailureStreak(ctx.cfg.search.max_failures_in_row)
+        study_id = self.retry(lambda: ctx.study_id, "start-up")
+        self.budget = Budget(ctx.study, ctx.storage, ctx.storage_url, study_id, ctx.engine.n_trials(ctx.cfg))
+
+    def run(self) -> bool:
+        """Run trials until the budget is met (True), the timeout passes or a stop (False)."""
+        import optuna
+        from optuna.exceptions import ExperimentalWarning
+
+        ctx, ctl = self.ctx, self.ctl
+        timeout = ctx.cfg.search.timeout
+        start = time.monotonic()
+        while not ctl.stopping and not self.streak.tripped:
+            if ctl.parent_gone() or (timeout is not None and time.monotonic() - start >= timeout):
+                return False
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                self.retry(lambda: optuna.storages.fail_stale_trials(ctx.study), "stale-trial check")
+            trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
+            if trial is None:
+                if finished:
+                    return True
+                ctl.sleep(self.settings.poll)
+                continue
+            self.run_one(trial)
+        return False
+
+    def run_one(self, trial: Any) -> None:
+        ctx, ctl = self.ctx, self.ctl
+        tid = self.budget.trial_id(trial)
+        ctl.current, ctl.current_id, ctl.lost = trial, tid, False
+        hb = Heartbeat(ctx.storage, tid, self.settings.interval, ctl)
+        hb.start()
+        requeue = False
+        try:
+            candidate = self.runner(trial)
+        except (WorkerStopped, TrialLost) as exc:
+            candidate, requeue = Candidate(params=dict(trial.params), state="FAIL", failure=str(exc)), True
+        except Exception as exc:  # noqa: BLE001 - recorded in the trial, the study goes on
+            requeue = is_connection_error(exc)
+            reason = "storage connection lost during the trial" if requeue else _failure_text(exc)
+            candidate = Candidate(params=dict(trial.params), state="FAIL", failure=reason)
+        finally:
+            hb.stop()
+        try:
+            if ctl.lost:  # failed as stale by another worker; its re-queued copy runs elsewhere
+                ctx.observer.message(f"trial {trial.number} was failed as stale by another worker; abandoned")
+                return
+            frozen = self.retry(lambda: record_candidate(ctx.study, candidate, engine=ctx.engine.name, trial=trial),
+                                "tell")
+            if requeue and frozen.state.name == "FAIL":
+                self.retry(lambda: _requeue(ctx, tid), "re-queue")
+            else:
+                self.streak.update(frozen.state.name, frozen.user_attrs.get(TRIAL.FAILURE))
+            self._show(frozen)
+        finally:
+            ctl.current, ctl.current_id = None, None
+
+    def _show(self, frozen: Any) -> None:
+        ctx = self.ctx
+        detail = frozen.user_attrs.get(TRIAL.FAILURE) or ""
+        if frozen.state.name == "PRUNED":
+            detail = f"at epoch {frozen.user_attrs.get(TRIAL.PRUNED_AT)}"
+        ctx.observer.trial_done(frozen.number, frozen.state.name, frozen.value, detail)
+        if frozen.state.name == "COMPLETE" and frozen.user_attrs.get(TRIAL.MODEL_ARTIFACT):
+            with contextlib.suppress(Exception):  # disk hygiene must not stop the study
+                keep_best_models(ctx.study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models)
+
+
+def run_trials(ctx: RunContext, runner: Callable[[Any], Candidate], settings: LoopSettings,
+               ctl: Control) -> LoopOutcome:
+    """Run trials of ``ctx.study`` with ``runner`` until the budget, the timeout or a stop.
+
+    ``runner(trial)`` trains one asked trial and returns its finished :class:`Candidate`. Raises
+    :class:`~hpsearch.errors.StudyFailedError` after ``search.max_failures_in_row`` failures in a row.
+    """
+    import optuna
+
+    loop = _Loop(ctx, runner, settings, ctl)
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        finished = loop.run()
+    except BaseException as exc:
+        if ctl.current_id is not None:  # best effort; else the heartbeat of others re-queues it
+            with contextlib.suppress(Exception):
+                fail_and_requeue(ctx, ctl.current_id, f"worker exited ({type(exc).__name__})")
+        raise
+    finally:
+        optuna.logging.set_verbosity(level)
+    if loop.streak.tripped:
+        raise loop.streak.error(ctx.study.study_name)
+    return LoopOutcome(finished=finished, stopped=ctl.stop_reason)

@@ -1,0 +1,74 @@
+"""The Optuna engine: a sampler and a pruner (seeded factories, :mod:`hpsearch.engines.samplers`)
+ask trials; the trial runner trains them; the one trial loop (:mod:`hpsearch.engines.loop`) keeps
+the exact budget, the heartbeat and the stop handling, in one process or in N workers."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hpsearch.engines.base import Engine, RunContext
+from hpsearch.engines.control import Control, LoopSettings, control_callback
+from hpsearch.engines.loop import run_trials
+from hpsearch.engines.samplers import make_pruner, make_sampler
+from hpsearch.engines.trial_runner import TrialRunner
+from hpsearch.errors import ConfigError
+from hpsearch.space import SearchSpace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hpsearch.config import StudyConfig
+
+__all__ = ["OptunaEngine"]
+
+
+def _space(cfg: StudyConfig) -> SearchSpace:
+    return SearchSpace.from_dict(cfg.space, fixed=cfg.model.fixed)
+
+
+def _grid_size(sampler: Any, space: SearchSpace) -> int | None:
+    """The number of grid points when ``sampler`` walks a grid (it stops there), else None."""
+    import optuna
+
+    if not isinstance(sampler, optuna.samplers.GridSampler):
+        return None
+    return math.prod(len(v) for v in space.to_optuna_grid().values())
+
+
+class OptunaEngine(Engine):
+    name: ClassVar[str] = "optuna"
+    default_cv: ClassVar[int | None] = None  # holdout unless search.cv is set
+    supports_workers: ClassVar[bool] = True
+    needs_resume_flag: ClassVar[bool] = False  # a rerun continues up to the budget
+    stops_gracefully: ClassVar[bool] = True
+
+    def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        # building them is the check: e.g. gp without PyTorch, cmaes without numeric ranges or a
+        # grid that is not finite are one-line ConfigErrors naming search.sampler
+        sampler = make_sampler(cfg, space, cfg.search.seed)
+        make_pruner(cfg)
+        s = cfg.search
+        if s.n_trials is None and s.timeout is None and _grid_size(sampler, space) is None:
+            raise ConfigError("search: give n_trials or timeout for engine optuna")
+
+    def n_trials(self, cfg: StudyConfig) -> int | None:
+        """``search.n_trials``; a grid sampler stops at the grid's size."""
+        space = _space(cfg)
+        n, size = cfg.search.n_trials, _grid_size(make_sampler(cfg, space, None), space)
+        if size is None:
+            return n
+        return size if n is None else min(n, size)
+
+    def study_options(self, cfg: StudyConfig, space: SearchSpace, seed: int | None) -> dict[str, Any]:
+        return {"sampler": make_sampler(cfg, space, seed), "pruner": make_pruner(cfg)}
+
+    def is_complete(self, ctx: RunContext) -> bool:
+        planned = self.n_trials(ctx.cfg)
+        if planned is None:
+            return False  # a timeout-only study runs again when asked
+        return super().is_complete(ctx)
+
+    def run(self, ctx: RunContext) -> None:
+        ctl = ctx.control if ctx.control is not None else Control()
+        ctx.control = ctl
+        runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)])
+        run_trials(ctx, runner, LoopSettings.from_env(), ctl)

@@ -1,0 +1,159 @@
+"""Optuna samplers and pruners as seeded factories, registered by name in
+:data:`hpsearch.registry.SAMPLERS` / :data:`hpsearch.registry.PRUNERS`.
+
+A sampler factory takes ``(cfg, space, seed)``: the seed is given explicitly so that each worker of
+a shared study gets a random stream of its own through the factory itself (no reseeding of a
+sampler's internals). A pruner factory takes ``(cfg)``. Adding a sampler: a function here, its line
+in the registry, the README.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.engines.base import min_resource
+from hpsearch.errors import ConfigError
+from hpsearch.registry import PRUNERS, SAMPLERS
+from hpsearch.space import CategoricalParam, SearchSpace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hpsearch.config import StudyConfig
+
+__all__ = ["make_sampler", "make_pruner", "pruning_steps", "worker_seed",
+           "tpe", "cmaes", "random", "grid", "qmc", "gp", "hyperband", "sha", "median", "nop"]
+
+
+def tpe(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    import optuna
+
+    n = cfg.search.n_trials or 30
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=False,
+                                      n_startup_trials=min(10, max(3, n // 5)))
+
+
+def cmaes(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    import optuna
+
+    if all(isinstance(p, CategoricalParam) for p in space.params.values()):
+        raise ConfigError("search.sampler: cmaes needs numeric ranges in space; use tpe")
+
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+def random(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def qmc(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    import optuna
+
+    # QMC's scrambling seed is shared on purpose: its workers walk one sequence through the storage
+    return optuna.samplers.QMCSampler(seed=cfg.search.seed, warn_independent_sampling=False)
+
+
+def grid(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    import optuna
+
+    class LoopGridSampler(optuna.samplers.GridSampler):
+        """GridSampler whose end is the trial loop's budget (capped at the grid's size): its own
+        ``study.stop()`` after the last point works only inside ``study.optimize``."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return LoopGridSampler(space.to_optuna_grid(), seed=seed)
+
+
+def gp(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    """Gaussian-process Bayesian optimisation (Optuna's GPSampler); needs PyTorch."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError("search.sampler: gp needs PyTorch; install it with pip install 'hpsearch[gp]'"
+                          " or choose another sampler (tpe)")
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(3, (cfg.search.n_trials or 30) // 5)))
+
+
+def hyperband(cfg: StudyConfig) -> Any:
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=min_resource(cfg), max_resource=cfg.train.epochs,
+                                          reduction_factor=cfg.search.factor)
+
+
+def sha(cfg: StudyConfig) -> Any:
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource(cfg),
+                                                  reduction_factor=cfg.search.factor)
+
+
+def median(cfg: StudyConfig) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_resource(cfg))
+
+
+def nop(cfg: StudyConfig) -> Any:
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    """The configured sampler, seeded with ``seed`` (see :func:`worker_seed`)."""
+    try:
+        factory = SAMPLERS.get(cfg.search.sampler)
+    except KeyError:
+        raise ConfigError(SAMPLERS.unknown(cfg.search.sampler)) from None
+    return factory(cfg, space, seed)
+
+
+def make_pruner(cfg: StudyConfig) -> Any:
+    try:
+        factory = PRUNERS.get(cfg.search.pruner)
+    except KeyError:
+        raise ConfigError(PRUNERS.unknown(cfg.search.pruner)) from None
+    return factory(cfg)
+
+
+def pruning_steps(cfg: StudyConfig, pruner: Any) -> set[int] | None:
+    """The reported steps at which ``pruner`` can prune (None: any step).
+
+    Successive halving and Hyperband decide only at rung steps ``min_resource * factor**k`` (every
+    Hyperband bracket's rungs are among them); between rungs ``should_prune()`` is always False, so
+    the trial runner does not ask (each ask reads the trial back from storage).
+    """
+    import optuna
+
+    if isinstance(pruner, optuna.pruners.NopPruner):
+        return set()
+    if not isinstance(pruner, (optuna.pruners.HyperbandPruner, optuna.pruners.SuccessiveHalvingPruner)):
+        return None
+    steps, r = set(), min_resource(cfg)
+    while r < cfg.train.epochs:
+        steps.add(r)
+        r *= cfg.search.factor
+    return steps
+
+
+def worker_seed(seed: int | None, index: int | None) -> int | None:
+    """The sampler seed of one process of a study.
+
+    Every worker builds its sampler from ``search.seed``; with the same seed all workers would draw
+    the same sequence (random) or the same startup trials (TPE). Worker 0 (and a single process)
+    keeps ``search.seed``, so one worker draws what one process draws; worker ``i`` gets a seed
+    derived from both, so a run stays reproducible. Without a seed or a known index (a worker
+    started by hand): ``None``, fresh entropy.
+    """
+    if seed is None or index is None:
+        return None
+    if index == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed) % (1 << 64), int(index)]).generate_state(1)[0])

@@ -1,0 +1,509 @@
+"""The scikit-learn engines: grid, random and successive-halving search over hpsearch's Keras
+estimators, each candidate k-fold cross-validated and stored as an Optuna trial as it finishes.
+
+What a candidate is trained as: a :class:`FoldPipeline` of the study's preprocessing
+(``PreparedData.scaler()``) and a scikeras estimator, fitted on each fold's raw training rows, so
+every fold's scaling is fitted on that fold's rows only; the validation rows that early stopping
+watches go through the same fold-fitted steps.
+
+How folds run: :func:`fit_fold` fits and scores one fold and returns a :class:`FoldResult` (score,
+epochs, the per-epoch validation curve, the failure reason). Folds run through joblib
+(``search.n_jobs``) and everything travels back in those results, so any ``n_jobs`` loses nothing.
+A fold fails on any ``Exception`` (its class and message become the reason); the decision rests on
+the exception and on NaN scores, never on message text.
+
+Which candidates: scikit-learn's own. ``ParameterGrid`` (grid), ``ParameterSampler`` (random, and
+halving's first rung, as ``RandomizedSearchCV`` / ``HalvingRandomSearchCV`` draw them), folds from
+``check_cv`` (stratified for classifiers), scorers from ``get_scorer``; halving's rungs and its
+top-k rule are ``HalvingRandomSearchCV``'s (:func:`halving_rungs`, :func:`top_k`). Only public
+scikit-learn APIs are used (the search classes' ``_run_search`` hook is not).
+
+Resume: a candidate whose key (params and rung) is stored is not trained again; halving reads its
+stored fold scores to pick the next rung.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from hpsearch.engines.base import (
+    Candidate,
+    Engine,
+    FailureStreak,
+    RunContext,
+    min_resource,
+    record_candidate,
+)
+from hpsearch.errors import ConfigError, StudyFailedError
+from hpsearch.records import STUDY, TRIAL
+from hpsearch.space import coerce_params
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hpsearch.config import EarlyStoppingConfig, StudyConfig
+    from hpsearch.data import Preprocessor
+    from hpsearch.space import SearchSpace
+
+__all__ = [
+    "FoldPipeline",
+    "FoldResult",
+    "FoldSpec",
+    "GridEngine",
+    "HalvingEngine",
+    "RandomEngine",
+    "Rung",
+    "candidate_key",
+    "fit_fold",
+    "halving_rungs",
+    "keras_estimator",
+    "make_pipeline",
+    "run_rungs",
+    "top_k",
+]
+
+#: the Keras step's name in a :class:`FoldPipeline`: searched parameters are set as ``model__NAME``
+MODEL = "model"
+#: halving's resource: the Keras estimator's ``epochs``
+RESOURCE = "epochs"
+
+
+def candidate_key(params: dict[str, Any], n_resources: int | None = None) -> str:
+    """A candidate's identity in storage (params, and the rung's epochs under halving): resume skips it."""
+    key = json.dumps(coerce_params(params), sort_keys=True, default=str)
+    return key if n_resources is None else f"{key}@{n_resources}"
+
+
+# -- the estimator searched ----------------------------------------------------------------------
+class FoldPipeline(Pipeline):
+    """Preprocessing steps and a Keras estimator, fitted together on one fold's raw training rows.
+
+    Unlike a plain Pipeline, ``fit(X, y, model__validation_data=(Xv, yv))`` sends the validation
+    rows (early stopping) through the preprocessing just fitted on ``X``, so the model watches rows
+    scaled like the ones it trains on. (Pipeline's own ``transform_input`` would need metadata
+    routing switched on for the whole process.)
+    """
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> FoldPipeline:
+        name, last = self.steps[-1]
+        prefix = f"{name}__"
+        valid = params.pop(f"{prefix}validation_data", None)
+        if valid is None:
+            super().fit(X, y, **params)
+            return self
+        if any(not k.startswith(prefix) for k in params):
+            raise TypeError(f"FoldPipeline.fit with validation_data takes only {prefix}* parameters,"
+                            f" got {sorted(params)}")
+        head = Pipeline(self.steps[:-1])  # the same step objects: fitted in place
+        Xt = head.fit_transform(X, y)
+        X_valid, y_valid = valid
+        last.fit(Xt, y, validation_data=(head.transform(X_valid), y_valid),
+                 **{k[len(prefix):]: v for k, v in params.items()})
+        return self
+
+
+def keras_estimator(ctx: RunContext) -> Any:
+    """The scikeras estimator of this study: builder, fixed params, epochs, batch size, seed."""
+    from hpsearch.estimators import KerasClassifier, KerasRegressor
+
+    cfg = ctx.cfg
+    classification = ctx.data.task == "classification"
+    kw: dict[str, Any] = {
+        "model": ctx.builder, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+        "verbose": cfg.train.verbose, "random_state": cfg.search.seed,
+    }
+    if classification and cfg.train.class_weight:
+        kw["class_weight"] = cfg.train.class_weight
+    # fixed params (and the searched ones' defaults) are estimator params, so set_params takes them
+    params = {**ctx.space.fixed, **ctx.builder_extra}
+    return (KerasClassifier if classification else KerasRegressor)(**kw, **params)
+
+
+def make_pipeline(ctx: RunContext) -> FoldPipeline:
+    """The estimator the search fits per fold: the study's (unfitted) preprocessing, then Keras."""
+    return FoldPipeline([("preprocess", ctx.data.scaler()), (MODEL, keras_estimator(ctx))])
+
+
+def _callbacks(early_stopping: EarlyStoppingConfig | None) -> list[Any]:
+    """Fresh callbacks for one fit (built where the fit runs: joblib workers get no shared objects)."""
+    import keras
+
+    cbs: list[Any] = [keras.callbacks.TerminateOnNaN()]
+    if early_stopping is not None:
+        cbs.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=early_stopping.patience, min_delta=early_stopping.min_delta,
+            restore_best_weights=early_stopping.restore_best_weights,
+        ))
+    return cbs
+
+
+# -- one fold ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FoldSpec:
+    """What every fold of a run shares besides the rows (picklable: it goes to joblib workers)."""
+
+    scoring: str  # scikit-learn scorer name (greater is better)
+    metric: str  # the study metric, read per epoch from the Keras logs
+    y_valid_var: float | None  # regression: variance of the validation targets (r2 per epoch)
+    early_stopping: EarlyStoppingConfig | None
+
+
+@dataclass
+class FoldResult:
+    """One fold's outcome, returned by :func:`fit_fold` from whichever process ran it."""
+
+    score: float  # the scorer's value (greater is better); NaN when the fold failed
+    epochs: int = 0
+    curve: list[float | None] = field(default_factory=list)  # the validation metric after each epoch
+    fit_time: float = 0.0
+    score_time: float = 0.0
+    failure: str | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any, test: Any,
+             valid: tuple[Any, Any], spec: FoldSpec) -> FoldResult:
+    """Fit a clone of ``estimator`` with ``params`` on a fold's training rows, score it on the held-out rows.
+
+    Any ``Exception`` of the build, the fit or the scorer fails the fold (the search goes on);
+    ``KeyboardInterrupt`` and ``SystemExit`` stop the search. A loss that became NaN / inf fails it too.
+    """
+    from sklearn.base import clone
+    from sklearn.metrics import get_scorer
+
+    from hpsearch.metrics import value_from_logs
+
+    est = clone(estimator).set_params(**params)
+    start = time.perf_counter()
+    try:
+        est.fit(X[train], y[train], **{f"{MODEL}__validation_data": valid,
+                                       f"{MODEL}__callbacks": _callbacks(spec.early_stopping)})
+    except Exception as exc:  # noqa: BLE001 - any error of a candidate fails it; the search goes on
+        return FoldResult(math.nan, fit_time=time.perf_counter() - start, failure=_reason(exc))
+    fit_time = time.perf_counter() - start
+    history = est[-1].history_
+    losses = history.get("loss", [])
+    epochs = len(losses)
+    curve = [value_from_logs(spec.metric, {k: v[i] for k, v in history.items() if i < len(v)}, spec.y_valid_var)
+             for i in range(epochs)]
+    if losses and not math.isfinite(losses[-1]):
+        return FoldResult(math.nan, epochs, curve, fit_time,
+                          failure=f"training diverged: loss became {losses[-1]} at epoch {epochs}")
+    start = time.perf_counter()
+    try:
+        score = float(get_scorer(spec.scoring)(est, X[test], y[test]))
+    except Exception as exc:  # noqa: BLE001 - e.g. predictions a scorer rejects
+        return FoldResult(math.nan, epochs, curve, fit_time, time.perf_counter() - start, _reason(exc))
+    return FoldResult(score, epochs, curve, fit_time, time.perf_counter() - start)
+
+
+def _mean_curve(curves: Sequence[Sequence[float | None]]) -> dict[int, float]:
+    """Per-epoch mean over the folds that trained that long (early stopping ends folds unevenly)."""
+    out: dict[int, float] = {}
+    for i in range(max((len(c) for c in curves), default=0)):
+        vals = [v for c in curves if i < len(c) and (v := c[i]) is not None and math.isfinite(v)]
+        if vals:
+            out[i] = float(np.mean(vals))
+    return out
+
+
+# -- halving's schedule --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rung:
+    """One halving iteration: its index, the epochs and number of its candidates, whether it is the last."""
+
+    index: int
+    epochs: int
+    n_candidates: int
+    last: bool
+
+
+def halving_rungs(n_candidates: int, min_epochs: int, max_epochs: int, factor: int) -> list[Rung]:
+    """The rungs ``HalvingRandomSearchCV`` runs for ``n_candidates`` (``aggressive_elimination=False``):
+    as many as needed to get below ``factor`` candidates, as far as the epochs allow; each keeps the
+    best ``ceil(n / factor)`` of the one before."""
+    n_required = 1 + math.floor(math.log(n_candidates, factor))
+    n_possible = 1 + math.floor(math.log(max_epochs // min_epochs, factor))
+    n_rungs = min(n_possible, n_required)
+    rungs = []
+    for i in range(n_rungs):
+        rungs.append(Rung(i, min(int(factor ** i * min_epochs), max_epochs), n_candidates, i == n_rungs - 1))
+        n_candidates = math.ceil(n_candidates / factor)
+    return rungs
+
+
+def top_k(candidates: Sequence[dict[str, Any]], scores: Sequence[float], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best candidates of a rung as scikit-learn's successive halving picks them (scores:
+    greater is better; NaN ranks lowest), in its order: the weakest kept first."""
+    s = np.asarray(scores, dtype=float)
+    order = np.roll(np.argsort(s), np.count_nonzero(np.isnan(s)))
+    return [candidates[int(i)] for i in order[-k:]]
+
+
+def run_rungs(candidates: Sequence[dict[str, Any]], rungs: Sequence[Rung],
+              evaluate: Callable[[dict[str, Any], int, Rung], float]) -> None:
+    """Successive halving: every candidate of a rung is evaluated (``evaluate(params, index, rung)``
+    returns its mean score, greater is better); the best of them make the next rung."""
+    index = 0
+    current = list(candidates)
+    for rung, following in zip(rungs, [*rungs[1:], None]):
+        scores = []
+        for params in current:
+            scores.append(evaluate(params, index, rung))
+            index += 1
+        if following is not None:
+            current = top_k(current, scores, following.n_candidates)
+
+
+# -- one run of a search -------------------------------------------------------------------------
+class CandidateSearch:
+    """One run of a scikit-learn engine: cross-validates candidates and records each as it finishes.
+
+    Built once per run: the pipeline, the folds (``check_cv``: stratified for classification, the
+    same splits for every candidate), the scorer and what earlier runs stored (for resume).
+    """
+
+    def __init__(self, ctx: RunContext, engine: SklearnEngine) -> None:
+        from sklearn.base import is_classifier
+        from sklearn.model_selection import check_cv
+
+        from hpsearch.metrics import sklearn_scoring
+
+        data, cfg = ctx.data, ctx.cfg
+        self.ctx = ctx
+        self.engine = engine.name
+        self.estimator = make_pipeline(ctx)
+        self.X, self.y = data.X_train_raw, data.y_train
+        self.valid = (data.X_valid_raw, data.y_valid)
+        cv = check_cv(engine.cv_folds(cfg), self.y, classifier=is_classifier(self.estimator))
+        self.splits = list(cv.split(self.X, self.y))
+        scoring, self.sign = sklearn_scoring(ctx.metric, data.task)
+        y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
+        self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, cfg.train.early_stopping)
+        self.distributions = ctx.space.to_optuna_distributions()
+        trials = ctx.study.get_trials(deepcopy=False)
+        self.stored = {t.user_attrs[TRIAL.CANDIDATE_KEY]: t for t in trials
+                       if t.state.is_finished() and t.user_attrs.get(TRIAL.CANDIDATE_KEY)}
+        self.next_number = len(trials)  # one process per study: numbers follow without a read per trial
+        self.streak = FailureStreak(cfg.search.max_failures_in_row)
+        self.n_ok = 0
+
+    def evaluate(self, params: dict[str, Any], index: int, rung: Rung | None = None) -> float:
+        """Cross-validate one candidate and record it (unless stored before); its mean score
+        (greater is better, NaN when a fold failed)."""
+        # halving: the rung's epochs are one of the params fitted (and of the key, as stored since 0.1)
+        fit_params = dict(params) if rung is None else {**params, RESOURCE: rung.epochs}
+        key = candidate_key(fit_params, None if rung is None else rung.epochs)
+        if key in self.stored:
+            return self._stored_score(self.stored[key])
+        folds = self._run_folds({f"{MODEL}__{k}": v for k, v in fit_params.items()})
+        self._record(self._candidate(params, key, index, folds, rung))
+        return float(np.mean([r.score for r in folds]))
+
+    def _run_folds(self, params: dict[str, Any]) -> list[FoldResult]:
+        from sklearn.utils.parallel import Parallel, delayed
+
+        jobs = (delayed(fit_fold)(self.estimator, params, self.X, self.y, train, test, self.valid, self.spec)
+                for train, test in self.splits)
+        results: list[FoldResult] = Parallel(n_jobs=self.ctx.cfg.search.n_jobs)(jobs)
+        return results
+
+    def _stored_score(self, trial: Any) -> float:
+        """A stored candidate's mean score in the scorer's orientation (NaN if a fold failed)."""
+        folds = trial.user_attrs.get(TRIAL.FOLD_SCORES) or [None]
+        return float(np.mean([math.nan if v is None else v * self.sign for v in folds]))
+
+    def _candidate(self, params: dict[str, Any], key: str, index: int, folds: list[FoldResult],
+                   rung: Rung | None) -> Candidate:
+        values = [r.score * self.sign for r in folds]  # the study's orientation (e.g. mse > 0)
+        finite = [v for v in values if math.isfinite(v)]
+        attrs: dict[str, Any] = {
+            TRIAL.CANDIDATE: index, TRIAL.CANDIDATE_KEY: key, TRIAL.FOLD_SCORES: values,
+            TRIAL.FIT_TIME: sum(r.fit_time for r in folds), TRIAL.SCORE_TIME: sum(r.score_time for r in folds),
+        }
+        if finite:
+            attrs[TRIAL.STD_SCORE] = float(np.std(finite))
+        epochs = [r.epochs for r in folds]
+        if max(epochs) > 0:
+            attrs[TRIAL.EPOCHS], attrs[TRIAL.EPOCHS_PER_FOLD] = max(epochs), epochs
+        if rung is not None:
+            attrs[TRIAL.N_RESOURCES], attrs[TRIAL.HALVING_ITER] = rung.epochs, rung.index
+        curve = _mean_curve([r.curve for r in folds])
+        duration = attrs[TRIAL.FIT_TIME] + attrs[TRIAL.SCORE_TIME]
+        common: dict[str, Any] = {"params": coerce_params(params), "user_attrs": attrs, "duration": duration}
+        if len(finite) < len(values):
+            reason = next((r.failure for r in folds if r.failure), None) or "a fold failed (score is NaN)"
+            return Candidate(state="FAIL", intermediate_values=curve, failure=reason, **common)
+        mean = float(np.mean(values))
+        if rung is not None and not rung.last:
+            # stopped at this rung's epochs (promoted or not, its final word is a later trial): only
+            # the last rung competes for the best, as in scikit-learn
+            curve[rung.epochs - 1] = mean
+            return Candidate(state="PRUNED", intermediate_values=curve, **common)
+        return Candidate(state="COMPLETE", value=mean, intermediate_values=curve, **common)
+
+    def _record(self, candidate: Candidate) -> None:
+        record_candidate(self.ctx.study, candidate, engine=self.engine, distributions=self.distributions)
+        number, self.next_number = self.next_number, self.next_number + 1
+        reason = candidate.failure
+        self.ctx.observer.trial_done(number, candidate.state, candidate.value,
+                                     "" if reason is None else f"({reason[:80]})")
+        if candidate.state != "FAIL":
+            self.n_ok += 1
+        if self.streak.update(candidate.state, reason):
+            raise self.streak.error(self.ctx.study.study_name, what="candidates")
+
+    def finish(self) -> None:
+        """Refuse a run where nothing worked (rather than a study without a best trial)."""
+        if self.n_ok == 0 and not self.stored:
+            raise StudyFailedError(
+                f"study {self.ctx.study.study_name!r}: every candidate failed; see failure_reason of its trials"
+                " (`hpsearch status STUDY`) and check the space and data"
+            )
+
+
+# -- the engines ---------------------------------------------------------------------------------
+class SklearnEngine(Engine):
+    """What grid, random and halving share: k-fold CV (default 3), one process, resume by flag, and
+    a refit of the best candidate on the whole training split (fold models are not kept)."""
+
+    default_cv: ClassVar[int | None] = 3
+    supports_workers: ClassVar[bool] = False
+    needs_resume_flag: ClassVar[bool] = True
+
+    def n_trials(self, cfg: StudyConfig) -> int | None:
+        return _n_candidates(cfg)
+
+    def is_complete(self, ctx: RunContext) -> bool:
+        """Every planned candidate index has a finished (complete or failed) trial."""
+        planned = self.plan(ctx)
+        finished = {t.user_attrs.get(TRIAL.CANDIDATE) for t in ctx.study.get_trials(deepcopy=False)
+                    if t.state.name in ("COMPLETE", "FAIL")}
+        finished.discard(None)
+        return planned is not None and len(finished) >= planned
+
+    @abstractmethod
+    def candidates(self, cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
+        """The candidates (halving: of its first rung), as scikit-learn's search class draws them."""
+
+    def search(self, ctx: RunContext, search: CandidateSearch) -> None:
+        """Evaluate the candidates in order (halving: rung by rung)."""
+        for index, params in enumerate(self.candidates(ctx.cfg, ctx.space)):
+            search.evaluate(params, index)
+
+    def run(self, ctx: RunContext) -> None:
+        search = CandidateSearch(ctx, self)
+        start = time.monotonic()
+        self.search(ctx, search)
+        ctx.info["search_seconds"] = time.monotonic() - start
+        search.finish()
+
+    def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> tuple[Any, Preprocessor]:
+        """The best candidate trained on the whole training split, its preprocessing fitted on those
+        rows (early stopping on the validation split, scaled alike): ``(keras model, preprocessor)``.
+        A halving candidate trains for its rung's epochs. Stores the epochs it trained."""
+        data = ctx.data
+        params = dict(params)
+        if trial.user_attrs.get(TRIAL.N_RESOURCES):
+            params[RESOURCE] = int(trial.user_attrs[TRIAL.N_RESOURCES])
+        est = keras_estimator(ctx).set_params(**params)
+        pre = data.fit_preprocessor(data.X_train_raw)
+        est.fit(pre.transform(data.X_train_raw), data.y_train,
+                validation_data=(pre.transform(data.X_valid_raw), data.y_valid),
+                callbacks=_callbacks(ctx.cfg.train.early_stopping))
+        ctx.study.set_user_attr(STUDY.REFIT_EPOCHS, int(est.n_epochs_trained_))
+        return est.model_, pre
+
+
+def _n_candidates(cfg: StudyConfig) -> int:
+    """Candidates random and halving draw: ``search.n_trials``, 10 when it is not set."""
+    return cfg.search.n_trials or 10
+
+
+def _sampled(cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
+    """The candidates as ``RandomizedSearchCV`` draws them (fewer when the space is a small grid)."""
+    from sklearn.model_selection import ParameterSampler
+
+    sampler = ParameterSampler(space.to_sklearn_distributions(), _n_candidates(cfg), random_state=cfg.search.seed)
+    return list(sampler)
+
+
+class GridEngine(SklearnEngine):
+    """Every point of the grid, in ``GridSearchCV``'s order; float ranges need ``grid: N`` points."""
+
+    name: ClassVar[str] = "grid"
+
+    def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        space.to_sklearn_grid()  # ConfigError naming the parameter that is not a finite set
+
+    def n_trials(self, cfg: StudyConfig) -> int | None:
+        """None: the grid's size is the budget (see :meth:`plan`)."""
+        return None
+
+    def plan(self, ctx: RunContext) -> int | None:
+        from sklearn.model_selection import ParameterGrid
+
+        return len(ParameterGrid(ctx.space.to_sklearn_grid()))
+
+    def candidates(self, cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
+        from sklearn.model_selection import ParameterGrid
+
+        return list(ParameterGrid(space.to_sklearn_grid()))
+
+
+class RandomEngine(SklearnEngine):
+    """``search.n_trials`` (default 10) candidates drawn with ``search.seed``, as ``RandomizedSearchCV``."""
+
+    name: ClassVar[str] = "random"
+
+    def plan(self, ctx: RunContext) -> int | None:
+        return len(self.candidates(ctx.cfg, ctx.space))
+
+    def candidates(self, cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
+        return _sampled(cfg, space)
+
+
+class HalvingEngine(SklearnEngine):
+    """Successive halving with epochs as the resource, as ``HalvingRandomSearchCV``: ``search.n_trials``
+    (default 10) candidates train ``min_resource`` epochs, the best ``1/factor`` go on with ``factor``
+    times more, up to ``train.epochs``. Earlier rungs are stored as pruned trials; the last competes."""
+
+    name: ClassVar[str] = "halving"
+
+    def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        if RESOURCE in space.params:
+            raise ConfigError(f"space.{RESOURCE}: halving gives candidates more epochs rung by rung, so epochs"
+                              " cannot be searched; remove it from space (train.epochs is the most a candidate gets)")
+
+    def candidates(self, cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
+        return _sampled(cfg, space)
+
+    def rungs(self, ctx: RunContext) -> list[Rung]:
+        cfg = ctx.cfg
+        n = len(self.candidates(cfg, ctx.space))
+        return halving_rungs(n, min_resource(cfg), cfg.train.epochs, cfg.search.factor)
+
+    def plan(self, ctx: RunContext) -> int | None:
+        """Trials in all: every rung's candidates (known before the search starts)."""
+        return sum(r.n_candidates for r in self.rungs(ctx))
+
+    def is_complete(self, ctx: RunContext) -> bool:
+        """The search ran to its end (which candidates go on depends on scores: :meth:`search` marks it)."""
+        return bool(ctx.study.user_attrs.get(STUDY.COMPLETE))
+
+    def search(self, ctx: RunContext, search: CandidateSearch) -> None:
+        rungs = self.rungs(ctx)
+        run_rungs(self.candidates(ctx.cfg, ctx.space), rungs, search.evaluate)
+        ctx.info["halving"] = {"n_resources": [r.epochs for r in rungs],
+                               "n_candidates": [r.n_candidates for r in rungs]}
+        ctx.study.set_user_attr(STUDY.COMPLETE, True)

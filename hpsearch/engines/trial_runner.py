@@ -1,0 +1,249 @@
+"""Fit one asked trial: build, train (holdout or k folds in lockstep), report each epoch for pruning
+and early stopping, store the model when it ranks in the best K, and hand back a finished
+:class:`~hpsearch.engines.base.Candidate`. The runner never chooses parameters (the sampler does)
+and never tells the storage (the trial loop does).
+
+DESIGN.md's performance rules: data is prepared once per process (the runner holds padded,
+fixed-shape arrays), every trial clears the Keras session, the training set is padded to a whole
+number of batches (no recompile for a partial last batch) and the validation set is evaluated as
+one batch. Storage writes are one row per epoch (off the training thread) and the model files once
+per finished trial, only when it ranks in the best K.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hpsearch.artifacts import save_curve_artifact, save_model_artifacts
+from hpsearch.builders import call_builder, count_params
+from hpsearch.engines.base import Candidate, RunContext
+from hpsearch.engines.samplers import pruning_steps
+from hpsearch.records import TRIAL, best_of, is_better
+
+__all__ = ["TrialRunner", "TrialDiverged", "pad_to_batches"]
+
+MAX_SINGLE_VALID_BATCH = 32768
+
+
+class TrialDiverged(RuntimeError):
+    """Training produced a NaN/inf loss or validation value."""
+
+
+def pad_to_batches(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad with randomly repeated rows to a whole number of batches: one compiled shape per epoch."""
+    n = len(y)
+    rem = n % batch_size
+    if rem == 0 or n < batch_size:
+        return X, y
+    extra = np.random.default_rng(seed).choice(n, batch_size - rem, replace=batch_size - rem > n)
+    return np.concatenate([X, X[extra]]), np.concatenate([y, y[extra]])
+
+
+@dataclass
+class _Fitted:
+    """What training one candidate produced."""
+
+    value: float | None
+    epochs: int
+    model: Any = None
+    pruned_at: int | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    fold_scores: list[float] | None = None
+    best_epoch: int = 0
+    report_time: float = 0.0
+
+
+class TrialRunner:
+    """The objective: one instance per process, reused across trials (data prepared once)."""
+
+    def __init__(self, ctx: RunContext, extra_callbacks: list[Any] | None = None) -> None:
+        self.ctx = ctx
+        cfg, data = ctx.cfg, ctx.data
+        self.extra_callbacks = list(extra_callbacks or [])
+        self.batch_size = min(cfg.train.batch_size, len(data.y_train))
+        seed = cfg.data.split.seed
+        self.X_train, self.y_train = pad_to_batches(data.X_train, data.y_train, self.batch_size, seed)
+        self.valid_batch = len(data.y_valid) if len(data.y_valid) <= MAX_SINGLE_VALID_BATCH else 4096
+        self.y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.check_steps = pruning_steps(cfg, ctx.study.pruner)
+        self.class_weight = None
+        if data.task == "classification" and cfg.train.class_weight == "balanced":
+            counts = np.bincount(data.y_train, minlength=data.n_classes)
+            self.class_weight = {i: len(data.y_train) / (data.n_classes * c) for i, c in enumerate(counts) if c}
+        self.folds = None
+        if cfg.search.cv:  # each fold scaled by a preprocessor fitted on its own training rows
+            self.folds = [(*pad_to_batches(Xt, yt, self.batch_size, seed), Xv, yv)
+                          for Xt, yt, Xv, yv in data.fold_arrays(cfg.search.cv, seed)]
+
+    # -- training ------------------------------------------------------------------------------
+    def _monitor(self) -> tuple[str, str]:
+        """Keras log key and mode that early stopping watches for the study metric."""
+        m = self.ctx.metric
+        if m in ("rmse", "r2"):
+            return "val_mse", "min"
+        return f"val_{m}", "max" if self.ctx.direction == "maximize" else "min"
+
+    def _callbacks(self, trial: Any) -> tuple[list[Any], Any, Any]:
+        import keras
+
+        from hpsearch.callbacks import NaNGuard, PruningReporter
+
+        es_cfg = self.ctx.cfg.train.early_stopping
+        guard = NaNGuard()
+        reporter = PruningReporter(trial, self.ctx.metric, self.y_valid_var, check_steps=self.check_steps)
+        monitor, mode = self._monitor()
+        epochs = self.ctx.cfg.train.epochs
+        # Without early stopping the callback still runs (patience = all epochs) so that the best
+        # epoch's weights are restored: the stored model is the one the trial value describes.
+        stop = keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=es_cfg.patience if es_cfg is not None else epochs,
+            min_delta=es_cfg.min_delta if es_cfg is not None else 0.0,
+            restore_best_weights=es_cfg.restore_best_weights if es_cfg is not None else True)
+        return [guard, reporter, stop], guard, reporter
+
+    def _build(self, params: dict[str, Any], clear_session: bool = True) -> Any:
+        return call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=clear_session)
+
+    def _fit(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
+             epochs: int, callbacks: list[Any], initial_epoch: int = 0) -> Any:
+        return model.fit(
+            X, y, batch_size=self.batch_size, epochs=epochs, initial_epoch=initial_epoch,
+            validation_data=(Xv, yv), validation_batch_size=min(self.valid_batch, len(yv)),
+            callbacks=[*callbacks, *self.extra_callbacks], verbose=self.ctx.cfg.train.verbose, shuffle=True,
+            class_weight=self.class_weight,
+        )
+
+    def _holdout(self, trial: Any, params: dict[str, Any]) -> _Fitted:
+        data = self.ctx.data
+        model = self._build(params)
+        cbs, guard, reporter = self._callbacks(trial)
+        try:
+            hist = self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid,
+                             self.ctx.cfg.train.epochs, cbs)
+        finally:
+            reporter.close()
+        if guard.diverged_at is not None:
+            raise TrialDiverged(f"training diverged: loss became {guard.loss} at epoch {guard.diverged_at}")
+        value, best = best_of(reporter.values, self.ctx.direction)
+        return _Fitted(value=value, epochs=len(reporter.values), model=model, pruned_at=reporter.pruned_at,
+                       history=dict(hist.history), best_epoch=best + 1, report_time=reporter.storage_time)
+
+    def _cv(self, trial: Any, params: dict[str, Any]) -> _Fitted:
+        """k folds trained in lockstep, one epoch at a time, reporting the fold mean each epoch
+        (so pruning and early stopping act on the CV estimate, as with one model)."""
+        import math
+
+        import keras
+
+        from hpsearch.callbacks import EpochValues, NaNGuard
+
+        cfg, direction = self.ctx.cfg, self.ctx.direction
+        folds = self.folds or []
+        es = cfg.train.early_stopping
+        keras.backend.clear_session()  # once per trial: the k fold models live side by side
+        models = [self._build(params, clear_session=False) for _ in folds]
+        guards = [NaNGuard() for _ in models]
+        trackers = [EpochValues(self.ctx.metric, self.y_valid_var) for _ in models]
+        out = _Fitted(value=None, epochs=0, history={"val_metric_mean": []})
+        wait = 0
+        for epoch in range(cfg.train.epochs):
+            for (Xt, yt, Xv, yv), model, g, tr in zip(folds, models, guards, trackers):
+                self._fit(model, Xt, yt, Xv, yv, epoch + 1, [g, tr], initial_epoch=epoch)
+                if g.diverged_at is not None:
+                    raise TrialDiverged(f"training diverged: loss became {g.loss} at epoch {epoch + 1}")
+            vals = [tr.values[-1] for tr in trackers]
+            if any(v is None or not math.isfinite(v) for v in vals):
+                raise TrialDiverged(f"validation metric is not finite at epoch {epoch + 1}")
+            mean = float(np.mean(vals))
+            out.epochs += 1
+            out.history["val_metric_mean"].append(mean)
+            t0 = time.monotonic()
+            trial.report(mean, epoch)
+            prune = (self.check_steps is None or epoch in self.check_steps) and trial.should_prune()
+            out.report_time += time.monotonic() - t0
+            if is_better(mean, out.value, direction, es.min_delta if es is not None else 0.0):
+                out.value, out.best_epoch, wait = mean, epoch + 1, 0
+            else:
+                wait += 1
+            if prune:
+                out.pruned_at = epoch
+                break
+            if es is not None and wait >= es.patience:  # as keras.callbacks.EarlyStopping
+                break
+        if out.best_epoch:
+            out.fold_scores = [float(tr.values[out.best_epoch - 1]) for tr in trackers]
+        return out
+
+    def _refit(self, params: dict[str, Any], epochs: int) -> Any:
+        """CV fold models saw part of the data: refit once on the training split for the epochs of
+        the best fold mean (its preprocessing was fitted on the same rows)."""
+        data = self.ctx.data
+        model = self._build(params)
+        self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid, max(1, epochs), [])
+        return model
+
+    # -- one trial -----------------------------------------------------------------------------
+    def __call__(self, trial: Any) -> Candidate:
+        ctx = self.ctx
+        t_start = time.monotonic()
+        trial.set_user_attr(TRIAL.WORKER, self.worker)  # early: a killed trial still says where it ran
+        params = ctx.space.full_params(ctx.space.suggest(trial))
+        params.update(ctx.builder_extra)
+        t_sampled = time.monotonic()
+        try:
+            fit = self._holdout(trial, params) if self.folds is None else self._cv(trial, params)
+        except TrialDiverged as e:
+            return Candidate(params=dict(trial.params), state="FAIL", failure=str(e))
+        t_fit = time.monotonic()
+        attrs: dict[str, Any] = {TRIAL.EPOCHS: fit.epochs, TRIAL.FIT_TIME: t_fit - t_sampled - fit.report_time,
+                                 TRIAL.REPORT_TIME: fit.report_time, TRIAL.SAMPLE_TIME: t_sampled - t_start,
+                                 TRIAL.WORKER: self.worker}
+        if fit.model is not None:
+            attrs[TRIAL.N_PARAMS] = count_params(fit.model)
+        if fit.fold_scores is not None:
+            attrs[TRIAL.FOLD_SCORES] = fit.fold_scores
+            attrs[TRIAL.STD_SCORE] = float(np.std(fit.fold_scores))
+        candidate = Candidate(params=dict(trial.params), state="COMPLETE", value=fit.value, user_attrs=attrs)
+        if fit.pruned_at is not None:
+            attrs[TRIAL.PRUNED_AT] = fit.pruned_at
+            candidate.state, candidate.value = "PRUNED", None
+        elif fit.value is None:
+            candidate.state, candidate.failure = "FAIL", "no finite validation value was logged"
+        else:
+            self._keep_model(trial, params, fit, attrs)
+        # storage, sampling and model saving: what hpsearch adds around the training itself
+        attrs[TRIAL.OVERHEAD_TIME] = (t_sampled - t_start) + fit.report_time + (time.monotonic() - t_fit)
+        return candidate
+
+    def _keep_model(self, trial: Any, params: dict[str, Any], fit: _Fitted, attrs: dict[str, Any]) -> None:
+        """Store the model when it ranks in the best K (saves the I/O of models we would delete);
+        the curve PNG (~80 ms of matplotlib) only for a trial that leads the study."""
+        assert fit.value is not None
+        in_top, best_so_far = self._rank(fit.value)
+        if not in_top:
+            return
+        model = fit.model if self.folds is None else self._refit(params, fit.best_epoch)
+        store = self.ctx.artifact_store
+        attrs[TRIAL.MODEL_ARTIFACT], attrs[TRIAL.PREPROCESS_ARTIFACT] = save_model_artifacts(
+            store, trial, model, self.ctx.data.preprocessor)
+        if best_so_far:
+            cid = save_curve_artifact(store, trial, fit.history, f"trial {trial.number}")
+            if cid:
+                attrs[TRIAL.CURVE_ARTIFACT] = cid
+
+    def _rank(self, value: float) -> tuple[bool, bool]:
+        """(among the best K stored models?, the best so far?)."""
+        direction = self.ctx.direction
+        complete = [t for t in self.ctx.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        best = all(is_better(value, t.value, direction) for t in complete if t.value is not None)
+        stored = sorted((t.value for t in complete if t.value is not None and t.user_attrs.get(TRIAL.MODEL_ARTIFACT)),
+                        reverse=direction == "maximize")
+        k = self.ctx.cfg.search.keep_models
+        return (len(stored) < k or is_better(value, stored[k - 1], direction)), best

@@ -1,0 +1,126 @@
+"""One worker process on a shared study: ``hpsearch worker STUDY`` (also started by hand on another
+machine, or by docker-compose, to join a study). It runs the engine's one trial loop (the same one
+``hpsearch run`` uses in a single process) until the global budget is met; there is no coordinator
+of our own: the storage is the only shared state (DESIGN.md section 1).
+
+SIGTERM / SIGINT stop it gracefully (exit 0): the running trial is failed and re-queued. Storage
+outages are ridden out for ``HPSEARCH_STORAGE_RETRY`` seconds, including at start-up, when several
+workers may race to create the tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from typing import Any
+
+from hpsearch.engines.base import Observer, RunContext, get_engine
+from hpsearch.engines.budget import study_lock
+from hpsearch.engines.control import Control, LoopSettings, Retry, install_signals
+from hpsearch.engines.loop import fail_and_requeue
+from hpsearch.errors import StorageError, UserError
+from hpsearch.registry import ENGINES
+from hpsearch.study import finalize, load_config, prepare_context
+from hpsearch.storage import is_connection_error, storage_error
+from hpsearch.workers.plan import MANAGED_ENV, apply_backend_settings, worker_index
+
+__all__ = ["run_worker", "prepare_with_retry", "check_supports_workers"]
+
+
+def prepare_with_retry(study: Any, budget: float, **kwargs: Any) -> RunContext:
+    """prepare_context, retrying while the server is unreachable or workers race to create tables."""
+    start = time.monotonic()
+    while True:
+        try:
+            return prepare_context(study, **kwargs)
+        except StorageError as exc:
+            if not is_connection_error(exc) or time.monotonic() - start > budget:
+                raise
+            time.sleep(1.0 + (os.getpid() % 7) / 10)
+
+
+def check_supports_workers(ctx: RunContext) -> None:
+    """Only engines whose trials go through the shared trial loop can have several workers."""
+    if ctx.engine.supports_workers:
+        return
+    able = [n for n in ENGINES.names() if get_engine(n).supports_workers]
+    raise UserError(f"--workers runs engine {', '.join(able)} only; study {ctx.cfg.name!r} uses {ctx.engine.name}"
+                    f" (set search.engine: {able[0]}, or run it with one process)")
+
+
+def run_worker(
+    study: Any,
+    *,
+    storage: str | None = None,
+    artifacts: str | None = None,
+    n_trials: int | None = None,
+    epochs: int | None = None,
+    observer: Observer | None = None,
+) -> int:
+    """Join (or create) a study and run trials until the global budget is met. Returns 0.
+
+    Raises StorageError / StudyFailedError with a one-line message for the CLI.
+    """
+    settings = LoopSettings.from_env()
+    load_config(study, n_trials, epochs)  # a bad study file is refused before any signal handler
+    ctl = Control()
+    box: dict[str, RunContext] = {}
+    hard_lock = threading.Lock()
+
+    def hard_stop() -> None:
+        if ctl.exited:
+            return
+        with hard_lock:
+            ctx = box.get("ctx")
+            if ctl.current_id is not None and ctx is not None:
+                with contextlib.suppress(Exception):  # exiting anyway; the heartbeat re-queues it
+                    fail_and_requeue(ctx, ctl.current_id, f"worker stopped ({ctl.stop_reason or 'signal'}; "
+                                     f"deadline {settings.deadline:g} s)")
+                ctx.observer.message(f"stopped ({ctl.stop_reason}); exiting")
+            os._exit(0)
+
+    undo = install_signals(ctl, hard_stop, settings.deadline)
+    try:
+        apply_backend_settings()
+        ctx = prepare_with_retry(study, settings.retry, storage=storage, artifacts=artifacts, n_trials=n_trials,
+                                 epochs=epochs, observer=observer, worker_index=worker_index())
+        box["ctx"] = ctx
+        check_supports_workers(ctx)
+        ctx.control = ctl
+        _run(ctx, ctl, settings)
+        return 0
+    except StorageError:
+        raise
+    except Exception as exc:
+        ctx_or_none = box.get("ctx")
+        if is_connection_error(exc) and ctx_or_none is not None:
+            raise storage_error(exc, ctx_or_none.storage_url) from None
+        raise
+    finally:
+        ctl.exited = True
+        undo()
+
+
+def _run(ctx: RunContext, ctl: Control, settings: LoopSettings) -> None:
+    """The loop, then (a worker started by hand, once the budget is met) the study's finalisation."""
+    with _observed(ctx):
+        ctx.engine.run(ctx)
+    finished = ctx.engine.is_complete(ctx)
+    if finished and not ctl.stopping and not os.environ.get(MANAGED_ENV):
+        retry = Retry(ctx.storage_url, ctl, settings.retry, ctx.observer.message)
+        study_id = retry(lambda: ctx.study_id, "finalize")
+        with study_lock(ctx.storage, ctx.storage_url, study_id, ctx.study.study_name, timeout=600):
+            retry(lambda: finalize(ctx), "finalize")
+    if ctl.stopping:
+        ctx.observer.message(f"stopped ({ctl.stop_reason}); no trial left running")
+
+
+@contextlib.contextmanager
+def _observed(ctx: RunContext) -> Any:
+    ctx.observer.begin(0, None)
+    try:
+        yield
+    finally:
+        ctx.observer.end()

@@ -1,0 +1,211 @@
+"""Full validation of a study: schema, then engine, builder, data source, metric and storage checks;
+reading study files and applying overrides. Every problem is one line naming the field and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from hpsearch.config import StudyConfig
+from hpsearch.errors import ConfigError
+from hpsearch.validate import apply_overrides, load_study_config, parse_study_config
+
+MINIMAL = {"name": "m", "data": {"source": "sklearn:iris"}, "space": {"n_neurons": {"int": [1, 4]}},
+           "search": {"n_trials": 3}}
+
+
+def parse(d: dict, **kw) -> StudyConfig:
+    return parse_study_config(d, where="s.yaml", **kw)
+
+
+def err(d, **kw) -> str:
+    with pytest.raises(ConfigError) as ei:
+        parse(d, **kw)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("s.yaml: ")
+    return msg
+
+
+def with_(base: dict, **sections) -> dict:
+    out = yaml.safe_load(yaml.safe_dump(base))
+    for k, v in sections.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "space":  # space: replaced
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def test_a_valid_study_passes_every_check():
+    cfg = parse(MINIMAL)
+    assert cfg.search.n_trials == 3 and cfg.search_space().names == ["n_neurons"]
+
+
+def test_validation_leaves_the_budget_as_given():
+    """No engine default is written into the config (it is frozen once validated)."""
+    cfg = parse(with_(MINIMAL, search={"engine": "random", "n_trials": None}))
+    assert cfg.search.n_trials is None
+    assert parse(with_(MINIMAL, search={"engine": "optuna", "n_trials": None, "timeout": 60})).search.timeout == 60
+
+
+@pytest.mark.parametrize("data,fragment", [
+    # the schema comes first
+    (with_(MINIMAL, search={"sampler": "bayes"}), "search.sampler: unknown value 'bayes'; use one of"),
+    (with_(MINIMAL, extra=1), "extra: unknown key; remove it"),
+    # the space
+    (with_(MINIMAL, space={"n_neurons": {"int": [9, 1]}}), "space.n_neurons: low 9 > high 1"),
+    (with_(MINIMAL, space={"lr": {"float": [0, 1], "log": True}}), "space.lr: a log range needs low > 0"),
+    (with_(MINIMAL, space={"act": {"choice": []}}), "space.act: the choice list is empty"),
+    (with_(MINIMAL, space={"n_neurons": {"int": [1.5, 3]}}), "space.n_neurons: int range needs int numbers"),
+    (with_(MINIMAL, model={"fixed": {"n_neurons": 2}}), "space.n_neurons: is both searched and fixed"),
+    # the engine (Engine.check)
+    (with_(MINIMAL, search={"n_trials": None}), "search: give n_trials or timeout"),
+    (with_(MINIMAL, search={"engine": "grid"}, space={"lr": {"float": [0.1, 1.0]}}), "space.lr: engine grid needs"),
+    (with_(MINIMAL, search={"sampler": "grid", "n_trials": None}, space={"lr": {"float": [0.1, 1.0]}}),
+     "space.lr: engine grid needs"),
+    (with_(MINIMAL, search={"sampler": "cmaes"}, space={"activation": {"choice": ["relu", "elu"]}}),
+     "search.sampler: cmaes needs numeric ranges"),
+    # the data source
+    (with_(MINIMAL, data={"source": "sklearn:mnist"}), "data.source: unknown dataset 'mnist'"),
+    (with_(MINIMAL, data={"source": "d.txt"}), "data.source: 'd.txt' is not .csv"),
+    (with_(MINIMAL, data={"source": "d.csv"}), "data.target: required for .csv files"),
+    # the metric against a declared task
+    (with_(MINIMAL, data={"source": "sklearn:iris", "task": "regression"}, search={"metric": "accuracy"}),
+     "search.metric: accuracy needs a classification target"),
+    (with_(MINIMAL, data={"source": "sklearn:iris", "task": "classification"}, search={"metric": "rmse"}),
+     "search.metric: rmse needs a regression target"),
+    # the builder
+    (with_(MINIMAL, space={"wings": {"int": [1, 3]}}), "space.wings: unknown parameter for builder mlp"),
+    (with_(MINIMAL, model={"fixed": {"wings": 2}}), "model.fixed.wings: unknown parameter"),
+    (with_(MINIMAL, model={"builder": "cnn"}), "model.builder: 'cnn'"),
+    (with_(MINIMAL, model={"builder": "no_such_module_q:build"}), "model.builder: cannot import"),
+    # storage and artifacts are well-formed
+    (with_(MINIMAL, storage="hpsearch.db"), "storage 'hpsearch.db' is not a URL"),
+    (with_(MINIMAL, storage="mysql://u:secret@h/db"), "unsupported scheme"),
+    (with_(MINIMAL, artifacts="ftp://u:secret@h/x"), "artifacts: 'ftp://u:***@h/x' has an unsupported scheme"),
+])
+def test_errors_name_the_field(data, fragment):
+    msg = err(data)
+    assert fragment in msg, msg
+    assert "secret" not in msg
+
+
+def test_user_builder_parameters_are_checked(tmp_path, monkeypatch):
+    (tmp_path / "hps_cfg_builders.py").write_text(textwrap.dedent("""
+        def build(width=4, depth=1, meta=None):
+            return None
+
+        def build_any(**kwargs):
+            return None
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ok = parse(with_(MINIMAL, model={"builder": "hps_cfg_builders:build"}, space={"width": {"int": [1, 8]}}))
+    assert ok.model.builder == "hps_cfg_builders:build"
+    assert "space.n_neurons: unknown parameter for builder hps_cfg_builders:build" in err(
+        with_(MINIMAL, model={"builder": "hps_cfg_builders:build"}))
+    # a builder taking **kwargs accepts anything
+    parse(with_(MINIMAL, model={"builder": "hps_cfg_builders:build_any", "fixed": {"anything": 1}}))
+    assert "model.builder: module 'hps_cfg_builders' has no function 'nope'" in err(
+        with_(MINIMAL, model={"builder": "hps_cfg_builders:nope"}))
+    sys.modules.pop("hps_cfg_builders", None)
+
+
+@pytest.mark.parametrize("fixed, space, field", [
+    ({"optimizer": "adamm"}, {"n_neurons": {"int": [1, 4]}}, "model.fixed.optimizer"),
+    ({}, {"activation": {"choice": ["relu", "rleu"]}}, "space.activation"),
+    ({"kernel_initializer": "he_normel"}, {"n_neurons": {"int": [1, 4]}}, "model.fixed.kernel_initializer"),
+    ({"loss": "hubber"}, {"n_neurons": {"int": [1, 4]}}, "model.fixed.loss"),
+])
+def test_mlp_named_values_are_checked(fixed, space, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.") + ": unknown value"):
+        parse_study_config({"name": "x", "data": {"source": "sklearn:iris"}, "model": {"fixed": fixed},
+                            "space": space, "search": {"engine": "optuna", "n_trials": 1}})
+
+
+def test_min_resource_above_epochs_is_refused():
+    with pytest.raises(ConfigError, match=r"search\.min_resource: 9 epochs > train\.epochs 5"):
+        parse_study_config({"name": "x", "data": {"source": "sklearn:iris"}, "space": {"n_neurons": {"int": [1, 4]}},
+                            "train": {"epochs": 5}, "search": {"engine": "halving", "min_resource": 9}})
+
+
+# --- files and overrides -------------------------------------------------------------------------
+
+def test_load_keeps_source_text_and_applies_overrides(tmp_path):
+    text = yaml.safe_dump(MINIMAL)
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    cfg = load_study_config(p, {"search.n_trials": 2, "train.epochs": 3})
+    assert cfg.search.n_trials == 2 and cfg.train.epochs == 3
+    assert cfg.to_yaml() == text and cfg.base_dir == str(tmp_path)
+    # None means "not given"
+    assert load_study_config(p, {"search.n_trials": None}).search.n_trials == 3
+
+
+def test_override_on_a_section_that_is_not_a_mapping_is_a_config_error(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(with_(MINIMAL, search="fast")))
+    with pytest.raises(ConfigError, match=r"search: must be a mapping"):
+        load_study_config(p, {"search.n_trials": 2})
+    p.write_text(yaml.safe_dump(with_(MINIMAL, train=[1, 2])))
+    with pytest.raises(ConfigError, match=r"train: must be a mapping"):
+        load_study_config(p, {"train.epochs": 2})
+
+
+def test_override_error_says_it_came_from_the_command_line(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError, match=r"search.n_trials: .*got 0 from the command line"):
+        load_study_config(p, {"search.n_trials": 0})
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("name: [unclosed\n", "YAML syntax error at line"),
+    ("\tname: x\n", "YAML syntax error"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+    ("just a string\n", "must be a YAML mapping"),
+    ("", "got an empty file"),
+    ("name: !!python/object:os.system x\n", "YAML"),  # safe_load refuses python tags
+])
+def test_load_file_level_errors(tmp_path, text, fragment):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_study_config(p)
+    msg = str(ei.value)
+    assert msg.startswith(str(p)) and fragment in msg and "\n" not in msg
+
+
+def test_load_missing_file_and_directory(tmp_path):
+    with pytest.raises(ConfigError, match="study file not found; check the path"):
+        load_study_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_study_config(tmp_path)
+
+
+def test_apply_overrides_validates_and_keeps_everything_else(tmp_path):
+    p = tmp_path / "s.yaml"
+    text = yaml.safe_dump(with_(MINIMAL, train={"early_stopping": None}, search={"metric": "val_accuracy"}))
+    p.write_text(text)
+    cfg = load_study_config(p)
+    new = apply_overrides(cfg, {"search.n_trials": 2, "train.epochs": 3, "search.timeout": None})
+    assert new.search.n_trials == 2 and new.train.epochs == 3 and new.search.metric == "accuracy"
+    assert new.train.early_stopping is None  # disabled stays disabled
+    assert new.base_dir == str(tmp_path) and new.to_yaml() == text
+    assert cfg.search.n_trials == 3  # the original is untouched
+    with pytest.raises(ConfigError, match=r"search.n_trials: .*got 0 from the command line"):
+        apply_overrides(cfg, {"search.n_trials": 0})
+    with pytest.raises(ConfigError, match=r"train.epochs"):
+        apply_overrides(cfg, {"train.epochs": -5})
+    with pytest.raises(ConfigError, match=r"^study m: search.min_resource"):
+        apply_overrides(apply_overrides(cfg, {"search.min_resource": 3}), {"train.epochs": 2})
+
+
+def test_importing_the_validation_layers_loads_no_tensorflow():
+    code = ("import sys, hpsearch.config, hpsearch.validate, hpsearch.datasources, hpsearch.data;"
+            " print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'torch')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
