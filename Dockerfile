@@ -1,6 +1,7 @@
 # hpsearch worker image (also runs optuna-dashboard). CPU by default; for NVIDIA GPUs build with
 #   docker compose build --build-arg EXTRAS="tensorflow[and-cuda]"
-# (or "jax[cuda12]" with KERAS_BACKEND=jax). The GPU itself comes from the compose reservation.
+# (or "jax[cuda12]" with KERAS_BACKEND=jax; add "torch" for search.sampler: gp). The GPU itself comes
+# from the compose reservation.
 ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _run(study_file: Path, storage: str, art: str, **over):
-    from hpsearch.validate import load_study_config
     from hpsearch.study import run_study
+    from hpsearch.validate import load_study_config
 
     cfg = load_study_config(study_file)
     for k, v in over.items():

@@ -12,6 +12,7 @@ includes worker start-up (imports, first compile), which is what a user waits fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -65,10 +66,8 @@ def _gpu_mb() -> dict[int, float]:
     for line in out.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 2 and parts[0].isdigit():
-            try:
+            with contextlib.suppress(ValueError):
                 res[int(parts[0])] = float(parts[1])
-            except ValueError:
-                pass
     return res
 
 

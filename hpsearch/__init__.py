@@ -23,7 +23,7 @@ _LAZY = {
     "UserError": "hpsearch.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [*sorted(_LAZY), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,10 +7,11 @@ epoch count and the weights).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any
 
 import keras
 
@@ -22,13 +23,13 @@ __all__ = ["PruningReporter", "NaNGuard", "EpochValues"]
 class EpochValues(keras.callbacks.Callback):
     """Collects the study metric per epoch (``values``) from the logs."""
 
-    def __init__(self, metric: str, y_valid_var: Optional[float] = None) -> None:
+    def __init__(self, metric: str, y_valid_var: float | None = None) -> None:
         super().__init__()
         self.metric = metric
         self.y_valid_var = y_valid_var
-        self.values: list[Optional[float]] = []
+        self.values: list[float | None] = []
 
-    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.values.append(value_from_logs(self.metric, logs or {}, self.y_valid_var))
 
 
@@ -42,24 +43,24 @@ class PruningReporter(EpochValues):
     thread actually waited on storage.
     """
 
-    def __init__(self, trial: Any, metric: str, y_valid_var: Optional[float] = None, step_offset: int = 0,
-                 check_steps: Optional[set[int]] = None) -> None:
+    def __init__(self, trial: Any, metric: str, y_valid_var: float | None = None, step_offset: int = 0,
+                 check_steps: set[int] | None = None) -> None:
         super().__init__(metric, y_valid_var)
         self.trial = trial
         # steps where the pruner can decide (None: every step); elsewhere asking it is a wasted
         # storage round trip
         self.check_steps = check_steps
         self.step_offset = step_offset
-        self.pruned_at: Optional[int] = None
+        self.pruned_at: int | None = None
         self.storage_time = 0.0
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._pending: Optional[Future[Any]] = None
-        self._error: Optional[BaseException] = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[Any] | None = None
+        self._error: BaseException | None = None
 
-    def on_train_begin(self, logs: Optional[dict[str, Any]] = None) -> None:
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-report")
 
-    def _keep_error(self, fut: "Future[Any]") -> None:
+    def _keep_error(self, fut: Future[Any]) -> None:
         if self._error is None and fut.exception() is not None:
             self._error = fut.exception()
 
@@ -67,15 +68,13 @@ class PruningReporter(EpochValues):
         """Wait for the queued reports; re-raise the first storage error any of them hit."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            try:
+            with contextlib.suppress(BaseException):
                 pending.result()
-            except BaseException:
-                pass  # recorded by _keep_error (the first error wins)
         if self._error is not None:
             err, self._error = self._error, None
             raise err
 
-    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         value = self.values[-1]
         if value is None or not math.isfinite(value):
@@ -96,7 +95,7 @@ class PruningReporter(EpochValues):
             self.pruned_at = step
             self.model.stop_training = True
 
-    def on_train_end(self, logs: Optional[dict[str, Any]] = None) -> None:
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         t0 = time.perf_counter()
         try:
             self.flush()
@@ -116,21 +115,21 @@ class NaNGuard(keras.callbacks.Callback):
 
     def __init__(self) -> None:
         super().__init__()
-        self.diverged_at: Optional[int] = None
-        self.loss: Optional[float] = None
+        self.diverged_at: int | None = None
+        self.loss: float | None = None
         self._epoch = 0
 
-    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
 
-    def _check(self, logs: Optional[dict[str, Any]]) -> None:
+    def _check(self, logs: dict[str, Any] | None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)) and self.diverged_at is None:
             self.diverged_at = self._epoch + 1
             self.loss = float(loss)
             self.model.stop_training = True
 
-    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._check(logs)
         val = (logs or {}).get("val_loss")
         if val is not None and not math.isfinite(float(val)) and self.diverged_at is None:

@@ -36,6 +36,7 @@ def _quiet_backend(load_backend: bool = True) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # we use stable parts
     # Optuna's per-trial "failed with value/exception" lines are shown by our own progress output
     optuna.logging.disable_propagation()
 
@@ -148,7 +149,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         from hpsearch.study import run_study
 
         res = run_study(a.study, storage=a.storage, artifacts=a.artifacts, resume=a.resume, n_trials=a.n_trials,
-                        epochs=a.epochs, observer=_observer(not (a.no_progress or a.json)))
+                        epochs=a.epochs, observer=_observer(not (a.no_progress or a.json)), handle_signals=True)
     if a.json:
         console.print_json(res.to_dict())
     else:
@@ -257,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print_error(str(e), user=False)
         return int(getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
-        console.print_error("interrupted; finished trials are stored (rerun with --resume to continue)", user=False)
+        console.print_error("interrupted; finished trials are stored (run it again to continue; scikit-learn"
+                            " engines: with --resume)", user=False)
         return 130
 
 

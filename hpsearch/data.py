@@ -103,6 +103,7 @@ class PreparedData:
     task: str  # "classification" or "regression"
     preprocessor: Preprocessor
     X_train_raw: np.ndarray  # the training rows before scaling (float64): folds and pipelines refit on them
+    X_valid_raw: np.ndarray  # the validation rows before scaling: each fold's own scaler is applied to them
     scaling: str = "standard"  # data.scale: "standard" or "none"
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -354,5 +355,5 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
         X_train=pre.transform(X_train), y_train=y_train,
         X_valid=pre.transform(X_valid), y_valid=y_valid,
         X_test=pre.transform(X_test) if len(y_test) else X_test.astype(np.float32), y_test=y_test,
-        task=task, preprocessor=pre, X_train_raw=X_train, scaling=cfg.data.scale, summary=summary,
+        task=task, preprocessor=pre, X_train_raw=X_train, X_valid_raw=X_valid, scaling=cfg.data.scale, summary=summary,
     )

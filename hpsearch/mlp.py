@@ -72,6 +72,32 @@ def _check_architecture(n_hidden: Any, n_neurons: Any, funnel: Any, dropout: flo
         raise ConfigError(f"model.max_norm: must be > 0 or null, got {max_norm!r}")
 
 
+def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, batch_norm: bool,
+                   dropout: float, l1: float, l2: float, max_norm: float | None) -> list[Any]:
+    """The hidden layers: Dense (-> BatchNormalization -> Activation) (-> Dropout) per width."""
+    import keras
+
+    regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if l1 > 0 or l2 > 0 else None
+    constraint = keras.constraints.MaxNorm(float(max_norm)) if max_norm is not None else None
+    layers: list[Any] = []
+    for i, width in enumerate(widths):
+        layers.append(keras.layers.Dense(
+            width,
+            activation=None if batch_norm else activation,
+            use_bias=not batch_norm,
+            kernel_initializer=kernel_initializer,
+            kernel_regularizer=regularizer,
+            kernel_constraint=constraint,
+            name=f"hidden_{i}",
+        ))
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
+            layers.append(keras.layers.Activation(activation, name=f"act_{i}"))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
+    return layers
+
+
 @with_param_check(check_mlp_params)
 def build_mlp(
     n_hidden: int = 1,
@@ -117,8 +143,7 @@ def build_mlp(
         dropout: Dropout rate in [0, 1) after each hidden layer's activation.
         l1, l2: kernel regularization factors of the hidden layers (0 = off).
         max_norm: max-norm constraint on hidden kernels (None = off).
-    Compilation (the knobs shared by every built-in builder; see
-    :func:`hpsearch.builders.compile_for_task`)
+    Compilation (shared by every built-in builder: :func:`hpsearch.builders.compile_for_task`)
         optimizer, learning_rate, momentum, weight_decay, clipnorm, clipvalue, lr_schedule,
         lr_decay_steps, lr_decay_rate, loss, metrics, steps_per_execution, jit_compile.
     Task
@@ -140,35 +165,15 @@ def build_mlp(
     resolve_loss(meta, loss)  # refuse a loss that does not fit the task before building anything
     units_out, act_out = output_spec(meta)
 
-    regularizer = (keras.regularizers.L1L2(l1=float(l1), l2=float(l2))
-                   if float(l1) > 0 or float(l2) > 0 else None)
-    constraint = keras.constraints.MaxNorm(float(max_norm)) if max_norm is not None else None
-
     layers: list[Any] = []
     n_features = (meta or {}).get("n_features_in_")
     if n_features is not None:
         layers.append(keras.Input(shape=(int(n_features),)))
-    for i, width in enumerate(_hidden_widths(n_hidden, n_neurons, funnel)):
-        layers.append(keras.layers.Dense(
-            width,
-            activation=None if batch_norm else activation,
-            use_bias=not batch_norm,
-            kernel_initializer=kernel_initializer,
-            kernel_regularizer=regularizer,
-            kernel_constraint=constraint,
-            name=f"hidden_{i}",
-        ))
-        if batch_norm:
-            layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
-            layers.append(keras.layers.Activation(activation, name=f"act_{i}"))
-        if dropout > 0:
-            layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
+    layers += _hidden_layers(_hidden_widths(n_hidden, n_neurons, funnel), activation, kernel_initializer,
+                             bool(batch_norm), dropout, float(l1), float(l2), max_norm)
     layers.append(keras.layers.Dense(units_out, activation=act_out, name="output"))
     model = keras.Sequential(layers, name="mlp")
-    return compile_for_task(
-        model, meta, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
-        weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
-        lr_schedule=lr_schedule, lr_decay_steps=lr_decay_steps, lr_decay_rate=lr_decay_rate,
-        loss=loss, metrics=metrics, steps_per_execution=steps_per_execution,
-        jit_compile=jit_compile,
-    )
+    return compile_for_task(model, meta, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                            weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue, lr_schedule=lr_schedule,
+                            lr_decay_steps=lr_decay_steps, lr_decay_rate=lr_decay_rate, loss=loss, metrics=metrics,
+                            steps_per_execution=steps_per_execution, jit_compile=jit_compile)

@@ -7,8 +7,9 @@ never see any of this: they receive a plain ``dict`` of Python scalars (see :fun
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ class IntParam:
             return stats.randint(self.low, self.high + 1)
         return self.grid("")
 
-    def suggest(self, trial: "optuna.trial.Trial", name: str) -> int:
+    def suggest(self, trial: optuna.trial.Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.top, step=self.step, log=self.log)
 
     def optuna_distribution(self) -> Any:
@@ -121,7 +122,8 @@ class FloatParam:
             raise ConfigError(f"space.{name}: grid of {self.grid_points} points is too many;"
                               f" give grid: N with N <= {MAX_GRID_VALUES}")
         if self.grid_points is not None and self.grid_points < 1:
-            raise ConfigError(f"space.{name}: grid must be >= 1 points, got {self.grid_points}; give grid: N with N >= 1")
+            raise ConfigError(f"space.{name}: grid must be >= 1 points, got {self.grid_points};"
+                              " give grid: N with N >= 1")
 
     def grid(self, name: str) -> list[float]:
         if self.grid_points is None:
@@ -144,7 +146,7 @@ class FloatParam:
             return stats.loguniform(self.low, self.high)  # == scipy.stats.reciprocal
         return stats.uniform(self.low, self.high - self.low)
 
-    def suggest(self, trial: "optuna.trial.Trial", name: str) -> float:
+    def suggest(self, trial: optuna.trial.Trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
     def optuna_distribution(self) -> Any:
@@ -173,7 +175,7 @@ class CategoricalParam:
     def distribution(self) -> list[Any]:
         return list(self.choices)
 
-    def suggest(self, trial: "optuna.trial.Trial", name: str) -> Any:
+    def suggest(self, trial: optuna.trial.Trial, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.choices))
 
     def optuna_distribution(self) -> Any:
@@ -182,7 +184,7 @@ class CategoricalParam:
         return optuna.distributions.CategoricalDistribution(list(self.choices))
 
 
-Param = Union[IntParam, FloatParam, CategoricalParam]
+Param = IntParam | FloatParam | CategoricalParam
 
 
 class _IntLogUniform:
@@ -210,7 +212,7 @@ class SearchSpace:
 
     # construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, space: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> "SearchSpace":
+    def from_dict(cls, space: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> SearchSpace:
         """Build from the study-file form: ``{name: {int: [lo, hi]} | {float: [lo, hi], log: true} | {choice: [...]}}``.
 
         Python-side objects are accepted too: a list/``np.arange`` (choices), a scipy
@@ -242,7 +244,7 @@ class SearchSpace:
         """For RandomizedSearchCV / HalvingRandomSearchCV: scipy distributions or lists."""
         return {name: p.distribution() for name, p in self.params.items()}
 
-    def suggest(self, trial: "optuna.trial.Trial") -> dict[str, Any]:
+    def suggest(self, trial: optuna.trial.Trial) -> dict[str, Any]:
         """Ask an Optuna trial for one value of every parameter (fixed ones are not suggested)."""
         return {name: p.suggest(trial, name) for name, p in self.params.items()}
 
@@ -276,7 +278,8 @@ def _parse_param(name: str, spec: Any) -> Param:
         unknown = keys - allowed
         if unknown:
             raise ConfigError(
-                f"space.{name}: unknown key {sorted(unknown)[0]!r} for {'an' if kind == 'int' else 'a'} {kind} parameter;"
+                f"space.{name}: unknown key {sorted(unknown)[0]!r} for"
+                f" {'an' if kind == 'int' else 'a'} {kind} parameter;"
                 f" remove it or use only {', '.join(sorted(allowed))}"
             )
         value = spec[kind]

@@ -13,8 +13,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from hpsearch.artifacts import (artifact_location, artifact_store_for, keep_best_models, load_model_artifacts,
-                                save_model_artifacts)
+from hpsearch.artifacts import (
+    artifact_location,
+    artifact_store_for,
+    keep_best_models,
+    load_model_artifacts,
+    save_model_artifacts,
+)
 from hpsearch.builders import builder_accepts, resolve_builder
 from hpsearch.config import StudyConfig
 from hpsearch.data import prepare_data
@@ -91,6 +96,7 @@ def _open_study(cfg: StudyConfig, st: Any, metric: str, direction: str, create: 
                 options: dict[str, Any]) -> tuple[Any, bool]:
     """(the study, whether it is new to hpsearch)."""
     import optuna
+    from optuna.study import StudyDirection
 
     try:
         existing = optuna.load_study(study_name=cfg.name, storage=st)
@@ -100,8 +106,8 @@ def _open_study(cfg: StudyConfig, st: Any, metric: str, direction: str, create: 
         _check_existing(existing, cfg, metric, direction)
     elif not create:
         raise UserError(f"study {cfg.name!r} does not exist in the storage yet; start it with `hpsearch run FILE`")
-    study = optuna.create_study(storage=st, study_name=cfg.name, direction=direction, load_if_exists=True,
-                                **options)
+    study = optuna.create_study(storage=st, study_name=cfg.name, direction=StudyDirection[direction.upper()],
+                                load_if_exists=True, **options)
     return study, existing is None or STUDY.ENGINE not in existing.user_attrs
 
 
@@ -121,9 +127,12 @@ def prepare_context(
     observer: Observer | None = None,
     workers: int = 1,
     create: bool = True,
-    worker_index: int | None = None,
+    worker_index: int | None = 0,
 ) -> RunContext:
-    """Validate everything, then open (or create) the study. Nothing is written before the checks pass."""
+    """Validate everything, then open (or create) the study. Nothing is written before the checks pass.
+
+    ``worker_index``: 0 for one process (the sampler keeps ``search.seed``), the index under
+    ``run --workers``, None for a worker started by hand (fresh entropy)."""
     cfg = load_config(config, n_trials, epochs)
     engine = get_engine(cfg.search.engine)
     space = SearchSpace.from_dict(cfg.space, fixed=cfg.model.fixed)
@@ -160,7 +169,7 @@ def prepare_context(
                      artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
                      direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
                      worker_index=worker_index)
-    ctx.observer.total = engine.plan(ctx)
+    ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
     return ctx
 
 
@@ -282,6 +291,7 @@ def make_result(ctx: RunContext, wall: float, already: bool) -> StudyResult:
         best_trial=best_number, test_score=attrs.get(STUDY.TEST_SCORE), test_metrics=attrs.get(STUDY.TEST_METRICS, {}),
         n_complete=counts["complete"], n_failed=counts["fail"], n_pruned=counts["pruned"], wall_time=wall,
         already_complete=already, rows=trial_rows(trials, ctx.direction),
-        model_artifact=attrs.get(STUDY.BEST_MODEL_ARTIFACT), artifacts=artifact_location(ctx.storage_url, ctx.artifacts),
+        model_artifact=attrs.get(STUDY.BEST_MODEL_ARTIFACT),
+        artifacts=artifact_location(ctx.storage_url, ctx.artifacts),
     )
 

@@ -9,10 +9,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpsearch.validate import parse_study_config
 from hpsearch.data import prepare_data
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.study import run_study
+from hpsearch.validate import parse_study_config
 
 HERE = Path(__file__).parent
 

@@ -16,13 +16,13 @@ from sklearn.preprocessing import StandardScaler
 
 from hpsearch.builders import resolve_builder
 from hpsearch.data import prepare_data
+from hpsearch.engines import sklearn as sklearn_engine
 from hpsearch.engines.base import RunContext, get_engine
+from hpsearch.engines.halving import halving_rungs, run_rungs
 from hpsearch.engines.sklearn import (
     GridEngine,
     HalvingEngine,
     RandomEngine,
-    halving_rungs,
-    run_rungs,
 )
 from hpsearch.errors import ConfigError, StudyFailedError
 from hpsearch.estimators import KerasClassifier
@@ -70,9 +70,6 @@ def _ctx(cfg: Any, url: str) -> RunContext:
     """What ``study.py`` builds for a run: validated config, prepared data, a new study."""
     engine = get_engine(cfg.search.engine)
     data = prepare_data(cfg, engine.cv_folds(cfg))
-    if not hasattr(data, "X_valid_raw"):  # SHIM-D: until data.py keeps the raw validation rows
-        pre = data.preprocessor
-        data.X_valid_raw = data.X_valid.astype(np.float64) * np.asarray(pre.scale) + np.asarray(pre.mean)
     metric = cfg.search.metric or default_metric(data.task)
     direction = cfg.search.direction or direction_of(metric)
     storage = optuna.storages.RDBStorage(url)
@@ -96,6 +93,12 @@ def test_engines_are_registered_with_their_protocol_facts():
     cfg = _cfg("defaults", search={"n_trials": None, "cv": None})
     assert get_engine("random").n_trials(cfg) == 10 and cfg.search.n_trials is None  # not mutated
     assert get_engine("random").cv_folds(cfg) == 3
+
+
+def test_random_plan_is_capped_by_a_small_grid(sqlite_url):
+    cfg = _cfg("small", space={"n_neurons": {"choice": [4, 8]}}, search={"n_trials": 5})
+    ctx = _ctx(cfg, sqlite_url)
+    assert ctx.engine.plan(ctx) == 2 and not ctx.engine.is_complete(ctx)  # as ParameterSampler draws
 
 
 def test_random_records_every_candidate_with_fold_scores(sqlite_url):
@@ -157,7 +160,7 @@ def test_folds_are_scaled_with_their_own_training_rows(sqlite_url, monkeypatch):
     np.testing.assert_allclose(seen[0][0], pre.transform(data.X_train_raw))
     np.testing.assert_allclose(seen[0][1], pre.transform(data.X_valid_raw))
     assert model.predict(seen[0][0][:5], verbose=0).shape == (5, 3)
-    assert ctx.study.user_attrs[STUDY.REFIT_EPOCHS] == 1
+    assert ctx.info["refit_epochs"] == 1
 
 
 def test_interrupted_study_resumes_without_duplicates(sqlite_url, monkeypatch, tmp_path):
@@ -246,7 +249,11 @@ def test_halving_schedule_is_sklearns(n, low, high, factor):
     assert [r.last for r in rungs] == [False] * (len(rungs) - 1) + [True]
 
 
-def test_halving_uses_epochs_as_resource(sqlite_url):
+def _no_training(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a stored candidate was trained again")
+
+
+def test_halving_uses_epochs_as_resource(sqlite_url, monkeypatch):
     cfg = _cfg("halv", "halving", train={"epochs": 4, "early_stopping": None},
                search={"n_trials": 2, "factor": 2, "min_resource": 2, "cv": 2})
     ctx = _ctx(cfg, sqlite_url)
@@ -266,7 +273,11 @@ def test_halving_uses_epochs_as_resource(sqlite_url):
     assert ctx.info["halving"] == {"n_resources": [2, 4], "n_candidates": [2, 1]}
     best = ctx.study.best_trial
     ctx.engine.refit(ctx, dict(best.params), best)
-    assert ctx.study.user_attrs[STUDY.REFIT_EPOCHS] == 4  # the best's rung, not train.epochs
+    assert ctx.info["refit_epochs"] == 4  # the best's rung, not train.epochs
+    # resumed, halving reads the stored scores to pick the next rung: nothing is trained again
+    monkeypatch.setattr(sklearn_engine, "fit_fold", _no_training)
+    again = _run(cfg, sqlite_url)
+    assert len(again.study.get_trials()) == 3 and again.observer.done == []
     with pytest.raises(ConfigError, match="space.epochs"):
         _cfg("halv2", "halving", space={"epochs": {"int": [1, 4]}})
 
@@ -296,13 +307,14 @@ def test_n_jobs_keeps_epochs_curves_and_failure_reasons(sqlite_url):
 
 
 def test_regression_study_stores_positive_mse(sqlite_url):
+    """Also the unscaled path: the pipeline's preprocessing is "passthrough"."""
     cfg = parse_study_config({
-        "name": "reg", "data": {"source": "sklearn:diabetes", "max_rows": 120},
+        "name": "reg", "data": {"source": "sklearn:diabetes", "max_rows": 120, "scale": "none"},
         "model": {"fixed": {"optimizer": "adam"}},
         "space": {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [0.01, 0.05], "log": True}},
         "train": {"epochs": 2, "batch_size": 16},
         "search": {"engine": "random", "n_trials": 1, "cv": 2, "metric": "mse"},
     })
     ctx = _run(cfg, sqlite_url)
-    assert ctx.study.direction.name == "MINIMIZE"
+    assert ctx.study.direction.name == "MINIMIZE" and ctx.data.scaler() == "passthrough"
     assert all(t.value > 0 and math.isfinite(t.value) for t in ctx.study.get_trials())

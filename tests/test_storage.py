@@ -325,6 +325,16 @@ def test_is_connection_error_searches_the_causes():
             raise RuntimeError("wrapped by Optuna") from exc
     except RuntimeError as wrapped:
         assert is_connection_error(wrapped)
+    try:
+        try:
+            try:
+                raise lost
+            except sqlalchemy.exc.OperationalError as exc:
+                raise RuntimeError("Optuna") from exc  # its context is the driver error too
+        except RuntimeError as exc:
+            raise exc.with_traceback(None) from None  # as Keras re-raises a callback's error
+    except RuntimeError as hidden:
+        assert hidden.__cause__ is None and is_connection_error(hidden)
     unique = sqlalchemy.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation())
     assert is_connection_error(unique) and isinstance(storage_error(unique, "sqlite:///x.db"), StorageBusy)
     denied = sqlalchemy.exc.ProgrammingError("CREATE", {}, psycopg.errors.InsufficientPrivilege())

@@ -7,6 +7,7 @@ and count executions per trial number. Each reliability test prints one summary 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,14 +21,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpsearch.cli import build_parser, main
 from hpsearch.engines import budget as B
 from hpsearch.engines import control as C
+from hpsearch.errors import StudyFailedError, UserError
+from hpsearch.storage import child_env_and_url, open_storage
 from hpsearch.workers import launcher as L
 from hpsearch.workers import plan as P
 from hpsearch.workers import worker as WK
-from hpsearch.cli import build_parser, main
-from hpsearch.errors import StudyFailedError, UserError
-from hpsearch.storage import child_env_and_url, open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
                                         "ignore::UserWarning")
@@ -124,8 +125,8 @@ def _summary(study: optuna.Study, execs: list[dict], n_trials: int, workers: int
     tags_complete = [t.params["tag"] for t in complete]
     twice = sum(1 for n in per_number.values() if n > 1) + (len(tags_complete) - len(set(tags_complete)))
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-    s = dict(workers=workers, killed=killed, stopped=stopped, lost=lost, twice=twice, running=running,
-             complete=len(complete))
+    s = {"workers": workers, "killed": killed, "stopped": stopped, "lost": lost, "twice": twice, "running": running,
+             "complete": len(complete)}
     extra = f"stopped: {stopped}, " if stopped else ""
     print(f"\nworkers: {workers}, killed: {killed}, {extra}trials lost: {lost}, run twice: {twice}, "
           f"stranded RUNNING: {running}, COMPLETE: {len(complete)} of {n_trials}")
@@ -267,7 +268,8 @@ def test_run_workers_with_study_config_hands_over_overrides_and_absolute_data(tm
     (folder / "data.csv").write_text("a,b,y\n" + "".join(f"{i},{(i * 7) % 11},{i % 2}\n" for i in range(60)))
     text = _study_file(tmp_path, "cfgobj", 2).read_text()
     text = text.replace('source: "sklearn:iris"', 'source: data.csv\n  target: y')
-    text = text.replace("train: {epochs: 2, batch_size: 16}", "train: {epochs: 2, batch_size: 16, early_stopping: null}")
+    text = text.replace("train: {epochs: 2, batch_size: 16}",
+                        "train: {epochs: 2, batch_size: 16, early_stopping: null}")
     (folder / "study.yaml").write_text(text)
     cfg = apply_overrides(load_study_config(folder / "study.yaml"), {"train.batch_size": 7})
     elsewhere = tmp_path / "elsewhere"
@@ -348,7 +350,7 @@ def test_parent_polls_every_two_seconds_and_shows_every_trial(tmp_path, postgres
     monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
     monkeypatch.setattr(optuna.Study, "get_trials", counting)
     with pytest.raises(StudyFailedError, match="2 of 3"):
-        L.run_workers(study, storage=postgres_url, n_workers=2, observer=ConsoleProgress(None, "poll"))
+        L.run_workers(study, storage=postgres_url, n_workers=2, observer=ConsoleProgress("poll"))
     err = capsys.readouterr().err
     assert "trial 0 COMPLETE value=0.2500" in err and "trial 1 COMPLETE value=0.7500" in err, err
     assert len(reads) <= 2, reads  # 0.5 s polling reads 4 times
@@ -489,10 +491,8 @@ def test_run_workers_cli_exact_budget_no_secret_anywhere(tmp_path, postgres_url,
         while not stop.is_set():
             for d in Path("/proc").iterdir():
                 if d.name.isdigit():
-                    try:
+                    with contextlib.suppress(OSError):
                         cmdlines.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-                    except OSError:
-                        pass
             time.sleep(0.2)
 
     scanner = threading.Thread(target=scan_process_list, daemon=True)
@@ -644,3 +644,36 @@ def test_two_workers_share_one_gpu(tmp_path, postgres_url, fast_heartbeat):  # p
     study = _study_file(tmp_path, "gpu", 4)
     res = L.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"), gpus="0", per_gpu=2)
     assert res.n_complete == 4
+
+
+def test_ctrl_c_on_one_process_run_requeues_like_a_worker(tmp_path, sqlite_url, fast_heartbeat, monkeypatch):
+    """`hpsearch run` without --workers runs the workers' trial loop: SIGINT mid-trial -> exit 130,
+    the trial FAIL with its reason and re-queued; the next `run` runs the copy and meets the budget."""
+    events = fast_heartbeat
+    monkeypatch.setenv("HPSEARCH_TEST_SLEEP", "3")
+    study = _study_file(tmp_path, "intr", 2, builder="tests.worker_builders:build_traced")
+    cmd = [sys.executable, "-m", "hpsearch", "run", str(study), "--storage", sqlite_url,
+           "--artifacts", str(tmp_path / "art"), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        _wait_for(lambda: any(events.glob("started-*")) or proc.poll() is not None, 120, "a trial to start")
+        assert proc.poll() is None, proc.stdout.read().decode()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = proc.stdout.read().decode()
+    assert code == 130 and "interrupted" in out and "Traceback" not in out, out
+    study_obj = _load(sqlite_url, "intr")
+    failed = [t for t in study_obj.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["failure_reason"].startswith("worker stopped (SIGINT)")
+    waiting = [t for t in study_obj.trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == failed[0].params
+
+    monkeypatch.setenv("HPSEARCH_TEST_SLEEP", "0")
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    assert again.returncode == 0, again.stderr[-2000:]
+    study_obj = _load(sqlite_url, "intr")
+    s = _summary(study_obj, _executions(events), 2, workers=1, killed=0, stopped=1)
+    assert s["complete"] == 2 and s["lost"] == 0 and s["twice"] == 0 and s["running"] == 0

@@ -37,9 +37,12 @@ __all__ = [
 
 
 class Observer(Protocol):
-    """Receives a run's progress (the CLI renders it; library code never prints)."""
+    """Receives a run's progress (the CLI renders it; library code never prints). The run sets
+    ``total`` (candidates planned), ``label`` (the study name) and ``direction`` before ``begin``."""
 
     total: int | None
+    label: str
+    direction: str
 
     def begin(self, done: int, best: float | None) -> None: ...
 
@@ -54,6 +57,8 @@ class NullObserver:
     """Progress goes nowhere (the default for Python callers)."""
 
     total: int | None = None
+    label: str = ""
+    direction: str = "maximize"
 
     def begin(self, done: int, best: float | None) -> None:
         pass
@@ -117,7 +122,7 @@ class Engine(ABC):
     #: does run() stop at the next batch on ``ctx.control.request_stop`` (SIGINT / SIGTERM)?
     stops_gracefully: ClassVar[bool] = False
 
-    def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+    def check(self, cfg: StudyConfig, space: SearchSpace) -> None:  # noqa: B027 - optional hook
         """Engine-specific checks of a study file; raise ConfigError with ``field: problem; fix``."""
 
     def n_trials(self, cfg: StudyConfig) -> int | None:

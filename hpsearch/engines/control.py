@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpsearch.errors import StorageError, UserError
+from hpsearch.errors import StorageUnreachable, UserError
 from hpsearch.storage import is_connection_error, redact_url
 
 __all__ = [
@@ -146,7 +146,7 @@ class Retry:
                     raise
                 waited = time.monotonic() - start
                 if waited >= self.budget or (stoppable and self.ctl.stopping):
-                    raise StorageError(
+                    raise StorageUnreachable(
                         f"storage {redact_url(self.url)} unreachable for {waited:.0f} s during {what}; "
                         f"the worker stops (its running trial is re-queued by the heartbeat of the other "
                         f"workers); restart the server and the worker, or raise ${STORAGE_RETRY_ENV}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from hpsearch.engines.control import Control, Heartbeat, LoopSettings, Retry, Tr
 from hpsearch.records import TRIAL
 from hpsearch.storage import is_connection_error
 
-__all__ = ["LoopOutcome", "run_trials", "fail_and_requeue"]
+__all__ = ["LoopOutcome", "run_trials", "fail_and_requeue", "process_say"]
 
 
 @dataclass
@@ -59,6 +60,12 @@ def fail_and_requeue(ctx: RunContext, trial_id: int, reason: str) -> None:
         pass
 
 
+def process_say(ctx: RunContext) -> Callable[[str], None]:
+    """A message of this process for the observer, prefixed with its pid (several may share a log)."""
+    pid = os.getpid()
+    return lambda text: ctx.observer.message(f"hpsearch worker {pid}: {text}")
+
+
 def _failure_text(exc: BaseException) -> str:
     text = str(exc).splitlines()[0][:300] if str(exc) else ""
     return f"{exc.__class__.__name__}: {text}"
@@ -68,7 +75,8 @@ class _Loop:
     def __init__(self, ctx: RunContext, runner: Callable[[Any], Candidate], settings: LoopSettings,
                  ctl: Control) -> None:
         self.ctx, self.runner, self.settings, self.ctl = ctx, runner, settings, ctl
-        self.retry = Retry(ctx.storage_url, ctl, settings.retry, ctx.observer.message)
+        self.say = process_say(ctx)
+        self.retry = Retry(ctx.storage_url, ctl, settings.retry, self.say)
         self.streak = FailureStreak(ctx.cfg.search.max_failures_in_row)
         study_id = self.retry(lambda: ctx.study_id, "start-up")
         self.budget = Budget(ctx.study, ctx.storage, ctx.storage_url, study_id, ctx.engine.n_trials(ctx.cfg))
@@ -115,7 +123,7 @@ class _Loop:
             hb.stop()
         try:
             if ctl.lost:  # failed as stale by another worker; its re-queued copy runs elsewhere
-                ctx.observer.message(f"trial {trial.number} was failed as stale by another worker; abandoned")
+                self.say(f"trial {trial.number} was failed as stale by another worker; abandoned")
                 return
             frozen = self.retry(lambda: record_candidate(ctx.study, candidate, engine=ctx.engine.name, trial=trial),
                                 "tell")

@@ -28,7 +28,7 @@ import json
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,6 +43,7 @@ from hpsearch.engines.base import (
     min_resource,
     record_candidate,
 )
+from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.errors import ConfigError, StudyFailedError
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.space import coerce_params
@@ -53,20 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.space import SearchSpace
 
 __all__ = [
-    "FoldPipeline",
-    "FoldResult",
-    "FoldSpec",
-    "GridEngine",
-    "HalvingEngine",
-    "RandomEngine",
-    "Rung",
-    "candidate_key",
-    "fit_fold",
-    "halving_rungs",
-    "keras_estimator",
-    "make_pipeline",
-    "run_rungs",
-    "top_k",
+    "RandomEngine", "GridEngine", "HalvingEngine", "SklearnEngine", "CandidateSearch",
+    "FoldPipeline", "FoldSpec", "FoldResult", "fit_fold", "keras_estimator", "make_pipeline", "candidate_key",
 ]
 
 #: the Keras step's name in a :class:`FoldPipeline`: searched parameters are set as ``model__NAME``
@@ -217,54 +206,6 @@ def _mean_curve(curves: Sequence[Sequence[float | None]]) -> dict[int, float]:
     return out
 
 
-# -- halving's schedule --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Rung:
-    """One halving iteration: its index, the epochs and number of its candidates, whether it is the last."""
-
-    index: int
-    epochs: int
-    n_candidates: int
-    last: bool
-
-
-def halving_rungs(n_candidates: int, min_epochs: int, max_epochs: int, factor: int) -> list[Rung]:
-    """The rungs ``HalvingRandomSearchCV`` runs for ``n_candidates`` (``aggressive_elimination=False``):
-    as many as needed to get below ``factor`` candidates, as far as the epochs allow; each keeps the
-    best ``ceil(n / factor)`` of the one before."""
-    n_required = 1 + math.floor(math.log(n_candidates, factor))
-    n_possible = 1 + math.floor(math.log(max_epochs // min_epochs, factor))
-    n_rungs = min(n_possible, n_required)
-    rungs = []
-    for i in range(n_rungs):
-        rungs.append(Rung(i, min(int(factor ** i * min_epochs), max_epochs), n_candidates, i == n_rungs - 1))
-        n_candidates = math.ceil(n_candidates / factor)
-    return rungs
-
-
-def top_k(candidates: Sequence[dict[str, Any]], scores: Sequence[float], k: int) -> list[dict[str, Any]]:
-    """The ``k`` best candidates of a rung as scikit-learn's successive halving picks them (scores:
-    greater is better; NaN ranks lowest), in its order: the weakest kept first."""
-    s = np.asarray(scores, dtype=float)
-    order = np.roll(np.argsort(s), np.count_nonzero(np.isnan(s)))
-    return [candidates[int(i)] for i in order[-k:]]
-
-
-def run_rungs(candidates: Sequence[dict[str, Any]], rungs: Sequence[Rung],
-              evaluate: Callable[[dict[str, Any], int, Rung], float]) -> None:
-    """Successive halving: every candidate of a rung is evaluated (``evaluate(params, index, rung)``
-    returns its mean score, greater is better); the best of them make the next rung."""
-    index = 0
-    current = list(candidates)
-    for rung, following in zip(rungs, [*rungs[1:], None]):
-        scores = []
-        for params in current:
-            scores.append(evaluate(params, index, rung))
-            index += 1
-        if following is not None:
-            current = top_k(current, scores, following.n_candidates)
-
-
 # -- one run of a search -------------------------------------------------------------------------
 class CandidateSearch:
     """One run of a scikit-learn engine: cross-validates candidates and records each as it finishes.
@@ -411,7 +352,7 @@ class SklearnEngine(Engine):
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> tuple[Any, Preprocessor]:
         """The best candidate trained on the whole training split, its preprocessing fitted on those
         rows (early stopping on the validation split, scaled alike): ``(keras model, preprocessor)``.
-        A halving candidate trains for its rung's epochs. Stores the epochs it trained."""
+        A halving candidate trains for its rung's epochs; the epochs trained go to ``ctx.info["refit_epochs"]``."""
         data = ctx.data
         params = dict(params)
         if trial.user_attrs.get(TRIAL.N_RESOURCES):
@@ -421,7 +362,7 @@ class SklearnEngine(Engine):
         est.fit(pre.transform(data.X_train_raw), data.y_train,
                 validation_data=(pre.transform(data.X_valid_raw), data.y_valid),
                 callbacks=_callbacks(ctx.cfg.train.early_stopping))
-        ctx.study.set_user_attr(STUDY.REFIT_EPOCHS, int(est.n_epochs_trained_))
+        ctx.info["refit_epochs"] = int(est.n_epochs_trained_)
         return est.model_, pre
 
 
@@ -431,11 +372,15 @@ def _n_candidates(cfg: StudyConfig) -> int:
 
 
 def _sampled(cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
-    """The candidates as ``RandomizedSearchCV`` draws them (fewer when the space is a small grid)."""
-    from sklearn.model_selection import ParameterSampler
+    """The candidates as ``RandomizedSearchCV`` draws them; a space of lists only gives at most its
+    grid's size (the same draws as scikit-learn's, without its warning)."""
+    from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-    sampler = ParameterSampler(space.to_sklearn_distributions(), _n_candidates(cfg), random_state=cfg.search.seed)
-    return list(sampler)
+    dists = space.to_sklearn_distributions()
+    n = _n_candidates(cfg)
+    if all(not hasattr(d, "rvs") for d in dists.values()):
+        n = min(n, len(ParameterGrid(dists)))
+    return list(ParameterSampler(dists, n, random_state=cfg.search.seed))
 
 
 class GridEngine(SklearnEngine):

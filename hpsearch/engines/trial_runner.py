@@ -158,8 +158,8 @@ class TrialRunner:
                 self._fit(model, Xt, yt, Xv, yv, epoch + 1, [g, tr], initial_epoch=epoch)
                 if g.diverged_at is not None:
                     raise TrialDiverged(f"training diverged: loss became {g.loss} at epoch {epoch + 1}")
-            vals = [tr.values[-1] for tr in trackers]
-            if any(v is None or not math.isfinite(v) for v in vals):
+            vals = [v for v in (tr.values[-1] for tr in trackers) if v is not None and math.isfinite(v)]
+            if len(vals) < len(trackers):
                 raise TrialDiverged(f"validation metric is not finite at epoch {epoch + 1}")
             mean = float(np.mean(vals))
             out.epochs += 1
@@ -178,7 +178,7 @@ class TrialRunner:
             if es is not None and wait >= es.patience:  # as keras.callbacks.EarlyStopping
                 break
         if out.best_epoch:
-            out.fold_scores = [float(tr.values[out.best_epoch - 1]) for tr in trackers]
+            out.fold_scores = [float(tr.values[out.best_epoch - 1] or 0.0) for tr in trackers]  # finite: checked
         return out
 
     def _refit(self, params: dict[str, Any], epochs: int) -> Any:

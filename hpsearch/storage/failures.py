@@ -141,7 +141,7 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the exceptions behind it (driver error, explicit cause, else implicit context)."""
+    """``exc`` and the exceptions behind it (driver error, cause, else context), at most 8 deep."""
     cur: BaseException | None = exc
     for _ in range(8):
         if cur is None:
@@ -150,7 +150,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         orig = getattr(cur, "orig", None)  # SQLAlchemy's DBAPIError: the driver's exception
         if isinstance(orig, BaseException) and orig is not cur.__cause__:
             yield orig
-        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+        # the context too, even when suppressed: Keras re-raises callback errors `from None`
+        cur = cur.__cause__ or cur.__context__
 
 
 def _drivers() -> tuple[type[BaseException], ...]:

@@ -175,16 +175,18 @@ def _open_rdb(bare: str, engine_kwargs: dict[str, Any], *, shown: str, heartbeat
     from optuna.exceptions import ExperimentalWarning
 
     kwargs: dict[str, Any] = {}
-    if heartbeat:
-        kwargs = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": grace_period,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        }
     for attempt in range(_CREATE_ATTEMPTS):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.8
                 warnings.simplefilter("ignore", ExperimentalWarning)
+                if heartbeat:
+                    kwargs = {
+                        "heartbeat_interval": heartbeat_interval,
+                        "grace_period": grace_period,
+                        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=max_retry
+                        ),
+                    }
                 storage = optuna.storages.RDBStorage(
                     bare, engine_kwargs=engine_kwargs, skip_compatibility_check=True, **kwargs
                 )

@@ -23,8 +23,13 @@ from hpsearch.artifacts import artifact_location
 from hpsearch.config import StudyConfig
 from hpsearch.datasources import source_for
 from hpsearch.engines.base import Observer, RunContext
-from hpsearch.engines.control import (DEFAULT_STOP_DEADLINE, PARENT_ENV, STOP_DEADLINE_ENV, env_number,
-                                      heartbeat_settings)
+from hpsearch.engines.control import (
+    DEFAULT_STOP_DEADLINE,
+    PARENT_ENV,
+    STOP_DEADLINE_ENV,
+    env_number,
+    heartbeat_settings,
+)
 from hpsearch.errors import StudyFailedError
 from hpsearch.records import DONE_STATES, TRIAL
 from hpsearch.storage import STORAGE_ENV, child_env_and_url, scrub, secrets_of

@@ -19,11 +19,11 @@ from typing import Any
 from hpsearch.engines.base import Observer, RunContext, get_engine
 from hpsearch.engines.budget import study_lock
 from hpsearch.engines.control import Control, LoopSettings, Retry, install_signals
-from hpsearch.engines.loop import fail_and_requeue
-from hpsearch.errors import StorageError, UserError
+from hpsearch.engines.loop import fail_and_requeue, process_say
+from hpsearch.errors import TRANSIENT_STORAGE_ERRORS, StorageError, UserError
 from hpsearch.registry import ENGINES
-from hpsearch.study import finalize, load_config, prepare_context
 from hpsearch.storage import is_connection_error, storage_error
+from hpsearch.study import finalize, load_config, prepare_context
 from hpsearch.workers.plan import MANAGED_ENV, apply_backend_settings, worker_index
 
 __all__ = ["run_worker", "prepare_with_retry", "check_supports_workers"]
@@ -35,8 +35,8 @@ def prepare_with_retry(study: Any, budget: float, **kwargs: Any) -> RunContext:
     while True:
         try:
             return prepare_context(study, **kwargs)
-        except StorageError as exc:
-            if not is_connection_error(exc) or time.monotonic() - start > budget:
+        except TRANSIENT_STORAGE_ERRORS:
+            if time.monotonic() - start > budget:
                 raise
             time.sleep(1.0 + (os.getpid() % 7) / 10)
 
@@ -78,7 +78,7 @@ def run_worker(
                 with contextlib.suppress(Exception):  # exiting anyway; the heartbeat re-queues it
                     fail_and_requeue(ctx, ctl.current_id, f"worker stopped ({ctl.stop_reason or 'signal'}; "
                                      f"deadline {settings.deadline:g} s)")
-                ctx.observer.message(f"stopped ({ctl.stop_reason}); exiting")
+                process_say(ctx)(f"stopped ({ctl.stop_reason}); exiting")
             os._exit(0)
 
     undo = install_signals(ctl, hard_stop, settings.deadline)
@@ -109,12 +109,12 @@ def _run(ctx: RunContext, ctl: Control, settings: LoopSettings) -> None:
         ctx.engine.run(ctx)
     finished = ctx.engine.is_complete(ctx)
     if finished and not ctl.stopping and not os.environ.get(MANAGED_ENV):
-        retry = Retry(ctx.storage_url, ctl, settings.retry, ctx.observer.message)
+        retry = Retry(ctx.storage_url, ctl, settings.retry, process_say(ctx))
         study_id = retry(lambda: ctx.study_id, "finalize")
         with study_lock(ctx.storage, ctx.storage_url, study_id, ctx.study.study_name, timeout=600):
             retry(lambda: finalize(ctx), "finalize")
     if ctl.stopping:
-        ctx.observer.message(f"stopped ({ctl.stop_reason}); no trial left running")
+        process_say(ctx)(f"stopped ({ctl.stop_reason}); no trial left running")
 
 
 @contextlib.contextmanager
