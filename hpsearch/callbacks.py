@@ -43,14 +43,13 @@ class PruningReporter(EpochValues):
     thread actually waited on storage.
     """
 
-    def __init__(self, trial: Any, metric: str, y_valid_var: float | None = None, step_offset: int = 0,
+    def __init__(self, trial: Any, metric: str, y_valid_var: float | None = None,
                  check_steps: set[int] | None = None) -> None:
         super().__init__(metric, y_valid_var)
         self.trial = trial
         # steps where the pruner can decide (None: every step); elsewhere asking it is a wasted
         # storage round trip
         self.check_steps = check_steps
-        self.step_offset = step_offset
         self.pruned_at: int | None = None
         self.storage_time = 0.0
         self._executor: ThreadPoolExecutor | None = None
@@ -79,7 +78,7 @@ class PruningReporter(EpochValues):
         value = self.values[-1]
         if value is None or not math.isfinite(value):
             return  # the NaN guard stops training; nothing sensible to report
-        step = epoch + self.step_offset
+        step = epoch
         t0 = time.perf_counter()
         if self._executor is None:  # used outside fit(): report synchronously
             self.trial.report(value, step)

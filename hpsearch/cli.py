@@ -158,11 +158,12 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
-    """Join a study as one worker process; the exit code of the worker."""
+    """Join a study as one worker process; 0 when its budget is met or it was stopped gracefully."""
     from hpsearch.workers.worker import run_worker
 
-    return run_worker(a.study, storage=a.storage, artifacts=a.artifacts, n_trials=a.n_trials, epochs=a.epochs,
-                      observer=_observer(not a.no_progress))
+    run_worker(a.study, storage=a.storage, artifacts=a.artifacts, n_trials=a.n_trials, epochs=a.epochs,
+               observer=_observer(not a.no_progress))
+    return 0
 
 
 def cmd_validate(a: argparse.Namespace) -> int:

@@ -128,7 +128,7 @@ class FloatParam:
     def grid(self, name: str) -> list[float]:
         if self.grid_points is None:
             raise ConfigError(
-                f"space.{name}: engine grid needs a finite set; add `grid: N` (points) to this float range"
+                f"space.{name}: a grid search needs a finite set; add `grid: N` (points) to this float range"
                 " or use `choice: [...]`"
             )
         if self.grid_points == 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +25,12 @@ from hpsearch.builders import builder_accepts, resolve_builder
 from hpsearch.config import StudyConfig
 from hpsearch.data import prepare_data
 from hpsearch.engines.base import NullObserver, Observer, RunContext, get_engine
-from hpsearch.engines.control import Control, heartbeat_settings, install_signals
-from hpsearch.engines.loop import fail_and_requeue
-from hpsearch.engines.samplers import worker_seed
+from hpsearch.engines.control import Control, LoopSettings, heartbeat_settings, install_signals
+from hpsearch.engines.loop import hard_stop
 from hpsearch.errors import StudyFailedError, UserError
 from hpsearch.evaluation import test_scores
 from hpsearch.metrics import default_metric, direction_of
 from hpsearch.records import STUDY, TRIAL, clean_attr, state_counts, trial_rows
-from hpsearch.space import SearchSpace
 from hpsearch.storage import open_storage, redact_url, resolve_storage_url
 from hpsearch.validate import apply_overrides, load_study_config
 
@@ -135,7 +134,7 @@ def prepare_context(
     ``run --workers``, None for a worker started by hand (fresh entropy)."""
     cfg = load_config(config, n_trials, epochs)
     engine = get_engine(cfg.search.engine)
-    space = SearchSpace.from_dict(cfg.space, fixed=cfg.model.fixed)
+    space = cfg.search_space()
     url = resolve_storage_url(storage, cfg.storage)
     data = prepare_data(cfg, engine.cv_folds(cfg))  # raises DataError before anything is written
     metric = cfg.search.metric or default_metric(data.task)  # metric vs task: checked by prepare_data
@@ -150,7 +149,7 @@ def prepare_context(
     interval, grace = heartbeat_settings()
     st = open_storage(url, workers=workers, heartbeat=engine.supports_workers, heartbeat_interval=interval,
                       grace_period=grace)  # raises StorageError if unreachable
-    options = engine.study_options(cfg, space, worker_seed(cfg.search.seed, worker_index))
+    options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, metric, direction, create, options)
     if new:
         attrs = {
@@ -183,20 +182,11 @@ def _best_value(study: Any) -> float | None:
 def run_engine(ctx: RunContext, *, handle_signals: bool = False) -> None:
     """Run the engine once; with ``handle_signals`` the first SIGINT/SIGTERM stops it gracefully
     (the running trial is failed and re-queued) and a second one, or the deadline, at once."""
-    from hpsearch.engines.control import LoopSettings
-
     ctl = ctx.control = Control()
-    undo: Any = lambda: None  # noqa: E731
+    undo: Callable[[], None] = lambda: None  # noqa: E731
     if handle_signals and ctx.engine.stops_gracefully:
         deadline = LoopSettings.from_env().deadline
-
-        def hard_stop() -> None:
-            if ctl.current_id is not None:
-                fail_and_requeue(ctx, ctl.current_id, f"worker stopped ({ctl.stop_reason or 'signal'}; "
-                                 f"deadline {deadline:g} s)")
-            os._exit(130)
-
-        undo = install_signals(ctl, hard_stop, deadline)
+        undo = install_signals(ctl, hard_stop(ctl, lambda: ctx, deadline, 130), deadline)
     try:
         ctx.engine.run(ctx)
     finally:
@@ -260,19 +250,23 @@ def finalize(ctx: RunContext) -> None:
         model, _pre = load_model_artifacts(ctx.artifact_store, mid, pid)
     else:  # the engine kept no model for it (CV fold models): refit the best candidate once
         t0 = time.monotonic()
-        model, pre = ctx.engine.refit(ctx, dict(best.params), best)
-        mid, pid = save_model_artifacts(ctx.artifact_store, study, model, pre)
+        refit = ctx.engine.refit(ctx, dict(best.params), best)
+        model = refit.model
+        mid, pid = save_model_artifacts(ctx.artifact_store, study, model, refit.preprocessor)
         study.set_user_attr(STUDY.REFIT_TIME, time.monotonic() - t0)
-        if "refit_epochs" in ctx.info:
-            study.set_user_attr(STUDY.REFIT_EPOCHS, int(ctx.info["refit_epochs"]))
+        study.set_user_attr(STUDY.REFIT_EPOCHS, refit.epochs)
     test = test_scores(model, ctx.data, ctx.metric) if len(ctx.data.y_test) else {}
     for k, v in {
         STUDY.BEST_TRIAL: best.number, STUDY.BEST_MODEL_ARTIFACT: mid, STUDY.BEST_PREPROCESS_ARTIFACT: pid,
         STUDY.TEST_SCORE: test.get(ctx.metric), STUDY.TEST_METRIC: ctx.metric, STUDY.TEST_METRICS: test,
     }.items():
         study.set_user_attr(k, clean_attr(v))
-    # the previous best was protected while it was the study's best; now it may go
-    keep_best_models(study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models)
+    # the previous best was protected while it was the study's best; now it may go (a store that
+    # refuses a removal must not fail a finished study: it is said, and the next run tries again)
+    try:
+        keep_best_models(study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models)
+    except Exception as exc:  # noqa: BLE001 - disk hygiene only
+        ctx.observer.message(f"hpsearch: old models were not removed ({type(exc).__name__}: {exc})")
 
 
 def make_result(ctx: RunContext, wall: float, already: bool) -> StudyResult:

@@ -123,7 +123,6 @@ def test_random_records_every_candidate_with_fold_scores(sqlite_url):
     assert sorted(t.user_attrs[TRIAL.CANDIDATE] for t in trials) == [0, 1, 2]
     assert [(n, s) for n, s, _, _ in ctx.observer.done] == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]
     assert ctx.engine.plan(ctx) == 3 and ctx.engine.is_complete(ctx)
-    assert ctx.info["search_seconds"] > 0
     # exactly RandomizedSearchCV's candidates
     expected = ParameterSampler(cfg.search_space().to_sklearn_distributions(), 3, random_state=1)
     for t, p in zip(sorted(trials, key=lambda t: t.user_attrs[TRIAL.CANDIDATE]), expected, strict=True):
@@ -154,13 +153,14 @@ def test_folds_are_scaled_with_their_own_training_rows(sqlite_url, monkeypatch):
     # the refit model's preprocessing is fitted on the rows it is refitted on: the training split
     seen.clear()
     best = ctx.study.best_trial
-    model, pre = ctx.engine.refit(ctx, dict(best.params), best)
+    refit = ctx.engine.refit(ctx, dict(best.params), best)
+    model, pre = refit.model, refit.preprocessor
     np.testing.assert_allclose(pre.mean, data.X_train_raw.mean(axis=0))
     assert pre.classes == data.preprocessor.classes
     np.testing.assert_allclose(seen[0][0], pre.transform(data.X_train_raw))
     np.testing.assert_allclose(seen[0][1], pre.transform(data.X_valid_raw))
     assert model.predict(seen[0][0][:5], verbose=0).shape == (5, 3)
-    assert ctx.info["refit_epochs"] == 1
+    assert refit.epochs == 1
 
 
 def test_interrupted_study_resumes_without_duplicates(sqlite_url, monkeypatch, tmp_path):
@@ -270,10 +270,8 @@ def test_halving_uses_epochs_as_resource(sqlite_url, monkeypatch):
         assert t.state == (TrialState.COMPLETE if t.user_attrs[TRIAL.N_RESOURCES] == 4 else TrialState.PRUNED)
     assert all(1 in t.intermediate_values for t in trials if t.state == TrialState.PRUNED)
     assert ctx.engine.is_complete(ctx) and ctx.study.user_attrs[STUDY.COMPLETE] is True
-    assert ctx.info["halving"] == {"n_resources": [2, 4], "n_candidates": [2, 1]}
     best = ctx.study.best_trial
-    ctx.engine.refit(ctx, dict(best.params), best)
-    assert ctx.info["refit_epochs"] == 4  # the best's rung, not train.epochs
+    assert ctx.engine.refit(ctx, dict(best.params), best).epochs == 4  # the best's rung, not train.epochs
     # resumed, halving reads the stored scores to pick the next rung: nothing is trained again
     monkeypatch.setattr(sklearn_engine, "fit_fold", _no_training)
     again = _run(cfg, sqlite_url)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from hpsearch.errors import ConfigError, StudyFailedError
-from hpsearch.records import STUDY, TRIAL, clean_attr
+from hpsearch.records import DONE_STATES, STUDY, TRIAL, clean_attr
 from hpsearch.registry import ENGINES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +31,7 @@ __all__ = [
     "get_engine",
     "FailureStreak",
     "Candidate",
+    "Refit",
     "record_candidate",
     "min_resource",
 ]
@@ -91,7 +92,6 @@ class RunContext:
     engine: Engine
     observer: Observer = field(default_factory=NullObserver)
     artifacts: str | None = None  # the artifact location given (--artifacts / study file), if any
-    info: dict[str, Any] = field(default_factory=dict)  # engine facts for the result (timings, rungs)
     worker_index: int | None = None  # index under ``run --workers`` (seeds), None otherwise
     control: Any = None  # hpsearch.engines.control.Control while trials run
 
@@ -133,8 +133,9 @@ class Engine(ABC):
         """Folds the data must allow (1: holdout)."""
         return cfg.search.cv or self.default_cv or 1
 
-    def study_options(self, cfg: StudyConfig, space: SearchSpace, seed: int | None) -> dict[str, Any]:
-        """Keyword arguments for ``optuna.create_study`` (sampler, pruner)."""
+    def study_options(self, cfg: StudyConfig, space: SearchSpace, worker_index: int | None) -> dict[str, Any]:
+        """Keyword arguments for ``optuna.create_study`` (sampler, pruner) for the process with
+        ``worker_index`` (0: one process; None: a worker started by hand)."""
         return {}
 
     def plan(self, ctx: RunContext) -> int | None:
@@ -146,15 +147,16 @@ class Engine(ABC):
         planned = self.plan(ctx)
         if planned is None:
             return bool(ctx.study.user_attrs.get(STUDY.COMPLETE))
-        done = sum(1 for t in ctx.study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED"))
+        done = sum(1 for t in ctx.study.get_trials(deepcopy=False) if t.state.name in DONE_STATES)
         return done >= planned
 
     @abstractmethod
     def run(self, ctx: RunContext) -> None:
         """Run the search until its budget; record every finished candidate."""
 
-    def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Any:
-        """A Keras model of the best candidate when none was stored (CV engines keep no fold model)."""
+    def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:
+        """The best candidate trained once more when no model of it was stored (CV engines keep no
+        fold model)."""
         raise StudyFailedError(f"study {ctx.study.study_name!r}: the best trial {trial.number} has no stored model")
 
 
@@ -194,6 +196,16 @@ class FailureStreak:
             f"study {study_name!r} stopped: {self.streak} {what} failed in a row (last: {self.last_reason});"
             f" check the space ranges and the data (search.max_failures_in_row = {self.limit})"
         )
+
+
+@dataclass
+class Refit:
+    """A model trained after the search for the best candidate, with the preprocessing fitted on the
+    rows it was trained on."""
+
+    model: Any
+    preprocessor: Any
+    epochs: int
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from hpsearch.engines.control import Control, Heartbeat, LoopSettings, Retry, Tr
 from hpsearch.records import TRIAL
 from hpsearch.storage import is_connection_error
 
-__all__ = ["LoopOutcome", "run_trials", "fail_and_requeue", "process_say"]
+__all__ = ["LoopOutcome", "run_trials", "fail_and_requeue", "process_say", "hard_stop"]
 
 
 @dataclass
@@ -58,6 +59,27 @@ def fail_and_requeue(ctx: RunContext, trial_id: int, reason: str) -> None:
             _requeue(ctx, trial_id)
     except UpdateFinishedTrialError:
         pass
+
+
+def hard_stop(ctl: Control, get_ctx: Callable[[], RunContext | None], deadline: float,
+              exit_code: int) -> Callable[[], None]:
+    """What a second signal (or the stop deadline) does: fail and re-queue the running trial, then
+    leave the process at once with ``exit_code``. Called from a signal-handler thread."""
+    lock = threading.Lock()
+
+    def stop() -> None:
+        if ctl.exited:
+            return
+        with lock:
+            ctx = get_ctx()
+            if ctl.current_id is not None and ctx is not None:
+                with contextlib.suppress(Exception):  # exiting anyway; the heartbeat of others re-queues it
+                    fail_and_requeue(ctx, ctl.current_id, f"worker stopped ({ctl.stop_reason or 'signal'}; "
+                                     f"deadline {deadline:g} s)")
+                process_say(ctx)(f"stopped ({ctl.stop_reason}); exiting")
+            os._exit(exit_code)
+
+    return stop
 
 
 def process_say(ctx: RunContext) -> Callable[[str], None]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hpsearch.engines.base import Engine, RunContext
 from hpsearch.engines.control import Control, LoopSettings, control_callback
 from hpsearch.engines.loop import run_trials
-from hpsearch.engines.samplers import make_pruner, make_sampler
+from hpsearch.engines.samplers import make_pruner, make_sampler, walks_grid, worker_seed
 from hpsearch.engines.trial_runner import TrialRunner
 from hpsearch.errors import ConfigError
 from hpsearch.space import SearchSpace
@@ -21,15 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["OptunaEngine"]
 
 
-def _space(cfg: StudyConfig) -> SearchSpace:
-    return SearchSpace.from_dict(cfg.space, fixed=cfg.model.fixed)
-
-
-def _grid_size(sampler: Any, space: SearchSpace) -> int | None:
-    """The number of grid points when ``sampler`` walks a grid (it stops there), else None."""
-    import optuna
-
-    if not isinstance(sampler, optuna.samplers.GridSampler):
+def _grid_size(cfg: StudyConfig, space: SearchSpace) -> int | None:
+    """The number of grid points when the sampler walks a grid (it stops there), else None."""
+    if not walks_grid(cfg):
         return None
     return math.prod(len(v) for v in space.to_optuna_grid().values())
 
@@ -44,21 +38,21 @@ class OptunaEngine(Engine):
     def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
         # building them is the check: e.g. gp without PyTorch, cmaes without numeric ranges or a
         # grid that is not finite are one-line ConfigErrors naming search.sampler
-        sampler = make_sampler(cfg, space, cfg.search.seed)
+        make_sampler(cfg, space, cfg.search.seed)
         make_pruner(cfg)
         s = cfg.search
-        if s.n_trials is None and s.timeout is None and _grid_size(sampler, space) is None:
+        if s.n_trials is None and s.timeout is None and _grid_size(cfg, space) is None:
             raise ConfigError("search: give n_trials or timeout for engine optuna")
 
     def n_trials(self, cfg: StudyConfig) -> int | None:
         """``search.n_trials``; a grid sampler stops at the grid's size."""
-        space = _space(cfg)
-        n, size = cfg.search.n_trials, _grid_size(make_sampler(cfg, space, None), space)
+        n, size = cfg.search.n_trials, _grid_size(cfg, cfg.search_space())
         if size is None:
             return n
         return size if n is None else min(n, size)
 
-    def study_options(self, cfg: StudyConfig, space: SearchSpace, seed: int | None) -> dict[str, Any]:
+    def study_options(self, cfg: StudyConfig, space: SearchSpace, worker_index: int | None) -> dict[str, Any]:
+        seed = worker_seed(cfg.search.seed, worker_index)
         return {"sampler": make_sampler(cfg, space, seed), "pruner": make_pruner(cfg)}
 
     def is_complete(self, ctx: RunContext) -> bool:

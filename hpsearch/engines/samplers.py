@@ -19,16 +19,20 @@ from hpsearch.space import CategoricalParam, SearchSpace
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
 
-__all__ = ["make_sampler", "make_pruner", "pruning_steps", "worker_seed",
+__all__ = ["make_sampler", "make_pruner", "pruning_steps", "worker_seed", "walks_grid",
            "tpe", "cmaes", "random", "grid", "qmc", "gp", "hyperband", "sha", "median", "nop"]
+
+
+def _startup_trials(cfg: StudyConfig) -> int:
+    """Random trials before a model-based sampler (TPE, GP) takes over: a fifth of the budget, 3 to 10."""
+    return min(10, max(3, (cfg.search.n_trials or 30) // 5))
 
 
 def tpe(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
     import optuna
 
-    n = cfg.search.n_trials or 30
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=False,
-                                      n_startup_trials=min(10, max(3, n // 5)))
+                                      n_startup_trials=_startup_trials(cfg))
 
 
 def cmaes(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
@@ -75,7 +79,7 @@ def gp(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
                           " or choose another sampler (tpe)")
     import optuna
 
-    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(3, (cfg.search.n_trials or 30) // 5)))
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=_startup_trials(cfg))
 
 
 def hyperband(cfg: StudyConfig) -> Any:
@@ -106,11 +110,22 @@ def nop(cfg: StudyConfig) -> Any:
 
 def make_sampler(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
     """The configured sampler, seeded with ``seed`` (see :func:`worker_seed`)."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
     try:
         factory = SAMPLERS.get(cfg.search.sampler)
     except KeyError:
         raise ConfigError(SAMPLERS.unknown(cfg.search.sampler)) from None
-    return factory(cfg, space, seed)
+    with warnings.catch_warnings():  # e.g. QMCSampler, GPSampler: stable enough for us, noisy for users
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return factory(cfg, space, seed)
+
+
+def walks_grid(cfg: StudyConfig) -> bool:
+    """Does the configured sampler walk a finite grid (and stop at its end)?"""
+    return SAMPLERS.get(cfg.search.sampler) is grid
 
 
 def make_pruner(cfg: StudyConfig) -> Any:

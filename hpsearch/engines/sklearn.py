@@ -39,6 +39,7 @@ from hpsearch.engines.base import (
     Candidate,
     Engine,
     FailureStreak,
+    Refit,
     RunContext,
     min_resource,
     record_candidate,
@@ -50,7 +51,6 @@ from hpsearch.space import coerce_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import EarlyStoppingConfig, StudyConfig
-    from hpsearch.data import Preprocessor
     from hpsearch.space import SearchSpace
 
 __all__ = [
@@ -344,15 +344,13 @@ class SklearnEngine(Engine):
 
     def run(self, ctx: RunContext) -> None:
         search = CandidateSearch(ctx, self)
-        start = time.monotonic()
         self.search(ctx, search)
-        ctx.info["search_seconds"] = time.monotonic() - start
         search.finish()
 
-    def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> tuple[Any, Preprocessor]:
+    def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:
         """The best candidate trained on the whole training split, its preprocessing fitted on those
-        rows (early stopping on the validation split, scaled alike): ``(keras model, preprocessor)``.
-        A halving candidate trains for its rung's epochs; the epochs trained go to ``ctx.info["refit_epochs"]``."""
+        rows (early stopping on the validation split, scaled alike). A halving candidate trains for
+        its rung's epochs."""
         data = ctx.data
         params = dict(params)
         if trial.user_attrs.get(TRIAL.N_RESOURCES):
@@ -362,8 +360,7 @@ class SklearnEngine(Engine):
         est.fit(pre.transform(data.X_train_raw), data.y_train,
                 validation_data=(pre.transform(data.X_valid_raw), data.y_valid),
                 callbacks=_callbacks(ctx.cfg.train.early_stopping))
-        ctx.info["refit_epochs"] = int(est.n_epochs_trained_)
-        return est.model_, pre
+        return Refit(est.model_, pre, int(est.n_epochs_trained_))
 
 
 def _n_candidates(cfg: StudyConfig) -> int:
@@ -449,6 +446,4 @@ class HalvingEngine(SklearnEngine):
     def search(self, ctx: RunContext, search: CandidateSearch) -> None:
         rungs = self.rungs(ctx)
         run_rungs(self.candidates(ctx.cfg, ctx.space), rungs, search.evaluate)
-        ctx.info["halving"] = {"n_resources": [r.epochs for r in rungs],
-                               "n_candidates": [r.n_candidates for r in rungs]}
         ctx.study.set_user_attr(STUDY.COMPLETE, True)

@@ -33,7 +33,7 @@ from hpsearch.engines.control import (
 from hpsearch.errors import StudyFailedError
 from hpsearch.records import DONE_STATES, TRIAL
 from hpsearch.storage import STORAGE_ENV, child_env_and_url, scrub, secrets_of
-from hpsearch.study import StudyResult, finalize, make_result
+from hpsearch.study import StudyResult, finalize, load_config, make_result
 from hpsearch.workers.plan import INDEX_ENV, MANAGED_ENV, parse_gpus, plan_workers, worker_command, worker_env
 from hpsearch.workers.worker import check_supports_workers, prepare_with_retry
 
@@ -73,9 +73,9 @@ def run_workers(
     t0 = time.monotonic()
     plan = plan_workers(n_workers, parse_gpus(gpus), per_gpu)
     heartbeat_settings()  # refuse a bad heartbeat configuration before anything is written
+    check_supports_workers(load_config(study, n_trials, epochs), "--workers")
     ctx = prepare_with_retry(study, 0.0, storage=storage, artifacts=artifacts, n_trials=n_trials, epochs=epochs,
                              observer=observer, workers=len(plan))
-    check_supports_workers(ctx)
     already = ctx.engine.is_complete(ctx)
     if not already:
         _Launch(ctx, study, plan, n_trials=n_trials, epochs=epochs,

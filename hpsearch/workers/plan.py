@@ -145,9 +145,6 @@ def apply_backend_settings(env: Mapping[str, str] = os.environ) -> None:
             pass
 
 
-# ==================================================================================================
-
-
 def worker_index(env: Mapping[str, str] = os.environ) -> int | None:
     """This worker's index under run_workers (None: started by hand / docker-compose)."""
     try:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from typing import Any
 
+from hpsearch.config import StudyConfig
 from hpsearch.engines.base import Observer, RunContext, get_engine
 from hpsearch.engines.budget import study_lock
 from hpsearch.engines.control import Control, LoopSettings, Retry, install_signals
-from hpsearch.engines.loop import fail_and_requeue, process_say
+from hpsearch.engines.loop import hard_stop, process_say
 from hpsearch.errors import TRANSIENT_STORAGE_ERRORS, StorageError, UserError
 from hpsearch.registry import ENGINES
 from hpsearch.storage import is_connection_error, storage_error
@@ -41,56 +41,41 @@ def prepare_with_retry(study: Any, budget: float, **kwargs: Any) -> RunContext:
             time.sleep(1.0 + (os.getpid() % 7) / 10)
 
 
-def check_supports_workers(ctx: RunContext) -> None:
-    """Only engines whose trials go through the shared trial loop can have several workers."""
-    if ctx.engine.supports_workers:
+def check_supports_workers(cfg: StudyConfig, command: str) -> None:
+    """Only engines whose trials go through the shared trial loop can have several workers
+    (checked before anything is written)."""
+    if get_engine(cfg.search.engine).supports_workers:
         return
     able = [n for n in ENGINES.names() if get_engine(n).supports_workers]
-    raise UserError(f"--workers runs engine {', '.join(able)} only; study {ctx.cfg.name!r} uses {ctx.engine.name}"
+    raise UserError(f"{command} runs engine {', '.join(able)} only; study {cfg.name!r} uses {cfg.search.engine}"
                     f" (set search.engine: {able[0]}, or run it with one process)")
 
 
 def run_worker(
-    study: Any,
+    study: str | os.PathLike[str] | StudyConfig,
     *,
     storage: str | None = None,
     artifacts: str | None = None,
     n_trials: int | None = None,
     epochs: int | None = None,
     observer: Observer | None = None,
-) -> int:
-    """Join (or create) a study and run trials until the global budget is met. Returns 0.
+) -> None:
+    """Join (or create) a study and run trials until the global budget is met, or a graceful stop.
 
     Raises StorageError / StudyFailedError with a one-line message for the CLI.
     """
     settings = LoopSettings.from_env()
-    load_config(study, n_trials, epochs)  # a bad study file is refused before any signal handler
+    check_supports_workers(load_config(study, n_trials, epochs), "workers")  # before any signal handler
     ctl = Control()
     box: dict[str, RunContext] = {}
-    hard_lock = threading.Lock()
-
-    def hard_stop() -> None:
-        if ctl.exited:
-            return
-        with hard_lock:
-            ctx = box.get("ctx")
-            if ctl.current_id is not None and ctx is not None:
-                with contextlib.suppress(Exception):  # exiting anyway; the heartbeat re-queues it
-                    fail_and_requeue(ctx, ctl.current_id, f"worker stopped ({ctl.stop_reason or 'signal'}; "
-                                     f"deadline {settings.deadline:g} s)")
-                process_say(ctx)(f"stopped ({ctl.stop_reason}); exiting")
-            os._exit(0)
-
-    undo = install_signals(ctl, hard_stop, settings.deadline)
+    undo = install_signals(ctl, hard_stop(ctl, lambda: box.get("ctx"), settings.deadline, 0), settings.deadline)
     try:
         apply_backend_settings()
         ctx = prepare_with_retry(study, settings.retry, storage=storage, artifacts=artifacts, n_trials=n_trials,
                                  epochs=epochs, observer=observer, worker_index=worker_index())
         box["ctx"] = ctx
-        check_supports_workers(ctx)
         ctx.control = ctl
         _run(ctx, ctl, settings)
-        return 0
     except StorageError:
         raise
     except Exception as exc:
