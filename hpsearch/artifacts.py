@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from hpsearch import plots
 from hpsearch.data import Preprocessor
 from hpsearch.errors import StorageError, UserError
-from hpsearch.records import STUDY, TRIAL
+from hpsearch.records import STUDY, TRIAL, ranked
 from hpsearch.storage import is_sqlite, redact_url, sqlite_path
 
 if TYPE_CHECKING:
@@ -261,19 +261,14 @@ def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, 
     other workers) know the file is gone on purpose. Safe to run from several workers at once.
     """
     from optuna.artifacts.exceptions import ArtifactNotFound
-    from optuna.trial import TrialState
 
     attrs = study.user_attrs
     protected = {attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)}
     gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
-    sign = -1.0 if direction == "maximize" else 1.0
-    ranked = sorted(
-        ((sign * value, t.number, t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-         if t.user_attrs.get(TRIAL.MODEL_ARTIFACT) and (value := t.value) is not None),
-        key=lambda row: row[:2],
-    )
+    with_models = [t for t in ranked(study.get_trials(deepcopy=False), direction)
+                   if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
     removed = 0
-    for _, _, t in ranked[max(keep, 0):]:
+    for t in with_models[max(keep, 0):]:
         for key in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT):
             aid = t.user_attrs.get(key)
             if not aid or aid in protected or aid in gone:

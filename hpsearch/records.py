@@ -14,10 +14,11 @@ Intermediate values: the validation metric after each epoch (fold mean under CV)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["STUDY", "TRIAL", "clean_attr", "is_better", "best_of", "state_counts", "trial_rows", "DONE_STATES"]
+__all__ = ["STUDY", "TRIAL", "clean_attr", "is_better", "best_of", "state_counts", "rank_key", "ranked",
+           "trial_rows", "DONE_STATES"]
 
 
 class STUDY:
@@ -123,10 +124,9 @@ def state_counts(trials: Iterable[Any]) -> dict[str, int]:
     return counts
 
 
-def trial_rows(trials: Iterable[Any], direction: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Finished trials ranked best first (ties: earlier trial): rank, number, state, value, std,
-    params, fit time, epochs, failure reason. Unranked (pruned, failed) trials follow by number."""
-    finished = [t for t in trials if t.state.is_finished()]
+def rank_key(direction: str) -> Callable[[Any], tuple[int, float, int]]:
+    """Sort key of trials, best first: COMPLETE trials with a value by value (ties: the earlier
+    trial, as Optuna's ``best_trial``), then the others by number."""
     sign = -1.0 if direction == "maximize" else 1.0
 
     def key(t: Any) -> tuple[int, float, int]:
@@ -134,8 +134,20 @@ def trial_rows(trials: Iterable[Any], direction: str, limit: int | None = None) 
             return (0, sign * t.value, t.number)
         return (1, float(t.number), t.number)
 
+    return key
+
+
+def ranked(trials: Iterable[Any], direction: str) -> list[Any]:
+    """COMPLETE trials with a value, best first (see :func:`rank_key`)."""
+    return sorted((t for t in trials if t.state.name == "COMPLETE" and t.value is not None), key=rank_key(direction))
+
+
+def trial_rows(trials: Iterable[Any], direction: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Finished trials ranked best first (ties: earlier trial): rank, number, state, value, std,
+    params, fit time, epochs, failure reason. Unranked (pruned, failed) trials follow by number."""
+    finished = [t for t in trials if t.state.is_finished()]
     rows = []
-    for rank, t in enumerate(sorted(finished, key=key), start=1):
+    for rank, t in enumerate(sorted(finished, key=rank_key(direction)), start=1):
         ua = t.user_attrs
         fit_time = ua.get(TRIAL.FIT_TIME)
         if fit_time is None and t.datetime_start and t.datetime_complete:

@@ -20,7 +20,7 @@ from hpsearch.errors import UserError
 from hpsearch.evaluation import Evaluation, evaluate_best
 from hpsearch.formats import data_line, fmt_elapsed, fmt_params, fmt_value
 from hpsearch.queries import open_study_for_reading, study_summary
-from hpsearch.records import STUDY, clean_attr, trial_rows
+from hpsearch.records import STUDY, clean_attr, ranked, trial_rows
 from hpsearch.storage import redact_url
 
 __all__ = ["TOP_CURVES", "TOP_ROWS", "write_report"]
@@ -77,15 +77,13 @@ def _curve_of(t: Any) -> list[tuple[int, float]]:
 
 
 def _learning_curves(rep: _Report, complete: list[Any], direction: str, metric: str) -> None:
-    sign = -1.0 if direction == "maximize" else 1.0
-    ranked = sorted(complete, key=lambda t: (sign * t.value, t.number))[:TOP_CURVES]
-    top = [(t, _curve_of(t)) for t in ranked]
+    top = [(t, _curve_of(t)) for t in ranked(complete, direction)[:TOP_CURVES]]
     curves = [(f"#{rank} trial {t.number} ({fmt_value(t.value)})", c)
               for rank, (t, c) in enumerate(top, start=1) if c]
     title = f"Learning curves of the top {TOP_CURVES} trials"
     if not curves:
-        rep.section(title, None, "no per-epoch values stored (the scikit-learn engines record only final"
-                                 " fold scores); each trial's training-curve PNG is in the dashboard")
+        rep.section(title, None, "no per-epoch values stored; each trial's training-curve PNG is in"
+                                 " the dashboard")
         return
     rep.plot(title, "learning_curves.png", plots.save_learning_curves, curves, metric, title)
 

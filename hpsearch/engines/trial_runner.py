@@ -24,7 +24,7 @@ from hpsearch.artifacts import save_curve_artifact, save_model_artifacts
 from hpsearch.builders import call_builder, count_params
 from hpsearch.engines.base import Candidate, RunContext
 from hpsearch.engines.samplers import pruning_steps
-from hpsearch.records import TRIAL, best_of, is_better
+from hpsearch.records import TRIAL, best_of, is_better, ranked
 
 __all__ = ["TrialRunner", "TrialDiverged", "pad_to_batches"]
 
@@ -241,9 +241,8 @@ class TrialRunner:
     def _rank(self, value: float) -> tuple[bool, bool]:
         """(among the best K stored models?, the best so far?)."""
         direction = self.ctx.direction
-        complete = [t for t in self.ctx.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        best = all(is_better(value, t.value, direction) for t in complete if t.value is not None)
-        stored = sorted((t.value for t in complete if t.value is not None and t.user_attrs.get(TRIAL.MODEL_ARTIFACT)),
-                        reverse=direction == "maximize")
+        done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
+        best = not done or is_better(value, done[0].value, direction)
+        stored = [t for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
         k = self.ctx.cfg.search.keep_models
-        return (len(stored) < k or is_better(value, stored[k - 1], direction)), best
+        return (len(stored) < k or is_better(value, stored[k - 1].value, direction)), best
