@@ -11,13 +11,11 @@ import sys
 import pytest
 import yaml
 from pydantic import ValidationError
+from study_dicts import MINIMAL, one_line_error, with_
 
 from hpsearch.config import StudyConfig, schema_from_mapping
-from hpsearch.errors import ConfigError, UserError
+from hpsearch.errors import UserError
 from hpsearch.registry import ENGINES, PRUNERS, SAMPLERS
-
-MINIMAL = {"name": "m", "data": {"source": "sklearn:iris"}, "space": {"n_neurons": {"int": [1, 4]}},
-           "search": {"n_trials": 3}}
 
 
 def schema(d: dict, **kw) -> StudyConfig:
@@ -25,21 +23,7 @@ def schema(d: dict, **kw) -> StudyConfig:
 
 
 def err(d, **kw) -> str:
-    with pytest.raises(ConfigError) as ei:
-        schema(d, **kw)
-    msg = str(ei.value)
-    assert "\n" not in msg and msg.startswith("s.yaml: ")
-    return msg
-
-
-def with_(base: dict, **sections) -> dict:
-    out = yaml.safe_load(yaml.safe_dump(base))
-    for k, v in sections.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "space":  # space: replaced
-            out[k].update(v)
-        else:
-            out[k] = v
-    return out
+    return one_line_error(schema, d, **kw)
 
 
 def test_defaults():

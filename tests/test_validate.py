@@ -9,13 +9,11 @@ import textwrap
 
 import pytest
 import yaml
+from study_dicts import MINIMAL, one_line_error, with_
 
 from hpsearch.config import StudyConfig
 from hpsearch.errors import ConfigError
 from hpsearch.validate import apply_overrides, load_study_config, parse_study_config
-
-MINIMAL = {"name": "m", "data": {"source": "sklearn:iris"}, "space": {"n_neurons": {"int": [1, 4]}},
-           "search": {"n_trials": 3}}
 
 
 def parse(d: dict, **kw) -> StudyConfig:
@@ -23,21 +21,7 @@ def parse(d: dict, **kw) -> StudyConfig:
 
 
 def err(d, **kw) -> str:
-    with pytest.raises(ConfigError) as ei:
-        parse(d, **kw)
-    msg = str(ei.value)
-    assert "\n" not in msg and msg.startswith("s.yaml: ")
-    return msg
-
-
-def with_(base: dict, **sections) -> dict:
-    out = yaml.safe_load(yaml.safe_dump(base))
-    for k, v in sections.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "space":  # space: replaced
-            out[k].update(v)
-        else:
-            out[k] = v
-    return out
+    return one_line_error(parse, d, **kw)
 
 
 def test_a_valid_study_passes_every_check():
