@@ -26,11 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 def _run(study_file: Path, storage: str, art: str, **over):
     from hpsearch.study import run_study
-    from hpsearch.validate import load_study_config
+    from hpsearch.validate import load_study_config, parse_study_config
 
+    # the config is frozen once validated: overrides (None included) go through validation again
     cfg = load_study_config(study_file)
-    for k, v in over.items():
-        setattr(cfg.search, k, v)
+    data = cfg.model_dump()
+    data["search"].update(over)
+    cfg = parse_study_config(data, where=str(study_file), base_dir=cfg.base_dir)
     t0 = time.perf_counter()
     res = run_study(cfg, storage=storage, artifacts=art)
     wall = time.perf_counter() - t0
