@@ -475,6 +475,34 @@ def test_spawned_worker_environment_and_argv(tmp_path, postgres_url, fast_heartb
         assert a.command == "worker" and a.storage.endswith(postgres_url.rsplit("@", 1)[1])
 
 
+def test_exported_pgpassword_reaches_the_workers(tmp_path, postgres_server, postgres_url, fast_heartbeat,
+                                                monkeypatch):
+    """The README's recipe: `export PGPASSWORD=...` and a URL without a password. The workers get
+    the password through their environment (never argv)."""
+    import io
+
+    bare, extra = child_env_and_url(postgres_url)
+    monkeypatch.setenv("PGPASSWORD", extra["PGPASSWORD"])
+    study = _study_file(tmp_path, "pgpw", 2)
+    seen: list[tuple[list[str], dict[str, str]]] = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None, **kw):
+            seen.append((list(cmd), dict(env)))
+            self.pid, self.returncode, self.stdout = 10**6 + len(seen), 0, io.BytesIO(b"")
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
+    with pytest.raises(StudyFailedError):  # the fake workers ran nothing
+        L.run_workers(study, storage=bare, artifacts=str(tmp_path / "art"), n_workers=2)
+    assert len(seen) == 2
+    for cmd, env in seen:
+        assert env["PGPASSWORD"] == postgres_server.password
+        assert postgres_server.password not in " ".join(cmd)
+
+
 # ==================================================================================================
 # End to end with real worker processes
 # ==================================================================================================

@@ -146,8 +146,9 @@ class _Launch:
                              epochs=self.epochs)
         for i, gpu in enumerate(self.plan):
             env = dict(os.environ)
-            env.pop(STORAGE_ENV, None)
-            env.pop("PGPASSWORD", None)
+            env.pop(STORAGE_ENV, None)  # the workers get the URL (without password) in argv
+            if extra:  # the URL's own password replaces an exported one; else PGPASSWORD goes on
+                env.pop("PGPASSWORD", None)
             env.update(extra)
             env.update(worker_env(gpu, per_gpu=max(1, self.plan.count(gpu)), n_workers=len(self.plan)))
             env.update({MANAGED_ENV: "1", PARENT_ENV: str(os.getpid()), INDEX_ENV: str(i), "PYTHONUNBUFFERED": "1"})
