@@ -705,3 +705,5 @@ def test_ctrl_c_on_one_process_run_requeues_like_a_worker(tmp_path, sqlite_url, 
     study_obj = _load(sqlite_url, "intr")
     s = _summary(study_obj, _executions(events), 2, workers=1, killed=0, stopped=1)
     assert s["complete"] == 2 and s["lost"] == 0 and s["twice"] == 0 and s["running"] == 0
+    copy = next(t for t in study_obj.trials if t.system_attrs.get("failed_trial") == failed[0].number)
+    assert copy.state == TrialState.COMPLETE and copy.user_attrs.get("failure_reason") is None

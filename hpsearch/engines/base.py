@@ -236,6 +236,8 @@ def record_candidate(study: Any, candidate: Candidate, *, engine: str, distribut
     attrs[TRIAL.ENGINE] = engine
     if candidate.failure is not None:
         attrs[TRIAL.FAILURE] = candidate.failure
+    elif trial is not None and trial.user_attrs.get(TRIAL.FAILURE):
+        attrs[TRIAL.FAILURE] = None  # a re-queued copy inherits its predecessor's reason; it did not fail
     attrs = clean_attr(attrs)
     state = TrialState[candidate.state]
     if trial is not None:
