@@ -77,6 +77,25 @@ def fast_heartbeat(monkeypatch, tmp_path):
     return events
 
 
+@pytest.fixture
+def spawned(monkeypatch) -> list[tuple[list[str], dict[str, str]]]:
+    """Worker processes are not started: each spawn records (argv, environment) and exits 0."""
+    import io
+
+    seen: list[tuple[list[str], dict[str, str]]] = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None, **kw):
+            seen.append((list(cmd), dict(env)))
+            self.pid, self.returncode, self.stdout = 10**6 + len(seen), 0, io.BytesIO(b"")
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
+    return seen
+
+
 def _load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(url))
 
@@ -442,23 +461,12 @@ def test_budget_is_exact_when_many_workers_race(postgres_url, monkeypatch):
     assert sorted(t.number for t in trials) == list(range(n_trials))
 
 
-def test_spawned_worker_environment_and_argv(tmp_path, postgres_url, fast_heartbeat, monkeypatch):
+def test_spawned_worker_environment_and_argv(tmp_path, postgres_url, fast_heartbeat, monkeypatch, spawned):
     """--gpus 0,1 --per-gpu 2: four workers, two per GPU, each with its memory settings; the password
     is in PGPASSWORD only. Popen is replaced, so no GPU (and no TensorFlow) is needed."""
-    import io
 
     study = _study_file(tmp_path, "envs", 2)
-    seen: list[tuple[list[str], dict[str, str]]] = []
-
-    class FakePopen:
-        def __init__(self, cmd, env=None, **kw):
-            seen.append((list(cmd), dict(env)))
-            self.pid, self.returncode, self.stdout = 10**6 + len(seen), 0, io.BytesIO(b"")
-
-        def poll(self):
-            return self.returncode
-
-    monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
+    seen = spawned
     monkeypatch.setenv("HPSEARCH_STORAGE", postgres_url)  # the password must not leak through it either
     with pytest.raises(StudyFailedError):  # the fake workers ran nothing
         L.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"), gpus="0,1", per_gpu=2)
@@ -476,25 +484,14 @@ def test_spawned_worker_environment_and_argv(tmp_path, postgres_url, fast_heartb
 
 
 def test_exported_pgpassword_reaches_the_workers(tmp_path, postgres_server, postgres_url, fast_heartbeat,
-                                                monkeypatch):
+                                                monkeypatch, spawned):
     """The README's recipe: `export PGPASSWORD=...` and a URL without a password. The workers get
     the password through their environment (never argv)."""
-    import io
 
     bare, extra = child_env_and_url(postgres_url)
     monkeypatch.setenv("PGPASSWORD", extra["PGPASSWORD"])
     study = _study_file(tmp_path, "pgpw", 2)
-    seen: list[tuple[list[str], dict[str, str]]] = []
-
-    class FakePopen:
-        def __init__(self, cmd, env=None, **kw):
-            seen.append((list(cmd), dict(env)))
-            self.pid, self.returncode, self.stdout = 10**6 + len(seen), 0, io.BytesIO(b"")
-
-        def poll(self):
-            return self.returncode
-
-    monkeypatch.setattr(L.subprocess, "Popen", FakePopen)
+    seen = spawned
     with pytest.raises(StudyFailedError):  # the fake workers ran nothing
         L.run_workers(study, storage=bare, artifacts=str(tmp_path / "art"), n_workers=2)
     assert len(seen) == 2
