@@ -75,6 +75,24 @@ class DataConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     scale: Literal["standard", "none"] = "standard"
     max_rows: int | None = Field(None, ge=1, description="use only the first N rows (after shuffling)")
+    reshape: list[int] | None = Field(None, min_length=1, description="one sample's shape, e.g. [8, 8, 1]:"
+                                      " flat feature rows become images (rows, 8, 8, 1) or sequences")
+    rescale: float | None = Field(None, gt=0, description="divide raw values by this first (255 for 8-bit"
+                                  " images), before data.scale")
+    image_size: list[int] | None = Field(None, min_length=2, max_length=2,
+                                         description="image folders: resize every image to [height, width]")
+    color: Literal["grayscale", "rgb"] = Field("rgb", description="image folders: channels (1 or 3)")
+    skip_bad_files: bool = Field(False, description="image folders: skip unreadable files (counted) instead of"
+                                 " stopping at the first")
+    max_categories: int = Field(20, ge=1, description="tables: a text/category column with at most this many"
+                                " values is one-hot encoded, above it an integer lookup")
+
+    @field_validator("reshape", "image_size")
+    @classmethod
+    def _positive_dims(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(d < 1 for d in v):
+            raise ValueError(f"every size must be >= 1, got {v}; give positive integers")
+        return v
 
 
 class ModelConfig(_Strict):

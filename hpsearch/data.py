@@ -13,7 +13,6 @@ held-out row ever shapes the scaling of the rows a model trains on.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -23,62 +22,14 @@ import numpy as np
 from hpsearch.datasources import RawData, source_for
 from hpsearch.errors import ConfigError, DataError
 from hpsearch.metrics import default_metric, metric_problem
+from hpsearch.preprocess import Preprocessor, fit_preprocessor
 
 if TYPE_CHECKING:  # pragma: no cover
     from sklearn.base import TransformerMixin
 
     from hpsearch.config import StudyConfig
 
-__all__ = ["Fold", "PreparedData", "Preprocessor", "prepare_data", "validate_arrays"]
-
-
-@dataclass
-class Preprocessor:
-    """Fitted preprocessing kept with each model: feature scaling and label decoding (JSON-safe).
-
-    The JSON form (``to_json``: every field) is stored with models: keep the fields as they are.
-    """
-
-    task: str
-    n_features: int
-    mean: list[float] | None = None
-    scale: list[float] | None = None
-    classes: list[Any] | None = None
-    feature_names: list[str] | None = None
-
-    def transform(self, X: Any) -> np.ndarray:
-        X = _as_feature_array(X, self.feature_names)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise DataError(f"X has {X.shape[-1] if X.ndim else 0} features; the model expects {self.n_features}")
-        out: np.ndarray = X.astype(np.float32, copy=False)
-        if self.mean is not None and self.scale is not None:
-            out = (out - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.scale, dtype=np.float32)
-        return out.astype(np.float32, copy=False)
-
-    def encode_labels(self, y: Any) -> np.ndarray:
-        y = np.asarray(y).ravel()
-        if self.classes is None:
-            out: np.ndarray = y.astype(np.float32)
-            return out
-        lookup = {c: i for i, c in enumerate(self.classes)}
-        try:
-            return np.asarray([lookup[_py(v)] for v in y], dtype=np.int64)
-        except KeyError as e:
-            raise DataError(f"label {e.args[0]!r} was not seen in training; known classes: {self.classes}") from None
-
-    def decode_labels(self, idx: np.ndarray) -> np.ndarray:
-        if self.classes is None:
-            return idx
-        labels = np.asarray(self.classes, dtype=object if any(isinstance(c, str) for c in self.classes) else None)
-        out: np.ndarray = labels[idx]
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__)
-
-    @classmethod
-    def from_json(cls, text: str) -> Preprocessor:
-        return cls(**json.loads(text))
+__all__ = ["Fold", "PreparedData", "Preprocessor", "check_input_rank", "prepare_data", "validate_arrays"]
 
 
 class Fold(NamedTuple):
@@ -121,6 +72,7 @@ class PreparedData:
         """scikeras-style metadata that builders receive as ``meta``."""
         m: dict[str, Any] = {
             "n_features_in_": int(self.X_train.shape[1]),
+            "X_shape_": tuple(int(d) for d in self.X_train.shape),  # rows first, as scikeras
             "target_type_": self.target_type,
             "n_outputs_expected_": 1,
         }
@@ -132,7 +84,7 @@ class PreparedData:
     def fit_preprocessor(self, X_raw: np.ndarray) -> Preprocessor:
         """A preprocessor whose scaling is fitted on exactly ``X_raw`` (same task, classes, names):
         for a model trained on those rows, e.g. a refit on a fold or on train + valid."""
-        return _fit_preprocessor(np.asarray(X_raw, dtype=np.float64), self.scaling, self.preprocessor)
+        return fit_preprocessor(X_raw, self.scaling, self.preprocessor)
 
     def fold_arrays(self, k: int, seed: int | None) -> list[Fold]:
         """k CV folds of the training split, each scaled with its own training rows' statistics.
@@ -152,8 +104,15 @@ class PreparedData:
         return folds
 
     def scaler(self) -> TransformerMixin | str:
-        """An unfitted scikit-learn step doing this study's scaling, for a Pipeline fitted per fold
-        (``"passthrough"`` when ``data.scale: none``)."""
+        """An unfitted scikit-learn step doing this study's preprocessing, for a Pipeline fitted per
+        fold (``"passthrough"`` when ``data.scale: none`` on a numeric table; the encoding, reshape
+        and rescale of tables with text or gaps and of N-D inputs go through the study's own
+        :class:`Preprocessor`)."""
+        pre = self.preprocessor
+        if pre.columns is not None or pre.input_shape is not None or pre.rescale is not None:
+            from hpsearch.foldstep import FittedPreprocessing
+
+            return FittedPreprocessing(like=pre, scaling=self.scaling)
         if self.scaling == "none":
             return "passthrough"
         from sklearn.preprocessing import StandardScaler
@@ -164,27 +123,6 @@ class PreparedData:
 
 def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
-
-
-def _as_feature_array(X: Any, names: list[str] | None) -> np.ndarray:
-    if hasattr(X, "columns") and names:
-        missing = [n for n in names if n not in X.columns]
-        if missing:
-            raise DataError(f"X lacks feature column {missing[0]!r}")
-        X = X[names]
-    return np.asarray(X)
-
-
-def _fit_preprocessor(X_raw: np.ndarray, scaling: str, like: Preprocessor) -> Preprocessor:
-    """Standardize with the mean / std (ddof 0) of ``X_raw``; constant columns stay unscaled."""
-    mean = scale = None
-    if scaling == "standard":
-        mean_a = X_raw.mean(axis=0)
-        scale_a = X_raw.std(axis=0)
-        scale_a[scale_a == 0] = 1.0  # as scikit-learn's StandardScaler does
-        mean, scale = mean_a.tolist(), scale_a.tolist()
-    return Preprocessor(task=like.task, n_features=int(X_raw.shape[1]), mean=mean, scale=scale,
-                        classes=like.classes, feature_names=like.feature_names)
 
 
 def _infer_task(y: np.ndarray, declared: str) -> str:
@@ -205,10 +143,10 @@ def _infer_task(y: np.ndarray, declared: str) -> str:
 
 def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_rows: int = 2) -> None:
     """Reject data that cannot train: empty, NaN/inf, mismatched lengths, bad labels, too few rows."""
-    if X.ndim != 2:
-        raise DataError(f"{where}: features must be a 2-D table (rows x features), got shape {X.shape};"
-                        " reshape X to (rows, features)")
-    if X.shape[0] == 0 or X.shape[1] == 0:
+    if X.ndim < 2:
+        raise DataError(f"{where}: features must be rows of a table, images or sequences, got shape {X.shape};"
+                        " reshape X to (rows, features) or (rows, ...)")
+    if X.shape[0] == 0 or math.prod(X.shape[1:]) == 0:
         raise DataError(f"{where}: no data (shape {X.shape}); give a file with rows and feature columns")
     if y.ndim != 1:
         if y.ndim == 2 and y.shape[1] == 1:
@@ -217,13 +155,15 @@ def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_
             raise DataError(f"{where}: target must be one column, got shape {y.shape}; give a 1-D target")
     if len(y) != X.shape[0]:
         raise DataError(f"{where}: {X.shape[0]} feature rows but {len(y)} target values; give X and y the same rows")
-    if X.dtype.kind not in "iufb":
+    if X.dtype.kind == "O" and X.ndim == 2:
+        pass  # a table with text, categories or gaps: encoded and imputed by the preprocessor
+    elif X.dtype.kind not in "iufb":
         raise DataError(f"{where}: features must be numeric, got {X.dtype}; encode categorical columns first")
-    bad = ~np.isfinite(X.astype(np.float64))
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DataError(f"{where}: features contain NaN or inf (first at row {r}, column {c});"
-                        " impute or drop those rows")
+    elif X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+        r, *c = (int(i) for i in np.argwhere(~np.isfinite(X))[0])
+        at = f"column {c[0]}" if len(c) == 1 else f"position {tuple(c)}"
+        raise DataError(f"{where}: features contain NaN or inf (first at row {r}, {at});"
+                        " impute or drop those rows (a CSV / Parquet table imputes gaps itself)")
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         first = int(np.argmax(~np.isfinite(y)))
         raise DataError(f"{where}: target contains NaN or inf (first at row {first}); drop those rows")
@@ -297,6 +237,34 @@ def _check_folds(y_train: np.ndarray, classes: list[Any] | None, folds: int, whe
         )
 
 
+def _reshaped(X: np.ndarray, shape: list[int] | None, where: str) -> np.ndarray:
+    """``X`` with each sample reshaped to ``data.reshape`` (a ConfigError when the sizes differ)."""
+    if shape is None:
+        return X
+    if X.ndim < 2 or X.dtype.kind == "O" or math.prod(X.shape[1:]) != math.prod(shape):
+        raise ConfigError(f"data.reshape: {shape} holds {math.prod(shape)} values but each sample of {where} has"
+                          f" shape {X.shape[1:]}; give a shape whose sizes multiply to"
+                          f" {math.prod(X.shape[1:]) if X.ndim >= 2 else 0}")
+    return X.reshape((X.shape[0], *shape))
+
+
+def check_input_rank(builder: Any, data: PreparedData, field: str = "model.builder") -> None:
+    """Refuse data whose sample rank the builder does not take, before anything is written.
+
+    A builder declares ``fn.input_ranks`` (sample ranks it takes: 1 for table rows, 2 for
+    sequences, 3 for images); one that declares nothing is not checked.
+    """
+    ranks = getattr(builder, "input_ranks", None)
+    shape = tuple(data.X_train.shape[1:])
+    if ranks is None or len(shape) in ranks:
+        return
+    kinds = {1: "table rows", 2: "sequences (steps, features)", 3: "images (height, width, channels)"}
+    takes = " or ".join(kinds.get(r, f"rank-{r} samples") for r in sorted(ranks))
+    raise ConfigError(f"{field}: {getattr(builder, '__name__', builder)} takes {takes}, but the data gives samples"
+                      f" of shape {shape}; set data.reshape (e.g. [{', '.join(map(str, shape))}, 1]) or choose"
+                      " another builder")
+
+
 def _rows(cfg: StudyConfig, raw: RawData, folds: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Validated rows (``data.max_rows`` of them, seeded) and the task."""
     y = np.asarray(raw.y)
@@ -306,13 +274,24 @@ def _rows(cfg: StudyConfig, raw: RawData, folds: int) -> tuple[np.ndarray, np.nd
     split = cfg.data.split
     train_frac = 1.0 - split.valid - split.test
     min_rows = max(4, int(np.ceil(max(folds, 2) / train_frac)) + 2)
-    validate_arrays(np.asarray(raw.X), y, task, raw.where, min_rows=min_rows)
-    X = np.asarray(raw.X, dtype=np.float64)
+    X = _reshaped(np.asarray(raw.X), cfg.data.reshape, raw.where)
+    validate_arrays(X, y, task, raw.where, min_rows=min_rows)
+    if X.ndim == 2 and X.dtype.kind != "O":
+        X = X.astype(np.float64)  # N-D inputs keep their dtype (uint8 images stay 1 byte a value)
     if cfg.data.max_rows is not None and cfg.data.max_rows < len(y):
         idx = np.random.default_rng(split.seed).permutation(len(y))[: cfg.data.max_rows]
         X, y = X[idx], y[idx]
         validate_arrays(X, y, task, raw.where, min_rows=min_rows)
     return X, y, task
+
+
+def _template(cfg: StudyConfig, X: np.ndarray, task: str, classes: list[Any] | None,
+              names: list[str] | None) -> Preprocessor:
+    """The unfitted preprocessor of this data: what fitting on some training rows starts from."""
+    return Preprocessor(
+        task=task, n_features=math.prod(X.shape[1:]), classes=classes, feature_names=names,
+        input_shape=[int(d) for d in X.shape[1:]] if X.ndim > 2 else None, rescale=cfg.data.rescale,
+        columns=[] if X.dtype.kind == "O" else None, max_categories=cfg.data.max_categories)
 
 
 def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
@@ -341,19 +320,22 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
     if classes is not None and len(np.unique(y_train)) < len(classes):
         raise DataError(f"{where}: the training split lacks a class; add rows or lower data.split fractions")
     _check_folds(y_train, classes, folds, where)
-    labels = Preprocessor(task=task, n_features=int(X.shape[1]), classes=classes, feature_names=raw.feature_names)
-    pre = _fit_preprocessor(X_train, cfg.data.scale, labels)
+    pre = fit_preprocessor(X_train, cfg.data.scale, _template(cfg, X, task, classes, raw.feature_names))
     summary: dict[str, Any] = {
         "source": source.redacted(cfg), "task": task, "rows": len(y_model),
         "train_rows": len(y_train), "valid_rows": len(y_valid), "test_rows": len(y_test),
-        "features": int(X.shape[1]),
+        "features": int(X.shape[1]) if X.ndim == 2 else math.prod(X.shape[1:]), **(raw.info or {}),
     }
+    if X.ndim > 2:
+        summary["input_shape"] = list(X.shape[1:])
+    if pre.columns:
+        summary["encoded_features"] = int(pre.transform(X_train[:1]).shape[1])
     if classes is not None:
         summary["classes"] = len(classes)
         summary["class_counts"] = {str(c): int(n) for c, n in zip(classes, np.bincount(y_model))}
     return PreparedData(
         X_train=pre.transform(X_train), y_train=y_train,
         X_valid=pre.transform(X_valid), y_valid=y_valid,
-        X_test=pre.transform(X_test) if len(y_test) else X_test.astype(np.float32), y_test=y_test,
+        X_test=pre.transform(X_test), y_test=y_test,
         task=task, preprocessor=pre, X_train_raw=X_train, X_valid_raw=X_valid, scaling=cfg.data.scale, summary=summary,
     )

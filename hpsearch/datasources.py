@@ -3,8 +3,8 @@
 ``data.source`` is either ``SCHEME:NAME`` (``sklearn:digits``) or a file path whose suffix names
 its format (``.csv``, ``.parquet``, ``.npz``). :func:`source_for` finds the source through
 :data:`hpsearch.registry.SOURCES` (keys: schemes like ``sklearn``, suffixes like ``.csv``); no
-other module compares source names or suffixes. A new source (an image folder under a scheme such
-as ``images:``, N-D arrays in one file) is a class here plus its registry line.
+other module compares source names or suffixes; a path ending in ``/`` is an image folder
+(:mod:`hpsearch.imagefolder`), ``keras:NAME`` a Keras dataset (:mod:`hpsearch.kerasdata`).
 
 Every source answers four questions about a validated study:
 
@@ -20,7 +20,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class RawData(NamedTuple):
     y: np.ndarray
     feature_names: list[str] | None
     where: str  # how messages name the data, e.g. "data.source /data/d.csv"
+    info: dict[str, Any] | None = None  # figures for the data summary, e.g. {"skipped_files": 1}
 
 
 class DataSource(ABC):
@@ -186,13 +187,12 @@ def _table_columns(df: pd.DataFrame, cfg: StudyConfig, where: str) -> RawData:
     for c in feats:
         if c not in df.columns:
             raise DataError(f"{where}: feature column {c!r} not found; fix data.features (columns are {columns})")
-    for c in feats:
-        if not pd.api.types.is_numeric_dtype(df[c]):
-            raise DataError(f"{where}: feature column {c!r} is not numeric;"
-                            " encode it or leave it out with data.features")
     y = df[target].to_numpy()
-    X = df[feats].to_numpy(dtype=np.float64)
-    return RawData(X, y, [str(c) for c in feats], where)
+    plain = all(pd.api.types.is_numeric_dtype(df[c]) for c in feats)
+    if plain and not df[feats].isna().to_numpy().any():
+        return RawData(df[feats].to_numpy(dtype=np.float64), y, [str(c) for c in feats], where)
+    # text, categories or gaps: raw values (object) that the preprocessor encodes and imputes
+    return RawData(df[feats].to_numpy(dtype=object), y, [str(c) for c in feats], where)
 
 
 class CsvSource(TableFileSource):
@@ -239,8 +239,9 @@ def _either(items: list[str]) -> str:
 def _accepted() -> str:
     """The accepted forms of ``data.source``, for the message of an unknown one."""
     suffixes = [k for k in SOURCES.names() if k.startswith(".")]
-    schemes = [f"{k}:NAME" for k in SOURCES.names() if not k.startswith(".")]
-    return f"{_either(suffixes)}, nor {_either(schemes)}"
+    schemes = [f"{k}:NAME" for k in SOURCES.names() if k[0].isalpha()]
+    folder = ", nor a folder path ending in /" if "/" in SOURCES else ""
+    return f"{_either(suffixes)}, nor {_either(schemes)}{folder}"
 
 
 def source_for(spec: str) -> DataSource:
@@ -250,6 +251,8 @@ def source_for(spec: str) -> DataSource:
     """
     m = _SCHEME_RE.match(spec)
     key = m.group(1) if m and m.group(1) in SOURCES else Path(spec).suffix.lower()
+    if spec.endswith(("/", os.sep)):
+        key = "/"  # a folder: images in one subfolder per class
     if not key or key not in SOURCES:
         raise ConfigError(f"data.source: {spec!r} is not {_accepted()}; convert the file or use one of those")
     source: DataSource = SOURCES.get(key)()

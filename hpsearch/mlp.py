@@ -147,9 +147,10 @@ def build_mlp(
         optimizer, learning_rate, momentum, weight_decay, clipnorm, clipvalue, lr_schedule,
         lr_decay_steps, lr_decay_rate, loss, metrics, steps_per_execution, jit_compile.
     Task
-        meta: scikeras-style dict: ``n_features_in_``, ``target_type_``, ``n_classes_``,
+        meta: scikeras-style dict: ``n_features_in_``, ``X_shape_``, ``target_type_``, ``n_classes_``,
             ``n_outputs_`` (optional ``task``: classification/regression). None = regression
-            with one output and the input size taken from the first batch.
+            with one output and the input size taken from the first batch. N-D samples
+            (``X_shape_`` of rank > 2: images, sequences) are flattened by the first layer.
     """
     import keras
 
@@ -167,7 +168,10 @@ def build_mlp(
 
     layers: list[Any] = []
     n_features = (meta or {}).get("n_features_in_")
-    if n_features is not None:
+    shape = (meta or {}).get("X_shape_")
+    if shape is not None and len(shape) > 2:  # images or sequences: flattened, as Keras' classic MLP recipe
+        layers += [keras.Input(shape=tuple(int(d) for d in shape[1:])), keras.layers.Flatten()]
+    elif n_features is not None:
         layers.append(keras.Input(shape=(int(n_features),)))
     layers += _hidden_layers(_hidden_widths(n_hidden, n_neurons, funnel), activation, kernel_initializer,
                              bool(batch_norm), dropout, float(l1), float(l2), max_norm)

@@ -79,6 +79,8 @@ SOURCES = Registry("data source", "data.source", {
     ".parquet": "hpsearch.datasources:ParquetSource",
     ".pq": "hpsearch.datasources:ParquetSource",
     ".npz": "hpsearch.datasources:NpzSource",
+    "/": "hpsearch.imagefolder:ImageFolderSource",
+    "keras": "hpsearch.kerasdata:KerasSource",
 })
 
 BUILDERS = Registry("builder", "model.builder", {

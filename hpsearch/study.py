@@ -23,7 +23,7 @@ from hpsearch.artifacts import (
 )
 from hpsearch.builders import builder_accepts, resolve_builder
 from hpsearch.config import StudyConfig
-from hpsearch.data import prepare_data
+from hpsearch.data import check_input_rank, prepare_data
 from hpsearch.engines.base import NullObserver, Observer, RunContext, get_engine
 from hpsearch.engines.control import Control, LoopSettings, heartbeat_settings, install_signals
 from hpsearch.engines.loop import hard_stop
@@ -140,6 +140,7 @@ def prepare_context(
     metric = cfg.search.metric or default_metric(data.task)  # metric vs task: checked by prepare_data
     direction = cfg.search.direction or direction_of(metric)
     builder = resolve_builder(cfg.model.builder)
+    check_input_rank(builder, data)  # images to a builder of table rows: refused before any write
     accepted = builder_accepts(builder)
     extra: dict[str, Any] = {}
     if cfg.train.steps_per_execution > 1 and (accepted is None or "steps_per_execution" in accepted):

@@ -233,7 +233,7 @@ def test_declared_task_overrides_inference(tmp_path):
 
 @pytest.mark.parametrize("X,y,task,fragment", [
     (np.zeros((0, 2)), np.zeros(0), "classification", "no data"),
-    (np.ones(5), np.arange(5), "regression", "2-D"),
+    (np.ones(5), np.arange(5), "regression", "rows of a table, images or sequences"),
     (np.ones((5, 2)), np.arange(4), "regression", "5 feature rows but 4"),
     (np.array([[1.0, np.nan], [2.0, 3.0], [1.0, 1.0], [2.0, 2.0]]), np.array([0, 1, 0, 1]), "classification", "NaN"),
     (np.array([[1.0, np.inf], [2.0, 3.0], [1.0, 1.0], [2.0, 2.0]]), np.array([0, 1, 0, 1]), "classification", "inf"),

@@ -21,6 +21,8 @@ from hpsearch.datasources import (
     source_for,
 )
 from hpsearch.errors import ConfigError, DataError
+from hpsearch.imagefolder import ImageFolderSource
+from hpsearch.kerasdata import KerasSource
 from hpsearch.registry import SOURCES
 
 
@@ -36,17 +38,18 @@ def frame() -> pd.DataFrame:
 @pytest.mark.parametrize("spec,cls", [
     ("sklearn:iris", SklearnSource), ("d.csv", CsvSource), ("sub/D.CSV", CsvSource), ("d.parquet", ParquetSource),
     ("d.pq", ParquetSource), ("/abs/d.npz", NpzSource), ("data:v1.csv", CsvSource), ("C:/x/d.csv", CsvSource),
+    ("imgs/", ImageFolderSource), ("keras:mnist", KerasSource),
 ])
 def test_source_for_picks_by_scheme_then_suffix(spec, cls):
     assert type(source_for(spec)) is cls
 
 
-@pytest.mark.parametrize("spec", ["d.txt", "d.xlsx", "sklearn", "s3://bucket/d.xlsx", "folder/"])
+@pytest.mark.parametrize("spec", ["d.txt", "d.xlsx", "sklearn", "s3://bucket/d.xlsx", "folder"])
 def test_unknown_sources_name_the_accepted_forms(spec):
     with pytest.raises(ConfigError) as ei:
         source_for(spec)
-    assert str(ei.value) == (f"data.source: {spec!r} is not .csv, .parquet, .pq or .npz, nor sklearn:NAME;"
-                             " convert the file or use one of those")
+    assert str(ei.value) == (f"data.source: {spec!r} is not .csv, .parquet, .pq or .npz, nor sklearn:NAME or"
+                             " keras:NAME, nor a folder path ending in /; convert the file or use one of those")
 
 
 class TsvSource(CsvSource):
@@ -136,7 +139,6 @@ def _write(tmp_path: Path, name: str, content: Any) -> None:
     ("t.csv", frame(), {"target": "y"}, "target column 'y' not found; set data.target"),
     ("f.csv", frame(), {"target": "label", "features": ["a", "label"]}, "data.features lists the target column"),
     ("m.csv", frame(), {"target": "label", "features": ["zz"]}, "feature column 'zz' not found"),
-    ("s.csv", frame().assign(c=["p", "q", "r", "s"]), {"target": "label"}, "feature column 'c' is not numeric"),
     ("p.parquet", b"not parquet", {"target": "y"}, "cannot read it ("),
     ("n.npz", {"X": np.ones((2, 2))}, {}, "needs arrays 'X' and 'y'"),
     ("z.npz", b"garbage", {}, "check that it is a valid .npz file"),
