@@ -174,10 +174,12 @@ def cmd_validate(a: argparse.Namespace) -> int:
         cfg = load_study_config(path)
         data = None
         if not a.no_data:
-            from hpsearch.data import prepare_data
+            from hpsearch.builders import resolve_builder
+            from hpsearch.data import check_input_rank, prepare_data
             from hpsearch.engines.base import get_engine
 
             data = prepare_data(cfg, get_engine(cfg.search.engine).cv_folds(cfg))
+            check_input_rank(resolve_builder(cfg.model.builder), data)
         console.print_validated(path, cfg, data)
     return 0
 

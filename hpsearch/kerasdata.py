@@ -72,9 +72,11 @@ class KerasSource(DataSource):
 
 
 def _fixed(x: Any, name: str) -> np.ndarray:
-    """Samples of one shape: word-index sequences padded / truncated to SEQUENCE_LENGTH."""
+    """Samples of one shape: grayscale images get their channel axis (rows, h, w, 1) like every
+    image source; word-index sequences are padded / truncated to SEQUENCE_LENGTH."""
     if name not in _TEXT:
-        return np.asarray(x)
+        arr = np.asarray(x)
+        return arr[..., None] if arr.ndim == 3 else arr
     from keras.utils import pad_sequences
 
     out: np.ndarray = pad_sequences(list(x), maxlen=SEQUENCE_LENGTH, padding="post", truncating="post")

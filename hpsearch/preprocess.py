@@ -71,6 +71,17 @@ def _fit_column(name: str, col: np.ndarray, max_categories: int) -> dict[str, An
     return {"name": name, "kind": kind, "values": vocab}
 
 
+def _refit_column(spec: dict[str, Any], col: np.ndarray) -> dict[str, Any]:
+    """``spec`` with its statistics refitted on ``col`` and its layout kept (the same model columns):
+    a fold's model has the input width of the study's, so the vocabulary and the indicator columns
+    stay those of the training split while medians (and later mean / std) are the fold's own."""
+    if spec["kind"] != "number":
+        return dict(spec)
+    nums = _as_numbers(col)
+    present = nums[~np.isnan(nums)] if nums is not None else np.zeros(0)
+    return {**spec, "fill": float(np.median(present)) if present.size else spec["fill"]}
+
+
 def _encode_column(spec: dict[str, Any], col: np.ndarray) -> list[np.ndarray]:
     """The model columns of one raw column (float32)."""
     if spec["kind"] == "number":
@@ -110,7 +121,7 @@ class Preprocessor:
     feature_names: list[str] | None = None
     input_shape: list[int] | None = None  # one sample's shape for N-D inputs, None for table rows
     rescale: float | None = None  # raw values are divided by it before standardisation
-    columns: list[dict[str, Any]] | None = None  # table encoding, one spec per raw column ([]: to be fitted)
+    columns: list[dict[str, Any]] | None = None  # table encoding, one spec per raw column ([]: not fitted yet)
     max_categories: int = 20
 
     def _raw(self, X: Any) -> np.ndarray:
@@ -180,12 +191,15 @@ class Preprocessor:
 
 def fit_preprocessor(X_raw: np.ndarray, scaling: str, like: Preprocessor) -> Preprocessor:
     """``like`` (task, classes, names, shape, rescale) refitted on exactly ``X_raw``: the table
-    encoding (when ``like.columns`` is not None) and the mean / std (ddof 0) along the last axis;
-    a constant feature or channel stays unscaled, as scikit-learn's StandardScaler does."""
+    encoding (all of it when ``like.columns == []``; only its statistics when ``like`` is already
+    fitted, see :func:`_refit_column`) and the mean / std (ddof 0) along the last axis; a constant
+    feature or channel stays unscaled, as scikit-learn's StandardScaler does."""
     fitted = Preprocessor(**{**like.__dict__, "mean": None, "scale": None})
-    if like.columns is not None:
+    if like.columns == []:
         names = like.feature_names or [f"x{j}" for j in range(X_raw.shape[1])]
         fitted.columns = [_fit_column(n, X_raw[:, j], like.max_categories) for j, n in enumerate(names)]
+    elif like.columns:
+        fitted.columns = [_refit_column(spec, X_raw[:, j]) for j, spec in enumerate(like.columns)]
     if scaling == "standard":
         X = fitted.transform(X_raw)
         axes = tuple(range(X.ndim - 1))

@@ -41,3 +41,16 @@ def build_kwargs(**kwargs):
 
 def build_not_a_model(width: int = 1):
     return "nope"
+
+
+def build_image_only(width: int = 8, meta=None):
+    """A builder of images only: it declares the sample rank it takes (checked before a run)."""
+    return keras.Sequential([
+        keras.Input(shape=meta["X_shape_"][1:]),
+        keras.layers.Conv2D(width, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(int(meta["n_classes_"]), activation="softmax"),
+    ])
+
+
+build_image_only.input_ranks = (3,)  # type: ignore[attr-defined]
