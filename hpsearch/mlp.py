@@ -99,6 +99,18 @@ def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, 
 
 
 @with_param_check(check_mlp_params)
+def _input_layers(meta: Mapping[str, Any] | None) -> list[Any]:
+    """Rows of ``n_features_in_``; N-D samples (``X_shape_``: images, sequences) flattened first,
+    as in Keras' classic MLP recipe; nothing when meta does not say (sized by the first batch)."""
+    import keras
+
+    shape = (meta or {}).get("X_shape_")
+    if shape is not None and len(shape) > 2:
+        return [keras.Input(shape=tuple(int(d) for d in shape[1:])), keras.layers.Flatten()]
+    n_features = (meta or {}).get("n_features_in_")
+    return [] if n_features is None else [keras.Input(shape=(int(n_features),))]
+
+
 def build_mlp(
     n_hidden: int = 1,
     n_neurons: int = 30,
@@ -166,13 +178,7 @@ def build_mlp(
     resolve_loss(meta, loss)  # refuse a loss that does not fit the task before building anything
     units_out, act_out = output_spec(meta)
 
-    layers: list[Any] = []
-    n_features = (meta or {}).get("n_features_in_")
-    shape = (meta or {}).get("X_shape_")
-    if shape is not None and len(shape) > 2:  # images or sequences: flattened, as Keras' classic MLP recipe
-        layers += [keras.Input(shape=tuple(int(d) for d in shape[1:])), keras.layers.Flatten()]
-    elif n_features is not None:
-        layers.append(keras.Input(shape=(int(n_features),)))
+    layers: list[Any] = _input_layers(meta)
     layers += _hidden_layers(_hidden_widths(n_hidden, n_neurons, funnel), activation, kernel_initializer,
                              bool(batch_norm), dropout, float(l1), float(l2), max_norm)
     layers.append(keras.layers.Dense(units_out, activation=act_out, name="output"))

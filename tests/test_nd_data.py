@@ -22,8 +22,8 @@ from hpsearch.preprocess import fit_preprocessor
 
 def cfg_of(source: str, base: Path | None = None, *, cv: int | None = None, **data: Any) -> StudyConfig:
     search: dict[str, Any] = {"n_trials": 2, **({"cv": cv} if cv else {})}
-    return schema_from_mapping({"name": "t", "data": {"source": source, **data}, "space": {"n_neurons": {"int": [1, 4]}},
-                                "search": search}, where="t.yaml", base_dir=str(base) if base else None)
+    study = {"name": "t", "data": {"source": source, **data}, "space": {"n_neurons": {"int": [1, 4]}}, "search": search}
+    return schema_from_mapping(study, where="t.yaml", base_dir=str(base) if base else None)
 
 
 def prep(cfg: StudyConfig) -> PreparedData:
@@ -80,7 +80,7 @@ def test_input_rank_of_a_builder_is_checked():
 
     images_only.input_ranks = (3,)  # type: ignore[attr-defined]
     tables = prep(cfg_of("sklearn:iris"))
-    with pytest.raises(ConfigError, match=r"^model.builder: images_only takes images .* shape \(4,\); set data.reshape"):
+    with pytest.raises(ConfigError, match=r"^model.builder: images_only takes images .* \(4,\); set data.reshape"):
         check_input_rank(images_only, tables)
     check_input_rank(images_only, prep(cfg_of("sklearn:digits", reshape=[8, 8, 1])))
     check_input_rank(lambda: None, tables)  # declares nothing: not checked
@@ -175,3 +175,35 @@ def test_keras_source_names_and_cache(monkeypatch, tmp_path):
     assert keras_cache_dir() == tmp_path / "datasets"
     monkeypatch.delenv("KERAS_HOME")
     assert keras_cache_dir() == Path.home() / ".keras" / "datasets"
+
+
+# -- the chapter-10 recipe on 3-D arrays ----------------------------------------------------------------
+def _flatten_mlp(n_neurons: int = 16, learning_rate: float = 1e-2, meta: Any = None) -> Any:
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=meta["X_shape_"][1:]), keras.layers.Flatten(),
+                              keras.layers.Dense(n_neurons, activation="relu"),
+                              keras.layers.Dense(meta["n_classes_"], activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate),
+                  metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_keras_classifier_takes_3d_arrays_inside_randomized_search():
+    from scipy.stats import loguniform
+    from sklearn.model_selection import RandomizedSearchCV
+
+    from hpsearch import KerasClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    X = rng.random((60, 6, 6)).astype("float32")
+    for i in range(60):
+        X[i, 2 * y[i]:2 * y[i] + 2] += 1.0
+    search = RandomizedSearchCV(KerasClassifier(_flatten_mlp, epochs=3, verbose=0, random_state=0),
+                                {"n_neurons": [8, 16], "learning_rate": loguniform(1e-2, 1e-1)},
+                                n_iter=2, cv=2, random_state=0)
+    search.fit(X, y)
+    assert search.best_estimator_.X_shape_ == (60, 6, 6)
+    assert search.best_estimator_.predict(X[:5]).shape == (5,) and 0.0 <= search.best_score_ <= 1.0

@@ -46,7 +46,7 @@ def _copy_study(name: str, into: Path) -> Path:
 def test_image_folder_study_runs_and_predicts_raw_images(workdir, capsys):
     study = _copy_study("stripes-images", workdir)
     url = f"sqlite:///{workdir / 'hps.db'}"
-    rc = main(["run", str(study), "--storage", url, "--n-trials", "2", "--epochs", "3", "--no-progress"])
+    rc = main(["run", str(study), "--storage", url, "--n-trials", "1", "--epochs", "2", "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "test accuracy" in out
@@ -65,8 +65,8 @@ def test_image_folder_study_runs_and_predicts_raw_images(workdir, capsys):
 def test_messy_table_study_predicts_raw_rows(workdir, capsys):
     study = _copy_study("shoppers-table", workdir)
     url = f"sqlite:///{workdir / 'hps.db'}"
-    rc = main(["run", str(study), "--storage", url, "--n-trials", "2", "--epochs", "3", "--no-progress"])
-    out, err = capsys.readouterr()
+    rc = main(["run", str(study), "--storage", url, "--n-trials", "1", "--epochs", "2", "--no-progress"])
+    _, err = capsys.readouterr()
     assert rc == 0, err
     model = hpsearch.load_best("shoppers-table", storage=url)
     rows = pd.DataFrame({"size": [np.nan, 1.2, -0.4], "color": ["purple", None, "red"],
@@ -138,7 +138,8 @@ def _mixed(t: Path) -> Path:
 
 CASES = [
     ("wrong-rank-for-builder", lambda t: write_study(t, lambda c: (
-        set_(c, "model", {"builder": "hps_user_builders:build_image_only"}), set_(c, "space", {"width": {"int": [2, 4]}}))),
+        set_(c, "model", {"builder": "hps_user_builders:build_image_only"}),
+        set_(c, "space", {"width": {"int": [2, 4]}}))),
      ["model.builder", "build_image_only", "images", "(4,)", "data.reshape"]),
     ("images-mixed-sizes", _mixed, ["imgs", "different sizes", "data.image_size"]),
     ("image-class-folder-empty", lambda t: write_image_folder(t / "imgs", corrupt=False) and (
