@@ -132,6 +132,21 @@ def _default_initializer(activation: str) -> str:
             else "glorot_uniform")
 
 
+def _architecture(given: Mapping[str, Any], compile_knobs: Mapping[str, Any], meta: Mapping[str, Any] | None
+                  ) -> tuple[dict[str, Any], tuple[int, ...], int]:
+    """(checked architecture values, per-row input shape, 1 or 2 dimensions): one-line ConfigErrors."""
+    unknown = sorted(set(compile_knobs) - COMPILE_PARAMS)
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]}: unknown parameter for builder cnn; remove it or check the spelling")
+    arch = {name: _checked(f"model.{name}", name, value) for name, value in given.items()}
+    row = check_cnn_input(meta, arch["conv"])
+    dims = 1 if arch["conv"] == "1d" else 2
+    if dims == 1 and (arch["flip"] != "none" or any(float(arch[k]) > 0 for k in _AUGMENT[1:])):
+        raise ConfigError("model.flip/rotation/zoom/translation: augmentation is for images only; leave it"
+                          " unset for sequences (conv: 1d)")
+    return arch, row, dims
+
+
 def _augmentation(flip: str, rotation: float, zoom: float, translation: float) -> list[Any]:
     """Keras' random image layers: they change the images in training only (identity at inference)."""
     import keras
@@ -249,16 +264,7 @@ def build_cnn(
     given = {k: v for k, v in locals().items() if k not in ("meta", "compile_knobs")}
     import keras
 
-    unknown = sorted(set(compile_knobs) - COMPILE_PARAMS)
-    if unknown:
-        raise ConfigError(f"model.{unknown[0]}: unknown parameter for builder cnn; remove it or check the spelling")
-    arch = {name: _checked(f"model.{name}", name, value) for name, value in given.items()}
-    row = check_cnn_input(meta, arch["conv"])
-    dims = 1 if arch["conv"] == "1d" else 2
-    augment = {k: arch[k] for k in _AUGMENT}
-    if dims == 1 and (augment["flip"] != "none" or any(float(augment[k]) > 0 for k in _AUGMENT[1:])):
-        raise ConfigError("model.flip/rotation/zoom/translation: augmentation is for images only; leave it"
-                          " unset for sequences (conv: 1d)")
+    arch, row, dims = _architecture(given, compile_knobs, meta)
     resolve_loss(meta, compile_knobs.get("loss"))  # refuse a loss that does not fit before building
     units_out, act_out = output_spec(meta)
     activation = arch["activation"]
@@ -268,8 +274,7 @@ def build_cnn(
     if dims == 2 and len(row) == 2:
         layers.append(keras.layers.Reshape((*row, 1), name="add_channel"))
     if dims == 2:
-        layers += _augmentation(augment["flip"], float(augment["rotation"]), float(augment["zoom"]),
-                                float(augment["translation"]))
+        layers += _augmentation(arch["flip"], float(arch["rotation"]), float(arch["zoom"]), float(arch["translation"]))
     layers += _conv_blocks(dims, arch, activation, initializer)
     layers += _head(dims, arch, activation, initializer)
     layers.append(keras.layers.Dense(units_out, activation=act_out, name="output"))
