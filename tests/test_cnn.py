@@ -245,6 +245,20 @@ def test_fashion_mnist_study_uses_the_cnn_on_the_keras_dataset():
     check_builder_params(build_cnn, SearchSpace.from_dict(space, fixed=fixed))
 
 
+def test_a_table_for_the_cnn_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from hpsearch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "flat.yaml"
+    study.write_text("name: flat\ndata: {source: 'sklearn:digits'}\nmodel: {builder: cnn}\n"
+                     "space: {filters: {int: [4, 8]}}\nsearch: {engine: optuna, n_trials: 1}\ntrain: {epochs: 1}\n")
+    rc = main(["run", str(study), "--storage", f"sqlite:///{tmp_path / 'hps.db'}", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "2-D table of 64 features; set data.reshape (e.g. [8, 8, 1] for sklearn:digits)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.yaml"]
+
+
 def test_digits_cnn_study_end_to_end(tmp_path, monkeypatch, capsys):
     """The digits as 8x8x1 images (data.reshape) through the cnn builder, run and reported.
 
