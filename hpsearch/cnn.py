@@ -104,7 +104,7 @@ def check_cnn_params(values: ParamValues) -> None:
 
 def check_cnn_input(meta: Mapping[str, Any] | None, conv: str = "auto") -> tuple[int, ...]:
     """The per-row input shape (rows axis dropped) that the CNN can take, or a one-line ConfigError
-    naming the fix; runs on the data's ``meta`` before any trial (the builder's ``check_input``)."""
+    naming the fix (for direct use, e.g. ``hpsearch.KerasClassifier`` on a 2-D array)."""
     meta = meta or {}
     shape = meta.get("X_shape_")
     if shape is None and meta.get("n_features_in_") is not None:
@@ -291,4 +291,6 @@ def _take_compile_knobs(fn: Callable[..., Any]) -> None:
 
 
 _take_compile_knobs(build_cnn)
-setattr(build_cnn, "check_input", check_cnn_input)  # noqa: B010  (the builder's input check, see module docs)
+#: sample ranks the cnn takes (sequences or (h, w) images, and (h, w, c) images): the data side refuses
+#: other inputs before anything is written
+setattr(build_cnn, "input_ranks", (2, 3))  # noqa: B010

@@ -140,9 +140,6 @@ def prepare_context(
     metric = cfg.search.metric or default_metric(data.task)  # metric vs task: checked by prepare_data
     direction = cfg.search.direction or direction_of(metric)
     builder = resolve_builder(cfg.model.builder)
-    check_input = getattr(builder, "check_input", None)
-    if callable(check_input):  # e.g. the cnn refuses a 2-D table: one line before anything is written
-        check_input(data.meta())
     accepted = builder_accepts(builder)
     extra: dict[str, Any] = {}
     if cfg.train.steps_per_execution > 1 and (accepted is None or "steps_per_execution" in accepted):

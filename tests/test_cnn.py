@@ -123,7 +123,7 @@ def test_wrong_input_rank_is_one_line_with_the_fix(meta, conv, message):
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match=message):
         build_cnn(conv=conv, meta=meta)
-    assert build_cnn.check_input is check_cnn_input  # the hook a study runs on the data's meta
+    assert build_cnn.input_ranks == (2, 3)  # what the data side checks before a study writes anything
 
 
 @pytest.mark.parametrize("params, message", [
@@ -234,8 +234,6 @@ def test_report_adds_the_grid_for_image_classifiers_only(tmp_path):
     assert (tmp_path / "misclassified.png").stat().st_size > 1000
 
 
-# ---------------------------------------------------------------------------------------------- studies
-
 def test_fashion_mnist_study_uses_the_cnn_on_the_keras_dataset():
     import yaml
 
@@ -244,6 +242,10 @@ def test_fashion_mnist_study_uses_the_cnn_on_the_keras_dataset():
     fixed, space = data["model"].get("fixed", {}), data.get("space", {})
     check_builder_params(build_cnn, SearchSpace.from_dict(space, fixed=fixed))
 
+
+# ---------------------------------------------------------------------------------------------- studies
+# The tests below need the N-D data path of issue 9's data half (data.reshape, X_shape_ in meta, the
+# builder's input_ranks checked before a study writes anything, keras: sources).
 
 def test_a_table_for_the_cnn_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
     from hpsearch.cli import main
@@ -255,10 +257,11 @@ def test_a_table_for_the_cnn_is_refused_before_anything_is_written(tmp_path, mon
     rc = main(["run", str(study), "--storage", f"sqlite:///{tmp_path / 'hps.db'}", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "2-D table of 64 features; set data.reshape (e.g. [8, 8, 1] for sklearn:digits)" in err
+    assert err.startswith("hpsearch: error: ") and "model.builder" in err and "set data.reshape" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.yaml"]
 
 
+@pytest.mark.slow
 def test_digits_cnn_study_end_to_end(tmp_path, monkeypatch, capsys):
     """The digits as 8x8x1 images (data.reshape) through the cnn builder, run and reported.
 
@@ -277,3 +280,21 @@ def test_digits_cnn_study_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["report", "digits-cnn", "--storage", url, "-o", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "misclassified.png").exists()
     assert (tmp_path / "rep" / "confusion_matrix.png").exists()
+
+
+@pytest.mark.slow
+def test_fashion_mnist_cnn_study_against_a_tiny_keras_cache(tmp_path):
+    """Run in a child process: Keras reads KERAS_HOME once, at import."""
+    import subprocess
+    import sys
+
+    from data_fixtures import write_fashion_mnist_cache  # the data half's fixture (tests/data_fixtures.py)
+
+    write_fashion_mnist_cache(tmp_path / "keras")
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "PYTHONPATH": str(REPO)}
+    env.pop("HPSEARCH_STORAGE", None)
+    env.pop("HPSEARCH_ARTIFACTS", None)
+    argv = [sys.executable, "-m", "hpsearch", "run", str(REPO / "studies" / "fashion-mnist-cnn.yaml"), "--storage",
+            f"sqlite:///{tmp_path / 'f.db'}", "--n-trials", "1", "--epochs", "1", "--no-progress"]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
