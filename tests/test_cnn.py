@@ -209,6 +209,20 @@ def test_misclassified_grid_png(tmp_path):
         save_misclassified(images, y_true, y_true, ["a", "b", "c", "d"], str(tmp_path / "none.png"))
 
 
+def test_evaluation_keeps_the_test_images_of_an_image_classifier():
+    from types import SimpleNamespace
+
+    from hpsearch.evaluation import evaluate_predictions
+
+    raw = np.eye(3)[[0, 1, 2, 0, 2, 1]]  # predicted 0 1 2 0 2 1
+    for X, kept in ((np.zeros((6, 4, 4)), True), (np.zeros((6, 4, 4, 3)), True), (np.zeros((6, 16)), False)):
+        data = SimpleNamespace(task="classification", X_test=X, y_test=np.array([0, 1, 2, 1, 2, 0]),
+                               preprocessor=SimpleNamespace(classes=["a", "b", "c"]))
+        ev = evaluate_predictions(raw, data)
+        assert (ev.images is X) == kept
+        assert ev.y_true.tolist() == [0, 1, 2, 1, 2, 0] and ev.y_pred.tolist() == [0, 1, 2, 0, 2, 1]
+
+
 def test_report_adds_the_grid_for_image_classifiers_only(tmp_path):
     from hpsearch import report
     from hpsearch.evaluation import Evaluation
