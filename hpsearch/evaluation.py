@@ -72,8 +72,9 @@ class Evaluation:
     labels: list[str] = field(default_factory=list)  # class names (classification)
     confusion: list[list[int]] | None = None  # rows: true class, columns: predicted
     roc: tuple[list[float], list[float]] | None = None  # (false positive rate, true positive rate), binary
-    y_true: np.ndarray | None = None  # regression: true and predicted values
+    y_true: np.ndarray | None = None  # true and predicted values (classification: class indices)
     y_pred: np.ndarray | None = None
+    images: np.ndarray | None = None  # a classifier's test inputs when they are images (rows, h, w[, c])
 
 
 def _classification(y: np.ndarray, raw: np.ndarray, classes: list[Any] | None, note: str) -> Evaluation:
@@ -85,7 +86,8 @@ def _classification(y: np.ndarray, raw: np.ndarray, classes: list[Any] | None, n
     k = len(labels)
     ev = Evaluation(task="classification", note=note, labels=labels,
                         scores={"accuracy": float(m.accuracy_score(y, pred))},
-                        confusion=m.confusion_matrix(y, pred, labels=list(range(k))).tolist())
+                        confusion=m.confusion_matrix(y, pred, labels=list(range(k))).tolist(),
+                        y_true=np.asarray(y), y_pred=pred)
     if k == 2:
         ev.scores["roc_auc"] = float(m.roc_auc_score(y, proba[:, 1]))
         fpr, tpr, _ = m.roc_curve(y, proba[:, 1])
@@ -110,7 +112,10 @@ def _regression(y: np.ndarray, raw: np.ndarray, note: str) -> Evaluation:
 def evaluate_predictions(raw: np.ndarray, data: PreparedData, note: str = "") -> Evaluation:
     """Scores and figure data of raw model outputs on ``data``'s test split."""
     if data.task == "classification":
-        return _classification(data.y_test, raw, data.preprocessor.classes, note)
+        ev = _classification(data.y_test, raw, data.preprocessor.classes, note)
+        if np.ndim(data.X_test) in (3, 4):  # images: the report shows the misclassified ones
+            ev.images = data.X_test
+        return ev
     return _regression(data.y_test, raw, note)
 
 

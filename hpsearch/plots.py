@@ -20,6 +20,7 @@ __all__ = [
     "save_confusion_matrix",
     "save_curve_png",
     "save_learning_curves",
+    "save_misclassified",
     "save_optuna_plot",
     "save_per_class",
     "save_residuals",
@@ -220,4 +221,43 @@ def save_residuals(y: Any, pred: Any, r2: float, path: str) -> None:
     ax2.set_xlabel("true")
     ax2.set_ylabel("predicted")
     ax2.set_title(f"Predicted vs true (R2 {r2:.3f})")
+    _save(fig, path)
+
+
+def _displayable(image: Any) -> tuple[Any, str | None]:
+    """One image as imshow takes it, min-max scaled to [0, 1] (the inputs are standardized):
+    (h, w) and (h, w, 1) in grey, (h, w, 3|4) in colour, other channel counts by their first one."""
+    import numpy as np
+
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim == 3:
+        a = a if a.shape[-1] in (3, 4) else a[..., 0]
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return (a, None) if a.ndim == 3 else (a, "gray_r")
+
+
+def save_misclassified(images: Any, y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str],
+                       path: str, limit: int = 32) -> None:
+    """A grid of the first ``limit`` misclassified test images, each titled with its true and
+    predicted label. ``images``: (rows, h, w) or (rows, h, w, c); ``y_*``: class indices into
+    ``labels``. Raises ValueError when every image is classified correctly (nothing to draw)."""
+    import numpy as np
+
+    wrong = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))
+    if not len(wrong):
+        raise ValueError("every test image is classified correctly")
+    shown = wrong[:limit]
+    cols = min(8, len(shown))
+    rows = -(-len(shown) // cols)
+    fig = _figure((1.5 * cols, 1.75 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown, strict=False):
+        image, cmap = _displayable(images[i])
+        ax.imshow(image, cmap=cmap, interpolation="nearest")
+        ax.set_title(f"true {labels[int(y_true[i])]}\npred {labels[int(y_pred[i])]}", fontsize=8, color="#b00")
+    fig.suptitle(f"Misclassified test images: {len(shown)} of {len(wrong)} shown "
+                 f"({len(wrong)} of {len(y_true)} wrong)", fontsize=10)
     _save(fig, path)

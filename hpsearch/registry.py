@@ -85,4 +85,5 @@ SOURCES = Registry("data source", "data.source", {
 
 BUILDERS = Registry("builder", "model.builder", {
     "mlp": "hpsearch.mlp:build_mlp",
+    "cnn": "hpsearch.cnn:build_cnn",
 })

@@ -115,6 +115,17 @@ def _search_plots(rep: _Report, study: Any, metric: str, complete: list[Any]) ->
         rep.section("Slice plots", None, "no completed trial with parameters yet")
 
 
+def _misclassified(rep: _Report, ev: Evaluation) -> None:
+    """An image classifier's misclassified test images with their true and predicted labels."""
+    title = "Misclassified test images"
+    if ev.y_true is None or ev.y_pred is None or not (ev.y_true != ev.y_pred).any():
+        rep.section(title, None, "every test image is classified correctly")
+        return
+    rep.plot(title, "misclassified.png", plots.save_misclassified, ev.images, ev.y_true, ev.y_pred, ev.labels,
+             note="the first misclassified images of the test split, in test order; each titled true / predicted"
+                  " label (pixels min-max scaled per image)")
+
+
 def _evaluation_sections(rep: _Report, ev: Evaluation) -> None:
     """Confusion matrix and ROC curve or per-class scores; or the residuals."""
     s = ev.scores
@@ -125,6 +136,8 @@ def _evaluation_sections(rep: _Report, ev: Evaluation) -> None:
         return
     rep.plot("Confusion matrix (test split)", "confusion_matrix.png", plots.save_confusion_matrix, ev.confusion,
              ev.labels, s["accuracy"], note=ev.note)
+    if ev.images is not None:
+        _misclassified(rep, ev)
     if ev.roc is not None:
         table = _html_table(["metric", "value"], [["ROC AUC", s["roc_auc"]], ["accuracy", s["accuracy"]]])
         rep.plot("ROC curve (test split)", "roc_curve.png", plots.save_roc_curve, *ev.roc, s["roc_auc"], ev.labels[1],

@@ -286,9 +286,9 @@ def test_resolve_module_function(user_builders):
         ("no_such_module_xyz:build", "model.builder: cannot import 'no_such_module_xyz' (ModuleNotFoundError"),
         ("hps_user_builders:missing", "model.builder: module 'hps_user_builders' has no function 'missing'"),
         ("hps_user_builders:NOT_A_FUNCTION", "model.builder: 'hps_user_builders:NOT_A_FUNCTION' is not callable"),
-        ("resnet", "model.builder: 'resnet' is neither a built-in builder (mlp) nor of the form"),
+        ("resnet", "model.builder: 'resnet' is neither a built-in builder (mlp, cnn) nor of the form"),
         ("a.b:", "model.builder: 'a.b:' is neither"),
-        ("", "model.builder: expected 'mlp' or 'package.module:function'"),
+        ("", "model.builder: expected 'mlp' or 'cnn' or 'package.module:function'"),
     ],
 )
 def test_resolve_errors(ref, message, user_builders):
@@ -298,7 +298,7 @@ def test_resolve_errors(ref, message, user_builders):
     assert text.startswith(message)
     assert "\n" not in text
     if ref:  # each names the fix
-        assert text.endswith("; use mlp or 'package.module:function' importable from where hpsearch runs")
+        assert text.endswith("; use mlp or cnn or 'package.module:function' importable from where hpsearch runs")
 
 
 def test_builder_accepts_and_check_builder_params(user_builders):
