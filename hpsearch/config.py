@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+#: the largest seed numpy's and Optuna's generators take
+_MAX_SEED = 2**32 - 1
 
 
 def one_line(text: object) -> str:
@@ -57,7 +59,7 @@ class _Strict(BaseModel):
 class SplitConfig(_Strict):
     valid: float = Field(0.2, gt=0.0, lt=1.0, description="fraction held out for validation / early stopping")
     test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out for the final test score")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=_MAX_SEED, description="the shuffle before the split (numpy takes 32 bits)")
 
     @model_validator(mode="after")
     def _sum(self) -> SplitConfig:
@@ -104,7 +106,7 @@ class SearchConfig(_Strict):
     cv: int | None = Field(None, ge=2, description="k folds (default: the engine's, holdout or 3)")
     metric: str | None = None
     direction: Literal["maximize", "minimize"] | None = None
-    seed: int | None = 0
+    seed: int | None = Field(0, ge=0, le=_MAX_SEED)
     sampler: str = Field("tpe", description="a name of hpsearch.registry.SAMPLERS")
     pruner: str = Field("hyperband", description="a name of hpsearch.registry.PRUNERS")
     min_resource: int | None = Field(None, ge=1, description="halving/hyperband: fewest epochs a candidate gets")

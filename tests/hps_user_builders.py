@@ -41,3 +41,13 @@ def build_kwargs(**kwargs):
 
 def build_not_a_model(width: int = 1):
     return "nope"
+
+
+def build_meta_params(meta=None, **params):
+    """scikeras' form: ``meta`` by name, the hyperparameters (and nothing else) through ``**params``."""
+    assert set(params) <= {"width", "optimizer"}, sorted(params)
+    return keras.Sequential([
+        keras.Input(shape=(meta["n_features_in_"],)),
+        keras.layers.Dense(int(params["width"]), activation="relu"),
+        keras.layers.Dense(meta["n_classes_"], activation="softmax"),
+    ])

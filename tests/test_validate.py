@@ -48,9 +48,10 @@ def test_validation_leaves_the_budget_as_given():
     (with_(MINIMAL, model={"fixed": {"n_neurons": 2}}), "space.n_neurons: is both searched and fixed"),
     # the engine (Engine.check)
     (with_(MINIMAL, search={"n_trials": None}), "search: give n_trials or timeout"),
-    (with_(MINIMAL, search={"engine": "grid"}, space={"lr": {"float": [0.1, 1.0]}}), "space.lr: a grid search needs"),
-    (with_(MINIMAL, search={"sampler": "grid", "n_trials": None}, space={"lr": {"float": [0.1, 1.0]}}),
-     "space.lr: a grid search needs"),
+    (with_(MINIMAL, search={"engine": "grid"}, space={"learning_rate": {"float": [0.1, 1.0]}}),
+     "space.learning_rate: a grid search needs"),
+    (with_(MINIMAL, search={"sampler": "grid", "n_trials": None}, space={"learning_rate": {"float": [0.1, 1.0]}}),
+     "space.learning_rate: a grid search needs"),
     (with_(MINIMAL, search={"sampler": "cmaes"}, space={"activation": {"choice": ["relu", "elu"]}}),
      "search.sampler: cmaes needs numeric ranges"),
     # the data source
