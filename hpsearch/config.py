@@ -35,13 +35,15 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+#: every character ``str.splitlines`` breaks at (a form feed in a key is a line break on a terminal too)
+_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+\s*")
 #: the largest seed numpy's and Optuna's generators take
 _MAX_SEED = 2**32 - 1
 
 
 def one_line(text: object) -> str:
-    """Error messages are one line on stderr: fold any newline a library put in them."""
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+    """Error messages are one line on stderr: fold any line break a library (or a key) put in them."""
+    return _BREAKS.sub(" ", str(text)).strip()
 
 
 def _registered(registry: Registry, value: str) -> str:

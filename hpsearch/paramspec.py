@@ -120,7 +120,7 @@ def check_value(field: str, value: Any, spec: Spec) -> None:
     """A one-line ConfigError naming ``field`` when ``value`` does not fit ``spec``."""
     problem = spec.problem(value)
     if problem is not None and not problem.startswith("unknown value"):
-        problem = f"{problem}, got {value!r}"
+        problem = f"{problem}, got {value!r}; change the value to fit"
     if problem is not None:
         raise ConfigError(f"{field}: {problem}")
 

@@ -12,22 +12,22 @@ no Python tag is constructed.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hpsearch.config import one_line
 from hpsearch.errors import ConfigError
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "read_study_yaml"]
 
-#: the largest study file read (bytes): data belongs in ``data.source``, not in the study file
-MAX_BYTES = 1_000_000
+#: the largest study file read (bytes, about 1000 lines): data belongs in ``data.source``, not in the study file
+MAX_BYTES = 65_536
 #: the deepest nesting of mappings and lists (a study file needs about 5)
 MAX_DEPTH = 64
 #: the most values (nodes) the document may stand for, every alias counted as what it repeats
-MAX_NODES = 20_000
+MAX_NODES = 10_000
 
 
 class _Refused(yaml.YAMLError):
@@ -42,26 +42,53 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._nodes = 0
         self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, once composed
+        self._path: list[str] = []  # the keys / [indexes] down to the node being composed
+
+    # the scanner reads a whole run of opening brackets before the composer sees one (in quadratic
+    # time): its own levels are bounded here, as it reads them
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise _Refused(f"line {self.line + 1}: nested deeper than {MAX_DEPTH} levels; remove the extra nesting")
+        super().fetch_flow_collection_start(token_class)
+
+    def add_indent(self, column: int) -> bool:
+        if len(self.indents) >= MAX_DEPTH:
+            raise _Refused(f"line {self.line + 1}: nested deeper than {MAX_DEPTH} levels; remove the extra nesting")
+        return bool(super().add_indent(column))
+
+    def _field(self) -> str:
+        """Where the composer is, as messages name a field: ``space.n_hidden.choice``."""
+        shown = "".join(p if p.startswith("[") else f".{p}" for p in self._path[:6]).lstrip(".")
+        return (shown + ("..." if len(self._path) > 6 else "") or "(top level)") + ": "
 
     def _count(self, n: int) -> None:
         self._nodes += n
         if self._nodes > MAX_NODES:
-            raise _Refused(f"it stands for more than {MAX_NODES} values (aliases counted as what they repeat);"
-                           " write the values out or remove the aliases")
+            raise _Refused(f"{self._field()}the file stands for more than {MAX_NODES} values (aliases counted as"
+                           " what they repeat); write the values out or remove the aliases")
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        if index is None:  # a mapping key: not a level of its own
+            return super().compose_node(parent, index)
+        self._path.append(f"[{index}]" if isinstance(index, int) else str(getattr(index, "value", "?"))[:40])
+        try:
+            return self._compose_counted(parent, index)
+        finally:
+            self._path.pop()
+
+    def _compose_counted(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             target = self.anchors.get(self.peek_event().anchor)
             if target is not None:  # an unknown alias: the composer's own error says so
                 size = self._sizes.get(id(target))
                 if size is None:
-                    raise _Refused("an alias refers to a mapping or list that contains it;"
+                    raise _Refused(f"{self._field()}an alias refers to a mapping or list that contains it;"
                                    " remove the recursive alias")
                 self._count(size)
             return super().compose_node(parent, index)
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Refused(f"nesting deeper than {MAX_DEPTH} levels; flatten the file")
+            raise _Refused(f"{self._field()}nested deeper than {MAX_DEPTH} levels; remove the extra nesting")
         try:
             before = self._nodes
             node = super().compose_node(parent, index)
@@ -84,16 +111,12 @@ def _read_text(p: Path, where: str) -> str:
     except OSError as e:
         raise ConfigError(f"{where}: cannot read the file ({e.__class__.__name__}); check its permissions") from None
     if len(raw) > MAX_BYTES:
-        raise ConfigError(f"{where}: the study file is larger than {MAX_BYTES} bytes;"
-                          " keep it to the study's settings (data goes in data.source)")
+        raise ConfigError(f"{where}: the study file is larger than {MAX_BYTES} bytes; keep only settings"
+                          " in it and put data in a file named by data.source")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: is not UTF-8 text; save it as UTF-8") from None
-
-
-def _one_line(text: object) -> str:
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
 
 
 def read_study_yaml(path: str | Path, where: str) -> tuple[Any, str]:
@@ -104,8 +127,9 @@ def read_study_yaml(path: str | Path, where: str) -> tuple[Any, str]:
     values YAML cannot build (Python tags, an integer of thousands of digits, a bad date).
     """
     text = _read_text(Path(path), where)
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # its reader refuses control characters already
         return loader.get_single_data(), text
     except _Refused as e:
         raise ConfigError(f"{where}: {e}") from None
@@ -113,8 +137,9 @@ def read_study_yaml(path: str | Path, where: str) -> tuple[Any, str]:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(_one_line(f"{where}: YAML syntax error{line}: {problem}; fix the file")) from None
+        raise ConfigError(one_line(f"{where}: YAML syntax error{line}: {problem}; fix the file")) from None
     except (ValueError, OverflowError) as e:  # a scalar YAML resolves but Python cannot build
-        raise ConfigError(_one_line(f"{where}: a value cannot be read ({str(e)[:120]}); fix the file")) from None
+        raise ConfigError(one_line(f"{where}: a value cannot be read ({str(e)[:120]}); fix the file")) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
