@@ -174,7 +174,8 @@ class LazyFileStore:
         try:
             fd, probe = tempfile.mkstemp(prefix=".hpsearch-probe-", dir=place)
         except OSError as e:
-            raise StorageError(f"artifact store {str(self.folder)!r} is not writable ({e.strerror or e}); {fix}") from None
+            reason = e.strerror or type(e).__name__
+            raise StorageError(f"artifact store {str(self.folder)!r} is not writable ({reason}); {fix}") from None
         os.close(fd)
         os.unlink(probe)
 

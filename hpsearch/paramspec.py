@@ -92,24 +92,24 @@ class Spec:
         return self.high is None or (x < self.high if self.high_open else x <= self.high)
 
     def problem(self, value: Any) -> str | None:
-        """Why ``value`` (a fixed value or one choice) does not fit; None when it does."""
-        if value is None:
-            return None if self.nullable else "must not be null"
-        if self.kind == "bool":
-            return None if isinstance(value, bool) else "must be true or false"
-        if self.kind in ("int", "float"):
-            whole = isinstance(value, int) and not isinstance(value, bool)
-            if not (whole or (self.kind == "float" and isinstance(value, float))) or not self.inside(value):
-                return f"must be {self.describe()}"
+        """Why ``value`` (a fixed value or one choice) does not fit, and the fix; None when it fits."""
+        if self.kind in ("name", "names") and value is not None:
+            names = value if self.kind == "names" and isinstance(value, (list, tuple)) else [value]
+            for name in names:
+                if not isinstance(name, str) or name.lower() not in self.allowed:
+                    return f"unknown value {name!r}; use one of {self.shown or ', '.join(self.allowed)}"
             return None
+        return None if self._fits(value) else f"must be {self.describe()}, got {value!r}; change the value to fit"
+
+    def _fits(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if self.kind == "bool":
+            return isinstance(value, bool)
         if self.kind == "literal":
-            ok = any(type(value) is type(a) and value == a for a in self.allowed)
-            return None if ok else f"must be {self.describe()}"
-        names = value if self.kind == "names" and isinstance(value, (list, tuple)) else [value]
-        for name in names:
-            if not isinstance(name, str) or name.lower() not in self.allowed:
-                return f"unknown value {name!r}; use one of {self.shown or ', '.join(self.allowed)}"
-        return None
+            return any(type(value) is type(a) and value == a for a in self.allowed)
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return (whole or (self.kind == "float" and isinstance(value, float))) and self.inside(value)
 
 
 def _show(value: Any) -> str:
@@ -119,8 +119,6 @@ def _show(value: Any) -> str:
 def check_value(field: str, value: Any, spec: Spec) -> None:
     """A one-line ConfigError naming ``field`` when ``value`` does not fit ``spec``."""
     problem = spec.problem(value)
-    if problem is not None and not problem.startswith("unknown value"):
-        problem = f"{problem}, got {value!r}; change the value to fit"
     if problem is not None:
         raise ConfigError(f"{field}: {problem}")
 

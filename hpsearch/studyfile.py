@@ -69,7 +69,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if index is None:  # a mapping key: not a level of its own
-            return super().compose_node(parent, index)
+            return super().compose_node(parent, index)  # type: ignore[arg-type]  # (the stubs say int; keys pass None)
         self._path.append(f"[{index}]" if isinstance(index, int) else str(getattr(index, "value", "?"))[:40])
         try:
             return self._compose_counted(parent, index)
@@ -78,7 +78,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def _compose_counted(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            target = self.anchors.get(self.peek_event().anchor)
+            target = self.anchors.get(self.peek_event().anchor)  # type: ignore[no-untyped-call]  # (untyped in the stubs)
             if target is not None:  # an unknown alias: the composer's own error says so
                 size = self._sizes.get(id(target))
                 if size is None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 from study_dicts import MINIMAL, one_line_error, with_
-from test_cli_errors import workdir  # noqa: F401  (a clean current folder, the CLI tests' fixture)
 
 from hpsearch.config import StudyConfig
 from hpsearch.errors import ConfigError
@@ -202,6 +201,15 @@ def test_importing_the_validation_layers_loads_no_tensorflow():
 
 # --- issue 13: bad input that got through or crashed: one line, exit 2, nothing written, fast ------
 
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A clean current folder (so a default ./hpsearch.db or artifact folder would show up)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    monkeypatch.delenv("HPSEARCH_ARTIFACTS", raising=False)
+    return tmp_path
+
+
 def _bomb(levels: int = 9) -> str:
     """A "billion laughs" alias bomb used as a choice list: a few lines, 10**levels values."""
     lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
@@ -278,7 +286,8 @@ def test_the_alias_bomb_is_refused_before_it_is_expanded():
 
 def test_every_value_a_range_can_take_is_checked_and_good_ranges_pass():
     ok = with_(MINIMAL, space={"n_neurons": {"int": [1, 65536]}, "dropout": {"float": [0.0, 0.99]},
-                               "max_norm": {"choice": [None, 3.0]}, "learning_rate": {"float": [1e-4, 1.0], "log": True}},
+                               "max_norm": {"choice": [None, 3.0]},
+                               "learning_rate": {"float": [1e-4, 1.0], "log": True}},
                model={"fixed": {"batch_norm": True, "metrics": ["accuracy"], "jit_compile": "auto"}})
     assert parse(ok).search_space().names == ["n_neurons", "dropout", "max_norm", "learning_rate"]
     # the top of a stepped range is its last reachable value
@@ -292,7 +301,8 @@ def test_every_value_a_range_can_take_is_checked_and_good_ranges_pass():
         ({"n_neurons": {"int": [1, 4]}}, {"n_hidden": 2.0}, "model.fixed.n_hidden: must be an integer in [0, 1000]"),
         ({"n_neurons": {"int": [1, 4]}}, {"l2": float("nan")}, "model.fixed.l2: must be a number >= 0, got nan"),
         ({"n_neurons": {"int": [1, 4]}}, {"metrics": ["accuracy", "f1"]}, "model.fixed.metrics: unknown value 'f1'"),
-        ({"n_neurons": {"int": [1, 4]}}, {"jit_compile": 1}, "model.fixed.jit_compile: must be one of auto, true, false"),
+        ({"n_neurons": {"int": [1, 4]}}, {"jit_compile": 1},
+         "model.fixed.jit_compile: must be one of auto, true, false"),
         ({"n_neurons": {"int": [1, 4]}}, {"loss": 3}, "model.fixed.loss: unknown value 3; use one of mse, mae, huber"),
         ({"n_neurons": {"int": [1, 2**63]}}, {}, "space.n_neurons: low, high and step must fit in 64 bits"),
     ]:

@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from contextlib import redirect_stderr
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpsearch import cli
-from hpsearch.mlp import MLP_SPECS
 from hpsearch.builders import COMPILE_SPECS
+from hpsearch.mlp import MLP_SPECS
 
 #: every parameter the built-in builder takes, and a few it does not
 PARAM_NAMES = sorted({*MLP_SPECS, *COMPILE_SPECS, "wings", "lr"})
@@ -169,7 +170,7 @@ def _validate(text: str | bytes, folder: Path, tried: Counter[str]) -> int:
     study.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     before = sorted(os.listdir(folder))
     err_path = folder.parent / "stderr.txt"
-    with open(err_path, "w+", encoding="utf-8") as err, _redirect_stderr(err):
+    with open(err_path, "w+", encoding="utf-8") as err, redirect_stderr(err):
         rc = cli.main(["validate", str(study)])
         err.seek(0)
         lines = err.read().splitlines()
@@ -182,23 +183,6 @@ def _validate(text: str | bytes, folder: Path, tried: Counter[str]) -> int:
         assert lines == [], lines
         tried["valid"] += 1
     return rc
-
-
-class _redirect_stderr:
-    """``sys.stderr`` to a file for one call (console prints the error line there)."""
-
-    def __init__(self, f: Any) -> None:
-        self.f = f
-
-    def __enter__(self) -> None:
-        import sys
-
-        self.saved, sys.stderr = sys.stderr, self.f
-
-    def __exit__(self, *exc: object) -> None:
-        import sys
-
-        sys.stderr = self.saved
 
 
 def _dump(study: Any) -> str:
@@ -267,7 +251,7 @@ def test_a_sample_of_valid_generated_studies_runs_one_trial(warm, tmp_path):
             folder = Path(d)
             assert _validate(_dump(study), folder, tried) == 0
             err_path = folder.parent / "run-stderr.txt"
-            with open(err_path, "w+", encoding="utf-8") as err, _redirect_stderr(err):
+            with open(err_path, "w+", encoding="utf-8") as err, redirect_stderr(err):
                 rc = cli.main(["run", str(folder / "study.yaml"), "--storage", f"sqlite:///{folder}/s.db",
                                "--no-progress", "--json"])
                 err.seek(0)
