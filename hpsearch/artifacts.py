@@ -38,6 +38,7 @@ __all__ = [
     "PrefixedStore",
     "artifact_location",
     "artifact_store_for",
+    "check_store_writable",
     "save_model_artifacts",
     "load_model_artifacts",
     "save_curve_artifact",
@@ -134,6 +135,15 @@ def artifact_store_for(
     return PrefixedStore(store, prefix) if prefix else store
 
 
+def check_store_writable(store: ArtifactStore) -> None:
+    """Refuse a folder store that cannot be written, before the database is touched (a run would
+    otherwise create its study and fail every trial's model). Leaves nothing behind: the folder is
+    not created; a probe file in it (or in its nearest existing parent) is removed at once. An S3
+    store is checked by its first upload."""
+    if isinstance(store, LazyFileStore):
+        store.check_writable()
+
+
 class LazyFileStore:
     """Optuna's ``FileSystemArtifactStore`` on ``folder``, which it creates on the first write."""
 
@@ -152,6 +162,22 @@ class LazyFileStore:
 
     def remove(self, artifact_id: str) -> None:
         self._inner.remove(artifact_id)
+
+    def check_writable(self) -> None:
+        """See :func:`check_store_writable`."""
+        place = self.folder
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        fix = f"give a folder you can write to in --artifacts / {ARTIFACTS_ENV} (or artifacts: in the study file)"
+        if not place.is_dir():
+            raise StorageError(f"artifact store {str(self.folder)!r}: {str(place)!r} is not a folder; {fix}")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".hpsearch-probe-", dir=place)
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+            raise StorageError(f"artifact store {str(self.folder)!r} is not writable ({reason}); {fix}") from None
+        os.close(fd)
+        os.unlink(probe)
 
     def __repr__(self) -> str:
         return f"LazyFileStore({str(self.folder)!r})"

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpsearch.errors import ConfigError
+from hpsearch.paramspec import ParamValues, Spec, check_choices, check_specs, named_choice
 from hpsearch.registry import BUILDERS
-from hpsearch.space import CategoricalParam, SearchSpace, coerce_value
+from hpsearch.space import CategoricalParam, FloatParam, SearchSpace, coerce_value
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "OPTIMIZERS", "LR_SCHEDULES", "REGRESSION_LOSSES", "METRIC_NAMES", "COMPILE_PARAMS", "META_PARAMS",
     "ParamValues", "ParamCheck", "named_choice", "check_choices", "check_compile_params", "with_param_check",
-    "task_of", "output_spec", "resolve_loss", "compile_for_task",
+    "COMPILE_SPECS", "task_of", "output_spec", "resolve_loss", "compile_for_task",
     "resolve_builder", "builder_name", "builder_accepts", "builder_defaults", "check_builder_params",
     "call_builder", "count_params",
 ]
@@ -62,9 +63,6 @@ _CLASSIFICATION_LOSS = {
 #: Names a builder may declare to receive extra context instead of hyperparameters.
 META_PARAMS = frozenset({"meta", "compile_kwargs", "params"})
 
-#: For each parameter name, the ``(field, value)`` pairs a study gives it, e.g.
-#: ``{"activation": [("space.activation", "relu"), ("space.activation", "elu")]}``.
-ParamValues = Mapping[str, Sequence[tuple[str, Any]]]
 #: A builder's own value check: raises a one-line :class:`ConfigError` naming the field.
 ParamCheck = Callable[[ParamValues], None]
 
@@ -72,36 +70,25 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 # --------------------------------------------------------------------------------------------
-# named choices
+# the type and range of parameters (named choices and the rest: hpsearch.paramspec)
 # --------------------------------------------------------------------------------------------
 
-def named_choice(field: str, value: Any, allowed: Iterable[str]) -> str:
-    """``value`` lower-cased if it is one of ``allowed``; else a ConfigError naming ``field``."""
-    allowed = tuple(allowed)
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise ConfigError(f"{field}: unknown value {value!r}; use one of {', '.join(allowed)}")
-    return value.lower()
-
-
-def check_choices(values: ParamValues, choices: Mapping[str, tuple[str, ...]],
-                  optional: Iterable[str] = ()) -> None:
-    """Check each value of the parameters in ``choices``; None passes for the ``optional`` ones."""
-    nullable = frozenset(optional)
-    for name, allowed in choices.items():
-        for field, value in values.get(name, ()):
-            if value is None and name in nullable:
-                continue
-            named_choice(field, value, allowed)
+#: The type and range of each compile knob, checked over every value a study gives it.
+COMPILE_SPECS: Mapping[str, Spec] = {
+    "optimizer": Spec.one_of(OPTIMIZERS), "lr_schedule": Spec.one_of(LR_SCHEDULES, null=True),
+    "loss": Spec.one_of((*REGRESSION_LOSSES, *_CLASSIFICATION_LOSS.values()), null=True,
+                        shown=f"{', '.join(REGRESSION_LOSSES)} (regression) or leave it out for classification"),
+    "metrics": Spec.one_of(METRIC_NAMES, null=True, many=True), "jit_compile": Spec.literal("auto", True, False),
+    "learning_rate": Spec.number(0, low_open=True), "momentum": Spec.number(0, 1, high_open=True),
+    "weight_decay": Spec.number(0, null=True), "lr_decay_rate": Spec.number(0, 1),
+    "clipnorm": Spec.number(0, low_open=True, null=True), "clipvalue": Spec.number(0, low_open=True, null=True),
+    "lr_decay_steps": Spec.integer(1), "steps_per_execution": Spec.integer(1),
+}
 
 
 def check_compile_params(values: ParamValues) -> None:
-    """The named choices of the compile knobs that every built-in builder shares."""
-    check_choices(values, {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}, optional=("lr_schedule",))
-    known = REGRESSION_LOSSES + tuple(dict.fromkeys(_CLASSIFICATION_LOSS.values()))
-    for field, loss in values.get("loss", ()):
-        if isinstance(loss, str) and loss.lower() not in known:
-            raise ConfigError(f"{field}: unknown value {loss!r}; use one of {', '.join(REGRESSION_LOSSES)}"
-                              " (regression) or leave it out for classification")
+    """The type and range of the compile knobs that every built-in builder shares."""
+    check_specs(values, COMPILE_SPECS)
 
 
 def with_param_check(check: ParamCheck) -> Callable[[_F], _F]:
@@ -432,9 +419,10 @@ def check_builder_params(fn: Callable[..., Any], space: SearchSpace) -> None:
     values: dict[str, list[tuple[str, Any]]] = {}
     for name, value in space.fixed.items():
         values.setdefault(name, []).append((f"model.fixed.{name}", value))
-    for name, param in space.params.items():
-        if isinstance(param, CategoricalParam):
-            values.setdefault(name, []).extend((f"space.{name}", c) for c in param.choices)
+    for name, param in space.params.items():  # a range lies in an interval when its two ends do
+        ends = param.choices if isinstance(param, CategoricalParam) else (
+            param.low, param.high if isinstance(param, FloatParam) else param.top)
+        values.setdefault(name, []).extend((f"space.{name}", c) for c in ends)
     check(values)
 
 
@@ -468,8 +456,8 @@ def call_builder(
     _check_names(fn, params, "model", compile_ok=True)
     accepted = builder_accepts(fn)
     call_kwargs = dict(params) if accepted is None else {k: v for k, v in params.items() if k in accepted}
-    declared = {p.name for p in _parameters(fn) or ()}
-    if "meta" in declared or (accepted is None and bool(declared)):
+    declared = {p.name for p in _parameters(fn) or () if _by_name(p)}  # not **params: the builder's own
+    if "meta" in declared or (accepted is None and _parameters(fn)):
         call_kwargs["meta"] = dict(meta) if meta is not None else None
     call_kwargs.update({k: v for k, v in (context or {}).items() if k in declared})
     model = fn(**call_kwargs)

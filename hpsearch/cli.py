@@ -233,6 +233,18 @@ COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "sta
             "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard}
 
 
+def _refuse_bad_study(a: argparse.Namespace) -> bool:
+    """run / worker: a bad study file is one line before TensorFlow loads (seconds), not after."""
+    from hpsearch.validate import load_study_config
+
+    try:
+        load_study_config(a.study, {"search.n_trials": a.n_trials, "train.epochs": a.epochs})
+    except UserError as e:
+        console.print_error(str(e))
+        return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 user error, 1 failed study, 130 Ctrl-C)."""
     parser = build_parser()
@@ -247,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not a.command:
         parser.print_help()
+        return 2
+    if a.command in ("run", "worker") and _refuse_bad_study(a):
         return 2
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast

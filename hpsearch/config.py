@@ -35,11 +35,15 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+#: every character ``str.splitlines`` breaks at (a form feed in a key is a line break on a terminal too)
+_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+\s*")
+#: the largest seed numpy's and Optuna's generators take
+_MAX_SEED = 2**32 - 1
 
 
 def one_line(text: object) -> str:
-    """Error messages are one line on stderr: fold any newline a library put in them."""
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+    """Error messages are one line on stderr: fold any line break a library (or a key) put in them."""
+    return _BREAKS.sub(" ", str(text)).strip()
 
 
 def _registered(registry: Registry, value: str) -> str:
@@ -57,7 +61,7 @@ class _Strict(BaseModel):
 class SplitConfig(_Strict):
     valid: float = Field(0.2, gt=0.0, lt=1.0, description="fraction held out for validation / early stopping")
     test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out for the final test score")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=_MAX_SEED, description="the shuffle before the split (numpy takes 32 bits)")
 
     @model_validator(mode="after")
     def _sum(self) -> SplitConfig:
@@ -122,7 +126,7 @@ class SearchConfig(_Strict):
     cv: int | None = Field(None, ge=2, description="k folds (default: the engine's, holdout or 3)")
     metric: str | None = None
     direction: Literal["maximize", "minimize"] | None = None
-    seed: int | None = 0
+    seed: int | None = Field(0, ge=0, le=_MAX_SEED)
     sampler: str = Field("tpe", description="a name of hpsearch.registry.SAMPLERS")
     pruner: str = Field("hyperband", description="a name of hpsearch.registry.PRUNERS")
     min_resource: int | None = Field(None, ge=1, description="halving/hyperband: fewest epochs a candidate gets")

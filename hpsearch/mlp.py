@@ -9,12 +9,12 @@ checking a study file does not load it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.builders import (
     ParamValues,
-    check_choices,
     check_compile_params,
     compile_for_task,
     named_choice,
@@ -23,25 +23,46 @@ from hpsearch.builders import (
     with_param_check,
 )
 from hpsearch.errors import ConfigError
+from hpsearch.paramspec import Spec, check_specs, check_value, value_bounds
 from hpsearch.space import coerce_value
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["ACTIVATIONS", "INITIALIZERS", "build_mlp", "check_mlp_params"]
+__all__ = ["ACTIVATIONS", "INITIALIZERS", "MAX_UNITS", "MAX_LAYERS", "MLP_SPECS", "build_mlp", "check_mlp_params"]
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
 
 _RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "gelu", "swish"})
 
+#: the widest hidden layer and the deepest stack a study may ask for: beyond them a typo (an extra
+#: zero or three) would build a model no machine holds, in every trial
+MAX_UNITS = 65_536
+MAX_LAYERS = 1_000
+
+#: The type and range of each architecture parameter (the compile knobs: builders.COMPILE_SPECS).
+MLP_SPECS = {
+    "n_hidden": Spec.integer(0, MAX_LAYERS), "n_neurons": Spec.integer(1, MAX_UNITS),
+    "funnel": Spec.number(0, low_open=True, null=True), "activation": Spec.one_of(ACTIVATIONS),
+    "kernel_initializer": Spec.one_of(INITIALIZERS, null=True), "batch_norm": Spec.flag(),
+    "dropout": Spec.number(0, 1, high_open=True), "l1": Spec.number(0), "l2": Spec.number(0),
+    "max_norm": Spec.number(0, low_open=True, null=True),
+}
+
 
 def check_mlp_params(values: ParamValues) -> None:
-    """The MLP's named choices (its own and the shared compile knobs), checked before anything
-    runs: a typo would otherwise fail every trial at build time."""
-    check_choices(values, {"activation": ACTIVATIONS, "kernel_initializer": INITIALIZERS},
-                  optional=("kernel_initializer",))
+    """Every value a study gives the MLP's parameters (its own and the shared compile knobs),
+    checked before anything runs: a bad one would otherwise fail every trial at build time."""
+    check_specs(values, MLP_SPECS)
     check_compile_params(values)
+    funnel, where = value_bounds(values, "funnel", 1.0)
+    if funnel > 1:  # a widening funnel: the last hidden layer is the widest
+        units, _ = value_bounds(values, "n_neurons", 30)
+        layers, _ = value_bounds(values, "n_hidden", 1)
+        if math.log(units) + (layers - 1) * math.log(funnel) > math.log(MAX_UNITS):
+            raise ConfigError(f"{where}: funnel {funnel:g} widens {units:g} units over {layers:g} hidden layers"
+                              f" beyond {MAX_UNITS} units; lower funnel, n_neurons or n_hidden")
 
 
 def _hidden_widths(n_hidden: int, n_neurons: int, funnel: float | None) -> list[int]:
@@ -54,22 +75,11 @@ def _hidden_widths(n_hidden: int, n_neurons: int, funnel: float | None) -> list[
     return widths
 
 
-def _check_architecture(n_hidden: Any, n_neurons: Any, funnel: Any, dropout: float, l1: Any, l2: Any,
-                        max_norm: Any) -> None:
-    """One-line ConfigErrors for architecture values out of range (numpy scalars already coerced)."""
-    if not isinstance(n_hidden, int) or isinstance(n_hidden, bool) or n_hidden < 0:
-        raise ConfigError(f"model.n_hidden: must be an integer >= 0, got {n_hidden!r}")
-    if not isinstance(n_neurons, int) or isinstance(n_neurons, bool) or n_neurons < 1:
-        raise ConfigError(f"model.n_neurons: must be an integer >= 1, got {n_neurons!r}")
-    if funnel is not None and not (isinstance(funnel, (int, float)) and funnel > 0):
-        raise ConfigError(f"model.funnel: must be a number > 0 or null, got {funnel!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {dropout!r}")
-    for name, value in (("l1", l1), ("l2", l2)):
-        if float(value) < 0:
-            raise ConfigError(f"model.{name}: must be >= 0, got {value!r}")
-    if max_norm is not None and not float(max_norm) > 0:
-        raise ConfigError(f"model.max_norm: must be > 0 or null, got {max_norm!r}")
+def _check_architecture(**values: Any) -> None:
+    """One-line ConfigErrors for architecture values of the wrong type or out of range (numpy
+    scalars already coerced): the same specs as the study-file check."""
+    for name, value in values.items():
+        check_value(f"model.{name}", value, MLP_SPECS[name])
 
 
 def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, batch_norm: bool,
@@ -167,8 +177,9 @@ def build_mlp(
     import keras
 
     n_hidden, n_neurons, funnel = coerce_value(n_hidden), coerce_value(n_neurons), coerce_value(funnel)
-    dropout = float(coerce_value(dropout))
-    _check_architecture(n_hidden, n_neurons, funnel, dropout, l1, l2, max_norm)
+    dropout, l1, l2, max_norm = (coerce_value(v) for v in (dropout, l1, l2, max_norm))
+    _check_architecture(n_hidden=n_hidden, n_neurons=n_neurons, funnel=funnel, dropout=dropout, l1=l1, l2=l2,
+                        max_norm=max_norm, batch_norm=coerce_value(batch_norm))
     activation = named_choice("model.activation", activation, ACTIVATIONS)
     if kernel_initializer is None:
         kernel_initializer = ("lecun_normal" if activation == "selu"

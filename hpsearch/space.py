@@ -51,6 +51,14 @@ def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): coerce_value(v) for k, v in params.items()}
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _kind(choice: bool | float | str) -> str:
+    """The type of a choice, for "choices must be one type" (int and float are both numbers)."""
+    return "booleans" if isinstance(choice, bool) else "strings" if isinstance(choice, str) else "numbers"
+
+
 #: the most values one integer range may expand to in a grid (a typo like [1, 10**9] must not hang)
 MAX_GRID_VALUES = 10_000
 
@@ -65,6 +73,9 @@ class IntParam:
     def validate(self, name: str) -> None:
         if self.low > self.high:
             raise ConfigError(f"space.{name}: low {self.low} > high {self.high}; make low <= high")
+        if max(abs(self.low), abs(self.high), self.step) > _INT64_MAX:
+            raise ConfigError(f"space.{name}: low, high and step must fit in 64 bits (|x| <= {_INT64_MAX});"
+                              " give smaller numbers")
         if self.step < 1:
             raise ConfigError(f"space.{name}: step must be >= 1, got {self.step}; give a positive step")
         if self.log and self.low <= 0:
@@ -168,6 +179,10 @@ class CategoricalParam:
                     f"space.{name}: choice {c!r} is not a number, string, boolean or null;"
                     " use scalar choices (Optuna stores only those)"
                 )
+        kinds = sorted({_kind(c) for c in self.choices if c is not None})
+        if len(kinds) > 1:  # a builder parameter takes one type; null may stand beside it ("off")
+            raise ConfigError(f"space.{name}: choices mix {' and '.join(kinds)}; give choices of one type"
+                              " (null may be one of them)")
 
     def grid(self, name: str) -> list[Any]:
         return list(self.choices)

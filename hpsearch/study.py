@@ -17,6 +17,7 @@ from typing import Any
 from hpsearch.artifacts import (
     artifact_location,
     artifact_store_for,
+    check_store_writable,
     keep_best_models,
     load_model_artifacts,
     save_model_artifacts,
@@ -147,6 +148,7 @@ def prepare_context(
         extra["steps_per_execution"] = cfg.train.steps_per_execution
     art_loc = artifacts or cfg.artifacts
     store = artifact_store_for(url, art_loc)  # may refuse (bad path, s3 without boto3): before any write
+    check_store_writable(store)
     interval, grace = heartbeat_settings()
     st = open_storage(url, workers=workers, heartbeat=engine.supports_workers, heartbeat_interval=interval,
                       grace_period=grace)  # raises StorageError if unreachable

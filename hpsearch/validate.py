@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hpsearch.builders import check_builder_params, resolve_builder
 from hpsearch.config import StudyConfig, one_line, schema_from_mapping
 from hpsearch.datasources import source_for
@@ -27,6 +25,7 @@ from hpsearch.engines.base import get_engine
 from hpsearch.errors import ConfigError, StorageError
 from hpsearch.metrics import metric_problem
 from hpsearch.storage import normalize_storage_url, redact_url
+from hpsearch.studyfile import read_study_yaml
 
 __all__ = ["apply_overrides", "check_study", "load_study_config", "parse_study_config"]
 
@@ -57,6 +56,7 @@ def check_study(cfg: StudyConfig, where: str) -> None:
     """The checks that span sections or need builders, engines, data sources or storage."""
     with _at(where):
         space = cfg.search_space()
+        check_builder_params(resolve_builder(cfg.model.builder), space)  # cheap: before engines load sklearn
         get_engine(cfg.search.engine).check(cfg, space)
         source = source_for(cfg.data.source)
         source.check(cfg)
@@ -65,7 +65,6 @@ def check_study(cfg: StudyConfig, where: str) -> None:
             problem = metric_problem(metric, cfg.data.task, None, source.redacted(cfg))
             if problem:
                 raise ConfigError(problem)
-        check_builder_params(resolve_builder(cfg.model.builder), space)
         _check_locations(cfg)
 
 
@@ -118,30 +117,13 @@ def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any] | None, *, where
                               source_text=cfg.source_text, overridden=applied)
 
 
-def _read_yaml(p: Path, where: str) -> tuple[Any, str]:
-    """The file's parsed YAML (``safe_load``: no Python tags) and its text."""
-    if not p.exists():
-        raise ConfigError(f"{where}: study file not found; check the path")
-    if p.is_dir():
-        raise ConfigError(f"{where}: is a directory; give a study .yaml file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{where}: cannot read the file ({e.__class__.__name__}); check it is UTF-8 text") from None
-    try:
-        return yaml.safe_load(text), text
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(one_line(f"{where}: YAML syntax error{line}: {problem}; fix the file")) from None
-
-
 def load_study_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> StudyConfig:
-    """Read and validate a study file. ``overrides`` maps dotted keys (``search.n_trials``) to values."""
+    """Read and validate a study file. ``overrides`` maps dotted keys (``search.n_trials``) to values.
+
+    The file is read with bounds on its size, depth and alias expansion (:mod:`hpsearch.studyfile`)."""
     p = Path(path)
     where = str(path)
-    data, text = _read_yaml(p, where)
+    data, text = read_study_yaml(p, where)
     overridden = _set_dotted(data, overrides) if isinstance(data, dict) else set()
     return parse_study_config(data, where=where, base_dir=str(p.resolve().parent), source_text=text,
                               overridden=overridden)

@@ -54,3 +54,13 @@ def build_image_only(width: int = 8, meta=None):
 
 
 build_image_only.input_ranks = (3,)  # type: ignore[attr-defined]
+
+
+def build_meta_params(meta=None, **params):
+    """scikeras' form: ``meta`` by name, the hyperparameters (and nothing else) through ``**params``."""
+    assert set(params) <= {"width", "optimizer"}, sorted(params)
+    return keras.Sequential([
+        keras.Input(shape=(meta["n_features_in_"],)),
+        keras.layers.Dense(int(params["width"]), activation="relu"),
+        keras.layers.Dense(meta["n_classes_"], activation="softmax"),
+    ])

@@ -95,6 +95,17 @@ def test_engines_are_registered_with_their_protocol_facts():
     assert get_engine("random").cv_folds(cfg) == 3
 
 
+def test_a_builder_with_meta_and_catch_all_params_trains_every_candidate(sqlite_url):
+    """``def build(meta=None, **params)``: the searched values reach ``**params`` (declared on the
+    estimator, so set_params takes them), meta by name, and nothing under the catch-all's name."""
+    cfg = _cfg("catch-all", model={"builder": "hps_user_builders:build_meta_params"},
+               space={"width": {"choice": [3, 5]}}, search={"n_trials": 2})
+    _run(cfg, sqlite_url)
+    trials = optuna.load_study(study_name="catch-all", storage=sqlite_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, [t.user_attrs for t in trials]
+    assert sorted(t.params["width"] for t in trials) == [3, 5]
+
+
 def test_random_plan_is_capped_by_a_small_grid(sqlite_url):
     cfg = _cfg("small", space={"n_neurons": {"choice": [4, 8]}}, search={"n_trials": 5})
     ctx = _ctx(cfg, sqlite_url)

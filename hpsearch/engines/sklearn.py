@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from hpsearch.builders import builder_defaults
 from hpsearch.engines.base import (
     Candidate,
     Engine,
@@ -110,8 +111,10 @@ def keras_estimator(ctx: RunContext) -> Any:
     }
     if classification and cfg.train.class_weight:
         kw["class_weight"] = cfg.train.class_weight
-    # fixed params (and the searched ones' defaults) are estimator params, so set_params takes them
-    params = {**ctx.space.fixed, **ctx.builder_extra}
+    # fixed params (and the searched ones' defaults) are estimator params, so set_params takes them;
+    # a searched one the builder takes only through **params is declared here (each candidate sets it)
+    declared = builder_defaults(ctx.builder)
+    params = {**{n: None for n in ctx.space.params if n not in declared}, **ctx.space.fixed, **ctx.builder_extra}
     return (KerasClassifier if classification else KerasRegressor)(**kw, **params)
 
 
