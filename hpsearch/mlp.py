@@ -108,7 +108,6 @@ def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, 
     return layers
 
 
-@with_param_check(check_mlp_params)
 def _input_layers(meta: Mapping[str, Any] | None) -> list[Any]:
     """Rows of ``n_features_in_``; N-D samples (``X_shape_``: images, sequences) flattened first,
     as in Keras' classic MLP recipe; nothing when meta does not say (sized by the first batch)."""
@@ -121,6 +120,7 @@ def _input_layers(meta: Mapping[str, Any] | None) -> list[Any]:
     return [] if n_features is None else [keras.Input(shape=(int(n_features),))]
 
 
+@with_param_check(check_mlp_params)
 def build_mlp(
     n_hidden: int = 1,
     n_neurons: int = 30,
