@@ -223,30 +223,43 @@ def test_apply_backend_settings_without_gpu_is_harmless():
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_workers_draw_different_params_reproducibly(sampler, tmp_path, monkeypatch):
-    """Same study, same search.seed: worker 1 must not repeat worker 0's draws (random sampler, TPE
-    startup trials); the same index draws the same again (reproducible)."""
+def test_launches_draw_different_params_reproducibly(sampler, tmp_path, monkeypatch):
+    """Same study, same search.seed: the second process on a study (a worker, a relaunch, a concurrent
+    run) must not repeat the first one's draws (random sampler, TPE startup trials); launch 0 keeps
+    search.seed, and the same history draws the same again (reproducible)."""
+    from hpsearch.engines.optuna import seed_launch
     from hpsearch.study import prepare_context
 
     monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
     study = _study_file(tmp_path, f"seeds-{sampler}", 10)
     study.write_text(study.read_text().replace("sampler: random", f"sampler: {sampler}")
                      .replace("seed: null", "seed: 7"))
-    url = f"sqlite:///{tmp_path / 'h.db'}"
 
-    def first_params(index):
-        ctx = prepare_context(study, storage=url, worker_index=index)
-        draws = []
-        for _ in range(3):
-            t = ctx.study.ask()
-            draws.append((t.suggest_int("n_neurons", 4, 16), t.suggest_float("learning_rate", 1e-3, 1e-1, log=True)))
-            ctx.study.tell(t, state=TrialState.FAIL)  # no training; the next ask starts afresh
-        return draws
+    def launches(db: str, n: int, seeded: bool = True) -> list[list[tuple[int, float]]]:
+        url = f"sqlite:///{tmp_path / db}"
+        out = []
+        for i in range(n):
+            ctx = prepare_context(study, storage=url, worker_index=i)
+            assert seed_launch(ctx) == i
+            draws = []
+            for _ in range(3):
+                t = ctx.study.ask()
+                draws.append((t.suggest_int("n_neurons", 4, 16),
+                              t.suggest_float("learning_rate", 1e-3, 1e-1, log=True)))
+                ctx.study.tell(t, state=TrialState.FAIL)  # no training; the next ask starts afresh
+            out.append(draws)
+        return out
 
-    w0, w1, w1_again = first_params(0), first_params(1), first_params(1)
-    assert w0 != w1 and w0[0] != w1[0]
-    assert w1 == w1_again
-    assert first_params(None) != first_params(None)  # no index (worker started by hand): fresh entropy
+    first, again = launches("a.db", 2), launches("b.db", 2)
+    assert first[0] != first[1] and first[0][0] != first[1][0]
+    assert first == again
+    import optuna as _optuna
+
+    sampler_cls = {"random": _optuna.samplers.RandomSampler, "tpe": _optuna.samplers.TPESampler}[sampler]
+    plain = _optuna.create_study(sampler=sampler_cls(seed=7))
+    t = plain.ask()
+    assert (t.suggest_int("n_neurons", 4, 16), t.suggest_float("learning_rate", 1e-3, 1e-1, log=True)) \
+        == first[0][0]  # launch 0 draws what search.seed draws
 
 
 def test_run_worker_reseeds_with_its_index(tmp_path, monkeypatch):
