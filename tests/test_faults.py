@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,7 @@ class Scenario:
         self.events.mkdir()
         self.bare = server.url(url.rsplit("/", 1)[1], password=False)
         self.study = tmp_path / f"{name}.yaml"
+        seed_text = "null" if seed is None else seed
         self.study.write_text(f"""name: {name}
 data:
   source: "sklearn:iris"
@@ -64,7 +66,7 @@ space:
   n_neurons: {{int: [4, 12]}}
   tag: {{float: [0.0, 1.0]}}
 train: {{epochs: 1, batch_size: 32}}
-search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, metric: accuracy, seed: {"null" if seed is None else seed}}}
+search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, metric: accuracy, seed: {seed_text}}}
 """)
         self.env = dict(os.environ, PGPASSWORD=server.password, HPSEARCH_TEST_EVENTS=str(self.events),
                         HPSEARCH_TEST_SLEEP=str(sleep), TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO),
@@ -162,7 +164,7 @@ def scenario(tmp_path, postgres_server, request):
     made: list[Scenario] = []
 
     def make(**kw) -> Scenario:
-        name = request.node.name.replace("test_", "").replace("_", "-")[:40]
+        name = re.sub(r"[^A-Za-z0-9-]+", "-", request.node.name.replace("test_", "")).strip("-")[:60]
         s = Scenario(tmp_path, postgres_server, postgres_server.url(postgres_server.create_database()), name, **kw)
         made.append(s)
         return s
@@ -175,7 +177,8 @@ def scenario(tmp_path, postgres_server, request):
 
 def _report(s: Scenario, label: str) -> str:
     line = s.summary()
-    print(f"\n{label}: {line}")
+    reasons = Counter(r.split(" (")[0] if r else "none" for r in _reasons(s))
+    print(f"\n{label}: {line}   [interrupted attempts: {dict(reasons)}]")
     return line
 
 
@@ -276,3 +279,27 @@ search: {engine: optuna, sampler: random, pruner: none, n_trials: 1, metric: acc
     assert code == 0 and "Traceback" not in out + err, err
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "the stored model cannot be loaded (ValueError" in page
+
+
+def test_failed_trials_one_line_each_and_a_one_line_summary(tmp_path, capsys):
+    """One process, every trial fails: one line per failed trial (not counted as done), then one
+    summary line and exit 1; no traceback."""
+    from hpsearch.cli import main
+
+    study = tmp_path / "broken.yaml"
+    study.write_text("""name: broken
+data: {source: "sklearn:iris", split: {valid: 0.2, test: 0.2, seed: 0}}
+model: {builder: "tests.worker_builders:build_broken"}
+space: {n_neurons: {int: [4, 8]}}
+train: {epochs: 1, batch_size: 32}
+search: {engine: optuna, sampler: random, pruner: none, n_trials: 4, metric: accuracy, seed: 1,
+         max_failures_in_row: 3}
+""")
+    code = main(["run", str(study), "--storage", f"sqlite:///{tmp_path / 'h.db'}", "--artifacts",
+                 str(tmp_path / "art")])
+    out, err = capsys.readouterr()
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 1 and "Traceback" not in out + err, err
+    assert len(lines) == 4, lines
+    assert all("FAIL" in x and "(0/4 done" in x and "ValueError: broken builder" in x for x in lines[:3]), lines
+    assert lines[3].startswith("hpsearch: study 'broken' stopped: 3 trials failed in a row"), lines

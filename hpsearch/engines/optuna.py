@@ -8,9 +8,9 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hpsearch.engines.base import Engine, RunContext
+from hpsearch.engines.budget import take_launch
 from hpsearch.engines.control import Control, LoopSettings, control_callback
 from hpsearch.engines.loop import run_trials
-from hpsearch.engines.budget import take_launch
 from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, walks_grid
 from hpsearch.engines.trial_runner import TrialRunner
 from hpsearch.errors import ConfigError

@@ -3,8 +3,8 @@
 
 A sampler factory takes ``(cfg, space, seed)``: the seed is given explicitly so that each process of
 a shared study gets a random stream of its own through the factory itself (no reseeding of a
-sampler's internals; see :func:`launch_seed` for the rule). A pruner factory takes ``(cfg)``. Adding a sampler: a function here, its line
-in the registry, the README.
+sampler's internals; see :func:`launch_seed` for the rule). A pruner factory takes ``(cfg)``.
+Adding a sampler: a function here, its line in the registry, the README.
 """
 
 from __future__ import annotations
