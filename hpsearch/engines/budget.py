@@ -4,7 +4,7 @@ Optuna's ``MaxTrialsCallback`` is checked *after* a trial, per process, so N wor
 ``n_trials + N - 1``. The trial loop instead reserves a slot *before* ``study.ask()``:
 
 * ``done``    = COMPLETE + PRUNED trials (what the budget counts),
-* ``running`` = RUNNING trials (stale ones are failed first by ``optuna.storages.fail_stale_trials``:
+* ``running`` = RUNNING trials (stale ones are failed first by :func:`hpsearch.engines.requeue.fail_stale`:
   every trial of the loop records a heartbeat as soon as it is asked),
 * ``slots``   = ``n_trials - done - running``.
 
