@@ -63,6 +63,12 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "to BaseWrapper, returning BaseEstimator's tags, so sklearn's check_estimator_tags_renamed "
         "passes; dead (and to be removed) once scikeras defines it",
     ),
+    PrivateHook(
+        "optuna", "optuna.storages.RDBStorage._get_stale_trial_ids",
+        "hpsearch.engines.requeue.fail_stale: the ids of trials whose heartbeat is older than the grace "
+        "period, so that their failure reason is written before they are failed (a finished trial's "
+        "attributes are frozen; the public fail_stale_trials gives no reason)",
+    ),
 )
 
 #: package -> (lowest version declared in pyproject.toml, highest version the hooks were checked on).

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hpsearch.formats import data_line, fmt_elapsed, fmt_number, fmt_params, fmt_value
-from hpsearch.records import clean_attr, is_better
+from hpsearch.records import DONE_STATES, clean_attr, is_better
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
@@ -273,9 +273,11 @@ class ConsoleProgress:
                                                 best=self._best_text())
 
     def trial_done(self, number: int, state: str, value: float | None, detail: str = "") -> None:
-        """One more finished trial (state name COMPLETE / PRUNED / FAIL)."""
+        """One more finished trial (state name COMPLETE / PRUNED / FAIL). A failed trial is shown but
+        not counted as done: it does not count against the budget (its slot is run again)."""
         with self._lock:
-            self.done += 1
+            if state in DONE_STATES:
+                self.done += 1
             if state == "COMPLETE":
                 self._note_best(value)
             if self._bar is not None:

@@ -159,7 +159,11 @@ def _draw(rep: _Report, study: Any, url: str, artifacts: str | None, direction: 
         if not complete:
             rep.section(_EVAL_TITLE, None, "no completed trial yet")
             return {}
-        ev = evaluate_best(study, url, artifacts)
+        try:
+            ev = evaluate_best(study, url, artifacts)
+        except (ValueError, TypeError) as e:  # Keras refuses the stored model (safe mode) or cannot rebuild it
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            ev = f"the stored model cannot be loaded ({e.__class__.__name__}: {first})"
         if isinstance(ev, str):
             rep.section(_EVAL_TITLE, None, f"skipped: {ev}")
             return {}

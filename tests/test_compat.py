@@ -157,6 +157,24 @@ def _check_sklearn_tags_patch(fitted: dict[str, Any]) -> None:
     assert "_more_tags" in vars(BaseWrapper), "scikeras changed how it declares tags"
 
 
+def _check_get_stale_trial_ids(fitted: dict[str, Any]) -> None:
+    import time
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage("sqlite:///:memory:", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    tid = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+    storage.record_heartbeat(tid)
+    assert storage._get_stale_trial_ids(study._study_id) == [], "a fresh heartbeat counts as stale"
+    time.sleep(2.5)  # SQLite's now() has whole seconds
+    assert storage._get_stale_trial_ids(study._study_id) == [tid], "a silent trial is not listed as stale"
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
     "scikeras.wrappers.BaseWrapper._fit_keras_model": _check_fit_keras_model,
@@ -165,6 +183,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "scikeras.wrappers.BaseWrapper._get_compile_kwargs": _check_get_compile_kwargs,
     "scikeras.utils.transformers._is_categorical_crossentropy": _check_is_categorical_crossentropy,
     "scikeras.wrappers.BaseWrapper.__sklearn_tags__": _check_sklearn_tags_patch,
+    "optuna.storages.RDBStorage._get_stale_trial_ids": _check_get_stale_trial_ids,
 }
 
 

@@ -223,30 +223,43 @@ def test_apply_backend_settings_without_gpu_is_harmless():
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_workers_draw_different_params_reproducibly(sampler, tmp_path, monkeypatch):
-    """Same study, same search.seed: worker 1 must not repeat worker 0's draws (random sampler, TPE
-    startup trials); the same index draws the same again (reproducible)."""
+def test_launches_draw_different_params_reproducibly(sampler, tmp_path, monkeypatch):
+    """Same study, same search.seed: the second process on a study (a worker, a relaunch, a concurrent
+    run) must not repeat the first one's draws (random sampler, TPE startup trials); launch 0 keeps
+    search.seed, and the same history draws the same again (reproducible)."""
+    from hpsearch.engines.optuna import seed_launch
     from hpsearch.study import prepare_context
 
     monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
     study = _study_file(tmp_path, f"seeds-{sampler}", 10)
     study.write_text(study.read_text().replace("sampler: random", f"sampler: {sampler}")
                      .replace("seed: null", "seed: 7"))
-    url = f"sqlite:///{tmp_path / 'h.db'}"
 
-    def first_params(index):
-        ctx = prepare_context(study, storage=url, worker_index=index)
-        draws = []
-        for _ in range(3):
-            t = ctx.study.ask()
-            draws.append((t.suggest_int("n_neurons", 4, 16), t.suggest_float("learning_rate", 1e-3, 1e-1, log=True)))
-            ctx.study.tell(t, state=TrialState.FAIL)  # no training; the next ask starts afresh
-        return draws
+    def launches(db: str, n: int, seeded: bool = True) -> list[list[tuple[int, float]]]:
+        url = f"sqlite:///{tmp_path / db}"
+        out = []
+        for i in range(n):
+            ctx = prepare_context(study, storage=url, worker_index=i)
+            assert seed_launch(ctx) == i
+            draws = []
+            for _ in range(3):
+                t = ctx.study.ask()
+                draws.append((t.suggest_int("n_neurons", 4, 16),
+                              t.suggest_float("learning_rate", 1e-3, 1e-1, log=True)))
+                ctx.study.tell(t, state=TrialState.FAIL)  # no training; the next ask starts afresh
+            out.append(draws)
+        return out
 
-    w0, w1, w1_again = first_params(0), first_params(1), first_params(1)
-    assert w0 != w1 and w0[0] != w1[0]
-    assert w1 == w1_again
-    assert first_params(None) != first_params(None)  # no index (worker started by hand): fresh entropy
+    first, again = launches("a.db", 2), launches("b.db", 2)
+    assert first[0] != first[1] and first[0][0] != first[1][0]
+    assert first == again
+    import optuna as _optuna
+
+    sampler_cls = {"random": _optuna.samplers.RandomSampler, "tpe": _optuna.samplers.TPESampler}[sampler]
+    plain = _optuna.create_study(sampler=sampler_cls(seed=7))
+    t = plain.ask()
+    assert (t.suggest_int("n_neurons", 4, 16), t.suggest_float("learning_rate", 1e-3, 1e-1, log=True)) \
+        == first[0][0]  # launch 0 draws what search.seed draws
 
 
 def test_run_worker_reseeds_with_its_index(tmp_path, monkeypatch):
@@ -704,3 +717,54 @@ def test_ctrl_c_on_one_process_run_requeues_like_a_worker(tmp_path, sqlite_url, 
     assert s["complete"] == 2 and s["lost"] == 0 and s["twice"] == 0 and s["running"] == 0
     copy = next(t for t in study_obj.trials if t.system_attrs.get("failed_trial") == failed[0].number)
     assert copy.state == TrialState.COMPLETE and copy.user_attrs.get("failure_reason") is None
+
+
+# ==================================================================================================
+# One copy per interrupted trial, whichever process sees it (no Keras)
+# ==================================================================================================
+
+
+def test_stale_check_and_owner_requeue_one_copy_with_a_reason(postgres_url):
+    """After an outage longer than the grace period both the stale check of another process and
+    the trial's own process end the same trial: one FAIL with the heartbeat reason, one copy."""
+    from types import SimpleNamespace
+
+    from hpsearch.engines import requeue as R
+
+    st = open_storage(postgres_url, workers=2, heartbeat=True, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="once", storage=st)
+    ctx = SimpleNamespace(storage=st, study=study, storage_url=postgres_url)
+    study_id = st.get_study_id_from_name("once")
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    tid = st.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    st.record_heartbeat(tid)
+    time.sleep(3.2)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(R.fail_stale(ctx, study_id))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    R.end_interrupted(ctx, tid, "storage connection lost during the trial")
+    for t in threads:
+        t.join(30)
+    R.end_interrupted(ctx, tid, "storage connection lost during the trial")  # a retried call
+    trials = study.trials
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == trial.params
+    failed = st.get_trial(tid)
+    assert failed.state == TrialState.FAIL and sum(results) <= 1
+    # whoever failed it wrote its reason: the stale check (heartbeat lost) or the owner
+    assert (failed.user_attrs["failure_reason"] == R.HEARTBEAT_LOST) == (sum(results) == 1)
+
+
+def test_progress_counts_failed_trials_shown_not_done(capsys):
+    from hpsearch.console import ConsoleProgress
+
+    p = ConsoleProgress("s", total=2)
+    p.begin(0, None)
+    for n in range(3):
+        p.trial_done(n, "FAIL", None, "ValueError: x")
+    p.trial_done(3, "COMPLETE", 0.5)
+    p.end()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all("(0/2 done" in line for line in err[:3]) and "(1/2 done" in err[3], err

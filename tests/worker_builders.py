@@ -37,3 +37,8 @@ def build_traced(n_neurons: int = 8, tag: float = 0.0, meta=None):
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model
+
+
+def build_broken(n_neurons: int = 8, meta=None):
+    """A builder that always fails: every trial is FAIL with its reason (one line each, no traceback)."""
+    raise ValueError(f"broken builder (n_neurons={n_neurons})")

@@ -4,7 +4,7 @@ Optuna's ``MaxTrialsCallback`` is checked *after* a trial, per process, so N wor
 ``n_trials + N - 1``. The trial loop instead reserves a slot *before* ``study.ask()``:
 
 * ``done``    = COMPLETE + PRUNED trials (what the budget counts),
-* ``running`` = RUNNING trials (stale ones are failed first by ``optuna.storages.fail_stale_trials``:
+* ``running`` = RUNNING trials (stale ones are failed first by :func:`hpsearch.engines.requeue.fail_stale`:
   every trial of the loop records a heartbeat as soon as it is asked),
 * ``slots``   = ``n_trials - done - running``.
 
@@ -33,8 +33,9 @@ from hpsearch.errors import StudyFailedError
 from hpsearch.records import DONE_STATES
 from hpsearch.storage import is_postgresql
 
-__all__ = ["Budget", "study_lock"]
+__all__ = ["Budget", "study_lock", "take_launch", "LAUNCH_ATTR"]
 
+LAUNCH_ATTR = "hpsearch:launches"  # study system attr: processes that ran trials of the study so far
 _LOCK_CLASS = 0x6870  # "hp": first key of the advisory lock, the study id is the second
 
 
@@ -62,6 +63,7 @@ class Budget:
     def __init__(self, study: Any, storage: Any, url: str, study_id: int, n_trials: int | None) -> None:
         self.study, self.storage, self.url, self.study_id = study, storage, url, study_id
         self.n_trials = n_trials
+        self.pending: Any = None  # asked, not yet handed out (see reserve)
 
     def counts(self) -> tuple[int, int]:
         """(done, running) as stored now."""
@@ -74,7 +76,17 @@ class Budget:
         return int(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
 
     def reserve(self) -> tuple[Any, bool]:
-        """(trial, finished): a trial to run now, or None and whether the budget is met."""
+        """(trial, finished): a trial to run now, or None and whether the budget is met.
+
+        A trial asked in a call that then failed (the connection dropped before its heartbeat or the
+        commit) is kept and handed out by the retried call: Optuna's stale check skips a trial without
+        a heartbeat, so a second ``ask`` would leave the first RUNNING for ever.
+        """
+        if self.pending is not None:
+            trial = self.pending
+            self.storage.record_heartbeat(self.trial_id(trial))
+            self.pending = None
+            return trial, False
         with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
             if self.n_trials is not None:
                 done, running = self.counts()
@@ -85,6 +97,17 @@ class Budget:
             with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": we beat
                 warnings.simplefilter("ignore", UserWarning)
                 trial = self.study.ask()
-            with contextlib.suppress(Exception):  # the heartbeat thread records it again shortly
-                self.storage.record_heartbeat(self.trial_id(trial))
-            return trial, False
+            self.pending = trial
+            self.storage.record_heartbeat(self.trial_id(trial))
+        self.pending = None
+        return trial, False
+
+
+def take_launch(storage: Any, url: str, study_id: int, name: str) -> int:
+    """This process's launch number on the study: 0 for the first process that runs its trials, then
+    1, 2, ... (a counter stored on the study, taken under the study lock, so concurrent launches get
+    different numbers). The sampler seed is derived from it (:func:`hpsearch.engines.samplers.launch_seed`)."""
+    with study_lock(storage, url, study_id, name):
+        n = int(storage.get_study_system_attrs(study_id).get(LAUNCH_ATTR, 0))
+        storage.set_study_system_attr(study_id, LAUNCH_ATTR, n + 1)
+    return n

@@ -4,8 +4,9 @@ budget, re-queueing and stop handling are written once.
 
 Crash safety:
 * a process killed with SIGKILL: its trial's heartbeat stops; after the grace period any other
-  process (each poll and each ``ask``) marks it FAIL and ``RetryHeartbeatStaleTrialCallback``
-  re-queues a WAITING copy (same params), run next;
+  process (each poll and each ``ask``) marks it FAIL with reason ``heartbeat lost`` and queues one
+  WAITING copy (same params), run next (:mod:`hpsearch.engines.requeue`: exactly one copy, whichever
+  process sees it first);
 * SIGTERM / SIGINT (see :mod:`hpsearch.engines.control`): the trial is stopped at its next batch,
   told FAIL with its reason and re-queued;
 * storage outages: every storage call is retried with back-off (``Retry``); a trial whose reports
@@ -16,11 +17,9 @@ Crash safety:
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from hpsearch.artifacts import keep_best_models
 from hpsearch.engines.base import Candidate, FailureStreak, RunContext, record_candidate
 from hpsearch.engines.budget import Budget
 from hpsearch.engines.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
+from hpsearch.engines.requeue import HEARTBEAT_LOST, end_interrupted, fail_stale
 from hpsearch.records import TRIAL
 from hpsearch.storage import is_connection_error
 
@@ -41,24 +41,10 @@ class LoopOutcome:
     stopped: str | None  # the stop reason (signal, parent exited), if stopped
 
 
-def _requeue(ctx: RunContext, trial_id: int) -> None:
-    """Queue a WAITING copy of a failed trial (the retry callback the heartbeat uses)."""
-    cb = ctx.storage.get_heartbeat_stale_trial_callback()
-    if cb is not None:
-        cb(ctx.study, copy.deepcopy(ctx.storage.get_trial(trial_id)))
-
-
 def fail_and_requeue(ctx: RunContext, trial_id: int, reason: str) -> None:
-    """Fail a running trial with ``reason`` and queue its copy (nothing if it already finished)."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    try:
-        ctx.storage.set_trial_user_attr(trial_id, TRIAL.FAILURE, reason)
-        if ctx.storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            _requeue(ctx, trial_id)
-    except UpdateFinishedTrialError:
-        pass
+    """Fail a running trial with ``reason`` and queue one copy (nothing if it finished; see
+    :mod:`hpsearch.engines.requeue`)."""
+    end_interrupted(ctx, trial_id, reason)
 
 
 def hard_stop(ctl: Control, get_ctx: Callable[[], RunContext | None], deadline: float,
@@ -105,18 +91,13 @@ class _Loop:
 
     def run(self) -> bool:
         """Run trials until the budget is met (True), the timeout passes or a stop (False)."""
-        import optuna
-        from optuna.exceptions import ExperimentalWarning
-
         ctx, ctl = self.ctx, self.ctl
         timeout = ctx.cfg.search.timeout
         start = time.monotonic()
         while not ctl.stopping and not self.streak.tripped:
             if ctl.parent_gone() or (timeout is not None and time.monotonic() - start >= timeout):
                 return False
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                self.retry(lambda: optuna.storages.fail_stale_trials(ctx.study), "stale-trial check")
+            self.retry(lambda: fail_stale(ctx, self.budget.study_id), "stale-trial check")
             trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
             if trial is None:
                 if finished:
@@ -144,18 +125,35 @@ class _Loop:
         finally:
             hb.stop()
         try:
-            if ctl.lost:  # failed as stale by another worker; its re-queued copy runs elsewhere
-                self.say(f"trial {trial.number} was failed as stale by another worker; abandoned")
-                return
-            frozen = self.retry(lambda: record_candidate(ctx.study, candidate, engine=ctx.engine.name, trial=trial),
-                                "tell")
-            if requeue and frozen.state.name == "FAIL":
-                self.retry(lambda: _requeue(ctx, tid), "re-queue")
-            else:
-                self.streak.update(frozen.state.name, frozen.user_attrs.get(TRIAL.FAILURE))
-            self._show(frozen)
+            self._record(trial, tid, candidate, requeue)
         finally:
             ctl.current, ctl.current_id = None, None
+
+    def _record(self, trial: Any, tid: int, candidate: Candidate, requeue: bool) -> None:
+        """Tell the storage how the trial ended. An interrupted trial is failed and queued once; a
+        trial another process failed as stale meanwhile is not told (its copy runs elsewhere)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        ctx = self.ctx
+        abandoned = self.ctl.lost
+        if requeue and not abandoned:
+            reason = candidate.failure or HEARTBEAT_LOST
+            self.retry(lambda: end_interrupted(ctx, tid, reason), "re-queue")
+            frozen = self.retry(lambda: ctx.storage.get_trial(tid), "read back")
+            abandoned = frozen.user_attrs.get(TRIAL.FAILURE) != reason
+        elif not abandoned:
+            try:
+                frozen = self.retry(lambda: record_candidate(ctx.study, candidate, engine=ctx.engine.name,
+                                                             trial=trial), "tell")
+            except UpdateFinishedTrialError:  # failed as stale while it ran (a long storage outage)
+                abandoned = True
+            else:
+                self.streak.update(frozen.state.name, frozen.user_attrs.get(TRIAL.FAILURE))
+        if abandoned:  # make sure its one copy is queued (the stale check may have died before)
+            self.retry(lambda: end_interrupted(ctx, tid, HEARTBEAT_LOST), "re-queue")
+            self.say(f"trial {trial.number} was failed as stale by another process; abandoned (its copy runs next)")
+            return
+        self._show(frozen)
 
     def _show(self, frozen: Any) -> None:
         ctx = self.ctx

@@ -8,9 +8,10 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hpsearch.engines.base import Engine, RunContext
+from hpsearch.engines.budget import take_launch
 from hpsearch.engines.control import Control, LoopSettings, control_callback
 from hpsearch.engines.loop import run_trials
-from hpsearch.engines.samplers import make_pruner, make_sampler, walks_grid, worker_seed
+from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, walks_grid
 from hpsearch.engines.trial_runner import TrialRunner
 from hpsearch.errors import ConfigError
 from hpsearch.space import SearchSpace
@@ -18,7 +19,7 @@ from hpsearch.space import SearchSpace
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
 
-__all__ = ["OptunaEngine"]
+__all__ = ["OptunaEngine", "seed_launch"]
 
 
 def _grid_size(cfg: StudyConfig, space: SearchSpace) -> int | None:
@@ -26,6 +27,14 @@ def _grid_size(cfg: StudyConfig, space: SearchSpace) -> int | None:
     if not walks_grid(cfg):
         return None
     return math.prod(len(v) for v in space.to_optuna_grid().values())
+
+
+def seed_launch(ctx: RunContext) -> int:
+    """Take this process's launch number on the study and seed its sampler from it (the rule:
+    :func:`hpsearch.engines.samplers.launch_seed`). Returns the launch number."""
+    launch = take_launch(ctx.storage, ctx.storage_url, ctx.study_id, ctx.study.study_name)
+    ctx.study.sampler = make_sampler(ctx.cfg, ctx.space, launch_seed(ctx.cfg.search.seed, launch))
+    return launch
 
 
 class OptunaEngine(Engine):
@@ -52,8 +61,8 @@ class OptunaEngine(Engine):
         return size if n is None else min(n, size)
 
     def study_options(self, cfg: StudyConfig, space: SearchSpace, worker_index: int | None) -> dict[str, Any]:
-        seed = worker_seed(cfg.search.seed, worker_index)
-        return {"sampler": make_sampler(cfg, space, seed), "pruner": make_pruner(cfg)}
+        # the process that runs trials re-seeds it by its launch number (run); search.seed until then
+        return {"sampler": make_sampler(cfg, space, cfg.search.seed), "pruner": make_pruner(cfg)}
 
     def is_complete(self, ctx: RunContext) -> bool:
         planned = self.n_trials(ctx.cfg)
@@ -64,5 +73,6 @@ class OptunaEngine(Engine):
     def run(self, ctx: RunContext) -> None:
         ctl = ctx.control if ctx.control is not None else Control()
         ctx.control = ctl
+        seed_launch(ctx)
         runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)])
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)

@@ -1,10 +1,10 @@
 """Optuna samplers and pruners as seeded factories, registered by name in
 :data:`hpsearch.registry.SAMPLERS` / :data:`hpsearch.registry.PRUNERS`.
 
-A sampler factory takes ``(cfg, space, seed)``: the seed is given explicitly so that each worker of
+A sampler factory takes ``(cfg, space, seed)``: the seed is given explicitly so that each process of
 a shared study gets a random stream of its own through the factory itself (no reseeding of a
-sampler's internals). A pruner factory takes ``(cfg)``. Adding a sampler: a function here, its line
-in the registry, the README.
+sampler's internals; see :func:`launch_seed` for the rule). A pruner factory takes ``(cfg)``.
+Adding a sampler: a function here, its line in the registry, the README.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hpsearch.space import CategoricalParam, SearchSpace
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
 
-__all__ = ["make_sampler", "make_pruner", "pruning_steps", "worker_seed", "walks_grid",
+__all__ = ["make_sampler", "make_pruner", "pruning_steps", "launch_seed", "walks_grid",
            "tpe", "cmaes", "random", "grid", "qmc", "gp", "hyperband", "sha", "median", "nop"]
 
 
@@ -109,7 +109,7 @@ def nop(cfg: StudyConfig) -> Any:
 
 
 def make_sampler(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
-    """The configured sampler, seeded with ``seed`` (see :func:`worker_seed`)."""
+    """The configured sampler, seeded with ``seed`` (see :func:`launch_seed`)."""
     import warnings
 
     from optuna.exceptions import ExperimentalWarning
@@ -156,19 +156,22 @@ def pruning_steps(cfg: StudyConfig, pruner: Any) -> set[int] | None:
     return steps
 
 
-def worker_seed(seed: int | None, index: int | None) -> int | None:
-    """The sampler seed of one process of a study.
+def launch_seed(seed: int | None, launch: int) -> int | None:
+    """The sampler seed of the ``launch``-th process that runs trials of a study (0, 1, 2, ...; the
+    counter is stored on the study, :func:`hpsearch.engines.budget.take_launch`).
 
-    Every worker builds its sampler from ``search.seed``; with the same seed all workers would draw
-    the same sequence (random) or the same startup trials (TPE). Worker 0 (and a single process)
-    keeps ``search.seed``, so one worker draws what one process draws; worker ``i`` gets a seed
-    derived from both, so a run stays reproducible. Without a seed or a known index (a worker
-    started by hand): ``None``, fresh entropy.
+    The rule: launch 0 (the first process ever, e.g. a one-process ``hpsearch run``) keeps
+    ``search.seed``, so a study run from scratch in one process is reproducible; every later process
+    (each worker of ``run --workers``, a second launch after a stop or a crash, a concurrent
+    ``hpsearch run``) gets ``SeedSequence([search.seed, launch])``: different from every other launch,
+    yet the same for the same history. With the same seed, workers would draw the same sequence
+    (random) or the same startup trials (TPE), and a continued study would repeat its first draws.
+    Without ``search.seed``: ``None`` (fresh entropy).
     """
-    if seed is None or index is None:
+    if seed is None:
         return None
-    if index == 0:
+    if launch == 0:
         return seed
     import numpy as np
 
-    return int(np.random.SeedSequence([int(seed) % (1 << 64), int(index)]).generate_state(1)[0])
+    return int(np.random.SeedSequence([int(seed) % (1 << 64), int(launch)]).generate_state(1)[0])
