@@ -69,7 +69,7 @@ def test_validation_leaves_the_budget_as_given():
     # the builder
     (with_(MINIMAL, space={"wings": {"int": [1, 3]}}), "space.wings: unknown parameter for builder mlp"),
     (with_(MINIMAL, model={"fixed": {"wings": 2}}), "model.fixed.wings: unknown parameter"),
-    (with_(MINIMAL, model={"builder": "cnn"}), "model.builder: 'cnn'"),
+    (with_(MINIMAL, model={"builder": "rnn"}), "model.builder: 'rnn'"),
     (with_(MINIMAL, model={"builder": "no_such_module_q:build"}), "model.builder: cannot import"),
     # storage and artifacts are well-formed
     (with_(MINIMAL, storage="hpsearch.db"), "storage 'hpsearch.db' is not a URL"),
