@@ -124,7 +124,9 @@ def _callbacks(early_stopping: EarlyStoppingConfig | None) -> list[Any]:
     """Fresh callbacks for one fit (built where the fit runs: joblib workers get no shared objects)."""
     import keras
 
-    cbs: list[Any] = [keras.callbacks.TerminateOnNaN()]
+    from hpsearch.callbacks import EpochLR
+
+    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), EpochLR()]
     if early_stopping is not None:
         cbs.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping.patience, min_delta=early_stopping.min_delta,

@@ -113,10 +113,12 @@ class TrialRunner:
 
     def _fit(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
              epochs: int, callbacks: list[Any], initial_epoch: int = 0) -> Any:
+        from hpsearch.callbacks import EpochLR
+
         return model.fit(
             X, y, batch_size=self.batch_size, epochs=epochs, initial_epoch=initial_epoch,
             validation_data=(Xv, yv), validation_batch_size=min(self.valid_batch, len(yv)),
-            callbacks=[*callbacks, *self.extra_callbacks], verbose=self.ctx.cfg.train.verbose, shuffle=True,
+            callbacks=[*callbacks, *self.extra_callbacks, EpochLR()], verbose=self.ctx.cfg.train.verbose, shuffle=True,
             class_weight=self.class_weight,
         )
 
