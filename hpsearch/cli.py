@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the best model to PATH (.keras) and its preprocessing beside it")
     b.add_argument("--json", action="store_true")
 
+    pr = sub.add_parser("predict", help="predict a CSV file of raw rows with the study's best model")
+    pr.add_argument("study", help="study name")
+    pr.add_argument("data", help="CSV file of rows (the study's feature columns)")
+    storage_args(pr)
+    pr.add_argument("-o", "--output", required=True, help="CSV file to write")
+    pr.add_argument("--mc", type=int, metavar="N", help="MC dropout: N passes; adds std (and entropy) columns")
+    pr.add_argument("--json", action="store_true")
+
     rp = sub.add_parser("report", help="plots and tables of a study (PNG + index.html)")
     rp.add_argument("study", help="study name")
     storage_args(rp)
@@ -216,6 +224,18 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(a: argparse.Namespace) -> int:
+    """Predict a file of rows with the best model (MC-dropout uncertainty with --mc)."""
+    from hpsearch.predict import predict_file
+
+    info = predict_file(a.study, a.data, a.output, mc=a.mc, storage=a.storage, artifacts=a.artifacts)
+    if a.json:
+        console.print_json(info)
+    else:
+        print(f"wrote {info['rows']} rows to {info['output']} ({', '.join(info['columns'])})")
+    return 0
+
+
 def cmd_dashboard(a: argparse.Namespace) -> int:
     """Serve optuna-dashboard until Ctrl-C."""
     from hpsearch.dashboard import open_dashboard
@@ -228,7 +248,7 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "status": cmd_status,
-            "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard}
+            "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard, "predict": cmd_predict}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast
-        _quiet_backend(load_backend=a.command in ("run", "worker", "report")
+        _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict")
                        or (a.command == "best" and bool(a.export)))
     try:
         return COMMANDS[a.command](a)
