@@ -116,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the best model to PATH (.keras) and its preprocessing beside it")
     b.add_argument("--json", action="store_true")
 
+    lf = sub.add_parser("lr-find", help="learning-rate range test of a study: suggested rate, range and a PNG")
+    lf.add_argument("study", help="study file (YAML)")
+    lf.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a parameter for the test (searched ones default to the middle of their range)")
+    lf.add_argument("-o", "--output", default=".", help="folder for the PNG (default: here)")
+    lf.add_argument("--steps", type=int, default=200, help="training steps of the test")
+    lf.add_argument("--json", action="store_true")
+
+    bf = sub.add_parser("batch-find", help="the largest batch size that fits the device (CPU: the fastest)")
+    bf.add_argument("study", help="study file (YAML)")
+    bf.add_argument("--max-batch", type=int, help="largest size to try (default: the training rows)")
+    bf.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    bf.add_argument("--json", action="store_true")
+
     pr = sub.add_parser("predict", help="predict a CSV file of raw rows with the study's best model")
     pr.add_argument("study", help="study name")
     pr.add_argument("data", help="CSV file of rows (the study's feature columns)")
@@ -224,6 +238,49 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sets(items: list[str]) -> dict[str, object]:
+    """``--set name=value`` pairs, values read as YAML scalars (``0.1``, ``relu``, ``true``)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--set {item}: expected NAME=VALUE, e.g. --set n_neurons=64")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_lr_find(a: argparse.Namespace) -> int:
+    """The range test: suggestion, range, and the figure's path."""
+    from hpsearch.lrfind import lr_find
+
+    info = lr_find(a.study, sets=_sets(a.set), output=a.output, steps=a.steps).summary()
+    if a.json:
+        console.print_json(info)
+    else:
+        end = f"diverged at {info['diverged_at']:.3g}" if info["diverged_at"] else "did not diverge"
+        print(f"suggested learning_rate: {info['suggestion']:.3g} (loss lowest at {info['turn']:.3g}; {end})")
+        print(f"suggested range: {{float: [{info['low']:.3g}, {info['high']:.3g}], log: true}}")
+        print(f"figure: {info['figure']}")
+    return 0
+
+
+def cmd_batch_find(a: argparse.Namespace) -> int:
+    """The batch-size finder: the size, why it stopped there, what it tried."""
+    from hpsearch.batchfind import find_batch_size
+
+    info = find_batch_size(a.study, max_batch=a.max_batch, device=a.device).summary()
+    if a.json:
+        console.print_json(info)
+    else:
+        print(f"batch_size: {info['batch_size']} ({info['reason']}, {info['device']})")
+        for t in info["tried"]:
+            rate = f"{t['samples_per_s']:.0f} samples/s" if t["fits"] else "out of memory"
+            print(f"  {t['batch_size']:>7}  {rate}")
+    return 0
+
+
 def cmd_predict(a: argparse.Namespace) -> int:
     """Predict a file of rows with the best model (MC-dropout uncertainty with --mc)."""
     from hpsearch.predict import predict_file
@@ -248,7 +305,8 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "status": cmd_status,
-            "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard, "predict": cmd_predict}
+            "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard, "predict": cmd_predict,
+            "lr-find": cmd_lr_find, "batch-find": cmd_batch_find}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast
-        _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict")
+        _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict", "lr-find", "batch-find")
                        or (a.command == "best" and bool(a.export)))
     try:
         return COMMANDS[a.command](a)

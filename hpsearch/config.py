@@ -12,7 +12,7 @@ or storage live in :mod:`hpsearch.validate`, which is also where files are read
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -90,7 +90,8 @@ class EarlyStoppingConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        32, description="rows per step, or auto: the largest that fits the device (hpsearch.batchfind)")
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
     steps_per_execution: int = Field(1, ge=1)
     class_weight: Literal["balanced"] | None = None

@@ -51,6 +51,9 @@ def coerce_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): coerce_value(v) for k, v in params.items()}
 
 
+#: the placeholder range of a `float: auto` parameter until its range test has run
+AUTO_RANGE = (1e-6, 10.0)
+
 #: the most values one integer range may expand to in a grid (a typo like [1, 10**9] must not hang)
 MAX_GRID_VALUES = 10_000
 
@@ -110,6 +113,7 @@ class FloatParam:
     high: float
     log: bool = False
     grid_points: int | None = None  # how many points the grid engine takes from this range
+    auto: bool = False  # `float: auto`: the range comes from a range test (hpsearch.lrfind) before the search
 
     def validate(self, name: str) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
@@ -256,6 +260,11 @@ class SearchSpace:
         """The search space for ``optuna.samplers.GridSampler``."""
         return self.to_sklearn_grid()
 
+    def without_auto(self) -> SearchSpace:
+        """This space less its ``float: auto`` parameters (they are resolved by a range test)."""
+        return SearchSpace(params={n: p for n, p in self.params.items() if not getattr(p, "auto", False)},
+                           fixed=dict(self.fixed))
+
     def full_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
         """Fixed params overlaid with sampled ones, coerced to plain Python values."""
         out = dict(self.fixed)
@@ -283,6 +292,15 @@ def _parse_param(name: str, spec: Any) -> Param:
                 f" remove it or use only {', '.join(sorted(allowed))}"
             )
         value = spec[kind]
+        if kind == "float" and value == "auto":
+            if name != "learning_rate":
+                raise ConfigError(f"space.{name}: `float: auto` comes from a learning-rate range test, so only"
+                                  " learning_rate can have it; give a [low, high] range")
+            if spec.get("log", True) is not True:
+                raise ConfigError(f"space.{name}: `float: auto` is a log range; write `{{float: auto, log: true}}`")
+            grid = spec.get("grid")
+            return FloatParam(AUTO_RANGE[0], AUTO_RANGE[1], log=True, auto=True,
+                              grid_points=None if grid is None else int(grid))
         if kind == "choice":
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"space.{name}: choice must be a list; write it like `choice: [relu, elu]`")

@@ -21,6 +21,7 @@ from hpsearch.artifacts import (
     load_model_artifacts,
     save_model_artifacts,
 )
+from hpsearch.batchfind import resolve_batch_size
 from hpsearch.builders import builder_accepts, resolve_builder
 from hpsearch.config import StudyConfig
 from hpsearch.data import prepare_data
@@ -29,6 +30,7 @@ from hpsearch.engines.control import Control, LoopSettings, heartbeat_settings, 
 from hpsearch.engines.loop import hard_stop
 from hpsearch.errors import StudyFailedError, UserError
 from hpsearch.evaluation import test_scores
+from hpsearch.lrfind import resolve_auto
 from hpsearch.metrics import default_metric, direction_of
 from hpsearch.records import STUDY, TRIAL, clean_attr, state_counts, trial_rows
 from hpsearch.storage import open_storage, redact_url, resolve_storage_url
@@ -151,6 +153,8 @@ def prepare_context(
                       grace_period=grace)  # raises StorageError if unreachable
     options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, metric, direction, create, options)
+    cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
+    space = resolve_auto(cfg, space, data, builder, study, store)  # `float: auto`: a range test, once per study
     if new:
         attrs = {
             STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,

@@ -66,7 +66,7 @@ class TrialRunner:
         self.ctx = ctx
         cfg, data = ctx.cfg, ctx.data
         self.extra_callbacks = list(extra_callbacks or [])
-        self.batch_size = min(cfg.train.batch_size, len(data.y_train))
+        self.batch_size = min(int(cfg.train.batch_size), len(data.y_train))  # auto: resolved by then
         seed = cfg.data.split.seed
         self.X_train, self.y_train = pad_to_batches(data.X_train, data.y_train, self.batch_size, seed)
         self.valid_batch = len(data.y_valid) if len(data.y_valid) <= MAX_SINGLE_VALID_BATCH else 4096
