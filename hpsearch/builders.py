@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpsearch.errors import ConfigError
 from hpsearch.registry import BUILDERS
-from hpsearch.schedules import LR_SCHEDULES, ScheduleSpec, attach, make_spec, needs_epochs
+from hpsearch.schedules import LR_SCHEDULES, ScheduleSpec, attach, make_spec, needs_epochs, optimizer_rate
 from hpsearch.space import CategoricalParam, SearchSpace, coerce_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -210,27 +210,6 @@ def _resolve_metrics(meta: Mapping[str, Any] | None, metrics: Any) -> list[Any]:
 # optimizer and compile: the knobs every built-in builder shares
 # --------------------------------------------------------------------------------------------
 
-def _learning_rate(spec: ScheduleSpec) -> Any:
-    """The optimizer's rate: a Keras step schedule, or a float (the epoch callback moves it)."""
-    import keras
-
-    learning_rate = spec.learning_rate
-    if not learning_rate > 0:
-        raise ConfigError(f"model.learning_rate: must be > 0, got {learning_rate!r}")
-    if not 0 <= spec.decay_rate <= 1:
-        raise ConfigError(f"model.lr_decay_rate: must be in [0, 1], got {spec.decay_rate!r}")
-    if spec.name is None or needs_epochs(spec):
-        return learning_rate
-    steps, rate = spec.decay_steps, spec.decay_rate
-    sch = keras.optimizers.schedules
-    if spec.name == "exponential":
-        return sch.ExponentialDecay(learning_rate, decay_steps=steps, decay_rate=rate)
-    if spec.name == "cosine":
-        return sch.CosineDecay(learning_rate, decay_steps=steps, alpha=rate)
-    # Keras keeps the first value while step <= boundary: drop from step ``steps`` on
-    return sch.PiecewiseConstantDecay([steps - 1], [learning_rate, learning_rate * rate])
-
-
 def _make_optimizer(optimizer: Any, learning_rate: float, momentum: float, weight_decay: float | None,
                     clipnorm: float | None, clipvalue: float | None, spec: ScheduleSpec) -> Any:
     """A Keras optimizer from names; an ``Optimizer`` instance is returned unchanged."""
@@ -242,7 +221,7 @@ def _make_optimizer(optimizer: Any, learning_rate: float, momentum: float, weigh
         if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
             return optimizer(learning_rate=float(learning_rate))
     name = named_choice("model.optimizer", optimizer, OPTIMIZERS)
-    lr = _learning_rate(spec)
+    lr = optimizer_rate(spec)
     common: dict[str, Any] = {"learning_rate": lr}
     if clipnorm is not None:
         common["clipnorm"] = float(clipnorm)

@@ -68,6 +68,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _finder_parsers(sub: argparse._SubParsersAction) -> None:
+    """``lr-find`` and ``batch-find``: the training-advice tools that read a study file."""
+    lf = sub.add_parser("lr-find", help="learning-rate range test of a study: suggested rate, range and a PNG")
+    lf.add_argument("study", help="study file (YAML)")
+    lf.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a parameter for the test (searched ones default to the middle of their range)")
+    lf.add_argument("-o", "--output", default=".", help="folder for the PNG (default: here)")
+    lf.add_argument("--steps", type=int, default=200, help="training steps of the test")
+    lf.add_argument("--json", action="store_true")
+
+    bf = sub.add_parser("batch-find", help="the largest batch size that fits the device (CPU: the fastest)")
+    bf.add_argument("study", help="study file (YAML)")
+    bf.add_argument("--max-batch", type=int, help="largest size to try (default: the training rows)")
+    bf.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    bf.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command table (also used by the worker launcher's and compose file's tests)."""
     p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
@@ -116,20 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the best model to PATH (.keras) and its preprocessing beside it")
     b.add_argument("--json", action="store_true")
 
-    lf = sub.add_parser("lr-find", help="learning-rate range test of a study: suggested rate, range and a PNG")
-    lf.add_argument("study", help="study file (YAML)")
-    lf.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="a parameter for the test (searched ones default to the middle of their range)")
-    lf.add_argument("-o", "--output", default=".", help="folder for the PNG (default: here)")
-    lf.add_argument("--steps", type=int, default=200, help="training steps of the test")
-    lf.add_argument("--json", action="store_true")
-
-    bf = sub.add_parser("batch-find", help="the largest batch size that fits the device (CPU: the fastest)")
-    bf.add_argument("study", help="study file (YAML)")
-    bf.add_argument("--max-batch", type=int, help="largest size to try (default: the training rows)")
-    bf.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
-    bf.add_argument("--json", action="store_true")
-
+    _finder_parsers(sub)
     pr = sub.add_parser("predict", help="predict a CSV file of raw rows with the study's best model")
     pr.add_argument("study", help="study name")
     pr.add_argument("data", help="CSV file of rows (the study's feature columns)")

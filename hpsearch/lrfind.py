@@ -181,7 +181,7 @@ def run_on_data(cfg: StudyConfig, space: SearchSpace, data: PreparedData, builde
     params = _test_params(middle_params(space, sets), lr_min)
     model = call_builder(builder, params, data.meta(), clear_session=False)
     return range_test(model, data.X_train, data.y_train, lr_min=lr_min, lr_max=lr_max, steps=steps,
-                      batch_size=cfg.train.batch_size, seed=seed)
+                      batch_size=32 if cfg.train.batch_size == "auto" else cfg.train.batch_size, seed=seed)
 
 
 def lr_find(config: str | os.PathLike[str] | StudyConfig, *, sets: Mapping[str, Any] | None = None,

@@ -147,6 +147,7 @@ def build_mlp(
     """Build and compile a multilayer perceptron for the task described by ``meta``.
 
     Every argument except ``meta`` is a study-file key (``model.fixed`` / ``space``).
+    Long: one keyword per study-file knob; the signature is the builder's documented interface.
 
     Architecture
         n_hidden: number of hidden Dense layers (0 = a linear/logistic model).

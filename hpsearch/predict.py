@@ -56,11 +56,11 @@ def predict_file(study: str, path: str, output: str, *, mc: int | None = None, s
     classes = list(getattr(est, "classes_", [])) if pre is not None and pre.classes is not None else None
     if mc is None:
         if classes is not None:
-            proba = est.predict_proba(X)  # type: ignore[attr-defined]
+            proba = est.predict_proba(X)
             columns["prediction"] = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
             columns.update({f"proba_{c}": proba[:, i] for i, c in enumerate(classes)})
         else:
-            columns["prediction"] = est.predict(X)  # type: ignore[attr-defined]
+            columns["prediction"] = est.predict(X)
     else:
         u = est.predict_uncertainty(X, samples=mc, seed=seed)
         if classes is not None:

@@ -32,7 +32,7 @@ from typing import Any
 from hpsearch.errors import ConfigError
 
 __all__ = ["STEP_SCHEDULES", "EPOCH_SCHEDULES", "LR_SCHEDULES", "ScheduleSpec", "ScheduleState",
-           "after_epoch", "attach", "attached", "lr_at", "make_spec", "needs_epochs"]
+           "after_epoch", "attach", "attached", "lr_at", "make_spec", "needs_epochs", "optimizer_rate"]
 
 STEP_SCHEDULES = ("exponential", "cosine", "piecewise")
 EPOCH_SCHEDULES = ("power", "performance", "onecycle")
@@ -89,6 +89,27 @@ def make_spec(learning_rate: float, lr_schedule: str | None, lr_decay_steps: int
         decay_rate=float(lr_decay_rate), decay_epochs=_int_at_least("lr_decay_epochs", lr_decay_epochs, 1),
         power=float(lr_power), patience=_int_at_least("lr_patience", lr_patience, 1),
         warmup_epochs=_int_at_least("lr_warmup_epochs", lr_warmup_epochs, 0))
+
+
+def optimizer_rate(spec: ScheduleSpec) -> Any:
+    """The optimizer's rate: a Keras step schedule, or a float (which the epoch callback moves)."""
+    import keras
+
+    lr = spec.learning_rate
+    if not lr > 0:
+        raise ConfigError(f"model.learning_rate: must be > 0, got {lr!r}")
+    if not 0 <= spec.decay_rate <= 1:
+        raise ConfigError(f"model.lr_decay_rate: must be in [0, 1], got {spec.decay_rate!r}")
+    if spec.name is None or needs_epochs(spec):
+        return lr
+    steps, rate = spec.decay_steps, spec.decay_rate
+    sch = keras.optimizers.schedules
+    if spec.name == "exponential":
+        return sch.ExponentialDecay(lr, decay_steps=steps, decay_rate=rate)
+    if spec.name == "cosine":
+        return sch.CosineDecay(lr, decay_steps=steps, alpha=rate)
+    # Keras keeps the first value while step <= boundary: drop from step ``steps`` on
+    return sch.PiecewiseConstantDecay([steps - 1], [lr, lr * rate])
 
 
 def needs_epochs(spec: ScheduleSpec) -> bool:

@@ -272,6 +272,18 @@ class SearchSpace:
         return out
 
 
+def _parse_auto(name: str, spec: Mapping[str, Any]) -> FloatParam:
+    """``{float: auto, log: true}``: a placeholder until the range test (hpsearch.lrfind) runs."""
+    if name != "learning_rate":
+        raise ConfigError(f"space.{name}: `float: auto` comes from a learning-rate range test, so only"
+                          " learning_rate can have it; give a [low, high] range")
+    if spec.get("log", True) is not True:
+        raise ConfigError(f"space.{name}: `float: auto` is a log range; write `{{float: auto, log: true}}`")
+    grid = spec.get("grid")
+    return FloatParam(AUTO_RANGE[0], AUTO_RANGE[1], log=True, auto=True,
+                      grid_points=None if grid is None else int(grid))
+
+
 def _parse_param(name: str, spec: Any) -> Param:
     if isinstance(spec, (IntParam, FloatParam, CategoricalParam)):
         return spec
@@ -293,14 +305,7 @@ def _parse_param(name: str, spec: Any) -> Param:
             )
         value = spec[kind]
         if kind == "float" and value == "auto":
-            if name != "learning_rate":
-                raise ConfigError(f"space.{name}: `float: auto` comes from a learning-rate range test, so only"
-                                  " learning_rate can have it; give a [low, high] range")
-            if spec.get("log", True) is not True:
-                raise ConfigError(f"space.{name}: `float: auto` is a log range; write `{{float: auto, log: true}}`")
-            grid = spec.get("grid")
-            return FloatParam(AUTO_RANGE[0], AUTO_RANGE[1], log=True, auto=True,
-                              grid_points=None if grid is None else int(grid))
+            return _parse_auto(name, spec)
         if kind == "choice":
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"space.{name}: choice must be a list; write it like `choice: [relu, elu]`")

@@ -59,15 +59,16 @@ def dropout_layers(model: Any) -> list[Any]:
 
 def _always_on(layer: Any) -> Any:
     """A copy of a dropout layer that drops also at inference; any other layer is copied as is."""
-    cls = type(layer)
+    cls: Any = type(layer)
+    config = layer.get_config()
     if not isinstance(layer, _dropout_classes()):
-        return cls.from_config(layer.get_config())
+        return cls.from_config(config)
 
     def call(self: Any, inputs: Any, training: Any = None) -> Any:
         return cls.call(self, inputs, training=True)
 
-    always = type(f"MC{cls.__name__}", (cls,), {"call": call})
-    return always.from_config(layer.get_config())
+    always: Any = type(f"MC{cls.__name__}", (cls,), {"call": call})
+    return always.from_config(config)
 
 
 def _mc_model(model: Any) -> Any:
@@ -123,7 +124,8 @@ class MCDropoutMixin:
         ``samples`` passes with dropout active; raw features, as for ``predict``."""
         from sklearn.base import is_classifier
 
+        # a mixin: the host class defines these (getattr keeps mypy from requiring them here)
         pre = getattr(self, "preprocessor", None)
-        features = pre.transform(X) if pre is not None else getattr(self, "feature_encoder_").transform(X)
-        return mc_dropout(getattr(self, "model_"), features, classifier=is_classifier(self), samples=samples,
-                          seed=seed)
+        encoder = pre if pre is not None else getattr(self, "feature_encoder_")  # noqa: B009
+        model = getattr(self, "model_")  # noqa: B009
+        return mc_dropout(model, encoder.transform(X), classifier=is_classifier(self), samples=samples, seed=seed)
