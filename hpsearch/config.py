@@ -25,6 +25,7 @@ from hpsearch.space import SearchSpace
 __all__ = [
     "DataConfig",
     "EarlyStoppingConfig",
+    "InitFromConfig",
     "ModelConfig",
     "SearchConfig",
     "SplitConfig",
@@ -77,9 +78,17 @@ class DataConfig(_Strict):
     max_rows: int | None = Field(None, ge=1, description="use only the first N rows (after shuffling)")
 
 
+class InitFromConfig(_Strict):
+    study: str = Field(description="a study whose best stored model gives the lower layers")
+    layers: int = Field(ge=1, description="how many of its weighted layers, from the input up")
+    freeze_epochs: int = Field(0, ge=0, description="epochs those layers stay frozen before all train")
+    storage: str | None = Field(None, description="that study's storage (default: this study's)")
+
+
 class ModelConfig(_Strict):
     builder: str = "mlp"
     fixed: dict[str, Any] = Field(default_factory=dict)
+    init_from: InitFromConfig | None = None
 
 
 class EarlyStoppingConfig(_Strict):

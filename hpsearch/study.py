@@ -34,6 +34,7 @@ from hpsearch.lrfind import resolve_auto
 from hpsearch.metrics import default_metric, direction_of
 from hpsearch.records import STUDY, TRIAL, clean_attr, state_counts, trial_rows
 from hpsearch.storage import open_storage, redact_url, resolve_storage_url
+from hpsearch.transfer import check_inputs, load_source, transfer_builder
 from hpsearch.validate import apply_overrides, load_study_config
 
 __all__ = ["StudyResult", "run_study", "run_engine", "prepare_context", "finalize", "make_result", "load_config"]
@@ -142,6 +143,8 @@ def prepare_context(
     metric = cfg.search.metric or default_metric(data.task)  # metric vs task: checked by prepare_data
     direction = cfg.search.direction or direction_of(metric)
     builder = resolve_builder(cfg.model.builder)
+    if cfg.model.init_from is not None:  # reuse trained layers: loaded once, checked before any write
+        builder = with_transfer(cfg, builder, data, storage)
     accepted = builder_accepts(builder)
     extra: dict[str, Any] = {}
     if cfg.train.steps_per_execution > 1 and (accepted is None or "steps_per_execution" in accepted):
@@ -174,6 +177,15 @@ def prepare_context(
                      worker_index=worker_index)
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
     return ctx
+
+
+def with_transfer(cfg: StudyConfig, builder: Any, data: Any, storage: str | None) -> Any:
+    """The builder whose models start from ``model.init_from``'s stored layers."""
+    spec = cfg.model.init_from
+    assert spec is not None
+    source = load_source(cfg, storage)
+    check_inputs(source, tuple(data.X_train.shape[1:]), spec.study)
+    return transfer_builder(builder, source, spec.layers, spec.freeze_epochs, spec.study)
 
 
 def _best_value(study: Any) -> float | None:

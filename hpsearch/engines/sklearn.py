@@ -103,6 +103,9 @@ def keras_estimator(ctx: RunContext) -> Any:
     from hpsearch.estimators import KerasClassifier, KerasRegressor
 
     cfg = ctx.cfg
+    if cfg.model.init_from is not None and cfg.model.init_from.freeze_epochs:
+        raise ConfigError("model.init_from.freeze_epochs: the scikit-learn engines train each candidate in one"
+                          " fit, so layers cannot thaw midway; use search.engine: optuna or freeze_epochs: 0")
     classification = ctx.data.task == "classification"
     kw: dict[str, Any] = {
         "model": ctx.builder, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,

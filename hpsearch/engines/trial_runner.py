@@ -122,13 +122,31 @@ class TrialRunner:
             class_weight=self.class_weight,
         )
 
+    def _fit_thawing(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
+                     epochs: int, callbacks: list[Any]) -> Any:
+        """``_fit``; a model with reused layers frozen (model.init_from) trains in two fits:
+        the frozen epochs, then all layers (recompiled). Returns the joined history."""
+        from hpsearch.freeze import frozen, unfreeze
+
+        spec = frozen(model)
+        if spec is None or spec.epochs >= epochs:
+            return self._fit(model, X, y, Xv, yv, epochs, callbacks)
+        first = self._fit(model, X, y, Xv, yv, spec.epochs, callbacks)
+        if model.stop_training:  # pruned, diverged or stopped early while frozen
+            return first
+        unfreeze(model)
+        second = self._fit(model, X, y, Xv, yv, epochs, callbacks, initial_epoch=spec.epochs)
+        for key, values in second.history.items():
+            first.history.setdefault(key, []).extend(values)
+        return first
+
     def _holdout(self, trial: Any, params: dict[str, Any]) -> _Fitted:
         data = self.ctx.data
         model = self._build(params)
         cbs, guard, reporter = self._callbacks(trial)
         try:
-            hist = self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid,
-                             self.ctx.cfg.train.epochs, cbs)
+            hist = self._fit_thawing(model, self.X_train, self.y_train, data.X_valid, data.y_valid,
+                                     self.ctx.cfg.train.epochs, cbs)
         finally:
             reporter.close()
         if guard.diverged_at is not None:
@@ -157,6 +175,7 @@ class TrialRunner:
         wait = 0
         for epoch in range(cfg.train.epochs):
             for (Xt, yt, Xv, yv), model, g, tr in zip(folds, models, guards, trackers):
+                _thaw_at(model, epoch)
                 self._fit(model, Xt, yt, Xv, yv, epoch + 1, [g, tr], initial_epoch=epoch)
                 if g.diverged_at is not None:
                     raise TrialDiverged(f"training diverged: loss became {g.loss} at epoch {epoch + 1}")
@@ -188,7 +207,7 @@ class TrialRunner:
         the best fold mean (its preprocessing was fitted on the same rows)."""
         data = self.ctx.data
         model = self._build(params)
-        self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid, max(1, epochs), [])
+        self._fit_thawing(model, self.X_train, self.y_train, data.X_valid, data.y_valid, max(1, epochs), [])
         return model
 
     # -- one trial -----------------------------------------------------------------------------
@@ -248,3 +267,12 @@ class TrialRunner:
         stored = [t for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
         k = self.ctx.cfg.search.keep_models
         return (len(stored) < k or is_better(value, stored[k - 1].value, direction)), best
+
+
+def _thaw_at(model: Any, epoch: int) -> None:
+    """Under CV (one fit per epoch): unfreeze reused layers when their frozen epochs are over."""
+    from hpsearch.freeze import frozen, unfreeze
+
+    spec = frozen(model)
+    if spec is not None and epoch >= spec.epochs:
+        unfreeze(model)
