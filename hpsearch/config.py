@@ -12,7 +12,7 @@ or storage live in :mod:`hpsearch.validate`, which is also where files are read
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -99,12 +99,19 @@ class EarlyStoppingConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    batch_size: int | Literal["auto"] = Field(
         32, description="rows per step, or auto: the largest that fits the device (hpsearch.batchfind)")
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
     steps_per_execution: int = Field(1, ge=1)
     class_weight: Literal["balanced"] | None = None
     verbose: int = Field(0, ge=0, le=2)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be an integer >= 1 or auto, got {v!r}; give a size or `auto` (the largest that fits)")
 
 
 class SearchConfig(_Strict):
