@@ -112,3 +112,27 @@ def test_new_activations_and_alpha_dropout(activation):
     assert ("PReLU" in kinds) == (activation == "prelu")
     assert np.isfinite(model.predict(np.ones((2, 3), "float32"), verbose=0)).all()
     assert isinstance(model.layers[0], keras.layers.Dense)
+
+
+@pytest.mark.parametrize("engine", ["optuna", "random"])
+def test_both_engines_drive_the_schedule(engine, sqlite_url, tmp_path, monkeypatch):
+    from hpsearch import builders, schedules
+    from hpsearch.study import run_study
+    from hpsearch.validate import parse_study_config
+
+    cfg = parse_study_config({
+        "name": f"sched-{engine}", "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2}},
+        "model": {"fixed": {"optimizer": "sgd", "learning_rate": 0.09, "lr_schedule": "power",
+                            "lr_decay_epochs": 1}},
+        "space": {"n_neurons": {"choice": [4]}}, "train": {"epochs": 3, "early_stopping": {"patience": 10}},
+        "search": {"engine": engine, "n_trials": 1, "pruner": "none"}})
+    built = []
+
+    def attach(model, spec):  # the real one, keeping each model's state to look at after the run
+        schedules.attach(model, spec)
+        built.append(schedules.attached(model))
+
+    monkeypatch.setattr(builders, "attach", attach)
+    run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    trained = [state.history for state in built if state.history]
+    assert trained and all(h == pytest.approx([0.09, 0.09 / 2, 0.09 / 3]) for h in trained)
