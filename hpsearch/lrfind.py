@@ -217,6 +217,7 @@ def resolve_auto(cfg: StudyConfig, space: SearchSpace, data: PreparedData, build
     if stored is None:
         result = run_on_data(cfg, space.without_auto(), data, builder)
         stored = result.summary()
+        stored.pop("figure")  # no file of its own: the figure is the artifact
         stored["figure_artifact"] = _store_figure(result, study, artifact_store, cfg.name)
         study.set_user_attr(LR_FIND_ATTR, stored)
     low, high = float(stored["low"]), float(stored["high"])
