@@ -73,7 +73,8 @@ def test_auto_is_for_learning_rate_only():
 
 
 def test_study_with_auto_rate_and_auto_batch_searches_the_found_values(sqlite_url, tmp_path):
-    cfg = _digits(train={"epochs": 2, "batch_size": "auto"}, search={"n_trials": 2, "pruner": "none"})
+    cfg = _digits(data={"source": "sklearn:iris"}, train={"epochs": 2, "batch_size": "auto"},
+                  search={"n_trials": 2, "pruner": "none"})
     art = str(tmp_path / "art")
     run_study(cfg, storage=sqlite_url, artifacts=art)
     study = optuna.load_study(study_name="digits-lr", storage=sqlite_url)
