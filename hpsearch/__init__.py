@@ -19,6 +19,8 @@ _LAZY = {
     "run_study": "hpsearch.study",
     "load_study_config": "hpsearch.validate",
     "load_best": "hpsearch.best",
+    "lr_find": "hpsearch.lrfind",
+    "find_batch_size": "hpsearch.batchfind",
     "HPSearchError": "hpsearch.errors",
     "UserError": "hpsearch.errors",
 }

@@ -19,6 +19,7 @@ from hpsearch.data import Preprocessor
 from hpsearch.errors import UserError
 from hpsearch.queries import best_artifact_ids, best_info, open_study_for_reading
 from hpsearch.records import STUDY
+from hpsearch.uncertainty import MCDropoutMixin
 
 __all__ = [
     "HPSearchClassifierModel",
@@ -30,8 +31,9 @@ __all__ = [
 ]
 
 
-class _FittedKerasModel(BaseEstimator):
-    """A trained Keras model plus its preprocessing; ``predict`` takes raw (unscaled) features."""
+class _FittedKerasModel(MCDropoutMixin, BaseEstimator):
+    """A trained Keras model plus its preprocessing; ``predict`` takes raw (unscaled) features,
+    ``predict_uncertainty`` gives MC-dropout spread (:mod:`hpsearch.uncertainty`)."""
 
     def __init__(self, model: Any = None, preprocessor: Preprocessor | None = None) -> None:
         self.model = model

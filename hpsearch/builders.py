@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hpsearch.errors import ConfigError
 from hpsearch.paramspec import ParamValues, Spec, check_choices, check_specs, named_choice
 from hpsearch.registry import BUILDERS
+from hpsearch.schedules import LR_SCHEDULES, ScheduleSpec, attach, make_spec, needs_epochs, optimizer_rate
 from hpsearch.space import CategoricalParam, FloatParam, SearchSpace, coerce_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,7 +49,6 @@ __all__ = [
 OPTIMIZERS = (
     "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw",
 )
-LR_SCHEDULES = ("exponential", "cosine", "piecewise")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 METRIC_NAMES = ("accuracy", "auc", "mse", "mae", "rmse")
 
@@ -197,33 +197,8 @@ def _resolve_metrics(meta: Mapping[str, Any] | None, metrics: Any) -> list[Any]:
 # optimizer and compile: the knobs every built-in builder shares
 # --------------------------------------------------------------------------------------------
 
-def _learning_rate(learning_rate: float, lr_schedule: str | None, lr_decay_steps: int,
-                   lr_decay_rate: float) -> Any:
-    import keras
-
-    learning_rate = float(learning_rate)
-    if not learning_rate > 0:
-        raise ConfigError(f"model.learning_rate: must be > 0, got {learning_rate!r}")
-    if lr_schedule is None or lr_schedule == "none":
-        return learning_rate
-    schedule = named_choice("model.lr_schedule", lr_schedule, LR_SCHEDULES)
-    if int(lr_decay_steps) < 1:
-        raise ConfigError(f"model.lr_decay_steps: must be >= 1, got {lr_decay_steps!r}")
-    if not 0 <= float(lr_decay_rate) <= 1:
-        raise ConfigError(f"model.lr_decay_rate: must be in [0, 1], got {lr_decay_rate!r}")
-    steps, rate = int(lr_decay_steps), float(lr_decay_rate)
-    sch = keras.optimizers.schedules
-    if schedule == "exponential":
-        return sch.ExponentialDecay(learning_rate, decay_steps=steps, decay_rate=rate)
-    if schedule == "cosine":
-        return sch.CosineDecay(learning_rate, decay_steps=steps, alpha=rate)
-    # Keras keeps the first value while step <= boundary: drop from step ``steps`` on
-    return sch.PiecewiseConstantDecay([steps - 1], [learning_rate, learning_rate * rate])
-
-
 def _make_optimizer(optimizer: Any, learning_rate: float, momentum: float, weight_decay: float | None,
-                    clipnorm: float | None, clipvalue: float | None, lr_schedule: str | None,
-                    lr_decay_steps: int, lr_decay_rate: float) -> Any:
+                    clipnorm: float | None, clipvalue: float | None, spec: ScheduleSpec) -> Any:
     """A Keras optimizer from names; an ``Optimizer`` instance is returned unchanged."""
     import keras
 
@@ -233,7 +208,7 @@ def _make_optimizer(optimizer: Any, learning_rate: float, momentum: float, weigh
         if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
             return optimizer(learning_rate=float(learning_rate))
     name = named_choice("model.optimizer", optimizer, OPTIMIZERS)
-    lr = _learning_rate(learning_rate, lr_schedule, lr_decay_steps, lr_decay_rate)
+    lr = optimizer_rate(spec)
     common: dict[str, Any] = {"learning_rate": lr}
     if clipnorm is not None:
         common["clipnorm"] = float(clipnorm)
@@ -269,6 +244,10 @@ def compile_for_task(
     lr_schedule: str | None = None,
     lr_decay_steps: int = 1000,
     lr_decay_rate: float = 0.1,
+    lr_decay_epochs: int = 10,
+    lr_power: float = 1.0,
+    lr_patience: int = 5,
+    lr_warmup_epochs: int = 0,
     loss: Any = None,
     metrics: Any = None,
     steps_per_execution: int = 1,
@@ -287,6 +266,10 @@ def compile_for_task(
     lr_schedule: None, exponential, cosine or piecewise. All three reach ``learning_rate *
         lr_decay_rate`` after ``lr_decay_steps`` optimizer steps (batches, not epochs): exponential
         keeps decaying after that, cosine stays at that floor, piecewise is a single step drop.
+        Per epoch (:mod:`hpsearch.schedules`): power (``lr_decay_epochs``, ``lr_power``),
+        performance (reduce-on-plateau of val_loss: ``lr_patience``, factor ``lr_decay_rate``),
+        onecycle (cycle of ``lr_decay_epochs`` peaking at ``learning_rate``).
+    lr_warmup_epochs: linear warm-up before any schedule (0 = none).
     loss: regression: mse (default), mae, huber. Classification: leave unset (binary ->
         binary_crossentropy, multiclass -> sparse_categorical_crossentropy).
     metrics: None = the task's defaults (binary: accuracy, auc; multiclass: accuracy; regression:
@@ -303,14 +286,17 @@ def compile_for_task(
 
     if steps > 1 and keras.backend.backend() == "torch":
         steps = 1  # Keras' PyTorch trainer runs one step per call (it raises otherwise); a speed knob only
+    spec = make_spec(learning_rate, lr_schedule, lr_decay_steps, lr_decay_rate, lr_decay_epochs, lr_power,
+                     lr_patience, lr_warmup_epochs)
     model.compile(
-        optimizer=_make_optimizer(optimizer, learning_rate, momentum, weight_decay, clipnorm,
-                                  clipvalue, lr_schedule, lr_decay_steps, lr_decay_rate),
+        optimizer=_make_optimizer(optimizer, learning_rate, momentum, weight_decay, clipnorm, clipvalue, spec),
         loss=resolve_loss(meta, loss),
         metrics=_resolve_metrics(meta, metrics),
         steps_per_execution=steps,
         jit_compile=jit_compile,
     )
+    if needs_epochs(spec) and isinstance(optimizer, str):
+        attach(model, spec)
     return model
 
 

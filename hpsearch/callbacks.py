@@ -15,9 +15,10 @@ from typing import Any
 
 import keras
 
+from hpsearch import schedules
 from hpsearch.metrics import value_from_logs
 
-__all__ = ["PruningReporter", "NaNGuard", "EpochValues"]
+__all__ = ["PruningReporter", "NaNGuard", "EpochValues", "EpochLR"]
 
 
 class EpochValues(keras.callbacks.Callback):
@@ -135,3 +136,34 @@ class NaNGuard(keras.callbacks.Callback):
             self.diverged_at = epoch + 1
             self.loss = float(val)
             self.model.stop_training = True
+
+
+class EpochLR(keras.callbacks.Callback):
+    """Sets the learning rate each epoch for a model whose compile step attached an epoch schedule
+    or a warm-up (:mod:`hpsearch.schedules`); does nothing for any other model. Both engines add
+    one to every fit, so the schedule follows the model, not the engine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state: schedules.ScheduleState | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._state = schedules.attached(self.model)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state = self._state
+        if state is None:
+            return
+        steps = int((self.params or {}).get("steps") or 1)
+        rate = schedules.lr_at(state.spec, epoch, steps, state.rate)
+        self.model.optimizer.learning_rate = rate
+        state.history.append(rate)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state = self._state
+        if state is None:
+            return
+        val = (logs or {}).get("val_loss")
+        schedules.after_epoch(state, epoch, None if val is None else float(val))
+        if logs is not None:
+            logs["learning_rate"] = float(state.history[-1]) if state.history else state.rate

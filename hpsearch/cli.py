@@ -68,6 +68,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _finder_parsers(sub: argparse._SubParsersAction) -> None:
+    """``lr-find`` and ``batch-find``: the training-advice tools that read a study file."""
+    lf = sub.add_parser("lr-find", help="learning-rate range test of a study: suggested rate, range and a PNG")
+    lf.add_argument("study", help="study file (YAML)")
+    lf.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a parameter for the test (searched ones default to the middle of their range)")
+    lf.add_argument("-o", "--output", default=".", help="folder for the PNG (default: here)")
+    lf.add_argument("--steps", type=int, default=200, help="training steps of the test")
+    lf.add_argument("--json", action="store_true")
+
+    bf = sub.add_parser("batch-find", help="the largest batch size that fits the device (CPU: the fastest)")
+    bf.add_argument("study", help="study file (YAML)")
+    bf.add_argument("--max-batch", type=int, help="largest size to try (default: the training rows)")
+    bf.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    bf.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command table (also used by the worker launcher's and compose file's tests)."""
     p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
@@ -115,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--export", metavar="PATH",
                    help="write the best model to PATH (.keras) and its preprocessing beside it")
     b.add_argument("--json", action="store_true")
+
+    _finder_parsers(sub)
+    pr = sub.add_parser("predict", help="predict a CSV file of raw rows with the study's best model")
+    pr.add_argument("study", help="study name")
+    pr.add_argument("data", help="CSV file of rows (the study's feature columns)")
+    storage_args(pr)
+    pr.add_argument("-o", "--output", required=True, help="CSV file to write")
+    pr.add_argument("--mc", type=int, metavar="N", help="MC dropout: N passes; adds std (and entropy) columns")
+    pr.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("report", help="plots and tables of a study (PNG + index.html)")
     rp.add_argument("study", help="study name")
@@ -218,6 +244,61 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sets(items: list[str]) -> dict[str, object]:
+    """``--set name=value`` pairs, values read as YAML scalars (``0.1``, ``relu``, ``true``)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--set {item}: expected NAME=VALUE, e.g. --set n_neurons=64")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_lr_find(a: argparse.Namespace) -> int:
+    """The range test: suggestion, range, and the figure's path."""
+    from hpsearch.lrfind import lr_find
+
+    info = lr_find(a.study, sets=_sets(a.set), output=a.output, steps=a.steps).summary()
+    if a.json:
+        console.print_json(info)
+    else:
+        end = f"diverged at {info['diverged_at']:.3g}" if info["diverged_at"] else "did not diverge"
+        print(f"suggested learning_rate: {info['suggestion']:.3g} (loss lowest at {info['turn']:.3g}; {end})")
+        print(f"suggested range: {{float: [{info['low']:.3g}, {info['high']:.3g}], log: true}}")
+        print(f"figure: {info['figure']}")
+    return 0
+
+
+def cmd_batch_find(a: argparse.Namespace) -> int:
+    """The batch-size finder: the size, why it stopped there, what it tried."""
+    from hpsearch.batchfind import find_batch_size
+
+    info = find_batch_size(a.study, max_batch=a.max_batch, device=a.device).summary()
+    if a.json:
+        console.print_json(info)
+    else:
+        print(f"batch_size: {info['batch_size']} ({info['reason']}, {info['device']})")
+        for t in info["tried"]:
+            rate = f"{t['samples_per_s']:.0f} samples/s" if t["fits"] else "out of memory"
+            print(f"  {t['batch_size']:>7}  {rate}")
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    """Predict a file of rows with the best model (MC-dropout uncertainty with --mc)."""
+    from hpsearch.predict import predict_file
+
+    info = predict_file(a.study, a.data, a.output, mc=a.mc, storage=a.storage, artifacts=a.artifacts)
+    if a.json:
+        console.print_json(info)
+    else:
+        print(f"wrote {info['rows']} rows to {info['output']} ({', '.join(info['columns'])})")
+    return 0
+
+
 def cmd_dashboard(a: argparse.Namespace) -> int:
     """Serve optuna-dashboard until Ctrl-C."""
     from hpsearch.dashboard import open_dashboard
@@ -230,7 +311,8 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "status": cmd_status,
-            "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard}
+            "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard, "predict": cmd_predict,
+            "lr-find": cmd_lr_find, "batch-find": cmd_batch_find}
 
 
 def _refuse_bad_study(a: argparse.Namespace) -> bool:
@@ -264,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast
-        _quiet_backend(load_backend=a.command in ("run", "worker", "report")
+        _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict", "lr-find", "batch-find")
                        or (a.command == "best" and bool(a.export)))
     try:
         return COMMANDS[a.command](a)

@@ -25,6 +25,7 @@ from hpsearch.space import SearchSpace
 __all__ = [
     "DataConfig",
     "EarlyStoppingConfig",
+    "InitFromConfig",
     "ModelConfig",
     "SearchConfig",
     "SplitConfig",
@@ -99,9 +100,17 @@ class DataConfig(_Strict):
         return v
 
 
+class InitFromConfig(_Strict):
+    study: str = Field(description="a study whose best stored model gives the lower layers")
+    layers: int = Field(ge=1, description="how many of its weighted layers, from the input up")
+    freeze_epochs: int = Field(0, ge=0, description="epochs those layers stay frozen before all train")
+    storage: str | None = Field(None, description="that study's storage (default: this study's)")
+
+
 class ModelConfig(_Strict):
     builder: str = "mlp"
     fixed: dict[str, Any] = Field(default_factory=dict)
+    init_from: InitFromConfig | None = None
 
 
 class EarlyStoppingConfig(_Strict):
@@ -112,11 +121,19 @@ class EarlyStoppingConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int | Literal["auto"] = Field(
+        32, description="rows per step, or auto: the largest that fits the device (hpsearch.batchfind)")
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
     steps_per_execution: int = Field(1, ge=1)
     class_weight: Literal["balanced"] | None = None
     verbose: int = Field(0, ge=0, le=2)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be an integer >= 1 or auto, got {v!r}; give a size or `auto` (the largest that fits)")
 
 
 class SearchConfig(_Strict):

@@ -31,10 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ACTIVATIONS", "INITIALIZERS", "MAX_UNITS", "MAX_LAYERS", "MLP_SPECS", "build_mlp", "check_mlp_params"]
 
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "softplus", "prelu")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
 
-_RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "gelu", "swish"})
+_RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "gelu", "swish", "prelu"})
 
 #: the widest hidden layer and the deepest stack a study may ask for: beyond them a typo (an extra
 #: zero or three) would build a model no machine holds, in every trial
@@ -82,10 +82,23 @@ def _check_architecture(**values: Any) -> None:
         check_value(f"model.{name}", value, MLP_SPECS[name])
 
 
-def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, batch_norm: bool,
-                   dropout: float, l1: float, l2: float, max_norm: float | None) -> list[Any]:
-    """The hidden layers: Dense (-> BatchNormalization -> Activation) (-> Dropout) per width."""
+def _activation_layer(activation: str, name: str) -> Any:
+    """``prelu`` has weights (a layer of its own); every other activation is a named function."""
     import keras
+
+    if activation == "prelu":
+        return keras.layers.PReLU(name=name)
+    return keras.layers.Activation(activation, name=name)
+
+
+def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, batch_norm: bool,
+                   dropout: float, l1: float, l2: float, max_norm: float | None,
+                   alpha_dropout: bool = False) -> list[Any]:
+    """The hidden layers: Dense (-> BatchNormalization) (-> Activation) (-> Dropout) per width."""
+    import keras
+
+    separate = batch_norm or activation == "prelu"
+    drop = keras.layers.AlphaDropout if alpha_dropout else keras.layers.Dropout
 
     regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if l1 > 0 or l2 > 0 else None
     constraint = keras.constraints.MaxNorm(float(max_norm)) if max_norm is not None else None
@@ -93,7 +106,7 @@ def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, 
     for i, width in enumerate(widths):
         layers.append(keras.layers.Dense(
             width,
-            activation=None if batch_norm else activation,
+            activation=None if separate else activation,
             use_bias=not batch_norm,
             kernel_initializer=kernel_initializer,
             kernel_regularizer=regularizer,
@@ -102,9 +115,10 @@ def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, 
         ))
         if batch_norm:
             layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
-            layers.append(keras.layers.Activation(activation, name=f"act_{i}"))
+        if separate:
+            layers.append(_activation_layer(activation, f"act_{i}"))
         if dropout > 0:
-            layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
+            layers.append(drop(dropout, name=f"dropout_{i}"))
     return layers
 
 
@@ -129,6 +143,7 @@ def build_mlp(
     kernel_initializer: str | None = None,
     batch_norm: bool = False,
     dropout: float = 0.0,
+    alpha_dropout: bool = False,
     l1: float = 0.0,
     l2: float = 0.0,
     max_norm: float | None = None,
@@ -141,6 +156,10 @@ def build_mlp(
     lr_schedule: str | None = None,
     lr_decay_steps: int = 1000,
     lr_decay_rate: float = 0.1,
+    lr_decay_epochs: int = 10,
+    lr_power: float = 1.0,
+    lr_patience: int = 5,
+    lr_warmup_epochs: int = 0,
     loss: str | None = None,
     metrics: list[str] | None = None,
     steps_per_execution: int = 1,
@@ -150,6 +169,7 @@ def build_mlp(
     """Build and compile a multilayer perceptron for the task described by ``meta``.
 
     Every argument except ``meta`` is a study-file key (``model.fixed`` / ``space``).
+    Long: one keyword per study-file knob; the signature is the builder's documented interface.
 
     Architecture
         n_hidden: number of hidden Dense layers (0 = a linear/logistic model).
@@ -157,17 +177,20 @@ def build_mlp(
         funnel: None = every hidden layer has ``n_neurons`` units; a float in (0, 1] (or > 1 to
             widen) = each hidden layer has ``funnel`` times the units of the previous one,
             rounded, at least 1 (``n_neurons=64, funnel=0.5, n_hidden=3`` -> 64, 32, 16).
-        activation: relu, leaky_relu, elu, selu, gelu, swish, tanh.
+        activation: relu, leaky_relu, elu, selu, gelu, swish, tanh, softplus, prelu (a learned
+            slope per unit).
         kernel_initializer: glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal;
             default he_normal for the relu family (relu, leaky_relu, elu, gelu, swish),
             lecun_normal for selu, glorot_uniform for tanh.
         batch_norm: Dense (no bias) -> BatchNormalization -> activation in each hidden layer.
         dropout: Dropout rate in [0, 1) after each hidden layer's activation.
+        alpha_dropout: use AlphaDropout (keeps selu's self-normalisation) instead of Dropout.
         l1, l2: kernel regularization factors of the hidden layers (0 = off).
         max_norm: max-norm constraint on hidden kernels (None = off).
     Compilation (shared by every built-in builder: :func:`hpsearch.builders.compile_for_task`)
         optimizer, learning_rate, momentum, weight_decay, clipnorm, clipvalue, lr_schedule,
-        lr_decay_steps, lr_decay_rate, loss, metrics, steps_per_execution, jit_compile.
+        lr_decay_steps, lr_decay_rate, lr_decay_epochs, lr_power, lr_patience, lr_warmup_epochs, loss,
+        metrics, steps_per_execution, jit_compile.
     Task
         meta: scikeras-style dict: ``n_features_in_``, ``X_shape_``, ``target_type_``, ``n_classes_``,
             ``n_outputs_`` (optional ``task``: classification/regression). None = regression
@@ -191,10 +214,12 @@ def build_mlp(
 
     layers: list[Any] = _input_layers(meta)
     layers += _hidden_layers(_hidden_widths(n_hidden, n_neurons, funnel), activation, kernel_initializer,
-                             bool(batch_norm), dropout, float(l1), float(l2), max_norm)
+                             bool(batch_norm), dropout, float(l1), float(l2), max_norm, bool(alpha_dropout))
     layers.append(keras.layers.Dense(units_out, activation=act_out, name="output"))
     model = keras.Sequential(layers, name="mlp")
     return compile_for_task(model, meta, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                             weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue, lr_schedule=lr_schedule,
-                            lr_decay_steps=lr_decay_steps, lr_decay_rate=lr_decay_rate, loss=loss, metrics=metrics,
+                            lr_decay_steps=lr_decay_steps, lr_decay_rate=lr_decay_rate, lr_decay_epochs=lr_decay_epochs,
+                            lr_power=lr_power, lr_patience=lr_patience, lr_warmup_epochs=lr_warmup_epochs,
+                            loss=loss, metrics=metrics,
                             steps_per_execution=steps_per_execution, jit_compile=jit_compile)

@@ -59,6 +59,10 @@ def _kind(choice: bool | float | str) -> str:
     return "booleans" if isinstance(choice, bool) else "strings" if isinstance(choice, str) else "numbers"
 
 
+#: the placeholder range of a `float: auto` parameter until its range test has run
+AUTO_RANGE = (1e-6, 10.0)
+
+
 #: the most values one integer range may expand to in a grid (a typo like [1, 10**9] must not hang)
 MAX_GRID_VALUES = 10_000
 
@@ -121,6 +125,7 @@ class FloatParam:
     high: float
     log: bool = False
     grid_points: int | None = None  # how many points the grid engine takes from this range
+    auto: bool = False  # `float: auto`: the range comes from a range test (hpsearch.lrfind) before the search
 
     def validate(self, name: str) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
@@ -271,11 +276,28 @@ class SearchSpace:
         """The search space for ``optuna.samplers.GridSampler``."""
         return self.to_sklearn_grid()
 
+    def without_auto(self) -> SearchSpace:
+        """This space less its ``float: auto`` parameters (they are resolved by a range test)."""
+        return SearchSpace(params={n: p for n, p in self.params.items() if not getattr(p, "auto", False)},
+                           fixed=dict(self.fixed))
+
     def full_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
         """Fixed params overlaid with sampled ones, coerced to plain Python values."""
         out = dict(self.fixed)
         out.update(coerce_params(sampled))
         return out
+
+
+def _parse_auto(name: str, spec: Mapping[str, Any]) -> FloatParam:
+    """``{float: auto, log: true}``: a placeholder until the range test (hpsearch.lrfind) runs."""
+    if name != "learning_rate":
+        raise ConfigError(f"space.{name}: `float: auto` comes from a learning-rate range test, so only"
+                          " learning_rate can have it; give a [low, high] range")
+    if spec.get("log", True) is not True:
+        raise ConfigError(f"space.{name}: `float: auto` is a log range; write `{{float: auto, log: true}}`")
+    grid = spec.get("grid")
+    return FloatParam(AUTO_RANGE[0], AUTO_RANGE[1], log=True, auto=True,
+                      grid_points=None if grid is None else int(grid))
 
 
 def _parse_param(name: str, spec: Any) -> Param:
@@ -298,6 +320,8 @@ def _parse_param(name: str, spec: Any) -> Param:
                 f" remove it or use only {', '.join(sorted(allowed))}"
             )
         value = spec[kind]
+        if kind == "float" and value == "auto":
+            return _parse_auto(name, spec)
         if kind == "choice":
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"space.{name}: choice must be a list; write it like `choice: [relu, elu]`")

@@ -22,6 +22,7 @@ from hpsearch.artifacts import (
     load_model_artifacts,
     save_model_artifacts,
 )
+from hpsearch.batchfind import resolve_batch_size
 from hpsearch.builders import builder_accepts, resolve_builder
 from hpsearch.config import StudyConfig
 from hpsearch.data import check_input_rank, prepare_data
@@ -30,9 +31,11 @@ from hpsearch.engines.control import Control, LoopSettings, heartbeat_settings, 
 from hpsearch.engines.loop import hard_stop
 from hpsearch.errors import StudyFailedError, UserError
 from hpsearch.evaluation import test_scores
+from hpsearch.lrfind import resolve_auto
 from hpsearch.metrics import default_metric, direction_of
 from hpsearch.records import STUDY, TRIAL, clean_attr, state_counts, trial_rows
 from hpsearch.storage import open_storage, redact_url, resolve_storage_url
+from hpsearch.transfer import check_inputs, load_source, transfer_builder
 from hpsearch.validate import apply_overrides, load_study_config
 
 __all__ = ["StudyResult", "run_study", "run_engine", "prepare_context", "finalize", "make_result", "load_config"]
@@ -142,6 +145,8 @@ def prepare_context(
     direction = cfg.search.direction or direction_of(metric)
     builder = resolve_builder(cfg.model.builder)
     check_input_rank(builder, data)  # images to a builder of table rows: refused before any write
+    if cfg.model.init_from is not None:  # reuse trained layers: loaded once, checked before any write
+        builder = with_transfer(cfg, builder, data, storage)
     accepted = builder_accepts(builder)
     extra: dict[str, Any] = {}
     if cfg.train.steps_per_execution > 1 and (accepted is None or "steps_per_execution" in accepted):
@@ -154,6 +159,8 @@ def prepare_context(
                       grace_period=grace)  # raises StorageError if unreachable
     options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, metric, direction, create, options)
+    cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
+    space = resolve_auto(cfg, space, data, builder, study, store)  # `float: auto`: a range test, once per study
     if new:
         attrs = {
             STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
@@ -173,6 +180,15 @@ def prepare_context(
                      worker_index=worker_index)
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
     return ctx
+
+
+def with_transfer(cfg: StudyConfig, builder: Any, data: Any, storage: str | None) -> Any:
+    """The builder whose models start from ``model.init_from``'s stored layers."""
+    spec = cfg.model.init_from
+    assert spec is not None
+    source = load_source(cfg, storage)
+    check_inputs(source, tuple(data.X_train.shape[1:]), spec.study)
+    return transfer_builder(builder, source, spec.layers, spec.freeze_epochs, spec.study)
 
 
 def _best_value(study: Any) -> float | None:

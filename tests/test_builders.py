@@ -16,7 +16,6 @@ import pytest
 from hpsearch import builders
 from hpsearch.builders import (
     COMPILE_PARAMS,
-    LR_SCHEDULES,
     OPTIMIZERS,
     builder_accepts,
     builder_name,
@@ -29,6 +28,7 @@ from hpsearch.builders import (
 from hpsearch.errors import ConfigError
 from hpsearch.mlp import ACTIVATIONS, build_mlp
 from hpsearch.registry import BUILDERS
+from hpsearch.schedules import STEP_SCHEDULES
 from hpsearch.space import SearchSpace
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -73,6 +73,9 @@ def test_each_activation_builds_and_trains(activation, data):
     model = build_mlp(n_hidden=1, n_neurons=4, activation=activation, meta=MULTI, jit_compile=False)
     hist = fit_one_epoch(model, X, y)
     assert math.isfinite(hist["loss"][0])
+    if activation == "prelu":  # a layer with weights of its own after a linear Dense
+        assert isinstance(model.get_layer("act_0"), keras.layers.PReLU)
+        return
     hidden = model.get_layer("hidden_0")
     assert hidden.activation.__name__ in (activation, "silu" if activation == "swish" else activation)
 
@@ -107,7 +110,7 @@ def test_adamw_weight_decay_and_clipping():
     assert opt.clipvalue == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("schedule", LR_SCHEDULES)
+@pytest.mark.parametrize("schedule", STEP_SCHEDULES)
 def test_each_schedule_reaches_the_floor(schedule, data):
     X, _, _, y = data
     model = build_mlp(learning_rate=0.01, lr_schedule=schedule, lr_decay_steps=10,

@@ -104,6 +104,9 @@ def keras_estimator(ctx: RunContext) -> Any:
     from hpsearch.estimators import KerasClassifier, KerasRegressor
 
     cfg = ctx.cfg
+    if cfg.model.init_from is not None and cfg.model.init_from.freeze_epochs:
+        raise ConfigError("model.init_from.freeze_epochs: the scikit-learn engines train each candidate in one"
+                          " fit, so layers cannot thaw midway; use search.engine: optuna or freeze_epochs: 0")
     classification = ctx.data.task == "classification"
     kw: dict[str, Any] = {
         "model": ctx.builder, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
@@ -127,7 +130,9 @@ def _callbacks(early_stopping: EarlyStoppingConfig | None) -> list[Any]:
     """Fresh callbacks for one fit (built where the fit runs: joblib workers get no shared objects)."""
     import keras
 
-    cbs: list[Any] = [keras.callbacks.TerminateOnNaN()]
+    from hpsearch.callbacks import EpochLR
+
+    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), EpochLR()]
     if early_stopping is not None:
         cbs.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping.patience, min_delta=early_stopping.min_delta,

@@ -66,7 +66,7 @@ class TrialRunner:
         self.ctx = ctx
         cfg, data = ctx.cfg, ctx.data
         self.extra_callbacks = list(extra_callbacks or [])
-        self.batch_size = min(cfg.train.batch_size, len(data.y_train))
+        self.batch_size = min(int(cfg.train.batch_size), len(data.y_train))  # auto: resolved by then
         seed = cfg.data.split.seed
         self.X_train, self.y_train = pad_to_batches(data.X_train, data.y_train, self.batch_size, seed)
         self.valid_batch = len(data.y_valid) if len(data.y_valid) <= MAX_SINGLE_VALID_BATCH else 4096
@@ -113,20 +113,40 @@ class TrialRunner:
 
     def _fit(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
              epochs: int, callbacks: list[Any], initial_epoch: int = 0) -> Any:
+        from hpsearch.callbacks import EpochLR
+
         return model.fit(
             X, y, batch_size=self.batch_size, epochs=epochs, initial_epoch=initial_epoch,
             validation_data=(Xv, yv), validation_batch_size=min(self.valid_batch, len(yv)),
-            callbacks=[*callbacks, *self.extra_callbacks], verbose=self.ctx.cfg.train.verbose, shuffle=True,
+            callbacks=[*callbacks, *self.extra_callbacks, EpochLR()], verbose=self.ctx.cfg.train.verbose, shuffle=True,
             class_weight=self.class_weight,
         )
+
+    def _fit_thawing(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
+                     epochs: int, callbacks: list[Any]) -> Any:
+        """``_fit``; a model with reused layers frozen (model.init_from) trains in two fits:
+        the frozen epochs, then all layers (recompiled). Returns the joined history."""
+        from hpsearch.freeze import frozen, unfreeze
+
+        spec = frozen(model)
+        if spec is None or spec.epochs >= epochs:
+            return self._fit(model, X, y, Xv, yv, epochs, callbacks)
+        first = self._fit(model, X, y, Xv, yv, spec.epochs, callbacks)
+        if model.stop_training:  # pruned, diverged or stopped early while frozen
+            return first
+        unfreeze(model)
+        second = self._fit(model, X, y, Xv, yv, epochs, callbacks, initial_epoch=spec.epochs)
+        for key, values in second.history.items():
+            first.history.setdefault(key, []).extend(values)
+        return first
 
     def _holdout(self, trial: Any, params: dict[str, Any]) -> _Fitted:
         data = self.ctx.data
         model = self._build(params)
         cbs, guard, reporter = self._callbacks(trial)
         try:
-            hist = self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid,
-                             self.ctx.cfg.train.epochs, cbs)
+            hist = self._fit_thawing(model, self.X_train, self.y_train, data.X_valid, data.y_valid,
+                                     self.ctx.cfg.train.epochs, cbs)
         finally:
             reporter.close()
         if guard.diverged_at is not None:
@@ -155,6 +175,7 @@ class TrialRunner:
         wait = 0
         for epoch in range(cfg.train.epochs):
             for (Xt, yt, Xv, yv), model, g, tr in zip(folds, models, guards, trackers):
+                _thaw_at(model, epoch)
                 self._fit(model, Xt, yt, Xv, yv, epoch + 1, [g, tr], initial_epoch=epoch)
                 if g.diverged_at is not None:
                     raise TrialDiverged(f"training diverged: loss became {g.loss} at epoch {epoch + 1}")
@@ -186,7 +207,7 @@ class TrialRunner:
         the best fold mean (its preprocessing was fitted on the same rows)."""
         data = self.ctx.data
         model = self._build(params)
-        self._fit(model, self.X_train, self.y_train, data.X_valid, data.y_valid, max(1, epochs), [])
+        self._fit_thawing(model, self.X_train, self.y_train, data.X_valid, data.y_valid, max(1, epochs), [])
         return model
 
     # -- one trial -----------------------------------------------------------------------------
@@ -246,3 +267,12 @@ class TrialRunner:
         stored = [t for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
         k = self.ctx.cfg.search.keep_models
         return (len(stored) < k or is_better(value, stored[k - 1].value, direction)), best
+
+
+def _thaw_at(model: Any, epoch: int) -> None:
+    """Under CV (one fit per epoch): unfreeze reused layers when their frozen epochs are over."""
+    from hpsearch.freeze import frozen, unfreeze
+
+    spec = frozen(model)
+    if spec is not None and epoch >= spec.epochs:
+        unfreeze(model)
