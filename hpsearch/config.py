@@ -95,12 +95,16 @@ class TrainConfig(_Strict):
     steps_per_execution: int = Field(1, ge=1)
     class_weight: Literal["balanced"] | None = None
     verbose: int = Field(0, ge=0, le=2)
+    trial_timeout: float | None = Field(None, gt=0, description="seconds one trial may train; over it the trial"
+                                        " is stopped and recorded as failed")
 
 
 class SearchConfig(_Strict):
     engine: str = Field("optuna", description="a name of hpsearch.registry.ENGINES")
     n_trials: int | None = Field(None, ge=1, description="candidates or trials (each engine has its default)")
-    timeout: float | None = Field(None, gt=0, description="seconds (engines that support a time budget)")
+    timeout: float | None = Field(None, gt=0, description="seconds the search may run (every engine)")
+    patience: int | None = Field(None, ge=1, description="stop after N finished trials without improvement")
+    target: float | None = Field(None, allow_inf_nan=False, description="stop once the best value reaches it")
     cv: int | None = Field(None, ge=2, description="k folds (default: the engine's, holdout or 3)")
     metric: str | None = None
     direction: Literal["maximize", "minimize"] | None = None

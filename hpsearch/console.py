@@ -102,6 +102,8 @@ def print_result(res: StudyResult, top: int = 10) -> None:
     con.print(_result_table(res, top))
     con.print(f"trials: {res.n_complete} complete, {res.n_pruned} pruned, {res.n_failed} failed;"
               f" wall time {res.wall_time:.1f} s")
+    if res.stopped_by:
+        con.print(f"ended by {res.stopped_by}")
     con.print(f"best trial {res.best_trial}: {res.metric} {fmt_value(res.best_value)} with"
               f" {fmt_params(res.best_params)}")
     if res.test_score is not None:

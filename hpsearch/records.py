@@ -45,6 +45,7 @@ class STUDY:
     REFIT_TIME = "refit_time"
     REFIT_EPOCHS = "refit_epochs"
     REMOVED_ARTIFACTS = "removed_artifacts"  # ids of models dropped by keep_models
+    STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
 
 
 class TRIAL:

@@ -94,6 +94,7 @@ class RunContext:
     artifacts: str | None = None  # the artifact location given (--artifacts / study file), if any
     worker_index: int | None = None  # index under ``run --workers`` (seeds), None otherwise
     control: Any = None  # hpsearch.engines.control.Control while trials run
+    stop_rule: str | None = None  # the stop rule (timeout, patience, target) that ended this run
 
     @property
     def study_id(self) -> int:

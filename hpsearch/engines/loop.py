@@ -19,7 +19,6 @@ import contextlib
 import copy
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from hpsearch.artifacts import keep_best_models
 from hpsearch.engines.base import Candidate, FailureStreak, RunContext, record_candidate
 from hpsearch.engines.budget import Budget
 from hpsearch.engines.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
+from hpsearch.engines.stoprules import StopRules
 from hpsearch.records import TRIAL
 from hpsearch.storage import is_connection_error
 
@@ -109,10 +109,9 @@ class _Loop:
         from optuna.exceptions import ExperimentalWarning
 
         ctx, ctl = self.ctx, self.ctl
-        timeout = ctx.cfg.search.timeout
-        start = time.monotonic()
+        rules = StopRules.of(ctx)  # search.timeout, patience, target
         while not ctl.stopping and not self.streak.tripped:
-            if ctl.parent_gone() or (timeout is not None and time.monotonic() - start >= timeout):
+            if ctl.parent_gone() or self.retry(lambda: rules.tripped(ctx), "stop-rule check"):
                 return False
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)

@@ -24,6 +24,7 @@ stored fold scores to pick the next rung.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -45,6 +46,7 @@ from hpsearch.engines.base import (
     record_candidate,
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
+from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
 from hpsearch.errors import ConfigError, StudyFailedError
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.space import coerce_params
@@ -120,11 +122,11 @@ def make_pipeline(ctx: RunContext) -> FoldPipeline:
     return FoldPipeline([("preprocess", ctx.data.scaler()), (MODEL, keras_estimator(ctx))])
 
 
-def _callbacks(early_stopping: EarlyStoppingConfig | None) -> list[Any]:
+def _callbacks(early_stopping: EarlyStoppingConfig | None, timer: Any = None) -> list[Any]:
     """Fresh callbacks for one fit (built where the fit runs: joblib workers get no shared objects)."""
     import keras
 
-    cbs: list[Any] = [keras.callbacks.TerminateOnNaN()]
+    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), *([timer] if timer is not None else [])]
     if early_stopping is not None:
         cbs.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping.patience, min_delta=early_stopping.min_delta,
@@ -142,6 +144,7 @@ class FoldSpec:
     metric: str  # the study metric, read per epoch from the Keras logs
     y_valid_var: float | None  # regression: variance of the validation targets (r2 per epoch)
     early_stopping: EarlyStoppingConfig | None
+    trial_timeout: float | None = None  # train.trial_timeout: seconds a candidate's folds may train
 
 
 @dataclass
@@ -161,22 +164,25 @@ def _reason(exc: BaseException) -> str:
 
 
 def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any, test: Any,
-             valid: tuple[Any, Any], spec: FoldSpec) -> FoldResult:
+             valid: tuple[Any, Any], spec: FoldSpec, deadline: float | None = None) -> FoldResult:
     """Fit a clone of ``estimator`` with ``params`` on a fold's training rows, score it on the held-out rows.
 
     Any ``Exception`` of the build, the fit or the scorer fails the fold (the search goes on);
-    ``KeyboardInterrupt`` and ``SystemExit`` stop the search. A loss that became NaN / inf fails it too.
+    ``KeyboardInterrupt`` and ``SystemExit`` stop the search. A loss that became NaN / inf fails it too,
+    and so does training still running at ``deadline`` (``time.time()``, from ``train.trial_timeout``).
     """
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
 
+    from hpsearch.callbacks import TrialTimer
     from hpsearch.metrics import value_from_logs
 
     est = clone(estimator).set_params(**params)
+    timer = TrialTimer(spec.trial_timeout, deadline) if spec.trial_timeout is not None else None
     start = time.perf_counter()
     try:
         est.fit(X[train], y[train], **{f"{MODEL}__validation_data": valid,
-                                       f"{MODEL}__callbacks": _callbacks(spec.early_stopping)})
+                                       f"{MODEL}__callbacks": _callbacks(spec.early_stopping, timer)})
     except Exception as exc:  # noqa: BLE001 - any error of a candidate fails it; the search goes on
         return FoldResult(math.nan, fit_time=time.perf_counter() - start, failure=_reason(exc))
     fit_time = time.perf_counter() - start
@@ -188,6 +194,8 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
     if losses and not math.isfinite(losses[-1]):
         return FoldResult(math.nan, epochs, curve, fit_time,
                           failure=f"training diverged: loss became {losses[-1]} at epoch {epochs}")
+    if timer is not None and timer.elapsed is not None:
+        return FoldResult(math.nan, epochs, curve, fit_time, failure=trial_timeout_reason(timer.limit, timer.elapsed))
     start = time.perf_counter()
     try:
         score = float(get_scorer(spec.scoring)(est, X[test], y[test]))
@@ -230,7 +238,8 @@ class CandidateSearch:
         self.splits = list(cv.split(self.X, self.y))
         scoring, self.sign = sklearn_scoring(ctx.metric, data.task)
         y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
-        self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, cfg.train.early_stopping)
+        self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, cfg.train.early_stopping, cfg.train.trial_timeout)
+        self.rules = StopRules.of(ctx)  # search.timeout, patience, target
         self.distributions = ctx.space.to_optuna_distributions()
         trials = ctx.study.get_trials(deepcopy=False)
         self.stored = {t.user_attrs[TRIAL.CANDIDATE_KEY]: t for t in trials
@@ -247,6 +256,8 @@ class CandidateSearch:
         key = candidate_key(fit_params, None if rung is None else rung.epochs)
         if key in self.stored:
             return self._stored_score(self.stored[key])
+        if self.rules.tripped(self.ctx):
+            raise StopSearch(self.rules.reason)
         folds = self._run_folds({f"{MODEL}__{k}": v for k, v in fit_params.items()})
         self._record(self._candidate(params, key, index, folds, rung))
         return float(np.mean([r.score for r in folds]))
@@ -254,8 +265,10 @@ class CandidateSearch:
     def _run_folds(self, params: dict[str, Any]) -> list[FoldResult]:
         from sklearn.utils.parallel import Parallel, delayed
 
-        jobs = (delayed(fit_fold)(self.estimator, params, self.X, self.y, train, test, self.valid, self.spec)
-                for train, test in self.splits)
+        limit = self.spec.trial_timeout
+        deadline = None if limit is None else time.time() + limit
+        jobs = (delayed(fit_fold)(self.estimator, params, self.X, self.y, train, test, self.valid, self.spec,
+                                  deadline) for train, test in self.splits)
         results: list[FoldResult] = Parallel(n_jobs=self.ctx.cfg.search.n_jobs)(jobs)
         return results
 
@@ -344,7 +357,8 @@ class SklearnEngine(Engine):
 
     def run(self, ctx: RunContext) -> None:
         search = CandidateSearch(ctx, self)
-        self.search(ctx, search)
+        with contextlib.suppress(StopSearch):  # a stop rule tripped: what finished is stored
+            self.search(ctx, search)
         search.finish()
 
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:

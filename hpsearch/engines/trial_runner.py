@@ -24,15 +24,20 @@ from hpsearch.artifacts import save_curve_artifact, save_model_artifacts
 from hpsearch.builders import call_builder, count_params
 from hpsearch.engines.base import Candidate, RunContext
 from hpsearch.engines.samplers import pruning_steps
+from hpsearch.engines.stoprules import trial_timeout_reason
 from hpsearch.records import TRIAL, best_of, is_better, ranked
 
-__all__ = ["TrialRunner", "TrialDiverged", "pad_to_batches"]
+__all__ = ["TrialRunner", "TrialDiverged", "TrialTimedOut", "pad_to_batches"]
 
 MAX_SINGLE_VALID_BATCH = 32768
 
 
 class TrialDiverged(RuntimeError):
     """Training produced a NaN/inf loss or validation value."""
+
+
+class TrialTimedOut(RuntimeError):
+    """Training ran past ``train.trial_timeout`` and was stopped."""
 
 
 def pad_to_batches(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +83,7 @@ class TrialRunner:
             counts = np.bincount(data.y_train, minlength=data.n_classes)
             self.class_weight = {i: len(data.y_train) / (data.n_classes * c) for i, c in enumerate(counts) if c}
         self.folds = None
+        self.timer: Any = None  # the running trial's TrialTimer (train.trial_timeout)
         if cfg.search.cv:  # each fold scaled by a preprocessor fitted on its own training rows
             self.folds = [(*pad_to_batches(Xt, yt, self.batch_size, seed), Xv, yv)
                           for Xt, yt, Xv, yv in data.fold_arrays(cfg.search.cv, seed)]
@@ -108,17 +114,30 @@ class TrialRunner:
             restore_best_weights=es_cfg.restore_best_weights if es_cfg is not None else True)
         return [guard, reporter, stop], guard, reporter
 
+    def _timer(self) -> Any:
+        """A fresh :class:`~hpsearch.callbacks.TrialTimer` when ``train.trial_timeout`` is set."""
+        limit = self.ctx.cfg.train.trial_timeout
+        if limit is None:
+            return None
+        from hpsearch.callbacks import TrialTimer
+
+        return TrialTimer(limit)
+
     def _build(self, params: dict[str, Any], clear_session: bool = True) -> Any:
         return call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=clear_session)
 
     def _fit(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
              epochs: int, callbacks: list[Any], initial_epoch: int = 0) -> Any:
-        return model.fit(
+        timer = [self.timer] if self.timer is not None else []
+        hist = model.fit(
             X, y, batch_size=self.batch_size, epochs=epochs, initial_epoch=initial_epoch,
             validation_data=(Xv, yv), validation_batch_size=min(self.valid_batch, len(yv)),
-            callbacks=[*callbacks, *self.extra_callbacks], verbose=self.ctx.cfg.train.verbose, shuffle=True,
+            callbacks=[*callbacks, *self.extra_callbacks, *timer], verbose=self.ctx.cfg.train.verbose, shuffle=True,
             class_weight=self.class_weight,
         )
+        if self.timer is not None and self.timer.elapsed is not None:
+            raise TrialTimedOut(trial_timeout_reason(self.timer.limit, self.timer.elapsed))
+        return hist
 
     def _holdout(self, trial: Any, params: dict[str, Any]) -> _Fitted:
         data = self.ctx.data
@@ -197,10 +216,13 @@ class TrialRunner:
         params = ctx.space.full_params(ctx.space.suggest(trial))
         params.update(ctx.builder_extra)
         t_sampled = time.monotonic()
+        self.timer = self._timer()
         try:
             fit = self._holdout(trial, params) if self.folds is None else self._cv(trial, params)
-        except TrialDiverged as e:
+        except (TrialDiverged, TrialTimedOut) as e:
             return Candidate(params=dict(trial.params), state="FAIL", failure=str(e))
+        finally:
+            self.timer = None  # the refit of a CV trial is not limited
         t_fit = time.monotonic()
         attrs: dict[str, Any] = {TRIAL.EPOCHS: fit.epochs, TRIAL.FIT_TIME: t_fit - t_sampled - fit.report_time,
                                  TRIAL.REPORT_TIME: fit.report_time, TRIAL.SAMPLE_TIME: t_sampled - t_start,

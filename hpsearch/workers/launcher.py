@@ -30,6 +30,7 @@ from hpsearch.engines.control import (
     env_number,
     heartbeat_settings,
 )
+from hpsearch.engines.stoprules import has_stop_rules
 from hpsearch.errors import StudyFailedError
 from hpsearch.records import DONE_STATES, TRIAL
 from hpsearch.storage import STORAGE_ENV, child_env_and_url, scrub, secrets_of
@@ -222,7 +223,7 @@ class _Launch:
             last = next((ln for c in bad for ln in reversed(c.tail) if ln.strip()), "no output")
             codes = ", ".join(f"worker {c.index}: exit {c.proc.returncode}" for c in bad)
             raise StudyFailedError(f"{len(bad)} of {len(self.children)} workers failed ({codes}); last message: {last}")
-        if not bad and target is not None and done < target and ctx.cfg.search.timeout is None:
+        if not bad and target is not None and done < target and not has_stop_rules(ctx.cfg):
             raise StudyFailedError(f"the workers exited with {done} of {target} trials done; see their output above")
         for c in bad:
             ctx.observer.message(f"hpsearch: worker {c.index} exited with {c.proc.returncode}; "
