@@ -30,6 +30,7 @@ __all__ = [
     "SplitConfig",
     "StudyConfig",
     "TrainConfig",
+    "WarmStartConfig",
     "one_line",
     "schema_from_mapping",
 ]
@@ -99,6 +100,10 @@ class TrainConfig(_Strict):
                                         " is stopped and recorded as failed")
 
 
+class WarmStartConfig(_Strict):
+    study: str = Field(description="an earlier study in the same storage whose finished trials are copied")
+
+
 class SearchConfig(_Strict):
     engine: str = Field("optuna", description="a name of hpsearch.registry.ENGINES")
     n_trials: int | None = Field(None, ge=1, description="candidates or trials (each engine has its default)")
@@ -116,6 +121,9 @@ class SearchConfig(_Strict):
     max_failures_in_row: int = Field(5, ge=1)
     keep_models: int = Field(3, ge=1, description="trained models kept per study (best K)")
     n_jobs: int = Field(1, ge=1, description="sklearn engines: parallel fits (joblib)")
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="optuna: parameter sets run"
+                                          " first, once per study")
+    warm_start: WarmStartConfig | None = Field(None, description="optuna: copy an earlier study's finished trials")
 
     @field_validator("engine")
     @classmethod

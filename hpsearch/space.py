@@ -103,6 +103,13 @@ class IntParam:
 
         return optuna.distributions.IntDistribution(self.low, self.top, log=self.log, step=self.step)
 
+    def contains(self, value: Any) -> bool:
+        """Can this parameter take ``value`` (a whole number on the range's steps)?"""
+        value = coerce_value(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            return False
+        return self.low <= value <= self.top and (int(value) - self.low) % self.step == 0
+
 
 @dataclass(frozen=True)
 class FloatParam:
@@ -154,6 +161,11 @@ class FloatParam:
 
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        """Is ``value`` a number within the range?"""
+        value = coerce_value(value)
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and self.low <= value <= self.high
+
 
 @dataclass(frozen=True)
 class CategoricalParam:
@@ -182,6 +194,11 @@ class CategoricalParam:
         import optuna
 
         return optuna.distributions.CategoricalDistribution(list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        """Is ``value`` one of the choices (``True`` is not ``1``)?"""
+        value = coerce_value(value)
+        return any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in self.choices)
 
 
 Param = IntParam | FloatParam | CategoricalParam

@@ -47,6 +47,7 @@ from hpsearch.engines.base import (
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
+from hpsearch.engines.warmstart import refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.space import coerce_params
@@ -338,6 +339,9 @@ class SklearnEngine(Engine):
     def n_trials(self, cfg: StudyConfig) -> int | None:
         return _n_candidates(cfg)
 
+    def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        refuse_warm_start(cfg, self.name)
+
     def is_complete(self, ctx: RunContext) -> bool:
         """Every planned candidate index has a finished (complete or failed) trial."""
         planned = self.plan(ctx)
@@ -400,6 +404,7 @@ class GridEngine(SklearnEngine):
     name: ClassVar[str] = "grid"
 
     def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        super().check(cfg, space)
         space.to_sklearn_grid()  # ConfigError naming the parameter that is not a finite set
 
     def n_trials(self, cfg: StudyConfig) -> int | None:
@@ -437,6 +442,7 @@ class HalvingEngine(SklearnEngine):
     name: ClassVar[str] = "halving"
 
     def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        super().check(cfg, space)
         if RESOURCE in space.params:
             raise ConfigError(f"space.{RESOURCE}: halving gives candidates more epochs rung by rung, so epochs"
                               " cannot be searched; remove it from space (train.epochs is the most a candidate gets)")
