@@ -44,7 +44,9 @@ def check_mlp_params(values: ParamValues) -> None:
     check_compile_params(values)
 
 
-def _hidden_widths(n_hidden: int, n_neurons: int, funnel: float | None) -> list[int]:
+def _hidden_widths(n_hidden: int, n_neurons: int | list[int], funnel: float | None) -> list[int]:
+    if isinstance(n_neurons, list):  # one width per layer (space: `per_layer: n_hidden`)
+        return n_neurons
     widths = []
     width = float(n_neurons)
     for _ in range(n_hidden):
@@ -59,8 +61,12 @@ def _check_architecture(n_hidden: Any, n_neurons: Any, funnel: Any, dropout: flo
     """One-line ConfigErrors for architecture values out of range (numpy scalars already coerced)."""
     if not isinstance(n_hidden, int) or isinstance(n_hidden, bool) or n_hidden < 0:
         raise ConfigError(f"model.n_hidden: must be an integer >= 0, got {n_hidden!r}")
-    if not isinstance(n_neurons, int) or isinstance(n_neurons, bool) or n_neurons < 1:
-        raise ConfigError(f"model.n_neurons: must be an integer >= 1, got {n_neurons!r}")
+    widths = n_neurons if isinstance(n_neurons, list) else [n_neurons]
+    if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+        raise ConfigError(f"model.n_neurons: must be an integer >= 1 (or one per layer), got {n_neurons!r}")
+    if isinstance(n_neurons, list) and len(n_neurons) != n_hidden:
+        raise ConfigError(f"model.n_neurons: {len(n_neurons)} per-layer widths for n_hidden {n_hidden};"
+                          " give one per hidden layer")
     if funnel is not None and not (isinstance(funnel, (int, float)) and funnel > 0):
         raise ConfigError(f"model.funnel: must be a number > 0 or null, got {funnel!r}")
     if not 0.0 <= dropout < 1.0:
@@ -101,7 +107,7 @@ def _hidden_layers(widths: list[int], activation: str, kernel_initializer: str, 
 @with_param_check(check_mlp_params)
 def build_mlp(
     n_hidden: int = 1,
-    n_neurons: int = 30,
+    n_neurons: int | list[int] = 30,
     funnel: float | None = None,
     activation: str = "relu",
     kernel_initializer: str | None = None,
@@ -131,7 +137,8 @@ def build_mlp(
 
     Architecture
         n_hidden: number of hidden Dense layers (0 = a linear/logistic model).
-        n_neurons: units of the first hidden layer (>= 1).
+        n_neurons: units of the first hidden layer (>= 1), or a list with one width per hidden
+            layer (a space's ``per_layer: n_hidden`` parameter).
         funnel: None = every hidden layer has ``n_neurons`` units; a float in (0, 1] (or > 1 to
             widen) = each hidden layer has ``funnel`` times the units of the previous one,
             rounded, at least 1 (``n_neurons=64, funnel=0.5, n_hidden=3`` -> 64, 32, 16).

@@ -259,7 +259,8 @@ class CandidateSearch:
             return self._stored_score(self.stored[key])
         if self.rules.tripped(self.ctx):
             raise StopSearch(self.rules.reason)
-        folds = self._run_folds({f"{MODEL}__{k}": v for k, v in fit_params.items()})
+        builder_params = self.ctx.space.builder_params(fit_params)  # per-layer values as one list
+        folds = self._run_folds({f"{MODEL}__{k}": v for k, v in builder_params.items()})
         self._record(self._candidate(params, key, index, folds, rung))
         return float(np.mean([r.score for r in folds]))
 
@@ -320,6 +321,9 @@ class CandidateSearch:
 
     def finish(self) -> None:
         """Refuse a run where nothing worked (rather than a study without a best trial)."""
+        if self.n_ok == 0 and not self.stored and self.rules.reason:
+            raise StudyFailedError(f"study {self.ctx.study.study_name!r} stopped before any candidate finished"
+                                   f" ({self.rules.reason}); relax that rule")
         if self.n_ok == 0 and not self.stored:
             raise StudyFailedError(
                 f"study {self.ctx.study.study_name!r}: every candidate failed; see failure_reason of its trials"
@@ -370,7 +374,7 @@ class SklearnEngine(Engine):
         rows (early stopping on the validation split, scaled alike). A halving candidate trains for
         its rung's epochs."""
         data = ctx.data
-        params = dict(params)
+        params = ctx.space.builder_params(params)
         if trial.user_attrs.get(TRIAL.N_RESOURCES):
             params[RESOURCE] = int(trial.user_attrs[TRIAL.N_RESOURCES])
         est = keras_estimator(ctx).set_params(**params)
@@ -393,7 +397,8 @@ def _sampled(cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
 
     dists = space.to_sklearn_distributions()
     n = _n_candidates(cfg)
-    if all(not hasattr(d, "rvs") for d in dists.values()):
+    grids = dists if isinstance(dists, list) else [dists]  # a conditional space: one dict per branch
+    if all(not hasattr(d, "rvs") for g in grids for d in g.values()):
         n = min(n, len(ParameterGrid(dists)))
     return list(ParameterSampler(dists, n, random_state=cfg.search.seed))
 

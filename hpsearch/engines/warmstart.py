@@ -47,10 +47,10 @@ def check_warm_start(cfg: StudyConfig, space: SearchSpace) -> None:
     """Every enqueued value is one the space can take; a study does not warm-start from itself."""
     for i, params in enumerate(cfg.search.enqueue):
         for name, value in params.items():
-            param = space.params.get(str(name))
+            param = space.param_for(str(name))
             if param is None:
                 raise ConfigError(f"search.enqueue[{i}].{name}: not a parameter of space; use one of"
-                                  f" {', '.join(space.names)}")
+                                  f" {', '.join(space.to_optuna_distributions())}")
             if not param.contains(value):
                 raise ConfigError(f"search.enqueue[{i}].{name}: {value!r} is not a value space.{name} can take;"
                                   " change it or widen the space")
@@ -77,7 +77,7 @@ def _trial_problem(ctx: RunContext, t: Any) -> str | None:
     if t.state.name != "COMPLETE" or t.value is None:
         return f"{t.state.name.lower()}, not complete"
     for name, value in t.params.items():
-        param = ctx.space.params.get(name)
+        param = ctx.space.param_for(name)
         if param is None:
             return f"{name} is not searched here"
         if not param.contains(value):
