@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage_args(b)
     b.add_argument("--export", metavar="PATH",
                    help="write the best model to PATH (.keras) and its preprocessing beside it")
+    b.add_argument("--ensemble", type=int, metavar="K",
+                   help="score the average of the K best stored models next to the single best")
     b.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("report", help="plots and tables of a study (PNG + index.html)")
@@ -200,7 +202,7 @@ def cmd_best(a: argparse.Namespace) -> int:
     """The best trial, where its model is; with --export, a copy of the model."""
     from hpsearch.best import describe_best
 
-    info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export)
+    info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export, ensemble=a.ensemble)
     if a.json:
         console.print_json(info)
     else:
@@ -249,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast
         _quiet_backend(load_backend=a.command in ("run", "worker", "report")
-                       or (a.command == "best" and bool(a.export)))
+                       or (a.command == "best" and bool(a.export or a.ensemble)))
     try:
         return COMMANDS[a.command](a)
     except UserError as e:

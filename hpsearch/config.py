@@ -124,6 +124,18 @@ class SearchConfig(_Strict):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="optuna: parameter sets run"
                                           " first, once per study")
     warm_start: WarmStartConfig | None = Field(None, description="optuna: copy an earlier study's finished trials")
+    ensemble: int | None = Field(None, ge=1, description="models of the best trials kept for load_best(top_k=K);"
+                                 " raises keep_models to K")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_for_ensemble(cls, data: Any) -> Any:
+        """``search.ensemble: K`` keeps at least K trained models (``keep_models`` is raised to K)."""
+        if isinstance(data, dict) and isinstance(data.get("ensemble"), int):
+            keep = data.get("keep_models", cls.model_fields["keep_models"].default)
+            if isinstance(keep, int) and keep < data["ensemble"]:
+                data = {**data, "keep_models": data["ensemble"]}
+        return data
 
     @field_validator("engine")
     @classmethod
