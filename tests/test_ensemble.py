@@ -41,7 +41,8 @@ def test_top_k_ensemble_averages_the_stored_models_and_best_scores_it(sqlite_url
     assert ens.trials == [t.number for t in ranked[:3]]
     probs = []
     for t in ranked[:3]:
-        model, pre = load_model_artifacts(store, t.user_attrs[TRIAL.MODEL_ARTIFACT], t.user_attrs[TRIAL.PREPROCESS_ARTIFACT])
+        ua = t.user_attrs
+        model, pre = load_model_artifacts(store, ua[TRIAL.MODEL_ARTIFACT], ua[TRIAL.PREPROCESS_ARTIFACT])
         probs.append(model.predict(pre.transform(X), verbose=0))
     np.testing.assert_allclose(ens.predict_proba(X), np.mean(probs, axis=0), rtol=1e-6)
     assert set(ens.predict(X)) <= set(ens.classes_)
