@@ -23,6 +23,7 @@ from hpsearch.registry import ENGINES, PRUNERS, SAMPLERS, Registry
 from hpsearch.space import SearchSpace
 
 __all__ = [
+    "ConstraintsConfig",
     "DataConfig",
     "EarlyStoppingConfig",
     "ModelConfig",
@@ -100,6 +101,11 @@ class TrainConfig(_Strict):
                                         " is stopped and recorded as failed")
 
 
+class ConstraintsConfig(_Strict):
+    max_params: int | None = Field(None, ge=1, description="most weights a model may have")
+    max_latency_ms: float | None = Field(None, gt=0, description="most prediction time per row (ms, this machine)")
+
+
 class WarmStartConfig(_Strict):
     study: str = Field(description="an earlier study in the same storage whose finished trials are copied")
 
@@ -124,6 +130,7 @@ class SearchConfig(_Strict):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="optuna: parameter sets run"
                                           " first, once per study")
     warm_start: WarmStartConfig | None = Field(None, description="optuna: copy an earlier study's finished trials")
+    constraints: ConstraintsConfig | None = Field(None, description="optuna: limits checked before training")
     ensemble: int | None = Field(None, ge=1, description="models of the best trials kept for load_best(top_k=K);"
                                  " raises keep_models to K")
 

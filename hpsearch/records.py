@@ -73,6 +73,9 @@ class TRIAL:
     PREPROCESS_ARTIFACT = "preprocess_artifact_id"
     CURVE_ARTIFACT = "curve_artifact_id"
     WORKER = "worker"  # host:pid that ran the trial
+    CONSTRAINTS = "constraints"  # search.constraints: measured minus limit per limit (> 0: violated)
+    LATENCY_MS = "latency_ms"  # prediction time per row on the machine that ran the trial
+    INFEASIBLE = "infeasible"  # why a trial over a limit was not trained
     COPIED_FROM = "copied_from"  # "STUDY#NUMBER": copied by search.warm_start (not in the trial budget)
 
 

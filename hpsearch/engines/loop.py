@@ -160,7 +160,7 @@ class _Loop:
         ctx = self.ctx
         detail = frozen.user_attrs.get(TRIAL.FAILURE) or ""
         if frozen.state.name == "PRUNED":
-            detail = f"at epoch {frozen.user_attrs.get(TRIAL.PRUNED_AT)}"
+            detail = frozen.user_attrs.get(TRIAL.INFEASIBLE) or f"at epoch {frozen.user_attrs.get(TRIAL.PRUNED_AT)}"
         ctx.observer.trial_done(frozen.number, frozen.state.name, frozen.value, detail)
         if frozen.state.name == "COMPLETE" and frozen.user_attrs.get(TRIAL.MODEL_ARTIFACT):
             with contextlib.suppress(Exception):  # disk hygiene must not stop the study

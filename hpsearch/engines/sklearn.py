@@ -345,6 +345,9 @@ class SklearnEngine(Engine):
 
     def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
         refuse_warm_start(cfg, self.name)
+        if cfg.search.constraints is not None:
+            raise ConfigError(f"search.constraints: engine {self.name} does not check limits before training;"
+                              " use search.engine: optuna, or remove it")
 
     def is_complete(self, ctx: RunContext) -> bool:
         """Every planned candidate index has a finished (complete or failed) trial."""
