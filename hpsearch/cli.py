@@ -30,6 +30,7 @@ def _quiet_backend(load_backend: bool = True) -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. retracing notes when several models predict
     tensorflow = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
     if load_backend and tensorflow and "tensorflow" not in sys.modules:
         _import_silently("tensorflow")
