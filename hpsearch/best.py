@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from hpsearch.artifacts import ARTIFACTS_ENV, artifact_store_for, load_model_artifacts
 from hpsearch.data import Preprocessor
+from hpsearch.ensemble import ensemble_scores, load_ensemble
 from hpsearch.errors import UserError
 from hpsearch.queries import best_artifact_ids, best_info, open_study_for_reading
 from hpsearch.records import STUDY
@@ -92,13 +93,17 @@ def _open(study_name: str, storage: str | None, artifacts: str | None) -> tuple[
     return url, study, artifact_store_for(url, artifacts or study.user_attrs.get(STUDY.ARTIFACTS))
 
 
-def load_best(study_name: str, storage: str | None = None, artifacts: str | None = None) -> _FittedKerasModel:
+def load_best(study_name: str, storage: str | None = None, artifacts: str | None = None,
+              top_k: int | None = None) -> Any:
     """The study's best model as a fitted sklearn estimator (``predict``, ``predict_proba``, ``score``).
 
     ``predict`` takes raw features: the fitted scaling and label encoding are applied inside.
-    Works for studies of every engine.
+    Works for studies of every engine. ``top_k=K`` (K > 1): the stored models of the K best trials
+    averaged (:mod:`hpsearch.ensemble`; probabilities for a classifier).
     """
     _, study, store = _open(study_name, storage, artifacts)
+    if top_k is not None and top_k != 1:
+        return load_ensemble(study, store, top_k)
     mid, pid, _ = best_artifact_ids(study)
     model, pre = load_model_artifacts(store, mid, pid)
     return fitted_estimator(model, pre)
@@ -137,10 +142,14 @@ def export_best(study_name: str, path: str, storage: str | None = None, artifact
 
 
 def describe_best(study_name: str, storage: str | None = None, artifacts: str | None = None,
-                  export: str | None = None) -> dict[str, Any]:
-    """``hpsearch best``: :func:`hpsearch.queries.best_info`, after exporting the model to ``export``."""
+                  export: str | None = None, ensemble: int | None = None) -> dict[str, Any]:
+    """``hpsearch best``: :func:`hpsearch.queries.best_info`, after exporting the model to ``export``;
+    with ``ensemble=K``, the top-K ensemble's scores next to the single best model's."""
     url, _, study = open_study_for_reading(study_name, storage)
     info = best_info(study, url, artifacts)
+    if ensemble is not None:
+        store = artifact_store_for(url, artifacts or study.user_attrs.get(STUDY.ARTIFACTS))
+        info["ensemble"] = ensemble_scores(study, store, ensemble)
     if export:
         store = artifact_store_for(url, artifacts or study.user_attrs.get(STUDY.ARTIFACTS))
         info["exported"] = str(_export(study, store, export))

@@ -18,7 +18,7 @@ import keras
 from hpsearch import schedules
 from hpsearch.metrics import value_from_logs
 
-__all__ = ["PruningReporter", "NaNGuard", "EpochValues", "EpochLR"]
+__all__ = ["PruningReporter", "NaNGuard", "EpochValues", "EpochLR", "TrialTimer"]
 
 
 class EpochValues(keras.callbacks.Callback):
@@ -167,3 +167,35 @@ class EpochLR(keras.callbacks.Callback):
         schedules.after_epoch(state, epoch, None if val is None else float(val))
         if logs is not None:
             logs["learning_rate"] = float(state.history[-1]) if state.history else state.rate
+
+
+class TrialTimer(keras.callbacks.Callback):
+    """Stops training at the next batch once a trial ran past ``train.trial_timeout`` and remembers
+    it (``elapsed``), so the runner records the trial as failed with that reason.
+
+    ``deadline`` is wall-clock time (``time.time()``): the folds of one candidate, trained in other
+    processes by joblib, share it.
+    """
+
+    def __init__(self, limit: float, deadline: float | None = None) -> None:
+        super().__init__()
+        self.limit = limit
+        self.deadline = time.time() + limit if deadline is None else deadline
+        self.elapsed: float | None = None  # seconds the trial had run when it was stopped
+
+    @property
+    def expired(self) -> bool:
+        return self.elapsed is not None
+
+    def _check(self) -> None:
+        now = time.time()
+        if now >= self.deadline:
+            if self.elapsed is None:
+                self.elapsed = self.limit + (now - self.deadline)
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()

@@ -30,6 +30,7 @@ def _quiet_backend(load_backend: bool = True) -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. retracing notes when several models predict
     tensorflow = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
     if load_backend and tensorflow and "tensorflow" not in sys.modules:
         _import_silently("tensorflow")
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage_args(b)
     b.add_argument("--export", metavar="PATH",
                    help="write the best model to PATH (.keras) and its preprocessing beside it")
+    b.add_argument("--ensemble", type=int, metavar="K",
+                   help="score the average of the K best stored models next to the single best")
     b.add_argument("--json", action="store_true")
 
     _finder_parsers(sub)
@@ -228,7 +231,7 @@ def cmd_best(a: argparse.Namespace) -> int:
     """The best trial, where its model is; with --export, a copy of the model."""
     from hpsearch.best import describe_best
 
-    info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export)
+    info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export, ensemble=a.ensemble)
     if a.json:
         console.print_json(info)
     else:
@@ -347,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast
         _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict", "lr-find", "batch-find")
-                       or (a.command == "best" and bool(a.export)))
+                       or (a.command == "best" and bool(a.export or a.ensemble)))
     try:
         return COMMANDS[a.command](a)
     except UserError as e:

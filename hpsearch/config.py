@@ -23,6 +23,7 @@ from hpsearch.registry import ENGINES, PRUNERS, SAMPLERS, Registry
 from hpsearch.space import SearchSpace
 
 __all__ = [
+    "ConstraintsConfig",
     "DataConfig",
     "EarlyStoppingConfig",
     "InitFromConfig",
@@ -31,6 +32,7 @@ __all__ = [
     "SplitConfig",
     "StudyConfig",
     "TrainConfig",
+    "WarmStartConfig",
     "one_line",
     "schema_from_mapping",
 ]
@@ -127,6 +129,17 @@ class TrainConfig(_Strict):
     steps_per_execution: int = Field(1, ge=1)
     class_weight: Literal["balanced"] | None = None
     verbose: int = Field(0, ge=0, le=2)
+    trial_timeout: float | None = Field(None, gt=0, description="seconds one trial may train; over it the trial"
+                                        " is stopped and recorded as failed")
+
+
+class ConstraintsConfig(_Strict):
+    max_params: int | None = Field(None, ge=1, description="most weights a model may have")
+    max_latency_ms: float | None = Field(None, gt=0, description="most prediction time per row (ms, this machine)")
+
+
+class WarmStartConfig(_Strict):
+    study: str = Field(description="an earlier study in the same storage whose finished trials are copied")
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -139,7 +152,9 @@ class TrainConfig(_Strict):
 class SearchConfig(_Strict):
     engine: str = Field("optuna", description="a name of hpsearch.registry.ENGINES")
     n_trials: int | None = Field(None, ge=1, description="candidates or trials (each engine has its default)")
-    timeout: float | None = Field(None, gt=0, description="seconds (engines that support a time budget)")
+    timeout: float | None = Field(None, gt=0, description="seconds the search may run (every engine)")
+    patience: int | None = Field(None, ge=1, description="stop after N finished trials without improvement")
+    target: float | None = Field(None, allow_inf_nan=False, description="stop once the best value reaches it")
     cv: int | None = Field(None, ge=2, description="k folds (default: the engine's, holdout or 3)")
     metric: str | None = None
     direction: Literal["maximize", "minimize"] | None = None
@@ -151,6 +166,22 @@ class SearchConfig(_Strict):
     max_failures_in_row: int = Field(5, ge=1)
     keep_models: int = Field(3, ge=1, description="trained models kept per study (best K)")
     n_jobs: int = Field(1, ge=1, description="sklearn engines: parallel fits (joblib)")
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="optuna: parameter sets run"
+                                          " first, once per study")
+    warm_start: WarmStartConfig | None = Field(None, description="optuna: copy an earlier study's finished trials")
+    constraints: ConstraintsConfig | None = Field(None, description="optuna: limits checked before training")
+    ensemble: int | None = Field(None, ge=1, description="models of the best trials kept for load_best(top_k=K);"
+                                 " raises keep_models to K")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_for_ensemble(cls, data: Any) -> Any:
+        """``search.ensemble: K`` keeps at least K trained models (``keep_models`` is raised to K)."""
+        if isinstance(data, dict) and isinstance(data.get("ensemble"), int):
+            keep = data.get("keep_models", cls.model_fields["keep_models"].default)
+            if isinstance(keep, int) and keep < data["ensemble"]:
+                data = {**data, "keep_models": data["ensemble"]}
+        return data
 
     @field_validator("engine")
     @classmethod

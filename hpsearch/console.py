@@ -102,6 +102,8 @@ def print_result(res: StudyResult, top: int = 10) -> None:
     con.print(_result_table(res, top))
     con.print(f"trials: {res.n_complete} complete, {res.n_pruned} pruned, {res.n_failed} failed;"
               f" wall time {res.wall_time:.1f} s")
+    if res.stopped_by:
+        con.print(f"ended by {res.stopped_by}")
     con.print(f"best trial {res.best_trial}: {res.metric} {fmt_value(res.best_value)} with"
               f" {fmt_params(res.best_params)}")
     if res.test_score is not None:
@@ -197,10 +199,21 @@ def print_best(info: dict[str, Any]) -> None:
         con.print(f"model: artifact {info['model_artifact']} (trial {info['model_trial']}) in {info['artifacts']}")
     else:
         con.print("model: none stored for the best trial yet; run the study to its end")
+    if info.get("ensemble"):
+        _print_ensemble(con, info["ensemble"])
     if info["exported"]:
         exported = Path(info["exported"])
         con.print(f"exported: {exported} (+ {exported.with_suffix('.preprocess.json').name})")
     con.print(f"load it: hpsearch.load_best({info['study']!r}, storage=...)")
+
+
+def _print_ensemble(con: Console, e: dict[str, Any]) -> None:
+    """The top-K ensemble's scores next to the single best model's."""
+    trials = ", ".join(str(n) for n in e["trials"])
+    con.print(f"ensemble of the top {e['k']} (trials {trials}): validation {e['metric']} {fmt_value(e['valid'])},"
+              f" test {fmt_value(e['test'])}")
+    con.print(f"single best (trial {e['best_trial']}): validation {e['metric']} {fmt_value(e['best_valid'])},"
+              f" test {fmt_value(e['best_test'])}")
 
 
 def print_files(files: Iterable[Path]) -> None:

@@ -65,7 +65,9 @@ def check_mlp_params(values: ParamValues) -> None:
                               f" beyond {MAX_UNITS} units; lower funnel, n_neurons or n_hidden")
 
 
-def _hidden_widths(n_hidden: int, n_neurons: int, funnel: float | None) -> list[int]:
+def _hidden_widths(n_hidden: int, n_neurons: int | list[int], funnel: float | None) -> list[int]:
+    if isinstance(n_neurons, list):  # one width per layer (space: `per_layer: n_hidden`)
+        return n_neurons
     widths = []
     width = float(n_neurons)
     for _ in range(n_hidden):
@@ -78,8 +80,14 @@ def _hidden_widths(n_hidden: int, n_neurons: int, funnel: float | None) -> list[
 def _check_architecture(**values: Any) -> None:
     """One-line ConfigErrors for architecture values of the wrong type or out of range (numpy
     scalars already coerced): the same specs as the study-file check."""
+    n_neurons = values.pop("n_neurons")
+    for width in n_neurons if isinstance(n_neurons, list) else [n_neurons]:  # a list: one per layer
+        check_value("model.n_neurons", width, MLP_SPECS["n_neurons"])
     for name, value in values.items():
         check_value(f"model.{name}", value, MLP_SPECS[name])
+    if isinstance(n_neurons, list) and len(n_neurons) != values["n_hidden"]:
+        raise ConfigError(f"model.n_neurons: {len(n_neurons)} per-layer widths for n_hidden {values['n_hidden']};"
+                          " give one per hidden layer")
 
 
 def _activation_layer(activation: str, name: str) -> Any:
@@ -137,7 +145,7 @@ def _input_layers(meta: Mapping[str, Any] | None) -> list[Any]:
 @with_param_check(check_mlp_params)
 def build_mlp(
     n_hidden: int = 1,
-    n_neurons: int = 30,
+    n_neurons: int | list[int] = 30,
     funnel: float | None = None,
     activation: str = "relu",
     kernel_initializer: str | None = None,
@@ -173,7 +181,8 @@ def build_mlp(
 
     Architecture
         n_hidden: number of hidden Dense layers (0 = a linear/logistic model).
-        n_neurons: units of the first hidden layer (>= 1).
+        n_neurons: units of the first hidden layer (>= 1), or a list with one width per hidden
+            layer (a space's ``per_layer: n_hidden`` parameter).
         funnel: None = every hidden layer has ``n_neurons`` units; a float in (0, 1] (or > 1 to
             widen) = each hidden layer has ``funnel`` times the units of the previous one,
             rounded, at least 1 (``n_neurons=64, funnel=0.5, n_hidden=3`` -> 64, 32, 16).

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["STUDY", "TRIAL", "clean_attr", "is_better", "best_of", "state_counts", "rank_key", "ranked",
-           "trial_rows", "DONE_STATES"]
+           "trial_rows", "DONE_STATES", "counts_toward_budget"]
 
 
 class STUDY:
@@ -45,6 +45,8 @@ class STUDY:
     REFIT_TIME = "refit_time"
     REFIT_EPOCHS = "refit_epochs"
     REMOVED_ARTIFACTS = "removed_artifacts"  # ids of models dropped by keep_models
+    STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
+    WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
 
 
 class TRIAL:
@@ -71,6 +73,10 @@ class TRIAL:
     PREPROCESS_ARTIFACT = "preprocess_artifact_id"
     CURVE_ARTIFACT = "curve_artifact_id"
     WORKER = "worker"  # host:pid that ran the trial
+    CONSTRAINTS = "constraints"  # search.constraints: measured minus limit per limit (> 0: violated)
+    LATENCY_MS = "latency_ms"  # prediction time per row on the machine that ran the trial
+    INFEASIBLE = "infeasible"  # why a trial over a limit was not trained
+    COPIED_FROM = "copied_from"  # "STUDY#NUMBER": copied by search.warm_start (not in the trial budget)
 
 
 def clean_attr(value: Any) -> Any:
@@ -113,6 +119,11 @@ def best_of(values: Iterable[float | None], direction: str) -> tuple[float | Non
 
 #: the states that count toward a study's budget (completed work)
 DONE_STATES = ("COMPLETE", "PRUNED")
+
+
+def counts_toward_budget(trial: Any) -> bool:
+    """Completed work of this study: a DONE_STATES trial not copied in by a warm start."""
+    return trial.state.name in DONE_STATES and not trial.user_attrs.get(TRIAL.COPIED_FROM)
 
 
 def state_counts(trials: Iterable[Any]) -> dict[str, int]:

@@ -7,12 +7,13 @@ never see any of this: they receive a plain ``dict`` of Python scalars (see :fun
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpsearch.conditions import Conditions, layer_name, split_spec
 from hpsearch.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,6 +119,13 @@ class IntParam:
 
         return optuna.distributions.IntDistribution(self.low, self.top, log=self.log, step=self.step)
 
+    def contains(self, value: Any) -> bool:
+        """Can this parameter take ``value`` (a whole number on the range's steps)?"""
+        value = coerce_value(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            return False
+        return self.low <= value <= self.top and (int(value) - self.low) % self.step == 0
+
 
 @dataclass(frozen=True)
 class FloatParam:
@@ -170,6 +178,11 @@ class FloatParam:
 
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        """Is ``value`` a number within the range?"""
+        value = coerce_value(value)
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and self.low <= value <= self.high
+
 
 @dataclass(frozen=True)
 class CategoricalParam:
@@ -203,6 +216,11 @@ class CategoricalParam:
 
         return optuna.distributions.CategoricalDistribution(list(self.choices))
 
+    def contains(self, value: Any) -> bool:
+        """Is ``value`` one of the choices (``True`` is not ``1``)?"""
+        value = coerce_value(value)
+        return any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in self.choices)
+
 
 Param = IntParam | FloatParam | CategoricalParam
 
@@ -226,6 +244,7 @@ class SearchSpace:
 
     params: dict[str, Param] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
+    conditions: Conditions = field(default_factory=Conditions)  # when: / per_layer: (hpsearch.conditions)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -239,9 +258,15 @@ class SearchSpace:
         ``randint``/``loguniform``/``reciprocal``/``uniform`` frozen distribution, or a ``Param``.
         """
         params: dict[str, Param] = {}
+        cond = Conditions()
         for name, spec in space.items():
-            params[str(name)] = _parse_param(str(name), spec)
-        return cls(params=params, fixed=coerce_params(fixed or {}))
+            own, when, per_layer = split_spec(str(name), spec)
+            params[str(name)] = _parse_param(str(name), own)
+            if when:
+                cond.when[str(name)] = when
+            if per_layer:
+                cond.per_layer[str(name)] = per_layer
+        return cls(params=params, fixed=coerce_params(fixed or {}), conditions=cond)
 
     def validate(self) -> None:
         for name, p in self.params.items():
@@ -250,31 +275,100 @@ class SearchSpace:
         if overlap:
             name = sorted(overlap)[0]
             raise ConfigError(f"space.{name}: is both searched and fixed; remove it from model.fixed or from space")
+        self.conditions.check(self.params, self.fixed)
 
     @property
     def names(self) -> list[str]:
         return list(self.params)
 
     # conversions ---------------------------------------------------------------------------
-    def to_sklearn_grid(self) -> dict[str, list[Any]]:
-        """For GridSearchCV: every parameter as a finite list."""
+    def _branch_spaces(self, convert: Callable[[Param, str], Any]) -> list[dict[str, Any]]:
+        """A conditional space as one dict per branch of its controlling parameters: each holds
+        only the parameters active there (per-layer ones as ``name_0 .. name_{n-1}``)."""
+        out = []
+        for branch in self.conditions.branches(self.params, self.fixed):
+            values = {**self.fixed, **branch}
+            sub: dict[str, Any] = {}
+            for name in self.conditions.order:
+                if not self.conditions.active(name, values):
+                    continue
+                p = self.params[name]
+                if name in branch:
+                    sub[name] = [branch[name]]
+                elif name in self.conditions.per_layer:
+                    count = values[self.conditions.per_layer[name]]
+                    sub.update({layer_name(name, i): convert(p, layer_name(name, i)) for i in range(count)})
+                else:
+                    sub[name] = convert(p, name)
+            out.append(sub)
+        return out
+
+    def to_sklearn_grid(self) -> dict[str, list[Any]] | list[dict[str, list[Any]]]:
+        """For GridSearchCV: every parameter as a finite list (a conditional space: one dict per branch)."""
+        if self.conditions:
+            return self._branch_spaces(lambda p, n: p.grid(n))
         return {name: p.grid(name) for name, p in self.params.items()}
 
-    def to_sklearn_distributions(self) -> dict[str, Any]:
-        """For RandomizedSearchCV / HalvingRandomSearchCV: scipy distributions or lists."""
+    def to_sklearn_distributions(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """For RandomizedSearchCV / HalvingRandomSearchCV: scipy distributions or lists (a
+        conditional space: one dict per branch, each drawn alike)."""
+        if self.conditions:
+            return self._branch_spaces(lambda p, n: p.distribution())
         return {name: p.distribution() for name, p in self.params.items()}
 
     def suggest(self, trial: optuna.trial.Trial) -> dict[str, Any]:
-        """Ask an Optuna trial for one value of every parameter (fixed ones are not suggested)."""
-        return {name: p.suggest(trial, name) for name, p in self.params.items()}
+        """Ask an Optuna trial for one value of every active parameter, define-by-run (parents
+        first; a per-layer parameter as a list, stored as ``name_0``, ``name_1``, ...)."""
+        out: dict[str, Any] = {}
+        for name in self.conditions.order:
+            p = self.params[name]
+            values = {**self.fixed, **out}
+            if not self.conditions.active(name, values):
+                continue
+            if name in self.conditions.per_layer:
+                count = int(values[self.conditions.per_layer[name]])
+                out[name] = [p.suggest(trial, layer_name(name, i)) for i in range(count)]
+            else:
+                out[name] = p.suggest(trial, name)
+        return out
+
+    def param_for(self, stored: str) -> Param | None:
+        """The parameter a stored name belongs to (``n_neurons_1`` -> the per-layer ``n_neurons``)."""
+        dists = self._stored_names()
+        return self.params[dists[stored]] if stored in dists else None
+
+    def _stored_names(self) -> dict[str, str]:
+        """Stored parameter name -> parameter (per-layer ones once per layer the space can have)."""
+        out: dict[str, str] = {}
+        for name in self.params:
+            if name in self.conditions.per_layer:
+                top = max(self.conditions.counts(name, self.params, self.fixed))
+                out.update({layer_name(name, i): name for i in range(top)})
+            else:
+                out[name] = name
+        return out
 
     def to_optuna_distributions(self) -> dict[str, Any]:
-        """Optuna distributions, for recording externally-sampled candidates as trials."""
-        return {name: p.optuna_distribution() for name, p in self.params.items()}
+        """Optuna distributions of every stored name, for recording externally-sampled candidates."""
+        return {stored: self.params[name].optuna_distribution() for stored, name in self._stored_names().items()}
+
+    def builder_params(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Stored (flat) params as the builder takes them: a per-layer parameter's values as one list."""
+        out = {k: v for k, v in stored.items() if k not in self._stored_names() or k in self.params}
+        for name in self.conditions.per_layer:
+            layers = [stored[layer_name(name, i)] for i in range(len(stored)) if layer_name(name, i) in stored]
+            if layers:
+                out[name] = layers
+        return out
 
     def to_optuna_grid(self) -> dict[str, list[Any]]:
-        """The search space for ``optuna.samplers.GridSampler``."""
-        return self.to_sklearn_grid()
+        """The search space for ``optuna.samplers.GridSampler`` (not for a conditional space)."""
+        if self.conditions:
+            raise ConfigError("search.sampler: grid cannot walk a conditional space (when: / per_layer:);"
+                              " use search.engine: grid, or another sampler")
+        grid = self.to_sklearn_grid()
+        assert isinstance(grid, dict)
+        return grid
 
     def without_auto(self) -> SearchSpace:
         """This space less its ``float: auto`` parameters (they are resolved by a range test)."""

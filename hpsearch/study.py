@@ -29,6 +29,7 @@ from hpsearch.data import check_input_rank, prepare_data
 from hpsearch.engines.base import NullObserver, Observer, RunContext, get_engine
 from hpsearch.engines.control import Control, LoopSettings, heartbeat_settings, install_signals
 from hpsearch.engines.loop import hard_stop
+from hpsearch.engines.stoprules import closing_reason
 from hpsearch.errors import StudyFailedError, UserError
 from hpsearch.evaluation import test_scores
 from hpsearch.lrfind import resolve_auto
@@ -61,6 +62,7 @@ class StudyResult:
     rows: list[dict[str, Any]]
     model_artifact: str | None = None
     artifacts: str = ""
+    stopped_by: str = ""  # the rule that ended the search: budget, timeout, patience or target
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = clean_attr(self.__dict__)
@@ -305,6 +307,6 @@ def make_result(ctx: RunContext, wall: float, already: bool) -> StudyResult:
         n_complete=counts["complete"], n_failed=counts["fail"], n_pruned=counts["pruned"], wall_time=wall,
         already_complete=already, rows=trial_rows(trials, ctx.direction),
         model_artifact=attrs.get(STUDY.BEST_MODEL_ARTIFACT),
-        artifacts=artifact_location(ctx.storage_url, ctx.artifacts),
+        artifacts=artifact_location(ctx.storage_url, ctx.artifacts), stopped_by=closing_reason(ctx, already),
     )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from hpsearch.errors import ConfigError, StudyFailedError
-from hpsearch.records import DONE_STATES, STUDY, TRIAL, clean_attr
+from hpsearch.records import STUDY, TRIAL, clean_attr, counts_toward_budget
 from hpsearch.registry import ENGINES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +94,7 @@ class RunContext:
     artifacts: str | None = None  # the artifact location given (--artifacts / study file), if any
     worker_index: int | None = None  # index under ``run --workers`` (seeds), None otherwise
     control: Any = None  # hpsearch.engines.control.Control while trials run
+    stop_rule: str | None = None  # the stop rule (timeout, patience, target) that ended this run
 
     @property
     def study_id(self) -> int:
@@ -147,7 +148,7 @@ class Engine(ABC):
         planned = self.plan(ctx)
         if planned is None:
             return bool(ctx.study.user_attrs.get(STUDY.COMPLETE))
-        done = sum(1 for t in ctx.study.get_trials(deepcopy=False) if t.state.name in DONE_STATES)
+        done = sum(1 for t in ctx.study.get_trials(deepcopy=False) if counts_toward_budget(t))
         return done >= planned
 
     @abstractmethod

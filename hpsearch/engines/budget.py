@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hpsearch.errors import StudyFailedError
-from hpsearch.records import DONE_STATES
+from hpsearch.records import counts_toward_budget
 from hpsearch.storage import is_postgresql
 
 __all__ = ["Budget", "study_lock", "take_launch", "LAUNCH_ATTR"]
@@ -68,7 +68,7 @@ class Budget:
     def counts(self) -> tuple[int, int]:
         """(done, running) as stored now."""
         trials = self.study.get_trials(deepcopy=False)
-        done = sum(1 for t in trials if t.state.name in DONE_STATES)
+        done = sum(1 for t in trials if counts_toward_budget(t))
         running = sum(1 for t in trials if t.state.name == "RUNNING")
         return done, running
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from hpsearch.engines.base import Candidate, FailureStreak, RunContext, record_c
 from hpsearch.engines.budget import Budget
 from hpsearch.engines.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
 from hpsearch.engines.requeue import HEARTBEAT_LOST, end_interrupted, fail_stale
+from hpsearch.engines.stoprules import StopRules
 from hpsearch.records import TRIAL
 from hpsearch.storage import is_connection_error
 
@@ -92,10 +92,9 @@ class _Loop:
     def run(self) -> bool:
         """Run trials until the budget is met (True), the timeout passes or a stop (False)."""
         ctx, ctl = self.ctx, self.ctl
-        timeout = ctx.cfg.search.timeout
-        start = time.monotonic()
+        rules = StopRules.of(ctx)  # search.timeout, patience, target
         while not ctl.stopping and not self.streak.tripped:
-            if ctl.parent_gone() or (timeout is not None and time.monotonic() - start >= timeout):
+            if ctl.parent_gone() or self.retry(lambda: rules.tripped(ctx), "stop-rule check"):
                 return False
             self.retry(lambda: fail_stale(ctx, self.budget.study_id), "stale-trial check")
             trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
@@ -159,7 +158,7 @@ class _Loop:
         ctx = self.ctx
         detail = frozen.user_attrs.get(TRIAL.FAILURE) or ""
         if frozen.state.name == "PRUNED":
-            detail = f"at epoch {frozen.user_attrs.get(TRIAL.PRUNED_AT)}"
+            detail = frozen.user_attrs.get(TRIAL.INFEASIBLE) or f"at epoch {frozen.user_attrs.get(TRIAL.PRUNED_AT)}"
         ctx.observer.trial_done(frozen.number, frozen.state.name, frozen.value, detail)
         if frozen.state.name == "COMPLETE" and frozen.user_attrs.get(TRIAL.MODEL_ARTIFACT):
             with contextlib.suppress(Exception):  # disk hygiene must not stop the study

@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hpsearch.engines.base import Engine, RunContext
+from hpsearch.engines.base import Engine, Refit, RunContext
 from hpsearch.engines.budget import take_launch
 from hpsearch.engines.control import Control, LoopSettings, control_callback
 from hpsearch.engines.loop import run_trials
 from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, walks_grid
 from hpsearch.engines.trial_runner import TrialRunner
+from hpsearch.engines.warmstart import check_warm_start, train_params, warm_start
 from hpsearch.errors import ConfigError
+from hpsearch.records import TRIAL
 from hpsearch.space import SearchSpace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,6 +51,7 @@ class OptunaEngine(Engine):
         # grid that is not finite are one-line ConfigErrors naming search.sampler
         make_sampler(cfg, space, cfg.search.seed)
         make_pruner(cfg)
+        check_warm_start(cfg, space)
         s = cfg.search
         if s.n_trials is None and s.timeout is None and _grid_size(cfg, space) is None:
             raise ConfigError("search: give n_trials or timeout for engine optuna")
@@ -74,5 +77,12 @@ class OptunaEngine(Engine):
         ctl = ctx.control if ctx.control is not None else Control()
         ctx.control = ctl
         seed_launch(ctx)
+        warm_start(ctx)  # search.warm_start and search.enqueue, once per study
         runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)])
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)
+
+    def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:
+        """A trial copied by ``search.warm_start`` that stayed the best has no model here: train it once."""
+        if trial.user_attrs.get(TRIAL.COPIED_FROM):
+            return train_params(ctx, params)
+        return super().refit(ctx, params, trial)

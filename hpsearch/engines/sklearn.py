@@ -24,6 +24,7 @@ stored fold scores to pick the next rung.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -46,6 +47,8 @@ from hpsearch.engines.base import (
     record_candidate,
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
+from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
+from hpsearch.engines.warmstart import refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.space import coerce_params
@@ -126,13 +129,13 @@ def make_pipeline(ctx: RunContext) -> FoldPipeline:
     return FoldPipeline([("preprocess", ctx.data.scaler()), (MODEL, keras_estimator(ctx))])
 
 
-def _callbacks(early_stopping: EarlyStoppingConfig | None) -> list[Any]:
+def _callbacks(early_stopping: EarlyStoppingConfig | None, timer: Any = None) -> list[Any]:
     """Fresh callbacks for one fit (built where the fit runs: joblib workers get no shared objects)."""
     import keras
 
     from hpsearch.callbacks import EpochLR
 
-    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), EpochLR()]
+    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), EpochLR(), *([timer] if timer is not None else [])]
     if early_stopping is not None:
         cbs.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping.patience, min_delta=early_stopping.min_delta,
@@ -150,6 +153,7 @@ class FoldSpec:
     metric: str  # the study metric, read per epoch from the Keras logs
     y_valid_var: float | None  # regression: variance of the validation targets (r2 per epoch)
     early_stopping: EarlyStoppingConfig | None
+    trial_timeout: float | None = None  # train.trial_timeout: seconds a candidate's folds may train
 
 
 @dataclass
@@ -169,22 +173,25 @@ def _reason(exc: BaseException) -> str:
 
 
 def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any, test: Any,
-             valid: tuple[Any, Any], spec: FoldSpec) -> FoldResult:
+             valid: tuple[Any, Any], spec: FoldSpec, deadline: float | None = None) -> FoldResult:
     """Fit a clone of ``estimator`` with ``params`` on a fold's training rows, score it on the held-out rows.
 
     Any ``Exception`` of the build, the fit or the scorer fails the fold (the search goes on);
-    ``KeyboardInterrupt`` and ``SystemExit`` stop the search. A loss that became NaN / inf fails it too.
+    ``KeyboardInterrupt`` and ``SystemExit`` stop the search. A loss that became NaN / inf fails it too,
+    and so does training still running at ``deadline`` (``time.time()``, from ``train.trial_timeout``).
     """
     from sklearn.base import clone
     from sklearn.metrics import get_scorer
 
+    from hpsearch.callbacks import TrialTimer
     from hpsearch.metrics import value_from_logs
 
     est = clone(estimator).set_params(**params)
+    timer = TrialTimer(spec.trial_timeout, deadline) if spec.trial_timeout is not None else None
     start = time.perf_counter()
     try:
         est.fit(X[train], y[train], **{f"{MODEL}__validation_data": valid,
-                                       f"{MODEL}__callbacks": _callbacks(spec.early_stopping)})
+                                       f"{MODEL}__callbacks": _callbacks(spec.early_stopping, timer)})
     except Exception as exc:  # noqa: BLE001 - any error of a candidate fails it; the search goes on
         return FoldResult(math.nan, fit_time=time.perf_counter() - start, failure=_reason(exc))
     fit_time = time.perf_counter() - start
@@ -196,6 +203,8 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
     if losses and not math.isfinite(losses[-1]):
         return FoldResult(math.nan, epochs, curve, fit_time,
                           failure=f"training diverged: loss became {losses[-1]} at epoch {epochs}")
+    if timer is not None and timer.elapsed is not None:
+        return FoldResult(math.nan, epochs, curve, fit_time, failure=trial_timeout_reason(timer.limit, timer.elapsed))
     start = time.perf_counter()
     try:
         score = float(get_scorer(spec.scoring)(est, X[test], y[test]))
@@ -238,7 +247,8 @@ class CandidateSearch:
         self.splits = list(cv.split(self.X, self.y))
         scoring, self.sign = sklearn_scoring(ctx.metric, data.task)
         y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
-        self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, cfg.train.early_stopping)
+        self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, cfg.train.early_stopping, cfg.train.trial_timeout)
+        self.rules = StopRules.of(ctx)  # search.timeout, patience, target
         self.distributions = ctx.space.to_optuna_distributions()
         trials = ctx.study.get_trials(deepcopy=False)
         self.stored = {t.user_attrs[TRIAL.CANDIDATE_KEY]: t for t in trials
@@ -255,15 +265,20 @@ class CandidateSearch:
         key = candidate_key(fit_params, None if rung is None else rung.epochs)
         if key in self.stored:
             return self._stored_score(self.stored[key])
-        folds = self._run_folds({f"{MODEL}__{k}": v for k, v in fit_params.items()})
+        if self.rules.tripped(self.ctx):
+            raise StopSearch(self.rules.reason)
+        builder_params = self.ctx.space.builder_params(fit_params)  # per-layer values as one list
+        folds = self._run_folds({f"{MODEL}__{k}": v for k, v in builder_params.items()})
         self._record(self._candidate(params, key, index, folds, rung))
         return float(np.mean([r.score for r in folds]))
 
     def _run_folds(self, params: dict[str, Any]) -> list[FoldResult]:
         from sklearn.utils.parallel import Parallel, delayed
 
-        jobs = (delayed(fit_fold)(self.estimator, params, self.X, self.y, train, test, self.valid, self.spec)
-                for train, test in self.splits)
+        limit = self.spec.trial_timeout
+        deadline = None if limit is None else time.time() + limit
+        jobs = (delayed(fit_fold)(self.estimator, params, self.X, self.y, train, test, self.valid, self.spec,
+                                  deadline) for train, test in self.splits)
         results: list[FoldResult] = Parallel(n_jobs=self.ctx.cfg.search.n_jobs)(jobs)
         return results
 
@@ -314,6 +329,9 @@ class CandidateSearch:
 
     def finish(self) -> None:
         """Refuse a run where nothing worked (rather than a study without a best trial)."""
+        if self.n_ok == 0 and not self.stored and self.rules.reason:
+            raise StudyFailedError(f"study {self.ctx.study.study_name!r} stopped before any candidate finished"
+                                   f" ({self.rules.reason}); relax that rule")
         if self.n_ok == 0 and not self.stored:
             raise StudyFailedError(
                 f"study {self.ctx.study.study_name!r}: every candidate failed; see failure_reason of its trials"
@@ -332,6 +350,12 @@ class SklearnEngine(Engine):
 
     def n_trials(self, cfg: StudyConfig) -> int | None:
         return _n_candidates(cfg)
+
+    def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        refuse_warm_start(cfg, self.name)
+        if cfg.search.constraints is not None:
+            raise ConfigError(f"search.constraints: engine {self.name} does not check limits before training;"
+                              " use search.engine: optuna, or remove it")
 
     def is_complete(self, ctx: RunContext) -> bool:
         """Every planned candidate index has a finished (complete or failed) trial."""
@@ -352,7 +376,8 @@ class SklearnEngine(Engine):
 
     def run(self, ctx: RunContext) -> None:
         search = CandidateSearch(ctx, self)
-        self.search(ctx, search)
+        with contextlib.suppress(StopSearch):  # a stop rule tripped: what finished is stored
+            self.search(ctx, search)
         search.finish()
 
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:
@@ -360,7 +385,7 @@ class SklearnEngine(Engine):
         rows (early stopping on the validation split, scaled alike). A halving candidate trains for
         its rung's epochs."""
         data = ctx.data
-        params = dict(params)
+        params = ctx.space.builder_params(params)
         if trial.user_attrs.get(TRIAL.N_RESOURCES):
             params[RESOURCE] = int(trial.user_attrs[TRIAL.N_RESOURCES])
         est = keras_estimator(ctx).set_params(**params)
@@ -383,7 +408,8 @@ def _sampled(cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
 
     dists = space.to_sklearn_distributions()
     n = _n_candidates(cfg)
-    if all(not hasattr(d, "rvs") for d in dists.values()):
+    grids = dists if isinstance(dists, list) else [dists]  # a conditional space: one dict per branch
+    if all(not hasattr(d, "rvs") for g in grids for d in g.values()):
         n = min(n, len(ParameterGrid(dists)))
     return list(ParameterSampler(dists, n, random_state=cfg.search.seed))
 
@@ -394,6 +420,7 @@ class GridEngine(SklearnEngine):
     name: ClassVar[str] = "grid"
 
     def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        super().check(cfg, space)
         space.to_sklearn_grid()  # ConfigError naming the parameter that is not a finite set
 
     def n_trials(self, cfg: StudyConfig) -> int | None:
@@ -431,6 +458,7 @@ class HalvingEngine(SklearnEngine):
     name: ClassVar[str] = "halving"
 
     def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
+        super().check(cfg, space)
         if RESOURCE in space.params:
             raise ConfigError(f"space.{RESOURCE}: halving gives candidates more epochs rung by rung, so epochs"
                               " cannot be searched; remove it from space (train.epochs is the most a candidate gets)")

@@ -30,8 +30,9 @@ from hpsearch.engines.control import (
     env_number,
     heartbeat_settings,
 )
+from hpsearch.engines.stoprules import has_stop_rules
 from hpsearch.errors import StudyFailedError
-from hpsearch.records import DONE_STATES, TRIAL
+from hpsearch.records import DONE_STATES, TRIAL, counts_toward_budget
 from hpsearch.storage import STORAGE_ENV, child_env_and_url, scrub, secrets_of
 from hpsearch.study import StudyResult, finalize, load_config, make_result
 from hpsearch.workers.plan import INDEX_ENV, MANAGED_ENV, parse_gpus, plan_workers, worker_command, worker_env
@@ -216,13 +217,13 @@ class _Launch:
     def _check_exits(self) -> None:
         ctx = self.ctx
         bad = [c for c in self.children if c.proc.returncode not in (0, None)]
-        done = sum(1 for t in ctx.study.get_trials(deepcopy=False) if t.state.name in DONE_STATES)
+        done = sum(1 for t in ctx.study.get_trials(deepcopy=False) if counts_toward_budget(t))
         target = ctx.engine.n_trials(ctx.cfg)
         if bad and (target is None or done < target):
             last = next((ln for c in bad for ln in reversed(c.tail) if ln.strip()), "no output")
             codes = ", ".join(f"worker {c.index}: exit {c.proc.returncode}" for c in bad)
             raise StudyFailedError(f"{len(bad)} of {len(self.children)} workers failed ({codes}); last message: {last}")
-        if not bad and target is not None and done < target and ctx.cfg.search.timeout is None:
+        if not bad and target is not None and done < target and not has_stop_rules(ctx.cfg):
             raise StudyFailedError(f"the workers exited with {done} of {target} trials done; see their output above")
         for c in bad:
             ctx.observer.message(f"hpsearch: worker {c.index} exited with {c.proc.returncode}; "

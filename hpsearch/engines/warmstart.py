@@ -1,0 +1,168 @@
+"""Warm starts of the Optuna engine: ``search.enqueue`` and ``search.warm_start``.
+
+* ``search.enqueue: [{n_neurons: 64, ...}, ...]``: known-good parameter sets are queued (Optuna's
+  ``enqueue_trial(skip_if_exists=True)``) and run before anything is sampled;
+* ``search.warm_start: {study: NAME}``: the completed trials of an earlier study in the same storage
+  are copied in (``optuna.trial.create_trial`` + ``add_trials``) before sampling, so the sampler
+  starts from what that study learnt. A trial is copied when the earlier study has the same metric,
+  direction and data, and each of its parameters is in this space with a value the space can take.
+  Copied trials carry ``TRIAL.COPIED_FROM``, no model (their models belong to the other study) and
+  do not count toward ``search.n_trials``; a copied trial that stays the best is trained once at the
+  end (:func:`train_params`).
+
+Both happen once per study, even with many workers: under the study lock, and only while the
+study attribute ``STUDY.WARM_START`` (the summary: copied, skipped and why, enqueued) is unset.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.engines.base import Refit, RunContext
+from hpsearch.engines.budget import study_lock
+from hpsearch.errors import ConfigError, UserError
+from hpsearch.records import STUDY, TRIAL, clean_attr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hpsearch.config import StudyConfig
+    from hpsearch.space import SearchSpace
+
+__all__ = ["check_warm_start", "refuse_warm_start", "warm_start", "copy_trials", "train_params"]
+
+#: trial attributes not copied: the models and curves belong to the other study's artifact store
+_NOT_COPIED = (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT)
+
+
+def refuse_warm_start(cfg: StudyConfig, engine: str) -> None:
+    """Engines with a fixed candidate list take neither enqueue nor warm_start (one line)."""
+    s = cfg.search
+    for key, value in (("enqueue", s.enqueue), ("warm_start", s.warm_start)):
+        if value:
+            raise ConfigError(f"search.{key}: engine {engine} evaluates its own candidate list; use"
+                              " search.engine: optuna, or remove it")
+
+
+def check_warm_start(cfg: StudyConfig, space: SearchSpace) -> None:
+    """Every enqueued value is one the space can take; a study does not warm-start from itself."""
+    for i, params in enumerate(cfg.search.enqueue):
+        for name, value in params.items():
+            param = space.param_for(str(name))
+            if param is None:
+                raise ConfigError(f"search.enqueue[{i}].{name}: not a parameter of space; use one of"
+                                  f" {', '.join(space.to_optuna_distributions())}")
+            if not param.contains(value):
+                raise ConfigError(f"search.enqueue[{i}].{name}: {value!r} is not a value space.{name} can take;"
+                                  " change it or widen the space")
+    ws = cfg.search.warm_start
+    if ws is not None and ws.study == cfg.name:
+        raise ConfigError("search.warm_start.study: is this study itself; name an earlier study")
+
+
+def _study_problem(ctx: RunContext, source: Any) -> str | None:
+    """Why no trial of ``source`` fits this study (metric, direction, data), or None."""
+    attrs = source.user_attrs
+    if len(source.directions) != 1 or source.direction.name.lower() != ctx.direction:
+        return f"its direction is not {ctx.direction}"
+    if attrs.get(STUDY.METRIC) not in (None, ctx.metric):
+        return f"its metric {attrs.get(STUDY.METRIC)} is not {ctx.metric}"
+    summary = attrs.get(STUDY.DATA_SUMMARY)
+    if summary is not None and summary != clean_attr(ctx.data.summary):
+        return "its data differs (rows, features or classes)"
+    return None
+
+
+def _trial_problem(ctx: RunContext, t: Any) -> str | None:
+    """Why one trial cannot be copied, or None."""
+    if t.state.name != "COMPLETE" or t.value is None:
+        return f"{t.state.name.lower()}, not complete"
+    for name, value in t.params.items():
+        param = ctx.space.param_for(name)
+        if param is None:
+            return f"{name} is not searched here"
+        if not param.contains(value):
+            return f"{name} outside this space"
+    return None
+
+
+def copy_trials(ctx: RunContext, source_name: str) -> tuple[int, Counter[str]]:
+    """Copy the compatible completed trials of ``source_name``: (copied, skipped per reason)."""
+    import optuna
+
+    try:
+        source = optuna.load_study(study_name=source_name, storage=ctx.storage)
+    except KeyError:
+        raise UserError(f"search.warm_start.study: no study {source_name!r} in this storage; name an existing"
+                        " study (`hpsearch status` lists them)") from None
+    trials = source.get_trials(deepcopy=False)
+    skipped: Counter[str] = Counter()
+    problem = _study_problem(ctx, source)
+    if problem is not None:
+        skipped[problem] = len(trials)
+        return 0, skipped
+    dists = ctx.space.to_optuna_distributions()
+    copies = []
+    for t in trials:
+        why = _trial_problem(ctx, t)
+        if why is not None:
+            skipped[why] += 1
+            continue
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in _NOT_COPIED}
+        attrs[TRIAL.COPIED_FROM] = f"{source_name}#{t.number}"
+        copies.append(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, value=t.value, params=dict(t.params),
+            distributions={k: dists[k] for k in t.params}, user_attrs=attrs,
+            intermediate_values=dict(t.intermediate_values)))
+    ctx.study.add_trials(copies)
+    return len(copies), skipped
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    parts = []
+    if summary.get("source"):
+        line = f"copied {summary['copied']} trials of study {summary['source']}"
+        if summary["skipped"]:
+            line += "; skipped " + ", ".join(f"{n} ({why})" for why, n in summary["skipped"].items())
+        parts.append(line)
+    if summary.get("enqueued"):
+        parts.append(f"queued {summary['enqueued']} parameter sets to run first")
+    return "hpsearch: warm start: " + "; ".join(parts)
+
+
+def warm_start(ctx: RunContext) -> dict[str, Any] | None:
+    """Copy and enqueue once per study (see the module docstring); the summary when this process did it."""
+    s = ctx.cfg.search
+    if not s.enqueue and s.warm_start is None:
+        return None
+    with study_lock(ctx.storage, ctx.storage_url, ctx.study_id, ctx.study.study_name):
+        if ctx.study.user_attrs.get(STUDY.WARM_START) is not None:
+            return None  # done by an earlier run or another worker
+        summary: dict[str, Any] = {"source": None, "copied": 0, "skipped": {}, "enqueued": 0}
+        if s.warm_start is not None:
+            copied, skipped = copy_trials(ctx, s.warm_start.study)
+            summary.update(source=s.warm_start.study, copied=copied, skipped=dict(skipped))
+        before = len(ctx.study.get_trials(deepcopy=False))
+        for params in s.enqueue:
+            ctx.study.enqueue_trial(dict(params), skip_if_exists=True)
+        summary["enqueued"] = len(ctx.study.get_trials(deepcopy=False)) - before
+        ctx.study.set_user_attr(STUDY.WARM_START, clean_attr(summary))
+    ctx.observer.message(_summary_line(summary))
+    return summary
+
+
+def train_params(ctx: RunContext, params: dict[str, Any]) -> Refit:
+    """Train one parameter set on the training split (early stopping on the validation split): the
+    model of a copied trial that ended as this study's best."""
+    import keras
+
+    from hpsearch.builders import call_builder
+
+    cfg, data = ctx.cfg, ctx.data
+    full = {**ctx.space.full_params(params), **ctx.builder_extra}
+    model = call_builder(ctx.builder, full, data.meta())
+    es = cfg.train.early_stopping
+    callbacks = [] if es is None else [keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=es.patience, min_delta=es.min_delta, restore_best_weights=es.restore_best_weights)]
+    hist = model.fit(data.X_train, data.y_train, validation_data=(data.X_valid, data.y_valid), epochs=cfg.train.epochs,
+                     batch_size=min(cfg.train.batch_size, len(data.y_train)), callbacks=callbacks, verbose=0)
+    return Refit(model, data.preprocessor, len(hist.history.get("loss", [])))
