@@ -95,6 +95,15 @@ class TrainConfig(_Strict):
     steps_per_execution: int = Field(1, ge=1)
     class_weight: Literal["balanced"] | None = None
     verbose: int = Field(0, ge=0, le=2)
+    pack: Literal["auto"] | int = Field(
+        "auto", description="trials trained together in one compiled model: auto, K (>= 1) or 1 (off)")
+
+    @field_validator("pack")
+    @classmethod
+    def _pack_positive(cls, v: Literal["auto"] | int) -> Literal["auto"] | int:
+        if v != "auto" and v < 1:
+            raise ValueError("must be auto or an integer >= 1")
+        return v
 
 
 class SearchConfig(_Strict):

@@ -71,6 +71,8 @@ class TRIAL:
     PREPROCESS_ARTIFACT = "preprocess_artifact_id"
     CURVE_ARTIFACT = "curve_artifact_id"
     WORKER = "worker"  # host:pid that ran the trial
+    PACK_SIZE = "pack_size"  # trials trained together in one compiled model (hpsearch.packing)
+    PACK_SLOT = "pack_slot"  # this trial's place in its pack
 
 
 def clean_attr(value: Any) -> Any:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hpsearch.engines.base import Engine, RunContext
 from hpsearch.engines.control import Control, LoopSettings, control_callback
 from hpsearch.engines.loop import run_trials
+from hpsearch.engines.packed import PackedRunner, pack_plan
+from hpsearch.engines.packed_loop import run_packed_trials
 from hpsearch.engines.samplers import make_pruner, make_sampler, walks_grid, worker_seed
 from hpsearch.engines.trial_runner import TrialRunner
 from hpsearch.errors import ConfigError
@@ -64,5 +66,12 @@ class OptunaEngine(Engine):
     def run(self, ctx: RunContext) -> None:
         ctl = ctx.control if ctx.control is not None else Control()
         ctx.control = ctl
+        k, note = pack_plan(ctx)
+        if note:
+            ctx.observer.message(note)
+        if k > 1:
+            run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)]),
+                              LoopSettings.from_env(), ctl)
+            return
         runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)])
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)
