@@ -26,6 +26,7 @@ trains one model per trial, with a one-line note.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -275,7 +276,9 @@ class PackedModel:
         self.n_out, out_act = output_spec(meta)
         keras.backend.clear_session()
         inputs = keras.Input(shape=(self.n_features,))
-        outputs, order, ranges = [], [], {}
+        outputs: list[Any] = []
+        order: list[int] = []
+        ranges: dict[str, tuple[int, int]] = {}
         self.layers: list[list[Any]] = []  # per group: its stacked layers, input to output
         self.slot: dict[int, tuple[int, int]] = {}  # member -> (group, index in group)
         for gi, ((depth, act), members) in enumerate(_group_layout(specs)):
@@ -305,7 +308,7 @@ class PackedModel:
 
     def _dims(self, member: int) -> list[tuple[int, int]]:
         sizes = [self.n_features, *self.specs[member].widths, self.n_out]
-        return list(zip(sizes[:-1], sizes[1:]))
+        return list(itertools.pairwise(sizes))
 
     def n_params(self, member: int) -> int:
         """Parameters of the member's standalone model."""
@@ -332,7 +335,7 @@ class PackedModel:
             for var, w in ((layer.kernel, weights[2 * d]), (layer.bias, weights[2 * d + 1])):
                 full = np.asarray(var.numpy())
                 full[j] = 0.0
-                full[(j, *(slice(0, n) for n in w.shape))] = w
+                full[j][tuple(slice(0, n) for n in w.shape)] = w
                 var.assign(full)
 
     def init_weights(self, seed: int) -> None:

@@ -10,6 +10,7 @@ otherwise runs one trial at a time, saying why in one line.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,7 +51,7 @@ def _largest_member(ctx: RunContext, base: dict[str, Any]) -> int:
     meta = ctx.data.meta()
     n_in, n_out = int(meta["n_features_in_"]), int(meta.get("n_classes_") or meta.get("n_outputs_") or 1)
     sizes = [n_in, *([int(width)] * int(hidden)), n_out]
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
 def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
@@ -155,10 +156,7 @@ class PackedRunner:
             for i, cand in zip(packed, self._train([trials[i] for i in packed], [params[i] for i in packed],
                                                    [specs[i] for i in packed], sample_time)):
                 out[i] = cand
-        for i, cand in enumerate(out):
-            if cand is None:
-                out[i] = self.single(trials[i])
-        return [c for c in out if c is not None]
+        return [c if c is not None else self.single(t) for c, t in zip(out, trials)]
 
     def _settings(self) -> PackSettings:
         cfg, r = self.ctx.cfg, self.single
