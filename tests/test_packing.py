@@ -6,7 +6,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 import hpsearch
@@ -42,13 +41,13 @@ def _settings(**over) -> PackSettings:
 def test_pack_trains_each_member_as_alone_and_a_diverging_member_fails_alone():
     Xt, yt, Xv, yv = _data()
     alone = []
-    for i, p in enumerate(MEMBERS + [DIVERGING]):
+    for i, p in enumerate([*MEMBERS, DIVERGING]):
         keras.utils.set_random_seed(i)
         model = build_mlp(**p, meta=META)
         init = model.get_weights()
         hist = model.fit(Xt, yt, batch_size=16, epochs=4, shuffle=False, validation_data=(Xv, yv), verbose=0)
         alone.append((init, hist.history["val_accuracy"], model.get_weights()))
-    pm = PackedModel([member_spec(build_mlp, p) for p in MEMBERS + [DIVERGING]], META)
+    pm = PackedModel([member_spec(build_mlp, p) for p in [*MEMBERS, DIVERGING]], META)
     for i, (init, _, _) in enumerate(alone):
         pm.set_member_weights(i, init)  # the same initial weights (and, shuffle off, batch order)
     res = train_pack(pm, Xt, yt, Xv, yv, _settings())

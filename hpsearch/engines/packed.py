@@ -46,11 +46,14 @@ def _extremes(p: Any) -> list[Any]:
 def _largest_member(ctx: RunContext, base: dict[str, Any]) -> int:
     """Parameters of the largest model the space allows (what auto sizes the pack by)."""
     space = ctx.space.params
-    hidden = max(_extremes(space["n_hidden"])) if "n_hidden" in space else base.get("n_hidden", 1)
-    width = max(_extremes(space["n_neurons"])) if "n_neurons" in space else base.get("n_neurons", 30)
     meta = ctx.data.meta()
-    n_in, n_out = int(meta["n_features_in_"]), int(meta.get("n_classes_") or meta.get("n_outputs_") or 1)
-    sizes = [n_in, *([int(width)] * int(hidden)), n_out]
+    try:  # a user builder's knobs may be anything: it is refused later, the size does not matter
+        hidden = max(_extremes(space["n_hidden"])) if "n_hidden" in space else base.get("n_hidden", 1)
+        width = max(_extremes(space["n_neurons"])) if "n_neurons" in space else base.get("n_neurons", 30)
+        sizes = [int(np.prod(meta.get("n_features_in_") or 1)), *([int(width)] * int(hidden)),
+                 int(meta.get("n_classes_") or meta.get("n_outputs_") or 1)]
+    except (TypeError, ValueError):
+        return 0
     return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
@@ -61,11 +64,15 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
 
     cfg = ctx.cfg
     want = cfg.train.pack
+    base = {**ctx.space.fixed, **ctx.builder_extra}
+    if want == "auto":
+        budget = cfg.search.n_trials
+        auto = auto_pack_size(_largest_member(ctx, base), cfg.train.batch_size)
+        want = max(1, min(auto, _AUTO_MAX, budget // 4 if budget else _AUTO_MAX))
     if want == 1:
-        return 1, None
+        return 1, None  # auto chose 1 for a budget or model size that packing does not pay for: no note
     why = pack_refusal(ctx.builder, _task(ctx), ctx.metric, cfg.search.cv, cfg.train.class_weight,
                        keras.backend.backend())
-    base = {**ctx.space.fixed, **ctx.builder_extra}
     spec = member_spec(ctx.builder, base) if why is None else None
     if isinstance(spec, str):
         why = f"model.fixed {spec}"
@@ -75,12 +82,8 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
             why = f"space.{name} = {bad[0]!r}"
             break
     if why is not None:
-        return 1, f"hpsearch: train.pack {want} -> 1: {why} is not packed yet (one trial per model)"
-    if want != "auto":
-        return int(want), None
-    k = auto_pack_size(_largest_member(ctx, base), cfg.train.batch_size)
-    budget = cfg.search.n_trials
-    return max(1, min(k, _AUTO_MAX, budget // 4 if budget else _AUTO_MAX)), None
+        return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one trial per model)"
+    return int(want), None
 
 
 def _task(ctx: RunContext) -> str:
