@@ -97,7 +97,7 @@ def _table(title: str, rows: list[dict], cols: list[str]) -> None:
     print(f"\n{title}")
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
-        print(" | ".join(f"{str(r.get(c, '')):>14}" for c in cols))
+        print(" | ".join(f"{r.get(c, '')!s:>14}" for c in cols))
 
 
 def main() -> None:
