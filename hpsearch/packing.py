@@ -358,7 +358,8 @@ class PackedModel:
 
     def predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         """(rows, members, outputs) in member order."""
-        raw = np.asarray(self.model.predict(X, batch_size=batch_size, verbose=0))
+        raw = np.asarray(self.model.predict_on_batch(X) if len(X) <= batch_size  # no per-call data pipeline
+                         else self.model.predict(X, batch_size=batch_size, verbose=0))
         return raw[:, [self.position[m] for m in range(len(self.specs))], :]
 
     def freeze(self, member: int) -> None:

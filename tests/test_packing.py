@@ -59,6 +59,28 @@ def test_pack_trains_each_member_as_alone_and_a_diverging_member_fails_alone():
     assert res[-1].state == "FAIL" and "diverged" in res[-1].failure and res[-1].weights is None
 
 
+def test_regression_members_match_alone():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(80, 5)).astype("float32")
+    y = (2 * X[:, 0] + X[:, 1]).astype("float32")
+    meta = {"n_features_in_": 5, "target_type_": "continuous", "n_outputs_": 1, "task": "regression"}
+    members = [{"n_hidden": 1, "n_neurons": 6, "optimizer": "adam", "learning_rate": 0.01},
+               {"n_hidden": 0, "optimizer": "momentum", "learning_rate": 0.01}]
+    alone = []
+    for p in members:
+        model = build_mlp(**p, meta=meta)
+        init = model.get_weights()
+        hist = model.fit(X[:64], y[:64], batch_size=16, epochs=3, shuffle=False, validation_data=(X[64:], y[64:]),
+                         verbose=0)
+        alone.append((init, hist.history["val_mse"]))
+    pm = PackedModel([member_spec(build_mlp, p) for p in members], meta)
+    for i, (init, _) in enumerate(alone):
+        pm.set_member_weights(i, init)
+    res = train_pack(pm, X[:64], y[:64], X[64:], y[64:], _settings(epochs=3, metric="mse", direction="minimize"))
+    for r, (_, values) in zip(res, alone):
+        np.testing.assert_allclose(r.values, values, rtol=1e-4)
+
+
 def test_refused_features_are_named():
     assert member_spec(build_mlp, {"batch_norm": True}) == "batch_norm=True"
     assert member_spec(build_mlp, {"dropout": 0.2}) == "dropout=0.2"
