@@ -27,6 +27,11 @@ class PrivateHook(NamedTuple):
 
 PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     PrivateHook(
+        "keras", "keras.optimizers.Optimizer._get_variable_index",
+        "hpsearch.packing.PackedOptimizer.update_step finds a variable's optimizer slots with it, as "
+        "Keras' own optimizers and its documented subclassing example do; there is no public lookup",
+    ),
+    PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._build_keras_model",
         "overridden by hpsearch.estimators: every build goes through builders.call_builder "
         "(clear_session, numpy scalars coerced, meta only if asked, an uncompiled model compiled "

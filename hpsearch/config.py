@@ -131,6 +131,22 @@ class TrainConfig(_Strict):
     verbose: int = Field(0, ge=0, le=2)
     trial_timeout: float | None = Field(None, gt=0, description="seconds one trial may train; over it the trial"
                                         " is stopped and recorded as failed")
+    pack: Literal["auto"] | int = Field(
+        "auto", description="trials trained together in one compiled model: auto, K (>= 1) or 1 (off)")
+
+    @field_validator("pack")
+    @classmethod
+    def _pack_positive(cls, v: Literal["auto"] | int) -> Literal["auto"] | int:
+        if v != "auto" and v < 1:
+            raise ValueError("must be auto or an integer >= 1")
+        return v
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be an integer >= 1 or auto, got {v!r}; give a size or `auto` (the largest that fits)")
 
 
 class ConstraintsConfig(_Strict):
@@ -140,13 +156,6 @@ class ConstraintsConfig(_Strict):
 
 class WarmStartConfig(_Strict):
     study: str = Field(description="an earlier study in the same storage whose finished trials are copied")
-
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _batch_size(cls, v: Any) -> Any:
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-            return v
-        raise ValueError(f"must be an integer >= 1 or auto, got {v!r}; give a size or `auto` (the largest that fits)")
 
 
 class SearchConfig(_Strict):

@@ -175,7 +175,17 @@ def _check_get_stale_trial_ids(fitted: dict[str, Any]) -> None:
     assert storage._get_stale_trial_ids(study._study_id) == [tid], "a silent trial is not listed as stale"
 
 
+def _check_get_variable_index(fitted: dict[str, Any]) -> None:
+    import keras
+
+    opt = keras.optimizers.SGD()
+    variables = [keras.Variable(np.zeros(2)), keras.Variable(np.zeros(3))]
+    opt.build(variables)
+    assert [opt._get_variable_index(v) for v in variables] == [0, 1], "no longer the index in build()'s list"
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
     "scikeras.wrappers.BaseWrapper._fit_keras_model": _check_fit_keras_model,
     "scikeras.wrappers.BaseWrapper._fit_callbacks": _check_fit_callbacks,

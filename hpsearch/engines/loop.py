@@ -97,14 +97,20 @@ class _Loop:
             if ctl.parent_gone() or self.retry(lambda: rules.tripped(ctx), "stop-rule check"):
                 return False
             self.retry(lambda: fail_stale(ctx, self.budget.study_id), "stale-trial check")
-            trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
-            if trial is None:
+            ran, finished = self.step()
+            if not ran:
                 if finished:
                     return True
                 ctl.sleep(self.settings.poll)
-                continue
-            self.run_one(trial)
         return False
+
+    def step(self) -> tuple[bool, bool]:
+        """Reserve and run one trial: (whether one ran, whether the budget is met)."""
+        trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
+        if trial is None:
+            return False, finished
+        self.run_one(trial)
+        return True, finished
 
     def run_one(self, trial: Any) -> None:
         ctx, ctl = self.ctx, self.ctl
@@ -166,15 +172,16 @@ class _Loop:
 
 
 def run_trials(ctx: RunContext, runner: Callable[[Any], Candidate], settings: LoopSettings,
-               ctl: Control) -> LoopOutcome:
+               ctl: Control, loop_type: type[_Loop] = _Loop) -> LoopOutcome:
     """Run trials of ``ctx.study`` with ``runner`` until the budget, the timeout or a stop.
 
     ``runner(trial)`` trains one asked trial and returns its finished :class:`Candidate`. Raises
     :class:`~hpsearch.errors.StudyFailedError` after ``search.max_failures_in_row`` failures in a row.
+    ``loop_type`` runs more than one trial a step (:mod:`hpsearch.engines.packed_loop`).
     """
     import optuna
 
-    loop = _Loop(ctx, runner, settings, ctl)
+    loop = loop_type(ctx, runner, settings, ctl)
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:

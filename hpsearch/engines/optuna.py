@@ -12,6 +12,8 @@ from hpsearch.engines.budget import take_launch
 from hpsearch.engines.control import Control, LoopSettings, control_callback
 from hpsearch.engines.loop import run_trials
 from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, walks_grid
+from hpsearch.engines.packed import PackedRunner, pack_plan
+from hpsearch.engines.packed_loop import run_packed_trials
 from hpsearch.engines.trial_runner import TrialRunner
 from hpsearch.engines.warmstart import check_warm_start, train_params, warm_start
 from hpsearch.errors import ConfigError
@@ -78,6 +80,13 @@ class OptunaEngine(Engine):
         ctx.control = ctl
         seed_launch(ctx)
         warm_start(ctx)  # search.warm_start and search.enqueue, once per study
+        k, note = pack_plan(ctx)
+        if note:
+            ctx.observer.message(note)
+        if k > 1:
+            run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)]),
+                              LoopSettings.from_env(), ctl)
+            return
         runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)])
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)
 

@@ -31,8 +31,9 @@ def _startup_trials(cfg: StudyConfig) -> int:
 def tpe(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
     import optuna
 
+    # a pack asks K trials before telling any: constant_liar keeps them from drawing one point K times
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=False,
-                                      n_startup_trials=_startup_trials(cfg))
+                                      n_startup_trials=_startup_trials(cfg), constant_liar=cfg.train.pack != 1)
 
 
 def cmaes(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:

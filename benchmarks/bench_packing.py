@@ -1,0 +1,131 @@
+"""Packed trials on digits, side by side in one run: ``train.pack`` 1 vs auto vs fixed K.
+
+The anchors' search space (SGD, n_hidden 0-3, n_neurons 1-99, learning_rate reciprocal(3e-4, 3e-2),
+100 epochs, EarlyStopping(10), batch 32), the Optuna engine (TPE, no pruner), one process. Each
+configuration runs in its own child process (its own peak memory, a clean TensorFlow):
+
+1. throughput: ``--trials`` trials per configuration (or until ``--cap`` seconds): trials per
+   minute, fit time, peak RSS;
+2. time to quality: ``--quality-seconds`` of search (the issue: 37 s, a tenth of the classic
+   recipe's time) per seed, pack auto vs pack 1: best validation and test accuracy.
+
+Usage (the real run, on a quiet machine):
+    python benchmarks/bench_packing.py --trials 64 --packs 1,auto,8,16,32 --seeds 0,1,2
+A quick check that it works:
+    python benchmarks/bench_packing.py --trials 8 --epochs 5 --packs 1,4 --seeds 0 --quality-seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _study(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+    return {
+        "name": f"bench-pack-{pack}-{seed}",
+        "data": {"source": "sklearn:digits", "split": {"valid": 0.2, "test": 0.2, "seed": 42}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "sgd"}},
+        "space": {"n_hidden": {"int": [0, 3]}, "n_neurons": {"int": [1, 99]},
+                  "learning_rate": {"float": [3e-4, 3e-2], "log": True}},
+        "train": {"epochs": epochs, "batch_size": 32, "early_stopping": {"patience": 10},
+                  "pack": pack if pack == "auto" else int(pack)},
+        "search": {"engine": "optuna", "sampler": "tpe", "pruner": "none", "n_trials": n_trials,
+                   "timeout": timeout, "metric": "accuracy", "seed": seed},
+    }
+
+
+def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+    """One configuration in this process: its figures as a dict."""
+    import optuna
+    import tensorflow as tf  # noqa: F401  (import cost paid before timing)
+
+    from hpsearch.engines.base import NullObserver
+    from hpsearch.study import run_study
+    from hpsearch.validate import parse_study_config
+
+    class Notes(NullObserver):
+        def __init__(self) -> None:
+            self.notes: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.notes.append(text)
+
+    tmp = tempfile.mkdtemp(prefix="bench-pack-")
+    url = f"sqlite:///{tmp}/b.db"
+    cfg = parse_study_config(_study(pack, epochs, seed, n_trials, timeout))
+    obs = Notes()
+    t0 = time.perf_counter()
+    res = run_study(cfg, storage=url, artifacts=f"{tmp}/art", observer=obs)
+    wall = time.perf_counter() - t0
+    trials = [t for t in optuna.load_study(study_name=cfg.name, storage=url).get_trials() if t.state.is_finished()]
+    sizes = sorted({t.user_attrs.get("pack_size", 1) for t in trials})
+    return {"pack": pack, "seed": seed, "wall_s": round(wall, 1), "trials": len(trials),
+            "trials_per_min": round(60 * len(trials) / wall, 1), "pack_sizes": sizes,
+            "epochs_mean": round(sum(t.user_attrs.get("epochs_trained", 0) for t in trials) / max(1, len(trials)), 1),
+            "best_val": round(res.best_value, 4) if res.best_value is not None else None,
+            "test": round(res.test_score, 4) if res.test_score is not None else None,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "notes": obs.notes}
+
+
+def _child(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+    cmd = [sys.executable, __file__, "--one", pack, "--epochs", str(epochs), "--seeds", str(seed)]
+    cmd += ["--trials", str(n_trials or 0), "--cap", str(timeout or 0)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode or not lines:
+        return {"pack": pack, "seed": seed, "error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
+    row = json.loads(lines[-1])
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _table(title: str, rows: list[dict], cols: list[str]) -> None:
+    print(f"\n{title}")
+    print(" | ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print(" | ".join(f"{r.get(c, '')!s:>14}" for c in cols))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--packs", default="1,auto,8,16,32", help="train.pack values to compare")
+    ap.add_argument("--trials", type=int, default=64, help="trials per throughput run")
+    ap.add_argument("--cap", type=float, default=0, help="throughput: also stop after this many seconds")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--seeds", default="0,1,2", help="time-to-quality seeds")
+    ap.add_argument("--quality-seconds", type=float, default=37.0)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    if a.one:
+        print(json.dumps(one(a.one, a.epochs, seeds[0], a.trials or None, a.cap or None)), flush=True)
+        return
+    thr = [_child(p, a.epochs, seeds[0], a.trials, a.cap or None) for p in a.packs.split(",")]
+    base = next((r["trials_per_min"] for r in thr if r.get("pack") == "1" and "trials_per_min" in r), None)
+    for r in thr:
+        if base and "trials_per_min" in r:
+            r["speedup"] = round(r["trials_per_min"] / base, 1)
+    _table(f"throughput: {a.trials} trials, {a.epochs} epochs", thr,
+           ["pack", "pack_sizes", "wall_s", "trials", "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
+    if a.quality_seconds > 0:
+        q = [_child(p, a.epochs, s, None, a.quality_seconds) for s in seeds for p in ("auto", "1")]
+        _table(f"time to quality: {a.quality_seconds:g} s per run (target: best_val >= 0.969, test >= 0.96)", q,
+               ["pack", "seed", "pack_sizes", "wall_s", "trials", "best_val", "test"])
+
+
+if __name__ == "__main__":
+    main()

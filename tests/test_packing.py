@@ -1,0 +1,163 @@
+"""Packed trials (hpsearch.packing, engines/packed*.py): a member trains exactly as it would alone,
+stops, freezes and fails alone, and ends as an ordinary stored trial that load_best can load."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+import hpsearch
+from hpsearch.mlp import build_mlp
+from hpsearch.packing import PackedModel, PackSettings, member_spec, train_pack
+from hpsearch.records import TRIAL
+from hpsearch.study import run_study
+from hpsearch.validate import parse_study_config
+
+META = {"n_features_in_": 8, "target_type_": "multiclass", "n_classes_": 3, "n_outputs_": 1}
+MEMBERS = [  # two optimizers (and Nesterov), three depths, different widths, l1 / l2
+    {"n_hidden": 1, "n_neurons": 12, "optimizer": "momentum", "learning_rate": 0.05, "l2": 1e-3},
+    {"n_hidden": 2, "n_neurons": 6, "optimizer": "adam", "learning_rate": 0.01, "l1": 1e-4},
+    {"n_hidden": 2, "n_neurons": 9, "optimizer": "nesterov", "learning_rate": 0.03, "activation": "tanh"},
+    {"n_hidden": 0, "optimizer": "sgd", "learning_rate": 0.1},
+]
+DIVERGING = {"n_hidden": 1, "n_neurons": 5, "optimizer": "sgd", "learning_rate": 1e30}
+
+
+def _data(n: int = 96, seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 8)).astype("float32")
+    y = (X[:, 0] + X[:, 1] > 0).astype("int64") + (X[:, 2] > 1).astype("int64")
+    return X[:64], y[:64], X[64:], y[64:]
+
+
+def _settings(**over) -> PackSettings:
+    base = {"epochs": 4, "batch_size": 16, "valid_batch": 32, "metric": "accuracy", "direction": "maximize",
+            "patience": 10, "restore_best": False, "shuffle": False}
+    return PackSettings(**{**base, **over})
+
+
+def test_pack_trains_each_member_as_alone_and_a_diverging_member_fails_alone():
+    Xt, yt, Xv, yv = _data()
+    alone = []
+    for i, p in enumerate([*MEMBERS, DIVERGING]):
+        keras.utils.set_random_seed(i)
+        model = build_mlp(**p, meta=META)
+        init = model.get_weights()
+        hist = model.fit(Xt, yt, batch_size=16, epochs=4, shuffle=False, validation_data=(Xv, yv), verbose=0)
+        alone.append((init, hist.history["val_accuracy"], model.get_weights()))
+    pm = PackedModel([member_spec(build_mlp, p) for p in [*MEMBERS, DIVERGING]], META)
+    for i, (init, _, _) in enumerate(alone):
+        pm.set_member_weights(i, init)  # the same initial weights (and, shuffle off, batch order)
+    res = train_pack(pm, Xt, yt, Xv, yv, _settings())
+    for r, (_, values, final) in zip(res[:-1], alone):
+        assert r.state == "COMPLETE"
+        np.testing.assert_allclose(r.values, values, atol=1e-6)
+        for got, want in zip(r.weights, final):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    assert res[-1].state == "FAIL" and "diverged" in res[-1].failure and res[-1].weights is None
+
+
+def test_regression_members_match_alone():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(80, 5)).astype("float32")
+    y = (2 * X[:, 0] + X[:, 1]).astype("float32")
+    meta = {"n_features_in_": 5, "target_type_": "continuous", "n_outputs_": 1, "task": "regression"}
+    members = [{"n_hidden": 1, "n_neurons": 6, "optimizer": "adam", "learning_rate": 0.01},
+               {"n_hidden": 0, "optimizer": "momentum", "learning_rate": 0.01}]
+    alone = []
+    for p in members:
+        model = build_mlp(**p, meta=meta)
+        init = model.get_weights()
+        hist = model.fit(X[:64], y[:64], batch_size=16, epochs=3, shuffle=False, validation_data=(X[64:], y[64:]),
+                         verbose=0)
+        alone.append((init, hist.history["val_mse"]))
+    pm = PackedModel([member_spec(build_mlp, p) for p in members], meta)
+    for i, (init, _) in enumerate(alone):
+        pm.set_member_weights(i, init)
+    res = train_pack(pm, X[:64], y[:64], X[64:], y[64:], _settings(epochs=3, metric="mse", direction="minimize"))
+    for r, (_, values) in zip(res, alone):
+        np.testing.assert_allclose(r.values, values, rtol=1e-4)
+
+
+def test_refused_features_are_named():
+    assert member_spec(build_mlp, {"batch_norm": True}) == "batch_norm=True"
+    assert member_spec(build_mlp, {"dropout": 0.2}) == "dropout=0.2"
+    assert member_spec(build_mlp, {"optimizer": "rmsprop"}) == "optimizer='rmsprop'"
+    assert member_spec(lambda **kw: None, {}) == "a user builder"
+
+
+def test_early_stopped_member_is_frozen_while_others_train():
+    Xt, yt, Xv, yv = _data()
+    still = {"n_hidden": 1, "n_neurons": 4, "optimizer": "sgd", "learning_rate": 1e-12}  # never improves
+    pm = PackedModel([member_spec(build_mlp, p) for p in (MEMBERS[0], still)], META)
+    pm.init_weights(0)
+    seen: list[list[np.ndarray]] = []
+
+    def hook(epoch: int, values: dict[int, float]) -> set[int]:
+        seen.append(pm.member_weights(1))
+        return set()
+
+    res = train_pack(pm, Xt, yt, Xv, yv, _settings(epochs=6, patience=1), hook)
+    assert res[1].state == "COMPLETE" and res[1].stopped_at == 1 and res[1].epochs == 2
+    assert res[0].epochs > 2  # the other member went on training
+    for got, want in zip(res[1].weights, seen[1]):  # no update after it stopped
+        np.testing.assert_array_equal(got, want)
+
+
+def _study(name: str, **train) -> object:
+    return parse_study_config({
+        "name": name,
+        "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "adam"}},
+        "space": {"n_hidden": {"int": [0, 2]}, "n_neurons": {"int": [4, 16]},
+                  "learning_rate": {"float": [0.005, 0.05], "log": True}},
+        "train": {"epochs": 3, "batch_size": 16, **train},
+        "search": {"engine": "optuna", "n_trials": 5, "seed": 0, "sampler": "tpe", "pruner": "none"},
+    })
+
+
+def test_packed_members_are_ordinary_trials_and_load_best_works(sqlite_url, tmp_path):
+    res = run_study(_study("packed", pack=4), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    trials = optuna.load_study(study_name="packed", storage=sqlite_url).get_trials()
+    assert len(trials) == 5 and res.n_complete == 5
+    packed = [t for t in trials if TRIAL.PACK_SIZE in t.user_attrs]
+    assert sorted(t.user_attrs[TRIAL.PACK_SLOT] for t in packed) == [0, 1, 2, 3]  # the 5th ran alone
+    for t in packed:
+        assert t.state == TrialState.COMPLETE and t.user_attrs[TRIAL.PACK_SIZE] == 4
+        assert len(t.intermediate_values) == t.user_attrs[TRIAL.EPOCHS] == 3
+        assert t.value == max(t.intermediate_values.values())
+        assert t.user_attrs[TRIAL.N_PARAMS] > 0 and t.user_attrs[TRIAL.FIT_TIME] > 0
+        assert set(t.params) == {"n_hidden", "n_neurons", "learning_rate"}
+    est = hpsearch.load_best("packed", storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    X = np.random.default_rng(0).normal(size=(5, 4))
+    assert est.predict(X).shape == (5,)
+
+
+def _plan(train: dict, space: dict | None = None, n_trials: int = 40) -> tuple[int, str | None]:
+    from types import SimpleNamespace
+
+    from hpsearch.engines.packed import pack_plan
+
+    cfg = _study("plan", **train)
+    d = cfg.model_dump()
+    d["search"]["n_trials"] = n_trials
+    d["space"] = {**d["space"], **(space or {})}
+    cfg = parse_study_config(d)
+    iris = {"n_features_in_": 4, "target_type_": "multiclass", "n_classes_": 3, "task": "classification"}
+    ctx = SimpleNamespace(cfg=cfg, space=cfg.search_space(), data=SimpleNamespace(meta=lambda: iris),
+                          builder=build_mlp, builder_extra={}, metric="accuracy")
+    return pack_plan(ctx)
+
+
+def test_pack_plan_packs_what_is_exact_and_falls_back_to_one_with_a_note():
+    assert _plan({"pack": 1}) == (1, None)
+    assert _plan({"pack": 6}) == (6, None)
+    k, note = _plan({})  # auto
+    assert k > 1 and note is None
+    assert _plan({}, n_trials=4) == (1, None)  # auto: a tiny budget is not worth a pack
+    k, note = _plan({}, space={"dropout": {"float": [0.0, 0.3]}})
+    assert k == 1 and "space.dropout" in note and "0.3" in note
+    k, note = _plan({"class_weight": "balanced"})
+    assert k == 1 and "class_weight" in note
