@@ -11,9 +11,9 @@ from hpsearch.engines.base import Engine, Refit, RunContext
 from hpsearch.engines.budget import take_launch
 from hpsearch.engines.control import Control, LoopSettings, control_callback
 from hpsearch.engines.loop import run_trials
-from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, walks_grid
 from hpsearch.engines.packed import PackedRunner, pack_plan
 from hpsearch.engines.packed_loop import run_packed_trials
+from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, walks_grid
 from hpsearch.engines.trial_runner import TrialRunner
 from hpsearch.engines.warmstart import check_warm_start, train_params, warm_start
 from hpsearch.errors import ConfigError
