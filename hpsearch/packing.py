@@ -48,8 +48,9 @@ _PACKABLE_TASKS = ("binary", "multiclass", "regression")
 _OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "batch_norm": (False, None), "dropout": (0, 0.0, None), "max_norm": (None,), "weight_decay": (None,),
     "clipnorm": (None,), "clipvalue": (None,), "lr_schedule": (None, "none"), "loss": (None,),
-    "metrics": (None,), "funnel": (None,),
+    "metrics": (None,), "funnel": (None,), "alpha_dropout": (False, None), "lr_warmup_epochs": (0, None),
 }
+_LAYER_ACTIVATIONS = ("prelu",)  # activations with weights of their own (a layer), not packed
 _ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}  # keras.optimizers.Adam defaults
 
 
@@ -86,12 +87,21 @@ def member_spec(builder: Any, params: Mapping[str, Any]) -> MemberSpec | str:
     if opt not in PACKABLE_OPTIMIZERS:
         return f"optimizer={p['optimizer']!r}"
     act = str(p["activation"]).lower()
+    if act in _LAYER_ACTIVATIONS:
+        return f"activation={p['activation']!r}"
     init = p["kernel_initializer"] or ("lecun_normal" if act == "selu" else
                                        "glorot_uniform" if act == "tanh" else "he_normal")
-    return MemberSpec(widths=tuple([int(p["n_neurons"])] * int(p["n_hidden"])), activation=act,
+    return MemberSpec(widths=_widths(p["n_neurons"], p["n_hidden"]), activation=act,
                       kernel_initializer=str(init), l1=float(p["l1"]), l2=float(p["l2"]), optimizer=opt,
                       learning_rate=float(p["learning_rate"]),
                       momentum=float(p["momentum"]) if opt in ("momentum", "nesterov") else 0.0)
+
+
+def _widths(n_neurons: int | list[int], n_hidden: int) -> tuple[int, ...]:
+    """Hidden widths: one per layer (a ``per_layer`` space gives a list) or one repeated."""
+    if isinstance(n_neurons, list):
+        return tuple(int(w) for w in n_neurons)
+    return tuple([int(n_neurons)] * int(n_hidden))
 
 
 def pack_refusal(builder: Any, task: str, metric: str, cv: int | None, class_weight: str | None,

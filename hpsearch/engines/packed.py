@@ -68,7 +68,7 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     base = {**ctx.space.fixed, **ctx.builder_extra}
     if want == "auto":
         budget = cfg.search.n_trials
-        auto = auto_pack_size(_largest_member(ctx, base), cfg.train.batch_size)
+        auto = auto_pack_size(_largest_member(ctx, base), int(cfg.train.batch_size))  # auto: resolved by then
         # a small pack does not pay for its per-member optimizer arithmetic; half the budget at most
         # keeps TPE informed between packs
         k = min(auto, _AUTO_MAX, budget // 2 if budget else _AUTO_MAX)
@@ -76,7 +76,7 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     if want == 1:
         return 1, None  # auto chose 1 for a budget or model size that packing does not pay for: no note
     why = pack_refusal(ctx.builder, _task(ctx), ctx.metric, cfg.search.cv, cfg.train.class_weight,
-                       keras.backend.backend())
+                       keras.backend.backend()) or _study_refusal(ctx)
     spec = member_spec(ctx.builder, base) if why is None else None
     if isinstance(spec, str):
         why = f"model.fixed {spec}"
@@ -88,6 +88,18 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     if why is not None:
         return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one trial per model)"
     return int(want), None
+
+
+def _study_refusal(ctx: RunContext) -> str | None:
+    """Study settings a pack does not honour per member (each trial must behave as if alone)."""
+    cfg = ctx.cfg
+    reasons = [
+        (len(ctx.data.meta().get("X_shape_", (0, 0))) > 2, "N-D input"),
+        (cfg.train.trial_timeout is not None, "train.trial_timeout"),
+        (cfg.search.constraints is not None, "search.constraints"),
+        (cfg.model.init_from is not None, "model.init_from"),
+    ]
+    return next((why for bad, why in reasons if bad), None)
 
 
 def _task(ctx: RunContext) -> str:
