@@ -100,7 +100,7 @@ class FoldPipeline(Pipeline):
 
 def keras_estimator(ctx: RunContext) -> Any:
     """The scikeras estimator of this study: builder, fixed params, epochs, batch size, seed."""
-    from hpsearch.estimators import KerasClassifier, KerasRegressor
+    from hpsearch.estimators import KerasClassifier, KerasRegressor, wrapper_named_defaults
 
     cfg = ctx.cfg
     classification = ctx.data.task == "classification"
@@ -111,7 +111,9 @@ def keras_estimator(ctx: RunContext) -> Any:
     if classification and cfg.train.class_weight:
         kw["class_weight"] = cfg.train.class_weight
     # fixed params (and the searched ones' defaults) are estimator params, so set_params takes them
-    params = {**ctx.space.fixed, **ctx.builder_extra}
+    # builder arguments named like a wrapper parameter (optimizer, loss, ...) keep the builder's
+    # defaults, not scikeras' (optimizer="rmsprop"), as in the other engines
+    params = {**wrapper_named_defaults(ctx.builder), **ctx.space.fixed, **ctx.builder_extra}
     return (KerasClassifier if classification else KerasRegressor)(**kw, **params)
 
 
