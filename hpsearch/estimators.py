@@ -32,6 +32,7 @@ the same parameters and defaults (``optimizer="rmsprop"``), the same routing (``
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -126,14 +127,20 @@ class _HPSearchWrapperMixin:
         """Defaults of the build function's hyperparameters (none if it cannot be resolved yet:
         fit reports that)."""
         try:
-            fn = self._check_model_param()
+            with warnings.catch_warnings():  # build_fn's deprecation: fit warns, not get_params
+                warnings.simplefilter("ignore")
+                fn = self._check_model_param()
         except (ValueError, TypeError):
             return {}
         return {k: v for k, v in builder_defaults(fn).items() if _is_param_name(k)}
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """scikeras' parameters plus the builder's hyperparameters not set yet (at their default)."""
+        """scikeras' parameters; with ``deep`` (what ``set_params`` checks names against) also
+        the builder's hyperparameters not set yet, at their default. ``clone`` reads the shallow
+        ones, so a clone sets no attribute its original did not."""
         params: dict[str, Any] = super().get_params(deep=deep)  # type: ignore[misc]
+        if not deep:
+            return params
         for name, default in self._builder_param_defaults().items():
             if name not in params and f"model__{name}" not in params:
                 params[name] = default
