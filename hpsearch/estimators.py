@@ -123,13 +123,17 @@ class _HPSearchWrapperMixin:
         fn: Callable[..., Any] = super()._check_model_param()  # type: ignore[misc]
         return fn
 
+    def _quiet_build_fn(self) -> Callable[..., Any]:
+        """``_check_model_param`` without build_fn's deprecation warning (the build warns once)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._check_model_param()
+
     def _builder_param_defaults(self) -> dict[str, Any]:
         """Defaults of the build function's hyperparameters (none if it cannot be resolved yet:
         fit reports that)."""
         try:
-            with warnings.catch_warnings():  # build_fn's deprecation: fit warns, not get_params
-                warnings.simplefilter("ignore")
-                fn = self._check_model_param()
+            fn = self._quiet_build_fn()
         except (ValueError, TypeError):
             return {}
         return {k: v for k, v in builder_defaults(fn).items() if _is_param_name(k)}
@@ -188,7 +192,7 @@ class _HPSearchWrapperMixin:
             return fn(**build)
 
     def _ensure_compiled_model(self) -> None:
-        fn = self._check_model_param()
+        fn = self._quiet_build_fn()
         if not self.model_.compiled and self.loss is None and "compile_kwargs" not in _named_args(fn):
             kwargs = self._get_compile_kwargs()
             kwargs["loss"] = resolve_loss(self._get_metadata(), None)
