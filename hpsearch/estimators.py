@@ -161,6 +161,8 @@ class _HPSearchWrapperMixin:
         for name in named:
             if name in _WRAPPER_PARAMS and name not in build and params.get(name) is not None:
                 build[name] = params[name]
+                if name == "optimizer" and any(k.startswith("optimizer__") for k in params):
+                    build[name] = self._get_compile_kwargs()["optimizer"]  # with optimizer__* applied
         build = {k: coerce_value(v) for k, v in build.items()}
         takes_all = _takes_kwargs(fn)
         if "meta" in named or takes_all:

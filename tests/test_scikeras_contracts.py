@@ -67,6 +67,12 @@ def test_uncompiled_model_is_compiled_from_the_wrappers_keras_names():
     assert "acc" in est.history_  # Keras' own metric vocabulary
 
 
+def test_routed_optimizer_params_reach_a_builder_that_takes_optimizer():
+    est = quiet(KerasClassifier, optimizer="adam", optimizer__learning_rate=0.25, n_neurons=2).fit(X, Y3)
+    assert type(est.model_.optimizer).__name__ == "Adam"  # the built-in MLP, which takes optimizer
+    assert float(est.model_.optimizer.learning_rate.numpy()) == pytest.approx(0.25)
+
+
 def test_default_optimizer_is_rmsprop_for_compile_kwargs_builders():
     est = quiet(KerasRegressor, model=compiles_itself, loss="mse").fit(X, YR)
     assert KerasRegressor().optimizer == ScikerasClassifier().optimizer == "rmsprop"
@@ -193,12 +199,9 @@ SKLEARN_CHECKS = [
     "check_no_attributes_set_in_init",
     "check_get_params_invariance",
     "check_set_params",
-    "check_estimators_dtypes",
     "check_fit_score_takes_y",
     "check_estimators_fit_returns_self",
-    "check_dtype_object",
     "check_estimators_empty_data_messages",
-    "check_fit2d_1feature",
     "check_fit1d",
     "check_dont_overwrite_parameters",
     "check_n_features_in",
