@@ -18,7 +18,7 @@ the same parameters and defaults (``optimizer="rmsprop"``), the same routing (``
   ``set_params(n_hidden=2)``, ``clone`` and ``RandomizedSearchCV`` work without listing them in
   the constructor (plain scikeras raises for those). A builder argument named like a wrapper
   parameter (``optimizer``, ``loss``, ``metrics``, ``epochs``, ...) receives that parameter's
-  value when it is not None.
+  value when it is not None (``optimizer``: the optimizer object when ``optimizer__*`` is given).
 * Builds: ``keras.backend.clear_session()`` first, numpy scalars coerced to Python (Keras 3
   rejects ``Dense(np.int64(8))``); a seeded build leaves no random state behind.
 * An uncompiled model with ``loss=None`` gets the loss that fits the task, unless its builder
