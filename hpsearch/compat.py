@@ -33,14 +33,34 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._build_keras_model",
-        "overridden by hpsearch.estimators: every build goes through builders.call_builder "
-        "(clear_session, numpy scalars coerced, meta only if asked, an uncompiled model compiled "
-        "for the task, seeded weights); scikeras has no public build hook",
+        "overridden by hpsearch.estimators: clear_session first, numpy scalars coerced, builder "
+        "arguments with a default routed like user parameters (so set_params reaches them), a seeded "
+        "build; scikeras has no public build hook",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._check_model_param",
+        "extended by hpsearch.estimators: the default MLP when there is no model, build_fn or "
+        "_keras_build_fn, and builder names ('mlp', 'pkg.mod:fn'); scikeras' choice otherwise",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._ensure_compiled_model",
+        "extended by hpsearch.estimators: an uncompiled model with loss=None gets the loss that fits "
+        "the task before scikeras' own compile and checks",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras.wrappers.BaseWrapper._user_params",
+        "instance attribute (the **kwargs names given to __init__) that scikeras routes to the "
+        "builder; hpsearch.estimators routes exactly those, plus the builder's own arguments",
+    ),
+    PrivateHook(
+        "scikeras", "scikeras._utils.route_params",
+        "scikeras' routing of model__ / fit__ / ... prefixes: hpsearch.estimators feeds it instead "
+        "of re-implementing it",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._fit_keras_model",
         "overridden by hpsearch.estimators: callbacks given to fit() reach Keras (scikeras drops "
-        "them), validation_data is encoded like y, history_ keeps Keras' log names",
+        "them), validation_data is encoded like y",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._fit_callbacks",
@@ -49,13 +69,13 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._get_metadata",
-        "extended by hpsearch.estimators: meta gains 'task' and the 'multiclass-onehot' target "
-        "type, so a builder knows the output layer and loss to use",
+        "called by hpsearch.estimators for builders that take meta (as scikeras does); the built-in "
+        "builders get the 'multiclass-onehot' target type on top",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._get_compile_kwargs",
-        "called for a builder that declares compile_kwargs, which scikeras passes to such builders "
-        "the same way",
+        "called for a builder that declares compile_kwargs (or **kwargs), which scikeras passes to "
+        "such builders the same way, and to compile an uncompiled model",
     ),
     PrivateHook(
         "scikeras", "scikeras.utils.transformers._is_categorical_crossentropy",

@@ -5,7 +5,7 @@ field or file and the fix; the CLI prints it on stderr and exits with code 2 (no
 
     HPSearchError
     ├── UserError                   exit 2, one line
-    │   ├── ConfigError             the study file (or a Python-side search space)
+    │   ├── ConfigError             the study file (or a Python-side search space); a ValueError
     │   ├── DataError               the data: missing file, NaN, one class, too few rows
     │   └── StorageError            a storage URL or artifact store hpsearch cannot use
     │       ├── StorageUnreachable  no answer: refused, timed out, unknown host, connection lost
@@ -46,8 +46,11 @@ class UserError(HPSearchError):
     exit_code = 2
 
 
-class ConfigError(UserError):
-    """The study file (or a Python-side search space) is invalid."""
+class ConfigError(UserError, ValueError):
+    """The study file (or a Python-side search space) is invalid.
+
+    Also a ``ValueError``: the estimators raise it where scikeras raised ``ValueError`` (an
+    unknown builder, a bad builder argument), so ``except ValueError`` keeps working."""
 
 
 class DataError(UserError):

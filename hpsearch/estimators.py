@@ -1,48 +1,58 @@
 """scikit-learn estimators around Keras models: scikeras' wrappers, fixed for hpsearch.
 
-What these classes add to ``scikeras.wrappers.KerasClassifier`` / ``KerasRegressor`` (0.13):
+``KerasClassifier`` / ``KerasRegressor`` are drop-ins for ``scikeras.wrappers``' classes (0.13):
+the same parameters and defaults (``optimizer="rmsprop"``), the same routing (``model__``,
+``optimizer__``, ``loss__``, ``metrics__``, ``compile__``, ``fit__``, ``predict__``), the same
+``meta`` / ``compile_kwargs`` / ``params`` for builders that ask for them, ``build_fn`` and
+``_keras_build_fn``, uncompiled models compiled from the wrapper's ``loss`` / ``optimizer`` /
+``metrics`` in Keras' own vocabulary, ``history_`` named as scikeras names it. What they add:
 
 * **Correct sklearn tags** (``__sklearn_tags__``). On scikit-learn >= 1.6 scikeras' classifier
   is not ``is_classifier`` (its tags come from the removed ``_more_tags``), so ``cv=3`` silently
   meant KFold instead of StratifiedKFold.
-* **The builder's arguments are estimator parameters.** The named arguments of ``model`` (the
-  build function; default :func:`hpsearch.mlp.build_mlp`) appear in ``get_params`` with the
-  function's defaults, so ``set_params(n_hidden=2)``, ``clone`` and ``RandomizedSearchCV`` work
-  without listing them in the constructor (plain scikeras raises for those). Arguments whose
-  name is also a wrapper parameter (``optimizer``, ``loss``, ``metrics``, ...) take the wrapper
-  parameter's value when it is not None (``None`` = the builder's default).
-* Builds go through :func:`hpsearch.builders.call_builder`: ``keras.backend.clear_session()``
-  first, numpy scalars coerced to Python (Keras 3 rejects ``Dense(np.int64(8))``), ``meta`` only
-  for builders that ask for it, an uncompiled model compiled for the task.
+* **A default model**: with no ``model``, ``build_fn`` or ``_keras_build_fn``, the built-in MLP
+  (:func:`hpsearch.mlp.build_mlp`). ``model`` may also name a builder (``"mlp"``,
+  ``"package.module:function"``).
+* **The builder's arguments are estimator parameters.** The named arguments of the build
+  function that have a default appear in ``get_params`` (without being set in ``__init__``), so
+  ``set_params(n_hidden=2)``, ``clone`` and ``RandomizedSearchCV`` work without listing them in
+  the constructor (plain scikeras raises for those). A builder argument named like a wrapper
+  parameter (``optimizer``, ``loss``, ``metrics``, ``epochs``, ...) receives that parameter's
+  value when it is not None (``optimizer``: the optimizer object when ``optimizer__*`` is given).
+* Builds: ``keras.backend.clear_session()`` first, numpy scalars coerced to Python (Keras 3
+  rejects ``Dense(np.int64(8))``); a seeded build leaves no random state behind.
+* An uncompiled model with ``loss=None`` gets the loss that fits the task, unless its builder
+  takes ``compile_kwargs`` (it then owns compilation, as in scikeras).
 * ``fit(..., callbacks=[...])`` is honoured (scikeras 0.13 drops callbacks given to ``fit``) and
   ``fit(..., validation_data=(Xv, yv))`` is encoded like the training data (scikeras passes it
   to Keras raw, which is wrong for class labels that are not 0..k-1).
-* ``history_`` keeps the Keras log names (scikeras renames training keys, ``mse`` ->
-  ``mean_squared_error``, ``auc`` -> ``a_u_c``, but not the ``val_`` ones).
-* ``n_epochs_trained_``: epochs actually run (early stopping included).
-* ``verbose=0`` by default.
+* ``n_epochs_trained_``: epochs actually run (early stopping included). ``verbose=0`` by default.
 """
 
 from __future__ import annotations
 
 import inspect
-import random
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
+from scikeras._utils import route_params
+from scikeras.utils.random_state import tensorflow_random_state
+from scikeras.utils.transformers import _is_categorical_crossentropy
 from scikeras.wrappers import BaseWrapper
 from scikeras.wrappers import KerasClassifier as _ScikerasClassifier
 from scikeras.wrappers import KerasRegressor as _ScikerasRegressor
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import ClassifierTags, RegressorTags
 
-from hpsearch.builders import builder_defaults, call_builder, resolve_builder
-from hpsearch.errors import ConfigError
+from hpsearch.builders import builder_accepts, builder_defaults, resolve_builder, resolve_loss
 from hpsearch.mlp import build_mlp
+from hpsearch.registry import BUILDERS
+from hpsearch.space import coerce_value
 
-__all__ = ["KerasClassifier", "KerasRegressor"]
+__all__ = ["KerasClassifier", "KerasRegressor", "wrapper_named_defaults"]
 
 # scikeras' BaseWrapper defines ``_more_tags`` but not ``__sklearn_tags__``, which
 # ``sklearn.utils.estimator_checks.check_estimator_tags_renamed`` rejects for every subclass. The
@@ -60,37 +70,28 @@ _WRAPPER_PARAMS = frozenset(
 )
 
 
-def _builder_of(model: Any) -> Callable[..., Any] | None:
-    """The build function behind a ``model`` parameter (None for a Keras Model / None)."""
-    if model is None or isinstance(model, keras.Model):
-        return None
-    return resolve_builder(model, field="model")
-
-
-def _with_builder_defaults(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` plus the defaults of the builder's other named arguments: scikeras makes every
-    ``__init__`` keyword an estimator parameter, so ``set_params`` and ``clone`` see them."""
+def _named_args(fn: Callable[..., Any]) -> list[str]:
+    """The arguments ``fn`` takes by name (``meta`` & co. included), in order."""
     try:
-        fn = _builder_of(model)
-    except ConfigError:
-        return kwargs  # reported by fit (validation happens in fit)
-    if fn is None:
-        return kwargs
-    defaults = {name: default for name, default in builder_defaults(fn).items()
-                if name not in _WRAPPER_PARAMS and not name.startswith("_") and not name.endswith("_")}
-    return {**defaults, **kwargs}
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds]
 
 
-def _seed_of(random_state: Any) -> int | None:
-    """An integer seed for the weight initialisers from ``random_state`` (a RandomState is not
-    advanced: the same estimator builds the same weights each time)."""
-    if random_state is None:
-        return None
-    if isinstance(random_state, np.random.RandomState):
-        rng = np.random.RandomState()
-        rng.set_state(random_state.get_state())
-        return int(rng.randint(2**31 - 1))
-    return int(random_state)
+def _takes_kwargs(fn: Callable[..., Any]) -> bool:
+    return builder_accepts(fn) is None
+
+
+def _is_param_name(name: str) -> bool:
+    return name not in _WRAPPER_PARAMS and not name.startswith("_") and not name.endswith("_") and "__" not in name
+
+
+def wrapper_named_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The defaults of ``fn``'s arguments named like a wrapper parameter (``optimizer``, ``loss``,
+    ...): pass them to the estimator to build with the builder's own defaults, not the wrapper's."""
+    return {k: v for k, v in builder_defaults(fn).items() if k in _WRAPPER_PARAMS}
 
 
 class _HPSearchWrapperMixin:
@@ -99,6 +100,7 @@ class _HPSearchWrapperMixin:
     if TYPE_CHECKING:  # what the mixin uses of the scikeras class it comes before
         model: Any
         build_fn: Any
+        loss: Any
         random_state: Any
         model_: keras.Model
         history_: dict[str, list[Any]]
@@ -106,66 +108,98 @@ class _HPSearchWrapperMixin:
         target_encoder_: Any
         _fit_callbacks: list[Any]
 
-        def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+        def _get_metadata(self) -> dict[str, Any]: ...
 
         def _get_compile_kwargs(self) -> dict[str, Any]: ...
 
-    # -- building ------------------------------------------------------------------------
-    def _builder_params(self, fn: Callable[..., Any]) -> dict[str, Any]:
-        sig = inspect.signature(fn)
-        named = {
-            p.name for p in sig.parameters.values()
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        }
-        params: dict[str, Any] = {}
-        for key, value in vars(self).items():
-            if key.startswith("_") or key.endswith("_") or "__" in key:
-                continue
-            if key in _WRAPPER_PARAMS or key == "class_weight":
-                if key in named and value is not None:
-                    params[key] = value
-                continue
-            params[key] = value
-        for key, value in vars(self).items():
-            if key.startswith("model__") and "__" not in key[len("model__"):]:
-                params[key[len("model__"):]] = value
+    # -- parameters ----------------------------------------------------------------------
+    def _check_model_param(self) -> Callable[..., Any]:
+        """scikeras' choice of the build function, plus the default MLP and builder names."""
+        model = self.model if self.model is not None else self.build_fn
+        if model is None and not hasattr(self, "_keras_build_fn"):
+            return build_mlp
+        if isinstance(model, str):
+            return resolve_builder(model, field="model")
+        fn: Callable[..., Any] = super()._check_model_param()  # type: ignore[misc]
+        return fn
+
+    def _quiet_build_fn(self) -> Callable[..., Any]:
+        """``_check_model_param`` without build_fn's deprecation warning (the build warns once)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._check_model_param()
+
+    def _builder_param_defaults(self) -> dict[str, Any]:
+        """Defaults of the build function's hyperparameters (none if it cannot be resolved yet:
+        fit reports that)."""
+        try:
+            fn = self._quiet_build_fn()
+        except (ValueError, TypeError):
+            return {}
+        return {k: v for k, v in builder_defaults(fn).items() if _is_param_name(k)}
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """scikeras' parameters; with ``deep`` (what ``set_params`` checks names against) also
+        the builder's hyperparameters not set yet, at their default. ``clone`` reads the shallow
+        ones, so a clone sets no attribute its original did not."""
+        params: dict[str, Any] = super().get_params(deep=deep)  # type: ignore[misc]
+        if not deep:
+            return params
+        for name, default in self._builder_param_defaults().items():
+            if name not in params and f"model__{name}" not in params:
+                params[name] = default
         return params
 
-    def _get_metadata(self) -> dict[str, Any]:
-        meta = super()._get_metadata()  # type: ignore[misc]
-        meta["task"] = "classification" if isinstance(self, _ScikerasClassifier) else "regression"
+    # -- building ------------------------------------------------------------------------
+    def _build_params(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        """What scikeras passes to the build function (its own routing), then the builder
+        arguments named like a wrapper parameter, numpy scalars made Python ones."""
+        params = self.get_params()
+        named = _named_args(fn)
+        user = set(getattr(self, "_user_params", ())) | {n for n in named if _is_param_name(n)}
+        build = route_params(params, destination="model", pass_filter=user, strict=True)
+        for name in named:
+            if name in _WRAPPER_PARAMS and name not in build and params.get(name) is not None:
+                build[name] = params[name]
+                if name == "optimizer" and any(k.startswith("optimizer__") for k in params):
+                    build[name] = self._get_compile_kwargs()["optimizer"]  # with optimizer__* applied
+        build = {k: coerce_value(v) for k, v in build.items()}
+        takes_all = _takes_kwargs(fn)
+        if "meta" in named or takes_all:
+            build["meta"] = self._builder_meta(fn)
+        if "compile_kwargs" in named or takes_all:
+            build["compile_kwargs"] = self._get_compile_kwargs()
+        if "params" in named or takes_all:
+            build["params"] = params
+        return build
+
+    def _builder_meta(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        """scikeras' ``meta``; for a built-in builder, a one-hot encoded multiclass target says so
+        (``multiclass-onehot``): the built-ins pick their output and loss from it."""
+        meta: dict[str, Any] = self._get_metadata()
+        builtin = any(BUILDERS.get(name) is fn for name in BUILDERS.names())
+        if (builtin and isinstance(self, _ScikerasClassifier) and meta.get("target_type_") == "multiclass"
+                and _is_categorical_crossentropy(self.loss)):
+            meta = {**meta, "target_type_": "multiclass-onehot"}
         return meta
 
     def _build_keras_model(self) -> keras.Model:
-        model = self.model if self.model is not None else self.build_fn
-        if model is None or isinstance(model, keras.Model):
-            return super()._build_keras_model()  # type: ignore[misc]
-        fn = resolve_builder(model, field="model")
-        params = self._builder_params(fn)
-        compile_defaults = {
-            k: getattr(self, k) for k in ("optimizer", "loss", "metrics") if getattr(self, k) is not None
-        }
-        context: dict[str, Any] = {}
-        sig = inspect.signature(fn)
-        if "compile_kwargs" in sig.parameters:
-            context["compile_kwargs"] = self._get_compile_kwargs()
-        if "params" in sig.parameters:
-            context["params"] = self.get_params()
-        meta = self._get_metadata()
+        fn = self._check_model_param()
+        build = self._build_params(fn)
         keras.backend.clear_session()
         seed = _seed_of(self.random_state)
         if seed is None:
-            return call_builder(fn, params, meta, compile_defaults=compile_defaults,
-                                clear_session=False, context=context)
-        # seed the weight initialisers without leaving the global RNGs reseeded
-        py_state, np_state = random.getstate(), np.random.get_state()
-        try:
-            keras.utils.set_random_seed(seed)
-            return call_builder(fn, params, meta, compile_defaults=compile_defaults,
-                                clear_session=False, context=context)
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+            return fn(**build)
+        with tensorflow_random_state(seed):  # restores Python's, NumPy's and TensorFlow's state
+            return fn(**build)
+
+    def _ensure_compiled_model(self) -> None:
+        fn = self._quiet_build_fn()
+        if not self.model_.compiled and self.loss is None and "compile_kwargs" not in _named_args(fn):
+            kwargs = self._get_compile_kwargs()
+            kwargs["loss"] = resolve_loss(self._get_metadata(), None)
+            self.model_.compile(**kwargs)
+        super()._ensure_compiled_model()  # type: ignore[misc]
 
     # -- fitting -------------------------------------------------------------------------
     def _encode_validation_data(self, data: Any) -> Any:
@@ -178,8 +212,6 @@ class _HPSearchWrapperMixin:
 
     def _fit_keras_model(self, X: Any, y: Any, sample_weight: Any, warm_start: bool,
                          epochs: int, initial_epoch: int, **kwargs: Any) -> None:
-        from scikeras.utils import metric_name
-
         extra = kwargs.pop("callbacks", None)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self._encode_validation_data(kwargs["validation_data"])
@@ -194,17 +226,6 @@ class _HPSearchWrapperMixin:
             )
         finally:
             self._fit_callbacks = saved
-        # undo scikeras' renaming of training metrics so history_ uses Keras' log names
-        logged = getattr(getattr(self.model_, "history", None), "history", {}) or {}
-        for key in logged:
-            if key == "loss" or key.startswith("val_"):
-                continue
-            try:
-                renamed = metric_name(key)
-            except (ValueError, TypeError):
-                continue
-            if renamed != key and renamed not in logged and renamed in self.history_:
-                self.history_[key] += self.history_.pop(renamed)
 
     @property
     def n_epochs_trained_(self) -> int:
@@ -213,6 +234,18 @@ class _HPSearchWrapperMixin:
         if history is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
         return len(history.get("loss", []))
+
+
+def _seed_of(random_state: Any) -> int | None:
+    """An integer seed for the weight initialisers from ``random_state`` (a RandomState is not
+    advanced: the same estimator builds the same weights each time)."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, np.random.RandomState):
+        rng = np.random.RandomState()
+        rng.set_state(random_state.get_state())
+        return int(rng.randint(2**31 - 1))
+    return int(random_state)
 
 
 def _tags_common(tags: Any) -> Any:
@@ -229,19 +262,20 @@ def _tags_common(tags: Any) -> Any:
 class KerasClassifier(_HPSearchWrapperMixin, _ScikerasClassifier):
     """scikeras' KerasClassifier with correct tags and builder arguments as parameters.
 
-    ``model`` is a build function (default :func:`hpsearch.mlp.build_mlp`), a builder
-    reference (``"mlp"``, ``"pkg.module:function"``) or a Keras model. Its named arguments are
+    ``model`` is a build function, a builder reference (``"mlp"``, ``"pkg.module:function"``)
+    or a Keras model; with neither it nor ``build_fn`` nor ``_keras_build_fn``, the built-in MLP
+    (:func:`hpsearch.mlp.build_mlp`). The build function's named arguments with a default are
     estimator parameters; anything else goes through ``**kwargs`` as in scikeras.
     """
 
     def __init__(
         self,
-        model: Any = build_mlp,
+        model: Any = None,
         *,
         build_fn: Any = None,
         warm_start: bool = False,
         random_state: Any = None,
-        optimizer: Any = None,
+        optimizer: Any = "rmsprop",
         loss: Any = None,
         metrics: Any = None,
         batch_size: int | None = None,
@@ -260,16 +294,8 @@ class KerasClassifier(_HPSearchWrapperMixin, _ScikerasClassifier):
             optimizer=optimizer, loss=loss, metrics=metrics, batch_size=batch_size,
             validation_batch_size=validation_batch_size, verbose=verbose, callbacks=callbacks,
             validation_split=validation_split, shuffle=shuffle, run_eagerly=run_eagerly,
-            epochs=epochs, class_weight=class_weight, **_with_builder_defaults(model, kwargs),
+            epochs=epochs, class_weight=class_weight, **kwargs,
         )
-
-    def _get_metadata(self) -> dict[str, Any]:
-        meta = super()._get_metadata()
-        from scikeras.utils.transformers import _is_categorical_crossentropy
-
-        if meta.get("target_type_") == "multiclass" and _is_categorical_crossentropy(self.loss):
-            meta["target_type_"] = "multiclass-onehot"  # the target encoder one-hot encodes y
-        return meta
 
     def __sklearn_tags__(self) -> Any:
         tags = _tags_common(super().__sklearn_tags__())
@@ -282,19 +308,20 @@ class KerasClassifier(_HPSearchWrapperMixin, _ScikerasClassifier):
 class KerasRegressor(_HPSearchWrapperMixin, _ScikerasRegressor):
     """scikeras' KerasRegressor with correct tags and builder arguments as parameters.
 
-    ``model`` is a build function (default :func:`hpsearch.mlp.build_mlp`), a builder
-    reference (``"mlp"``, ``"pkg.module:function"``) or a Keras model. Its named arguments are
+    ``model`` is a build function, a builder reference (``"mlp"``, ``"pkg.module:function"``)
+    or a Keras model; with neither it nor ``build_fn`` nor ``_keras_build_fn``, the built-in MLP
+    (:func:`hpsearch.mlp.build_mlp`). The build function's named arguments with a default are
     estimator parameters; anything else goes through ``**kwargs`` as in scikeras.
     """
 
     def __init__(
         self,
-        model: Any = build_mlp,
+        model: Any = None,
         *,
         build_fn: Any = None,
         warm_start: bool = False,
         random_state: Any = None,
-        optimizer: Any = None,
+        optimizer: Any = "rmsprop",
         loss: Any = None,
         metrics: Any = None,
         batch_size: int | None = None,
@@ -312,7 +339,7 @@ class KerasRegressor(_HPSearchWrapperMixin, _ScikerasRegressor):
             optimizer=optimizer, loss=loss, metrics=metrics, batch_size=batch_size,
             validation_batch_size=validation_batch_size, verbose=verbose, callbacks=callbacks,
             validation_split=validation_split, shuffle=shuffle, run_eagerly=run_eagerly,
-            epochs=epochs, **_with_builder_defaults(model, kwargs),
+            epochs=epochs, **kwargs,
         )
 
     def __sklearn_tags__(self) -> Any:

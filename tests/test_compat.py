@@ -98,7 +98,7 @@ def fitted() -> dict[str, Any]:
     y = np.array([0, 1, 2] * 4)
     est = Spy(model=build, loss="sparse_categorical_crossentropy", optimizer="sgd", epochs=1, verbose=0)
     est.fit(X, y, validation_data=(X, y))
-    log["estimator"] = est
+    log["estimator"], log["data"] = est, (X, y)
     return log
 
 
@@ -108,6 +108,37 @@ def _check_build_keras_model(fitted: dict[str, Any]) -> None:
     assert list(inspect.signature(BaseWrapper._build_keras_model).parameters) == ["self"], "signature changed"
     assert fitted["builds"] == 1, "fit() no longer builds the model through it"
     assert fitted["estimator"].model_ is not None
+
+
+def _uncompiled(meta: Any) -> keras.Model:
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(meta["n_classes_"], activation="softmax")])
+
+
+def _check_check_model_param(fitted: dict[str, Any]) -> None:
+    assert list(inspect.signature(BaseWrapper._check_model_param).parameters) == ["self"], "signature changed"
+    assert ScikerasClassifier(model=_uncompiled)._check_model_param() is _uncompiled, "no longer returns model"
+    with pytest.raises(ValueError, match="_keras_build_fn"):
+        ScikerasClassifier()._check_model_param()
+
+
+def _check_ensure_compiled_model(fitted: dict[str, Any]) -> None:
+    X, y = fitted["data"]
+    est = ScikerasClassifier(model=_uncompiled, loss="sparse_categorical_crossentropy", verbose=0)
+    est.initialize(X, y)
+    assert not est.model_.compiled, "initialize() now compiles the model"
+    est._ensure_compiled_model()
+    assert est.model_.compiled and type(est.model_.optimizer).__name__ == "RMSprop", "no longer compiles it"
+
+
+def _check_user_params(fitted: dict[str, Any]) -> None:
+    assert ScikerasClassifier(model=_uncompiled, foo=1, model__bar=2)._user_params == {"foo", "model__bar"}
+
+
+def _check_route_params(fitted: dict[str, Any]) -> None:
+    from scikeras._utils import route_params
+
+    params = {"a": 1, "b": 0, "model__c": 2, "model__d__e": 3, "fit__f": 4}
+    assert route_params(params, destination="model", pass_filter={"a"}, strict=True) == {"a": 1, "c": 2}
 
 
 def _check_fit_keras_model(fitted: dict[str, Any]) -> None:
@@ -187,6 +218,10 @@ def _check_get_variable_index(fitted: dict[str, Any]) -> None:
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
+    "scikeras.wrappers.BaseWrapper._check_model_param": _check_check_model_param,
+    "scikeras.wrappers.BaseWrapper._ensure_compiled_model": _check_ensure_compiled_model,
+    "scikeras.wrappers.BaseWrapper._user_params": _check_user_params,
+    "scikeras._utils.route_params": _check_route_params,
     "scikeras.wrappers.BaseWrapper._fit_keras_model": _check_fit_keras_model,
     "scikeras.wrappers.BaseWrapper._fit_callbacks": _check_fit_callbacks,
     "scikeras.wrappers.BaseWrapper._get_metadata": _check_get_metadata,

@@ -127,9 +127,11 @@ def test_builder_defaults_are_params_and_clone_works():
     params = est.get_params()
     assert params["n_hidden"] == 2  # given
     assert params["n_neurons"] == 30 and params["activation"] == "relu"  # build_mlp's defaults
-    assert params["model"] is build_mlp and params["verbose"] == 0
-    # wrapper params keep their own (None = the builder's default)
-    assert params["optimizer"] is None and params["loss"] is None
+    assert params["model"] is None and params["verbose"] == 0  # None: the built-in MLP
+    assert "n_neurons" not in vars(est)  # a default is reported, not set in __init__
+    assert KerasClassifier(build_mlp).get_params()["n_neurons"] == 30
+    # wrapper params keep scikeras' defaults
+    assert params["optimizer"] == "rmsprop" and params["loss"] is None
     twin = clone(est)
     assert twin.get_params() == params
     est.set_params(n_neurons=7, activation="tanh")
@@ -176,7 +178,9 @@ def test_history_uses_keras_log_names_and_epochs_trained(diabetes):
     est.fit(X[:150], y[:150], validation_data=(X[150:], y[150:]), callbacks=[stop])
     assert stop.fits == 1  # callbacks given to fit() are honoured
     assert est.n_epochs_trained_ == 2
-    assert set(est.history_) == {"loss", "mse", "mae", "val_loss", "val_mse", "val_mae"}
+    # training metrics named as scikeras names them, validation ones as Keras logs them
+    assert set(est.history_) == {"loss", "mean_squared_error", "mean_absolute_error",
+                                 "val_loss", "val_mse", "val_mae"}
 
 
 def test_binary_classifier_history_names():
@@ -185,7 +189,7 @@ def test_binary_classifier_history_names():
     y = np.where(X[:, 0] > 0, "yes", "no")
     est = KerasClassifier(n_neurons=4, epochs=1, batch_size=40)
     est.fit(X[:60], y[:60], validation_data=(X[60:], y[60:]))  # string labels are encoded
-    assert set(est.history_) == {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"}
+    assert set(est.history_) == {"loss", "accuracy", "a_u_c", "val_loss", "val_accuracy", "val_auc"}
     assert est.model_.get_layer("output").units == 1
     assert set(est.predict(X)) <= {"yes", "no"}
 

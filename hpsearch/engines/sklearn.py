@@ -104,7 +104,7 @@ class FoldPipeline(Pipeline):
 
 def keras_estimator(ctx: RunContext) -> Any:
     """The scikeras estimator of this study: builder, fixed params, epochs, batch size, seed."""
-    from hpsearch.estimators import KerasClassifier, KerasRegressor
+    from hpsearch.estimators import KerasClassifier, KerasRegressor, wrapper_named_defaults
 
     cfg = ctx.cfg
     if cfg.model.init_from is not None and cfg.model.init_from.freeze_epochs:
@@ -118,9 +118,12 @@ def keras_estimator(ctx: RunContext) -> Any:
     if classification and cfg.train.class_weight:
         kw["class_weight"] = cfg.train.class_weight
     # fixed params (and the searched ones' defaults) are estimator params, so set_params takes them;
-    # a searched one the builder takes only through **params is declared here (each candidate sets it)
+    # a searched one the builder takes only through **params is declared here (each candidate sets it);
+    # builder arguments named like a wrapper parameter (optimizer, loss, ...) keep the builder's
+    # defaults, not scikeras' (optimizer="rmsprop"), as in the other engines
     declared = builder_defaults(ctx.builder)
-    params = {**{n: None for n in ctx.space.params if n not in declared}, **ctx.space.fixed, **ctx.builder_extra}
+    params = {**{n: None for n in ctx.space.params if n not in declared}, **wrapper_named_defaults(ctx.builder),
+              **ctx.space.fixed, **ctx.builder_extra}
     return (KerasClassifier if classification else KerasRegressor)(**kw, **params)
 
 
