@@ -31,15 +31,17 @@ the same parameters and defaults (``optimizer="rmsprop"``), the same routing (``
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from scikeras._utils import route_params
-from scikeras.utils.random_state import tensorflow_random_state
+from scikeras.utils.random_state import tf_disable_op_determinism, tf_enable_op_determinism, tf_get_seed, tf_set_seed
 from scikeras.utils.transformers import _is_categorical_crossentropy
 from scikeras.wrappers import BaseWrapper
 from scikeras.wrappers import KerasClassifier as _ScikerasClassifier
@@ -190,7 +192,7 @@ class _HPSearchWrapperMixin:
         seed = _seed_of(self.random_state)
         if seed is None:
             return fn(**build)
-        with tensorflow_random_state(seed):  # restores Python's, NumPy's and TensorFlow's state
+        with _seeded(seed):  # restores Python's, NumPy's and TensorFlow's state
             return fn(**build)
 
     def _ensure_compiled_model(self) -> None:
@@ -220,10 +222,11 @@ class _HPSearchWrapperMixin:
             extra = list(extra) if isinstance(extra, (list, tuple)) else [extra]
             self._fit_callbacks = list(saved) + extra
         try:
-            super()._fit_keras_model(  # type: ignore[misc]
-                X, y, sample_weight=sample_weight, warm_start=warm_start, epochs=epochs,
-                initial_epoch=initial_epoch, **kwargs,
-            )
+            with _determinism_kept():
+                super()._fit_keras_model(  # type: ignore[misc]
+                    X, y, sample_weight=sample_weight, warm_start=warm_start, epochs=epochs,
+                    initial_epoch=initial_epoch, **kwargs,
+                )
         finally:
             self._fit_callbacks = saved
 
@@ -234,6 +237,41 @@ class _HPSearchWrapperMixin:
         if history is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
         return len(history.get("loss", []))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Python's, NumPy's and TensorFlow's random state seeded for one build, restored after it.
+
+    Not scikeras' ``tensorflow_random_state``: it also turns TensorFlow's op determinism on, and
+    since it sets TF_DETERMINISTIC_OPS before asking whether determinism was on, it never turns it
+    off again (TF >= 2.16), so every later unseeded fit in the process fails. A build only needs
+    the seeds (the weights' initial values); op determinism is the user's choice.
+    """
+    py_state, np_state, tf_seed = random.getstate(), np.random.get_state(), tf_get_seed()
+    try:
+        random.seed(seed)
+        np.random.seed(seed)
+        tf_set_seed(seed)
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        tf_set_seed(tf_seed)
+
+
+@contextlib.contextmanager
+def _determinism_kept() -> Iterator[None]:
+    """TensorFlow's op determinism as it was before: scikeras' seeded fit turns it on and leaves it
+    on, and then every unseeded random op of the process fails ("Random ops require a seed")."""
+    was_on = tf_enable_op_determinism()  # scikeras' helper: returns the state before
+    if not was_on:
+        tf_disable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_disable_op_determinism()
 
 
 def _seed_of(random_state: Any) -> int | None:

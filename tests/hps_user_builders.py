@@ -57,8 +57,9 @@ build_image_only.input_ranks = (3,)  # type: ignore[attr-defined]
 
 
 def build_meta_params(meta=None, **params):
-    """scikeras' form: ``meta`` by name, the hyperparameters (and nothing else) through ``**params``."""
-    assert set(params) <= {"width", "optimizer"}, sorted(params)
+    """scikeras' form: ``meta`` by name, the hyperparameters through ``**params`` (with scikeras'
+    ``compile_kwargs`` and ``params`` context, which scikeras gives every ``**kwargs`` builder)."""
+    assert set(params) - {"compile_kwargs", "params"} <= {"width", "optimizer"}, sorted(params)
     return keras.Sequential([
         keras.Input(shape=(meta["n_features_in_"],)),
         keras.layers.Dense(int(params["width"]), activation="relu"),

@@ -212,3 +212,14 @@ SKLEARN_CHECKS = [
 @pytest.mark.parametrize("cls", [KerasClassifier, KerasRegressor])
 def test_sklearn_checks_that_pass_on_scikeras(cls: type, check: str) -> None:
     getattr(checks, check)(cls.__name__, cls(epochs=1, batch_size=1000))
+
+
+def test_a_seeded_fit_leaves_op_determinism_as_it_was():
+    """scikeras' seeded fit turns TensorFlow's op determinism on for good; every unseeded random op
+    of the process then fails. Ours puts it back."""
+    import tensorflow as tf
+
+    X = np.random.default_rng(0).random((40, 3)).astype("float32")
+    y = np.arange(40) % 2
+    KerasClassifier(epochs=1, verbose=0, random_state=0).fit(X, y)
+    tf.random.uniform((2,))  # raises "Random ops require a seed" while determinism is on
