@@ -243,10 +243,9 @@ class _HPSearchWrapperMixin:
 def _seeded(seed: int) -> Iterator[None]:
     """Python's, NumPy's and TensorFlow's random state seeded for one build, restored after it.
 
-    Not scikeras' ``tensorflow_random_state``: it also turns TensorFlow's op determinism on, and
-    since it sets TF_DETERMINISTIC_OPS before asking whether determinism was on, it never turns it
-    off again (TF >= 2.16), so every later unseeded fit in the process fails. A build only needs
-    the seeds (the weights' initial values); op determinism is the user's choice.
+    Not scikeras' ``tensorflow_random_state``: it also turns TensorFlow's op determinism on, which
+    (measured with TF 2.21) can stay on after it, so later unseeded random ops of the process fail.
+    A build only needs the seeds (the weights' initial values); op determinism is the user's choice.
     """
     py_state, np_state, tf_seed = random.getstate(), np.random.get_state(), tf_get_seed()
     try:
