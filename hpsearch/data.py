@@ -351,8 +351,9 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
     )
 
 
-#: training images the streamed preprocessing is fitted on (all of them in a smaller training split)
-SCALE_SAMPLE = 2000
+#: the streamed preprocessing is fitted on as many training images as fit in this many bytes as
+#: float64 (what the fit computes in), at least 64: all of them in a small training split
+SCALE_SAMPLE_BYTES = 64 << 20
 
 
 def _prepare_streamed(cfg: StudyConfig, folds: int, root: Path) -> PreparedData:
@@ -391,8 +392,9 @@ def _prepare_streamed(cfg: StudyConfig, folds: int, root: Path) -> PreparedData:
     files = ImageFiles(paths, cfg.data.color, shape)
     train_raw = files.take(i_train)
     pick = np.arange(len(i_train))
-    if len(pick) > SCALE_SAMPLE:
-        pick = np.sort(np.random.default_rng(split.seed).choice(len(pick), SCALE_SAMPLE, replace=False))
+    most = max(64, SCALE_SAMPLE_BYTES // (8 * math.prod(shape)))
+    if len(pick) > most:
+        pick = np.sort(np.random.default_rng(split.seed).choice(len(pick), most, replace=False))
     sample = train_raw[pick]
     pre = fit_preprocessor(sample, cfg.data.scale, _template(cfg, sample, task, classes, None))
     summary: dict[str, Any] = {

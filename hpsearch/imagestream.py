@@ -148,7 +148,7 @@ class ImageFiles:
         return X if dtype is None else X.astype(dtype)
 
 
-class ImageBatches(keras.utils.PyDataset):  # type: ignore[misc]
+class ImageBatches(keras.utils.PyDataset):
     """Batches of decoded files for ``model.fit`` / ``predict``, read by ``workers`` threads.
 
     With a ``seed`` the order is shuffled and reshuffled at every epoch's end, and the last batch
