@@ -32,7 +32,7 @@ def _study(tmp: Path, **data: object) -> dict[str, object]:
                  "split": {"valid": 0.2, "test": 0.2, "seed": 0}, **data},
         "model": {"builder": "mlp", "fixed": {"activation": "relu", "optimizer": "adam"}},
         "space": {"n_neurons": {"int": [8, 16]}, "learning_rate": {"float": [1e-3, 1e-2], "log": True}},
-        "train": {"epochs": 2, "batch_size": 8},
+        "train": {"epochs": 2, "batch_size": 8, "class_weight": "balanced"},  # weights: per-row in the stream
         "search": {"engine": "optuna", "sampler": "random", "pruner": "none", "n_trials": 1, "seed": 0},
     }
 
