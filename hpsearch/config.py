@@ -91,6 +91,9 @@ class DataConfig(_Strict):
     color: Literal["grayscale", "rgb"] = Field("rgb", description="image folders: channels (1 or 3)")
     skip_bad_files: bool = Field(False, description="image folders: skip unreadable files (counted) instead of"
                                  " stopping at the first")
+    in_memory: bool | Literal["auto"] = Field("auto", description="image folders: load all images (true), stream"
+                                              " batches from disk (false), or stream above 1 GiB decoded (auto)")
+    workers: int = Field(2, ge=1, description="image folders streamed from disk: CPU loader threads")
     max_categories: int = Field(20, ge=1, description="tables: a text/category column with at most this many"
                                 " values is one-hot encoded, above it an integer lookup")
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from hpsearch.datasources import RawData, source_for
 from hpsearch.errors import ConfigError, DataError
+from hpsearch.imagefolder import ImageFolderSource
 from hpsearch.metrics import default_metric, metric_problem
 from hpsearch.preprocess import Preprocessor, fit_preprocessor
 
@@ -57,6 +59,7 @@ class PreparedData:
     X_valid_raw: np.ndarray  # the validation rows before scaling: each fold's own scaler is applied to them
     scaling: str = "standard"  # data.scale: "standard" or "none"
     summary: dict[str, Any] = field(default_factory=dict)
+    streamed: bool = False  # an image folder read from disk: the X fields are ImageFiles, not arrays
 
     @property
     def n_classes(self) -> int:
@@ -301,6 +304,13 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
     the data must give every fold rows (and every class).
     """
     source = source_for(cfg.data.source)
+    if isinstance(source, ImageFolderSource) and cfg.data.in_memory is not True:
+        from hpsearch.imagestream import folder_streams
+
+        root = source.locate(cfg)
+        assert root is not None
+        if folder_streams(cfg, root, f"data.source {root}"):
+            return _prepare_streamed(cfg, folds, root)
     raw = source.load(cfg)
     where = raw.where
     X, y, task = _rows(cfg, raw, folds)
@@ -339,3 +349,65 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
         X_test=pre.transform(X_test), y_test=y_test,
         task=task, preprocessor=pre, X_train_raw=X_train, X_valid_raw=X_valid, scaling=cfg.data.scale, summary=summary,
     )
+
+
+#: the streamed preprocessing is fitted on as many training images as fit in this many bytes as
+#: float64 (what the fit computes in), at least 64: all of them in a small training split
+SCALE_SAMPLE_BYTES = 64 << 20
+
+
+def _prepare_streamed(cfg: StudyConfig, folds: int, root: Path) -> PreparedData:
+    """``prepare_data`` for an image folder streamed from disk: the same checks, seeded split and
+    label encoding on the file list, scaling fitted on (a seeded sample of) the training files only.
+
+    Long: the in-memory steps in order, on file indices instead of rows."""
+    from hpsearch.imagestream import ImageFiles, scan
+
+    where = f"data.source {root}"
+    if folds > 1:
+        raise ConfigError(f"data.in_memory: {where} streams from disk, which only the Optuna engine's holdout"
+                          " split trains on; set data.in_memory: true, or use search.engine: optuna without"
+                          " search.cv")
+    paths, y, shape, info = scan(cfg, root, where)
+    task = _infer_task(y, cfg.data.task)
+    split = cfg.data.split
+    min_rows = max(4, int(np.ceil(2 / (1.0 - split.valid - split.test))) + 2)
+    validate_arrays(np.zeros((len(y), 1), np.uint8), y, task, where, min_rows=min_rows)  # labels and row counts
+    idx = np.arange(len(y))
+    if cfg.data.max_rows is not None and cfg.data.max_rows < len(y):
+        idx = np.random.default_rng(split.seed).permutation(len(y))[: cfg.data.max_rows]
+    y = y[idx]
+    y_model, classes = _encode_target(y, task, folds, where)
+    problem = metric_problem(cfg.search.metric or default_metric(task), task,
+                             None if classes is None else len(classes), cfg.data.source)
+    if problem:
+        raise ConfigError(problem)
+    stratify = classes is not None
+    if split.test > 0:
+        i_rest, y_rest, i_test, y_test = _split(idx, y_model, split.test, stratify, split.seed, where)
+    else:
+        i_rest, y_rest, i_test, y_test = idx, y_model, idx[:0], y_model[:0]
+    i_train, y_train, i_valid, y_valid = _split(i_rest, y_rest, split.valid / (1.0 - split.test), stratify,
+                                                split.seed + 1, where)
+    files = ImageFiles(paths, cfg.data.color, shape)
+    train_raw = files.take(i_train)
+    pick = np.arange(len(i_train))
+    most = max(64, SCALE_SAMPLE_BYTES // (8 * math.prod(shape)))
+    if len(pick) > most:
+        pick = np.sort(np.random.default_rng(split.seed).choice(len(pick), most, replace=False))
+    sample = train_raw[pick]
+    pre = fit_preprocessor(sample, cfg.data.scale, _template(cfg, sample, task, classes, None))
+    summary: dict[str, Any] = {
+        "source": cfg.data.source, "task": task, "rows": len(y_model), "train_rows": len(y_train),
+        "valid_rows": len(y_valid), "test_rows": len(y_test), "features": math.prod(shape), **info,
+        "input_shape": list(shape), "scale_sample": len(pick),
+    }
+    if classes is not None:
+        summary["classes"] = len(classes)
+        summary["class_counts"] = {str(c): int(n) for c, n in zip(classes, np.bincount(y_model))}
+    valid_raw = files.take(i_valid)
+    # the splits are ImageFiles: array-likes (shape, len, indexing) decoded on demand
+    lazy: dict[str, Any] = {"X_train": train_raw.with_preprocessor(pre), "X_valid": valid_raw.with_preprocessor(pre),
+            "X_test": files.take(i_test).with_preprocessor(pre), "X_train_raw": train_raw, "X_valid_raw": valid_raw}
+    return PreparedData(y_train=y_train, y_valid=y_valid, y_test=y_test, task=task, preprocessor=pre,
+                        scaling=cfg.data.scale, summary=summary, streamed=True, **lazy)

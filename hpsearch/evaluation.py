@@ -42,7 +42,12 @@ EXTRA_TEST_METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy",
 
 
 def predict_raw(model: Any, X: Any) -> np.ndarray:
-    """The Keras model's raw outputs (probabilities or values) for already preprocessed rows."""
+    """The Keras model's raw outputs (probabilities or values) for already preprocessed rows
+    (or a streamed image folder's files, decoded batch by batch)."""
+    from hpsearch.imagestream import ImageBatches, ImageFiles
+
+    if isinstance(X, ImageFiles):
+        return np.asarray(model.predict(ImageBatches(X, None, 256, workers=2), verbose=0))
     return np.asarray(model.predict(X, batch_size=1024, verbose=0))
 
 

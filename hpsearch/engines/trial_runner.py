@@ -74,7 +74,9 @@ class TrialRunner:
         self.extra_callbacks = list(extra_callbacks or [])
         self.batch_size = min(int(cfg.train.batch_size), len(data.y_train))  # auto: resolved by then
         seed = cfg.data.split.seed
-        self.X_train, self.y_train = pad_to_batches(data.X_train, data.y_train, self.batch_size, seed)
+        self.X_train, self.y_train = data.X_train, data.y_train  # streamed batches wrap around instead
+        if not data.streamed:
+            self.X_train, self.y_train = pad_to_batches(data.X_train, data.y_train, self.batch_size, seed)
         self.valid_batch = len(data.y_valid) if len(data.y_valid) <= MAX_SINGLE_VALID_BATCH else 4096
         self.y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -136,14 +138,15 @@ class TrialRunner:
     def _fit(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
              epochs: int, callbacks: list[Any], initial_epoch: int = 0) -> Any:
         from hpsearch.callbacks import EpochLR
+        from hpsearch.imagestream import fit_inputs
 
+        cfg = self.ctx.cfg
         timer = [self.timer] if self.timer is not None else []
         hist = model.fit(
-            X, y, batch_size=self.batch_size, epochs=epochs, initial_epoch=initial_epoch,
-            validation_data=(Xv, yv), validation_batch_size=min(self.valid_batch, len(yv)),
-            callbacks=[*callbacks, *self.extra_callbacks, *timer, EpochLR()], verbose=self.ctx.cfg.train.verbose,
-            shuffle=True,
-            class_weight=self.class_weight,
+            **fit_inputs(X, y, Xv, yv, self.batch_size, min(self.valid_batch, len(yv)), self.class_weight,
+                         cfg.data.split.seed + initial_epoch, cfg.data.workers),
+            epochs=epochs, initial_epoch=initial_epoch,
+            callbacks=[*callbacks, *self.extra_callbacks, *timer, EpochLR()], verbose=cfg.train.verbose,
         )
         if self.timer is not None and self.timer.elapsed is not None:
             raise TrialTimedOut(trial_timeout_reason(self.timer.limit, self.timer.elapsed))
