@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
 
 __all__ = [
+    "LocalSource",
     "SKLEARN_DATASETS",
     "CsvSource",
     "DataSource",
@@ -112,8 +113,8 @@ class SklearnSource(DataSource):
         return RawData(np.asarray(bunch.data), np.asarray(bunch.target), names, cfg.data.source)
 
 
-class FileSource(DataSource):
-    """A local file; a relative path starts at the study file's folder."""
+class LocalSource(DataSource):
+    """A local path (file or folder); a relative path starts at the study file's folder."""
 
     @staticmethod
     def _path(cfg: StudyConfig) -> Path:
@@ -124,6 +125,10 @@ class FileSource(DataSource):
 
     def locate(self, cfg: StudyConfig) -> Path | None:
         return self._path(cfg).absolute()
+
+
+class FileSource(LocalSource):
+    """A local file, read by the subclass for its format."""
 
     def check(self, cfg: StudyConfig) -> None:
         """A file source needs nothing beyond the path by default."""

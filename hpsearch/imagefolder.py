@@ -12,13 +12,12 @@ is true: then it is skipped and counted (``skipped_files`` in the data summary).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpsearch.datasources import DataSource, RawData
+from hpsearch.datasources import LocalSource, RawData
 from hpsearch.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,18 +60,8 @@ def read_image(path: Path, color: str, size: tuple[int, int] | None) -> np.ndarr
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-class ImageFolderSource(DataSource):
+class ImageFolderSource(LocalSource):
     """A folder of class subfolders of images, loaded into memory as uint8 (rows, h, w, c)."""
-
-    @staticmethod
-    def _path(cfg: StudyConfig) -> Path:
-        p = Path(os.path.expanduser(cfg.data.source))
-        if not p.is_absolute() and cfg.base_dir:
-            p = Path(cfg.base_dir) / p
-        return p
-
-    def locate(self, cfg: StudyConfig) -> Path | None:
-        return self._path(cfg).absolute()
 
     def check(self, cfg: StudyConfig) -> None:
         """Every image field has a default; the folder itself is read by ``load``."""
