@@ -203,7 +203,11 @@ def print_best(info: dict[str, Any]) -> None:
         _print_ensemble(con, info["ensemble"])
     if info["exported"]:
         exported = Path(info["exported"])
-        con.print(f"exported: {exported} (+ {exported.with_suffix('.preprocess.json').name})")
+        if info.get("export_format"):
+            con.print(f"exported: {exported} ({info['export_format']}, preprocessing inside: it takes raw features;"
+                      f" inputs and outputs in {exported.parent / 'hpsearch.json'})")
+        else:
+            con.print(f"exported: {exported} (+ {exported.with_suffix('.preprocess.json').name})")
     con.print(f"load it: hpsearch.load_best({info['study']!r}, storage=...)")
 
 
