@@ -156,6 +156,8 @@ def print_status(data: dict[str, Any]) -> None:
         con.print("data: " + data_line(data["data_summary"]))
     con.print(f"trials: {data['complete']} complete, {data['pruned']} pruned, {data['failed']} failed,"
               f" {data['running']} running; elapsed {fmt_elapsed(data['elapsed_s'])}")
+    if data.get("stop_reason"):
+        con.print(f"ended by {data['stop_reason']}")
     rows = data["trials"]
     table = Table(title=f"top {len(rows)} trials")
     for col in ("rank", "trial", "state", metric, "params", "epochs", "fit time (s)"):
