@@ -183,7 +183,7 @@ class SearchConfig(_Strict):
     warm_start: WarmStartConfig | None = Field(None, description="optuna: copy an earlier study's finished trials")
     constraints: ConstraintsConfig | None = Field(None, description="optuna: limits checked before training")
     ensemble: int | None = Field(None, ge=1, description="models of the best trials kept for load_best(top_k=K);"
-                                 " raises keep_models to K")
+                                 " raises keep_models to K (sklearn engines: refits the top K)")
 
     @model_validator(mode="before")
     @classmethod
