@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,10 @@ def _write(wrapped: Any, fmt: str, target: Path) -> None:
         return
     # a dynamic batch size; the model was never called, so Keras cannot infer the signature itself
     signature = [keras.InputSpec(shape=(None, *wrapped.input_shape[1:]), dtype="float32", name="features")]
-    wrapped.export(str(target), format="tf_saved_model" if fmt == "saved_model" else "onnx", verbose=False,
-                   input_signature=signature)
+    with warnings.catch_warnings():  # Keras's numpy-2 patch of tf2onnx probes np.object: not the user's concern
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"keras\.src\.export\.tf2onnx_lib")
+        wrapped.export(str(target), format="tf_saved_model" if fmt == "saved_model" else "onnx", verbose=False,
+                       input_signature=signature)
 
 
 def _check_target(out: Path, fmt: str) -> None:
