@@ -18,6 +18,7 @@ from hpsearch.artifacts import ARTIFACTS_ENV, artifact_store_for, load_model_art
 from hpsearch.data import Preprocessor
 from hpsearch.ensemble import ensemble_scores, load_ensemble
 from hpsearch.errors import UserError
+from hpsearch.export import export_serving
 from hpsearch.queries import best_artifact_ids, best_info, open_study_for_reading
 from hpsearch.records import STUDY
 from hpsearch.uncertainty import MCDropoutMixin
@@ -142,9 +143,12 @@ def export_best(study_name: str, path: str, storage: str | None = None, artifact
 
 
 def describe_best(study_name: str, storage: str | None = None, artifacts: str | None = None,
-                  export: str | None = None, ensemble: int | None = None) -> dict[str, Any]:
-    """``hpsearch best``: :func:`hpsearch.queries.best_info`, after exporting the model to ``export``;
-    with ``ensemble=K``, the top-K ensemble's scores next to the single best model's."""
+                  export: str | None = None, ensemble: int | None = None, fmt: str | None = None) -> dict[str, Any]:
+    """``hpsearch best``: :func:`hpsearch.queries.best_info`, after exporting the model to ``export``
+    (with ``fmt``, a serving folder of :mod:`hpsearch.export`); with ``ensemble=K``, the top-K
+    ensemble's scores next to the single best model's."""
+    if fmt is not None and not export:
+        raise UserError(f"--format {fmt}: give the folder to write with --export DIR")
     url, _, study = open_study_for_reading(study_name, storage)
     info = best_info(study, url, artifacts)
     if ensemble is not None:
@@ -152,5 +156,6 @@ def describe_best(study_name: str, storage: str | None = None, artifacts: str | 
         info["ensemble"] = ensemble_scores(study, store, ensemble)
     if export:
         store = artifact_store_for(url, artifacts or study.user_attrs.get(STUDY.ARTIFACTS))
-        info["exported"] = str(_export(study, store, export))
+        written = _export(study, store, export) if fmt is None else export_serving(study, store, export, fmt)
+        info["exported"], info["export_format"] = str(written), fmt
     return info

@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("study", help="study name")
     storage_args(b)
     b.add_argument("--export", metavar="PATH",
-                   help="write the best model to PATH (.keras) and its preprocessing beside it")
+                   help="write the best model to PATH (.keras) and its preprocessing beside it;"
+                        " with --format, a folder PATH holding the model with its preprocessing inside")
+    b.add_argument("--format", dest="fmt", choices=["keras", "saved_model", "onnx"],
+                   help="serving format of --export: keras (model.keras), saved_model or onnx (model.onnx);"
+                        " the artefact takes raw features")
     b.add_argument("--ensemble", type=int, metavar="K",
                    help="score the average of the K best stored models next to the single best")
     b.add_argument("--json", action="store_true")
@@ -231,7 +235,8 @@ def cmd_best(a: argparse.Namespace) -> int:
     """The best trial, where its model is; with --export, a copy of the model."""
     from hpsearch.best import describe_best
 
-    info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export, ensemble=a.ensemble)
+    info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export, ensemble=a.ensemble,
+                         fmt=a.fmt)
     if a.json:
         console.print_json(info)
     else:

@@ -178,12 +178,12 @@ class SearchConfig(_Strict):
     max_failures_in_row: int = Field(5, ge=1)
     keep_models: int = Field(3, ge=1, description="trained models kept per study (best K)")
     n_jobs: int = Field(1, ge=1, description="sklearn engines: parallel fits (joblib)")
-    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="optuna: parameter sets run"
-                                          " first, once per study")
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="parameter sets run"
+                                          " first, once per study (sklearn engines: the first candidates)")
     warm_start: WarmStartConfig | None = Field(None, description="optuna: copy an earlier study's finished trials")
     constraints: ConstraintsConfig | None = Field(None, description="optuna: limits checked before training")
     ensemble: int | None = Field(None, ge=1, description="models of the best trials kept for load_best(top_k=K);"
-                                 " raises keep_models to K")
+                                 " raises keep_models to K (sklearn engines: refits the top K)")
 
     @model_validator(mode="before")
     @classmethod

@@ -156,6 +156,8 @@ def print_status(data: dict[str, Any]) -> None:
         con.print("data: " + data_line(data["data_summary"]))
     con.print(f"trials: {data['complete']} complete, {data['pruned']} pruned, {data['failed']} failed,"
               f" {data['running']} running; elapsed {fmt_elapsed(data['elapsed_s'])}")
+    if data.get("stop_reason"):
+        con.print(f"ended by {data['stop_reason']}")
     rows = data["trials"]
     table = Table(title=f"top {len(rows)} trials")
     for col in ("rank", "trial", "state", metric, "params", "epochs", "fit time (s)"):
@@ -203,7 +205,11 @@ def print_best(info: dict[str, Any]) -> None:
         _print_ensemble(con, info["ensemble"])
     if info["exported"]:
         exported = Path(info["exported"])
-        con.print(f"exported: {exported} (+ {exported.with_suffix('.preprocess.json').name})")
+        if info.get("export_format"):
+            con.print(f"exported: {exported} ({info['export_format']}, preprocessing inside: it takes raw features;"
+                      f" inputs and outputs in {exported.parent / 'hpsearch.json'})")
+        else:
+            con.print(f"exported: {exported} (+ {exported.with_suffix('.preprocess.json').name})")
     con.print(f"load it: hpsearch.load_best({info['study']!r}, storage=...)")
 
 

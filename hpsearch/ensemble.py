@@ -5,8 +5,8 @@ probabilities) or :class:`EnsembleRegressor` (mean of their predictions); ``hpse
 --ensemble 3`` scores it on the validation split and on the held-out test split next to the single
 best model (:func:`ensemble_scores`). The members are the best-ranked completed trials that still
 have a stored model: a study keeps ``search.keep_models`` of them, raised to ``search.ensemble``
-when an ensemble is asked for at study time. The scikit-learn engines keep no per-trial model
-(only the refitted best), so their studies have no ensemble.
+when an ensemble is asked for at study time. The scikit-learn engines keep no per-trial model:
+with ``search.ensemble`` they refit the top K after the search (:mod:`hpsearch.engines.ensemble_refit`).
 """
 
 from __future__ import annotations
@@ -75,16 +75,29 @@ def top_models(study: Any, k: int) -> list[tuple[int, str, str]]:
     attrs = study.user_attrs
     gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
     direction = study_direction(attrs, list(study.directions))
-    out = [(t.number, t.user_attrs[TRIAL.MODEL_ARTIFACT], t.user_attrs[TRIAL.PREPROCESS_ARTIFACT])
-           for t in ranked(study.get_trials(deepcopy=False), direction)
-           if t.user_attrs.get(TRIAL.MODEL_ARTIFACT) and t.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
-           and t.user_attrs[TRIAL.MODEL_ARTIFACT] not in gone]
+    out = []
+    for t in ranked(study.get_trials(deepcopy=False), direction):
+        ids = _stored_ids(t, attrs)
+        if ids is not None and ids[0] not in gone:
+            out.append((t.number, *ids))
     if len(out) < k:
         raise UserError(
             f"study {study.study_name!r} keeps {len(out)} trained models, fewer than the {k} asked for;"
-            f" ask for at most {len(out)}, or set search.ensemble: {k} and run the study again"
-            " (the scikit-learn engines keep only the best model)")
+            f" ask for at most {len(out)}, or set search.ensemble: {k} and run the study again")
     return out[:k]
+
+
+def _stored_ids(trial: Any, attrs: dict[str, Any]) -> tuple[str, str] | None:
+    """(model id, preprocessing id) of a trial's model: its own, else one stored against the study
+    (the refitted best, or a scikit-learn engine's ensemble member, see
+    :mod:`hpsearch.engines.ensemble_refit`)."""
+    mid, pid = trial.user_attrs.get(TRIAL.MODEL_ARTIFACT), trial.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
+    if mid and pid:
+        return str(mid), str(pid)
+    if attrs.get(STUDY.BEST_TRIAL) == trial.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT):
+        return str(attrs[STUDY.BEST_MODEL_ARTIFACT]), str(attrs[STUDY.BEST_PREPROCESS_ARTIFACT])
+    member = (attrs.get(STUDY.ENSEMBLE_MODELS) or {}).get(str(trial.number))
+    return (str(member[0]), str(member[1])) if member else None
 
 
 def load_ensemble(study: Any, store: Any, k: int) -> EnsembleClassifier | EnsembleRegressor:

@@ -146,7 +146,7 @@ def study_status(name: str, storage: str | None, top: int | None = 10) -> dict[s
     rows = trial_rows(trials, summary["direction"], limit=top if top and top > 0 else None)
     return dict(summary, storage=redact_url(url), data_summary=s.user_attrs.get(STUDY.DATA_SUMMARY),
                 test_metric=s.user_attrs.get(STUDY.TEST_METRIC), test_metrics=s.user_attrs.get(STUDY.TEST_METRICS),
-                trials=rows)
+                stop_reason=s.user_attrs.get(STUDY.STOP_REASON), trials=rows)
 
 
 def best_info(study: Any, url: str, artifacts: str | None = None) -> dict[str, Any]:

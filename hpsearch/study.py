@@ -28,6 +28,7 @@ from hpsearch.config import StudyConfig
 from hpsearch.data import check_input_rank, prepare_data
 from hpsearch.engines.base import NullObserver, Observer, RunContext, get_engine
 from hpsearch.engines.control import Control, LoopSettings, heartbeat_settings, install_signals
+from hpsearch.engines.ensemble_refit import refit_ensemble
 from hpsearch.engines.loop import hard_stop
 from hpsearch.engines.stoprules import closing_reason
 from hpsearch.errors import StudyFailedError, UserError
@@ -253,6 +254,7 @@ def run_study(
         if ctx.control is not None and ctx.control.stopping:
             raise KeyboardInterrupt(ctx.control.stop_reason)
     finalize(ctx)
+    refit_ensemble(ctx)  # search.ensemble with a scikit-learn engine: the top K's models
     return make_result(ctx, time.monotonic() - start, already)
 
 

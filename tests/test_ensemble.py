@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 
 from hpsearch.artifacts import artifact_store_for, load_model_artifacts
-from hpsearch.records import TRIAL
+from hpsearch.records import STUDY, TRIAL
 from hpsearch.study import run_study
 from hpsearch.validate import parse_study_config
 from tests.study_dicts import MINIMAL, with_
@@ -54,3 +54,32 @@ def test_top_k_ensemble_averages_the_stored_models_and_best_scores_it(sqlite_url
     rc = main(["best", "ens", "--storage", sqlite_url, "--artifacts", art, "--ensemble", "9"])
     err = capsys.readouterr().err
     assert rc == 2 and "keeps 3 trained models, fewer than the 9 asked for" in err and len(err.splitlines()) == 1
+
+
+def test_a_random_search_refits_its_top_k_for_the_ensemble_and_runs_enqueued_sets_first(sqlite_url, tmp_path):
+    import hpsearch
+    from hpsearch.engines.base import NullObserver
+
+    art = str(tmp_path / "a")
+    cfg = parse_study_config({
+        "name": "rens", "data": {"source": "sklearn:iris", "max_rows": 60, "split": {"valid": 0.25, "test": 0.2}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "adam", "n_hidden": 1}},
+        "space": {"n_neurons": {"int": [4, 16]}},
+        "train": {"epochs": 1, "batch_size": 16, "early_stopping": None},
+        "search": {"engine": "random", "n_trials": 2, "cv": 2, "seed": 0, "ensemble": 2, "enqueue": [{"n_neurons": 9}]},
+    })
+    said: list[str] = []
+    obs = NullObserver()
+    obs.message = said.append  # type: ignore[method-assign]
+    run_study(cfg, storage=sqlite_url, artifacts=art, observer=obs)
+    study = optuna.load_study(study_name="rens", storage=sqlite_url)
+    assert study.trials[0].params == {"n_neurons": 9}  # the enqueued set is the first candidate
+    top = [t.number for t in sorted((t for t in study.get_trials() if t.state.name == "COMPLETE"),
+                                    key=lambda t: (-t.value, t.number))[:2]]
+    assert list(study.user_attrs[STUDY.ENSEMBLE_MODELS]) == [str(top[1])]  # the best is the refit finalize made
+    assert any(m.startswith(f"hpsearch: search.ensemble = 2: refitted trials {top[1]}") for m in said)
+    ens = hpsearch.load_best("rens", storage=sqlite_url, artifacts=art, top_k=2)
+    assert ens.trials == top and ens.predict_proba(np.zeros((2, 4))).shape == (2, 3)
+    said.clear()
+    run_study(cfg, storage=sqlite_url, artifacts=art, observer=obs)  # complete: nothing refitted again
+    assert not any("refitted" in m for m in said)

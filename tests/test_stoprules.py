@@ -119,3 +119,17 @@ def test_a_trial_over_its_time_limit_is_stopped_and_failed(engine, sqlite_url, t
     for t in trials:
         reason = t.user_attrs[TRIAL.FAILURE]
         assert reason.startswith("trial_timeout: training stopped after") and "train.trial_timeout = 0.3 s" in reason
+
+
+def test_status_says_which_rule_ended_the_study(sqlite_url, capsys):
+    from hpsearch.cli import main
+
+    study = optuna.create_study(study_name="ended", storage=sqlite_url)
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    assert main(["status", "ended", "--storage", sqlite_url]) == 0
+    assert "ended by" not in capsys.readouterr().out
+    study.set_user_attr(STUDY.STOP_REASON, "target: trial 0 reached value 0.5 (search.target = 0.4)")
+    assert main(["status", "ended", "--storage", sqlite_url]) == 0
+    assert "ended by target: trial 0 reached value 0.5" in " ".join(capsys.readouterr().out.split())
+    assert main(["status", "ended", "--storage", sqlite_url, "--json"]) == 0
+    assert '"stop_reason": "target: trial 0 reached value 0.5' in capsys.readouterr().out

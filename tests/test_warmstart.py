@@ -33,12 +33,41 @@ def _cfg(name: str, epochs: int = 1, space: dict | None = None, **search):
     ({"enqueue": [{"n_hidden": 2}]}, "search.enqueue[0].n_hidden: not a parameter of space; use one of n_neurons"),
     ({"enqueue": [{"n_neurons": 9}]}, "search.enqueue[0].n_neurons: 9 is not a value space.n_neurons can take"),
     ({"warm_start": {"study": "m"}}, "search.warm_start.study: is this study itself"),
-    ({"engine": "random", "enqueue": [{"n_neurons": 2}]}, "search.enqueue: engine random evaluates its own"),
-    ({"engine": "grid", "warm_start": {"study": "x"}}, "search.warm_start: engine grid evaluates its own"),
+    ({"engine": "random", "enqueue": [{"n_neurons": 9}]}, "search.enqueue[0].n_neurons: 9 is not a value"),
+    ({"engine": "grid", "warm_start": {"study": "x"}}, "search.warm_start: engine grid draws its candidates without"),
+    ({"engine": "random", "warm_start": {"study": "x"}}, "use search.engine: optuna, or put the earlier study's"),
+    ({"engine": "random", "n_trials": 1, "enqueue": [{"n_neurons": 2}, {"n_neurons": 3}]},
+     "search.enqueue: 2 parameter sets, more than the 1 candidates of engine random; raise search.n_trials"),
 ])
 def test_bad_warm_starts_are_one_line_errors(search, expected):
     d = with_(MINIMAL, search={**MINIMAL["search"], **search})
     assert expected in one_line_error(parse_study_config, d, where="s.yaml")
+
+
+def test_an_enqueued_set_off_the_grid_is_a_one_line_error():
+    d = with_(MINIMAL, space={"learning_rate": {"float": [0.001, 0.1], "log": True, "grid": 3}},
+              search={"engine": "grid", "enqueue": [{"learning_rate": 0.05}]})
+    assert "search.enqueue[0]: {'learning_rate': 0.05} is no point of the grid" in one_line_error(
+        parse_study_config, d, where="s.yaml")
+
+
+@pytest.mark.parametrize("engine", ["random", "halving", "grid"])
+def test_sklearn_engines_put_enqueued_configurations_first(engine):
+    from hpsearch.engines.base import get_engine
+
+    space = {"n_neurons": {"int": [4, 16]} if engine != "grid" else [4, 8, 16], "activation": ["relu", "tanh"]}
+    first = [{"n_neurons": 16}, {"activation": "tanh"}]
+    cfg = parse_study_config(with_(MINIMAL, space=space, search={"engine": engine, "n_trials": 4, "seed": 0,
+                                                                  "enqueue": first}))
+    plain = parse_study_config(with_(MINIMAL, space=space, search={"engine": engine, "n_trials": 4, "seed": 0}))
+    eng, sp = get_engine(engine), cfg.search_space()
+    got, drawn = eng.candidates(cfg, sp), eng.candidates(plain, sp)
+    assert len(got) == len(drawn) and got[0]["n_neurons"] == 16 and got[1]["activation"] == "tanh"
+    if engine == "grid":  # the same points, the matching ones first
+        assert sorted(map(str, got)) == sorted(map(str, drawn)) and got[0] == {"n_neurons": 16, "activation": "relu"}
+    else:  # the named values replace drawn ones; the rest stays drawn
+        assert got[0]["activation"] == drawn[0]["activation"] and got[1]["n_neurons"] == drawn[1]["n_neurons"]
+        assert got[2:] == drawn[2:]
 
 
 def test_enqueued_configurations_run_first_and_once(sqlite_url, tmp_path):

@@ -48,7 +48,7 @@ from hpsearch.engines.base import (
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
-from hpsearch.engines.warmstart import refuse_warm_start
+from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.space import coerce_params
@@ -355,7 +355,9 @@ class SklearnEngine(Engine):
         return _n_candidates(cfg)
 
     def check(self, cfg: StudyConfig, space: SearchSpace) -> None:
-        refuse_warm_start(cfg, self.name)
+        refuse_warm_start(cfg, self.name, space)
+        if cfg.search.enqueue:
+            self.candidates(cfg, space)  # search.enqueue's errors (too many sets, not a grid point) now
         if cfg.search.constraints is not None:
             raise ConfigError(f"search.constraints: engine {self.name} does not check limits before training;"
                               " use search.engine: optuna, or remove it")
@@ -406,7 +408,7 @@ def _n_candidates(cfg: StudyConfig) -> int:
 
 def _sampled(cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
     """The candidates as ``RandomizedSearchCV`` draws them; a space of lists only gives at most its
-    grid's size (the same draws as scikit-learn's, without its warning)."""
+    grid's size (the same draws as scikit-learn's, without its warning); ``search.enqueue`` first."""
     from sklearn.model_selection import ParameterGrid, ParameterSampler
 
     dists = space.to_sklearn_distributions()
@@ -414,7 +416,7 @@ def _sampled(cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
     grids = dists if isinstance(dists, list) else [dists]  # a conditional space: one dict per branch
     if all(not hasattr(d, "rvs") for g in grids for d in g.values()):
         n = min(n, len(ParameterGrid(dists)))
-    return list(ParameterSampler(dists, n, random_state=cfg.search.seed))
+    return enqueued_first(cfg, list(ParameterSampler(dists, n, random_state=cfg.search.seed)), grid=False)
 
 
 class GridEngine(SklearnEngine):
@@ -438,7 +440,7 @@ class GridEngine(SklearnEngine):
     def candidates(self, cfg: StudyConfig, space: SearchSpace) -> list[dict[str, Any]]:
         from sklearn.model_selection import ParameterGrid
 
-        return list(ParameterGrid(space.to_sklearn_grid()))
+        return enqueued_first(cfg, list(ParameterGrid(space.to_sklearn_grid())), grid=True)
 
 
 class RandomEngine(SklearnEngine):

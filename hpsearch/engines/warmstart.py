@@ -1,4 +1,4 @@
-"""Warm starts of the Optuna engine: ``search.enqueue`` and ``search.warm_start``.
+"""Warm starts: ``search.enqueue`` (every engine) and ``search.warm_start`` (the Optuna engine).
 
 * ``search.enqueue: [{n_neurons: 64, ...}, ...]``: known-good parameter sets are queued (Optuna's
   ``enqueue_trial(skip_if_exists=True)``) and run before anything is sampled;
@@ -10,7 +10,10 @@
   do not count toward ``search.n_trials``; a copied trial that stays the best is trained once at the
   end (:func:`train_params`).
 
-Both happen once per study, even with many workers: under the study lock, and only while the
+The scikit-learn engines put enqueued sets first in their own candidate list (:func:`enqueued_first`)
+and refuse ``warm_start`` (:func:`refuse_warm_start`).
+
+In the Optuna engine both happen once per study, even with many workers: under the study lock, and only while the
 study attribute ``STUDY.WARM_START`` (the summary: copied, skipped and why, enqueued) is unset.
 """
 
@@ -28,19 +31,48 @@ if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
     from hpsearch.space import SearchSpace
 
-__all__ = ["check_warm_start", "refuse_warm_start", "warm_start", "copy_trials", "train_params"]
+__all__ = ["check_warm_start", "enqueued_first", "refuse_warm_start", "warm_start", "copy_trials", "train_params"]
 
 #: trial attributes not copied: the models and curves belong to the other study's artifact store
 _NOT_COPIED = (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT)
 
 
-def refuse_warm_start(cfg: StudyConfig, engine: str) -> None:
-    """Engines with a fixed candidate list take neither enqueue nor warm_start (one line)."""
-    s = cfg.search
-    for key, value in (("enqueue", s.enqueue), ("warm_start", s.warm_start)):
-        if value:
-            raise ConfigError(f"search.{key}: engine {engine} evaluates its own candidate list; use"
-                              " search.engine: optuna, or remove it")
+def refuse_warm_start(cfg: StudyConfig, engine: str, space: SearchSpace) -> None:
+    """The scikit-learn engines take ``enqueue`` (checked here, placed by :func:`enqueued_first`) but
+    not ``warm_start`` (one line): they draw or list their candidates without learning from earlier
+    trials, so copied trials would guide nothing."""
+    if cfg.search.warm_start is not None:
+        raise ConfigError(f"search.warm_start: engine {engine} draws its candidates without learning from earlier"
+                          " trials, so copies would guide nothing; use search.engine: optuna, or put the earlier"
+                          " study's best parameters (`hpsearch best NAME`) in search.enqueue")
+    check_warm_start(cfg, space)
+
+
+def enqueued_first(cfg: StudyConfig, candidates: list[dict[str, Any]], grid: bool) -> list[dict[str, Any]]:
+    """``candidates`` of a scikit-learn engine with ``search.enqueue`` first.
+
+    Random / halving: the i-th enqueued set replaces the values it names in the i-th drawn candidate
+    (the others stay drawn), so the budget (``n_trials``) is unchanged. Grid: every grid point runs
+    anyway, so each enqueued set moves the first grid point it matches to the front (in enqueue order);
+    a set that matches no grid point is a one-line error.
+    """
+    enqueue = [dict(e) for e in cfg.search.enqueue]
+    if not enqueue:
+        return candidates
+    if not grid:
+        if len(enqueue) > len(candidates):
+            raise ConfigError(f"search.enqueue: {len(enqueue)} parameter sets, more than the {len(candidates)}"
+                              f" candidates of engine {cfg.search.engine}; raise search.n_trials or enqueue fewer")
+        return [{**c, **e} for c, e in zip(candidates, enqueue)] + candidates[len(enqueue):]
+    front: list[int] = []
+    for i, e in enumerate(enqueue):
+        match = next((j for j, c in enumerate(candidates) if all(k in c and c[k] == v for k, v in e.items())), None)
+        if match is None:
+            raise ConfigError(f"search.enqueue[{i}]: {e} is no point of the grid; engine grid runs every grid point"
+                              " and enqueue only puts points first: use values of the grid")
+        if match not in front:
+            front.append(match)
+    return [candidates[j] for j in front] + [c for j, c in enumerate(candidates) if j not in front]
 
 
 def check_warm_start(cfg: StudyConfig, space: SearchSpace) -> None:
