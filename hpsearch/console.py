@@ -195,7 +195,8 @@ def print_best(info: dict[str, Any]) -> None:
     metric = info["metric"]
     if info.get("front") is not None:
         _print_front(con, info["front"], info["objectives"])
-        con.print(f"chosen by pick {info['pick']!r} (the front's best {metric}; load_best(..., pick=RULE) for another):")
+        con.print(f"chosen by pick {info['pick']!r} (the front's best {metric};"
+                  " load_best(..., pick=RULE) chooses another):")
     con.print(f"[bold]{info['study']}[/bold] best trial {info['best_trial']} ({info['engine'] or '-'} engine)")
     table = Table(show_header=True)
     table.add_column("parameter")

@@ -157,8 +157,9 @@ def save_pareto_front(study: Any, names: Sequence[str], path: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ax = ovm.plot_pareto_front(study, target_names=list(names))
-        _save(ax.figure, path)
-        plt.close(ax.figure)
+        fig = ax.get_figure(root=True)
+        _save(fig, path)
+        plt.close(fig)
     except BaseException:
         plt.close("all")
         raise

@@ -19,8 +19,8 @@ from hpsearch import plots
 from hpsearch.errors import UserError
 from hpsearch.evaluation import Evaluation, evaluate_best
 from hpsearch.formats import data_line, fmt_elapsed, fmt_params, fmt_value
-from hpsearch.queries import open_study_for_reading, study_summary
 from hpsearch.pareto import objectives_of
+from hpsearch.queries import open_study_for_reading, study_summary
 from hpsearch.records import STUDY, clean_attr, primary_value, ranked, trial_rows
 from hpsearch.storage import redact_url
 

@@ -178,7 +178,7 @@ def prepare_context(
     cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
     space = resolve_auto(cfg, space, data, builder, study, store)  # `float: auto`: a range test, once per study
     if new:
-        attrs = {
+        attrs: dict[str, Any] = {
             STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
             STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
             STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},

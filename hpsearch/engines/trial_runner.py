@@ -136,9 +136,10 @@ class TrialRunner:
         if self.ctx.cfg.search.constraints is not None:
             self.limits = apply_limits(self.ctx.cfg, trial, model, self.ctx.data.X_valid)
         names = [n for n, _ in self.ctx.objectives]
-        keys = [k for k, m in MEASURED.items() if m in names and not (m == "latency_ms" and TRIAL.LATENCY_MS in self.limits)]
+        timed = TRIAL.LATENCY_MS in self.limits  # measured for the limit already: not twice
+        keys = [k for k, m in MEASURED.items() if m in names and not (m == "latency_ms" and timed)]
         self.measured = measure(model, self.ctx.data.X_valid, keys) if keys else {}
-        if "latency_ms" in names and TRIAL.LATENCY_MS in self.limits:
+        if "latency_ms" in names and timed:
             self.measured["latency_ms"] = float(self.limits[TRIAL.LATENCY_MS])
 
     def _build(self, params: dict[str, Any], clear_session: bool = True) -> Any:
