@@ -147,3 +147,14 @@ def test_sklearn_engine_scores_every_metric_and_refits_the_default_pick(sqlite_u
     assert values[2][1] == 8 * 2 + 3 and values[16][1] == 8 * 16 + 3  # n_params, scored on each fold
     assert res.front and res.best_trial == res.front[0]["number"] and res.model_artifact
     assert study.user_attrs["best_trial_number"] == res.best_trial  # the refit is of the default pick
+
+
+@pytest.mark.parametrize("name, cls", [("nsga2", "NSGAIISampler"), ("nsga3", "NSGAIIISampler")])
+def test_nsga_samplers_are_registered_and_several_objectives_prune_nothing(name, cls):
+    from hpsearch.engines.samplers import make_pruner, make_sampler
+
+    cfg = parse_study_config(with_(MINIMAL, search={"n_trials": 40, "sampler": name,
+                                                    "metric": ["accuracy", "n_params"]}))
+    sampler = make_sampler(cfg, cfg.search_space(), 0)
+    assert type(sampler).__name__ == cls
+    assert isinstance(make_pruner(cfg), optuna.pruners.NopPruner)  # several objectives: no pruning
