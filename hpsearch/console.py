@@ -102,7 +102,9 @@ def _print_front(con: Console, front: list[dict[str, Any]], objectives: list[Any
     for col in ("trial", *(f"{n} ({dirs[n][:3]})" if n in dirs else n for n in names), "params"):
         table.add_column(col, overflow="fold")
     for r in front:
-        table.add_row(str(r["number"]), *(fmt_value(r["values"].get(n)) for n in names), fmt_params(r["params"]))
+        values = [r["values"].get(n) for n in names]  # counts (n_params) as integers, not 1810.0000
+        table.add_row(str(r["number"]), *(fmt_value(int(v) if isinstance(v, float) and v.is_integer() else v)
+                                          for v in values), fmt_params(r["params"]))
     con.print(table)
 
 

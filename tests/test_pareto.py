@@ -93,19 +93,19 @@ class _Notes(NullObserver):
         self.notes.append(text)
 
 
-def _iris(name: str, search: dict, space: dict | None = None) -> object:
+def _iris(name: str, search: dict, space: dict | None = None, epochs: int = 2) -> object:
     return parse_study_config({
         "name": name, "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
         "model": {"builder": "mlp", "fixed": {"optimizer": "adam", "n_hidden": 1, "learning_rate": 0.05}},
         "space": space or {"n_neurons": {"int": [2, 64]}},
-        "train": {"epochs": 2, "batch_size": 16, "early_stopping": None},
+        "train": {"epochs": epochs, "batch_size": 16, "early_stopping": None},
         "search": {"seed": 0, **search},
     })
 
 
 def test_optuna_study_of_two_objectives_end_to_end(sqlite_url, tmp_path, capsys):
     # iris: 8 * n_neurons + 3 weights; the first enqueued model is over max_params
-    cfg = _iris("two", {"engine": "optuna", "n_trials": 4, "metric": ["accuracy", "n_params"], "pruner": "median",
+    cfg = _iris("two", {"engine": "optuna", "n_trials": 3, "metric": ["accuracy", "n_params"], "pruner": "median",
                         "constraints": {"max_params": 300}, "enqueue": [{"n_neurons": 60}, {"n_neurons": 4},
                                                                           {"n_neurons": 30}]})
     notes = _Notes()
@@ -140,7 +140,7 @@ def test_optuna_study_of_two_objectives_end_to_end(sqlite_url, tmp_path, capsys)
 
 def test_sklearn_engine_scores_every_metric_and_refits_the_default_pick(sqlite_url, tmp_path):
     cfg = _iris("sk2", {"engine": "grid", "cv": 2, "metric": ["accuracy", "n_params"]},
-                space={"n_neurons": [2, 16]})
+                space={"n_neurons": [2, 16]}, epochs=1)
     res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "a"))
     study = optuna.load_study(study_name="sk2", storage=sqlite_url)
     values = {t.params["n_neurons"]: t.values for t in study.get_trials()}
