@@ -145,7 +145,7 @@ def test_dashboard_api_answers_the_pareto_front_of_a_study_of_two_objectives(ser
     assert ours == [0, 1, 3]  # 2 is dominated by 0; 4, over the limit, is stored PRUNED
     sid = _study_id(base, "two-objectives")
     detail = get_json(f"{base}/api/studies/{sid}")
-    assert [d for d in detail["directions"]] == ["maximize", "minimize"]
+    assert detail["directions"] == ["maximize", "minimize"]
     # the dashboard's Pareto front (its UI plots it in the browser from these trials)
     assert sorted(t["number"] for t in detail["best_trials"]) == ours
     assert all(len(t["values"]) == 2 for t in detail["best_trials"])
