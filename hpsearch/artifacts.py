@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from hpsearch import plots
 from hpsearch.data import Preprocessor
 from hpsearch.errors import StorageError, UserError
+from hpsearch.pareto import pareto_front
 from hpsearch.records import STUDY, TRIAL, ranked
 from hpsearch.storage import is_sqlite, redact_url, sqlite_path
 
@@ -283,7 +284,8 @@ def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, 
     """Delete the artifacts of completed trials outside the best ``keep``; how many were deleted.
 
     Ties go to the earlier trial (as Optuna's ``best_trial``), the study's own best model is never
-    deleted, and every deleted id is recorded in ``STUDY.REMOVED_ARTIFACTS`` so that readers (and
+    deleted, nor (several objectives) a model of the Pareto front, which a pick rule may choose;
+    every deleted id is recorded in ``STUDY.REMOVED_ARTIFACTS`` so that readers (and
     other workers) know the file is gone on purpose. Safe to run from several workers at once.
     """
     from optuna.artifacts.exceptions import ArtifactNotFound
@@ -291,8 +293,11 @@ def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, 
     attrs = study.user_attrs
     protected = {attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)}
     gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
-    with_models = [t for t in ranked(study.get_trials(deepcopy=False), direction)
-                   if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+    trials = study.get_trials(deepcopy=False)
+    if len(study.directions) > 1:
+        front = pareto_front(trials, [d.name.lower() for d in study.directions])
+        protected |= {t.user_attrs.get(k) for t in front for k in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT)}
+    with_models = [t for t in ranked(trials, direction) if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
     removed = 0
     for t in with_models[max(keep, 0):]:
         for key in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT):

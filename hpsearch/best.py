@@ -95,17 +95,24 @@ def _open(study_name: str, storage: str | None, artifacts: str | None) -> tuple[
 
 
 def load_best(study_name: str, storage: str | None = None, artifacts: str | None = None,
-              top_k: int | None = None) -> Any:
+              top_k: int | None = None, pick: str | None = None) -> Any:
     """The study's best model as a fitted sklearn estimator (``predict``, ``predict_proba``, ``score``).
 
     ``predict`` takes raw features: the fitted scaling and label encoding are applied inside.
     Works for studies of every engine. ``top_k=K`` (K > 1): the stored models of the K best trials
     averaged (:mod:`hpsearch.ensemble`; probabilities for a classifier).
+
+    ``pick``: for a study of several objectives, a rule that chooses one trial of the Pareto front,
+    e.g. ``"smallest n_params within 0.005 of the best accuracy"``, ``"smallest within 1% of the best
+    accuracy"``, ``"best latency_ms"``. Grammar: ``[best|smallest|largest [OBJECTIVE]] [within D[%]
+    of the best OBJECTIVE]``; an omitted objective is the first one the ``within`` part does not
+    name. Default (None or ``"best"``): the front's best trial on the first objective, the one
+    ``hpsearch best`` shows and scored on the test split. A bad rule is a one-line UserError.
     """
     _, study, store = _open(study_name, storage, artifacts)
     if top_k is not None and top_k != 1:
         return load_ensemble(study, store, top_k)
-    mid, pid, _ = best_artifact_ids(study)
+    mid, pid, _ = best_artifact_ids(study, pick)
     model, pre = load_model_artifacts(store, mid, pid)
     return fitted_estimator(model, pre)
 

@@ -45,9 +45,10 @@ class PruningReporter(EpochValues):
     """
 
     def __init__(self, trial: Any, metric: str, y_valid_var: float | None = None,
-                 check_steps: set[int] | None = None) -> None:
+                 check_steps: set[int] | None = None, reports: bool = True) -> None:
         super().__init__(metric, y_valid_var)
         self.trial = trial
+        self.reports = reports  # False: values are kept, not reported (a study of several objectives)
         # steps where the pruner can decide (None: every step); elsewhere asking it is a wasted
         # storage round trip
         self.check_steps = check_steps
@@ -77,7 +78,7 @@ class PruningReporter(EpochValues):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         value = self.values[-1]
-        if value is None or not math.isfinite(value):
+        if value is None or not math.isfinite(value) or not self.reports:
             return  # the NaN guard stops training; nothing sensible to report
         step = epoch
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from hpsearch.errors import ConfigError
-from hpsearch.metrics import METRICS
+from hpsearch.metrics import MEASURED, METRICS
 from hpsearch.registry import ENGINES, PRUNERS, SAMPLERS, Registry
 from hpsearch.space import SearchSpace
 
@@ -168,8 +168,8 @@ class SearchConfig(_Strict):
     patience: int | None = Field(None, ge=1, description="stop after N finished trials without improvement")
     target: float | None = Field(None, allow_inf_nan=False, description="stop once the best value reaches it")
     cv: int | None = Field(None, ge=2, description="k folds (default: the engine's, holdout or 3)")
-    metric: str | None = None
-    direction: Literal["maximize", "minimize"] | None = None
+    metric: str | list[str] | None = Field(None, description="a metric, or a list of objectives (Pareto front)")
+    direction: str | list[str] | None = Field(None, description="maximize | minimize, a list for several metrics")
     seed: int | None = Field(0, ge=0, le=_MAX_SEED)
     sampler: str = Field("tpe", description="a name of hpsearch.registry.SAMPLERS")
     pruner: str = Field("hyperband", description="a name of hpsearch.registry.PRUNERS")
@@ -212,13 +212,40 @@ class SearchConfig(_Strict):
 
     @field_validator("metric")
     @classmethod
-    def _metric(cls, v: str | None) -> str | None:
+    def _metric(cls, v: str | list[str] | None) -> str | list[str] | None:
+        """A metric name, or a list of objectives: trained metrics and the measured ``n_params`` /
+        ``latency_ms``; the first is a trained metric (it drives early stopping and the curves)."""
         if v is None:
             return v
-        name = v.removeprefix("val_")
-        if name not in METRICS:
-            raise ValueError(f"unknown metric {v!r}; use one of {', '.join(METRICS)} (optionally prefixed val_)")
-        return name
+        names = [m.removeprefix("val_") for m in ([v] if isinstance(v, str) else v)]
+        for m in names:
+            if m not in METRICS and m not in MEASURED:
+                raise ValueError(f"unknown metric {m!r}; use one of {', '.join([*METRICS, *MEASURED])}"
+                                 " (optionally prefixed val_)")
+        if not names or names[0] not in METRICS:
+            raise ValueError(f"the first objective must be a trained metric ({', '.join(METRICS)}); "
+                             f"put {', '.join(MEASURED)} after it, e.g. [accuracy, n_params]")
+        if len(set(names)) < len(names):
+            raise ValueError(f"{names} names an objective twice; list each once")
+        return names[0] if len(names) == 1 else names
+
+    @field_validator("direction")
+    @classmethod
+    def _direction(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for d in [] if v is None else [v] if isinstance(v, str) else v:
+            if d not in ("maximize", "minimize"):
+                raise ValueError(f"unknown value {d!r}; use maximize or minimize (a list: one per metric)")
+        return v
+
+    @property
+    def metrics(self) -> list[str] | None:
+        """``metric`` as a list of objective names (None: the task's default metric)."""
+        return None if self.metric is None else [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    @property
+    def trained_metrics(self) -> list[str]:
+        """The objectives a model is trained and scored for (the measured ones left out)."""
+        return [m for m in self.metrics or [] if m in METRICS]
 
 
 class StudyConfig(_Strict):
@@ -249,6 +276,19 @@ class StudyConfig(_Strict):
     def _check_space(self) -> StudyConfig:
         if not self.space:
             raise ValueError("space: is empty; declare at least one parameter to search")
+        return self
+
+    @model_validator(mode="after")
+    def _check_directions(self) -> StudyConfig:
+        """``search.direction`` overrides the metrics' own directions one for one."""
+        s = self.search
+        d, n = s.direction, len(s.metrics or [None])
+        if isinstance(d, list) and len(d) != n:
+            raise ValueError(f"search.direction: {len(d)} directions for {n} metrics; give one per metric"
+                             " in the order of search.metric, e.g. [maximize, minimize]")
+        if isinstance(d, str) and n > 1:
+            raise ValueError(f"search.direction: {d} is one direction for {n} metrics; give a list, one per"
+                             " metric, e.g. [maximize, minimize] (or leave it out: each metric's own)")
         return self
 
     @model_validator(mode="after")

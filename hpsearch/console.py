@@ -93,6 +93,21 @@ def _result_table(res: StudyResult, top: int) -> Table:
     return table
 
 
+def _print_front(con: Console, front: list[dict[str, Any]], objectives: list[Any]) -> None:
+    """The Pareto front of a study of several objectives: trial, each objective's value, params
+    (best first on the first objective)."""
+    names = [o[0] if isinstance(o, (list, tuple)) else o for o in objectives]
+    dirs = {o[0]: o[1] for o in objectives if isinstance(o, (list, tuple))}
+    table = Table(title=f"Pareto front: {len(front)} trials")
+    for col in ("trial", *(f"{n} ({dirs[n][:3]})" if n in dirs else n for n in names), "params"):
+        table.add_column(col, overflow="fold")
+    for r in front:
+        values = [r["values"].get(n) for n in names]  # counts (n_params) as integers, not 1810.0000
+        table.add_row(str(r["number"]), *(fmt_value(int(v) if isinstance(v, float) and v.is_integer() else v)
+                                          for v in values), fmt_params(r["params"]))
+    con.print(table)
+
+
 def print_result(res: StudyResult, top: int = 10) -> None:
     """``hpsearch run``: the top trials of a :class:`hpsearch.study.StudyResult` and the best model."""
     con = _console(pipe_width=LOG_WIDTH)
@@ -104,6 +119,8 @@ def print_result(res: StudyResult, top: int = 10) -> None:
               f" wall time {res.wall_time:.1f} s")
     if res.stopped_by:
         con.print(f"ended by {res.stopped_by}")
+    if res.front is not None:
+        _print_front(con, res.front, res.objectives or [])
     con.print(f"best trial {res.best_trial}: {res.metric} {fmt_value(res.best_value)} with"
               f" {fmt_params(res.best_params)}")
     if res.test_score is not None:
@@ -167,6 +184,8 @@ def print_status(data: dict[str, Any]) -> None:
         table.add_row(fmt_value(r["rank"]), str(r["number"]), state, fmt_value(r["value"]), fmt_params(r["params"]),
                       fmt_value(r["epochs"]), fmt_value(r["fit_time"], 2))
     con.print(table)
+    if data.get("front") is not None:
+        _print_front(con, data["front"], data["objectives"])
     if data["best_value"] is not None:
         line = f"best trial {data['best_trial']}: {metric} {fmt_value(data['best_value'])}"
         if data["test_score"] is not None:
@@ -178,6 +197,10 @@ def print_best(info: dict[str, Any]) -> None:
     """``hpsearch best``: :func:`hpsearch.queries.best_info` as a parameter table and lines."""
     con = _console()
     metric = info["metric"]
+    if info.get("front") is not None:
+        _print_front(con, info["front"], info["objectives"])
+        con.print(f"chosen by pick {info['pick']!r} (the front's best {metric};"
+                  " load_best(..., pick=RULE) chooses another):")
     con.print(f"[bold]{info['study']}[/bold] best trial {info['best_trial']} ({info['engine'] or '-'} engine)")
     table = Table(show_header=True)
     table.add_column("parameter")

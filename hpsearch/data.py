@@ -315,10 +315,10 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
     where = raw.where
     X, y, task = _rows(cfg, raw, folds)
     y_model, classes = _encode_target(y, task, folds, where)
-    problem = metric_problem(cfg.search.metric or default_metric(task), task,
-                             None if classes is None else len(classes), source.redacted(cfg))
-    if problem:  # the metric must fit the task found in the data
-        raise ConfigError(problem)
+    for metric in cfg.search.trained_metrics or [default_metric(task)]:  # each must fit the data's task
+        problem = metric_problem(metric, task, None if classes is None else len(classes), source.redacted(cfg))
+        if problem:
+            raise ConfigError(problem)
     split = cfg.data.split
     stratify = classes is not None
     if split.test > 0:
@@ -378,10 +378,10 @@ def _prepare_streamed(cfg: StudyConfig, folds: int, root: Path) -> PreparedData:
         idx = np.random.default_rng(split.seed).permutation(len(y))[: cfg.data.max_rows]
     y = y[idx]
     y_model, classes = _encode_target(y, task, folds, where)
-    problem = metric_problem(cfg.search.metric or default_metric(task), task,
-                             None if classes is None else len(classes), cfg.data.source)
-    if problem:
-        raise ConfigError(problem)
+    for metric in cfg.search.trained_metrics or [default_metric(task)]:
+        problem = metric_problem(metric, task, None if classes is None else len(classes), cfg.data.source)
+        if problem:
+            raise ConfigError(problem)
     stratify = classes is not None
     if split.test > 0:
         i_rest, y_rest, i_test, y_test = _split(idx, y_model, split.test, stratify, split.seed, where)

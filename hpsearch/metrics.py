@@ -12,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "METRICS",
+    "MEASURED",
     "default_metric",
     "direction_of",
     "metric_problem",
@@ -30,6 +31,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "rmse": ("minimize", "regression"),
     "r2": ("maximize", "regression"),
 }
+
+
+#: objectives measured on a built model rather than trained for (``search.metric: [accuracy, n_params]``):
+#: name -> direction. ``latency_ms`` is prediction time per row on the machine that ran the trial.
+MEASURED: dict[str, str] = {"n_params": "minimize", "latency_ms": "minimize"}
 
 
 def _metrics_for(*tasks: str) -> list[str]:
@@ -60,8 +66,9 @@ def default_metric(task: str) -> str:
 
 
 def direction_of(metric: str) -> str:
-    """Whether larger (maximize) or smaller (minimize) values of ``metric`` are better."""
-    return METRICS[metric][0]
+    """Whether larger (maximize) or smaller (minimize) values of ``metric`` (or of a measured
+    objective, :data:`MEASURED`) are better."""
+    return MEASURED[metric] if metric in MEASURED else METRICS[metric][0]
 
 
 def sklearn_scoring(metric: str, task: str) -> tuple[str, float]:

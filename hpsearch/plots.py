@@ -22,6 +22,7 @@ __all__ = [
     "save_learning_curves",
     "save_misclassified",
     "save_optuna_plot",
+    "save_pareto_front",
     "save_per_class",
     "save_residuals",
     "save_roc_curve",
@@ -131,12 +132,32 @@ def save_optuna_plot(kind: str, study: Any, target_name: str, path: str) -> None
     import numpy as np
     import optuna.visualization.matplotlib as ovm
 
+    # several objectives: Optuna's plots need one target; they show the first objective
+    target = {"target": lambda t: t.values[0]} if len(study.directions) > 1 else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ax = getattr(ovm, OPTUNA_PLOTS[kind])(study, target_name=target_name)
+            ax = getattr(ovm, OPTUNA_PLOTS[kind])(study, target_name=target_name, **target)
         fig = ax.flatten()[0].figure if isinstance(ax, np.ndarray) else ax.figure
         _tidy_log_axes(fig)
+        _save(fig, path)
+        plt.close(fig)
+    except BaseException:
+        plt.close("all")
+        raise
+
+
+def save_pareto_front(study: Any, names: Sequence[str], path: str) -> None:
+    """The Pareto front of a study of two or three objectives (Optuna's ``plot_pareto_front``: every
+    completed trial, the front highlighted; infeasible trials are stored PRUNED, so never on it)."""
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ax = ovm.plot_pareto_front(study, target_names=list(names))
+        fig = ax.get_figure(root=True)
         _save(fig, path)
         plt.close(fig)
     except BaseException:

@@ -16,7 +16,8 @@ from typing import Any
 
 from hpsearch.artifacts import artifact_location
 from hpsearch.errors import UserError
-from hpsearch.records import STUDY, TRIAL, best_of, state_counts, trial_rows
+from hpsearch.pareto import DEFAULT_PICK, chosen_trial, front_rows, objectives_of, pareto_front
+from hpsearch.records import STUDY, TRIAL, best_of, primary_value, state_counts, trial_rows
 from hpsearch.storage import open_storage, redact_url, resolve_storage_url
 
 __all__ = [
@@ -105,6 +106,9 @@ def study_summary(name: str, directions: list[Any], user_attrs: dict[str, Any], 
         done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
         _, i = best_of([t.value for t in done], direction)
         best_t = done[i] if i >= 0 else None
+    else:  # several objectives: the default pick, the front's best on the first objective
+        front = pareto_front(trials, [d.name.lower() for d in directions])
+        best_t = front[0] if front else None
     starts = [t.datetime_start for t in trials if t.datetime_start]
     return {
         "study": name,
@@ -118,7 +122,7 @@ def study_summary(name: str, directions: list[Any], user_attrs: dict[str, Any], 
         "failed": counts["fail"],
         "running": counts["running"],
         "waiting": counts["waiting"],
-        "best_value": best_t.value if best_t is not None else None,
+        "best_value": primary_value(best_t) if best_t is not None else None,
         "best_trial": best_t.number if best_t is not None else None,
         "test_score": user_attrs.get(STUDY.TEST_SCORE),
         "started": min(starts).isoformat(timespec="seconds") if starts else None,
@@ -146,13 +150,23 @@ def study_status(name: str, storage: str | None, top: int | None = 10) -> dict[s
     rows = trial_rows(trials, summary["direction"], limit=top if top and top > 0 else None)
     return dict(summary, storage=redact_url(url), data_summary=s.user_attrs.get(STUDY.DATA_SUMMARY),
                 test_metric=s.user_attrs.get(STUDY.TEST_METRIC), test_metrics=s.user_attrs.get(STUDY.TEST_METRICS),
-                stop_reason=s.user_attrs.get(STUDY.STOP_REASON), trials=rows)
+                stop_reason=s.user_attrs.get(STUDY.STOP_REASON), trials=rows, **_front(s, trials))
+
+
+def _front(study: Any, trials: list[Any] | None = None) -> dict[str, Any]:
+    """``objectives`` ((name, direction) pairs) and ``front`` (:func:`hpsearch.pareto.front_rows`) of a
+    study of several objectives; nothing for one objective."""
+    objectives = objectives_of(study)
+    if len(objectives) == 1:
+        return {}
+    return {"objectives": objectives, "front": front_rows(study, trials)}
 
 
 def best_info(study: Any, url: str, artifacts: str | None = None) -> dict[str, Any]:
-    """``hpsearch best``: the best trial's params, validation and test scores, and where its model is."""
+    """``hpsearch best``: the best trial's params, validation and test scores, and where its model is.
+    Several objectives: the Pareto front too, and "best" is its default pick (:data:`DEFAULT_PICK`)."""
     try:
-        best = study.best_trial
+        best = chosen_trial(study)
     except ValueError:
         name = study.study_name
         raise UserError(f"study {name!r} has no completed trial yet; see `hpsearch status {name}`") from None
@@ -162,7 +176,8 @@ def best_info(study: Any, url: str, artifacts: str | None = None) -> dict[str, A
         "study": study.study_name, "storage": redact_url(url), "engine": attrs.get(STUDY.ENGINE),
         "metric": attrs.get(STUDY.METRIC) or "value",
         "direction": study_direction(attrs, list(study.directions)), "best_trial": best.number,
-        "value": best.value, "params": dict(best.params), "fold_scores": best.user_attrs.get(TRIAL.FOLD_SCORES),
+        "value": primary_value(best), "params": dict(best.params),
+        "fold_scores": best.user_attrs.get(TRIAL.FOLD_SCORES),
         "epochs": best.user_attrs.get(TRIAL.EPOCHS), "n_params": best.user_attrs.get(TRIAL.N_PARAMS),
         "test_metric": attrs.get(STUDY.TEST_METRIC), "test_score": attrs.get(STUDY.TEST_SCORE),
         "test_metrics": attrs.get(STUDY.TEST_METRICS) or {},
@@ -171,24 +186,30 @@ def best_info(study: Any, url: str, artifacts: str | None = None) -> dict[str, A
         "preprocess_artifact": attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)
         or best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT),
         "artifacts": artifact_location(url, artifacts or attrs.get(STUDY.ARTIFACTS)),
-        "exported": None,
+        "exported": None, **_front(study), **({"pick": DEFAULT_PICK} if len(study.directions) > 1 else {}),
     }
 
 
-def best_artifact_ids(study: Any) -> tuple[str, str, int | None]:
+def best_artifact_ids(study: Any, pick: str | None = None) -> tuple[str, str, int | None]:
     """(model id, preprocessing id, trial number) of the study's best stored model.
 
     The one ``finalize`` recorded; else the best trial's own model (a study still running).
+    ``pick``: a rule that chooses a trial of the Pareto front (:mod:`hpsearch.pareto`) instead.
     """
     attrs = study.user_attrs
     mid, pid = attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)
-    if mid and pid:
+    if mid and pid and pick is None:
         return str(mid), str(pid), attrs.get(STUDY.BEST_TRIAL)
     try:
-        best = study.best_trial
+        best = chosen_trial(study, pick)
     except ValueError:
         raise UserError(f"study {study.study_name!r} has no completed trial yet; run it first") from None
+    if mid and pid and attrs.get(STUDY.BEST_TRIAL) == best.number:  # the model finalize stored (a refit)
+        return str(mid), str(pid), best.number
     mid, pid = best.user_attrs.get(TRIAL.MODEL_ARTIFACT), best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
+    if not (mid and pid) and pick is not None:
+        raise UserError(f"pick: {pick!r} chooses trial {best.number}, which has no stored model (the scikit-learn"
+                        " engines keep only the refit of the default pick); use the default pick or engine optuna")
     if not (mid and pid):
         raise UserError(
             f"study {study.study_name!r} has no stored model for its best trial; run it to the end"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["STUDY", "TRIAL", "clean_attr", "is_better", "best_of", "state_counts", "rank_key", "ranked",
-           "trial_rows", "DONE_STATES", "counts_toward_budget"]
+           "trial_rows", "DONE_STATES", "counts_toward_budget", "primary_value"]
 
 
 class STUDY:
@@ -26,8 +26,9 @@ class STUDY:
 
     VERSION = "hpsearch_version"
     ENGINE = "engine"
-    METRIC = "metric"
-    DIRECTION = "direction"
+    METRIC = "metric"  # the first objective's metric
+    DIRECTION = "direction"  # the first objective's direction
+    OBJECTIVES = "objectives"  # a study of several objectives: their names, in order
     TASK = "task"
     CONFIG = "study_config"  # the study file as YAML text
     DATA_SUMMARY = "data_summary"  # rows per split, features, classes
@@ -138,26 +139,36 @@ def state_counts(trials: Iterable[Any]) -> dict[str, int]:
     return counts
 
 
+def primary_value(trial: Any) -> float | None:
+    """A trial's value on its study's first objective (its only one, in a single-objective study);
+    None when it has none. ``FrozenTrial.value`` raises for a trial of several objectives."""
+    values = trial.values
+    return None if not values else values[0]
+
+
 def rank_key(direction: str) -> Callable[[Any], tuple[int, float, int]]:
     """Sort key of trials, best first: COMPLETE trials with a value by value (ties: the earlier
     trial, as Optuna's ``best_trial``), then the others by number."""
     sign = -1.0 if direction == "maximize" else 1.0
 
     def key(t: Any) -> tuple[int, float, int]:
-        if t.state.name == "COMPLETE" and t.value is not None:
-            return (0, sign * t.value, t.number)
+        value = primary_value(t)
+        if t.state.name == "COMPLETE" and value is not None:
+            return (0, sign * value, t.number)
         return (1, float(t.number), t.number)
 
     return key
 
 
 def ranked(trials: Iterable[Any], direction: str) -> list[Any]:
-    """COMPLETE trials with a value, best first (see :func:`rank_key`)."""
-    return sorted((t for t in trials if t.state.name == "COMPLETE" and t.value is not None), key=rank_key(direction))
+    """COMPLETE trials with a value, best first on the first objective (see :func:`rank_key`)."""
+    return sorted((t for t in trials if t.state.name == "COMPLETE" and primary_value(t) is not None),
+                  key=rank_key(direction))
 
 
 def trial_rows(trials: Iterable[Any], direction: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Finished trials ranked best first (ties: earlier trial): rank, number, state, value, std,
+    """Finished trials ranked best first (ties: earlier trial): rank, number, state, value (the first
+    objective's), values (every objective's, in a study of several, else None), std,
     params, fit time, epochs, failure reason. Unranked (pruned, failed) trials follow by number."""
     finished = [t for t in trials if t.state.is_finished()]
     rows = []
@@ -168,7 +179,8 @@ def trial_rows(trials: Iterable[Any], direction: str, limit: int | None = None) 
             fit_time = (t.datetime_complete - t.datetime_start).total_seconds()
         rows.append({
             "rank": rank if t.state.name == "COMPLETE" else None,
-            "number": t.number, "state": t.state.name, "value": t.value,
+            "number": t.number, "state": t.state.name, "value": primary_value(t),
+            "values": list(t.values) if t.values and len(t.values) > 1 else None,
             "std": ua.get(TRIAL.STD_SCORE), "params": dict(t.params), "fit_time": fit_time,
             "epochs": ua.get(TRIAL.EPOCHS), "reason": ua.get(TRIAL.FAILURE),
         })

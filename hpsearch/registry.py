@@ -63,6 +63,8 @@ SAMPLERS = Registry("sampler", "search.sampler", {
     "grid": "hpsearch.engines.samplers:grid",
     "qmc": "hpsearch.engines.samplers:qmc",
     "gp": "hpsearch.engines.samplers:gp",
+    "nsga2": "hpsearch.engines.samplers:nsga2",
+    "nsga3": "hpsearch.engines.samplers:nsga3",
 })
 
 PRUNERS = Registry("pruner", "search.pruner", {

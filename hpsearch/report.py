@@ -19,8 +19,9 @@ from hpsearch import plots
 from hpsearch.errors import UserError
 from hpsearch.evaluation import Evaluation, evaluate_best
 from hpsearch.formats import data_line, fmt_elapsed, fmt_params, fmt_value
+from hpsearch.pareto import objectives_of
 from hpsearch.queries import open_study_for_reading, study_summary
-from hpsearch.records import STUDY, clean_attr, ranked, trial_rows
+from hpsearch.records import STUDY, clean_attr, primary_value, ranked, trial_rows
 from hpsearch.storage import redact_url
 
 __all__ = ["TOP_CURVES", "TOP_ROWS", "write_report"]
@@ -78,7 +79,7 @@ def _curve_of(t: Any) -> list[tuple[int, float]]:
 
 def _learning_curves(rep: _Report, complete: list[Any], direction: str, metric: str) -> None:
     top = [(t, _curve_of(t)) for t in ranked(complete, direction)[:TOP_CURVES]]
-    curves = [(f"#{rank} trial {t.number} ({fmt_value(t.value)})", c)
+    curves = [(f"#{rank} trial {t.number} ({fmt_value(primary_value(t))})", c)
               for rank, (t, c) in enumerate(top, start=1) if c]
     title = f"Learning curves of the top {TOP_CURVES} trials"
     if not curves:
@@ -103,7 +104,7 @@ def _search_plots(rep: _Report, study: Any, metric: str, complete: list[Any]) ->
     else:
         rep.section("Parameter importances", None,
                     "needs at least 2 completed trials and a parameter that varies between them")
-    has_params = bool(complete) and bool(study.best_trial.params)
+    has_params = any(t.params for t in complete)
     if len(complete) >= 2 and has_params:
         rep.plot("Parallel coordinates", "parallel_coordinates.png", plots.save_optuna_plot, "parallel", study,
                  metric)
@@ -154,6 +155,11 @@ def _draw(rep: _Report, study: Any, url: str, artifacts: str | None, direction: 
           complete: list[Any]) -> dict[str, Any]:
     """All sections of the report, in order; returns the test scores ({} when not evaluated)."""
     with plots.report_style():
+        objectives = objectives_of(study)
+        if len(objectives) > 1:
+            rep.plot("Pareto front", "pareto_front.png", plots.save_pareto_front, study, [n for n, _ in objectives],
+                     note="every completed trial; the front (no trial better on every objective) highlighted. The"
+                          f" other plots show the first objective, {objectives[0][0]}")
         _search_plots(rep, study, metric, complete)
         _learning_curves(rep, complete, direction, metric)
         if not complete:
@@ -247,14 +253,12 @@ def write_report(study_name: str, out_dir: str, storage: str | None = None,
     Returns the written files, ``index.html`` last.
     """
     url, _, study = open_study_for_reading(study_name, storage)
-    if len(study.directions) > 1:
-        raise UserError(f"study {study_name!r} has several objectives; hpsearch reports single-objective studies")
     rep = _Report(_output_folder(out_dir))
     trials = study.get_trials(deepcopy=False)
     summary = study_summary(study.study_name, list(study.directions), dict(study.user_attrs), trials,
                             _dt.datetime.now())
     direction, metric = summary["direction"], summary.get("metric") or "value"
-    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    complete = [t for t in trials if t.state.name == "COMPLETE" and primary_value(t) is not None]
     scores = _draw(rep, study, url, artifacts, direction, metric, complete)
 
     df = study.trials_dataframe() if trials else None  # the table for scripts

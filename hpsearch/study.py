@@ -35,7 +35,8 @@ from hpsearch.errors import StudyFailedError, UserError
 from hpsearch.evaluation import test_scores
 from hpsearch.lrfind import resolve_auto
 from hpsearch.metrics import default_metric, direction_of
-from hpsearch.records import STUDY, TRIAL, clean_attr, state_counts, trial_rows
+from hpsearch.pareto import chosen_trial, front_rows
+from hpsearch.records import STUDY, TRIAL, clean_attr, primary_value, state_counts, trial_rows
 from hpsearch.storage import open_storage, redact_url, resolve_storage_url
 from hpsearch.transfer import check_inputs, load_source, transfer_builder
 from hpsearch.validate import apply_overrides, load_study_config
@@ -64,6 +65,8 @@ class StudyResult:
     model_artifact: str | None = None
     artifacts: str = ""
     stopped_by: str = ""  # the rule that ended the search: budget, timeout, patience or target
+    objectives: list[str] | None = None  # several objectives: their names (best_* is the default pick)
+    front: list[dict[str, Any]] | None = None  # several objectives: the Pareto front (pareto.front_rows)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = clean_attr(self.__dict__)
@@ -79,26 +82,37 @@ def load_config(config: str | os.PathLike[str] | StudyConfig, n_trials: int | No
     return load_study_config(config, overrides)
 
 
-def _check_existing(existing: Any, cfg: StudyConfig, metric: str, direction: str) -> None:
-    """A stored study of the same name must have been made by the same engine, metric and direction."""
+def objectives_for(cfg: StudyConfig, task: str) -> list[tuple[str, str]]:
+    """(name, direction) of each objective: ``search.metric`` (default: the task's metric), each in
+    its own direction unless ``search.direction`` says otherwise."""
+    names = cfg.search.metrics or [default_metric(task)]
+    given = cfg.search.direction
+    dirs = [given] if isinstance(given, str) else given or [direction_of(n) for n in names]
+    return list(zip(names, dirs))
+
+
+def _check_existing(existing: Any, cfg: StudyConfig, objectives: list[tuple[str, str]]) -> None:
+    """A stored study of the same name must have been made by the same engine, metrics and directions."""
+    metric = ", ".join(n for n, _ in objectives)
+    direction = ", ".join(d for _, d in objectives)
     prev_engine = existing.user_attrs.get(STUDY.ENGINE)
     if prev_engine and prev_engine != cfg.search.engine:
         raise UserError(
             f"study {cfg.name!r} already exists in the storage with engine {prev_engine}; "
             f"use another name: (or delete it: optuna delete-study --study-name {cfg.name} --storage URL)"
         )
-    prev_metric = existing.user_attrs.get(STUDY.METRIC)
+    prev_metric = ", ".join(existing.user_attrs.get(STUDY.OBJECTIVES) or [existing.user_attrs.get(STUDY.METRIC) or ""])
     if prev_metric and prev_metric != metric:
         raise UserError(
             f"study {cfg.name!r} exists with metric {prev_metric}; its trial values cannot mix with {metric}:"
             " give the study a new name"
         )
-    prev_dir = existing.direction.name.lower()
+    prev_dir = ", ".join(d.name.lower() for d in existing.directions)
     if prev_dir != direction:
         raise UserError(f"study {cfg.name!r} exists with direction {prev_dir}; it cannot change to {direction}")
 
 
-def _open_study(cfg: StudyConfig, st: Any, metric: str, direction: str, create: bool,
+def _open_study(cfg: StudyConfig, st: Any, objectives: list[tuple[str, str]], create: bool,
                 options: dict[str, Any]) -> tuple[Any, bool]:
     """(the study, whether it is new to hpsearch)."""
     import optuna
@@ -109,11 +123,11 @@ def _open_study(cfg: StudyConfig, st: Any, metric: str, direction: str, create: 
     except KeyError:
         existing = None
     if existing is not None:
-        _check_existing(existing, cfg, metric, direction)
+        _check_existing(existing, cfg, objectives)
     elif not create:
         raise UserError(f"study {cfg.name!r} does not exist in the storage yet; start it with `hpsearch run FILE`")
-    study = optuna.create_study(storage=st, study_name=cfg.name, direction=StudyDirection[direction.upper()],
-                                load_if_exists=True, **options)
+    study = optuna.create_study(storage=st, study_name=cfg.name, load_if_exists=True,
+                                directions=[StudyDirection[d.upper()] for _, d in objectives], **options)
     return study, existing is None or STUDY.ENGINE not in existing.user_attrs
 
 
@@ -144,8 +158,8 @@ def prepare_context(
     space = cfg.search_space()
     url = resolve_storage_url(storage, cfg.storage)
     data = prepare_data(cfg, engine.cv_folds(cfg))  # raises DataError before anything is written
-    metric = cfg.search.metric or default_metric(data.task)  # metric vs task: checked by prepare_data
-    direction = cfg.search.direction or direction_of(metric)
+    objectives = objectives_for(cfg, data.task)  # metric vs task: checked by prepare_data
+    metric, direction = objectives[0]
     builder = resolve_builder(cfg.model.builder)
     check_input_rank(builder, data)  # images to a builder of table rows: refused before any write
     if cfg.model.init_from is not None:  # reuse trained layers: loaded once, checked before any write
@@ -161,26 +175,28 @@ def prepare_context(
     st = open_storage(url, workers=workers, heartbeat=engine.supports_workers, heartbeat_interval=interval,
                       grace_period=grace)  # raises StorageError if unreachable
     options = engine.study_options(cfg, space, worker_index)
-    study, new = _open_study(cfg, st, metric, direction, create, options)
+    study, new = _open_study(cfg, st, objectives, create, options)
     cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
     space = resolve_auto(cfg, space, data, builder, study, store)  # `float: auto`: a range test, once per study
     if new:
-        attrs = {
+        attrs: dict[str, Any] = {
             STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
             STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
             STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},
             STUDY.BUILDER: cfg.model.builder, STUDY.ARTIFACTS: artifact_location(url, art_loc),
             STUDY.BASE_DIR: cfg.base_dir,
         }
+        if len(objectives) > 1:
+            attrs[STUDY.OBJECTIVES] = [n for n, _ in objectives]
         for k, v in attrs.items():
             study.set_user_attr(k, clean_attr(v))
         with warnings.catch_warnings():  # experimental in Optuna, stable in practice since 3.2
             warnings.simplefilter("ignore")
-            study.set_metric_names([metric])  # the dashboard labels its axes with it
+            study.set_metric_names([n for n, _ in objectives])  # the dashboard labels its axes with them
     ctx = RunContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
                      artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
                      direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
-                     worker_index=worker_index)
+                     worker_index=worker_index, objectives=objectives)
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
     return ctx
 
@@ -195,8 +211,9 @@ def with_transfer(cfg: StudyConfig, builder: Any, data: Any, storage: str | None
 
 
 def _best_value(study: Any) -> float | None:
+    """The chosen trial's value on the first objective (None before any trial completed)."""
     try:
-        return float(study.best_value)
+        return primary_value(chosen_trial(study))
     except ValueError:
         return None
 
@@ -262,7 +279,7 @@ def finalize(ctx: RunContext) -> None:
     """Make sure the best trial's model is stored, and score it once on the held-out test split."""
     study = ctx.study
     try:
-        best = study.best_trial
+        best = chosen_trial(study)  # several objectives: the default pick of the Pareto front
     except ValueError:
         raise StudyFailedError(f"study {study.study_name!r} has no completed trial; see `hpsearch status`") from None
     attrs = study.user_attrs
@@ -298,8 +315,8 @@ def make_result(ctx: RunContext, wall: float, already: bool) -> StudyResult:
     counts = state_counts(trials)
     attrs = study.user_attrs
     try:
-        best = study.best_trial
-        best_params, best_value, best_number = dict(best.params), float(best.value), best.number
+        best = chosen_trial(study)
+        best_params, best_value, best_number = dict(best.params), primary_value(best), best.number
     except ValueError:
         best_params, best_value, best_number = {}, None, None
     return StudyResult(
@@ -310,5 +327,7 @@ def make_result(ctx: RunContext, wall: float, already: bool) -> StudyResult:
         already_complete=already, rows=trial_rows(trials, ctx.direction),
         model_artifact=attrs.get(STUDY.BEST_MODEL_ARTIFACT),
         artifacts=artifact_location(ctx.storage_url, ctx.artifacts), stopped_by=closing_reason(ctx, already),
+        objectives=[n for n, _ in ctx.objectives] if ctx.several else None,
+        front=front_rows(study, trials) if ctx.several else None,
     )
 

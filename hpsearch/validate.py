@@ -60,8 +60,7 @@ def check_study(cfg: StudyConfig, where: str) -> None:
         get_engine(cfg.search.engine).check(cfg, space)
         source = source_for(cfg.data.source)
         source.check(cfg)
-        metric = cfg.search.metric
-        if cfg.data.task != "auto" and metric is not None:
+        for metric in cfg.search.trained_metrics if cfg.data.task != "auto" else []:
             problem = metric_problem(metric, cfg.data.task, None, source.redacted(cfg))
             if problem:
                 raise ConfigError(problem)

@@ -71,7 +71,7 @@ def test_names_come_from_the_registries(field, registry):
 
 def test_unknown_sampler_is_refused_in_the_documented_words():
     assert err(with_(MINIMAL, search={"sampler": "foo"})) == (
-        "s.yaml: search.sampler: unknown value 'foo'; use one of tpe, cmaes, random, grid, qmc, gp")
+        "s.yaml: search.sampler: unknown value 'foo'; use one of tpe, cmaes, random, grid, qmc, gp, nsga2, nsga3")
 
 
 def test_a_registered_sampler_is_accepted_without_touching_the_schema(monkeypatch):

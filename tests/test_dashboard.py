@@ -120,6 +120,37 @@ def test_dashboard_api_serves_study_trials_and_artifacts(served, tmp_path):
     assert json.loads(pre)["n_features"] == 4
 
 
+def test_dashboard_api_answers_the_pareto_front_of_a_study_of_two_objectives(served):
+    """A study of several objectives, stored as hpsearch stores one (record_candidate, an infeasible
+    trial PRUNED with its constraint values): the dashboard's front is hpsearch's."""
+    import optuna
+
+    from hpsearch.engines.base import Candidate, record_candidate
+    from hpsearch.pareto import front_rows
+    from hpsearch.records import STUDY, TRIAL
+
+    study, base, _ = served
+    mo = optuna.create_study(storage=study.url, study_name="two-objectives", directions=["maximize", "minimize"])
+    mo.set_user_attr(STUDY.OBJECTIVES, ["accuracy", "n_params"])
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        mo.set_metric_names(["accuracy", "n_params"])
+    dist = {"n_neurons": optuna.distributions.IntDistribution(2, 64)}
+    for n, acc, size in [(4, 0.80, 43.0), (16, 0.95, 139.0), (8, 0.78, 67.0), (24, 0.96, 195.0)]:
+        record_candidate(mo, Candidate(params={"n_neurons": n}, state="COMPLETE", value=acc, values=[acc, size],
+                                       user_attrs={TRIAL.CONSTRAINTS: [size - 200.0]}), engine="optuna",
+                         distributions=dist)
+    record_candidate(mo, Candidate(params={"n_neurons": 64}, state="PRUNED", user_attrs={TRIAL.CONSTRAINTS: [315.0]}),
+                     engine="optuna", distributions=dist)
+    ours = sorted(r["number"] for r in front_rows(mo))
+    assert ours == [0, 1, 3]  # 2 is dominated by 0; 4, over the limit, is stored PRUNED
+    sid = _study_id(base, "two-objectives")
+    detail = get_json(f"{base}/api/studies/{sid}")
+    assert detail["directions"] == ["maximize", "minimize"]
+    # the dashboard's Pareto front (its UI plots it in the browser from these trials)
+    assert sorted(t["number"] for t in detail["best_trials"]) == ours
+    assert all(len(t["values"]) == 2 for t in detail["best_trials"])
+
+
 # ------------------------------------------------------------------------------- in-process behaviour
 
 

@@ -22,7 +22,8 @@ T0 = datetime.datetime(2026, 1, 1)
 
 def _trials(*values):
     """Fake finished trials in order; None is a pruned trial."""
-    return [SimpleNamespace(number=i, value=v, state=SimpleNamespace(name="PRUNED" if v is None else "COMPLETE"),
+    return [SimpleNamespace(number=i, value=v, values=None if v is None else [v],
+                            state=SimpleNamespace(name="PRUNED" if v is None else "COMPLETE"),
                             datetime_complete=T0 + datetime.timedelta(seconds=i)) for i, v in enumerate(values)]
 
 

@@ -87,14 +87,21 @@ class RunContext:
     artifact_store: Any
     builder: Any  # the model builder function
     builder_extra: dict[str, Any]
-    metric: str
-    direction: str
+    metric: str  # the first objective's metric (a trained one)
+    direction: str  # the first objective's direction
     engine: Engine
     observer: Observer = field(default_factory=NullObserver)
     artifacts: str | None = None  # the artifact location given (--artifacts / study file), if any
     worker_index: int | None = None  # index under ``run --workers`` (seeds), None otherwise
     control: Any = None  # hpsearch.engines.control.Control while trials run
     stop_rule: str | None = None  # the stop rule (timeout, patience, target) that ended this run
+    #: (name, direction) of every objective; more than one: a multi-objective study (Pareto front)
+    objectives: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def several(self) -> bool:
+        """Several objectives: trials tell a list of values, nothing is pruned, no best trial."""
+        return len(self.objectives) > 1
 
     @property
     def study_id(self) -> int:
@@ -216,6 +223,8 @@ class Candidate:
     params: dict[str, Any]
     state: str  # "COMPLETE" | "PRUNED" | "FAIL"
     value: float | None = None
+    #: every objective's value (several objectives), the first being ``value``; None: one objective
+    values: list[float] | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
     intermediate_values: dict[int, float] = field(default_factory=dict)
     duration: float | None = None  # seconds, for trials recorded after the fact
@@ -245,12 +254,14 @@ def record_candidate(study: Any, candidate: Candidate, *, engine: str, distribut
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if state == TrialState.COMPLETE:
-            return study.tell(trial, candidate.value, skip_if_finished=True)
+            return study.tell(trial, candidate.values or candidate.value, skip_if_finished=True)
         return study.tell(trial, state=state, skip_if_finished=True)
     dists = distributions or {}
     params = {k: v for k, v in candidate.params.items() if k in dists}
+    complete = state == TrialState.COMPLETE
     frozen = optuna.trial.create_trial(
-        state=state, value=candidate.value if state == TrialState.COMPLETE else None, params=params,
+        state=state, value=candidate.value if complete and not candidate.values else None,
+        values=candidate.values if complete and candidate.values else None, params=params,
         distributions={k: dists[k] for k in params}, user_attrs=attrs,
         intermediate_values=dict(candidate.intermediate_values),
     )

@@ -29,7 +29,7 @@ from hpsearch.engines.budget import Budget
 from hpsearch.engines.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
 from hpsearch.engines.requeue import HEARTBEAT_LOST, end_interrupted, fail_stale
 from hpsearch.engines.stoprules import StopRules
-from hpsearch.records import TRIAL
+from hpsearch.records import TRIAL, primary_value
 from hpsearch.storage import is_connection_error
 
 __all__ = ["LoopOutcome", "run_trials", "fail_and_requeue", "process_say", "hard_stop"]
@@ -165,7 +165,7 @@ class _Loop:
         detail = frozen.user_attrs.get(TRIAL.FAILURE) or ""
         if frozen.state.name == "PRUNED":
             detail = frozen.user_attrs.get(TRIAL.INFEASIBLE) or f"at epoch {frozen.user_attrs.get(TRIAL.PRUNED_AT)}"
-        ctx.observer.trial_done(frozen.number, frozen.state.name, frozen.value, detail)
+        ctx.observer.trial_done(frozen.number, frozen.state.name, primary_value(frozen), detail)
         if frozen.state.name == "COMPLETE" and frozen.user_attrs.get(TRIAL.MODEL_ARTIFACT):
             with contextlib.suppress(Exception):  # disk hygiene must not stop the study
                 keep_best_models(ctx.study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models)

@@ -23,7 +23,7 @@ from hpsearch.space import SearchSpace
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
 
-__all__ = ["OptunaEngine", "seed_launch"]
+__all__ = ["OptunaEngine", "seed_launch", "several_note"]
 
 
 def _grid_size(cfg: StudyConfig, space: SearchSpace) -> int | None:
@@ -41,6 +41,13 @@ def seed_launch(ctx: RunContext) -> int:
     return launch
 
 
+def several_note(ctx: RunContext) -> str:
+    """The one line a study of several objectives says: Optuna prunes on one reported value."""
+    names = ", ".join(n for n, _ in ctx.objectives)
+    return (f"hpsearch: {len(ctx.objectives)} objectives ({names}): pruning is off and trials train one at a"
+            " time (no packing); the result is a Pareto front")
+
+
 class OptunaEngine(Engine):
     name: ClassVar[str] = "optuna"
     default_cv: ClassVar[int | None] = None  # holdout unless search.cv is set
@@ -55,6 +62,9 @@ class OptunaEngine(Engine):
         make_pruner(cfg)
         check_warm_start(cfg, space)
         s = cfg.search
+        if len(s.trained_metrics) > 1 and s.cv:
+            raise ConfigError(f"search.metric: a second trained metric ({s.trained_metrics[1]}) needs a holdout split"
+                              " with engine optuna; remove search.cv or keep one trained metric")
         if s.n_trials is None and s.timeout is None and _grid_size(cfg, space) is None:
             raise ConfigError("search: give n_trials or timeout for engine optuna")
 
@@ -80,7 +90,7 @@ class OptunaEngine(Engine):
         ctx.control = ctl
         seed_launch(ctx)
         warm_start(ctx)  # search.warm_start and search.enqueue, once per study
-        k, note = pack_plan(ctx)
+        k, note = pack_plan(ctx) if not ctx.several else (1, several_note(ctx))
         if note:
             ctx.observer.message(note)
         if k > 1:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
 
 __all__ = ["make_sampler", "make_pruner", "pruning_steps", "launch_seed", "walks_grid",
-           "tpe", "cmaes", "random", "grid", "qmc", "gp", "hyperband", "sha", "median", "nop"]
+           "tpe", "cmaes", "random", "grid", "qmc", "gp", "nsga2", "nsga3", "hyperband", "sha", "median", "nop"]
 
 
 def _startup_trials(cfg: StudyConfig) -> int:
@@ -41,6 +41,8 @@ def cmaes(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
 
     if all(isinstance(p, CategoricalParam) for p in space.params.values()):
         raise ConfigError("search.sampler: cmaes needs numeric ranges in space; use tpe")
+    if len(cfg.search.metrics or []) > 1:
+        raise ConfigError("search.sampler: cmaes optimises one objective; use tpe, nsga2 or nsga3 for several")
 
     return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
@@ -81,6 +83,26 @@ def gp(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
     import optuna
 
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=_startup_trials(cfg))
+
+
+def _population(cfg: StudyConfig) -> int:
+    """NSGA's generation size: a quarter of the budget, 4 to 50 (Optuna's default, 50, would leave a
+    small study all random)."""
+    return min(50, max(4, (cfg.search.n_trials or 200) // 4))
+
+
+def nsga2(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    """NSGA-II, the evolutionary sampler for several objectives (infeasible trials: constraints)."""
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=_population(cfg))
+
+
+def nsga3(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
+    """NSGA-III: NSGA-II with reference points, for three or more objectives."""
+    import optuna
+
+    return optuna.samplers.NSGAIIISampler(seed=seed, population_size=_population(cfg))
 
 
 def hyperband(cfg: StudyConfig) -> Any:
@@ -130,6 +152,11 @@ def walks_grid(cfg: StudyConfig) -> bool:
 
 
 def make_pruner(cfg: StudyConfig) -> Any:
+    """The configured pruner; none for several objectives (Optuna prunes on one reported value)."""
+    if len(cfg.search.metrics or []) > 1:
+        import optuna
+
+        return optuna.pruners.NopPruner()
     try:
         factory = PRUNERS.get(cfg.search.pruner)
     except KeyError:

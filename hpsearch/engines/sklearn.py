@@ -47,6 +47,7 @@ from hpsearch.engines.base import (
     record_candidate,
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
+from hpsearch.engines.multiscore import score_fold, scoring_for
 from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
 from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
@@ -152,7 +153,7 @@ def _callbacks(early_stopping: EarlyStoppingConfig | None, timer: Any = None) ->
 class FoldSpec:
     """What every fold of a run shares besides the rows (picklable: it goes to joblib workers)."""
 
-    scoring: str  # scikit-learn scorer name (greater is better)
+    scoring: str | dict[str, Any]  # scorer name (greater is better); several objectives: name -> scorer
     metric: str  # the study metric, read per epoch from the Keras logs
     y_valid_var: float | None  # regression: variance of the validation targets (r2 per epoch)
     early_stopping: EarlyStoppingConfig | None
@@ -169,6 +170,7 @@ class FoldResult:
     fit_time: float = 0.0
     score_time: float = 0.0
     failure: str | None = None
+    extra: list[float] = field(default_factory=list)  # several objectives: the other objectives' scores
 
 
 def _reason(exc: BaseException) -> str:
@@ -184,7 +186,6 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
     and so does training still running at ``deadline`` (``time.time()``, from ``train.trial_timeout``).
     """
     from sklearn.base import clone
-    from sklearn.metrics import get_scorer
 
     from hpsearch.callbacks import TrialTimer
     from hpsearch.metrics import value_from_logs
@@ -210,10 +211,10 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
         return FoldResult(math.nan, epochs, curve, fit_time, failure=trial_timeout_reason(timer.limit, timer.elapsed))
     start = time.perf_counter()
     try:
-        score = float(get_scorer(spec.scoring)(est, X[test], y[test]))
+        score, *extra = score_fold(spec.scoring, est, X[test], y[test])
     except Exception as exc:  # noqa: BLE001 - e.g. predictions a scorer rejects
         return FoldResult(math.nan, epochs, curve, fit_time, time.perf_counter() - start, _reason(exc))
-    return FoldResult(score, epochs, curve, fit_time, time.perf_counter() - start)
+    return FoldResult(score, epochs, curve, fit_time, time.perf_counter() - start, extra=extra)
 
 
 def _mean_curve(curves: Sequence[Sequence[float | None]]) -> dict[int, float]:
@@ -238,8 +239,6 @@ class CandidateSearch:
         from sklearn.base import is_classifier
         from sklearn.model_selection import check_cv
 
-        from hpsearch.metrics import sklearn_scoring
-
         data, cfg = ctx.data, ctx.cfg
         self.ctx = ctx
         self.engine = engine.name
@@ -248,7 +247,8 @@ class CandidateSearch:
         self.valid = (data.X_valid_raw, data.y_valid)
         cv = check_cv(engine.cv_folds(cfg), self.y, classifier=is_classifier(self.estimator))
         self.splits = list(cv.split(self.X, self.y))
-        scoring, self.sign = sklearn_scoring(ctx.metric, data.task)
+        scoring, self.signs = scoring_for(ctx)  # several objectives: scikit-learn multi-metric scoring
+        self.sign = self.signs[0]
         y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
         self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, cfg.train.early_stopping, cfg.train.trial_timeout)
         self.rules = StopRules.of(ctx)  # search.timeout, patience, target
@@ -317,7 +317,14 @@ class CandidateSearch:
             # the last rung competes for the best, as in scikit-learn
             curve[rung.epochs - 1] = mean
             return Candidate(state="PRUNED", intermediate_values=curve, **common)
-        return Candidate(state="COMPLETE", value=mean, intermediate_values=curve, **common)
+        return Candidate(state="COMPLETE", value=mean, intermediate_values=curve, values=self._values(mean, folds),
+                         **common)
+
+    def _values(self, mean: float, folds: list[FoldResult]) -> list[float] | None:
+        """Every objective's fold mean (several objectives), in the study's orientation."""
+        if len(self.signs) == 1:
+            return None
+        return [mean, *(float(np.mean([r.extra[i] for r in folds])) * s for i, s in enumerate(self.signs[1:]))]
 
     def _record(self, candidate: Candidate) -> None:
         record_candidate(self.ctx.study, candidate, engine=self.engine, distributions=self.distributions)

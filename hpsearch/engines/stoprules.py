@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.records import STUDY, is_better
+from hpsearch.records import STUDY, is_better, primary_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.config import StudyConfig
@@ -86,12 +86,12 @@ class StopRules:
     def _target(self, trials: Any) -> str | None:
         if self.target is None:
             return None
-        hits = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None
-                and _reached(float(t.value), self.target, self.direction)]
+        hits = [t for t in trials if t.state.name == "COMPLETE" and (v := primary_value(t)) is not None
+                and _reached(float(v), self.target, self.direction)]
         if not hits:
             return None
         first = min(hits, key=lambda t: t.number)
-        return (f"target: trial {first.number} reached {self.metric} {first.value:.6g}"
+        return (f"target: trial {first.number} reached {self.metric} {primary_value(first):.6g}"
                 f" (search.target = {self.target:g})")
 
     def _patience(self, trials: Any) -> str | None:
@@ -102,14 +102,16 @@ class StopRules:
         best: Any = None
         since = 0
         for t in done:
-            if t.state.name == "COMPLETE" and is_better(t.value, None if best is None else best.value, self.direction):
+            value = primary_value(t)  # several objectives: the first one
+            if t.state.name == "COMPLETE" and is_better(value, None if best is None else primary_value(best),
+                                                        self.direction):
                 best, since = t, 0
             elif best is not None:
                 since += 1
         if best is None or since < self.patience:
             return None
         return (f"patience: {since} finished trials without improving on trial {best.number}"
-                f" ({self.metric} {best.value:.6g}; search.patience = {self.patience})")
+                f" ({self.metric} {primary_value(best):.6g}; search.patience = {self.patience})")
 
     def tripped(self, ctx: RunContext, trials: Any = None) -> bool:
         """:meth:`check`, and on the first trip store the reason with the study and say it."""

@@ -23,10 +23,11 @@ import numpy as np
 from hpsearch.artifacts import save_curve_artifact, save_model_artifacts
 from hpsearch.builders import call_builder, count_params
 from hpsearch.engines.base import Candidate, RunContext
-from hpsearch.engines.constraints import TrialInfeasible, apply_limits, infeasible_attrs
+from hpsearch.engines.constraints import MEASURED, TrialInfeasible, apply_limits, infeasible_attrs, measure
 from hpsearch.engines.samplers import pruning_steps
 from hpsearch.engines.stoprules import trial_timeout_reason
-from hpsearch.records import TRIAL, best_of, is_better, ranked
+from hpsearch.pareto import dominates, is_feasible
+from hpsearch.records import TRIAL, best_of, is_better, primary_value, ranked
 
 __all__ = ["TrialRunner", "TrialDiverged", "TrialTimedOut", "pad_to_batches"]
 
@@ -88,6 +89,7 @@ class TrialRunner:
         self.folds = None
         self.timer: Any = None  # the running trial's TrialTimer (train.trial_timeout)
         self.limits: dict[str, Any] = {}  # the running trial's search.constraints values
+        self.measured: dict[str, float] = {}  # the running trial's measured objectives (n_params, latency_ms)
         if cfg.search.cv:  # each fold scaled by a preprocessor fitted on its own training rows
             self.folds = [(*pad_to_batches(Xt, yt, self.batch_size, seed), Xv, yv)
                           for Xt, yt, Xv, yv in data.fold_arrays(cfg.search.cv, seed)]
@@ -107,7 +109,8 @@ class TrialRunner:
 
         es_cfg = self.ctx.cfg.train.early_stopping
         guard = NaNGuard()
-        reporter = PruningReporter(trial, self.ctx.metric, self.y_valid_var, check_steps=self.check_steps)
+        reporter = PruningReporter(trial, self.ctx.metric, self.y_valid_var, check_steps=self.check_steps,
+                                   reports=not self.ctx.several)  # Optuna: no report() for several objectives
         monitor, mode = self._monitor()
         epochs = self.ctx.cfg.train.epochs
         # Without early stopping the callback still runs (patience = all epochs) so that the best
@@ -128,9 +131,16 @@ class TrialRunner:
         return TrialTimer(limit)
 
     def _check_limits(self, trial: Any, model: Any) -> None:
-        """``search.constraints`` on the built model, before any epoch (raises TrialInfeasible)."""
+        """``search.constraints`` on the built model, before any epoch (raises TrialInfeasible); then
+        the objectives measured rather than trained (``n_params``, ``latency_ms``), once."""
         if self.ctx.cfg.search.constraints is not None:
             self.limits = apply_limits(self.ctx.cfg, trial, model, self.ctx.data.X_valid)
+        names = [n for n, _ in self.ctx.objectives]
+        timed = TRIAL.LATENCY_MS in self.limits  # measured for the limit already: not twice
+        keys = [k for k, m in MEASURED.items() if m in names and not (m == "latency_ms" and timed)]
+        self.measured = measure(model, self.ctx.data.X_valid, keys) if keys else {}
+        if "latency_ms" in names and timed:
+            self.measured["latency_ms"] = float(self.limits[TRIAL.LATENCY_MS])
 
     def _build(self, params: dict[str, Any], clear_session: bool = True) -> Any:
         return call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=clear_session)
@@ -218,8 +228,10 @@ class TrialRunner:
             out.epochs += 1
             out.history["val_metric_mean"].append(mean)
             t0 = time.monotonic()
-            trial.report(mean, epoch)
-            prune = (self.check_steps is None or epoch in self.check_steps) and trial.should_prune()
+            prune = False
+            if not self.ctx.several:  # Optuna has no report() / pruning for several objectives
+                trial.report(mean, epoch)
+                prune = (self.check_steps is None or epoch in self.check_steps) and trial.should_prune()
             out.report_time += time.monotonic() - t0
             if is_better(mean, out.value, direction, es.min_delta if es is not None else 0.0):
                 out.value, out.best_epoch, wait = mean, epoch + 1, 0
@@ -250,7 +262,7 @@ class TrialRunner:
         params = ctx.space.full_params(ctx.space.suggest(trial))
         params.update(ctx.builder_extra)
         t_sampled = time.monotonic()
-        self.timer, self.limits = self._timer(), {}
+        self.timer, self.limits, self.measured = self._timer(), {}, {}
         try:
             fit = self._holdout(trial, params) if self.folds is None else self._cv(trial, params)
         except (TrialDiverged, TrialTimedOut) as e:
@@ -266,6 +278,7 @@ class TrialRunner:
         if fit.model is not None:
             attrs[TRIAL.N_PARAMS] = count_params(fit.model)
         attrs.update(self.limits)
+        attrs.update({k: int(v) if k == TRIAL.N_PARAMS else v for k, v in self.measured.items()})
         if fit.fold_scores is not None:
             attrs[TRIAL.FOLD_SCORES] = fit.fold_scores
             attrs[TRIAL.STD_SCORE] = float(np.std(fit.fold_scores))
@@ -275,17 +288,40 @@ class TrialRunner:
             candidate.state, candidate.value = "PRUNED", None
         elif fit.value is None:
             candidate.state, candidate.failure = "FAIL", "no finite validation value was logged"
+        elif ctx.several and (missing := self._values(fit, candidate)):
+            candidate.state, candidate.failure = "FAIL", f"no finite validation value of {missing} was logged"
         else:
-            self._keep_model(trial, params, fit, attrs)
+            self._keep_model(trial, params, fit, attrs, candidate.values)
         # storage, sampling and model saving: what hpsearch adds around the training itself
         attrs[TRIAL.OVERHEAD_TIME] = (t_sampled - t_start) + fit.report_time + (time.monotonic() - t_fit)
         return candidate
 
-    def _keep_model(self, trial: Any, params: dict[str, Any], fit: _Fitted, attrs: dict[str, Any]) -> None:
-        """Store the model when it ranks in the best K (saves the I/O of models we would delete);
-        the curve PNG (~80 ms of matplotlib) only for a trial that leads the study."""
+    def _values(self, fit: _Fitted, candidate: Candidate) -> str | None:
+        """Set ``candidate.values``, every objective's value (several objectives): the first is the
+        trial value, a trained metric is read at the best epoch, a measured one was measured once
+        built. Returns the name of an objective without a finite value, if any."""
+        from hpsearch.metrics import value_from_logs
+
+        i = fit.best_epoch - 1
+        values: list[float] = []
+        for k, (name, _) in enumerate(self.ctx.objectives):
+            logs = {key: v[i] for key, v in fit.history.items() if 0 <= i < len(v)}
+            v = fit.value if k == 0 else self.measured.get(name, value_from_logs(name, logs, self.y_valid_var))
+            if v is None or not np.isfinite(v):
+                return name
+            values.append(float(v))
+        candidate.values = values
+        return None
+
+    def _keep_model(self, trial: Any, params: dict[str, Any], fit: _Fitted, attrs: dict[str, Any],
+                    values: list[float] | None = None) -> None:
+        """Store the model when it ranks in the best K or, with several objectives, is on the Pareto
+        front so far (saves the I/O of models we would delete); the curve PNG (~80 ms of matplotlib)
+        only for a trial that leads the study."""
         assert fit.value is not None
         in_top, best_so_far = self._rank(fit.value)
+        if values is not None:
+            in_top = in_top or self._on_front(values)
         if not in_top:
             return
         model = fit.model if self.folds is None else self._refit(params, fit.best_epoch)
@@ -301,10 +337,16 @@ class TrialRunner:
         """(among the best K stored models?, the best so far?)."""
         direction = self.ctx.direction
         done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
-        best = not done or is_better(value, done[0].value, direction)
+        best = not done or is_better(value, primary_value(done[0]), direction)
         stored = [t for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
         k = self.ctx.cfg.search.keep_models
-        return (len(stored) < k or is_better(value, stored[k - 1].value, direction)), best
+        return (len(stored) < k or is_better(value, primary_value(stored[k - 1]), direction)), best
+
+    def _on_front(self, values: list[float]) -> bool:
+        """Does no finished feasible trial dominate ``values`` (so its model may be picked later)?"""
+        directions = [d for _, d in self.ctx.objectives]
+        return not any(dominates(t.values, values, directions) for t in self.ctx.study.get_trials(deepcopy=False)
+                       if t.state.name == "COMPLETE" and t.values and is_feasible(t))
 
 
 def _thaw_at(model: Any, epoch: int) -> None:

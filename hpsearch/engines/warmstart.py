@@ -94,7 +94,9 @@ def check_warm_start(cfg: StudyConfig, space: SearchSpace) -> None:
 def _study_problem(ctx: RunContext, source: Any) -> str | None:
     """Why no trial of ``source`` fits this study (metric, direction, data), or None."""
     attrs = source.user_attrs
-    if len(source.directions) != 1 or source.direction.name.lower() != ctx.direction:
+    if ctx.several or len(source.directions) != 1:
+        return "warm starts copy trials of one objective between studies of one objective"
+    if source.direction.name.lower() != ctx.direction:
         return f"its direction is not {ctx.direction}"
     if attrs.get(STUDY.METRIC) not in (None, ctx.metric):
         return f"its metric {attrs.get(STUDY.METRIC)} is not {ctx.metric}"

@@ -32,7 +32,7 @@ from hpsearch.engines.control import (
 )
 from hpsearch.engines.stoprules import has_stop_rules
 from hpsearch.errors import StudyFailedError
-from hpsearch.records import DONE_STATES, TRIAL, counts_toward_budget
+from hpsearch.records import DONE_STATES, TRIAL, counts_toward_budget, primary_value
 from hpsearch.storage import STORAGE_ENV, child_env_and_url, scrub, secrets_of
 from hpsearch.study import StudyResult, finalize, load_config, make_result
 from hpsearch.workers.plan import INDEX_ENV, MANAGED_ENV, parse_gpus, plan_workers, worker_command, worker_env
@@ -166,7 +166,7 @@ class _Launch:
             for t in self.ctx.study.get_trials(deepcopy=False):
                 if t.state.is_finished() and t.number not in self.seen:
                     self.seen.add(t.number)
-                    self.ctx.observer.trial_done(t.number, t.state.name, t.value,
+                    self.ctx.observer.trial_done(t.number, t.state.name, primary_value(t),
                                                  t.user_attrs.get(TRIAL.FAILURE) or "")
 
     def run(self, on_spawn: Callable[[list[int]], None] | None) -> None:
