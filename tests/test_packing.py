@@ -112,9 +112,9 @@ def _study(name: str, **train) -> object:
     return parse_study_config({
         "name": name,
         "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
-        "model": {"builder": "mlp", "fixed": {"optimizer": "adam"}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "adam", "dropout": 0.1}},
         "space": {"n_hidden": {"int": [0, 2]}, "n_neurons": {"int": [4, 16]},
-                  "learning_rate": {"float": [0.005, 0.05], "log": True}},
+                  "learning_rate": {"float": [0.005, 0.05], "log": True}, "batch_norm": {"choice": [False, True]}},
         "train": {"epochs": 3, "batch_size": 16, **train},
         "search": {"engine": "optuna", "n_trials": 5, "seed": 0, "sampler": "tpe", "pruner": "none"},
     })
@@ -131,7 +131,7 @@ def test_packed_members_are_ordinary_trials_and_load_best_works(sqlite_url, tmp_
         assert len(t.intermediate_values) == t.user_attrs[TRIAL.EPOCHS] == 3
         assert t.value == max(t.intermediate_values.values())
         assert t.user_attrs[TRIAL.N_PARAMS] > 0 and t.user_attrs[TRIAL.FIT_TIME] > 0
-        assert set(t.params) == {"n_hidden", "n_neurons", "learning_rate"}
+        assert set(t.params) == {"n_hidden", "n_neurons", "learning_rate", "batch_norm"}
     est = hpsearch.load_best("packed", storage=sqlite_url, artifacts=str(tmp_path / "art"))
     X = np.random.default_rng(0).normal(size=(5, 4))
     assert est.predict(X).shape == (5,)
@@ -156,11 +156,11 @@ def _plan(train: dict, space: dict | None = None, n_trials: int = 40) -> tuple[i
 def test_pack_plan_packs_what_is_exact_and_falls_back_to_one_with_a_note():
     assert _plan({"pack": 1}) == (1, None)
     assert _plan({"pack": 6}) == (6, None)
-    k, note = _plan({})  # auto
+    k, note = _plan({})  # auto; dropout and batch norm pack
     assert k > 1 and note is None
     assert _plan({}, n_trials=4) == (1, None)  # auto: a tiny budget is not worth a pack
-    k, note = _plan({}, space={"dropout": {"float": [0.0, 0.3]}})
-    assert k == 1 and "space.dropout" in note and "0.3" in note
+    k, note = _plan({}, space={"max_norm": {"float": [1.0, 3.0]}})
+    assert k == 1 and "space.max_norm" in note and "1.0" in note
     k, note = _plan({"class_weight": "balanced"})
     assert k == 1 and "class_weight" in note
 
