@@ -249,7 +249,8 @@ def test_batch_norm_and_dropout_members_train_as_alone_and_load_standalone():
     for i, p in enumerate(BN_DROPOUT):
         model = _alone_with_tables(p, tables, i)
         init, probs = model.get_weights(), []
-        record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: probs.append(model.predict(Xv, verbose=0)))
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, logs, m=model, out=probs: out.append(m.predict(Xv, verbose=0)))
         hist = model.fit(Xt, yt, batch_size=16, epochs=epochs, shuffle=False, validation_data=(Xv, yv), verbose=0,
                          callbacks=[record])
         alone.append((init, hist.history["val_accuracy"], probs, model.get_weights()))
