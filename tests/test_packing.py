@@ -165,10 +165,10 @@ def test_pack_plan_packs_what_is_exact_and_falls_back_to_one_with_a_note():
     assert k == 1 and "class_weight" in note
 
 
-BN_DROPOUT = [  # batch norm and dropout, two optimizers; the first two share a group (padding, rate 0)
+BN_DROPOUT = [  # batch norm and dropout, three optimizers; the first two share a group (padding, rate 0),
+    # the third has the first's depth and activation without batch norm (a group of its own)
     {"n_hidden": 2, "n_neurons": 7, "batch_norm": True, "dropout": 0.3, "optimizer": "adam", "learning_rate": 0.01},
     {"n_hidden": 2, "n_neurons": 5, "batch_norm": True, "optimizer": "momentum", "learning_rate": 0.05},
-    {"n_hidden": 1, "n_neurons": 6, "dropout": 0.2, "optimizer": "sgd", "learning_rate": 0.1},
     {"n_hidden": 2, "n_neurons": 7, "dropout": 0.5, "optimizer": "nesterov", "learning_rate": 0.03, "l2": 1e-3},
 ]
 
