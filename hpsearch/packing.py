@@ -2,32 +2,36 @@
 
 Small Keras models are bound by per-step overhead, not arithmetic (DESIGN.md section 4), so K
 models in one compiled model train nearly K times the samples per second. The layout chosen by
-measurement: members are grouped by (depth, activation); each group has stacked weights with a K
-axis (one einsum per layer) and hidden widths padded with zeros to the group's widest member, so
-the compile time does not grow with K. Padded units stay exactly zero (their weights start at zero
-and receive zero gradient: every activation here maps 0 to 0), so each member computes what it
-would compute alone.
+measurement: members are grouped by (depth, activation, batch norm); each group has stacked weights
+with a K axis (one einsum per layer, :mod:`hpsearch.packlayers`) and hidden widths padded with zeros
+to the group's widest member, so the compile time does not grow with K. Padded units stay exactly
+zero (their weights start at zero and receive zero gradient: every activation here maps 0 to 0,
+and batch norm maps a zero unit to its zero beta), so each member computes what it would alone.
 
 Exact per-member training, as if each member ran alone:
 
 * the loss is the sum of the members' mean losses: parameters are disjoint, so each member's
   gradient is its own loss's gradient; l1 / l2 are per-member factors on the member's own kernels;
+* batch norm keeps per-member batch statistics, moving mean / variance and gamma / beta; dropout
+  has a per-member rate (0: none) and draws its masks from a generator seeded with the pack;
 * :class:`PackedOptimizer` applies Keras' own SGD (momentum, Nesterov) and Adam update formulas
   with per-member hyperparameters (a K axis), and an ``active`` mask that freezes a member (early
   stopped, pruned or diverged): no update and no optimizer-state change;
 * :class:`PackTrainer` evaluates every member each epoch on the validation split, applies Keras'
-  ``EarlyStopping`` rule per member, keeps each member's best-epoch weights and extracts them in
-  the layout of the member's own standalone model.
+  ``EarlyStopping`` rule per member, keeps each member's best-epoch weights (batch norm's moving
+  statistics included) and extracts them in the layout of the member's own standalone model.
 
 What packs is decided by :func:`pack_refusal` (study level) and :func:`member_spec` (per trial):
-everything else (batch norm, dropout, schedules, clipping, user builders, CV, other backends)
-trains one model per trial, with a one-line note.
+everything else (alpha dropout, max_norm, weight decay, schedules, clipping, prelu, other
+optimizers, user builders, CV, class_weight, other backends) trains one model per trial, with a
+one-line note.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +39,19 @@ from typing import Any
 import numpy as np
 
 from hpsearch.builders import builder_defaults, task_of
+from hpsearch.packlayers import (
+    NoiseSource,
+    packed_loss,
+    packed_optimizer,
+    stacked_batch_norm,
+    stacked_dense,
+    stacked_dropout,
+    stacked_regularizer,
+)
 from hpsearch.space import coerce_value
 
 __all__ = ["PACKABLE_OPTIMIZERS", "MemberSpec", "member_spec", "pack_refusal", "auto_pack_size",
-           "PackedModel", "MemberResult", "PackSettings", "member_scores", "train_pack"]
+           "PackedModel", "MemberResult", "PackSettings", "member_scores", "member_seeds", "train_pack"]
 
 #: builder optimizer names and their update rule in :class:`PackedOptimizer`
 PACKABLE_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -46,7 +59,7 @@ _PACKABLE_METRICS = ("accuracy", "mse", "mae", "rmse", "r2")
 _PACKABLE_TASKS = ("binary", "multiclass", "regression")
 #: knobs of the built-in MLP a pack does not reproduce exactly; a member may use only their off value
 _OFF_VALUES: dict[str, tuple[Any, ...]] = {
-    "batch_norm": (False, None), "dropout": (0, 0.0, None), "max_norm": (None,), "weight_decay": (None,),
+    "max_norm": (None,), "weight_decay": (None,),
     "clipnorm": (None,), "clipvalue": (None,), "lr_schedule": (None, "none"), "loss": (None,),
     "metrics": (None,), "funnel": (None,), "alpha_dropout": (False, None), "lr_warmup_epochs": (0, None),
 }
@@ -66,11 +79,13 @@ class MemberSpec:
     optimizer: str
     learning_rate: float
     momentum: float
+    batch_norm: bool = False
+    dropout: float = 0.0
 
     @property
-    def group(self) -> tuple[int, str]:
+    def group(self) -> tuple[int, str, bool]:
         """Members of one group share a stacked sub-graph."""
-        return len(self.widths), self.activation
+        return len(self.widths), self.activation, self.batch_norm
 
 
 def member_spec(builder: Any, params: Mapping[str, Any]) -> MemberSpec | str:
@@ -94,7 +109,17 @@ def member_spec(builder: Any, params: Mapping[str, Any]) -> MemberSpec | str:
     return MemberSpec(widths=_widths(p["n_neurons"], p["n_hidden"]), activation=act,
                       kernel_initializer=str(init), l1=float(p["l1"]), l2=float(p["l2"]), optimizer=opt,
                       learning_rate=float(p["learning_rate"]),
-                      momentum=float(p["momentum"]) if opt in ("momentum", "nesterov") else 0.0)
+                      momentum=float(p["momentum"]) if opt in ("momentum", "nesterov") else 0.0,
+                      batch_norm=bool(p["batch_norm"]), dropout=float(p["dropout"] or 0.0))
+
+
+def member_seeds(seed: int | None, numbers: list[int]) -> list[int]:
+    """Each member's seed (initial weights; the first also seeds the pack's dropout masks and
+    batch order): derived from ``search.seed`` and the trial number, so a study run again from
+    scratch trains the same packs; without ``search.seed``, fresh entropy (as unpacked trials)."""
+    if seed is None:
+        return [int.from_bytes(os.urandom(3), "little") for _ in numbers]
+    return [int(np.random.SeedSequence([int(seed) % (1 << 64), int(n)]).generate_state(1)[0]) >> 8 for n in numbers]
 
 
 def _widths(n_neurons: int | list[int], n_hidden: int) -> tuple[int, ...]:
@@ -131,117 +156,11 @@ def auto_pack_size(n_params_max: int, batch_size: int, memory_bytes: int | None 
     return int(max(1, min(64, budget // max(per_member, 1))))
 
 
-def _group_layout(specs: list[MemberSpec]) -> list[tuple[tuple[int, str], list[int]]]:
-    groups: dict[tuple[int, str], list[int]] = {}
+def _group_layout(specs: list[MemberSpec]) -> list[tuple[tuple[int, str, bool], list[int]]]:
+    groups: dict[tuple[int, str, bool], list[int]] = {}
     for i, s in enumerate(specs):
         groups.setdefault(s.group, []).append(i)
     return list(groups.items())
-
-
-def _stacked_regularizer(l1: np.ndarray, l2: np.ndarray) -> Any:
-    import keras
-
-    class StackedL1L2(keras.regularizers.Regularizer):
-        """Per-member l1 / l2 on a (K, in, out) kernel: sum_k l1_k |W_k| + l2_k W_k^2."""
-
-        def __call__(self, x: Any) -> Any:
-            ops = keras.ops
-            a = ops.sum(ops.reshape(ops.convert_to_tensor(l1, x.dtype), (-1, 1, 1)) * ops.abs(x))
-            b = ops.sum(ops.reshape(ops.convert_to_tensor(l2, x.dtype), (-1, 1, 1)) * ops.square(x))
-            return a + b
-
-    return StackedL1L2() if (l1.any() or l2.any()) else None
-
-
-def _stacked_dense(k: int, n_in: int, n_out: int, activation: str, shared_input: bool,
-                   regularizer: Any, name: str) -> Any:
-    import keras
-
-    class StackedDense(keras.layers.Layer):
-        """K Dense layers side by side: (batch, [K,] in) -> (batch, K, out), one einsum."""
-
-        def build(self, input_shape: Any) -> None:
-            self.kernel = self.add_weight(shape=(k, n_in, n_out), initializer="zeros", name="kernel",
-                                          regularizer=regularizer)
-            self.bias = self.add_weight(shape=(k, n_out), initializer="zeros", name="bias")
-
-        def call(self, x: Any) -> Any:
-            eq = "bi,kio->bko" if shared_input else "bki,kio->bko"
-            return keras.activations.get(activation)(keras.ops.einsum(eq, x, self.kernel) + self.bias)
-
-        def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-            return input_shape[0], k, n_out
-
-    return StackedDense(name=name)
-
-
-def _packed_loss(task: str) -> Any:
-    import keras
-
-    class PackedLoss(keras.losses.Loss):
-        """Sum over members of each member's own loss (the Keras loss of the standalone model)."""
-
-        def call(self, y_true: Any, y_pred: Any) -> Any:
-            ops = keras.ops
-            k = ops.shape(y_pred)[1]
-            if task == "multiclass":
-                y = ops.repeat(ops.expand_dims(ops.cast(y_true, "int32"), 1), k, axis=1)
-                return ops.sum(keras.losses.sparse_categorical_crossentropy(y, y_pred), axis=1)
-            y = ops.cast(ops.reshape(y_true, (ops.shape(y_true)[0], 1, -1)), y_pred.dtype)
-            y = ops.repeat(y, k, axis=1)
-            per = (keras.losses.binary_crossentropy(y, y_pred) if task == "binary"
-                   else keras.losses.mean_squared_error(y, y_pred))
-            return ops.sum(per, axis=1)
-
-    return PackedLoss(name="packed_loss")
-
-
-def _packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, int]]) -> Any:
-    import keras
-
-    ops = keras.ops
-
-    class PackedOptimizer(keras.optimizers.Optimizer):
-        """Keras' SGD (momentum, Nesterov) and Adam updates with per-member hyperparameters."""
-
-        def build(self, var_list: list[Any]) -> None:
-            if self.built:
-                return
-            super().build(var_list)
-            self.m = [self.add_variable_from_reference(v, "m") for v in var_list]
-            self.v = [self.add_variable_from_reference(v, "v") for v in var_list]
-            self.h = {name: self.add_variable(shape=vals.shape, initializer=keras.initializers.Constant(vals),
-                                              name=name) for name, vals in hyper.items()}
-            self.ranges = [ranges[v.path] for v in var_list]
-
-        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-            i = self._get_variable_index(variable)
-            a, b = self.ranges[i]
-            shape = (b - a,) + (1,) * (len(variable.shape) - 1)
-            h = {n: ops.reshape(ops.cast(var[a:b], variable.dtype), shape) for n, var in self.h.items()}
-            g = ops.cast(gradient, variable.dtype)
-            m, v = self.m[i], self.v[i]
-            lr, mom = h["learning_rate"], h["momentum"]
-            m_sgd = m * mom - g * lr
-            d_sgd = ops.where(h["nesterov"] > 0, m_sgd * mom - g * lr, m_sgd)
-            t = ops.cast(self.iterations + 1, variable.dtype)
-            b1, b2 = h["beta_1"], h["beta_2"]
-            alpha = lr * ops.sqrt(1 - ops.power(b2, t)) / (1 - ops.power(b1, t))
-            m_adam = m + (g - m) * (1 - b1)
-            v_adam = v + (ops.square(g) - v) * (1 - b2)
-            d_adam = -((m_adam * alpha) / (ops.sqrt(v_adam) + h["epsilon"]))
-            adam, on = h["adam"] > 0, h["active"] > 0
-            self.assign(m, ops.where(on, ops.where(adam, m_adam, m_sgd), m))
-            self.assign(v, ops.where(on, ops.where(adam, v_adam, v), v))
-            self.assign_add(variable, ops.where(on, ops.where(adam, d_adam, d_sgd), ops.zeros_like(variable)))
-
-        def freeze(self, member: int) -> None:
-            """No more updates for ``member`` (its optimizer state is kept as it is)."""
-            active = np.array(self.h["active"].numpy())
-            active[member] = 0.0
-            self.h["active"].assign(active)
-
-    return PackedOptimizer(learning_rate=1.0, name="packed")
 
 
 def _hyper(specs: list[MemberSpec]) -> dict[str, np.ndarray]:
@@ -274,98 +193,143 @@ class MemberResult:
 
 
 class PackedModel:
-    """The compiled model of one pack; member ``i`` is ``specs[i]`` (see the module docstring)."""
+    """The compiled model of one pack; member ``i`` is ``specs[i]`` (see the module docstring).
+    ``seed`` seeds the dropout masks; ``dropout_noise`` replaces their generator (a test shares one
+    noise source with a standalone model to compare the two)."""
 
-    def __init__(self, specs: list[MemberSpec], meta: Mapping[str, Any], steps_per_execution: int = 1) -> None:
+    def __init__(self, specs: list[MemberSpec], meta: Mapping[str, Any], steps_per_execution: int = 1,
+                 seed: int = 0, dropout_noise: NoiseSource | None = None) -> None:
         import keras
 
         from hpsearch.builders import output_spec
 
         self.specs, self.task = specs, task_of(meta)
         self.n_features = int(meta["n_features_in_"])
-        self.n_out, out_act = output_spec(meta)
+        self.n_out, self.out_act = output_spec(meta)
+        self.seed, self.noise = seed, dropout_noise
         keras.backend.clear_session()
         inputs = keras.Input(shape=(self.n_features,))
         outputs: list[Any] = []
         order: list[int] = []
         ranges: dict[str, tuple[int, int]] = {}
-        self.layers: list[list[Any]] = []  # per group: its stacked layers, input to output
+        self.state: list[list[tuple[int, Any]]] = []  # per group: (layer, variable) in standalone order
+        self.norms: list[list[Any]] = []  # per group: its batch norm layers
         self.slot: dict[int, tuple[int, int]] = {}  # member -> (group, index in group)
-        for gi, ((depth, act), members) in enumerate(_group_layout(specs)):
-            k, start = len(members), len(order)
+        for gi, (key, members) in enumerate(_group_layout(specs)):
+            start = len(order)
             order += members
             for j, m in enumerate(members):
                 self.slot[m] = (gi, j)
-            widths = [max(specs[m].widths[d] for m in members) for d in range(depth)]
-            reg = _stacked_regularizer(np.array([specs[m].l1 for m in members]),
-                                       np.array([specs[m].l2 for m in members]))
-            h, layers, n_in = inputs, [], self.n_features
-            for d, (w, a) in enumerate([*((w, act) for w in widths), (self.n_out, out_act)]):
-                layer = _stacked_dense(k, n_in, w, a, d == 0, reg if d < depth else None,
-                                       f"g{gi}_{'output' if d == depth else f'hidden_{d}'}")
-                h, n_in = layer(h), w
-                layers.append(layer)
+            h, layers = self._group(gi, key, members, inputs)
             for layer in layers:
-                ranges.update({v.path: (start, start + k) for v in layer.weights})
-            self.layers.append(layers)
+                ranges.update({v.path: (start, start + len(members)) for v in layer.weights})
             outputs.append(h)
         out = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate(axis=1)(outputs)
         self.position = {m: p for p, m in enumerate(order)}  # member -> position on the K axis
         self.model = keras.Model(inputs, out, name="pack")
-        self.optimizer = _packed_optimizer(_hyper([specs[m] for m in order]), ranges)
+        self.optimizer = packed_optimizer(_hyper([specs[m] for m in order]), ranges)
         # XLA fuses the per-member optimizer arithmetic: measured 2.4x less CPU per epoch at K=32
-        self.model.compile(optimizer=self.optimizer, loss=_packed_loss(self.task),
+        self.model.compile(optimizer=self.optimizer, loss=packed_loss(self.task),
                            steps_per_execution=steps_per_execution, jit_compile=True)
+
+    def _group(self, gi: int, key: tuple[int, str, bool], members: list[int], inputs: Any) -> tuple[Any, list[Any]]:
+        """One group's stacked layers, as :func:`hpsearch.mlp.build_mlp` orders them: per hidden
+        layer Dense (no bias under batch norm) -> BatchNormalization -> activation -> Dropout."""
+        import keras
+
+        depth, act, bn = key
+        specs = [self.specs[m] for m in members]
+        k = len(members)
+        widths = [max(s.widths[d] for s in specs) for d in range(depth)]
+        reg = stacked_regularizer(np.array([s.l1 for s in specs]), np.array([s.l2 for s in specs]))
+        rates = np.array([s.dropout for s in specs])
+        h, layers, n_in = inputs, [], self.n_features
+        state: list[tuple[int, Any]] = []
+        self.norms.append([])
+        for d, w in enumerate(widths):
+            dense = stacked_dense(k, n_in, w, None if bn else act, d == 0, reg, f"g{gi}_hidden_{d}", use_bias=not bn)
+            h, n_in = dense(h), w
+            layers.append(dense)
+            state += [(d, v) for v in dense.member_variables()]
+            if bn:
+                norm = stacked_batch_norm(k, w, f"g{gi}_bn_{d}")
+                h = keras.layers.Activation(act, name=f"g{gi}_act_{d}")(norm(h))
+                layers.append(norm)
+                self.norms[gi].append(norm)
+                state += [(d, v) for v in norm.member_variables()]
+            if rates.any():
+                h = stacked_dropout(rates, self.seed + 7919 * gi + d, f"g{gi}_dropout_{d}", self.noise)(h)
+        dense = stacked_dense(k, n_in, self.n_out, self.out_act, depth == 0, None, f"g{gi}_output")
+        h = dense(h)
+        layers.append(dense)
+        state += [(depth, v) for v in dense.member_variables()]
+        self.state.append(state)
+        return h, layers
 
     def _dims(self, member: int) -> list[tuple[int, int]]:
         sizes = [self.n_features, *self.specs[member].widths, self.n_out]
         return list(itertools.pairwise(sizes))
 
     def n_params(self, member: int) -> int:
-        """Parameters of the member's standalone model."""
-        return sum(i * o + o for i, o in self._dims(member))
+        """Parameters of the member's standalone model (``count_params``: batch norm's moving
+        statistics included, no hidden bias under batch norm)."""
+        per_unit = 4 if self.specs[member].batch_norm else 1
+        dims = self._dims(member)
+        return sum(i * o + per_unit * o for i, o in dims[:-1]) + sum(i * o + o for i, o in dims[-1:])
+
+    def _slice(self, member: int, layer: int, value: np.ndarray) -> tuple[Any, ...]:
+        """Where the member's own part of a stacked variable lies: [j, :in, :out] or [j, :out]."""
+        j = self.slot[member][1]
+        i, o = self._dims(member)[layer]
+        return (j, slice(0, i), slice(0, o)) if value.ndim == 3 else (j, slice(0, o))
 
     def member_weights(self, member: int, values: list[list[np.ndarray]] | None = None) -> list[np.ndarray]:
-        """The member's weights in its standalone model's order ([W0, b0, W1, b1, ...])."""
-        g, j = self.slot[member]
+        """The member's weights in its standalone model's order (``model.get_weights()``)."""
+        g = self.slot[member][0]
         stacks = values[g] if values is not None else self.group_values()[g]
-        out: list[np.ndarray] = []
-        for d, (i, o) in enumerate(self._dims(member)):
-            out += [stacks[2 * d][j, :i, :o].copy(), stacks[2 * d + 1][j, :o].copy()]
-        return out
+        return [v[self._slice(member, d, v)].copy() for (d, _), v in zip(self.state[g], stacks)]
 
     def group_values(self) -> list[list[np.ndarray]]:
-        """Every stacked variable as numpy, per group (one read for many members)."""
-        return [[np.asarray(v.numpy()) for layer in layers for v in (layer.kernel, layer.bias)]
-                for layers in self.layers]
+        """Every member-state variable as numpy, per group (one read for many members)."""
+        return [[np.asarray(v.numpy()) for _, v in state] for state in self.state]
+
+    def _place(self, member: int, weights: list[np.ndarray], values: list[list[np.ndarray]]) -> None:
+        """In ``values`` (:meth:`group_values`): the member's slot zeroed, then its own part set."""
+        g, j = self.slot[member]
+        for (d, _), full, w in zip(self.state[g], values[g], weights, strict=True):
+            full[j] = 0.0
+            full[self._slice(member, d, full)] = w
+
+    def _assign(self, values: list[list[np.ndarray]]) -> None:
+        for state, vals in zip(self.state, values):
+            for (_, var), v in zip(state, vals):
+                var.assign(v)
 
     def set_member_weights(self, member: int, weights: list[np.ndarray]) -> None:
         """Put a standalone model's weights (``model.get_weights()``) into the member's slot."""
-        g, j = self.slot[member]
-        for d, layer in enumerate(self.layers[g]):
-            for var, w in ((layer.kernel, weights[2 * d]), (layer.bias, weights[2 * d + 1])):
-                full = np.asarray(var.numpy())
-                full[j] = 0.0
-                full[j][tuple(slice(0, n) for n in w.shape)] = w
-                var.assign(full)
+        values = self.group_values()
+        self._place(member, weights, values)
+        self._assign(values)
 
-    def init_weights(self, seed: int) -> None:
-        """Each member initialised as its standalone model would be (its initializer over its own
-        fan-in / fan-out; output kernel glorot_uniform; biases zero); padding stays zero."""
+    def init_weights(self, seeds: list[int]) -> None:
+        """Each member initialised as its standalone model would be, from its own seed (its
+        initializer over its own fan-in / fan-out; output kernel glorot_uniform; biases, beta and
+        moving mean zero; gamma and moving variance one); padding stays zero."""
         import keras
 
         values = self.group_values()
         for member, spec in enumerate(self.specs):
-            g, j = self.slot[member]
-            for d, (i, o) in enumerate(self._dims(member)):
-                name = spec.kernel_initializer if d < len(spec.widths) else "glorot_uniform"
-                init = type(keras.initializers.get(name))(seed=seed + 1000 * member + d)
-                values[g][2 * d][j] = 0.0
-                values[g][2 * d][j, :i, :o] = keras.ops.convert_to_numpy(init((i, o)))
-                values[g][2 * d + 1][j] = 0.0
-        for layers, vals in zip(self.layers, values):
-            for var, v in zip((w for layer in layers for w in (layer.kernel, layer.bias)), vals):
-                var.assign(v)
+            weights = []
+            for d, var in self.state[self.slot[member][0]]:
+                i, o = self._dims(member)[d]
+                if len(var.shape) == 3:
+                    name = spec.kernel_initializer if d < len(spec.widths) else "glorot_uniform"
+                    init = type(keras.initializers.get(name))(seed=seeds[member] + d)
+                    weights.append(keras.ops.convert_to_numpy(init((i, o))))
+                else:
+                    weights.append(np.full(o, 1.0 if var.name in ("gamma", "moving_variance") else 0.0))
+            self._place(member, weights, values)
+        self._assign(values)
 
     def predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         """(rows, members, outputs) in member order."""
@@ -374,7 +338,11 @@ class PackedModel:
         return raw[:, [self.position[m] for m in range(len(self.specs))], :]
 
     def freeze(self, member: int) -> None:
+        """No more updates for ``member``: its weights, optimizer state and moving statistics stay."""
         self.optimizer.freeze(self.position[member])
+        g, j = self.slot[member]
+        for norm in self.norms[g]:
+            norm.freeze(j)
 
 
 def member_scores(task: str, metric: str, pred: np.ndarray, y: np.ndarray,

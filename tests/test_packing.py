@@ -82,17 +82,18 @@ def test_regression_members_match_alone():
 
 
 def test_refused_features_are_named():
-    assert member_spec(build_mlp, {"batch_norm": True}) == "batch_norm=True"
-    assert member_spec(build_mlp, {"dropout": 0.2}) == "dropout=0.2"
+    assert member_spec(build_mlp, {"alpha_dropout": True}) == "alpha_dropout=True"
+    assert member_spec(build_mlp, {"max_norm": 2.0}) == "max_norm=2.0"
     assert member_spec(build_mlp, {"optimizer": "rmsprop"}) == "optimizer='rmsprop'"
     assert member_spec(lambda **kw: None, {}) == "a user builder"
 
 
 def test_early_stopped_member_is_frozen_while_others_train():
     Xt, yt, Xv, yv = _data()
-    still = {"n_hidden": 1, "n_neurons": 4, "optimizer": "sgd", "learning_rate": 1e-12}  # never improves
+    still = {"n_hidden": 1, "n_neurons": 4, "optimizer": "sgd", "learning_rate": 1e-12,  # never improves
+             "batch_norm": True}  # its moving statistics must stop with it too
     pm = PackedModel([member_spec(build_mlp, p) for p in (MEMBERS[0], still)], META)
-    pm.init_weights(0)
+    pm.init_weights([0, 1])
     seen: list[list[np.ndarray]] = []
 
     def hook(epoch: int, values: dict[int, float]) -> set[int]:
@@ -102,6 +103,7 @@ def test_early_stopped_member_is_frozen_while_others_train():
     res = train_pack(pm, Xt, yt, Xv, yv, _settings(epochs=6, patience=1), hook)
     assert res[1].state == "COMPLETE" and res[1].stopped_at == 1 and res[1].epochs == 2
     assert res[0].epochs > 2  # the other member went on training
+    assert len(res[1].weights) == 7  # kernel, gamma, beta, moving mean / variance; output kernel, bias
     for got, want in zip(res[1].weights, seen[1]):  # no update after it stopped
         np.testing.assert_array_equal(got, want)
 
@@ -110,9 +112,9 @@ def _study(name: str, **train) -> object:
     return parse_study_config({
         "name": name,
         "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
-        "model": {"builder": "mlp", "fixed": {"optimizer": "adam"}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "adam", "dropout": 0.1}},
         "space": {"n_hidden": {"int": [0, 2]}, "n_neurons": {"int": [4, 16]},
-                  "learning_rate": {"float": [0.005, 0.05], "log": True}},
+                  "learning_rate": {"float": [0.005, 0.05], "log": True}, "batch_norm": {"choice": [False, True]}},
         "train": {"epochs": 3, "batch_size": 16, **train},
         "search": {"engine": "optuna", "n_trials": 5, "seed": 0, "sampler": "tpe", "pruner": "none"},
     })
@@ -129,7 +131,7 @@ def test_packed_members_are_ordinary_trials_and_load_best_works(sqlite_url, tmp_
         assert len(t.intermediate_values) == t.user_attrs[TRIAL.EPOCHS] == 3
         assert t.value == max(t.intermediate_values.values())
         assert t.user_attrs[TRIAL.N_PARAMS] > 0 and t.user_attrs[TRIAL.FIT_TIME] > 0
-        assert set(t.params) == {"n_hidden", "n_neurons", "learning_rate"}
+        assert set(t.params) == {"n_hidden", "n_neurons", "learning_rate", "batch_norm"}
     est = hpsearch.load_best("packed", storage=sqlite_url, artifacts=str(tmp_path / "art"))
     X = np.random.default_rng(0).normal(size=(5, 4))
     assert est.predict(X).shape == (5,)
@@ -154,10 +156,124 @@ def _plan(train: dict, space: dict | None = None, n_trials: int = 40) -> tuple[i
 def test_pack_plan_packs_what_is_exact_and_falls_back_to_one_with_a_note():
     assert _plan({"pack": 1}) == (1, None)
     assert _plan({"pack": 6}) == (6, None)
-    k, note = _plan({})  # auto
+    k, note = _plan({})  # auto; dropout and batch norm pack
     assert k > 1 and note is None
     assert _plan({}, n_trials=4) == (1, None)  # auto: a tiny budget is not worth a pack
-    k, note = _plan({}, space={"dropout": {"float": [0.0, 0.3]}})
-    assert k == 1 and "space.dropout" in note and "0.3" in note
+    k, note = _plan({}, space={"max_norm": {"float": [1.0, 3.0]}})
+    assert k == 1 and "space.max_norm" in note and "1.0" in note
     k, note = _plan({"class_weight": "balanced"})
     assert k == 1 and "class_weight" in note
+
+
+BN_DROPOUT = [  # batch norm and dropout, three optimizers; the first two share a group (padding, rate 0),
+    # the third has the first's depth and activation without batch norm (a group of its own)
+    {"n_hidden": 2, "n_neurons": 7, "batch_norm": True, "dropout": 0.3, "optimizer": "adam", "learning_rate": 0.01},
+    {"n_hidden": 2, "n_neurons": 5, "batch_norm": True, "optimizer": "momentum", "learning_rate": 0.05},
+    {"n_hidden": 2, "n_neurons": 7, "dropout": 0.5, "optimizer": "nesterov", "learning_rate": 0.03, "l2": 1e-3},
+]
+
+
+class _Tables:
+    """Dropout noise from fixed tables, one per (member, hidden layer) and training step, read by
+    a step counter: the same masks for a member alone and in the pack."""
+
+    def __init__(self, widths: list[tuple[int, ...]], steps: int, batch: int) -> None:
+        rng = np.random.default_rng(7)
+        self.tables = [[rng.uniform(size=(steps, batch, w)).astype("float32") for w in ws] for ws in widths]
+
+    def source(self, table: np.ndarray):
+        step = keras.Variable(0, dtype="int32", trainable=False)  # outside any layer: not a weight
+
+        def draw(shape):
+            u = keras.ops.take(keras.ops.convert_to_tensor(table), step.value, axis=0)
+            step.assign_add(1)
+            return u
+
+        return draw
+
+    def packed(self, pm: PackedModel):
+        """``dropout_noise`` for the pack: member j's table in row j (padding: kept, always zero)."""
+        sources = {}
+        for g in {pm.slot[m][0] for m in range(len(pm.specs))}:
+            members = sorted((m for m in pm.slot if pm.slot[m][0] == g), key=lambda m: pm.slot[m][1])
+            for d in range(len(pm.specs[members[0]].widths)):
+                width = max(pm.specs[m].widths[d] for m in members)
+                steps, batch = self.tables[members[0]][d].shape[:2]
+                table = np.ones((steps, batch, len(members), width), "float32")
+                for j, m in enumerate(members):
+                    table[:, :, j, :pm.specs[m].widths[d]] = self.tables[m][d]
+                sources[f"g{g}_dropout_{d}"] = self.source(table)
+        return lambda name, shape: sources[name](shape)
+
+
+class _TableDropout(keras.layers.Layer):
+    """Keras' Dropout (x / (1 - rate) where the noise >= rate) with the noise from a table."""
+
+    def __init__(self, rate: float, draw, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rate, self.draw = rate, draw
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        keep = keras.ops.cast(self.draw(keras.ops.shape(x)) >= self.rate, x.dtype)
+        return x * keras.ops.convert_to_tensor(1.0 / (1.0 - self.rate), x.dtype) * keep
+
+
+def _alone_with_tables(p: dict, tables: _Tables, member: int) -> keras.Model:
+    """The standalone MLP of ``p`` (build_mlp), its Dropout layers reading ``tables``."""
+    model = build_mlp(**p, meta=META)
+    drops = iter(range(len(model.layers)))
+
+    def swap(layer):
+        if isinstance(layer, keras.layers.Dropout):
+            return _TableDropout(layer.rate, tables.source(tables.tables[member][next(drops)]), name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=swap)
+    clone.set_weights(model.get_weights())
+    clone.compile_from_config(model.get_compile_config())
+    return clone
+
+
+def test_batch_norm_and_dropout_members_train_as_alone_and_load_standalone():
+    """Per-epoch validation predictions (probabilities, not only accuracy), final weights and batch
+    norm's moving statistics of each member match the same MLP trained alone from the same initial
+    weights and batch order. Batch norm is deterministic: compared as it is. Dropout's masks are
+    random: both paths read the same noise tables (``dropout_noise`` / a Dropout reading them), so
+    this proves the per-member dropout arithmetic (rates, scaling, rate 0 untouched, padding), not
+    that the pack's seeded generator draws the masks a standalone Dropout would draw."""
+    Xt, yt, Xv, yv = _data()
+    epochs, tables = 3, _Tables([member_spec(build_mlp, p).widths for p in BN_DROPOUT], 12, 16)
+    alone = []
+    for i, p in enumerate(BN_DROPOUT):
+        keras.utils.set_random_seed(i)  # reproducible initial weights (max differences measured: 4e-6)
+        model = _alone_with_tables(p, tables, i)
+        init, probs = model.get_weights(), []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, logs, m=model, out=probs: out.append(m.predict(Xv, verbose=0)))
+        hist = model.fit(Xt, yt, batch_size=16, epochs=epochs, shuffle=False, validation_data=(Xv, yv), verbose=0,
+                         callbacks=[record])
+        alone.append((init, hist.history["val_accuracy"], probs, model.get_weights()))
+    noise: dict = {}  # bound once the pack's layout (pm.slot) is known; first drawn in training
+    pm = PackedModel([member_spec(build_mlp, p) for p in BN_DROPOUT], META,
+                     dropout_noise=lambda name, shape: noise["draw"](name, shape))
+    noise["draw"] = tables.packed(pm)
+    for i, (init, *_) in enumerate(alone):
+        pm.set_member_weights(i, init)
+    packed_probs: list[np.ndarray] = []
+
+    def hook(epoch: int, values: dict[int, float]) -> set[int]:
+        packed_probs.append(pm.predict(Xv, 32))
+        return set()
+
+    res = train_pack(pm, Xt, yt, Xv, yv, _settings(epochs=epochs), hook)
+    for i, (r, (_, values, probs, final)) in enumerate(zip(res, alone)):
+        np.testing.assert_allclose(r.values, values, atol=1e-6)
+        np.testing.assert_allclose(np.stack([p[:, i] for p in packed_probs]), np.stack(probs), atol=2e-5)
+        for got, want in zip(r.weights, final, strict=True):
+            np.testing.assert_allclose(got, want, atol=2e-5)
+        standalone = build_mlp(**BN_DROPOUT[i], meta=META)
+        standalone.set_weights(r.weights)  # load_best's path: the member's own model
+        np.testing.assert_allclose(standalone.predict(Xv, verbose=0), packed_probs[-1][:, i], atol=1e-5)
+        assert pm.n_params(i) == standalone.count_params()

@@ -11,7 +11,6 @@ otherwise runs one trial at a time, saying why in one line.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -27,6 +26,7 @@ from hpsearch.packing import (
     PackedModel,
     PackSettings,
     auto_pack_size,
+    member_seeds,
     member_spec,
     pack_refusal,
     train_pack,
@@ -189,13 +189,17 @@ class PackedRunner:
     def _train(self, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
                sample_time: float) -> list[Candidate]:
         ctx, data = self.ctx, self.ctx.data
-        pm = PackedModel(specs, data.meta(), steps_per_execution=ctx.cfg.train.steps_per_execution)
-        pm.init_weights(int.from_bytes(os.urandom(3), "little"))
+        from hpsearch.estimators import _seeded
+
+        seeds = member_seeds(ctx.cfg.search.seed, [t.number for t in trials])
+        pm = PackedModel(specs, data.meta(), steps_per_execution=ctx.cfg.train.steps_per_execution, seed=seeds[0])
+        pm.init_weights(seeds)
         reports = _Reports(trials, self.single.check_steps)
         t0 = time.monotonic()
         try:
-            res = train_pack(pm, self.single.X_train, self.single.y_train, data.X_valid, data.y_valid,
-                             self._settings(), reports, callbacks=self.single.extra_callbacks)
+            with _seeded(seeds[0]):  # Keras' shuffled batch order, restored after
+                res = train_pack(pm, self.single.X_train, self.single.y_train, data.X_valid, data.y_valid,
+                                 self._settings(), reports, callbacks=self.single.extra_callbacks)
         finally:
             reports.close()
         fit_time = time.monotonic() - t0 - reports.wait_time
