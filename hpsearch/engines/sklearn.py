@@ -47,6 +47,7 @@ from hpsearch.engines.base import (
     record_candidate,
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
+from hpsearch.engines.packed_cv import FoldPacks, fold_packs
 from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
 from hpsearch.engines.warmstart import refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
@@ -259,6 +260,7 @@ class CandidateSearch:
         self.next_number = len(trials)  # one process per study: numbers follow without a read per trial
         self.streak = FailureStreak(cfg.search.max_failures_in_row)
         self.n_ok = 0
+        self.packs: FoldPacks | None = None  # train.pack: candidates trained a fold at a time in packs
 
     def evaluate(self, params: dict[str, Any], index: int, rung: Rung | None = None) -> float:
         """Cross-validate one candidate and record it (unless stored before); its mean score
@@ -278,6 +280,9 @@ class CandidateSearch:
     def _run_folds(self, params: dict[str, Any]) -> list[FoldResult]:
         from sklearn.utils.parallel import Parallel, delayed
 
+        packed = self.packs.folds(params) if self.packs is not None else None
+        if packed is not None:
+            return [FoldResult(**vars(f)) for f in packed]
         limit = self.spec.trial_timeout
         deadline = None if limit is None else time.time() + limit
         jobs = (delayed(fit_fold)(self.estimator, params, self.X, self.y, train, test, self.valid, self.spec,
@@ -379,6 +384,8 @@ class SklearnEngine(Engine):
 
     def run(self, ctx: RunContext) -> None:
         search = CandidateSearch(ctx, self)
+        todo = [p for p in self.candidates(ctx.cfg, ctx.space) if candidate_key(p) not in search.stored]
+        search.packs = fold_packs(ctx, search, self.name, todo)
         with contextlib.suppress(StopSearch):  # a stop rule tripped: what finished is stored
             self.search(ctx, search)
         search.finish()
