@@ -235,6 +235,15 @@ def _packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int,
             self.assign(v, ops.where(on, ops.where(adam, v_adam, v), v))
             self.assign_add(variable, ops.where(on, ops.where(adam, d_adam, d_sgd), ops.zeros_like(variable)))
 
+        def reset(self) -> None:
+            """Fresh state for a new run of the same members: step count and moments zero, all active."""
+            if not self.built:
+                return
+            self.iterations.assign(0)
+            for var in [*self.m, *self.v]:
+                var.assign(ops.zeros_like(var))
+            self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
+
         def freeze(self, member: int) -> None:
             """No more updates for ``member`` (its optimizer state is kept as it is)."""
             active = np.array(self.h["active"].numpy())
@@ -375,6 +384,11 @@ class PackedModel:
 
     def freeze(self, member: int) -> None:
         self.optimizer.freeze(self.position[member])
+
+    def reset_optimizer(self) -> None:
+        """The optimizer as before the first step, every member active: the compiled model trains the
+        same members again (on another CV fold's rows) without a rebuild and its compile."""
+        self.optimizer.reset()
 
 
 def member_scores(task: str, metric: str, pred: np.ndarray, y: np.ndarray,
