@@ -1,6 +1,7 @@
 """Packed cross-validation (hpsearch.engines.packed_cv): the scikit-learn engines train candidates
 a fold at a time in packs, with the same candidates, fold preprocessing, initial weights and
-stored trials as unpacked; with the batch order matched (shuffle off) the fold scores are equal."""
+stored trials as unpacked; with the batch order matched (shuffle off) the fold scores are equal.
+The pack is compiled once and reused on the second fold, so that fold checks the reset too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-import pytest
 
 from hpsearch.builders import resolve_builder
 from hpsearch.data import prepare_data
@@ -28,7 +28,7 @@ def _cfg(name: str, pack: Any, engine: str = "random") -> Any:
         "space": {"n_hidden": {"int": [0, 2]}, "n_neurons": {"int": [4, 16]},
                   "optimizer": {"choice": ["adam", "momentum"]},
                   "learning_rate": {"float": [0.001, 0.01], "log": True}},
-        "train": {"epochs": 4, "batch_size": 16, "early_stopping": {"patience": 1}, "pack": pack},
+        "train": {"epochs": 3, "batch_size": 16, "early_stopping": {"patience": 1}, "pack": pack},
         "search": {"engine": engine, "n_trials": 4, "cv": 2, "seed": 3, "metric": "mse"},
     })
 
@@ -60,28 +60,17 @@ def _run(cfg: Any, url: str) -> tuple[list[Any], list[str]]:
     return sorted(study.get_trials(), key=lambda t: t.user_attrs[TRIAL.CANDIDATE]), obs.notes
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Unpacked and packed, both with shuffling off (the same batch order), and packed with it on."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('packcv')}/s.db"
+def test_packed_folds_equal_unpacked_with_the_same_batch_order(sqlite_url, monkeypatch):
+    """Shuffling off in both (the same batch order): the same candidates, fold scores, epochs and
+    curves; with it on, only the batch order differs (benchmarks/bench_packing_sklearn.py)."""
     make = sklearn_engine.keras_estimator
-    mp = pytest.MonkeyPatch()
-    mp.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
-    try:
-        alone = _run(_cfg("alone", 1), url)
-        packed = _run(_cfg("packed", 4), url)
-    finally:
-        mp.undo()
-    shuffled = _run(_cfg("shuffled", 4), url)
-    return alone, packed, shuffled
-
-
-def test_packed_folds_equal_unpacked_with_the_same_batch_order(runs):
-    (alone, notes), (packed, pnotes), _ = runs
+    monkeypatch.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
+    alone, notes = _run(_cfg("alone", 1), sqlite_url)
+    packed, pnotes = _run(_cfg("packed", "auto"), sqlite_url)  # auto: the 4 candidates in one pack per fold
     assert notes == pnotes == []
     assert len(alone) == len(packed) == 4
     for a, p in zip(alone, packed):
-        assert a.params == p.params and a.state == p.state
+        assert a.params == p.params and a.state == p.state == optuna.trial.TrialState.COMPLETE
         assert set(a.user_attrs) == set(p.user_attrs)  # stored as an unpacked candidate is
         assert a.user_attrs[TRIAL.EPOCHS_PER_FOLD] == p.user_attrs[TRIAL.EPOCHS_PER_FOLD]
         np.testing.assert_allclose(p.user_attrs[TRIAL.FOLD_SCORES], a.user_attrs[TRIAL.FOLD_SCORES], rtol=1e-4)
@@ -89,14 +78,6 @@ def test_packed_folds_equal_unpacked_with_the_same_batch_order(runs):
         assert sorted(a.intermediate_values) == sorted(p.intermediate_values)
         np.testing.assert_allclose(list(p.intermediate_values.values()), list(a.intermediate_values.values()),
                                    rtol=1e-4)
-
-
-def test_packed_with_shuffling_gives_the_same_candidates_and_close_scores(runs):
-    (alone, _), _, (shuffled, _) = runs
-    assert [t.params for t in shuffled] == [t.params for t in alone]
-    for a, s in zip(alone, shuffled):
-        assert a.state == s.state == optuna.trial.TrialState.COMPLETE
-        np.testing.assert_allclose(s.value, a.value, rtol=0.25)
 
 
 def _plan(engine: str, pack: Any, n: int = 10, **over: Any) -> tuple[int, str | None]:
