@@ -236,13 +236,12 @@ def _packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int,
             self.assign_add(variable, ops.where(on, ops.where(adam, d_adam, d_sgd), ops.zeros_like(variable)))
 
         def reset(self) -> None:
-            """Fresh state for a new run of the same members: step count and moments zero, all active."""
-            if not self.built:
-                return
-            self.iterations.assign(0)
-            for var in [*self.m, *self.v]:
-                var.assign(ops.zeros_like(var))
-            self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
+            """Step count and moments zero, every member active: the same members train anew."""
+            if self.built:
+                self.iterations.assign(0)
+                for var in [*self.m, *self.v]:
+                    var.assign(ops.zeros_like(var))
+                self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
 
         def freeze(self, member: int) -> None:
             """No more updates for ``member`` (its optimizer state is kept as it is)."""
@@ -386,8 +385,7 @@ class PackedModel:
         self.optimizer.freeze(self.position[member])
 
     def reset_optimizer(self) -> None:
-        """The optimizer as before the first step, every member active: the compiled model trains the
-        same members again (on another CV fold's rows) without a rebuild and its compile."""
+        """Train the same members anew (another CV fold's rows) without a rebuild and its compile."""
         self.optimizer.reset()
 
 
@@ -426,8 +424,7 @@ class PackSettings:
     restore_best: bool = True
     y_valid_var: float | None = None
     shuffle: bool = True
-    #: what EarlyStopping watches per member, from the validation predictions, minimised (the
-    #: scikit-learn engines: Keras' ``val_loss``); None: the study metric in its direction
+    #: EarlyStopping's quantity per member from validation predictions, minimised (val_loss); None: the metric
     monitor: Callable[[np.ndarray], list[float]] | None = None
 
 
@@ -437,8 +434,8 @@ EpochHook = Callable[[int, dict[int, float]], set[int]]
 
 def _epoch_end(pm: PackedModel, res: list[MemberResult], s: PackSettings, epoch: int, scores: list[float],
                hook: EpochHook | None, watched: list[float] | None = None) -> None:
-    """Per member, Keras' EarlyStopping rule (on ``watched``, minimised, when given), best-epoch
-    weights, divergence and pruning."""
+    """Per member, Keras' EarlyStopping rule (on ``watched``, minimised, if given), best weights,
+    divergence and pruning."""
     sign = 1.0 if s.direction == "maximize" and watched is None else -1.0
     live: dict[int, float] = {}
     snap: list[int] = []
