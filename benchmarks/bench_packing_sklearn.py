@@ -8,6 +8,10 @@ its mean CV score and std side by side. The candidates are identical (scikit-lea
 ``ParameterSampler`` with the same seed) and so are the initial weights (``search.seed``); the batch
 order is not (a pack shuffles once for all its members), so the scores are close, not equal.
 
+Measured (``--epochs 30``, the shared 2-core machine under a load of ~8, so the times are noisy):
+unpacked 1731 s (fold fits 1628 s), packed 619 s (fold fits 460 s), 2.8x; the same 10 candidates,
+mean CV scores within 0.005 of each other, the same best candidate (0.9461 vs 0.9452, test 0.9611 both).
+
 Usage:
     python benchmarks/bench_packing_sklearn.py                 # the real run (minutes)
     python benchmarks/bench_packing_sklearn.py --epochs 10     # a quick one
