@@ -344,6 +344,14 @@ class PackedModel:
         for norm in self.norms[g]:
             norm.freeze(j)
 
+    def reset_optimizer(self) -> None:
+        """Train the same members anew (another CV fold's rows) without a rebuild and its compile:
+        optimizer state zero and every member active again (weights are set by the caller)."""
+        self.optimizer.reset()
+        for norms in self.norms:
+            for norm in norms:
+                norm.reset()
+
 
 def member_scores(task: str, metric: str, pred: np.ndarray, y: np.ndarray,
                   y_var: float | None) -> list[float]:
@@ -380,6 +388,8 @@ class PackSettings:
     restore_best: bool = True
     y_valid_var: float | None = None
     shuffle: bool = True
+    #: EarlyStopping's quantity per member from validation predictions, minimised (val_loss); None: the metric
+    monitor: Callable[[np.ndarray], list[float]] | None = None
 
 
 #: called after each epoch with {member: value} of the members trained in it; returns those to prune
@@ -387,9 +397,10 @@ EpochHook = Callable[[int, dict[int, float]], set[int]]
 
 
 def _epoch_end(pm: PackedModel, res: list[MemberResult], s: PackSettings, epoch: int, scores: list[float],
-               hook: EpochHook | None) -> None:
-    """Per member, Keras' EarlyStopping rule, best-epoch weights, divergence and pruning."""
-    sign = 1.0 if s.direction == "maximize" else -1.0
+               hook: EpochHook | None, watched: list[float] | None = None) -> None:
+    """Per member, Keras' EarlyStopping rule (on ``watched``, minimised, if given), best weights,
+    divergence and pruning."""
+    sign = 1.0 if s.direction == "maximize" and watched is None else -1.0
     live: dict[int, float] = {}
     snap: list[int] = []
     for i, r in enumerate(res):
@@ -406,8 +417,9 @@ def _epoch_end(pm: PackedModel, res: list[MemberResult], s: PackSettings, epoch:
         r.wait += 1
         if r.weights is None:
             snap.append(i)
-        if r.best is None or sign * (v - sign * s.min_delta) > sign * r.best:
-            r.best, r.best_epoch, r.wait = v, epoch + 1, 0
+        w = v if watched is None else watched[i]
+        if r.best is None or sign * (w - sign * s.min_delta) > sign * r.best:
+            r.best, r.best_epoch, r.wait = w, epoch + 1, 0
             snap.append(i)
         elif r.wait >= s.patience and epoch > 0:
             r.state, r.stopped_at = "COMPLETE", epoch
@@ -434,7 +446,8 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
     class PerMember(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             pred = pm.predict(Xv, s.valid_batch)
-            _epoch_end(pm, res, s, epoch, member_scores(pm.task, s.metric, pred, yv, s.y_valid_var), hook)
+            _epoch_end(pm, res, s, epoch, member_scores(pm.task, s.metric, pred, yv, s.y_valid_var), hook,
+                       None if s.monitor is None else s.monitor(pred))
             if all(r.state != "RUNNING" for r in res):
                 self.model.stop_training = True
 

@@ -113,6 +113,10 @@ def stacked_batch_norm(k: int, n: int, name: str) -> Any:
         def member_variables(self) -> list[Any]:
             return [self.gamma, self.beta, self.moving_mean, self.moving_variance]
 
+        def reset(self) -> None:
+            """Every member's moving statistics update again (a new CV fold)."""
+            self.active.assign(np.ones(self.active.shape, dtype="float32"))
+
         def freeze(self, j: int) -> None:
             """The member in row ``j`` keeps its moving statistics from now on."""
             active = np.array(self.active.numpy())
@@ -215,6 +219,14 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             self.assign(m, ops.where(on, ops.where(adam, m_adam, m_sgd), m))
             self.assign(v, ops.where(on, ops.where(adam, v_adam, v), v))
             self.assign_add(variable, ops.where(on, ops.where(adam, d_adam, d_sgd), ops.zeros_like(variable)))
+
+        def reset(self) -> None:
+            """Step count and moments zero, every member active: the same members train anew."""
+            if self.built:
+                self.iterations.assign(0)
+                for var in [*self.m, *self.v]:
+                    var.assign(ops.zeros_like(var))
+                self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
 
         def freeze(self, member: int) -> None:
             """No more updates for ``member`` (its optimizer state is kept as it is)."""

@@ -6,18 +6,15 @@ What a candidate is trained as: a :class:`FoldPipeline` of the study's preproces
 every fold's scaling is fitted on that fold's rows only; the validation rows that early stopping
 watches go through the same fold-fitted steps.
 
-How folds run: :func:`fit_fold` fits and scores one fold and returns a :class:`FoldResult` (score,
-epochs, the per-epoch validation curve, the failure reason). Folds run through joblib
-(``search.n_jobs``) and everything travels back in those results, so any ``n_jobs`` loses nothing.
-A fold fails on any ``Exception`` (its class and message become the reason); the decision rests on
-the exception and on NaN scores, never on message text.
+How folds run: :func:`fit_fold` fits and scores one fold into a :class:`FoldResult` (score, epochs,
+validation curve, failure reason), through joblib (``search.n_jobs``), or packed with other
+candidates (:mod:`hpsearch.engines.packed_cv`). A fold fails on any ``Exception`` or a NaN score.
 
 Which candidates: scikit-learn's own. ``ParameterGrid`` (grid), ``ParameterSampler`` (random, and
 halving's first rung, as ``RandomizedSearchCV`` / ``HalvingRandomSearchCV`` draw them), folds from
 ``check_cv`` (stratified for classifiers), scorers from ``get_scorer``; halving's rungs and its
 top-k rule are ``HalvingRandomSearchCV``'s (:func:`halving_rungs`, :func:`top_k`). Only public
 scikit-learn APIs are used (the search classes' ``_run_search`` hook is not).
-
 Resume: a candidate whose key (params and rung) is stored is not trained again; halving reads its
 stored fold scores to pick the next rung.
 """
@@ -48,6 +45,7 @@ from hpsearch.engines.base import (
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.multiscore import score_fold, scoring_for
+from hpsearch.engines.packed_cv import FoldPacks, fold_packs
 from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
 from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
@@ -259,6 +257,7 @@ class CandidateSearch:
         self.next_number = len(trials)  # one process per study: numbers follow without a read per trial
         self.streak = FailureStreak(cfg.search.max_failures_in_row)
         self.n_ok = 0
+        self.packs: FoldPacks | None = None  # train.pack: candidates trained a fold at a time in packs
 
     def evaluate(self, params: dict[str, Any], index: int, rung: Rung | None = None) -> float:
         """Cross-validate one candidate and record it (unless stored before); its mean score
@@ -278,6 +277,9 @@ class CandidateSearch:
     def _run_folds(self, params: dict[str, Any]) -> list[FoldResult]:
         from sklearn.utils.parallel import Parallel, delayed
 
+        packed = self.packs.folds(params) if self.packs is not None else None
+        if packed is not None:
+            return [FoldResult(**vars(f)) for f in packed]
         limit = self.spec.trial_timeout
         deadline = None if limit is None else time.time() + limit
         jobs = (delayed(fit_fold)(self.estimator, params, self.X, self.y, train, test, self.valid, self.spec,
@@ -388,6 +390,8 @@ class SklearnEngine(Engine):
 
     def run(self, ctx: RunContext) -> None:
         search = CandidateSearch(ctx, self)
+        todo = [p for p in self.candidates(ctx.cfg, ctx.space) if candidate_key(p) not in search.stored]
+        search.packs = fold_packs(ctx, search, self.name, todo)
         with contextlib.suppress(StopSearch):  # a stop rule tripped: what finished is stored
             self.search(ctx, search)
         search.finish()
