@@ -15,7 +15,6 @@ halving's first rung, as ``RandomizedSearchCV`` / ``HalvingRandomSearchCV`` draw
 ``check_cv`` (stratified for classifiers), scorers from ``get_scorer``; halving's rungs and its
 top-k rule are ``HalvingRandomSearchCV``'s (:func:`halving_rungs`, :func:`top_k`). Only public
 scikit-learn APIs are used (the search classes' ``_run_search`` hook is not).
-
 Resume: a stored candidate key (params and rung) is not trained again; halving reads its scores.
 """
 
