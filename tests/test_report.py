@@ -286,11 +286,11 @@ def test_save_curve_png_is_small_and_fast(tmp_path):
     p = tmp_path / "c.png"
     save_curve_png(hist, str(p), title="trial 3")  # warm-up: imports
     times = []
-    for i in range(3):
-        t0 = time.perf_counter()
+    for i in range(3):  # CPU time of this process: what the drawing costs, not the machine's load
+        t0 = time.process_time()
         save_curve_png(hist, str(tmp_path / f"c{i}.png"), title="trial 3")
-        times.append(time.perf_counter() - t0)
-    assert min(times) < 0.25, times  # ~40-80 ms on an idle core; CI boxes are shared
+        times.append(time.process_time() - t0)
+    assert min(times) < 0.25, times  # ~40-80 ms on an idle core
     w, h = assert_png(p)
     assert w <= 800 and h <= 300
     assert p.stat().st_size < 60_000
