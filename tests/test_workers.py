@@ -753,12 +753,9 @@ def test_stale_check_and_owner_requeue_one_copy_with_a_reason(postgres_url):
     assert len(waiting) == 1 and waiting[0].params == trial.params
     failed = st.get_trial(tid)
     assert failed.state == TrialState.FAIL and sum(results) <= 1
-    # the reason is one of the two enders' (the attribute and the state are two writes, so under a
-    # tight race the reason can be the stale check's while the owner's state change landed first)
-    reason = failed.user_attrs["failure_reason"]
-    assert reason in (R.HEARTBEAT_LOST, "storage connection lost during the trial")
-    if sum(results) == 1:
-        assert reason == R.HEARTBEAT_LOST
+    # the reason is one of the two enders': the attribute and the state are two writes, so the last
+    # reason written before the state change stays, whichever process changed the state
+    assert failed.user_attrs["failure_reason"] in (R.HEARTBEAT_LOST, "storage connection lost during the trial")
 
 
 def test_progress_counts_failed_trials_shown_not_done(capsys):
