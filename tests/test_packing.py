@@ -118,8 +118,17 @@ def _study(name: str, **train) -> object:
     })
 
 
-def test_packed_members_are_ordinary_trials_and_load_best_works(sqlite_url, tmp_path):
-    res = run_study(_study("packed", pack=4), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+def test_packed_members_are_ordinary_trials_and_load_best_works(sqlite_url, tmp_path, monkeypatch):
+    from hpsearch.engines import trial_runner
+
+    saved: list[int] = []
+    save = trial_runner.save_model_artifacts
+    monkeypatch.setattr(trial_runner, "save_model_artifacts", lambda store, trial, *a: saved.append(1) or save(
+        store, trial, *a))
+    d = _study("packed", pack=4).model_dump()
+    d["search"]["keep_models"] = 1
+    res = run_study(parse_study_config(d), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    assert len(saved) <= 2  # the pack stores only its best member (keep_models 1), not all four
     trials = optuna.load_study(study_name="packed", storage=sqlite_url).get_trials()
     assert len(trials) == 5 and res.n_complete == 5
     packed = [t for t in trials if TRIAL.PACK_SIZE in t.user_attrs]

@@ -31,7 +31,7 @@ from hpsearch.packing import (
     pack_refusal,
     train_pack,
 )
-from hpsearch.records import TRIAL, best_of
+from hpsearch.records import TRIAL, best_of, is_better, ranked
 
 __all__ = ["pack_plan", "PackedRunner"]
 
@@ -200,6 +200,7 @@ class PackedRunner:
             reports.close()
         fit_time = time.monotonic() - t0 - reports.wait_time
         total_epochs = max(1, sum(r.epochs for r in res))
+        keep, lead = self._keepers(res)
         cands = []
         for slot, (trial, p, r) in enumerate(zip(trials, params, res)):
             share = r.epochs / total_epochs
@@ -208,11 +209,27 @@ class PackedRunner:
                 TRIAL.SAMPLE_TIME: sample_time, TRIAL.WORKER: self.single.worker, TRIAL.N_PARAMS: pm.n_params(slot),
                 TRIAL.PACK_SIZE: len(trials), TRIAL.PACK_SLOT: slot}
             t_keep = time.monotonic()
-            cands.append(self._candidate(trial, p, r, attrs))
+            cands.append(self._candidate(trial, p, r, attrs, slot in keep, slot == lead))
             attrs[TRIAL.OVERHEAD_TIME] = sample_time + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
         return cands
 
-    def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any]) -> Candidate:
+    def _keepers(self, res: list[MemberResult]) -> tuple[set[int], int | None]:
+        """The members whose models rank in the best ``keep_models`` with the pack's own members
+        counted (the one-trial rule sees finished trials only: it would store every member of a
+        first pack), and the member that leads the study (the only curve PNG)."""
+        direction, k = self.ctx.direction, self.ctx.cfg.search.keep_models
+        values = {i: v for i, r in enumerate(res) if r.state == "COMPLETE" and r.weights is not None
+                  and (v := best_of(r.values, direction)[0]) is not None}
+        done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
+        stored = [t.value for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+        order = sorted(values, key=lambda i: values[i], reverse=direction == "maximize")  # stable: ties to slot
+        keep = {i for j, i in enumerate(order)
+                if j + sum(not is_better(values[i], v, direction) for v in stored) < k}
+        lead = order[0] if order and (not done or is_better(values[order[0]], done[0].value, direction)) else None
+        return keep, lead
+
+    def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
+                   keep: bool, lead: bool) -> Candidate:
         cand = Candidate(params=dict(trial.params), state=r.state, user_attrs=attrs, failure=r.failure)
         if r.state == "PRUNED":
             attrs[TRIAL.PRUNED_AT] = r.stopped_at
@@ -224,10 +241,10 @@ class PackedRunner:
             cand.state, cand.failure = "FAIL", "no finite validation value was logged"
             return cand
         cand.value = value
-        if self.single._rank(value)[0]:
+        if keep:
             model = call_builder(self.ctx.builder, params, self.ctx.data.meta())
             model.set_weights([np.asarray(w) for w in r.weights])
             history = {f"val_{self.ctx.metric}": list(r.values)}
-            self.single._keep_model(trial, params, _Fitted(value=value, epochs=r.epochs, model=model,
-                                                           history=history, best_epoch=best + 1), attrs)
+            self.single._store_model(trial, params, _Fitted(value=value, epochs=r.epochs, model=model,
+                                                            history=history, best_epoch=best + 1), attrs, lead)
         return cand
