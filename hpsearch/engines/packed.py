@@ -11,6 +11,7 @@ otherwise runs one trial at a time, saying why in one line.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,7 +36,7 @@ from hpsearch.records import TRIAL, best_of, is_better, ranked
 
 __all__ = ["pack_plan", "PackedRunner"]
 
-_AUTO_MAX = 32  # auto: more members per pack stops paying on CPU and makes each TPE batch blinder
+_AUTO_MAX = 64  # auto: each pack pays one trace and compile (seconds), so fewer, larger packs
 _AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one trial at a time)
 
 
@@ -67,12 +68,8 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     want = cfg.train.pack
     base = {**ctx.space.fixed, **ctx.builder_extra}
     if want == "auto":
-        budget = cfg.search.n_trials
         auto = auto_pack_size(_largest_member(ctx, base), int(cfg.train.batch_size))  # auto: resolved by then
-        # a small pack does not pay for its per-member optimizer arithmetic; half the budget at most
-        # keeps TPE informed between packs
-        k = min(auto, _AUTO_MAX, budget // 2 if budget else _AUTO_MAX)
-        want = k if k >= _AUTO_MIN else 1
+        want = _auto_k(min(auto, _AUTO_MAX), cfg.search.n_trials)
     if want == 1:
         return 1, None  # auto chose 1 for a budget or model size that packing does not pay for: no note
     why = pack_refusal(ctx.builder, _task(ctx), ctx.metric, cfg.search.cv, cfg.train.class_weight,
@@ -88,6 +85,16 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     if why is not None:
         return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one trial per model)"
     return int(want), None
+
+
+def _auto_k(k_max: int, budget: int | None) -> int:
+    """``auto``'s K: the budget in as few packs of at most ``k_max`` as it takes, of equal size
+    (70 trials: two packs of 35, not 64 and a 6 that pays a whole compile); 1 where a pack would
+    be smaller than ``_AUTO_MIN`` or the budget is under two such packs (not worth a compile)."""
+    if budget is None:
+        return k_max if k_max >= _AUTO_MIN else 1
+    k = math.ceil(budget / math.ceil(budget / max(1, k_max)))
+    return k if k >= _AUTO_MIN and budget >= 2 * _AUTO_MIN else 1
 
 
 def _study_refusal(ctx: RunContext) -> str | None:
