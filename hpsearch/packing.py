@@ -26,6 +26,7 @@ trains one model per trial, with a one-line note.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -367,10 +368,20 @@ class PackedModel:
             for var, v in zip((w for layer in layers for w in (layer.kernel, layer.bias)), vals):
                 var.assign(v)
 
+    @functools.cached_property
+    def _plain(self) -> Any:
+        """The pack's layers as a model without XLA, to predict with: the compiled model's XLA predict
+        measured ~1 s a call at K=16 on CPU (30-40 ms without), more than the epoch it validates."""
+        import keras
+
+        model = keras.Model(self.model.inputs, self.model.outputs, name="pack_predict")
+        model.jit_compile = False
+        return model
+
     def predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         """(rows, members, outputs) in member order."""
-        raw = np.asarray(self.model.predict_on_batch(X) if len(X) <= batch_size  # no per-call data pipeline
-                         else self.model.predict(X, batch_size=batch_size, verbose=0))
+        raw = np.asarray(self._plain.predict_on_batch(X) if len(X) <= batch_size  # no per-call data pipeline
+                         else self._plain.predict(X, batch_size=batch_size, verbose=0))
         return raw[:, [self.position[m] for m in range(len(self.specs))], :]
 
     def freeze(self, member: int) -> None:
@@ -453,24 +464,6 @@ def _epoch_end(pm: PackedModel, res: list[MemberResult], s: PackSettings, epoch:
         pm.freeze(i)
 
 
-def _validator(pm: PackedModel, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The per-epoch validation pass, (rows, members, outputs) in member order, through a second
-    model on the pack's layers without XLA: the compiled model's XLA predict function measured
-    about 1 s a call at K=16 on CPU against 30-40 ms without (the pack's training keeps XLA)."""
-    import keras
-
-    model = keras.Model(pm.model.inputs, pm.model.outputs, name="pack_validation")
-    model.jit_compile = False
-    order = [pm.position[m] for m in range(len(pm.specs))]
-
-    def predict(X: np.ndarray) -> np.ndarray:
-        raw = np.asarray(model.predict_on_batch(X) if len(X) <= batch_size  # no per-call data pipeline
-                         else model.predict(X, batch_size=batch_size, verbose=0))
-        return raw[:, order, :]
-
-    return predict
-
-
 def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
                s: PackSettings, hook: EpochHook | None = None, callbacks: list[Any] | None = None
                ) -> list[MemberResult]:
@@ -480,11 +473,10 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
     import keras
 
     res = [MemberResult() for _ in pm.specs]
-    validate = _validator(pm, s.valid_batch)
 
     class PerMember(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            pred = validate(Xv)
+            pred = pm.predict(Xv, s.valid_batch)
             _epoch_end(pm, res, s, epoch, member_scores(pm.task, s.metric, pred, yv, s.y_valid_var), hook)
             if all(r.state != "RUNNING" for r in res):
                 self.model.stop_training = True
