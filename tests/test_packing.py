@@ -166,6 +166,7 @@ def test_pack_plan_packs_what_is_exact_and_falls_back_to_one_with_a_note():
     k, note = _plan({})  # auto
     assert k > 1 and note is None
     assert _plan({}, n_trials=4) == (1, None)  # auto: a tiny budget is not worth a pack
+    assert _plan({}, n_trials=70) == (35, None)  # auto: equal packs of at most 64, not 64 + 6
     k, note = _plan({}, space={"dropout": {"float": [0.0, 0.3]}})
     assert k == 1 and "space.dropout" in note and "0.3" in note
     k, note = _plan({"class_weight": "balanced"})
