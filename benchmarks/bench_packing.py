@@ -123,8 +123,12 @@ def main() -> None:
            ["pack", "pack_sizes", "wall_s", "trials", "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
     if a.quality_seconds > 0:
         q = [_child(p, a.epochs, s, None, a.quality_seconds) for s in seeds for p in ("auto", "1")]
-        _table(f"time to quality: {a.quality_seconds:g} s per run (target: best_val >= 0.969, test >= 0.96)", q,
-               ["pack", "seed", "pack_sizes", "wall_s", "trials", "best_val", "test"])
+        for r in q:  # search.timeout starts no trial after it; the trials (a pack) running then finish
+            r["met"] = "wall_s" in r and (r["best_val"] or 0) >= 0.969 and (r["test"] or 0) >= 0.96 \
+                and r["wall_s"] <= a.quality_seconds
+        _table(f"time to quality: search.timeout {a.quality_seconds:g} s per run "
+               "(target: best_val >= 0.969 and test >= 0.96 within it)", q,
+               ["pack", "seed", "pack_sizes", "wall_s", "trials", "best_val", "test", "peak_rss_mb", "met"])
 
 
 if __name__ == "__main__":

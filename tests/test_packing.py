@@ -120,8 +120,17 @@ def _study(name: str, **train) -> object:
     })
 
 
-def test_packed_members_are_ordinary_trials_and_load_best_works(sqlite_url, tmp_path):
-    res = run_study(_study("packed", pack=4), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+def test_packed_members_are_ordinary_trials_and_load_best_works(sqlite_url, tmp_path, monkeypatch):
+    from hpsearch.engines import trial_runner
+
+    saved: list[int] = []
+    save = trial_runner.save_model_artifacts
+    monkeypatch.setattr(trial_runner, "save_model_artifacts", lambda store, trial, *a: saved.append(1) or save(
+        store, trial, *a))
+    d = _study("packed", pack=4).model_dump()
+    d["search"]["keep_models"] = 1
+    res = run_study(parse_study_config(d), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    assert len(saved) <= 2  # the pack stores only its best member (keep_models 1), not all four
     trials = optuna.load_study(study_name="packed", storage=sqlite_url).get_trials()
     assert len(trials) == 5 and res.n_complete == 5
     packed = [t for t in trials if TRIAL.PACK_SIZE in t.user_attrs]
@@ -159,6 +168,7 @@ def test_pack_plan_packs_what_is_exact_and_falls_back_to_one_with_a_note():
     k, note = _plan({})  # auto; dropout and batch norm pack
     assert k > 1 and note is None
     assert _plan({}, n_trials=4) == (1, None)  # auto: a tiny budget is not worth a pack
+    assert _plan({}, n_trials=70) == (35, None)  # auto: equal packs of at most 64, not 64 + 6
     k, note = _plan({}, space={"max_norm": {"float": [1.0, 3.0]}})
     assert k == 1 and "space.max_norm" in note and "1.0" in note
     k, note = _plan({"class_weight": "balanced"})

@@ -11,6 +11,7 @@ otherwise runs one trial at a time, saying why in one line.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -31,11 +32,11 @@ from hpsearch.packing import (
     pack_refusal,
     train_pack,
 )
-from hpsearch.records import TRIAL, best_of
+from hpsearch.records import TRIAL, best_of, is_better, ranked
 
 __all__ = ["pack_plan", "PackedRunner"]
 
-_AUTO_MAX = 32  # auto: more members per pack stops paying on CPU and makes each TPE batch blinder
+_AUTO_MAX = 64  # auto: each pack pays one trace and compile (seconds), so fewer, larger packs
 _AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one trial at a time)
 
 
@@ -67,12 +68,8 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     want = cfg.train.pack
     base = {**ctx.space.fixed, **ctx.builder_extra}
     if want == "auto":
-        budget = cfg.search.n_trials
         auto = auto_pack_size(_largest_member(ctx, base), int(cfg.train.batch_size))  # auto: resolved by then
-        # a small pack does not pay for its per-member optimizer arithmetic; half the budget at most
-        # keeps TPE informed between packs
-        k = min(auto, _AUTO_MAX, budget // 2 if budget else _AUTO_MAX)
-        want = k if k >= _AUTO_MIN else 1
+        want = _auto_k(min(auto, _AUTO_MAX), cfg.search.n_trials)
     if want == 1:
         return 1, None  # auto chose 1 for a budget or model size that packing does not pay for: no note
     why = pack_refusal(ctx.builder, _task(ctx), ctx.metric, cfg.search.cv, cfg.train.class_weight,
@@ -88,6 +85,16 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     if why is not None:
         return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one trial per model)"
     return int(want), None
+
+
+def _auto_k(k_max: int, budget: int | None) -> int:
+    """``auto``'s K: the budget in as few packs of at most ``k_max`` as it takes, of equal size
+    (70 trials: two packs of 35, not 64 and a 6 that pays a whole compile); 1 where a pack would
+    be smaller than ``_AUTO_MIN`` or the budget is under two such packs (not worth a compile)."""
+    if budget is None:
+        return k_max if k_max >= _AUTO_MIN else 1
+    k = math.ceil(budget / math.ceil(budget / max(1, k_max)))
+    return k if k >= _AUTO_MIN and budget >= 2 * _AUTO_MIN else 1
 
 
 def _study_refusal(ctx: RunContext) -> str | None:
@@ -204,6 +211,7 @@ class PackedRunner:
             reports.close()
         fit_time = time.monotonic() - t0 - reports.wait_time
         total_epochs = max(1, sum(r.epochs for r in res))
+        keep, lead = self._keepers(res)
         cands = []
         for slot, (trial, p, r) in enumerate(zip(trials, params, res)):
             share = r.epochs / total_epochs
@@ -212,11 +220,27 @@ class PackedRunner:
                 TRIAL.SAMPLE_TIME: sample_time, TRIAL.WORKER: self.single.worker, TRIAL.N_PARAMS: pm.n_params(slot),
                 TRIAL.PACK_SIZE: len(trials), TRIAL.PACK_SLOT: slot}
             t_keep = time.monotonic()
-            cands.append(self._candidate(trial, p, r, attrs))
+            cands.append(self._candidate(trial, p, r, attrs, slot in keep, slot == lead))
             attrs[TRIAL.OVERHEAD_TIME] = sample_time + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
         return cands
 
-    def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any]) -> Candidate:
+    def _keepers(self, res: list[MemberResult]) -> tuple[set[int], int | None]:
+        """The members whose models rank in the best ``keep_models`` with the pack's own members
+        counted (the one-trial rule sees finished trials only: it would store every member of a
+        first pack), and the member that leads the study (the only curve PNG)."""
+        direction, k = self.ctx.direction, self.ctx.cfg.search.keep_models
+        values = {i: v for i, r in enumerate(res) if r.state == "COMPLETE" and r.weights is not None
+                  and (v := best_of(r.values, direction)[0]) is not None}
+        done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
+        stored = [t.value for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+        order = sorted(values, key=lambda i: values[i], reverse=direction == "maximize")  # stable: ties to slot
+        keep = {i for j, i in enumerate(order)
+                if j + sum(not is_better(values[i], v, direction) for v in stored) < k}
+        lead = order[0] if order and (not done or is_better(values[order[0]], done[0].value, direction)) else None
+        return keep, lead
+
+    def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
+                   keep: bool, lead: bool) -> Candidate:
         cand = Candidate(params=dict(trial.params), state=r.state, user_attrs=attrs, failure=r.failure)
         if r.state == "PRUNED":
             attrs[TRIAL.PRUNED_AT] = r.stopped_at
@@ -228,10 +252,10 @@ class PackedRunner:
             cand.state, cand.failure = "FAIL", "no finite validation value was logged"
             return cand
         cand.value = value
-        if self.single._rank(value)[0]:
+        if keep:
             model = call_builder(self.ctx.builder, params, self.ctx.data.meta())
             model.set_weights([np.asarray(w) for w in r.weights])
             history = {f"val_{self.ctx.metric}": list(r.values)}
-            self.single._keep_model(trial, params, _Fitted(value=value, epochs=r.epochs, model=model,
-                                                           history=history, best_epoch=best + 1), attrs)
+            self.single._store_model(trial, params, _Fitted(value=value, epochs=r.epochs, model=model,
+                                                            history=history, best_epoch=best + 1), attrs, lead)
         return cand

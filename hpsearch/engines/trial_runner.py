@@ -322,13 +322,17 @@ class TrialRunner:
         in_top, best_so_far = self._rank(fit.value)
         if values is not None:
             in_top = in_top or self._on_front(values)
-        if not in_top:
-            return
+        if in_top:
+            self._store_model(trial, params, fit, attrs, best_so_far)
+
+    def _store_model(self, trial: Any, params: dict[str, Any], fit: _Fitted, attrs: dict[str, Any],
+                     curve: bool) -> None:
+        """Save the trial's model and preprocessing (and its curve PNG when ``curve``)."""
         model = fit.model if self.folds is None else self._refit(params, fit.best_epoch)
         store = self.ctx.artifact_store
         attrs[TRIAL.MODEL_ARTIFACT], attrs[TRIAL.PREPROCESS_ARTIFACT] = save_model_artifacts(
             store, trial, model, self.ctx.data.preprocessor)
-        if best_so_far:
+        if curve:
             cid = save_curve_artifact(store, trial, fit.history, f"trial {trial.number}")
             if cid:
                 attrs[TRIAL.CURVE_ARTIFACT] = cid
