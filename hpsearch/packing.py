@@ -221,7 +221,7 @@ class PackedModel:
             order += members
             for j, m in enumerate(members):
                 self.slot[m] = (gi, j)
-            h, layers = self._group(gi, key, members, inputs)
+            h, layers = self._group_layers(gi, key, members, inputs)
             for layer in layers:
                 ranges.update({v.path: (start, start + len(members)) for v in layer.weights})
             outputs.append(h)
@@ -233,7 +233,8 @@ class PackedModel:
         self.model.compile(optimizer=self.optimizer, loss=packed_loss(self.task),
                            steps_per_execution=steps_per_execution, jit_compile=True)
 
-    def _group(self, gi: int, key: tuple[int, str, bool], members: list[int], inputs: Any) -> tuple[Any, list[Any]]:
+    def _group_layers(self, gi: int, key: tuple[int, str, bool], members: list[int],
+                      inputs: Any) -> tuple[Any, list[Any]]:
         """One group's stacked layers, as :func:`hpsearch.mlp.build_mlp` orders them: per hidden
         layer Dense (no bias under batch norm) -> BatchNormalization -> activation -> Dropout."""
         import keras

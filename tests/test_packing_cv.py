@@ -95,5 +95,5 @@ def test_cv_pack_plan_packs_random_and_grid_and_says_why_not():
     assert _plan("random", "auto", n=3) == (1, None)  # auto: too few members to pay, no note
     k, note = _plan("halving", "auto")
     assert k == 1 and "halving" in note
-    k, note = _plan("random", 4, p={"dropout": 0.2})
-    assert k == 1 and "dropout=0.2" in note
+    k, note = _plan("random", 4, p={"max_norm": 2.0})
+    assert k == 1 and "max_norm=2.0" in note
