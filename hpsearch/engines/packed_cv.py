@@ -35,7 +35,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,10 +53,20 @@ from hpsearch.packing import (
     train_pack,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.engines.sklearn import CandidateSearch
+__all__ = ["CandidateSearch", "PackedFold", "FoldPacks", "fold_packs", "cv_pack_plan"]
 
-__all__ = ["PackedFold", "FoldPacks", "fold_packs", "cv_pack_plan"]
+
+class CandidateSearch(Protocol):
+    """What a pack reads of the scikit-learn engine's search (:class:`hpsearch.engines.sklearn.
+    CandidateSearch`, which calls this module: a protocol, not an import back)."""
+
+    X: Any
+    y: Any
+    estimator: Any
+    sign: Any
+    spec: Any
+    splits: Any
+    valid: Any
 
 _AUTO_MAX = 32  # auto: members per pack at most (as the Optuna engine's packs)
 _AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one model at a time)
