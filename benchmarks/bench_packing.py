@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +47,9 @@ def _study(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: flo
     }
 
 
-def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
-    """One configuration in this process: its figures as a dict."""
+def run_timed(study: dict, prefix: str) -> tuple[Any, list[Any], float, list[str]]:
+    """Run one study dict in this process on a fresh SQLite file: (result, its trials, wall seconds,
+    the notes hpsearch gave). Shared with bench_packing_sklearn.py."""
     import optuna
     import tensorflow as tf  # noqa: F401  (import cost paid before timing)
 
@@ -62,14 +64,20 @@ def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float 
         def message(self, text: str) -> None:
             self.notes.append(text)
 
-    tmp = tempfile.mkdtemp(prefix="bench-pack-")
+    tmp = tempfile.mkdtemp(prefix=prefix)
     url = f"sqlite:///{tmp}/b.db"
-    cfg = parse_study_config(_study(pack, epochs, seed, n_trials, timeout))
+    cfg = parse_study_config(study)
     obs = Notes()
     t0 = time.perf_counter()
     res = run_study(cfg, storage=url, artifacts=f"{tmp}/art", observer=obs)
     wall = time.perf_counter() - t0
-    trials = [t for t in optuna.load_study(study_name=cfg.name, storage=url).get_trials() if t.state.is_finished()]
+    return res, optuna.load_study(study_name=cfg.name, storage=url).get_trials(), wall, obs.notes
+
+
+def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+    """One configuration in this process: its figures as a dict."""
+    res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n_trials, timeout), "bench-pack-")
+    trials = [t for t in trials if t.state.is_finished()]
     sizes = sorted({t.user_attrs.get("pack_size", 1) for t in trials})
     return {"pack": pack, "seed": seed, "wall_s": round(wall, 1), "trials": len(trials),
             "trials_per_min": round(60 * len(trials) / wall, 1), "pack_sizes": sizes,
@@ -77,7 +85,7 @@ def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float 
             "best_val": round(res.best_value, 4) if res.best_value is not None else None,
             "test": round(res.test_score, 4) if res.test_score is not None else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "notes": obs.notes}
+            "notes": notes}
 
 
 def _child(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:

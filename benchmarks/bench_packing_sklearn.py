@@ -24,8 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -48,29 +46,10 @@ def _study(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
 
 def one(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
     """One run in this process: its figures as a dict."""
-    import optuna
-    import tensorflow as tf  # noqa: F401  (import cost paid before timing)
+    from bench_packing import run_timed
 
-    from hpsearch.engines.base import NullObserver
-    from hpsearch.study import run_study
-    from hpsearch.validate import parse_study_config
-
-    class Notes(NullObserver):
-        def __init__(self) -> None:
-            self.notes: list[str] = []
-
-        def message(self, text: str) -> None:
-            self.notes.append(text)
-
-    tmp = tempfile.mkdtemp(prefix="bench-packcv-")
-    url = f"sqlite:///{tmp}/b.db"
-    cfg = parse_study_config(_study(pack, epochs, seed, n, cv))
-    obs = Notes()
-    t0 = time.perf_counter()
-    res = run_study(cfg, storage=url, artifacts=f"{tmp}/art", observer=obs)
-    wall = time.perf_counter() - t0
-    trials = sorted(optuna.load_study(study_name=cfg.name, storage=url).get_trials(),
-                    key=lambda t: t.user_attrs["candidate"])
+    res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n, cv), "bench-packcv-")
+    trials = sorted(trials, key=lambda t: t.user_attrs["candidate"])
     cands = [{"params": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.params.items()},
               "mean": t.value, "std": t.user_attrs.get("std_score"), "epochs": t.user_attrs.get("epochs_per_fold")}
              for t in trials]
@@ -78,7 +57,7 @@ def one(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
     return {"pack": pack, "wall_s": round(wall, 1), "fit_s": round(fit_s, 1),
             "best": round(res.best_value, 4) if res.best_value is not None else None,
             "test": round(res.test_score, 4) if res.test_score is not None else None,
-            "candidates": cands, "notes": obs.notes}
+            "candidates": cands, "notes": notes}
 
 
 def _child(pack: str, a: argparse.Namespace) -> dict:

@@ -221,6 +221,27 @@ def _split(X: np.ndarray, y: np.ndarray, frac: float, stratify: bool, seed: int,
     return X_a, y_a, X_b, y_b
 
 
+def _check_metrics(cfg: StudyConfig, task: str, classes: list[Any] | None, where: str) -> None:
+    """Each trained metric of the study must fit the task found in the data."""
+    for metric in cfg.search.trained_metrics or [default_metric(task)]:
+        problem = metric_problem(metric, task, None if classes is None else len(classes), where)
+        if problem:
+            raise ConfigError(problem)
+
+
+def _three_way(items: np.ndarray, y: np.ndarray, cfg: StudyConfig, stratify: bool,
+               where: str) -> tuple[np.ndarray, ...]:
+    """``data.split`` of rows (or row indices): train, y_train, valid, y_valid, test, y_test."""
+    split = cfg.data.split
+    if split.test > 0:
+        rest, y_rest, test, y_test = _split(items, y, split.test, stratify, split.seed, where)
+    else:
+        rest, y_rest, test, y_test = items, y, items[:0], y[:0]
+    train, y_train, valid, y_valid = _split(rest, y_rest, split.valid / (1.0 - split.test), stratify,
+                                            split.seed + 1, where)
+    return train, y_train, valid, y_valid, test, y_test
+
+
 def _check_folds(y_train: np.ndarray, classes: list[Any] | None, folds: int, where: str) -> None:
     """k-fold CV runs on the training split: every fold needs rows (and every class, stratified)."""
     if folds <= 1:
@@ -315,18 +336,8 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
     where = raw.where
     X, y, task = _rows(cfg, raw, folds)
     y_model, classes = _encode_target(y, task, folds, where)
-    for metric in cfg.search.trained_metrics or [default_metric(task)]:  # each must fit the data's task
-        problem = metric_problem(metric, task, None if classes is None else len(classes), source.redacted(cfg))
-        if problem:
-            raise ConfigError(problem)
-    split = cfg.data.split
-    stratify = classes is not None
-    if split.test > 0:
-        X_rest, y_rest, X_test, y_test = _split(X, y_model, split.test, stratify, split.seed, where)
-    else:
-        X_rest, y_rest, X_test, y_test = X, y_model, X[:0], y_model[:0]
-    X_train, y_train, X_valid, y_valid = _split(X_rest, y_rest, split.valid / (1.0 - split.test), stratify,
-                                                split.seed + 1, where)
+    _check_metrics(cfg, task, classes, source.redacted(cfg))
+    X_train, y_train, X_valid, y_valid, X_test, y_test = _three_way(X, y_model, cfg, classes is not None, where)
     if classes is not None and len(np.unique(y_train)) < len(classes):
         raise DataError(f"{where}: the training split lacks a class; add rows or lower data.split fractions")
     _check_folds(y_train, classes, folds, where)
@@ -378,17 +389,8 @@ def _prepare_streamed(cfg: StudyConfig, folds: int, root: Path) -> PreparedData:
         idx = np.random.default_rng(split.seed).permutation(len(y))[: cfg.data.max_rows]
     y = y[idx]
     y_model, classes = _encode_target(y, task, folds, where)
-    for metric in cfg.search.trained_metrics or [default_metric(task)]:
-        problem = metric_problem(metric, task, None if classes is None else len(classes), cfg.data.source)
-        if problem:
-            raise ConfigError(problem)
-    stratify = classes is not None
-    if split.test > 0:
-        i_rest, y_rest, i_test, y_test = _split(idx, y_model, split.test, stratify, split.seed, where)
-    else:
-        i_rest, y_rest, i_test, y_test = idx, y_model, idx[:0], y_model[:0]
-    i_train, y_train, i_valid, y_valid = _split(i_rest, y_rest, split.valid / (1.0 - split.test), stratify,
-                                                split.seed + 1, where)
+    _check_metrics(cfg, task, classes, cfg.data.source)
+    i_train, y_train, i_valid, y_valid, i_test, y_test = _three_way(idx, y_model, cfg, classes is not None, where)
     files = ImageFiles(paths, cfg.data.color, shape)
     train_raw = files.take(i_train)
     pick = np.arange(len(i_train))
