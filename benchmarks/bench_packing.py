@@ -33,18 +33,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _study(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+def anchor_study(name: str, pack: str, epochs: int) -> dict:
+    """The anchors' space on digits (SGD, n_hidden 0-3, n_neurons 1-99, reciprocal learning rate,
+    EarlyStopping(10), batch 32) at ``train.pack: pack``; the caller adds ``search``. Shared with
+    bench_packing_sklearn.py, so both compare on the same space."""
     return {
-        "name": f"bench-pack-{pack}-{seed}",
+        "name": name,
         "data": {"source": "sklearn:digits", "split": {"valid": 0.2, "test": 0.2, "seed": 42}},
         "model": {"builder": "mlp", "fixed": {"optimizer": "sgd"}},
         "space": {"n_hidden": {"int": [0, 3]}, "n_neurons": {"int": [1, 99]},
                   "learning_rate": {"float": [3e-4, 3e-2], "log": True}},
         "train": {"epochs": epochs, "batch_size": 32, "early_stopping": {"patience": 10},
                   "pack": pack if pack == "auto" else int(pack)},
-        "search": {"engine": "optuna", "sampler": "tpe", "pruner": "none", "n_trials": n_trials,
-                   "timeout": timeout, "metric": "accuracy", "seed": seed},
     }
+
+
+def _study(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+    return {**anchor_study(f"bench-pack-{pack}-{seed}", pack, epochs),
+            "search": {"engine": "optuna", "sampler": "tpe", "pruner": "none", "n_trials": n_trials,
+                       "timeout": timeout, "metric": "accuracy", "seed": seed}}
 
 
 def run_timed(study: dict, prefix: str) -> tuple[Any, list[Any], float, list[str]]:

@@ -32,16 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def _study(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
-    return {
-        "name": f"bench-packcv-{pack}",
-        "data": {"source": "sklearn:digits", "split": {"valid": 0.2, "test": 0.2, "seed": 42}},
-        "model": {"builder": "mlp", "fixed": {"optimizer": "sgd"}},
-        "space": {"n_hidden": {"int": [0, 3]}, "n_neurons": {"int": [1, 99]},
-                  "learning_rate": {"float": [3e-4, 3e-2], "log": True}},
-        "train": {"epochs": epochs, "batch_size": 32, "early_stopping": {"patience": 10},
-                  "pack": pack if pack == "auto" else int(pack)},
-        "search": {"engine": "random", "n_trials": n, "cv": cv, "metric": "accuracy", "seed": seed},
-    }
+    from bench_packing import anchor_study
+
+    return {**anchor_study(f"bench-packcv-{pack}", pack, epochs),
+            "search": {"engine": "random", "n_trials": n, "cv": cv, "metric": "accuracy", "seed": seed}}
 
 
 def one(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
