@@ -101,11 +101,13 @@ def stacked_batch_norm(k: int, n: int, name: str) -> Any:
                 mean, variance = ops.moments(x, axes=[0])
                 on = self.active > 0
                 for var, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
-                    var.assign(ops.where(on, var * BN_MOMENTUM + batch * (1.0 - BN_MOMENTUM), var))
+                    old = var.value  # a tensor: JAX's where takes no Keras variable
+                    var.assign(ops.where(on, old * BN_MOMENTUM + batch * (1.0 - BN_MOMENTUM), old))
             else:
                 mean, variance = self.moving_mean, self.moving_variance
-            return ops.batch_normalization(x, mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
-                                           epsilon=BN_EPSILON)
+            # ops.batch_normalization's arithmetic (TF and JAX alike), with (K, n) statistics
+            inv = ops.rsqrt(variance + BN_EPSILON) * self.gamma
+            return x * inv + (self.beta - mean * inv)
 
         def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
             return tuple(input_shape)
@@ -193,8 +195,12 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             if self.built:
                 return
             super().build(var_list)
-            self.m = [self.add_variable_from_reference(v, "m") for v in var_list]
-            self.v = [self.add_variable_from_reference(v, "v") for v in var_list]
+            # the update rules the pack's members use; the others are not traced (a smaller graph
+            # to compile: an SGD-only pack keeps no moments at all)
+            self.uses = {"momentum": bool(hyper["momentum"].any()), "adam": bool(hyper["adam"].any())}
+            self.m = [self.add_variable_from_reference(v, "m") for v in var_list] \
+                if self.uses["momentum"] or self.uses["adam"] else []
+            self.v = [self.add_variable_from_reference(v, "v") for v in var_list] if self.uses["adam"] else []
             self.h = {name: self.add_variable(shape=vals.shape, initializer=keras.initializers.Constant(vals),
                                               name=name) for name, vals in hyper.items()}
             self.ranges = [ranges[v.path] for v in var_list]
@@ -205,27 +211,37 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             shape = (b - a,) + (1,) * (len(variable.shape) - 1)
             h = {n: ops.reshape(ops.cast(var[a:b], variable.dtype), shape) for n, var in self.h.items()}
             g = ops.cast(gradient, variable.dtype)
-            m, v = self.m[i], self.v[i]
-            lr, mom = h["learning_rate"], h["momentum"]
+            on = h["active"] > 0
+            lr = h["learning_rate"]
+            if not self.m:  # plain SGD for every member
+                self.assign_add(variable, ops.where(on, -(g * lr), ops.zeros_like(g)))
+                return
+            m = self.m[i].value  # tensors: JAX's where takes no Keras variable
+            mom = h["momentum"]
             m_sgd = m * mom - g * lr
             d_sgd = ops.where(h["nesterov"] > 0, m_sgd * mom - g * lr, m_sgd)
+            if not self.v:  # SGD with momentum / Nesterov (or none) for every member
+                self.assign(self.m[i], ops.where(on, m_sgd, m))
+                self.assign_add(variable, ops.where(on, d_sgd, ops.zeros_like(g)))
+                return
+            v = self.v[i].value
             t = ops.cast(self.iterations + 1, variable.dtype)
             b1, b2 = h["beta_1"], h["beta_2"]
             alpha = lr * ops.sqrt(1 - ops.power(b2, t)) / (1 - ops.power(b1, t))
             m_adam = m + (g - m) * (1 - b1)
             v_adam = v + (ops.square(g) - v) * (1 - b2)
             d_adam = -((m_adam * alpha) / (ops.sqrt(v_adam) + h["epsilon"]))
-            adam, on = h["adam"] > 0, h["active"] > 0
-            self.assign(m, ops.where(on, ops.where(adam, m_adam, m_sgd), m))
-            self.assign(v, ops.where(on, ops.where(adam, v_adam, v), v))
-            self.assign_add(variable, ops.where(on, ops.where(adam, d_adam, d_sgd), ops.zeros_like(variable)))
+            adam = h["adam"] > 0
+            self.assign(self.m[i], ops.where(on, ops.where(adam, m_adam, m_sgd), m))
+            self.assign(self.v[i], ops.where(on, ops.where(adam, v_adam, v), v))
+            self.assign_add(variable, ops.where(on, ops.where(adam, d_adam, d_sgd), ops.zeros_like(g)))
 
         def reset(self) -> None:
             """Step count and moments zero, every member active: the same members train anew."""
             if self.built:
                 self.iterations.assign(0)
                 for var in [*self.m, *self.v]:
-                    var.assign(ops.zeros_like(var))
+                    var.assign(np.zeros(var.shape, dtype=var.dtype))
                 self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
 
         def freeze(self, member: int) -> None:
