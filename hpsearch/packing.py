@@ -17,7 +17,7 @@ Exact per-member training, as if each member ran alone:
 * :class:`PackedOptimizer` applies Keras' own SGD (momentum, Nesterov) and Adam update formulas
   with per-member hyperparameters (a K axis), and an ``active`` mask that freezes a member (early
   stopped, pruned or diverged): no update and no optimizer-state change;
-* :func:`train_pack` evaluates every member each epoch on the validation split, applies Keras'
+* :func:`hpsearch.packtrain.train_pack` evaluates every member each epoch on the validation split, applies Keras'
   ``EarlyStopping`` rule per member, keeps each member's best-epoch weights (batch norm's moving
   statistics included) and extracts them in the layout of the member's own standalone model.
 
@@ -37,7 +37,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ from hpsearch.packlayers import (
 from hpsearch.space import coerce_value
 
 __all__ = ["PACKABLE_OPTIMIZERS", "MemberSpec", "member_spec", "pack_refusal", "auto_pack_size",
-           "PackedModel", "MemberResult", "PackSettings", "member_scores", "member_seeds", "train_pack"]
+           "PackedModel", "member_seeds"]
 
 #: builder optimizer names and their update rule in :class:`PackedOptimizer`
 PACKABLE_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -175,25 +175,7 @@ def _hyper(specs: list[MemberSpec]) -> dict[str, np.ndarray]:
             "nesterov": col(lambda s: float(s.optimizer == "nesterov")),
             "adam": col(lambda s: float(s.optimizer == "adam")),
             "beta_1": col(lambda s: _ADAM["beta_1"]), "beta_2": col(lambda s: _ADAM["beta_2"]),
-            "epsilon": col(lambda s: _ADAM["epsilon"]), "active": col(lambda s: 1.0)}
-
-
-@dataclass
-class MemberResult:
-    """What training one member produced (per-epoch values, best epoch, its own weights)."""
-
-    values: list[float] = field(default_factory=list)
-    best: float | None = None
-    best_epoch: int = 0  # 1-based; 0: none finite yet
-    wait: int = 0
-    stopped_at: int | None = None  # epoch (0-based) at which it was frozen
-    state: str = "RUNNING"  # RUNNING, COMPLETE, PRUNED, FAIL
-    failure: str | None = None
-    weights: list[np.ndarray] | None = None  # standalone layout: [W0, b0, W1, b1, ...]
-
-    @property
-    def epochs(self) -> int:
-        return len(self.values)
+            "epsilon": col(lambda s: _ADAM["epsilon"]), "active": col(lambda s: 1.0), "t0": col(lambda s: 0.0)}
 
 
 def _initial_kernel(init: Any, shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -243,6 +225,8 @@ class PackedModel:
         ranges: dict[str, tuple[int, int]] = {}
         self.state: list[list[tuple[int, Any]]] = []  # per group: (layer, variable) in standalone order
         self.norms: list[list[Any]] = []  # per group: its batch norm layers
+        self.drops: list[list[Any]] = []  # per group: its dropout layers
+        self.widths: list[list[int]] = []  # per group: its (padded) hidden widths
         self.slot: dict[int, tuple[int, int]] = {}  # member -> (group, index in group)
         for gi, (key, members) in enumerate(_group_layout(specs)):
             start = len(order)
@@ -276,6 +260,8 @@ class PackedModel:
         h, layers, n_in = inputs, [], self.n_features
         state: list[tuple[int, Any]] = []
         self.norms.append([])
+        self.drops.append([])
+        self.widths.append(widths)
         for d, w in enumerate(widths):
             dense = stacked_dense(k, n_in, w, None if bn else act, d == 0, reg, f"g{gi}_hidden_{d}", use_bias=not bn)
             h, n_in = dense(h), w
@@ -288,7 +274,9 @@ class PackedModel:
                 self.norms[gi].append(norm)
                 state += [(d, v) for v in norm.member_variables()]
             if rates.any():
-                h = stacked_dropout(rates, self.seed + 7919 * gi + d, f"g{gi}_dropout_{d}", self.noise)(h)
+                drop = stacked_dropout(rates, self.seed + 7919 * gi + d, f"g{gi}_dropout_{d}", self.noise)
+                h = drop(h)
+                self.drops[gi].append(drop)
         dense = stacked_dense(k, n_in, self.n_out, self.out_act, depth == 0, None, f"g{gi}_output")
         h = dense(h)
         layers.append(dense)
@@ -345,21 +333,24 @@ class PackedModel:
         """Each member initialised as its standalone model would be, from its own seed (its
         initializer over its own fan-in / fan-out; output kernel glorot_uniform; biases, beta and
         moving mean zero; gamma and moving variance one); padding stays zero."""
+        values = self.group_values()
+        for member in range(len(self.specs)):
+            self._place(member, self._initial(member, seeds[member]), values)
+        self._assign(values)
+
+    def _initial(self, member: int, seed: int) -> list[np.ndarray]:
         import keras
 
-        values = self.group_values()
-        for member, spec in enumerate(self.specs):
-            weights = []
-            for d, var in self.state[self.slot[member][0]]:
-                i, o = self._dims(member)[d]
-                if len(var.shape) == 3:
-                    name = spec.kernel_initializer if d < len(spec.widths) else "glorot_uniform"
-                    init = type(keras.initializers.get(name))(seed=seeds[member] + d)
-                    weights.append(_initial_kernel(init, (i, o), seeds[member] + d))
-                else:
-                    weights.append(np.full(o, 1.0 if var.name in ("gamma", "moving_variance") else 0.0))
-            self._place(member, weights, values)
-        self._assign(values)
+        spec, weights = self.specs[member], []
+        for d, var in self.state[self.slot[member][0]]:
+            i, o = self._dims(member)[d]
+            if len(var.shape) == 3:
+                name = spec.kernel_initializer if d < len(spec.widths) else "glorot_uniform"
+                init = type(keras.initializers.get(name))(seed=seed + d)
+                weights.append(_initial_kernel(init, (i, o), seed + d))
+            else:
+                weights.append(np.full(o, 1.0 if var.name in ("gamma", "moving_variance") else 0.0))
+        return weights
 
     @functools.cached_property
     def _plain(self) -> Any:
@@ -377,6 +368,31 @@ class PackedModel:
                          else self._plain.predict(X, batch_size=batch_size, verbose=0))
         return raw[:, [self.position[m] for m in range(len(self.specs))], :]
 
+    def fits(self, member: int, spec: MemberSpec) -> bool:
+        """Whether ``spec`` can take ``member``'s slot without a rebuild: the same group (depth,
+        activation, batch norm), widths within the group's, the same l1 / l2 (compiled in), an
+        update rule the pack traced, and dropout only where the group has dropout layers."""
+        g = self.slot[member][0]
+        old = self.specs[member]
+        return (spec.group == old.group and all(w <= p for w, p in zip(spec.widths, self.widths[g]))
+                and (spec.l1, spec.l2) == (old.l1, old.l2) and self.optimizer.traces(spec.optimizer)
+                and (spec.dropout == 0.0 or bool(self.drops[g])))
+
+    def replace(self, member: int, spec: MemberSpec, seed: int) -> None:
+        """A new member in ``member``'s slot (see :meth:`fits`), initialised from ``seed`` as
+        :meth:`init_weights` does, with fresh optimizer state and step count: it trains from here
+        as it would alone (the batches it sees are the pack's next ones)."""
+        self.specs[member] = spec
+        g, j = self.slot[member]
+        values = self.group_values()
+        self._place(member, self._initial(member, seed), values)
+        self._assign(values)
+        self.optimizer.place(self.position[member], {n: float(v[0]) for n, v in _hyper([spec]).items()})
+        for norm in self.norms[g]:
+            norm.place(j)
+        for drop in self.drops[g]:
+            drop.place(j, spec.dropout)
+
     def freeze(self, member: int) -> None:
         """No more updates for ``member``: its weights, optimizer state and moving statistics stay."""
         self.optimizer.freeze(self.position[member])
@@ -391,157 +407,3 @@ class PackedModel:
         for norms in self.norms:
             for norm in norms:
                 norm.reset()
-
-
-def member_scores(task: str, metric: str, pred: np.ndarray, y: np.ndarray,
-                  y_var: float | None) -> list[float]:
-    """The study metric of each member from ``pred`` (rows, members, outputs); NaN where a member's
-    predictions are not finite (it diverged). Computed as Keras' metric of the same name."""
-    out = []
-    for k in range(pred.shape[1]):
-        p = pred[:, k, :]
-        if not np.isfinite(p).all():
-            out.append(math.nan)
-        elif task == "multiclass":
-            out.append(float(np.mean(np.argmax(p, axis=1) == y)))
-        elif task == "binary":
-            out.append(float(np.mean((p[:, 0] > 0.5) == (y.reshape(-1) > 0.5))))
-        else:
-            err = p - y.reshape(len(y), -1)
-            mse = float(np.mean(np.square(err)))
-            out.append({"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse),
-                        "r2": 1.0 - mse / y_var if y_var else math.nan}[metric])
-    return out
-
-
-@dataclass(frozen=True)
-class PackSettings:
-    """How a pack trains: the runner's settings, shared by every member."""
-
-    epochs: int
-    batch_size: int
-    valid_batch: int
-    metric: str
-    direction: str
-    patience: int  # Keras EarlyStopping's rule per member (epochs: never stops early)
-    min_delta: float = 0.0
-    restore_best: bool = True
-    y_valid_var: float | None = None
-    shuffle: bool = True
-    #: EarlyStopping's quantity per member from validation predictions, minimised (val_loss); None: the metric
-    monitor: Callable[[np.ndarray], list[float]] | None = None
-
-
-#: a chunk of epochs' rows fed to one ``fit`` call at most this large (digits: all 100 epochs, 28 MB)
-_CHUNK_BYTES = 256 * 1024**2
-
-#: called after each epoch with {member: value} of the members trained in it; returns those to prune
-EpochHook = Callable[[int, dict[int, float]], set[int]]
-
-
-def _epoch_end(pm: PackedModel, res: list[MemberResult], s: PackSettings, epoch: int, scores: list[float],
-               hook: EpochHook | None, watched: list[float] | None = None) -> None:
-    """Per member, Keras' EarlyStopping rule (on ``watched``, minimised, if given), best weights,
-    divergence and pruning."""
-    sign = 1.0 if s.direction == "maximize" and watched is None else -1.0
-    live: dict[int, float] = {}
-    snap: list[int] = []
-    for i, r in enumerate(res):
-        if r.state != "RUNNING":
-            continue
-        v = scores[i]
-        r.values.append(v)
-        if not math.isfinite(v):
-            r.state, r.stopped_at = "FAIL", epoch
-            r.failure = f"training diverged: validation predictions became non-finite at epoch {epoch + 1}"
-            pm.freeze(i)
-            continue
-        live[i] = v
-        r.wait += 1
-        if r.weights is None:
-            snap.append(i)
-        w = v if watched is None else watched[i]
-        if r.best is None or sign * (w - sign * s.min_delta) > sign * r.best:
-            r.best, r.best_epoch, r.wait = w, epoch + 1, 0
-            snap.append(i)
-        elif r.wait >= s.patience and epoch > 0:
-            r.state, r.stopped_at = "COMPLETE", epoch
-            pm.freeze(i)
-    if snap and s.restore_best:
-        values = pm.group_values()
-        for i in snap:
-            res[i].weights = pm.member_weights(i, values)
-    for i in (hook(epoch, live) if hook is not None else set()):
-        res[i].state, res[i].stopped_at = "PRUNED", epoch
-        pm.freeze(i)
-
-
-def _epoch_rows(n: int, batch_size: int, epochs: int, rng: np.random.Generator | None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices and sample weights of ``epochs`` epochs of full batches: each epoch the rows in
-    Keras' order (shuffled, or as they are), its last partial batch filled up to ``batch_size`` with
-    rows of weight 0 and its real rows weighted ``batch_size / rows in it``, so each batch's loss is
-    Keras' mean over the real rows while every batch has one shape: one trace and compile, not a
-    second one for the last batch (measured 2.4 s at K=64 on the 2-core CPU)."""
-    nb = -(-n // batch_size)
-    last = n - (nb - 1) * batch_size
-    pad = nb * batch_size - n
-    weight = np.ones(nb * batch_size, dtype="float32")
-    weight[(nb - 1) * batch_size:n] = batch_size / last
-    weight[n:] = 0.0
-    rows = [np.concatenate([order, order[:pad]]) for order in
-            (rng.permutation(n) if rng is not None else np.arange(n) for _ in range(epochs))]
-    return np.concatenate(rows), np.tile(weight, epochs)
-
-
-def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
-               s: PackSettings, hook: EpochHook | None = None, callbacks: list[Any] | None = None
-               ) -> list[MemberResult]:
-    """Train every member of ``pm`` on the same batches; each stops, is pruned or fails alone.
-    Returns one :class:`MemberResult` per member with its own weights (best epoch's when
-    ``restore_best``, as ``EarlyStopping(restore_best_weights=True)``).
-
-    The epochs run as full batches (:func:`_epoch_rows`), fed in chunks of epochs to ``fit`` (a
-    chunk's rows at most ``_CHUNK_BYTES``); on TensorFlow one compiled call runs a whole epoch
-    (``steps_per_execution``: measured 20% less time per epoch at K=64)."""
-    import keras
-
-    res = [MemberResult() for _ in pm.specs]
-    n = len(X)
-    nb = -(-n // s.batch_size)
-    if keras.backend.backend() == "tensorflow" and pm.model.steps_per_execution != nb:
-        pm.model.steps_per_execution, pm.model.train_function = nb, None  # JAX unrolls it: left as set
-    epoch = 0
-
-    class PerMember(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            nonlocal epoch
-            if (batch + 1) % nb:
-                return
-            sync = getattr(self.model, "jax_state_sync", None)
-            if sync is not None:  # JAX: the variables hold the state again (read and frozen below)
-                sync()
-            pred = pm.predict(Xv, s.valid_batch)
-            _epoch_end(pm, res, s, epoch, member_scores(pm.task, s.metric, pred, yv, s.y_valid_var), hook,
-                       None if s.monitor is None else s.monitor(pred))
-            epoch += 1
-            if all(r.state != "RUNNING" for r in res):
-                self.model.stop_training = True
-
-    row_bytes = max(1, X[:1].nbytes + y[:1].nbytes)
-    per_chunk = max(1, min(s.epochs, _CHUNK_BYTES // (nb * s.batch_size * row_bytes)))
-    rng = np.random.default_rng(pm.seed) if s.shuffle else None
-    cbs = [PerMember(), *(callbacks or [])]
-    while epoch < s.epochs and any(r.state == "RUNNING" for r in res):
-        rows, weight = _epoch_rows(n, s.batch_size, min(per_chunk, s.epochs - epoch), rng)
-        pm.model.fit(X[rows], y[rows], sample_weight=weight, batch_size=s.batch_size, epochs=1, shuffle=False,
-                     verbose=0, callbacks=cbs)
-    values = pm.group_values()
-    for i, r in enumerate(res):
-        if r.state == "RUNNING":
-            r.state = "COMPLETE"
-        if r.state == "COMPLETE" and (not s.restore_best or r.weights is None):
-            r.weights = pm.member_weights(i, values)
-        elif r.state != "COMPLETE":
-            r.weights = None
-    return res

@@ -119,6 +119,12 @@ def stacked_batch_norm(k: int, n: int, name: str) -> Any:
             """Every member's moving statistics update again (a new CV fold)."""
             self.active.assign(np.ones(self.active.shape, dtype="float32"))
 
+        def place(self, j: int) -> None:
+            """Row ``j`` holds a new member (its statistics are set with its weights): update them."""
+            active = np.array(self.active.numpy())
+            active[j] = 1.0
+            self.active.assign(active)
+
         def freeze(self, j: int) -> None:
             """The member in row ``j`` keeps its moving statistics from now on."""
             active = np.array(self.active.numpy())
@@ -159,6 +165,13 @@ def stacked_dropout(rates: np.ndarray, seed: int, name: str, noise: NoiseSource 
         def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
             return tuple(input_shape)
 
+        def place(self, j: int, rate: float) -> None:
+            """Row ``j`` holds a new member with dropout ``rate``."""
+            for var, value in ((self.rate, rate), (self.scale, float(np.float32(1.0 / (1.0 - rate))))):
+                row = np.array(var.numpy())
+                row[j] = value
+                var.assign(row)
+
     return StackedDropout(name=name)
 
 
@@ -184,6 +197,10 @@ def packed_loss(task: str) -> Any:
 
 
 def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, int]]) -> Any:
+    """The pack's optimizer: ``hyper`` per-member hyperparameters, ``ranges`` each variable's rows.
+
+    Long: the class is defined here, where Keras is imported (hpsearch imports Keras lazily).
+    """
     import keras
 
     ops = keras.ops
@@ -225,7 +242,7 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
                 self.assign_add(variable, ops.where(on, d_sgd, ops.zeros_like(g)))
                 return
             v = self.v[i].value
-            t = ops.cast(self.iterations + 1, variable.dtype)
+            t = ops.cast(self.iterations + 1, variable.dtype) - h["t0"]  # the member's own step count
             b1, b2 = h["beta_1"], h["beta_2"]
             alpha = lr * ops.sqrt(1 - ops.power(b2, t)) / (1 - ops.power(b1, t))
             m_adam = m + (g - m) * (1 - b1)
@@ -243,6 +260,24 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
                 for var in [*self.m, *self.v]:
                     var.assign(np.zeros(var.shape, dtype=var.dtype))
                 self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
+
+        def place(self, member: int, values: dict[str, float]) -> None:
+            """A new member at position ``member``: its hyperparameters, zero moments, its step count
+            from now (Adam's bias correction), active."""
+            for name, var in self.h.items():
+                row = np.array(var.numpy())
+                row[member] = float(self.iterations.numpy()) if name == "t0" else values.get(name, 1.0)
+                var.assign(row)
+            for i, (a, b) in enumerate(self.ranges):
+                if a <= member < b:
+                    for var in (*self.m[i:i + 1], *self.v[i:i + 1]):
+                        row = np.array(var.numpy())
+                        row[member - a] = 0.0
+                        var.assign(row)
+
+        def traces(self, optimizer: str) -> bool:
+            """Whether this pack's compiled update has ``optimizer``'s rule."""
+            return {"adam": bool(self.v), "momentum": bool(self.m), "nesterov": bool(self.m)}.get(optimizer, True)
 
         def freeze(self, member: int) -> None:
             """No more updates for ``member`` (its optimizer state is kept as it is)."""

@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 
 import hpsearch
 from hpsearch.mlp import build_mlp
-from hpsearch.packing import PackedModel, PackSettings, member_spec, train_pack
+from hpsearch.packing import PackedModel, member_spec
+from hpsearch.packtrain import PackSettings, train_pack
 from hpsearch.records import TRIAL
 from hpsearch.study import run_study
 from hpsearch.validate import parse_study_config
@@ -96,7 +97,7 @@ def test_early_stopped_member_is_frozen_while_others_train():
     pm.init_weights([0, 1])
     seen: list[list[np.ndarray]] = []
 
-    def hook(epoch: int, values: dict[int, float]) -> set[int]:
+    def hook(values: dict[int, tuple[int, float]]) -> set[int]:
         seen.append(pm.member_weights(1))
         return set()
 
@@ -273,7 +274,7 @@ def test_batch_norm_and_dropout_members_train_as_alone_and_load_standalone():
         pm.set_member_weights(i, init)
     packed_probs: list[np.ndarray] = []
 
-    def hook(epoch: int, values: dict[int, float]) -> set[int]:
+    def hook(values: dict[int, tuple[int, float]]) -> set[int]:
         packed_probs.append(pm.predict(Xv, 32))
         return set()
 
@@ -287,3 +288,59 @@ def test_batch_norm_and_dropout_members_train_as_alone_and_load_standalone():
         standalone.set_weights(r.weights)  # load_best's path: the member's own model
         np.testing.assert_allclose(standalone.predict(Xv, verbose=0), packed_probs[-1][:, i], atol=1e-5)
         assert pm.n_params(i) == standalone.count_params()
+
+
+def test_a_refilled_slot_trains_its_new_member_as_alone():
+    """A member that ends frees its slot; the new member put there (Adam: its own step count for
+    the bias correction, zero moments) trains exactly as it would alone from the same weights."""
+    Xt, yt, Xv, yv = _data()
+    first = {"n_hidden": 2, "n_neurons": 9, "optimizer": "adam", "learning_rate": 1e-12}  # never improves
+    new = {"n_hidden": 2, "n_neurons": 7, "optimizer": "adam", "learning_rate": 0.01,
+           "kernel_initializer": "he_uniform"}
+    pm = PackedModel([member_spec(build_mlp, p) for p in (MEMBERS[1], first)], META)
+    pm.init_weights([0, 1])
+    start: list[list[np.ndarray]] = []
+
+    def refill(ended: list[int], res: list) -> set[int]:
+        if start or 1 not in ended:
+            return set()
+        assert pm.fits(1, member_spec(build_mlp, new))
+        pm.replace(1, member_spec(build_mlp, new), seed=5)
+        start.append(pm.member_weights(1))
+        return {1}
+
+    res = train_pack(pm, Xt, yt, Xv, yv, _settings(epochs=4, patience=1), refill=refill)
+    assert start and res[1].state == "COMPLETE" and res[1].epochs == 4
+    keras.utils.set_random_seed(0)
+    alone = build_mlp(**new, meta=META)
+    alone.set_weights(start[0])
+    hist = alone.fit(Xt, yt, batch_size=16, epochs=4, shuffle=False, validation_data=(Xv, yv), verbose=0)
+    np.testing.assert_allclose(res[1].values, hist.history["val_accuracy"], atol=1e-6)
+    for got, want in zip(res[1].weights, alone.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not pm.fits(1, member_spec(build_mlp, {**new, "n_hidden": 1}))  # another depth: another group
+    assert not pm.fits(1, member_spec(build_mlp, {**new, "n_neurons": 12}))  # wider than the group
+
+
+def test_a_study_refills_freed_slots_without_a_rebuild(sqlite_url, tmp_path, monkeypatch):
+    """Trials beyond the pack size take the slots of members that ended (one compiled model for
+    the study); each is still an ordinary trial with its own epochs and intermediate values."""
+    from hpsearch.engines import packed
+
+    builds: list[int] = []
+    real = packed.PackedModel
+    monkeypatch.setattr(packed, "PackedModel", lambda *a, **k: builds.append(1) or real(*a, **k))
+    d = _study("refill", pack=3, epochs=8, early_stopping={"patience": 1}).model_dump()
+    d["model"]["fixed"] = {"optimizer": "sgd", "n_hidden": 1, "n_neurons": 6}  # every new trial fits a freed slot
+    d["space"] = {"learning_rate": {"float": [1e-4, 0.5], "log": True}, "l2": {"choice": [0.0]}}
+    d["search"]["n_trials"] = 8
+    res = run_study(parse_study_config(d), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    trials = optuna.load_study(study_name="refill", storage=sqlite_url).get_trials()
+    assert len(trials) == 8 and res.n_complete == 8
+    assert len(builds) == 1  # 8 trials, 3 slots, one build
+    assert {t.user_attrs[TRIAL.PACK_SIZE] for t in trials} == {3}
+    assert {t.user_attrs[TRIAL.PACK_SLOT] for t in trials} == {0, 1, 2}
+    for t in trials:
+        epochs = t.user_attrs[TRIAL.EPOCHS]
+        assert sorted(t.intermediate_values) == list(range(epochs)) and 1 <= epochs <= 8
+        assert t.value == max(t.intermediate_values.values())

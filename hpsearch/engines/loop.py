@@ -92,7 +92,7 @@ class _Loop:
     def run(self) -> bool:
         """Run trials until the budget is met (True), the timeout passes or a stop (False)."""
         ctx, ctl = self.ctx, self.ctl
-        rules = StopRules.of(ctx)  # search.timeout, patience, target
+        rules = self.rules = StopRules.of(ctx)  # search.timeout, patience, target (a pack refilling asks too)
         while not ctl.stopping and not self.streak.tripped:
             if ctl.parent_gone() or self.retry(lambda: rules.tripped(ctx), "stop-rule check"):
                 return False

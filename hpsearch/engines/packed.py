@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -21,17 +22,8 @@ import numpy as np
 from hpsearch.builders import call_builder
 from hpsearch.engines.base import Candidate, RunContext
 from hpsearch.engines.trial_runner import TrialRunner, _Fitted
-from hpsearch.packing import (
-    MemberResult,
-    MemberSpec,
-    PackedModel,
-    PackSettings,
-    auto_pack_size,
-    member_seeds,
-    member_spec,
-    pack_refusal,
-    train_pack,
-)
+from hpsearch.packing import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
+from hpsearch.packtrain import MemberResult, PackSettings, train_pack
 from hpsearch.records import TRIAL, best_of, is_better, ranked
 
 __all__ = ["pack_plan", "PackedRunner"]
@@ -117,9 +109,10 @@ def _task(ctx: RunContext) -> str:
 
 class _Reports:
     """Per-epoch ``trial.report`` of every member on one writer thread (off the training thread),
-    flushed before a pruner is asked: the pack's version of ``PruningReporter``."""
+    flushed before a pruner is asked: the pack's version of ``PruningReporter``. ``trials`` maps a
+    slot to its current trial (a refilled slot reports for its new trial)."""
 
-    def __init__(self, trials: list[Any], check_steps: set[int] | None) -> None:
+    def __init__(self, trials: dict[int, Any], check_steps: set[int] | None) -> None:
         self.trials, self.check_steps = trials, check_steps
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-pack-report")
         self.pending: list[Future[Any]] = []
@@ -132,17 +125,20 @@ class _Reports:
             fut.result()  # a storage error surfaces here, as with one trial
         self.wait_time += time.monotonic() - t0
 
-    def __call__(self, epoch: int, values: dict[int, float]) -> set[int]:
+    def __call__(self, values: dict[int, tuple[int, float]]) -> set[int]:
+        now = [(self.trials[i], epoch, v) for i, (epoch, v) in values.items()]
+
         def write() -> None:
-            for i, v in values.items():
-                self.trials[i].report(v, epoch)
+            for trial, epoch, v in now:
+                trial.report(v, epoch)
 
         self.pending.append(self.pool.submit(write))
-        if self.check_steps is not None and epoch not in self.check_steps:
+        due = [i for i, (epoch, _) in values.items() if self.check_steps is None or epoch in self.check_steps]
+        if not due:
             return set()
         self.flush()
         t0 = time.monotonic()
-        pruned = {i for i in values if self.trials[i].should_prune()}
+        pruned = {i for i in due if self.trials[i].should_prune()}
         self.wait_time += time.monotonic() - t0
         return pruned
 
@@ -164,25 +160,33 @@ class PackedRunner:
         """One trial alone (a re-queued trial, or the last of the budget)."""
         return self.single(trial)
 
-    def run_pack(self, trials: list[Any]) -> list[Candidate]:
-        """Every trial of ``trials`` finished, in order."""
-        ctx, worker = self.ctx, self.single.worker
+    def run_pack(self, trials: list[Any], finish: Callable[[Any, Candidate], None],
+                 more: Callable[[], Any | None] | None = None) -> list[Any]:
+        """Train ``trials`` (those that pack together, the others one by one); each ends through
+        ``finish(trial, candidate)`` as soon as it ends. With ``more``, a slot whose member ended
+        takes a new trial from it (see :class:`_Pack`). Returns the trials reserved from ``more``
+        that found no slot: the next pack's."""
         t_start = time.monotonic()
-        params, specs = [], []
-        for trial in trials:
-            trial.set_user_attr(TRIAL.WORKER, worker)
-            p = ctx.space.full_params(ctx.space.suggest(trial))
-            p.update(ctx.builder_extra)
-            params.append(p)
-            specs.append(member_spec(ctx.builder, p))
-        packed = [i for i, s in enumerate(specs) if isinstance(s, MemberSpec)]
-        out: list[Candidate | None] = [None] * len(trials)
-        if len(packed) > 1:
-            sample_time = (time.monotonic() - t_start) / len(trials)
-            for i, cand in zip(packed, self._train([trials[i] for i in packed], [params[i] for i in packed],
-                                                   [specs[i] for i in packed], sample_time)):
-                out[i] = cand
-        return [c if c is not None else self.single(t) for c, t in zip(out, trials)]
+        suggested = [self.member_params(t) for t in trials]
+        sample_time = (time.monotonic() - t_start) / max(1, len(trials))
+        packed = [i for i, (_, spec) in enumerate(suggested) if isinstance(spec, MemberSpec)]
+        if len(packed) < 2:
+            packed = []
+        left: list[Any] = []
+        if packed:
+            pack = _Pack(self, [trials[i] for i in packed], [suggested[i][0] for i in packed],
+                         [suggested[i][1] for i in packed], sample_time, finish, more)
+            left = pack.train()
+        for i, trial in enumerate(trials):
+            if i not in packed:
+                finish(trial, self.single(trial))
+        return left
+
+    def member_params(self, trial: Any) -> tuple[dict[str, Any], MemberSpec | str]:
+        trial.set_user_attr(TRIAL.WORKER, self.single.worker)
+        p = self.ctx.space.full_params(self.ctx.space.suggest(trial))
+        p.update(self.ctx.builder_extra)
+        return p, member_spec(self.ctx.builder, p)
 
     def _settings(self) -> PackSettings:
         cfg, r = self.ctx.cfg, self.single
@@ -192,37 +196,6 @@ class PackedRunner:
                             min_delta=es.min_delta if es is not None else 0.0,
                             restore_best=es.restore_best_weights if es is not None else True,
                             y_valid_var=r.y_valid_var)
-
-    def _train(self, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
-               sample_time: float) -> list[Candidate]:
-        ctx, data = self.ctx, self.ctx.data
-        from hpsearch.estimators import _seeded
-
-        seeds = member_seeds(ctx.cfg.search.seed, [t.number for t in trials])
-        pm = PackedModel(specs, data.meta(), steps_per_execution=ctx.cfg.train.steps_per_execution, seed=seeds[0])
-        pm.init_weights(seeds)
-        reports = _Reports(trials, self.single.check_steps)
-        t0 = time.monotonic()
-        try:
-            with _seeded(seeds[0]):  # Keras' shuffled batch order, restored after
-                res = train_pack(pm, self.single.X_train, self.single.y_train, data.X_valid, data.y_valid,
-                                 self._settings(), reports, callbacks=self.single.extra_callbacks)
-        finally:
-            reports.close()
-        fit_time = time.monotonic() - t0 - reports.wait_time
-        total_epochs = max(1, sum(r.epochs for r in res))
-        keep, lead = self._keepers(res)
-        cands = []
-        for slot, (trial, p, r) in enumerate(zip(trials, params, res)):
-            share = r.epochs / total_epochs
-            attrs: dict[str, Any] = {
-                TRIAL.EPOCHS: r.epochs, TRIAL.FIT_TIME: fit_time * share, TRIAL.REPORT_TIME: reports.wait_time * share,
-                TRIAL.SAMPLE_TIME: sample_time, TRIAL.WORKER: self.single.worker, TRIAL.N_PARAMS: pm.n_params(slot),
-                TRIAL.PACK_SIZE: len(trials), TRIAL.PACK_SLOT: slot}
-            t_keep = time.monotonic()
-            cands.append(self._candidate(trial, p, r, attrs, slot in keep, slot == lead))
-            attrs[TRIAL.OVERHEAD_TIME] = sample_time + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
-        return cands
 
     def _keepers(self, res: list[MemberResult]) -> tuple[set[int], int | None]:
         """The members whose models rank in the best ``keep_models`` with the pack's own members
@@ -259,3 +232,95 @@ class PackedRunner:
             self.single._store_model(trial, params, _Fitted(value=value, epochs=r.epochs, model=model,
                                                             history=history, best_epoch=best + 1), attrs, lead)
         return cand
+
+
+class _Pack:
+    """One pack's run: its slots, each holding one trial at a time. When members end, they are
+    finished as trials at once (their stored model, value, attributes apportioned by epochs), and
+    each freed slot takes a new trial from ``more`` if that trial fits the slot without a rebuild
+    (:meth:`PackedModel.fits`); a trial that fits no free slot waits for one (at most
+    ``_WAITING`` wait; left over at the end, they start the next pack)."""
+
+    _WAITING = 4
+
+    def __init__(self, runner: PackedRunner, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
+                 sample_time: float, finish: Callable[[Any, Candidate], None],
+                 more: Callable[[], Any | None] | None) -> None:
+        self.runner, self.finish, self.more = runner, finish, more
+        self.trials, self.params = dict(enumerate(trials)), dict(enumerate(params))
+        self.sample_time: dict[int, float] = dict.fromkeys(range(len(trials)), sample_time)
+        self.specs = specs
+        self.waiting: list[tuple[Any, dict[str, Any], MemberSpec | str, float]] = []
+        self.seeds = member_seeds(runner.ctx.cfg.search.seed, [t.number for t in trials])
+        self.member_epochs = 0  # epochs trained by every member so far (apportions the fit time)
+        self.size = len(trials)
+
+    def train(self) -> list[Any]:
+        ctx, data, single = self.runner.ctx, self.runner.ctx.data, self.runner.single
+        self.pm = PackedModel(self.specs, data.meta(), steps_per_execution=ctx.cfg.train.steps_per_execution,
+                              seed=self.seeds[0])
+        self.pm.init_weights(self.seeds)
+        self.reports = _Reports(self.trials, single.check_steps)
+        self.t0 = time.monotonic()
+        try:
+            res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
+                             self.runner._settings(), self.reports, callbacks=single.extra_callbacks,
+                             refill=self._refill if self.more is not None else None)
+            self._end([i for i in range(self.size) if i in self.trials], res)
+        finally:
+            self.reports.close()
+        return [w[0] for w in self.waiting]
+
+    def _end(self, members: list[int], res: list[MemberResult]) -> None:
+        """Finish the ended members' trials (the pack's fit time so far, apportioned by epochs)."""
+        self.reports.flush()
+        self.member_epochs += sum(res[i].epochs for i in members)
+        busy = sum(r.epochs for i, r in enumerate(res) if i not in members and r.state == "RUNNING")
+        fit_time = time.monotonic() - self.t0 - self.reports.wait_time
+        per_epoch = fit_time / max(1, self.member_epochs + busy)
+        keep, lead = self.runner._keepers([res[i] for i in members])
+        for j, i in enumerate(members):
+            trial, r = self.trials.pop(i), res[i]
+            attrs: dict[str, Any] = {
+                TRIAL.EPOCHS: r.epochs, TRIAL.FIT_TIME: per_epoch * r.epochs,
+                TRIAL.REPORT_TIME: self.reports.wait_time * r.epochs / max(1, self.member_epochs + busy),
+                TRIAL.SAMPLE_TIME: self.sample_time[i], TRIAL.WORKER: self.runner.single.worker,
+                TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i}
+            t_keep = time.monotonic()
+            cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
+            attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
+            self.finish(trial, cand)
+
+    def _refill(self, ended: list[int], res: list[MemberResult]) -> set[int]:
+        """Finish ``ended`` and give their slots new trials; returns the slots refilled."""
+        self._end(ended, res)
+        free, placed = list(ended), set()
+        for item in list(self.waiting):  # waiting trials first, in the order they were reserved
+            slot = next((m for m in free if isinstance(item[2], MemberSpec) and self.pm.fits(m, item[2])), None)
+            if slot is not None:
+                self.waiting.remove(item)
+                self._place(slot, item)
+                free.remove(slot)
+                placed.add(slot)
+        while free and self.more is not None and len(self.waiting) < self._WAITING:
+            t0 = time.monotonic()
+            trial = self.more()
+            if trial is None:
+                self.more = None  # the budget is met or a stop rule tripped: train the members out
+                break
+            params, spec = self.runner.member_params(trial)
+            item = (trial, params, spec, time.monotonic() - t0)
+            slot = next((m for m in free if isinstance(spec, MemberSpec) and self.pm.fits(m, spec)), None)
+            if slot is None:
+                self.waiting.append(item)
+                continue
+            self._place(slot, item)
+            free.remove(slot)
+            placed.add(slot)
+        return placed
+
+    def _place(self, slot: int, item: tuple[Any, dict[str, Any], MemberSpec | str, float]) -> None:
+        trial, params, spec, sample_time = item
+        assert isinstance(spec, MemberSpec)  # fits() said so
+        self.pm.replace(slot, spec, member_seeds(self.runner.ctx.cfg.search.seed, [trial.number])[0])
+        self.trials[slot], self.params[slot], self.sample_time[slot] = trial, params, sample_time

@@ -41,17 +41,8 @@ import numpy as np
 
 from hpsearch.builders import task_of
 from hpsearch.engines.base import RunContext
-from hpsearch.packing import (
-    MemberSpec,
-    PackedModel,
-    PackSettings,
-    auto_pack_size,
-    member_scores,
-    member_seeds,
-    member_spec,
-    pack_refusal,
-    train_pack,
-)
+from hpsearch.packing import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
+from hpsearch.packtrain import PackSettings, member_scores, train_pack
 
 __all__ = ["CandidateSearch", "PackedFold", "FoldPacks", "fold_packs", "cv_pack_plan"]
 

@@ -1,9 +1,10 @@
 """The one trial loop, K trials a step: :mod:`hpsearch.engines.loop` (exact budget, heartbeat,
 tell, re-queue, stale checks, stop rules, failure streak) for the packs of
 :class:`~hpsearch.engines.packed.PackedRunner`. Each trial of a pack is reserved against the
-budget, beats its own heartbeat and is recorded on its own through the loop's one ``_record``; a
-stopped or lost pack fails and re-queues every trial still running, so no work is counted twice and
-none is lost.
+budget, beats its own heartbeat and is recorded on its own through the loop's one ``_record`` as
+soon as it ends; a slot it frees is refilled with a newly reserved trial (no rebuild, no compile)
+while the budget and the stop rules allow. A stopped or lost pack fails and re-queues every trial
+still running, so no work is counted twice and none is lost.
 """
 
 from __future__ import annotations
@@ -22,53 +23,99 @@ __all__ = ["run_packed_trials"]
 class _PackLoop(_Loop):
     runner: PackedRunner
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.live: dict[int, tuple[Any, int, Heartbeat]] = {}  # trial number -> (trial, storage id, heartbeat)
+        self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
+
+    def run(self) -> bool:
+        """The loop; reserved trials still waiting for a slot are trained (or, stopping, re-queued)."""
+        try:
+            return super().run()
+        finally:
+            while self.carry:
+                carry, self.carry = self.carry, []
+                if self.ctl.stopping:
+                    for trial in carry:
+                        self._finish(trial, Candidate(params=dict(trial.params), state="FAIL",
+                                                      failure=f"worker stopped ({self.ctl.stop_reason})"), True)
+                else:
+                    self.run_pack(carry, refill=False)
+
     def step(self) -> tuple[bool, bool]:
-        """Reserve up to K trials and train them together (one alone as the one-trial loop does)."""
-        trials, finished = self._reserve()
-        if len(trials) == 1:
-            self.run_one(trials[0])
-        elif trials:
+        """Reserve up to K trials (after the carried ones) and train them together."""
+        trials, finished = self._reserve(self.runner.pack_size - len(self.carry))
+        trials, self.carry = [*self.carry, *trials], []
+        if trials:
             self.run_pack(trials)
         return bool(trials), finished
 
-    def _reserve(self) -> tuple[list[Any], bool]:
-        """Up to K trials against the exact budget (each reserved as the one-trial loop does)."""
+    def _reserve(self, k: int) -> tuple[list[Any], bool]:
+        """Up to ``k`` trials against the exact budget (each reserved as the one-trial loop does)."""
         trials: list[Any] = []
         finished = False
-        while len(trials) < self.runner.pack_size:
+        while len(trials) < k:
             trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
             if trial is None:
                 break
             trials.append(trial)
         return trials, finished
 
-    def run_pack(self, trials: list[Any]) -> None:
-        ctx, ctl = self.ctx, self.ctl
-        ids = [self.budget.trial_id(t) for t in trials]
-        ctl.current, ctl.current_id, ctl.lost = trials[0], ids[0], False
-        beats = [Heartbeat(ctx.storage, tid, self.settings.interval, ctl) for tid in ids]
-        for hb in beats:
-            hb.start()
+    def _start(self, trial: Any) -> None:
+        if trial.number in self.live:
+            return
+        tid = self.budget.trial_id(trial)
+        hb = Heartbeat(self.ctx.storage, tid, self.settings.interval, self.ctl)
+        hb.start()
+        self.live[trial.number] = (trial, tid, hb)
+        if self.ctl.current is None:
+            self.ctl.current, self.ctl.current_id = trial, tid
+
+    def _finish(self, trial: Any, cand: Candidate, requeue: bool = False) -> None:
+        """Record one trial of the pack as it ends (its heartbeat stops first)."""
+        _, tid, hb = self.live.pop(trial.number)
+        hb.stop()
+        ctl = self.ctl
+        ctl.current, ctl.current_id = trial, tid
+        try:
+            self._record(trial, tid, cand, requeue)
+        finally:
+            nxt = next(iter(self.live.values()), None)
+            ctl.current, ctl.current_id = (nxt[0], nxt[1]) if nxt else (None, None)
+
+    def _more(self) -> Any | None:
+        """A new trial for a freed slot, or None: the budget is met, a stop rule tripped or the
+        worker is stopping (the pack then trains its members out)."""
+        ctl, ctx = self.ctl, self.ctx
+        if ctl.stopping or self.streak.tripped or ctl.parent_gone():
+            return None
+        if self.retry(lambda: self.rules.tripped(ctx), "stop-rule check"):
+            return None
+        trial, _ = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
+        if trial is not None:
+            self._start(trial)
+        return trial
+
+    def run_pack(self, trials: list[Any], refill: bool = True) -> None:
+        """Train ``trials`` as a pack, refilling freed slots with new trials (``refill``); each
+        trial is recorded as it ends. A stopped or lost pack fails and re-queues every trial still
+        running, so no work is counted twice and none is lost."""
+        self.ctl.lost = False
+        for trial in trials:
+            self._start(trial)
         reason: str | None = None
         requeue = False
         try:
-            candidates = self.runner.run_pack(trials)
+            self.carry = self.runner.run_pack(trials, self._finish, self._more if refill else None)
         except (WorkerStopped, TrialLost) as exc:
             reason, requeue = str(exc), True
         except Exception as exc:  # noqa: BLE001 - recorded in the trials, the study goes on
             requeue = is_connection_error(exc)
             reason = "storage connection lost during the trial" if requeue else _failure_text(exc)
-        finally:
-            for hb in beats:
-                hb.stop()
-        try:
-            if reason is not None:
-                candidates = [Candidate(params=dict(t.params), state="FAIL", failure=reason) for t in trials]
-            for trial, tid, cand in zip(trials, ids, candidates):
-                ctl.current, ctl.current_id = trial, tid
-                self._record(trial, tid, cand, requeue)
-        finally:
-            ctl.current, ctl.current_id = None, None
+        if reason is not None:
+            self.carry = []
+            for trial, _, _ in list(self.live.values()):
+                self._finish(trial, Candidate(params=dict(trial.params), state="FAIL", failure=reason), requeue)
 
 
 def run_packed_trials(ctx: RunContext, runner: PackedRunner, settings: LoopSettings, ctl: Control) -> LoopOutcome:
