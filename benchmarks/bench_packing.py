@@ -7,7 +7,10 @@ configuration runs in its own child process (its own peak memory, a clean Tensor
 1. throughput: ``--trials`` trials per configuration (or until ``--cap`` seconds): trials per
    minute, fit time, peak RSS;
 2. time to quality: ``--quality-seconds`` of search (the issue: 37 s, a tenth of the classic
-   recipe's time) per seed, pack auto vs pack 1: best validation and test accuracy.
+   recipe's time) per seed and ``--quality-packs`` value: when a trial first reached validation
+   0.969 (seconds from the search's first trial), the best validation of the trials done by 37 s,
+   the final best validation and its test accuracy. With refilling, the trials started before
+   the timeout train out after it (as unpacked, the trial running then finishes).
 
 Usage (the real run, on a quiet machine):
     python benchmarks/bench_packing.py --trials 64 --packs 1,auto,8,16,32 --seeds 0,1,2
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -86,13 +90,30 @@ def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float 
     res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n_trials, timeout), "bench-pack-")
     trials = [t for t in trials if t.state.is_finished()]
     sizes = sorted({t.user_attrs.get("pack_size", 1) for t in trials})
-    return {"pack": pack, "seed": seed, "wall_s": round(wall, 1), "trials": len(trials),
+    return {"pack": pack, "seed": seed, "wall_s": round(wall, 1), "trials": len(trials), **_quality(trials),
             "trials_per_min": round(60 * len(trials) / wall, 1), "pack_sizes": sizes,
             "epochs_mean": round(sum(t.user_attrs.get("epochs_trained", 0) for t in trials) / max(1, len(trials)), 1),
             "best_val": round(res.best_value, 4) if res.best_value is not None else None,
             "test": round(res.test_score, 4) if res.test_score is not None else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "notes": notes}
+
+
+QUALITY_AT = 37.0  # seconds: the issue's time to quality (a tenth of the classic recipe's ~370 s)
+
+
+def _quality(trials: list[Any], target: float = 0.969) -> dict:
+    """When the search first had a trial at validation >= ``target`` (seconds from the first
+    trial's start; None: never), and the best validation of the trials done by ``QUALITY_AT`` s."""
+    if not trials:
+        return {}
+    t0 = min(t.datetime_start for t in trials)
+    done = [((t.datetime_complete - t0).total_seconds(), t.value) for t in trials
+            if t.value is not None and t.datetime_complete is not None]
+    hits = [s for s, v in done if v >= target]
+    by = [v for s, v in done if s <= QUALITY_AT]
+    return {"t_target_s": round(min(hits), 1) if hits else None,
+            f"best_val_by_{QUALITY_AT:g}s": round(max(by), 4) if by else None}
 
 
 def _child(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
@@ -123,6 +144,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--seeds", default="0,1,2", help="time-to-quality seeds")
     ap.add_argument("--quality-seconds", type=float, default=37.0)
+    ap.add_argument("--quality-packs", default="auto,16,1", help="train.pack values of the time-to-quality runs")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -137,13 +159,13 @@ def main() -> None:
     _table(f"throughput: {a.trials} trials, {a.epochs} epochs", thr,
            ["pack", "pack_sizes", "wall_s", "trials", "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
     if a.quality_seconds > 0:
-        q = [_child(p, a.epochs, s, None, a.quality_seconds) for s in seeds for p in ("auto", "1")]
-        for r in q:  # search.timeout starts no trial after it; the trials (a pack) running then finish
-            r["met"] = "wall_s" in r and (r["best_val"] or 0) >= 0.969 and (r["test"] or 0) >= 0.96 \
-                and r["wall_s"] <= a.quality_seconds
-        _table(f"time to quality: search.timeout {a.quality_seconds:g} s per run "
-               "(target: best_val >= 0.969 and test >= 0.96 within it)", q,
-               ["pack", "seed", "pack_sizes", "wall_s", "trials", "best_val", "test", "peak_rss_mb", "met"])
+        q = [_child(p, a.epochs, s, None, a.quality_seconds) for s in seeds for p in a.quality_packs.split(",")]
+        for r in q:  # search.timeout starts no trial after it; the trials running then train out
+            r["met"] = (r.get("t_target_s") or math.inf) <= QUALITY_AT and (r.get("test") or 0) >= 0.96
+        _table(f"time to quality: search.timeout {a.quality_seconds:g} s per run (target: a trial at validation "
+               f">= 0.969 done by {QUALITY_AT:g} s, and the study's best trial >= 0.96 on test)", q,
+               ["pack", "seed", "pack_sizes", "wall_s", "trials", "t_target_s", f"best_val_by_{QUALITY_AT:g}s",
+                "best_val", "test", "met"])
 
 
 if __name__ == "__main__":

@@ -80,6 +80,25 @@ def test_packed_folds_equal_unpacked_with_the_same_batch_order(sqlite_url, monke
                                    rtol=1e-4)
 
 
+def test_halving_packs_each_rung_as_unpacked(sqlite_url, monkeypatch):
+    """Halving: a rung's candidates x folds train as packs at the rung's epochs, with the same
+    candidates, rungs and fold scores as unpacked (shuffle off, the same batch order)."""
+    make = sklearn_engine.keras_estimator
+    monkeypatch.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
+    from hpsearch.engines import packed_cv
+
+    packs: list[int] = []
+    real = packed_cv.FoldPacks
+    monkeypatch.setattr(packed_cv, "FoldPacks", lambda *a: packs.append(a[4]) or real(*a))
+    alone, _ = _run(_cfg("h-alone", 1, engine="halving"), sqlite_url)
+    packed, notes = _run(_cfg("h-packed", "auto", engine="halving"), sqlite_url)
+    assert notes == [] and packs == [1]  # the first rung (4 candidates, 1 epoch) packed; the last has one
+    assert [t.params for t in alone] == [t.params for t in packed] and len(packed) > 4
+    for a, p in zip(alone, packed):
+        assert a.state == p.state and a.user_attrs[TRIAL.CANDIDATE_KEY] == p.user_attrs[TRIAL.CANDIDATE_KEY]
+        np.testing.assert_allclose(p.user_attrs[TRIAL.FOLD_SCORES], a.user_attrs[TRIAL.FOLD_SCORES], rtol=1e-4)
+
+
 def _plan(engine: str, pack: Any, n: int = 10, **over: Any) -> tuple[int, str | None]:
     cfg = _cfg("plan", pack)
     meta = {"n_features_in_": 10, "target_type_": "continuous", "n_outputs_": 1, "task": "regression"}
@@ -93,7 +112,6 @@ def test_cv_pack_plan_packs_random_and_grid_and_says_why_not():
     assert _plan("random", "auto")[0] == 10 and _plan("grid", 4) == (4, None)
     assert _plan("random", 1) == (1, None)
     assert _plan("random", "auto", n=3) == (1, None)  # auto: too few members to pay, no note
-    k, note = _plan("halving", "auto")
-    assert k == 1 and "halving" in note
+    assert _plan("halving", "auto")[0] == 10  # a rung's candidates
     k, note = _plan("random", 4, p={"max_norm": 2.0})
     assert k == 1 and "max_norm=2.0" in note

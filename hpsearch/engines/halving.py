@@ -47,12 +47,16 @@ def top_k(candidates: Sequence[dict[str, Any]], scores: Sequence[float], k: int)
 
 
 def run_rungs(candidates: Sequence[dict[str, Any]], rungs: Sequence[Rung],
-              evaluate: Callable[[dict[str, Any], int, Rung], float]) -> None:
+              evaluate: Callable[[dict[str, Any], int, Rung], float],
+              on_rung: Callable[[list[dict[str, Any]], Rung], None] | None = None) -> None:
     """Successive halving: every candidate of a rung is evaluated (``evaluate(params, index, rung)``
-    returns its mean score, greater is better); the best of them make the next rung."""
+    returns its mean score, greater is better); the best of them make the next rung. ``on_rung``
+    hears each rung's candidates before they are evaluated (the packs plan them)."""
     index = 0
     current = list(candidates)
     for rung, following in zip(rungs, [*rungs[1:], None]):
+        if on_rung is not None:
+            on_rung(current, rung)
         scores = []
         for params in current:
             scores.append(evaluate(params, index, rung))

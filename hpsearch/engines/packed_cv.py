@@ -25,7 +25,7 @@ the classic recipe's 10 candidates x 3 folds become 3 packs of 10, compiled once
 after fold (:meth:`~hpsearch.packing.PackedModel.reset_optimizer`). Measured (loaded 2-core
 machine, digits folds, SGD members): an epoch of K=30 took 0.94 s and of K=10 1.11 s, so one pack of
 candidates x folds would train about 3x faster again; that is the next step.
-Halving is not packed yet (its rungs are known only as scores come in): it trains one model per fit.
+Halving packs rung by rung: each rung's candidates are known when it starts (:func:`rung_packs`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,7 +45,7 @@ from hpsearch.engines.base import RunContext
 from hpsearch.packing import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
 from hpsearch.packtrain import PackSettings, member_scores, train_pack
 
-__all__ = ["CandidateSearch", "PackedFold", "FoldPacks", "fold_packs", "cv_pack_plan"]
+__all__ = ["CandidateSearch", "PackedFold", "FoldPacks", "fold_packs", "rung_packs", "cv_pack_plan"]
 
 
 class CandidateSearch(Protocol):
@@ -58,6 +59,8 @@ class CandidateSearch(Protocol):
     spec: Any
     splits: Any
     valid: Any
+    stored: dict[str, Any]
+    packs: FoldPacks | None
 
 _AUTO_MAX = 32  # auto: members per pack at most (as the Optuna engine's packs)
 _AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one model at a time)
@@ -95,7 +98,6 @@ def cv_pack_plan(ctx: RunContext, engine: str, candidates: list[dict[str, Any]])
         return 1, None
     specs = [member_spec(ctx.builder, {**_base(ctx), **p}) for p in candidates]
     reasons = [
-        (engine == "halving", "the halving engine"),
         (len(ctx.data.meta().get("X_shape_", (0, 0))) > 2, "N-D input"),
         (cfg.train.trial_timeout is not None, "train.trial_timeout"),
         (cfg.model.init_from is not None, "model.init_from"),
@@ -124,22 +126,41 @@ def _n_params(ctx: RunContext, spec: MemberSpec) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
-def fold_packs(ctx: RunContext, search: CandidateSearch, engine: str,
-               candidates: list[dict[str, Any]]) -> FoldPacks | None:
-    """The packs for ``candidates`` (the engine's, not stored yet), or None: one model per fit."""
-    planned = [ctx.space.builder_params(p) for p in candidates]
+def fold_packs(ctx: RunContext, search: CandidateSearch, engine: str, candidates: list[dict[str, Any]],
+               epochs: int | None = None, say: bool = True) -> FoldPacks | None:
+    """The packs for ``candidates`` (the engine's, not stored yet), or None: one model per fit.
+    ``epochs``: a halving rung's (the candidates' params then carry it, as the rung fits them);
+    halving is planned rung by rung (:func:`rung_packs`), not here."""
+    if engine == "halving" and epochs is None:
+        return None
+    planned = [ctx.space.builder_params(p if epochs is None else {**p, "epochs": epochs}) for p in candidates]
     k, note = cv_pack_plan(ctx, engine, planned)
-    if note:
+    if note and say:
         ctx.observer.message(note)
-    return FoldPacks(ctx, search, planned, k) if k > 1 else None
+    return FoldPacks(ctx, search, planned, k, epochs) if k > 1 else None
+
+
+def rung_packs(ctx: RunContext, search: CandidateSearch, rungs: list[Any],
+               key: Callable[[dict[str, Any], int], str]) -> Callable[[list[dict[str, Any]], Any], None]:
+    """Halving's packs: before each rung, its candidates not stored yet (``key(params, epochs)``)
+    planned at the rung's epochs, so a rung's candidates x folds train as packs like a random
+    search's; the note on what does not pack is said once, at the first rung."""
+
+    def on_rung(current: list[dict[str, Any]], rung: Any) -> None:
+        todo = [p for p in current if key(p, rung.epochs) not in search.stored]
+        search.packs = fold_packs(ctx, search, "halving", todo, rung.epochs, say=rung is rungs[0])
+
+    return on_rung
 
 
 class FoldPacks:
     """Trains planned candidates K at a time, one pack per fold, when the search first asks for one
     of them; :meth:`folds` answers each candidate's fold outcomes (None: train it alone)."""
 
-    def __init__(self, ctx: RunContext, search: CandidateSearch, planned: list[dict[str, Any]], k: int) -> None:
+    def __init__(self, ctx: RunContext, search: CandidateSearch, planned: list[dict[str, Any]], k: int,
+                 epochs: int | None = None) -> None:
         self.ctx, self.search, self.k = ctx, search, k
+        self.epochs = epochs or ctx.cfg.train.epochs  # a halving rung's, or every candidate's
         self.specs: dict[str, MemberSpec] = {}
         self.params: dict[str, dict[str, Any]] = {}
         for p in planned:
@@ -229,7 +250,7 @@ class FoldPacks:
 
     def _settings(self, pm: PackedModel, yv: np.ndarray) -> PackSettings:
         cfg, spec = self.ctx.cfg, self.search.spec
-        es, epochs, batch = cfg.train.early_stopping, cfg.train.epochs, int(cfg.train.batch_size)
+        es, epochs, batch = cfg.train.early_stopping, self.epochs, int(cfg.train.batch_size)
         return PackSettings(epochs=epochs, batch_size=batch, valid_batch=batch, metric=spec.metric,
                             direction=self.ctx.direction, patience=es.patience if es is not None else epochs,
                             min_delta=es.min_delta if es is not None else 0.0,

@@ -6,16 +6,15 @@ What a candidate is trained as: a :class:`FoldPipeline` of the study's preproces
 every fold's scaling is fitted on that fold's rows only; the validation rows that early stopping
 watches go through the same fold-fitted steps.
 
-How folds run: :func:`fit_fold` fits and scores one fold into a :class:`FoldResult` (score, epochs,
-validation curve, failure reason), through joblib (``search.n_jobs``), or packed with other
-candidates (:mod:`hpsearch.engines.packed_cv`). A fold fails on any ``Exception`` or a NaN score.
+How folds run: :func:`fit_fold` fits and scores one fold into a :class:`FoldResult` (score, epochs, validation
+curve, failure reason), through joblib (``search.n_jobs``), or packed with other candidates (halving: a
+rung's; :mod:`hpsearch.engines.packed_cv`). A fold fails on any ``Exception`` or a NaN score.
 
 Which candidates: scikit-learn's own. ``ParameterGrid`` (grid), ``ParameterSampler`` (random, and
 halving's first rung, as ``RandomizedSearchCV`` / ``HalvingRandomSearchCV`` draw them), folds from
 ``check_cv`` (stratified for classifiers), scorers from ``get_scorer``; halving's rungs and its
-top-k rule are ``HalvingRandomSearchCV``'s (:func:`halving_rungs`, :func:`top_k`). Only public
-scikit-learn APIs are used (the search classes' ``_run_search`` hook is not).
-Resume: a stored candidate key (params and rung) is not trained again; halving reads its scores.
+top-k rule are ``HalvingRandomSearchCV``'s (:func:`halving_rungs`, :func:`top_k`). Only public scikit-learn APIs
+are used (not ``_run_search``). Resume: a stored candidate key (params and rung) is not trained again.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from hpsearch.engines.base import (
 )
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.multiscore import score_fold, scoring_for
-from hpsearch.engines.packed_cv import FoldPacks, fold_packs
+from hpsearch.engines.packed_cv import FoldPacks, fold_packs, rung_packs
 from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
 from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
@@ -496,5 +495,6 @@ class HalvingEngine(SklearnEngine):
 
     def search(self, ctx: RunContext, search: CandidateSearch) -> None:
         rungs = self.rungs(ctx)
-        run_rungs(self.candidates(ctx.cfg, ctx.space), rungs, search.evaluate)
+        run_rungs(self.candidates(ctx.cfg, ctx.space), rungs, search.evaluate,
+                  rung_packs(ctx, search, rungs, lambda p, epochs: candidate_key({**p, RESOURCE: epochs}, epochs)))
         ctx.study.set_user_attr(STUDY.COMPLETE, True)
