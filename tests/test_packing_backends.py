@@ -1,7 +1,7 @@
 """Packing on the other Keras backends: the exactness tests of tests/test_packing.py (members
-train as they would alone, batch norm and dropout, a diverging member fails alone) and the
-end-to-end packed study with load_best, run again in a child process under ``KERAS_BACKEND``
-(a process keeps the backend it imported Keras with)."""
+train as they would alone, with batch norm and dropout, a diverging member fails alone, a refilled
+slot's new member trains as alone) and a study that refills its slots, run again in a child
+process under ``KERAS_BACKEND`` (a process keeps the backend it imported Keras with)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_packing_tests_pass_on_backend(backend):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider", "tests/test_packing.py",
-         "-k", "alone or ordinary"],
+         "-k", "trains_each_member or batch_norm_and_dropout or refill"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=580)
     tail = "\n".join((out.stdout + out.stderr).splitlines()[-30:])
     assert out.returncode == 0, tail
