@@ -33,6 +33,13 @@ BN_EPSILON = 1e-3
 NoiseSource = Callable[[str, Any], Any]
 
 
+def set_row(var: Any, row: int, value: float) -> None:
+    """One member's row of a stacked variable set to ``value`` (the others as they are)."""
+    values = np.array(var.numpy())
+    values[row] = value
+    var.assign(values)
+
+
 def stacked_regularizer(l1: np.ndarray, l2: np.ndarray) -> Any:
     import keras
 
@@ -121,15 +128,11 @@ def stacked_batch_norm(k: int, n: int, name: str) -> Any:
 
         def place(self, j: int) -> None:
             """Row ``j`` holds a new member (its statistics are set with its weights): update them."""
-            active = np.array(self.active.numpy())
-            active[j] = 1.0
-            self.active.assign(active)
+            set_row(self.active, j, 1.0)
 
         def freeze(self, j: int) -> None:
             """The member in row ``j`` keeps its moving statistics from now on."""
-            active = np.array(self.active.numpy())
-            active[j] = 0.0
-            self.active.assign(active)
+            set_row(self.active, j, 0.0)
 
     return StackedBatchNorm(name=name)
 
@@ -167,10 +170,8 @@ def stacked_dropout(rates: np.ndarray, seed: int, name: str, noise: NoiseSource 
 
         def place(self, j: int, rate: float) -> None:
             """Row ``j`` holds a new member with dropout ``rate``."""
-            for var, value in ((self.rate, rate), (self.scale, float(np.float32(1.0 / (1.0 - rate))))):
-                row = np.array(var.numpy())
-                row[j] = value
-                var.assign(row)
+            set_row(self.rate, j, rate)
+            set_row(self.scale, j, float(np.float32(1.0 / (1.0 - rate))))
 
     return StackedDropout(name=name)
 
@@ -214,10 +215,10 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             super().build(var_list)
             # the update rules the pack's members use; the others are not traced (a smaller graph
             # to compile: an SGD-only pack keeps no moments at all)
-            self.uses = {"momentum": bool(hyper["momentum"].any()), "adam": bool(hyper["adam"].any())}
+            adam = bool(hyper["adam"].any())
             self.m = [self.add_variable_from_reference(v, "m") for v in var_list] \
-                if self.uses["momentum"] or self.uses["adam"] else []
-            self.v = [self.add_variable_from_reference(v, "v") for v in var_list] if self.uses["adam"] else []
+                if adam or hyper["momentum"].any() else []
+            self.v = [self.add_variable_from_reference(v, "v") for v in var_list] if adam else []
             self.h = {name: self.add_variable(shape=vals.shape, initializer=keras.initializers.Constant(vals),
                                               name=name) for name, vals in hyper.items()}
             self.ranges = [ranges[v.path] for v in var_list]
@@ -265,15 +266,11 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             """A new member at position ``member``: its hyperparameters, zero moments, its step count
             from now (Adam's bias correction), active."""
             for name, var in self.h.items():
-                row = np.array(var.numpy())
-                row[member] = float(self.iterations.numpy()) if name == "t0" else values.get(name, 1.0)
-                var.assign(row)
+                set_row(var, member, float(self.iterations.numpy()) if name == "t0" else values.get(name, 1.0))
             for i, (a, b) in enumerate(self.ranges):
                 if a <= member < b:
                     for var in (*self.m[i:i + 1], *self.v[i:i + 1]):
-                        row = np.array(var.numpy())
-                        row[member - a] = 0.0
-                        var.assign(row)
+                        set_row(var, member - a, 0.0)
 
         def traces(self, optimizer: str) -> bool:
             """Whether this pack's compiled update has ``optimizer``'s rule."""
@@ -281,8 +278,6 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
 
         def freeze(self, member: int) -> None:
             """No more updates for ``member`` (its optimizer state is kept as it is)."""
-            active = np.array(self.h["active"].numpy())
-            active[member] = 0.0
-            self.h["active"].assign(active)
+            set_row(self.h["active"], member, 0.0)
 
     return PackedOptimizer(learning_rate=1.0, name="packed")
