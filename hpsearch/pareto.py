@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.errors import UserError
-from hpsearch.records import STUDY, TRIAL
+from hpsearch.records import STUDY, TRIAL, best_ranked
 
 __all__ = ["DEFAULT_PICK", "PickRule", "objectives_of", "is_feasible", "dominates", "pareto_front",
            "front_rows", "parse_pick", "apply_pick", "chosen_trial"]
@@ -145,12 +145,17 @@ def apply_pick(rule: PickRule, front: Sequence[Any], objectives: Sequence[tuple[
 
 
 def chosen_trial(study: Any, pick: str | None = None) -> Any:
-    """The study's chosen trial: ``study.best_trial`` for one objective, else the trial of the Pareto
-    front that ``pick`` (default :data:`DEFAULT_PICK`) chooses. ValueError when none is complete."""
+    """The study's chosen trial: for one objective the first feasible trial of
+    :func:`hpsearch.records.ranked` (ties: the lower trial number; Optuna's own ``best_trial`` keeps
+    whichever tied trial its storage returns first), else the trial of the Pareto front that
+    ``pick`` (default :data:`DEFAULT_PICK`) chooses. ValueError when none is complete."""
     objectives = objectives_of(study)
     rule = parse_pick(pick or DEFAULT_PICK, [n for n, _ in objectives])
     if len(objectives) == 1 and rule == parse_pick(DEFAULT_PICK, [n for n, _ in objectives]):
-        return study.best_trial
+        best = best_ranked((t for t in study.get_trials(deepcopy=False) if is_feasible(t)), objectives[0][1])
+        if best is None:
+            raise ValueError("no completed feasible trial")
+        return best
     front = pareto_front(study.get_trials(deepcopy=False), [d for _, d in objectives])
     if not front:
         raise ValueError("no completed feasible trial")

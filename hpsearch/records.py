@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["STUDY", "TRIAL", "clean_attr", "is_better", "best_of", "state_counts", "rank_key", "ranked",
-           "trial_rows", "DONE_STATES", "counts_toward_budget", "primary_value"]
+           "outranks", "best_ranked", "trial_rows", "DONE_STATES", "counts_toward_budget", "primary_value"]
 
 
 class STUDY:
@@ -147,8 +147,10 @@ def primary_value(trial: Any) -> float | None:
 
 
 def rank_key(direction: str) -> Callable[[Any], tuple[int, float, int]]:
-    """Sort key of trials, best first: COMPLETE trials with a value by value (ties: the earlier
-    trial, as Optuna's ``best_trial``), then the others by number."""
+    """Sort key of trials, best first: COMPLETE trials with a value by value, then the others by
+    number. **The one ranking of hpsearch**: ties go to the lower trial number, whatever order the
+    trials finished in (packed members, several workers), so the best trial of a study is the same
+    for every reader (run table, ``status``, ``best``, ``load_best``, ensembles, the keep rule)."""
     sign = -1.0 if direction == "maximize" else 1.0
 
     def key(t: Any) -> tuple[int, float, int]:
@@ -164,6 +166,24 @@ def ranked(trials: Iterable[Any], direction: str) -> list[Any]:
     """COMPLETE trials with a value, best first on the first objective (see :func:`rank_key`)."""
     return sorted((t for t in trials if t.state.name == "COMPLETE" and primary_value(t) is not None),
                   key=rank_key(direction))
+
+
+def outranks(value: float | None, number: int, than_value: float | None, than_number: int, direction: str) -> bool:
+    """Does a trial (``value``, ``number``) rank before another in :func:`rank_key`'s order? A
+    trial that has not been told yet (a finishing pack member) is placed by this rule."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if than_value is None or (isinstance(than_value, float) and math.isnan(than_value)):
+        return True
+    if value == than_value:
+        return number < than_number
+    return is_better(value, than_value, direction)
+
+
+def best_ranked(trials: Iterable[Any], direction: str) -> Any | None:
+    """The first trial of :func:`ranked` (the study's best), None when no trial completed."""
+    done = ranked(trials, direction)
+    return done[0] if done else None
 
 
 def trial_rows(trials: Iterable[Any], direction: str, limit: int | None = None) -> list[dict[str, Any]]:

@@ -344,3 +344,32 @@ def test_a_study_refills_freed_slots_without_a_rebuild(sqlite_url, tmp_path, mon
         epochs = t.user_attrs[TRIAL.EPOCHS]
         assert sorted(t.intermediate_values) == list(range(epochs)) and 1 <= epochs <= 8
         assert t.value == max(t.intermediate_values.values())
+
+
+def test_tied_members_finishing_in_reverse_order_keep_the_best_trials_model(sqlite_url, tmp_path, monkeypatch):
+    """Ties are the norm on small data with accuracy: every member ends with the same value, one at
+    a time, the highest trial number first. The one ranking (ties: the lower trial number) names
+    trial 0 best, so its model must be stored although three tied models were stored before it;
+    the run ends with a result (it exited 1 with `the best trial 0 has no stored model` before)."""
+    from hpsearch.engines import packed
+
+    def tied_reversed(pm, X, y, Xv, yv, s, hook=None, callbacks=None, refill=None):
+        res = [packed.MemberResult() for _ in pm.specs]
+        for i in reversed(range(len(res))):  # the last slot (highest trial number) ends first
+            res[i] = packed.MemberResult(values=[0.5, 0.5], best=0.5, best_epoch=1, state="COMPLETE",
+                                         weights=pm.member_weights(i))
+            if refill is not None:
+                refill([i], res)
+        return res
+
+    monkeypatch.setattr(packed, "train_pack", tied_reversed)
+    d = _study("ties", pack=8).model_dump()
+    d["search"].update(n_trials=8, keep_models=3)
+    res = run_study(parse_study_config(d), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    assert res.best_trial == 0 and res.best_value == 0.5 and res.n_complete == 8
+    trials = optuna.load_study(study_name="ties", storage=sqlite_url).get_trials()
+    kept = sorted(t.number for t in trials if t.user_attrs.get(TRIAL.MODEL_ARTIFACT))
+    assert kept[:3] == [0, 1, 2]  # the best three of the one ranking have models
+    assert [r["number"] for r in res.rows][:3] == [0, 1, 2]  # the run table ranks ties the same way
+    est = hpsearch.load_best("ties", storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    assert est.predict(np.random.default_rng(0).normal(size=(3, 4))).shape == (3,)

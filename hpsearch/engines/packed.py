@@ -24,7 +24,7 @@ from hpsearch.engines.base import Candidate, RunContext
 from hpsearch.engines.trial_runner import TrialRunner, _Fitted
 from hpsearch.packing import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
 from hpsearch.packtrain import MemberResult, PackSettings, train_pack
-from hpsearch.records import TRIAL, best_of, is_better, ranked
+from hpsearch.records import TRIAL, best_of, outranks, ranked
 
 __all__ = ["pack_plan", "PackedRunner"]
 
@@ -197,19 +197,25 @@ class PackedRunner:
                             restore_best=es.restore_best_weights if es is not None else True,
                             y_valid_var=r.y_valid_var)
 
-    def _keepers(self, res: list[MemberResult]) -> tuple[set[int], int | None]:
-        """The members whose models rank in the best ``keep_models`` with the pack's own members
-        counted (the one-trial rule sees finished trials only: it would store every member of a
-        first pack), and the member that leads the study (the only curve PNG)."""
+    def _keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
+        """The members (indices of ``res``; ``numbers`` their trial numbers) whose models rank in
+        the best ``keep_models`` with the pack's own members counted (the one-trial rule sees
+        finished trials only: it would store every member of a first pack), and the member that
+        leads the study (the only curve PNG). Members that finish together, or out of trial order,
+        are placed by the one ranking (:func:`hpsearch.records.outranks`: ties to the lower trial
+        number), so a tied earlier trial that finishes last still keeps its model."""
         direction, k = self.ctx.direction, self.ctx.cfg.search.keep_models
         values = {i: v for i, r in enumerate(res) if r.state == "COMPLETE" and r.weights is not None
                   and (v := best_of(r.values, direction)[0]) is not None}
         done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
-        stored = [t.value for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
-        order = sorted(values, key=lambda i: values[i], reverse=direction == "maximize")  # stable: ties to slot
-        keep = {i for j, i in enumerate(order)
-                if j + sum(not is_better(values[i], v, direction) for v in stored) < k}
-        lead = order[0] if order and (not done or is_better(values[order[0]], done[0].value, direction)) else None
+        stored = [(t.value, t.number) for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+        ahead = {i: sum(outranks(v, n, values[i], numbers[i], direction) for v, n in stored)
+                 + sum(outranks(values[j], numbers[j], values[i], numbers[i], direction) for j in values if j != i)
+                 for i in values}
+        keep = {i for i in values if ahead[i] < k}
+        first = min(values, key=lambda i: ahead[i], default=None)
+        lead = first if first is not None and (
+            not done or outranks(values[first], numbers[first], done[0].value, done[0].number, direction)) else None
         return keep, lead
 
     def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
@@ -278,7 +284,7 @@ class _Pack:
         busy = sum(r.epochs for i, r in enumerate(res) if i not in members and r.state == "RUNNING")
         fit_time = time.monotonic() - self.t0 - self.reports.wait_time
         per_epoch = fit_time / max(1, self.member_epochs + busy)
-        keep, lead = self.runner._keepers([res[i] for i in members])
+        keep, lead = self.runner._keepers([res[i] for i in members], [self.trials[i].number for i in members])
         for j, i in enumerate(members):
             trial, r = self.trials.pop(i), res[i]
             attrs: dict[str, Any] = {

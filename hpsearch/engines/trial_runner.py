@@ -27,7 +27,7 @@ from hpsearch.engines.constraints import MEASURED, TrialInfeasible, apply_limits
 from hpsearch.engines.samplers import pruning_steps
 from hpsearch.engines.stoprules import trial_timeout_reason
 from hpsearch.pareto import dominates, is_feasible
-from hpsearch.records import TRIAL, best_of, is_better, primary_value, ranked
+from hpsearch.records import TRIAL, best_of, is_better, outranks, primary_value, ranked
 
 __all__ = ["TrialRunner", "TrialDiverged", "TrialTimedOut", "pad_to_batches"]
 
@@ -319,7 +319,7 @@ class TrialRunner:
         front so far (saves the I/O of models we would delete); the curve PNG (~80 ms of matplotlib)
         only for a trial that leads the study."""
         assert fit.value is not None
-        in_top, best_so_far = self._rank(fit.value)
+        in_top, best_so_far = self._rank(fit.value, trial.number)
         if values is not None:
             in_top = in_top or self._on_front(values)
         if in_top:
@@ -337,14 +337,16 @@ class TrialRunner:
             if cid:
                 attrs[TRIAL.CURVE_ARTIFACT] = cid
 
-    def _rank(self, value: float) -> tuple[bool, bool]:
-        """(among the best K stored models?, the best so far?)."""
+    def _rank(self, value: float, number: int) -> tuple[bool, bool]:
+        """(among the best K stored models?, the best so far?), in the one ranking (ties: the lower
+        trial number, whatever order trials finish in)."""
         direction = self.ctx.direction
         done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
-        best = not done or is_better(value, primary_value(done[0]), direction)
+        best = not done or outranks(value, number, primary_value(done[0]), done[0].number, direction)
         stored = [t for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
         k = self.ctx.cfg.search.keep_models
-        return (len(stored) < k or is_better(value, primary_value(stored[k - 1]), direction)), best
+        last = stored[k - 1] if len(stored) >= k else None
+        return (last is None or outranks(value, number, primary_value(last), last.number, direction)), best
 
     def _on_front(self, values: list[float]) -> bool:
         """Does no finished feasible trial dominate ``values`` (so its model may be picked later)?"""
