@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _run(study_file: Path, storage: str, art: str, **over):
-    from hpsearch.study import run_study
-    from hpsearch.validate import load_study_config, parse_study_config
+    from hpsearch.study.run import run_study
+    from hpsearch.study.validate import load_study_config, parse_study_config
 
     # the config is frozen once validated: overrides (None included) go through validation again
     cfg = load_study_config(study_file)

@@ -64,9 +64,9 @@ def run_timed(study: dict, prefix: str) -> tuple[Any, list[Any], float, list[str
     import optuna
     import tensorflow as tf  # noqa: F401  (import cost paid before timing)
 
-    from hpsearch.engines.base import NullObserver
-    from hpsearch.study import run_study
-    from hpsearch.validate import parse_study_config
+    from hpsearch.study.run import run_study
+    from hpsearch.study.validate import parse_study_config
+    from hpsearch.trials.context import NullObserver
 
     class Notes(NullObserver):
         def __init__(self) -> None:

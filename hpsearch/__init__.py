@@ -12,23 +12,35 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "KerasClassifier": "hpsearch.estimators",
-    "KerasRegressor": "hpsearch.estimators",
-    "build_mlp": "hpsearch.mlp",
-    "SearchSpace": "hpsearch.space",
-    "run_study": "hpsearch.study",
-    "load_study_config": "hpsearch.validate",
-    "load_best": "hpsearch.best",
-    "lr_find": "hpsearch.lrfind",
-    "find_batch_size": "hpsearch.batchfind",
+    "KerasClassifier": "hpsearch.models.estimators",
+    "KerasRegressor": "hpsearch.models.estimators",
+    "build_mlp": "hpsearch.models.mlp",
+    "build_cnn": "hpsearch.models.cnn",
+    "SearchSpace": "hpsearch.spec.space",
+    "run_study": "hpsearch.study.run",
+    "load_study_config": "hpsearch.study.validate",
+    "load_best": "hpsearch.results.best",
+    "lr_find": "hpsearch.study.lrfind",
+    "find_batch_size": "hpsearch.study.batchfind",
     "HPSearchError": "hpsearch.errors",
     "UserError": "hpsearch.errors",
+}
+
+#: modules that earlier releases documented at the top of the package (``hpsearch.cnn.build_cnn``,
+#: ``hpsearch.export.custom_objects()``), reached by attribute from their packages now
+_MOVED = {
+    "cnn": "hpsearch.models.cnn",
+    "mlp": "hpsearch.models.mlp",
+    "export": "hpsearch.results.export",
+    "estimators": "hpsearch.models.estimators",
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return import_module(_MOVED[name])
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hpsearch' has no attribute {name!r}")

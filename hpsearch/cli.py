@@ -179,7 +179,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                           per_gpu=a.per_gpu, n_trials=a.n_trials, epochs=a.epochs,
                           observer=_observer(not a.no_progress))
     else:
-        from hpsearch.study import run_study
+        from hpsearch.study.run import run_study
 
         res = run_study(a.study, storage=a.storage, artifacts=a.artifacts, resume=a.resume, n_trials=a.n_trials,
                         epochs=a.epochs, observer=_observer(not (a.no_progress or a.json)), handle_signals=True)
@@ -201,15 +201,15 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
 def cmd_validate(a: argparse.Namespace) -> int:
     """Check study files (and, unless --no-data, their data); an ``ok`` line each."""
-    from hpsearch.validate import load_study_config
+    from hpsearch.study.validate import load_study_config
 
     for path in a.study:
         cfg = load_study_config(path)
         data = None
         if not a.no_data:
-            from hpsearch.builders import resolve_builder
-            from hpsearch.data import check_input_rank, prepare_data
+            from hpsearch.data.prepare import check_input_rank, prepare_data
             from hpsearch.engines.base import get_engine
+            from hpsearch.models.builders import resolve_builder
 
             data = prepare_data(cfg, get_engine(cfg.search.engine).cv_folds(cfg))
             check_input_rank(resolve_builder(cfg.model.builder), data)
@@ -219,7 +219,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 def cmd_status(a: argparse.Namespace) -> int:
     """Every study in the storage, or one study's top trials."""
-    from hpsearch.queries import list_studies, study_status
+    from hpsearch.storage.queries import list_studies, study_status
 
     data = list_studies(a.storage) if a.study is None else study_status(a.study, a.storage, top=a.top)
     if a.json:
@@ -233,7 +233,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def cmd_best(a: argparse.Namespace) -> int:
     """The best trial, where its model is; with --export, a copy of the model."""
-    from hpsearch.best import describe_best
+    from hpsearch.results.best import describe_best
 
     info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export, ensemble=a.ensemble,
                          fmt=a.fmt)
@@ -246,7 +246,7 @@ def cmd_best(a: argparse.Namespace) -> int:
 
 def cmd_report(a: argparse.Namespace) -> int:
     """Write the report folder; list its files."""
-    from hpsearch.report import write_report
+    from hpsearch.results.report import write_report
 
     console.print_files(write_report(a.study, a.output, storage=a.storage, artifacts=a.artifacts))
     return 0
@@ -267,7 +267,7 @@ def _sets(items: list[str]) -> dict[str, object]:
 
 def cmd_lr_find(a: argparse.Namespace) -> int:
     """The range test: suggestion, range, and the figure's path."""
-    from hpsearch.lrfind import lr_find
+    from hpsearch.study.lrfind import lr_find
 
     info = lr_find(a.study, sets=_sets(a.set), output=a.output, steps=a.steps).summary()
     if a.json:
@@ -282,7 +282,7 @@ def cmd_lr_find(a: argparse.Namespace) -> int:
 
 def cmd_batch_find(a: argparse.Namespace) -> int:
     """The batch-size finder: the size, why it stopped there, what it tried."""
-    from hpsearch.batchfind import find_batch_size
+    from hpsearch.study.batchfind import find_batch_size
 
     info = find_batch_size(a.study, max_batch=a.max_batch, device=a.device).summary()
     if a.json:
@@ -297,7 +297,7 @@ def cmd_batch_find(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     """Predict a file of rows with the best model (MC-dropout uncertainty with --mc)."""
-    from hpsearch.predict import predict_file
+    from hpsearch.results.predict import predict_file
 
     info = predict_file(a.study, a.data, a.output, mc=a.mc, storage=a.storage, artifacts=a.artifacts)
     if a.json:
@@ -309,7 +309,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def cmd_dashboard(a: argparse.Namespace) -> int:
     """Serve optuna-dashboard until Ctrl-C."""
-    from hpsearch.dashboard import open_dashboard
+    from hpsearch.results.dashboard import open_dashboard
 
     dashboard = open_dashboard(storage=a.storage_pos or a.storage, artifacts=a.artifacts, host=a.host, port=a.port)
     console.print_dashboard(dashboard)
@@ -325,7 +325,7 @@ COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "sta
 
 def _refuse_bad_study(a: argparse.Namespace) -> bool:
     """run / worker: a bad study file is one line before TensorFlow loads (seconds), not after."""
-    from hpsearch.validate import load_study_config
+    from hpsearch.study.validate import load_study_config
 
     try:
         load_study_config(a.study, {"search.n_trials": a.n_trials, "train.epochs": a.epochs})

@@ -28,38 +28,38 @@ class PrivateHook(NamedTuple):
 PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     PrivateHook(
         "keras", "keras.optimizers.Optimizer._get_variable_index",
-        "hpsearch.packing.PackedOptimizer.update_step finds a variable's optimizer slots with it, as "
+        "hpsearch.packing.model.PackedOptimizer.update_step finds a variable's optimizer slots with it, as "
         "Keras' own optimizers and its documented subclassing example do; there is no public lookup",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._build_keras_model",
-        "overridden by hpsearch.estimators: clear_session first, numpy scalars coerced, builder "
+        "overridden by hpsearch.models.estimators: clear_session first, numpy scalars coerced, builder "
         "arguments with a default routed like user parameters (so set_params reaches them), a seeded "
         "build; scikeras has no public build hook",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._check_model_param",
-        "extended by hpsearch.estimators: the default MLP when there is no model, build_fn or "
+        "extended by hpsearch.models.estimators: the default MLP when there is no model, build_fn or "
         "_keras_build_fn, and builder names ('mlp', 'pkg.mod:fn'); scikeras' choice otherwise",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._ensure_compiled_model",
-        "extended by hpsearch.estimators: an uncompiled model with loss=None gets the loss that fits "
+        "extended by hpsearch.models.estimators: an uncompiled model with loss=None gets the loss that fits "
         "the task before scikeras' own compile and checks",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._user_params",
         "instance attribute (the **kwargs names given to __init__) that scikeras routes to the "
-        "builder; hpsearch.estimators routes exactly those, plus the builder's own arguments",
+        "builder; hpsearch.models.estimators routes exactly those, plus the builder's own arguments",
     ),
     PrivateHook(
         "scikeras", "scikeras._utils.route_params",
-        "scikeras' routing of model__ / fit__ / ... prefixes: hpsearch.estimators feeds it instead "
+        "scikeras' routing of model__ / fit__ / ... prefixes: hpsearch.models.estimators feeds it instead "
         "of re-implementing it",
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._fit_keras_model",
-        "overridden by hpsearch.estimators: callbacks given to fit() reach Keras (scikeras drops "
+        "overridden by hpsearch.models.estimators: callbacks given to fit() reach Keras (scikeras drops "
         "them), validation_data is encoded like y",
     ),
     PrivateHook(
@@ -69,7 +69,7 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper._get_metadata",
-        "called by hpsearch.estimators for builders that take meta (as scikeras does); the built-in "
+        "called by hpsearch.models.estimators for builders that take meta (as scikeras does); the built-in "
         "builders get the 'multiclass-onehot' target type on top",
     ),
     PrivateHook(
@@ -84,13 +84,13 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     ),
     PrivateHook(
         "scikeras", "scikeras.wrappers.BaseWrapper.__sklearn_tags__",
-        "absent in scikeras (it defines the removed _more_tags only); hpsearch.estimators adds it "
+        "absent in scikeras (it defines the removed _more_tags only); hpsearch.models.estimators adds it "
         "to BaseWrapper, returning BaseEstimator's tags, so sklearn's check_estimator_tags_renamed "
         "passes; dead (and to be removed) once scikeras defines it",
     ),
     PrivateHook(
         "optuna", "optuna.storages.RDBStorage._get_stale_trial_ids",
-        "hpsearch.engines.requeue.fail_stale: the ids of trials whose heartbeat is older than the grace "
+        "hpsearch.execution.requeue.fail_stale: the ids of trials whose heartbeat is older than the grace "
         "period, so that their failure reason is written before they are failed (a finished trial's "
         "attributes are frozen; the public fail_stale_trials gives no reason)",
     ),
@@ -100,6 +100,6 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
 SUPPORTED: dict[str, tuple[str, str]] = {
     "scikit-learn": ("1.6", "1.9"),
     "scikeras": ("0.13", "0.13"),
-    "keras": ("3.3", "3.15"),
-    "optuna": ("5.0", "5.0"),
+    "keras": ("3.8", "3.15"),
+    "optuna": ("5.0", "5.1"),
 }

@@ -19,14 +19,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpsearch.formats import data_line, fmt_elapsed, fmt_number, fmt_params, fmt_value
 from hpsearch.records import DONE_STATES, clean_attr, is_better
+from hpsearch.results.formats import data_line, fmt_elapsed, fmt_number, fmt_params, fmt_value
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.config import StudyConfig
-    from hpsearch.dashboard import Dashboard
-    from hpsearch.data import PreparedData
-    from hpsearch.study import StudyResult
+    from hpsearch.data.prepare import PreparedData
+    from hpsearch.results.dashboard import Dashboard
+    from hpsearch.spec.config import StudyConfig
+    from hpsearch.study.run import StudyResult
 
 __all__ = [
     "NO_AUTH_WARNING",
@@ -109,7 +109,7 @@ def _print_front(con: Console, front: list[dict[str, Any]], objectives: list[Any
 
 
 def print_result(res: StudyResult, top: int = 10) -> None:
-    """``hpsearch run``: the top trials of a :class:`hpsearch.study.StudyResult` and the best model."""
+    """``hpsearch run``: the top trials of a :class:`hpsearch.study.run.StudyResult` and the best model."""
     con = _console(pipe_width=LOG_WIDTH)
     if res.already_complete:
         con.print(f"study {res.study_name} is complete ({res.n_complete} complete, {res.n_pruned} pruned,"
@@ -145,7 +145,7 @@ def print_validated(path: str, cfg: StudyConfig, data: PreparedData | None = Non
 
 
 def print_studies(data: dict[str, Any]) -> None:
-    """``hpsearch status``: one row per study of :func:`hpsearch.queries.list_studies`."""
+    """``hpsearch status``: one row per study of :func:`hpsearch.storage.queries.list_studies`."""
     con = _console()
     shown, rows = data["storage"], data["studies"]
     if not rows:
@@ -164,7 +164,7 @@ def print_studies(data: dict[str, Any]) -> None:
 
 
 def print_status(data: dict[str, Any]) -> None:
-    """``hpsearch status NAME``: :func:`hpsearch.queries.study_status` as lines and a trial table."""
+    """``hpsearch status NAME``: :func:`hpsearch.storage.queries.study_status` as lines and a trial table."""
     con = _console()
     metric = data["metric"] or "value"
     con.print(f"[bold]{data['study']}[/bold] — engine {data['engine'] or '-'}, {metric} ({data['direction']}),"
@@ -194,7 +194,7 @@ def print_status(data: dict[str, Any]) -> None:
 
 
 def print_best(info: dict[str, Any]) -> None:
-    """``hpsearch best``: :func:`hpsearch.queries.best_info` as a parameter table and lines."""
+    """``hpsearch best``: :func:`hpsearch.storage.queries.best_info` as a parameter table and lines."""
     con = _console()
     metric = info["metric"]
     if info.get("front") is not None:
@@ -255,7 +255,7 @@ def print_files(files: Iterable[Path]) -> None:
 
 
 def print_dashboard(dashboard: Dashboard) -> None:
-    """Where the dashboard (:class:`hpsearch.dashboard.Dashboard`) serves, with a warning on stderr
+    """Where the dashboard (:class:`hpsearch.results.dashboard.Dashboard`) serves, with a warning on stderr
     when it listens beyond this machine."""
     if not dashboard.loopback:
         print(NO_AUTH_WARNING.format(host=dashboard.host, port=dashboard.port), file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """Every figure hpsearch draws: the per-trial training-curve PNG and the report's plots.
 
 Figures are drawn on bare ``Figure`` objects with the Agg canvas (no pyplot state, no display), from
-plain data (histories, curves, the :class:`~hpsearch.evaluation.Evaluation` arrays); only Optuna's
+plain data (histories, curves, the :class:`~hpsearch.results.evaluation.Evaluation` arrays); only Optuna's
 own matplotlib plots go through pyplot, and those figures are closed as soon as they are saved.
 Each ``save_*`` function writes one PNG file.
 """

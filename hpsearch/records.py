@@ -79,7 +79,7 @@ class TRIAL:
     LATENCY_MS = "latency_ms"  # prediction time per row on the machine that ran the trial
     INFEASIBLE = "infeasible"  # why a trial over a limit was not trained
     COPIED_FROM = "copied_from"  # "STUDY#NUMBER": copied by search.warm_start (not in the trial budget)
-    PACK_SIZE = "pack_size"  # trials trained together in one compiled model (hpsearch.packing)
+    PACK_SIZE = "pack_size"  # trials trained together in one compiled model (hpsearch.packing.model)
     PACK_SLOT = "pack_slot"  # this trial's place in its pack
 
 

@@ -76,16 +76,16 @@ PRUNERS = Registry("pruner", "search.pruner", {
 
 # keys: a scheme (``sklearn`` for ``sklearn:NAME``) or a file suffix with its dot (``.csv``)
 SOURCES = Registry("data source", "data.source", {
-    "sklearn": "hpsearch.datasources:SklearnSource",
-    ".csv": "hpsearch.datasources:CsvSource",
-    ".parquet": "hpsearch.datasources:ParquetSource",
-    ".pq": "hpsearch.datasources:ParquetSource",
-    ".npz": "hpsearch.datasources:NpzSource",
-    "/": "hpsearch.imagefolder:ImageFolderSource",
-    "keras": "hpsearch.kerasdata:KerasSource",
+    "sklearn": "hpsearch.data.sources.tables:SklearnSource",
+    ".csv": "hpsearch.data.sources.tables:CsvSource",
+    ".parquet": "hpsearch.data.sources.tables:ParquetSource",
+    ".pq": "hpsearch.data.sources.tables:ParquetSource",
+    ".npz": "hpsearch.data.sources.tables:NpzSource",
+    "/": "hpsearch.data.sources.images:ImageFolderSource",
+    "keras": "hpsearch.data.sources.kerasdata:KerasSource",
 })
 
 BUILDERS = Registry("builder", "model.builder", {
-    "mlp": "hpsearch.mlp:build_mlp",
-    "cnn": "hpsearch.cnn:build_cnn",
+    "mlp": "hpsearch.models.mlp:build_mlp",
+    "cnn": "hpsearch.models.cnn:build_cnn",
 })

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hpsearch.mlp import build_mlp
+from hpsearch.models.mlp import build_mlp
 
 
 def build_fails_on_width(n_neurons: int = 8, learning_rate: float = 0.01, optimizer: str = "adam", meta=None):

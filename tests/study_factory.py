@@ -4,8 +4,8 @@
 attributes of :mod:`hpsearch.records`, complete / pruned / failed trials with params, per-epoch
 intermediate values and user attributes, and, for the best trial, a real (tiny) trained Keras model
 with its preprocessing plus a training-curve PNG as trial artifacts (through the same
-:mod:`hpsearch.artifacts` helpers the engines use), referenced from the study attributes exactly as
-:func:`hpsearch.study.finalize` does.
+:mod:`hpsearch.storage.artifacts` helpers the engines use), referenced from the study attributes exactly as
+:func:`hpsearch.study.run.finalize` does.
 """
 
 from __future__ import annotations
@@ -107,13 +107,13 @@ def make_study(
     import optuna
     from optuna.trial import TrialState
 
-    from hpsearch.artifacts import artifact_store_for, save_curve_artifact, save_model_artifacts
-    from hpsearch.data import prepare_data
-    from hpsearch.evaluation import test_scores
+    from hpsearch.data.prepare import prepare_data
     from hpsearch.metrics import score_predictions
+    from hpsearch.models.scoring import test_scores
     from hpsearch.records import STUDY, TRIAL, clean_attr
     from hpsearch.storage import open_storage
-    from hpsearch.validate import parse_study_config
+    from hpsearch.storage.artifacts import artifact_store_for, save_curve_artifact, save_model_artifacts
+    from hpsearch.study.validate import parse_study_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -95,3 +95,60 @@ def test_the_size_check_sees_long_functions_and_their_reasons(tmp_path):
 
 def test_the_package_is_typed():
     assert (PACKAGE / "py.typed").is_file()
+
+
+def _package_of(module: str) -> str:
+    """The concept package of a dotted module name (a kernel module is its own package)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _private_imports_across_packages(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    and node.module.split(".")[0] == root.name):
+                continue
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and _package_of(node.module) != _package_of(module):
+                    found.append(f"{path.relative_to(root.parent)}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_no_private_name_is_imported_from_another_package():
+    """A seam that two packages need is public in the lower one (DESIGN.md section 2)."""
+    assert _private_imports_across_packages(PACKAGE) == []
+
+
+def test_the_private_import_check_sees_a_private_name_from_another_package(tmp_path):
+    pkg = tmp_path / "hpsearch"
+    (pkg / "trials").mkdir(parents=True)
+    (pkg / "packing").mkdir()
+    (pkg / "trials" / "runner.py").write_text("class _Fitted: ...\n")
+    (pkg / "packing" / "runner.py").write_text("from hpsearch.trials.runner import _Fitted\n")
+    (pkg / "trials" / "other.py").write_text("from hpsearch.trials.runner import _Fitted\n")  # same package: fine
+    assert _private_imports_across_packages(pkg) == [
+        "hpsearch/packing/runner.py: from hpsearch.trials.runner import _Fitted"]
+
+
+def test_the_top_holds_the_kernel_and_the_concepts_are_packages():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert len(top) <= 12, top
+    assert len(packages) >= 8, packages
+    for name in packages:  # each package says what it holds and what it may import
+        doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text(encoding="utf-8"))) or ""
+        assert "May import" in doc, f"hpsearch/{name}/__init__.py: say what it holds and what it may import"
+
+
+def test_the_readme_names_every_package_and_the_layer_contract_lists_them():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    where = readme.split("Where things live", 1)[1].split("\n## ", 1)[0]
+    layers = (REPO / "pyproject.toml").read_text(encoding="utf-8").split("layers = [", 1)[1].split("]", 1)[0]
+    for p in sorted(PACKAGE.iterdir()):
+        if (p / "__init__.py").is_file():
+            assert f"`{p.name}/`" in where, f"README 'Where things live' does not name hpsearch/{p.name}/"
+            assert f'"{p.name}"' in layers or f" {p.name} " in layers or f'"{p.name} ' in layers, p.name

@@ -1,29 +1,29 @@
 """Ensembles of the best for the scikit-learn engines (``search.ensemble: K``).
 
 Those engines cross-validate candidates and keep no fold model; only the best candidate is refitted
-on the training split (:func:`hpsearch.study.finalize`). With ``search.ensemble: K`` the other
+on the training split (:func:`hpsearch.study.run.finalize`). With ``search.ensemble: K`` the other
 candidates of the top K are refitted the same way once the search has ended, so that
 ``load_best(name, top_k=K)`` and ``hpsearch best --ensemble K`` have their K models. A finished trial
 cannot take new attributes, so the models are stored against the study and listed, by trial number,
-in ``STUDY.ENSEMBLE_MODELS`` (:func:`hpsearch.ensemble.top_models` reads it). Each model is recorded
+in ``STUDY.ENSEMBLE_MODELS`` (:func:`hpsearch.results.ensemble.top_models` reads it). Each model is recorded
 as soon as it is stored: an interrupted refit keeps what it made, and the next run adds the rest.
 """
 
 from __future__ import annotations
 
-from hpsearch.artifacts import save_model_artifacts
-from hpsearch.engines.base import RunContext
-from hpsearch.engines.sklearn import SklearnEngine
 from hpsearch.records import STUDY, clean_attr, ranked
+from hpsearch.storage.artifacts import save_model_artifacts
+from hpsearch.trials.context import RunContext
 
 __all__ = ["refit_ensemble"]
 
 
 def refit_ensemble(ctx: RunContext) -> list[int]:
-    """Refit and store the top-K candidates that have no model yet (scikit-learn engines, after
-    :func:`hpsearch.study.finalize` stored the best); the trial numbers refitted now."""
+    """Refit and store the top-K candidates that have no model yet (engines that say
+    ``refits_ensemble``: the scikit-learn engines, after
+    :func:`hpsearch.study.run.finalize` stored the best); the trial numbers refitted now."""
     k = ctx.cfg.search.ensemble
-    if not k or k < 2 or not isinstance(ctx.engine, SklearnEngine):
+    if not k or k < 2 or not ctx.engine.refits_ensemble:
         return []
     study = ctx.study
     kept = {str(n): ids for n, ids in (study.user_attrs.get(STUDY.ENSEMBLE_MODELS) or {}).items()}

@@ -3,7 +3,7 @@ scikit-learn's multi-metric scoring (``check_scoring`` with a dict of scorers).
 
 A trained metric is scored by its scikit-learn scorer; a measured objective by a scorer of this
 module that reads the fitted fold model: ``n_params`` (its weights) and ``latency_ms`` (prediction
-time per row, :func:`hpsearch.engines.constraints.measure`, the same measurement as
+time per row, :func:`hpsearch.trials.constraints.measure`, the same measurement as
 ``search.constraints``). A candidate's value of each objective is its mean over the folds.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.engines.constraints import measure
+from hpsearch.trials.constraints import measure
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.engines.base import RunContext
+    from hpsearch.trials.context import RunContext
 
 __all__ = ["scoring_for", "score_fold", "n_params_score", "latency_score"]
 

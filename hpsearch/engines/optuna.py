@@ -1,5 +1,5 @@
 """The Optuna engine: a sampler and a pruner (seeded factories, :mod:`hpsearch.engines.samplers`)
-ask trials; the trial runner trains them; the one trial loop (:mod:`hpsearch.engines.loop`) keeps
+ask trials; the trial runner trains them; the one trial loop (:mod:`hpsearch.execution.loop`) keeps
 the exact budget, the heartbeat and the stop handling, in one process or in N workers."""
 
 from __future__ import annotations
@@ -7,21 +7,22 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hpsearch.engines.base import Engine, Refit, RunContext
-from hpsearch.engines.budget import take_launch
-from hpsearch.engines.control import Control, LoopSettings, control_callback
-from hpsearch.engines.loop import run_trials
-from hpsearch.engines.packed import PackedRunner, pack_plan
-from hpsearch.engines.packed_loop import run_packed_trials
-from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, walks_grid
-from hpsearch.engines.trial_runner import TrialRunner
+from hpsearch.engines.base import Engine
+from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, pruning_steps, walks_grid
 from hpsearch.engines.warmstart import check_warm_start, train_params, warm_start
 from hpsearch.errors import ConfigError
+from hpsearch.execution.budget import take_launch
+from hpsearch.execution.control import Control, LoopSettings, control_callback
+from hpsearch.execution.loop import run_trials
+from hpsearch.execution.packed_loop import run_packed_trials
+from hpsearch.packing.runner import PackedRunner, pack_plan
 from hpsearch.records import TRIAL
-from hpsearch.space import SearchSpace
+from hpsearch.spec.space import SearchSpace
+from hpsearch.trials.context import Refit, RunContext
+from hpsearch.trials.runner import TrialRunner
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.config import StudyConfig
+    from hpsearch.spec.config import StudyConfig
 
 __all__ = ["OptunaEngine", "seed_launch", "several_note"]
 
@@ -93,11 +94,12 @@ class OptunaEngine(Engine):
         k, note = pack_plan(ctx) if not ctx.several else (1, several_note(ctx))
         if note:
             ctx.observer.message(note)
+        steps = pruning_steps(ctx.cfg, ctx.study.pruner)  # where the pruner decides: the runner reports there
         if k > 1:
-            run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)]),
+            run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)], check_steps=steps),
                               LoopSettings.from_env(), ctl)
             return
-        runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)])
+        runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)], check_steps=steps)
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)
 
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.engines.base import min_resource
 from hpsearch.errors import ConfigError
 from hpsearch.registry import PRUNERS, SAMPLERS
-from hpsearch.space import CategoricalParam, SearchSpace
+from hpsearch.spec.space import CategoricalParam, SearchSpace
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.config import StudyConfig
+    from hpsearch.spec.config import StudyConfig
 
 __all__ = ["make_sampler", "make_pruner", "pruning_steps", "launch_seed", "walks_grid",
            "tpe", "cmaes", "random", "grid", "qmc", "gp", "nsga2", "nsga3", "hyperband", "sha", "median", "nop"]
@@ -186,7 +186,7 @@ def pruning_steps(cfg: StudyConfig, pruner: Any) -> set[int] | None:
 
 def launch_seed(seed: int | None, launch: int) -> int | None:
     """The sampler seed of the ``launch``-th process that runs trials of a study (0, 1, 2, ...; the
-    counter is stored on the study, :func:`hpsearch.engines.budget.take_launch`).
+    counter is stored on the study, :func:`hpsearch.execution.budget.take_launch`).
 
     The rule: launch 0 (the first process ever, e.g. a one-process ``hpsearch run``) keeps
     ``search.seed``, so a study run from scratch in one process is reproducible; every later process

@@ -8,7 +8,7 @@ watches go through the same fold-fitted steps.
 
 How folds run: :func:`fit_fold` fits and scores one fold into a :class:`FoldResult` (score, epochs, validation
 curve, failure reason), through joblib (``search.n_jobs``), or packed with other candidates (halving: a
-rung's; :mod:`hpsearch.engines.packed_cv`). A fold fails on any ``Exception`` or a NaN score.
+rung's; :mod:`hpsearch.packing.cv`). A fold fails on any ``Exception`` or a NaN score.
 
 Which candidates: scikit-learn's own. ``ParameterGrid`` (grid), ``ParameterSampler`` (random, and
 halving's first rung, as ``RandomizedSearchCV`` / ``HalvingRandomSearchCV`` draw them), folds from
@@ -31,28 +31,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from hpsearch.builders import builder_defaults
-from hpsearch.engines.base import (
-    Candidate,
-    Engine,
-    FailureStreak,
-    Refit,
-    RunContext,
-    min_resource,
-    record_candidate,
-)
+from hpsearch.engines.base import Engine, min_resource
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.multiscore import score_fold, scoring_for
-from hpsearch.engines.packed_cv import FoldPacks, fold_packs, rung_packs
-from hpsearch.engines.stoprules import StopRules, StopSearch, trial_timeout_reason
 from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
+from hpsearch.execution.stoprules import FailureStreak, StopRules, StopSearch
+from hpsearch.models.builders import builder_defaults
+from hpsearch.packing.cv import FoldPacks, fold_packs, rung_packs
 from hpsearch.records import STUDY, TRIAL
-from hpsearch.space import coerce_params
+from hpsearch.spec.space import coerce_params
+from hpsearch.trials.context import Candidate, Refit, RunContext, record_candidate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.config import EarlyStoppingConfig, StudyConfig
-    from hpsearch.space import SearchSpace
+    from hpsearch.spec.config import EarlyStoppingConfig, StudyConfig
+    from hpsearch.spec.space import SearchSpace
 
 __all__ = [
     "RandomEngine", "GridEngine", "HalvingEngine", "SklearnEngine", "CandidateSearch",
@@ -101,7 +94,7 @@ class FoldPipeline(Pipeline):
 
 def keras_estimator(ctx: RunContext) -> Any:
     """The scikeras estimator of this study: builder, fixed params, epochs, batch size, seed."""
-    from hpsearch.estimators import KerasClassifier, KerasRegressor, wrapper_named_defaults
+    from hpsearch.models.estimators import KerasClassifier, KerasRegressor, wrapper_named_defaults
 
     cfg = ctx.cfg
     if cfg.model.init_from is not None and cfg.model.init_from.freeze_epochs:
@@ -133,7 +126,7 @@ def _callbacks(early_stopping: EarlyStoppingConfig | None, timer: Any = None) ->
     """Fresh callbacks for one fit (built where the fit runs: joblib workers get no shared objects)."""
     import keras
 
-    from hpsearch.callbacks import EpochLR
+    from hpsearch.trials.callbacks import EpochLR
 
     cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), EpochLR(), *([timer] if timer is not None else [])]
     if early_stopping is not None:
@@ -183,8 +176,8 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
     """
     from sklearn.base import clone
 
-    from hpsearch.callbacks import TrialTimer
     from hpsearch.metrics import value_from_logs
+    from hpsearch.trials.callbacks import TrialTimer, trial_timeout_reason
 
     est = clone(estimator).set_params(**params)
     timer = TrialTimer(spec.trial_timeout, deadline) if spec.trial_timeout is not None else None
@@ -357,6 +350,7 @@ class SklearnEngine(Engine):
     default_cv: ClassVar[int | None] = 3
     supports_workers: ClassVar[bool] = False
     needs_resume_flag: ClassVar[bool] = True
+    refits_ensemble: ClassVar[bool] = True
 
     def n_trials(self, cfg: StudyConfig) -> int | None:
         return _n_candidates(cfg)

@@ -22,14 +22,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.engines.base import Refit, RunContext
-from hpsearch.engines.budget import study_lock
 from hpsearch.errors import ConfigError, UserError
+from hpsearch.execution.budget import study_lock
 from hpsearch.records import STUDY, TRIAL, clean_attr
+from hpsearch.trials.context import Refit, RunContext
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.config import StudyConfig
-    from hpsearch.space import SearchSpace
+    from hpsearch.spec.config import StudyConfig
+    from hpsearch.spec.space import SearchSpace
 
 __all__ = ["check_warm_start", "enqueued_first", "refuse_warm_start", "warm_start", "copy_trials", "train_params"]
 
@@ -189,7 +189,7 @@ def train_params(ctx: RunContext, params: dict[str, Any]) -> Refit:
     model of a copied trial that ended as this study's best."""
     import keras
 
-    from hpsearch.builders import call_builder
+    from hpsearch.models.builders import call_builder
 
     cfg, data = ctx.cfg, ctx.data
     full = {**ctx.space.full_params(params), **ctx.builder_extra}

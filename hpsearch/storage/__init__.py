@@ -10,8 +10,14 @@ error messages and process lists (DESIGN.md section 5).
 - :mod:`hpsearch.storage.failures`: ``storage_error``, ``is_connection_error``.
 - :mod:`hpsearch.storage.rdb`: ``open_storage``.
 
-Trained models live in the artifact store: see :mod:`hpsearch.artifacts`. Heavy imports (optuna,
-SQLAlchemy, psycopg) happen inside the functions so that ``hpsearch --help`` stays fast.
+- :mod:`hpsearch.storage.artifacts`: the artifact store (trained models, curves) and the keep-best-K rule.
+- :mod:`hpsearch.storage.queries`: the read side of a stored study.
+
+Heavy imports (optuna, SQLAlchemy, psycopg) happen inside the functions so that ``hpsearch --help``
+stays fast.
+
+May import: the kernel, :mod:`hpsearch.spec`, :mod:`hpsearch.data` (the fitted preprocessing saved
+beside a model).
 """
 
 from __future__ import annotations

@@ -19,22 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.artifacts import artifact_location
-from hpsearch.config import StudyConfig
-from hpsearch.datasources import source_for
-from hpsearch.engines.base import Observer, RunContext
-from hpsearch.engines.control import (
+from hpsearch.data.sources.base import source_for
+from hpsearch.errors import StudyFailedError
+from hpsearch.execution.control import (
     DEFAULT_STOP_DEADLINE,
     PARENT_ENV,
     STOP_DEADLINE_ENV,
     env_number,
     heartbeat_settings,
 )
-from hpsearch.engines.stoprules import has_stop_rules
-from hpsearch.errors import StudyFailedError
+from hpsearch.execution.stoprules import has_stop_rules
 from hpsearch.records import DONE_STATES, TRIAL, counts_toward_budget, primary_value
+from hpsearch.spec.config import StudyConfig
 from hpsearch.storage import STORAGE_ENV, child_env_and_url, scrub, secrets_of
-from hpsearch.study import StudyResult, finalize, load_config, make_result
+from hpsearch.storage.artifacts import artifact_location
+from hpsearch.study.run import StudyResult, finalize, load_config, make_result
+from hpsearch.trials.context import Observer, RunContext
 from hpsearch.workers.plan import INDEX_ENV, MANAGED_ENV, parse_gpus, plan_workers, worker_command, worker_env
 from hpsearch.workers.worker import check_supports_workers, prepare_with_retry
 

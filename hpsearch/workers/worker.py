@@ -15,15 +15,16 @@ import os
 import time
 from typing import Any
 
-from hpsearch.config import StudyConfig
-from hpsearch.engines.base import Observer, RunContext, get_engine
-from hpsearch.engines.budget import study_lock
-from hpsearch.engines.control import Control, LoopSettings, Retry, install_signals
-from hpsearch.engines.loop import hard_stop, process_say
+from hpsearch.engines.base import get_engine
 from hpsearch.errors import TRANSIENT_STORAGE_ERRORS, StorageError, UserError
+from hpsearch.execution.budget import study_lock
+from hpsearch.execution.control import Control, LoopSettings, Retry, install_signals
+from hpsearch.execution.loop import hard_stop, process_say
 from hpsearch.registry import ENGINES
+from hpsearch.spec.config import StudyConfig
 from hpsearch.storage import is_connection_error, storage_error
-from hpsearch.study import finalize, load_config, prepare_context
+from hpsearch.study.run import finalize, load_config, prepare_context
+from hpsearch.trials.context import Observer, RunContext
 from hpsearch.workers.plan import MANAGED_ENV, apply_backend_settings, worker_index
 
 __all__ = ["run_worker", "prepare_with_retry", "check_supports_workers"]

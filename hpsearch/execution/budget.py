@@ -1,0 +1,113 @@
+"""The exact global trial budget of a study shared by any number of processes.
+
+Optuna's ``MaxTrialsCallback`` is checked *after* a trial, per process, so N workers overshoot to
+``n_trials + N - 1``. The trial loop instead reserves a slot *before* ``study.ask()``:
+
+* ``done``    = COMPLETE + PRUNED trials (what the budget counts),
+* ``running`` = RUNNING trials (stale ones are failed first by :func:`hpsearch.execution.requeue.fail_stale`:
+  every trial of the loop records a heartbeat as soon as it is asked),
+* ``slots``   = ``n_trials - done - running``.
+
+If ``done >= n_trials`` the process is finished. If ``slots > 0`` it calls ``study.ask()``, which
+pops a WAITING trial first (a re-queued trial of a killed or stopped worker, or one the user
+enqueued) and otherwise creates a new one. If ``slots <= 0`` the rest of the budget is being run by
+other workers: this one waits (polling) instead of exiting, because a trial running elsewhere may
+still die; its re-queued copy then becomes a free slot. So the last workers linger until every
+trial has finished. FAIL trials do not count: a failure frees its slot.
+
+The count, the ``ask()`` and the trial's first heartbeat happen in one critical section: on
+PostgreSQL a transaction-scoped advisory lock keyed by the study id (``pg_try_advisory_xact_lock``,
+released on commit, rollback or a dropped connection, so a killed worker cannot hold it). SQLite
+serves one process, so there is no race to guard. Nothing is created beyond the budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from hpsearch.errors import StudyFailedError
+from hpsearch.records import counts_toward_budget
+from hpsearch.storage import is_postgresql
+
+__all__ = ["Budget", "study_lock", "take_launch", "LAUNCH_ATTR"]
+
+LAUNCH_ATTR = "hpsearch:launches"  # study system attr: processes that ran trials of the study so far
+_LOCK_CLASS = 0x6870  # "hp": first key of the advisory lock, the study id is the second
+
+
+@contextlib.contextmanager
+def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """A critical section over one study across processes (PostgreSQL advisory lock; SQLite: none)."""
+    if not is_postgresql(url):
+        yield
+        return
+    import sqlalchemy
+
+    with storage.engine.connect() as conn, conn.begin():
+        start = time.monotonic()
+        q = sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:a, :b)")
+        while not conn.execute(q, {"a": _LOCK_CLASS, "b": int(study_id)}).scalar():
+            if time.monotonic() - start > timeout:
+                raise StudyFailedError(f"could not lock study {name!r} for {timeout:.0f} s")
+            time.sleep(0.02)
+        yield
+
+
+class Budget:
+    """Reserve a trial slot against the global budget (see the module docstring)."""
+
+    def __init__(self, study: Any, storage: Any, url: str, study_id: int, n_trials: int | None) -> None:
+        self.study, self.storage, self.url, self.study_id = study, storage, url, study_id
+        self.n_trials = n_trials
+        self.pending: Any = None  # asked, not yet handed out (see reserve)
+
+    def counts(self) -> tuple[int, int]:
+        """(done, running) as stored now."""
+        trials = self.study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if counts_toward_budget(t))
+        running = sum(1 for t in trials if t.state.name == "RUNNING")
+        return done, running
+
+    def trial_id(self, trial: Any) -> int:
+        return int(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
+
+    def reserve(self) -> tuple[Any, bool]:
+        """(trial, finished): a trial to run now, or None and whether the budget is met.
+
+        A trial asked in a call that then failed (the connection dropped before its heartbeat or the
+        commit) is kept and handed out by the retried call: Optuna's stale check skips a trial without
+        a heartbeat, so a second ``ask`` would leave the first RUNNING for ever.
+        """
+        if self.pending is not None:
+            trial = self.pending
+            self.storage.record_heartbeat(self.trial_id(trial))
+            self.pending = None
+            return trial, False
+        with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
+            if self.n_trials is not None:
+                done, running = self.counts()
+                if done >= self.n_trials:
+                    return None, True
+                if done + running >= self.n_trials:
+                    return None, False
+            with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": we beat
+                warnings.simplefilter("ignore", UserWarning)
+                trial = self.study.ask()
+            self.pending = trial
+            self.storage.record_heartbeat(self.trial_id(trial))
+        self.pending = None
+        return trial, False
+
+
+def take_launch(storage: Any, url: str, study_id: int, name: str) -> int:
+    """This process's launch number on the study: 0 for the first process that runs its trials, then
+    1, 2, ... (a counter stored on the study, taken under the study lock, so concurrent launches get
+    different numbers). The sampler seed is derived from it (:func:`hpsearch.engines.samplers.launch_seed`)."""
+    with study_lock(storage, url, study_id, name):
+        n = int(storage.get_study_system_attrs(study_id).get(LAUNCH_ATTR, 0))
+        storage.set_study_system_attr(study_id, LAUNCH_ATTR, n + 1)
+    return n

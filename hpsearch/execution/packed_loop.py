@@ -1,0 +1,123 @@
+"""The one trial loop, K trials a step: :mod:`hpsearch.execution.loop` (exact budget, heartbeat,
+tell, re-queue, stale checks, stop rules, failure streak) for the packs of
+:class:`~hpsearch.packing.runner.PackedRunner`. Each trial of a pack is reserved against the
+budget, beats its own heartbeat and is recorded on its own through the loop's one ``_record`` as
+soon as it ends; a slot it frees is refilled with a newly reserved trial (no rebuild, no compile)
+while the budget and the stop rules allow. A stopped or lost pack fails and re-queues every trial
+still running, so no work is counted twice and none is lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpsearch.execution.control import Control, Heartbeat, LoopSettings, TrialLost, WorkerStopped
+from hpsearch.execution.loop import LoopOutcome, TrialLoop, failure_text, run_trials
+from hpsearch.packing.runner import PackedRunner
+from hpsearch.storage import is_connection_error
+from hpsearch.trials.context import Candidate, RunContext
+
+__all__ = ["run_packed_trials"]
+
+
+class _PackLoop(TrialLoop):
+    runner: PackedRunner
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.live: dict[int, tuple[Any, int, Heartbeat]] = {}  # trial number -> (trial, storage id, heartbeat)
+        self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
+
+    def run(self) -> bool:
+        """The loop; reserved trials still waiting for a slot are trained (or, stopping, re-queued)."""
+        try:
+            return super().run()
+        finally:
+            while self.carry:
+                carry, self.carry = self.carry, []
+                if self.ctl.stopping:
+                    for trial in carry:
+                        self._finish(trial, Candidate(params=dict(trial.params), state="FAIL",
+                                                      failure=f"worker stopped ({self.ctl.stop_reason})"), True)
+                else:
+                    self.run_pack(carry, refill=False)
+
+    def step(self) -> tuple[bool, bool]:
+        """Reserve up to K trials (after the carried ones) and train them together."""
+        trials, finished = self._reserve(self.runner.pack_size - len(self.carry))
+        trials, self.carry = [*self.carry, *trials], []
+        if trials:
+            self.run_pack(trials)
+        return bool(trials), finished
+
+    def _reserve(self, k: int) -> tuple[list[Any], bool]:
+        """Up to ``k`` trials against the exact budget (each reserved as the one-trial loop does)."""
+        trials: list[Any] = []
+        finished = False
+        while len(trials) < k:
+            trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
+            if trial is None:
+                break
+            trials.append(trial)
+        return trials, finished
+
+    def _start(self, trial: Any) -> None:
+        if trial.number in self.live:
+            return
+        tid = self.budget.trial_id(trial)
+        hb = Heartbeat(self.ctx.storage, tid, self.settings.interval, self.ctl)
+        hb.start()
+        self.live[trial.number] = (trial, tid, hb)
+        if self.ctl.current is None:
+            self.ctl.current, self.ctl.current_id = trial, tid
+
+    def _finish(self, trial: Any, cand: Candidate, requeue: bool = False) -> None:
+        """Record one trial of the pack as it ends (its heartbeat stops first)."""
+        _, tid, hb = self.live.pop(trial.number)
+        hb.stop()
+        ctl = self.ctl
+        ctl.current, ctl.current_id = trial, tid
+        try:
+            self._record(trial, tid, cand, requeue)
+        finally:
+            nxt = next(iter(self.live.values()), None)
+            ctl.current, ctl.current_id = (nxt[0], nxt[1]) if nxt else (None, None)
+
+    def _more(self) -> Any | None:
+        """A new trial for a freed slot, or None: the budget is met, a stop rule tripped or the
+        worker is stopping (the pack then trains its members out)."""
+        ctl, ctx = self.ctl, self.ctx
+        if ctl.stopping or self.streak.tripped or ctl.parent_gone():
+            return None
+        if self.retry(lambda: self.rules.tripped(ctx), "stop-rule check"):
+            return None
+        trial, _ = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
+        if trial is not None:
+            self._start(trial)
+        return trial
+
+    def run_pack(self, trials: list[Any], refill: bool = True) -> None:
+        """Train ``trials`` as a pack, refilling freed slots with new trials (``refill``); each
+        trial is recorded as it ends. A stopped or lost pack fails and re-queues every trial still
+        running, so no work is counted twice and none is lost."""
+        self.ctl.lost = False
+        for trial in trials:
+            self._start(trial)
+        reason: str | None = None
+        requeue = False
+        try:
+            self.carry = self.runner.run_pack(trials, self._finish, self._more if refill else None)
+        except (WorkerStopped, TrialLost) as exc:
+            reason, requeue = str(exc), True
+        except Exception as exc:  # noqa: BLE001 - recorded in the trials, the study goes on
+            requeue = is_connection_error(exc)
+            reason = "storage connection lost during the trial" if requeue else failure_text(exc)
+        if reason is not None:
+            self.carry = []
+            for trial, _, _ in list(self.live.values()):
+                self._finish(trial, Candidate(params=dict(trial.params), state="FAIL", failure=reason), requeue)
+
+
+def run_packed_trials(ctx: RunContext, runner: PackedRunner, settings: LoopSettings, ctl: Control) -> LoopOutcome:
+    """:func:`hpsearch.execution.loop.run_trials` for packs of ``runner.pack_size`` trials."""
+    return run_trials(ctx, runner, settings, ctl, loop_type=_PackLoop)

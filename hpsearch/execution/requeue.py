@@ -1,0 +1,90 @@
+"""Failing an interrupted trial and queueing its copy, exactly once, whichever process sees it.
+
+Two paths end a trial that did not finish: its own process (a stop signal, a storage connection lost
+during the trial) and any other process's stale-trial check (a trial whose heartbeat stopped for the
+grace period: the worker died, or the storage was unreachable longer than that). After a long
+outage both see the same trial. The rules that keep one copy per interrupted trial:
+
+* the RUNNING -> FAIL change is atomic in the storage (a row lock); whoever makes it writes the
+  reason first, so a trial failed by the heartbeat says why (:data:`HEARTBEAT_LOST`);
+* the copy is queued by :func:`requeue_once` under the study lock, only if the trial is FAIL and no
+  trial lists it in its ``retry_history`` yet: a second call (the other path, or a retry of a storage
+  call whose answer was lost) queues nothing.
+
+So a configuration is trained again only when its earlier attempt did not finish (README, "run
+twice").
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+from hpsearch.execution.budget import study_lock
+from hpsearch.records import TRIAL
+from hpsearch.trials.context import RunContext
+
+__all__ = ["HEARTBEAT_LOST", "RETRY_HISTORY", "requeue_once", "fail_trial", "fail_stale", "end_interrupted"]
+
+HEARTBEAT_LOST = "heartbeat lost (worker died or storage unreachable)"
+RETRY_HISTORY = "retry_history"  # system attr of a copy (Optuna's RetryHeartbeatStaleTrialCallback)
+
+
+def requeue_once(ctx: RunContext, trial_id: int) -> bool:
+    """Queue a WAITING copy (same params) of the FAIL trial ``trial_id`` unless one exists already.
+    Returns whether a copy was queued."""
+    callback = ctx.storage.get_heartbeat_stale_trial_callback()
+    if callback is None:
+        return False
+    study_id = ctx.storage.get_study_id_from_name(ctx.study.study_name)
+    with study_lock(ctx.storage, ctx.storage_url, study_id, ctx.study.study_name):
+        failed = ctx.storage.get_trial(trial_id)
+        if failed.state.name != "FAIL":
+            return False
+        for t in ctx.study.get_trials(deepcopy=False):
+            if failed.number in t.system_attrs.get(RETRY_HISTORY, ()):
+                return False
+        before = len(ctx.study.get_trials(deepcopy=False))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning of the retry callback
+            callback(ctx.study, copy.deepcopy(failed))
+        return len(ctx.study.get_trials(deepcopy=False)) > before  # max_retry may refuse
+
+
+def fail_trial(storage: Any, trial_id: int, reason: str) -> bool:
+    """Fail a RUNNING trial with ``reason``; False when it had finished already (someone else ended it)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        storage.set_trial_user_attr(trial_id, TRIAL.FAILURE, reason)
+        return bool(storage.set_trial_state_values(trial_id, TrialState.FAIL))
+    except UpdateFinishedTrialError:
+        return False
+
+
+def fail_stale(ctx: RunContext, study_id: int) -> int:
+    """Fail the trials whose heartbeat is older than the grace period, with :data:`HEARTBEAT_LOST`,
+    and queue one copy of each. Returns how many this process failed.
+
+    Optuna's ``fail_stale_trials`` cannot give a reason: a finished trial's attributes are frozen,
+    so the reason is written before the state changes (which needs the stale ids first).
+    """
+    ids = ctx.storage._get_stale_trial_ids(study_id)  # compat.PRIVATE_HOOKS: no public stale-id query
+    n = 0
+    for tid in ids:
+        if fail_trial(ctx.storage, tid, HEARTBEAT_LOST):
+            n += 1
+            requeue_once(ctx, tid)
+    return n
+
+
+def end_interrupted(ctx: RunContext, trial_id: int, reason: str) -> None:
+    """The owner's path for its trial that did not finish (stopped, storage lost, found stale): fail it
+    with ``reason`` unless it is finished, then make sure exactly one copy is queued when it ended
+    interrupted (by this call, an earlier try of it whose answer was lost, or the heartbeat check)."""
+    fail_trial(ctx.storage, trial_id, reason)
+    ended = ctx.storage.get_trial(trial_id)
+    if ended.state.name == "FAIL" and ended.user_attrs.get(TRIAL.FAILURE) in (reason, HEARTBEAT_LOST):
+        requeue_once(ctx, trial_id)

@@ -1,0 +1,333 @@
+"""The packed trial runner: K asked trials of the built-in MLP trained in one compiled model
+(:mod:`hpsearch.packing.model`), each finished as an ordinary trial: its own params, per-epoch
+intermediate values, value or pruned / failed state, user attributes (fit time apportioned by
+epochs, epochs, n_params, pack size and slot) and, when it ranks in the best K, its own standalone
+Keras model (the builder's model with the member's weights), stored through the usual artifact path.
+
+:func:`pack_plan` decides ``train.pack``: ``auto`` (or a K) packs only what packs exactly and
+otherwise runs one trial at a time, saying why in one line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from hpsearch.models.builders import call_builder
+from hpsearch.packing.model import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
+from hpsearch.packing.train import MemberResult, PackSettings, train_pack
+from hpsearch.records import TRIAL, best_of, outranks, ranked
+from hpsearch.trials.context import Candidate, RunContext
+from hpsearch.trials.runner import Fitted, TrialRunner
+
+__all__ = ["pack_plan", "PackedRunner"]
+
+_AUTO_MAX = 64  # auto: each pack pays one trace and compile (seconds), so fewer, larger packs
+_AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one trial at a time)
+
+
+def _extremes(p: Any) -> list[Any]:
+    choices = getattr(p, "choices", None)
+    return list(choices) if choices is not None else [p.low, p.high]
+
+
+def _largest_member(ctx: RunContext, base: dict[str, Any]) -> int:
+    """Parameters of the largest model the space allows (what auto sizes the pack by)."""
+    space = ctx.space.params
+    meta = ctx.data.meta()
+    try:  # a user builder's knobs may be anything: it is refused later, the size does not matter
+        hidden = max(_extremes(space["n_hidden"])) if "n_hidden" in space else base.get("n_hidden", 1)
+        width = max(_extremes(space["n_neurons"])) if "n_neurons" in space else base.get("n_neurons", 30)
+        sizes = [int(np.prod(meta.get("n_features_in_") or 1)), *([int(width)] * int(hidden)),
+                 int(meta.get("n_classes_") or meta.get("n_outputs_") or 1)]
+    except (TypeError, ValueError):
+        return 0
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
+
+
+def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
+    """(K, note): the pack size for this study and, when ``train.pack`` asked for packing that this
+    study cannot use, the one-line reason it runs one trial at a time."""
+    import keras
+
+    cfg = ctx.cfg
+    want = cfg.train.pack
+    base = {**ctx.space.fixed, **ctx.builder_extra}
+    if want == "auto":
+        auto = auto_pack_size(_largest_member(ctx, base), int(cfg.train.batch_size))  # auto: resolved by then
+        want = _auto_k(min(auto, _AUTO_MAX), cfg.search.n_trials)
+    if want == 1:
+        return 1, None  # auto chose 1 for a budget or model size that packing does not pay for: no note
+    why = pack_refusal(ctx.builder, _task(ctx), ctx.metric, cfg.search.cv, cfg.train.class_weight,
+                       keras.backend.backend()) or _study_refusal(ctx)
+    spec = member_spec(ctx.builder, base) if why is None else None
+    if isinstance(spec, str):
+        why = f"model.fixed {spec}"
+    for name, p in ctx.space.params.items() if why is None else ():
+        bad = [v for v in _extremes(p) if isinstance(member_spec(ctx.builder, {**base, name: v}), str)]
+        if bad:
+            why = f"space.{name} = {bad[0]!r}"
+            break
+    if why is not None:
+        return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one trial per model)"
+    return int(want), None
+
+
+def _auto_k(k_max: int, budget: int | None) -> int:
+    """``auto``'s K: the budget in as few packs of at most ``k_max`` as it takes, of equal size
+    (70 trials: two packs of 35, not 64 and a 6 that pays a whole compile); 1 where a pack would
+    be smaller than ``_AUTO_MIN`` or the budget is under two such packs (not worth a compile)."""
+    if budget is None:
+        return k_max if k_max >= _AUTO_MIN else 1
+    k = math.ceil(budget / math.ceil(budget / max(1, k_max)))
+    return k if k >= _AUTO_MIN and budget >= 2 * _AUTO_MIN else 1
+
+
+def _study_refusal(ctx: RunContext) -> str | None:
+    """Study settings a pack does not honour per member (each trial must behave as if alone)."""
+    cfg = ctx.cfg
+    reasons = [
+        (len(ctx.data.meta().get("X_shape_", (0, 0))) > 2, "N-D input"),
+        (cfg.train.trial_timeout is not None, "train.trial_timeout"),
+        (cfg.search.constraints is not None, "search.constraints"),
+        (cfg.model.init_from is not None, "model.init_from"),
+    ]
+    return next((why for bad, why in reasons if bad), None)
+
+
+def _task(ctx: RunContext) -> str:
+    from hpsearch.models.builders import task_of
+
+    return task_of(ctx.data.meta())
+
+
+class _Reports:
+    """Per-epoch ``trial.report`` of every member on one writer thread (off the training thread),
+    flushed before a pruner is asked: the pack's version of ``PruningReporter``. ``trials`` maps a
+    slot to its current trial (a refilled slot reports for its new trial)."""
+
+    def __init__(self, trials: dict[int, Any], check_steps: set[int] | None) -> None:
+        self.trials, self.check_steps = trials, check_steps
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-pack-report")
+        self.pending: list[Future[Any]] = []
+        self.wait_time = 0.0
+
+    def flush(self) -> None:
+        t0 = time.monotonic()
+        pending, self.pending = self.pending, []
+        for fut in pending:
+            fut.result()  # a storage error surfaces here, as with one trial
+        self.wait_time += time.monotonic() - t0
+
+    def __call__(self, values: dict[int, tuple[int, float]]) -> set[int]:
+        now = [(self.trials[i], epoch, v) for i, (epoch, v) in values.items()]
+
+        def write() -> None:
+            for trial, epoch, v in now:
+                trial.report(v, epoch)
+
+        self.pending.append(self.pool.submit(write))
+        due = [i for i, (epoch, _) in values.items() if self.check_steps is None or epoch in self.check_steps]
+        if not due:
+            return set()
+        self.flush()
+        t0 = time.monotonic()
+        pruned = {i for i in due if self.trials[i].should_prune()}
+        self.wait_time += time.monotonic() - t0
+        return pruned
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+class PackedRunner:
+    """Trains the trials it is handed as packs (those that pack exactly) or one by one."""
+
+    def __init__(self, ctx: RunContext, pack_size: int, extra_callbacks: list[Any] | None = None,
+                 check_steps: set[int] | None = None) -> None:
+        self.ctx, self.pack_size = ctx, pack_size
+        self.single = TrialRunner(ctx, extra_callbacks, check_steps)
+
+    def __call__(self, trial: Any) -> Candidate:
+        """One trial alone (a re-queued trial, or the last of the budget)."""
+        return self.single(trial)
+
+    def run_pack(self, trials: list[Any], finish: Callable[[Any, Candidate], None],
+                 more: Callable[[], Any | None] | None = None) -> list[Any]:
+        """Train ``trials`` (those that pack together, the others one by one); each ends through
+        ``finish(trial, candidate)`` as soon as it ends. With ``more``, a slot whose member ended
+        takes a new trial from it (see :class:`_Pack`). Returns the trials reserved from ``more``
+        that found no slot: the next pack's."""
+        t_start = time.monotonic()
+        suggested = [self.member_params(t) for t in trials]
+        sample_time = (time.monotonic() - t_start) / max(1, len(trials))
+        packed = [i for i, (_, spec) in enumerate(suggested) if isinstance(spec, MemberSpec)]
+        if len(packed) < 2:
+            packed = []
+        left: list[Any] = []
+        if packed:
+            pack = _Pack(self, [trials[i] for i in packed], [suggested[i][0] for i in packed],
+                         [suggested[i][1] for i in packed], sample_time, finish, more)
+            left = pack.train()
+        for i, trial in enumerate(trials):
+            if i not in packed:
+                finish(trial, self.single(trial))
+        return left
+
+    def member_params(self, trial: Any) -> tuple[dict[str, Any], MemberSpec | str]:
+        trial.set_user_attr(TRIAL.WORKER, self.single.worker)
+        p = self.ctx.space.full_params(self.ctx.space.suggest(trial))
+        p.update(self.ctx.builder_extra)
+        return p, member_spec(self.ctx.builder, p)
+
+    def _settings(self) -> PackSettings:
+        cfg, r = self.ctx.cfg, self.single
+        es, epochs = cfg.train.early_stopping, cfg.train.epochs
+        return PackSettings(epochs=epochs, batch_size=r.batch_size, valid_batch=r.valid_batch, metric=self.ctx.metric,
+                            direction=self.ctx.direction, patience=es.patience if es is not None else epochs,
+                            min_delta=es.min_delta if es is not None else 0.0,
+                            restore_best=es.restore_best_weights if es is not None else True,
+                            y_valid_var=r.y_valid_var)
+
+    def _keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
+        """The members (indices of ``res``; ``numbers`` their trial numbers) whose models rank in
+        the best ``keep_models`` with the pack's own members counted (the one-trial rule sees
+        finished trials only: it would store every member of a first pack), and the member that
+        leads the study (the only curve PNG). Members that finish together, or out of trial order,
+        are placed by the one ranking (:func:`hpsearch.records.outranks`: ties to the lower trial
+        number), so a tied earlier trial that finishes last still keeps its model."""
+        direction, k = self.ctx.direction, self.ctx.cfg.search.keep_models
+        values = {i: v for i, r in enumerate(res) if r.state == "COMPLETE" and r.weights is not None
+                  and (v := best_of(r.values, direction)[0]) is not None}
+        done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
+        stored = [(t.value, t.number) for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+        ahead = {i: sum(outranks(v, n, values[i], numbers[i], direction) for v, n in stored)
+                 + sum(outranks(values[j], numbers[j], values[i], numbers[i], direction) for j in values if j != i)
+                 for i in values}
+        keep = {i for i in values if ahead[i] < k}
+        first = min(values, key=lambda i: ahead[i], default=None)
+        lead = first if first is not None and (
+            not done or outranks(values[first], numbers[first], done[0].value, done[0].number, direction)) else None
+        return keep, lead
+
+    def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
+                   keep: bool, lead: bool) -> Candidate:
+        cand = Candidate(params=dict(trial.params), state=r.state, user_attrs=attrs, failure=r.failure)
+        if r.state == "PRUNED":
+            attrs[TRIAL.PRUNED_AT] = r.stopped_at
+            return cand
+        if r.state != "COMPLETE":
+            return cand
+        value, best = best_of(r.values, self.ctx.direction)
+        if value is None or r.weights is None:
+            cand.state, cand.failure = "FAIL", "no finite validation value was logged"
+            return cand
+        cand.value = value
+        if keep:
+            model = call_builder(self.ctx.builder, params, self.ctx.data.meta())
+            model.set_weights([np.asarray(w) for w in r.weights])
+            history = {f"val_{self.ctx.metric}": list(r.values)}
+            self.single.store_model(trial, params, Fitted(value=value, epochs=r.epochs, model=model,
+                                                            history=history, best_epoch=best + 1), attrs, lead)
+        return cand
+
+
+class _Pack:
+    """One pack's run: its slots, each holding one trial at a time. When members end, they are
+    finished as trials at once (their stored model, value, attributes apportioned by epochs), and
+    each freed slot takes a new trial from ``more`` if that trial fits the slot without a rebuild
+    (:meth:`PackedModel.fits`); a trial that fits no free slot waits for one (at most
+    ``_WAITING`` wait; left over at the end, they start the next pack)."""
+
+    _WAITING = 4
+
+    def __init__(self, runner: PackedRunner, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
+                 sample_time: float, finish: Callable[[Any, Candidate], None],
+                 more: Callable[[], Any | None] | None) -> None:
+        self.runner, self.finish, self.more = runner, finish, more
+        self.trials, self.params = dict(enumerate(trials)), dict(enumerate(params))
+        self.sample_time: dict[int, float] = dict.fromkeys(range(len(trials)), sample_time)
+        self.specs = specs
+        self.waiting: list[tuple[Any, dict[str, Any], MemberSpec | str, float]] = []
+        self.seeds = member_seeds(runner.ctx.cfg.search.seed, [t.number for t in trials])
+        self.member_epochs = 0  # epochs trained by every member so far (apportions the fit time)
+        self.size = len(trials)
+
+    def train(self) -> list[Any]:
+        ctx, data, single = self.runner.ctx, self.runner.ctx.data, self.runner.single
+        self.pm = PackedModel(self.specs, data.meta(), steps_per_execution=ctx.cfg.train.steps_per_execution,
+                              seed=self.seeds[0])
+        self.pm.init_weights(self.seeds)
+        self.reports = _Reports(self.trials, single.check_steps)
+        self.t0 = time.monotonic()
+        try:
+            res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
+                             self.runner._settings(), self.reports, callbacks=single.extra_callbacks,
+                             refill=self._refill if self.more is not None else None)
+            self._end([i for i in range(self.size) if i in self.trials], res)
+        finally:
+            self.reports.close()
+        return [w[0] for w in self.waiting]
+
+    def _end(self, members: list[int], res: list[MemberResult]) -> None:
+        """Finish the ended members' trials (the pack's fit time so far, apportioned by epochs)."""
+        self.reports.flush()
+        self.member_epochs += sum(res[i].epochs for i in members)
+        busy = sum(r.epochs for i, r in enumerate(res) if i not in members and r.state == "RUNNING")
+        fit_time = time.monotonic() - self.t0 - self.reports.wait_time
+        per_epoch = fit_time / max(1, self.member_epochs + busy)
+        keep, lead = self.runner._keepers([res[i] for i in members], [self.trials[i].number for i in members])
+        for j, i in enumerate(members):
+            trial, r = self.trials.pop(i), res[i]
+            attrs: dict[str, Any] = {
+                TRIAL.EPOCHS: r.epochs, TRIAL.FIT_TIME: per_epoch * r.epochs,
+                TRIAL.REPORT_TIME: self.reports.wait_time * r.epochs / max(1, self.member_epochs + busy),
+                TRIAL.SAMPLE_TIME: self.sample_time[i], TRIAL.WORKER: self.runner.single.worker,
+                TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i}
+            t_keep = time.monotonic()
+            cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
+            attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
+            self.finish(trial, cand)
+
+    def _refill(self, ended: list[int], res: list[MemberResult]) -> set[int]:
+        """Finish ``ended`` and give their slots new trials; returns the slots refilled."""
+        self._end(ended, res)
+        free, placed = list(ended), set()
+        for item in list(self.waiting):  # waiting trials first, in the order they were reserved
+            slot = next((m for m in free if isinstance(item[2], MemberSpec) and self.pm.fits(m, item[2])), None)
+            if slot is not None:
+                self.waiting.remove(item)
+                self._place(slot, item)
+                free.remove(slot)
+                placed.add(slot)
+        while free and self.more is not None and len(self.waiting) < self._WAITING:
+            t0 = time.monotonic()
+            trial = self.more()
+            if trial is None:
+                self.more = None  # the budget is met or a stop rule tripped: train the members out
+                break
+            params, spec = self.runner.member_params(trial)
+            item = (trial, params, spec, time.monotonic() - t0)
+            slot = next((m for m in free if isinstance(spec, MemberSpec) and self.pm.fits(m, spec)), None)
+            if slot is None:
+                self.waiting.append(item)
+                continue
+            self._place(slot, item)
+            free.remove(slot)
+            placed.add(slot)
+        return placed
+
+    def _place(self, slot: int, item: tuple[Any, dict[str, Any], MemberSpec | str, float]) -> None:
+        trial, params, spec, sample_time = item
+        assert isinstance(spec, MemberSpec)  # fits() said so
+        self.pm.replace(slot, spec, member_seeds(self.runner.ctx.cfg.search.seed, [trial.number])[0])
+        self.trials[slot], self.params[slot], self.sample_time[slot] = trial, params, sample_time

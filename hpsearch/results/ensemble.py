@@ -1,0 +1,140 @@
+"""Ensembles of the best: the stored models of a study's top-K trials, averaged.
+
+``load_best(name, top_k=3)`` returns an :class:`EnsembleClassifier` (mean of the members'
+probabilities) or :class:`EnsembleRegressor` (mean of their predictions); ``hpsearch best STUDY
+--ensemble 3`` scores it on the validation split and on the held-out test split next to the single
+best model (:func:`ensemble_scores`). The members are the best-ranked completed trials that still
+have a stored model: a study keeps ``search.keep_models`` of them, raised to ``search.ensemble``
+when an ensemble is asked for at study time. The scikit-learn engines keep no per-trial model:
+with ``search.ensemble`` they refit the top K after the search (:mod:`hpsearch.engines.ensemble_refit`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from hpsearch.errors import UserError
+from hpsearch.metrics import score_predictions
+from hpsearch.models.scoring import predict_raw
+from hpsearch.records import STUDY, TRIAL, ranked
+from hpsearch.results.evaluation import stored_config
+from hpsearch.storage.artifacts import load_model_artifacts
+from hpsearch.storage.queries import best_artifact_ids, study_direction
+
+__all__ = ["EnsembleClassifier", "EnsembleRegressor", "top_models", "load_ensemble", "ensemble_scores"]
+
+
+class _Ensemble(BaseEstimator):
+    """Fitted Keras models with their preprocessing; ``predict`` takes raw (unscaled) features."""
+
+    def __init__(self, members: list[tuple[Any, Any]] | None = None, trials: list[int] | None = None) -> None:
+        self.members = members
+        self.trials = trials
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(self.members)
+
+    def _raw(self, X: Any) -> np.ndarray:
+        outs = [np.asarray(model.predict(pre.transform(X), batch_size=1024, verbose=0))
+                for model, pre in self.members or []]
+        return np.mean(outs, axis=0)
+
+
+class EnsembleClassifier(ClassifierMixin, _Ensemble):
+    """``predict_proba``: the members' mean probabilities; ``predict``: their argmax as the original labels."""
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray((self.members or [])[0][1].classes)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        raw = self._raw(X)
+        if raw.ndim == 1 or raw.shape[1] == 1:
+            p1 = raw.reshape(-1)
+            return np.column_stack([1.0 - p1, p1])
+        return raw
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+
+class EnsembleRegressor(RegressorMixin, _Ensemble):
+    """``predict``: the members' mean prediction."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self._raw(X).reshape(-1)
+
+
+def top_models(study: Any, k: int) -> list[tuple[int, str, str]]:
+    """(trial number, model id, preprocessing id) of the ``k`` best trials with a stored model, best
+    first; a one-line UserError when the study keeps fewer."""
+    if k < 1:
+        raise UserError(f"an ensemble needs at least 1 model, got {k}; give --ensemble / top_k >= 1")
+    attrs = study.user_attrs
+    gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
+    direction = study_direction(attrs, list(study.directions))
+    out = []
+    for t in ranked(study.get_trials(deepcopy=False), direction):
+        ids = _stored_ids(t, attrs)
+        if ids is not None and ids[0] not in gone:
+            out.append((t.number, *ids))
+    if len(out) < k:
+        raise UserError(
+            f"study {study.study_name!r} keeps {len(out)} trained models, fewer than the {k} asked for;"
+            f" ask for at most {len(out)}, or set search.ensemble: {k} and run the study again")
+    return out[:k]
+
+
+def _stored_ids(trial: Any, attrs: dict[str, Any]) -> tuple[str, str] | None:
+    """(model id, preprocessing id) of a trial's model: its own, else one stored against the study
+    (the refitted best, or a scikit-learn engine's ensemble member, see
+    :mod:`hpsearch.engines.ensemble_refit`)."""
+    mid, pid = trial.user_attrs.get(TRIAL.MODEL_ARTIFACT), trial.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
+    if mid and pid:
+        return str(mid), str(pid)
+    if attrs.get(STUDY.BEST_TRIAL) == trial.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT):
+        return str(attrs[STUDY.BEST_MODEL_ARTIFACT]), str(attrs[STUDY.BEST_PREPROCESS_ARTIFACT])
+    member = (attrs.get(STUDY.ENSEMBLE_MODELS) or {}).get(str(trial.number))
+    return (str(member[0]), str(member[1])) if member else None
+
+
+def load_ensemble(study: Any, store: Any, k: int) -> EnsembleClassifier | EnsembleRegressor:
+    """The top-``k`` stored models of ``study`` as one fitted estimator."""
+    members, numbers = [], []
+    for number, mid, pid in top_models(study, k):
+        members.append(load_model_artifacts(store, mid, pid))
+        numbers.append(number)
+    cls = EnsembleClassifier if members[0][1].task == "classification" else EnsembleRegressor
+    return cls(members=members, trials=numbers)
+
+
+def ensemble_scores(study: Any, store: Any, k: int) -> dict[str, Any]:
+    """The ensemble of the top ``k`` and the single best model, on the validation split (where the
+    trials were compared) and on the held-out test split, re-created from the stored study file."""
+    from hpsearch.data.prepare import prepare_data
+    from hpsearch.engines.base import get_engine
+
+    ensemble = load_ensemble(study, store, k)
+    cfg, why = stored_config(study)
+    if cfg is None:
+        raise UserError(f"study {study.study_name!r}: the ensemble cannot be scored: {why}")
+    data = prepare_data(cfg, get_engine(cfg.search.engine).cv_folds(cfg))
+    metric = str(study.user_attrs.get(STUDY.METRIC))
+    mid, pid, best_number = best_artifact_ids(study)
+    best_model, _ = load_model_artifacts(store, mid, pid)
+    models = [m for m, _ in ensemble.members or []]
+
+    def score(ms: list[Any], X: Any, y: Any) -> float | None:
+        if not len(y):
+            return None
+        return score_predictions(metric, data.task, y, np.mean([predict_raw(m, X) for m in ms], axis=0))
+
+    return {
+        "k": k, "trials": ensemble.trials, "metric": metric, "best_trial": best_number,
+        "valid": score(models, data.X_valid, data.y_valid), "test": score(models, data.X_test, data.y_test),
+        "best_valid": score([best_model], data.X_valid, data.y_valid),
+        "best_test": score([best_model], data.X_test, data.y_test),
+    }

@@ -1,0 +1,207 @@
+"""Keras callbacks used by the trial runner: per-epoch reporting + pruning, and a NaN guard.
+
+They import only ``keras`` (backend-agnostic) and record what happened on the callback object so
+the runner decides the trial's state after ``fit`` returns (raising inside ``fit`` would lose the
+epoch count and the weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import keras
+
+from hpsearch.metrics import value_from_logs
+from hpsearch.models import schedules
+
+__all__ = ["PruningReporter", "NaNGuard", "EpochValues", "EpochLR", "TrialTimer", "trial_timeout_reason"]
+
+
+class EpochValues(keras.callbacks.Callback):
+    """Collects the study metric per epoch (``values``) from the logs."""
+
+    def __init__(self, metric: str, y_valid_var: float | None = None) -> None:
+        super().__init__()
+        self.metric = metric
+        self.y_valid_var = y_valid_var
+        self.values: list[float | None] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.values.append(value_from_logs(self.metric, logs or {}, self.y_valid_var))
+
+
+class PruningReporter(EpochValues):
+    """Reports the validation metric to the Optuna trial every epoch; stops training when pruned.
+
+    The per-epoch write (``trial.report``) runs on a one-thread executor, so it overlaps with the
+    next epoch's training instead of stalling it (DESIGN.md: storage writes off the hot path).
+    Writes stay in order; before the pruner is asked (and at the end of training) the pending ones
+    are waited for, and a storage error surfaces there. ``storage_time`` is the time the training
+    thread actually waited on storage.
+    """
+
+    def __init__(self, trial: Any, metric: str, y_valid_var: float | None = None,
+                 check_steps: set[int] | None = None, reports: bool = True) -> None:
+        super().__init__(metric, y_valid_var)
+        self.trial = trial
+        self.reports = reports  # False: values are kept, not reported (a study of several objectives)
+        # steps where the pruner can decide (None: every step); elsewhere asking it is a wasted
+        # storage round trip
+        self.check_steps = check_steps
+        self.pruned_at: int | None = None
+        self.storage_time = 0.0
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[Any] | None = None
+        self._error: BaseException | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-report")
+
+    def _keep_error(self, fut: Future[Any]) -> None:
+        if self._error is None and fut.exception() is not None:
+            self._error = fut.exception()
+
+    def flush(self) -> None:
+        """Wait for the queued reports; re-raise the first storage error any of them hit."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            with contextlib.suppress(BaseException):
+                pending.result()
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        value = self.values[-1]
+        if value is None or not math.isfinite(value) or not self.reports:
+            return  # the NaN guard stops training; nothing sensible to report
+        step = epoch
+        t0 = time.perf_counter()
+        if self._executor is None:  # used outside fit(): report synchronously
+            self.trial.report(value, step)
+        else:
+            self._pending = self._executor.submit(self.trial.report, value, step)
+            self._pending.add_done_callback(self._keep_error)
+        prune = False
+        if self.check_steps is None or step in self.check_steps:
+            self.flush()
+            prune = self.trial.should_prune()
+        self.storage_time += time.perf_counter() - t0
+        if prune:
+            self.pruned_at = step
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.flush()
+        finally:
+            self.close()
+            self.storage_time += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the writer thread (also when ``fit`` raised before ``on_train_end``)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where (the trial then FAILs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diverged_at: int | None = None
+        self.loss: float | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def _check(self, logs: dict[str, Any] | None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.diverged_at is None:
+            self.diverged_at = self._epoch + 1
+            self.loss = float(loss)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check(logs)
+        val = (logs or {}).get("val_loss")
+        if val is not None and not math.isfinite(float(val)) and self.diverged_at is None:
+            self.diverged_at = epoch + 1
+            self.loss = float(val)
+            self.model.stop_training = True
+
+
+class EpochLR(keras.callbacks.Callback):
+    """Sets the learning rate each epoch for a model whose compile step attached an epoch schedule
+    or a warm-up (:mod:`hpsearch.models.schedules`); does nothing for any other model. Both engines add
+    one to every fit, so the schedule follows the model, not the engine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state: schedules.ScheduleState | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._state = schedules.attached(self.model)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state = self._state
+        if state is None:
+            return
+        steps = int((self.params or {}).get("steps") or 1)
+        rate = schedules.lr_at(state.spec, epoch, steps, state.rate)
+        self.model.optimizer.learning_rate = rate
+        state.history.append(rate)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state = self._state
+        if state is None:
+            return
+        val = (logs or {}).get("val_loss")
+        schedules.after_epoch(state, epoch, None if val is None else float(val))
+        if logs is not None:
+            logs["learning_rate"] = float(state.history[-1]) if state.history else state.rate
+
+
+def trial_timeout_reason(limit: float, elapsed: float) -> str:
+    """The failure reason of a trial stopped by ``train.trial_timeout``."""
+    return f"trial_timeout: training stopped after {elapsed:.1f} s (train.trial_timeout = {limit:g} s)"
+
+
+class TrialTimer(keras.callbacks.Callback):
+    """Stops training at the next batch once a trial ran past ``train.trial_timeout`` and remembers
+    it (``elapsed``), so the runner records the trial as failed with that reason.
+
+    ``deadline`` is wall-clock time (``time.time()``): the folds of one candidate, trained in other
+    processes by joblib, share it.
+    """
+
+    def __init__(self, limit: float, deadline: float | None = None) -> None:
+        super().__init__()
+        self.limit = limit
+        self.deadline = time.time() + limit if deadline is None else deadline
+        self.elapsed: float | None = None  # seconds the trial had run when it was stopped
+
+    @property
+    def expired(self) -> bool:
+        return self.elapsed is not None
+
+    def _check(self) -> None:
+        now = time.time()
+        if now >= self.deadline:
+            if self.elapsed is None:
+                self.elapsed = self.limit + (now - self.deadline)
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()

@@ -1,0 +1,344 @@
+"""Pins hpsearch.compat.PRIVATE_HOOKS: each private hook of scikeras / scikit-learn / Optuna that
+hpsearch uses still exists and behaves as hpsearch expects, on the installed versions.
+
+Checked on the lowest and the highest versions of hpsearch.compat.SUPPORTED (see CHECKED_ON): the
+lowest in a fresh virtual environment with exactly those versions
+(``pip install scikit-learn==1.6.0 scikeras==0.13.0 keras==3.3.0 optuna==5.0.0 numpy==1.26.0
+scipy==1.10.0 tensorflow-cpu==2.16.1 pytest pytest-timeout``), the highest in the project's
+environment. A failure names the hook, the installed versions and the versions it was checked on.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+from packaging.version import Version
+from scikeras.wrappers import BaseWrapper
+from scikeras.wrappers import KerasClassifier as ScikerasClassifier
+
+from hpsearch.compat import PRIVATE_HOOKS, SUPPORTED
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKED_ON = ("lowest: scikit-learn 1.6.0, scikeras 0.13.0, keras 3.3.0, optuna 5.0.0; "
+              "highest: scikit-learn 1.9.1, scikeras 0.13.0, keras 3.15.1, optuna 5.0.0")
+
+#: hpsearch's own names that happen to equal a private name of those packages (not hooks).
+OWN_NAMES = {
+    "_fit": "engines/trial_runner.py: the trial runner's own fit step",
+    "_lock": "console.py: the progress display's own lock",
+}
+
+
+def installed() -> str:
+    return ", ".join(f"{p} {version(p)}" for p in SUPPORTED)
+
+
+def broken(hook: str, problem: str) -> str:
+    return (f"private hook {hook} {problem} (installed: {installed()}; checked on {CHECKED_ON}). "
+            "Find a public replacement or adapt hpsearch, then update hpsearch/compat.py")
+
+
+# ------------------------------------------------------------------- one instrumented fit --
+
+class Probe(keras.callbacks.Callback):
+    """Counts the fits it takes part in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fits = 0
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.fits += 1
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict[str, Any]:
+    """Fit plain scikeras once with every hook overridden or read as hpsearch does, and record."""
+    log: dict[str, Any] = {"builds": 0, "probe": Probe()}
+
+    def build(meta: Any, compile_kwargs: Any) -> keras.Model:
+        log["build_meta"], log["build_compile_kwargs"] = meta, compile_kwargs
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(meta["n_classes_"], activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        return model
+
+    class Spy(ScikerasClassifier):  # type: ignore[misc]
+        def _build_keras_model(self) -> keras.Model:
+            log["builds"] += 1
+            log["compile_kwargs"] = self._get_compile_kwargs()
+            return super()._build_keras_model()
+
+        def _get_metadata(self) -> dict[str, Any]:
+            meta = super()._get_metadata()
+            log["meta"] = dict(meta)
+            return meta
+
+        def _fit_keras_model(self, X: Any, y: Any, sample_weight: Any, warm_start: bool, epochs: int,
+                             initial_epoch: int, **kwargs: Any) -> None:
+            log["fit_kwargs"] = dict(kwargs)
+            log["fit_callbacks_before"] = list(self._fit_callbacks)
+            self._fit_callbacks = [*self._fit_callbacks, log["probe"]]
+            super()._fit_keras_model(X, y, sample_weight=sample_weight, warm_start=warm_start,
+                                     epochs=epochs, initial_epoch=initial_epoch, **kwargs)
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 3)).astype("float32")
+    y = np.array([0, 1, 2] * 4)
+    est = Spy(model=build, loss="sparse_categorical_crossentropy", optimizer="sgd", epochs=1, verbose=0)
+    est.fit(X, y, validation_data=(X, y))
+    log["estimator"], log["data"] = est, (X, y)
+    return log
+
+
+# ----------------------------------------------------------------------- the hook checks --
+
+def _check_build_keras_model(fitted: dict[str, Any]) -> None:
+    assert list(inspect.signature(BaseWrapper._build_keras_model).parameters) == ["self"], "signature changed"
+    assert fitted["builds"] == 1, "fit() no longer builds the model through it"
+    assert fitted["estimator"].model_ is not None
+
+
+def _uncompiled(meta: Any) -> keras.Model:
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(meta["n_classes_"], activation="softmax")])
+
+
+def _check_check_model_param(fitted: dict[str, Any]) -> None:
+    assert list(inspect.signature(BaseWrapper._check_model_param).parameters) == ["self"], "signature changed"
+    assert ScikerasClassifier(model=_uncompiled)._check_model_param() is _uncompiled, "no longer returns model"
+    with pytest.raises(ValueError, match="_keras_build_fn"):
+        ScikerasClassifier()._check_model_param()
+
+
+def _check_ensure_compiled_model(fitted: dict[str, Any]) -> None:
+    X, y = fitted["data"]
+    est = ScikerasClassifier(model=_uncompiled, loss="sparse_categorical_crossentropy", verbose=0)
+    est.initialize(X, y)
+    assert not est.model_.compiled, "initialize() now compiles the model"
+    est._ensure_compiled_model()
+    assert est.model_.compiled and type(est.model_.optimizer).__name__ == "RMSprop", "no longer compiles it"
+
+
+def _check_user_params(fitted: dict[str, Any]) -> None:
+    assert ScikerasClassifier(model=_uncompiled, foo=1, model__bar=2)._user_params == {"foo", "model__bar"}
+
+
+def _check_route_params(fitted: dict[str, Any]) -> None:
+    from scikeras._utils import route_params
+
+    params = {"a": 1, "b": 0, "model__c": 2, "model__d__e": 3, "fit__f": 4}
+    assert route_params(params, destination="model", pass_filter={"a"}, strict=True) == {"a": 1, "c": 2}
+
+
+def _check_fit_keras_model(fitted: dict[str, Any]) -> None:
+    params = list(inspect.signature(BaseWrapper._fit_keras_model).parameters)
+    assert params == ["self", "X", "y", "sample_weight", "warm_start", "epochs", "initial_epoch", "kwargs"], \
+        f"signature changed: {params}"
+    assert "validation_data" in fitted["fit_kwargs"], "fit() keyword arguments no longer reach it"
+
+
+def _check_fit_callbacks(fitted: dict[str, Any]) -> None:
+    assert isinstance(fitted["fit_callbacks_before"], list), "not a list when fitting"
+    assert fitted["probe"].fits == 1, "callbacks added to it no longer reach Keras' fit"
+
+
+def _check_get_metadata(fitted: dict[str, Any]) -> None:
+    meta = fitted["meta"]
+    for key in ("n_features_in_", "target_type_", "n_classes_"):
+        assert key in meta, f"meta lacks {key}"
+    assert meta["target_type_"] == "multiclass" and meta["n_classes_"] == 3
+    assert fitted["build_meta"]["n_classes_"] == 3, "meta no longer reaches a builder that asks for it"
+
+
+def _check_get_compile_kwargs(fitted: dict[str, Any]) -> None:
+    kwargs = fitted["compile_kwargs"]
+    assert isinstance(kwargs, dict) and {"optimizer", "loss", "metrics"} <= set(kwargs), kwargs
+    assert set(fitted["build_compile_kwargs"]) == set(kwargs), "scikeras passes builders other compile kwargs"
+
+
+def _check_is_categorical_crossentropy(fitted: dict[str, Any]) -> None:
+    from scikeras.utils.transformers import ClassifierLabelEncoder, _is_categorical_crossentropy
+
+    y = np.array([0, 1, 2, 1])
+    for loss in ("categorical_crossentropy", keras.losses.CategoricalCrossentropy(),
+                 "sparse_categorical_crossentropy", None):
+        one_hot = ClassifierLabelEncoder(loss=loss).fit(y).transform(y).shape[1] == 3
+        assert _is_categorical_crossentropy(loss) is one_hot, f"disagrees with the target encoder for {loss!r}"
+
+
+def _check_sklearn_tags_patch(fitted: dict[str, Any]) -> None:
+    import hpsearch.models.estimators  # noqa: F401  (applies the patch when scikeras lacks the method)
+
+    method = vars(BaseWrapper).get("__sklearn_tags__")
+    assert method is not None, "hpsearch.models.estimators did not add it"
+    assert method.__module__ == "hpsearch.models.estimators", (
+        "scikeras now defines __sklearn_tags__ itself: remove the patch from hpsearch/estimators.py"
+        " and its PRIVATE_HOOKS entry")
+    assert "_more_tags" in vars(BaseWrapper), "scikeras changed how it declares tags"
+
+
+def _check_get_stale_trial_ids(fitted: dict[str, Any]) -> None:
+    import time
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage("sqlite:///:memory:", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    tid = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+    storage.record_heartbeat(tid)
+    assert storage._get_stale_trial_ids(study._study_id) == [], "a fresh heartbeat counts as stale"
+    time.sleep(2.5)  # SQLite's now() has whole seconds
+    assert storage._get_stale_trial_ids(study._study_id) == [tid], "a silent trial is not listed as stale"
+
+
+def _check_get_variable_index(fitted: dict[str, Any]) -> None:
+    import keras
+
+    opt = keras.optimizers.SGD()
+    variables = [keras.Variable(np.zeros(2)), keras.Variable(np.zeros(3))]
+    opt.build(variables)
+    assert [opt._get_variable_index(v) for v in variables] == [0, 1], "no longer the index in build()'s list"
+
+
+CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
+    "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
+    "scikeras.wrappers.BaseWrapper._check_model_param": _check_check_model_param,
+    "scikeras.wrappers.BaseWrapper._ensure_compiled_model": _check_ensure_compiled_model,
+    "scikeras.wrappers.BaseWrapper._user_params": _check_user_params,
+    "scikeras._utils.route_params": _check_route_params,
+    "scikeras.wrappers.BaseWrapper._fit_keras_model": _check_fit_keras_model,
+    "scikeras.wrappers.BaseWrapper._fit_callbacks": _check_fit_callbacks,
+    "scikeras.wrappers.BaseWrapper._get_metadata": _check_get_metadata,
+    "scikeras.wrappers.BaseWrapper._get_compile_kwargs": _check_get_compile_kwargs,
+    "scikeras.utils.transformers._is_categorical_crossentropy": _check_is_categorical_crossentropy,
+    "scikeras.wrappers.BaseWrapper.__sklearn_tags__": _check_sklearn_tags_patch,
+    "optuna.storages.RDBStorage._get_stale_trial_ids": _check_get_stale_trial_ids,
+}
+
+
+def test_every_hook_has_a_check() -> None:
+    assert {h.name for h in PRIVATE_HOOKS} == set(CHECKS)
+    assert all(h.package in SUPPORTED and h.why for h in PRIVATE_HOOKS)
+
+
+@pytest.mark.parametrize("hook", PRIVATE_HOOKS, ids=lambda h: h.name)
+def test_private_hook_still_works(hook: Any, fitted: dict[str, Any]) -> None:
+    try:
+        CHECKS[hook.name](fitted)
+    except (AssertionError, AttributeError, ImportError, TypeError) as exc:
+        pytest.fail(broken(hook.name, f"no longer works: {type(exc).__name__}: {exc}"))
+
+
+# ---------------------------------------------------------------------------- versions --
+
+def declared_minimums() -> dict[str, str]:
+    """``package -> lowest version`` from pyproject.toml's dependencies."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    return dict(re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?>=([0-9][0-9.]*)', text))
+
+
+def test_supported_lowest_versions_are_the_declared_ones() -> None:
+    declared = declared_minimums()
+    for package, (lowest, highest) in SUPPORTED.items():
+        assert declared.get(package) == lowest, (
+            f"pyproject.toml declares {package}>={declared.get(package)} but hpsearch.compat.SUPPORTED"
+            f" says {lowest}: keep them equal (and run this file at that version)")
+        assert Version(lowest) <= Version(highest)
+
+
+def test_declared_ranges_stop_where_the_private_hooks_were_checked() -> None:
+    """scikeras is unmaintained and most private hooks are on it: 0.13.* only; Optuna below 6."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"scikeras>=0.13,<0.14"' in text and '"optuna>=5.0,<6"' in text
+    assert "optuna-integration" not in text  # a dependency nothing imports is not declared
+
+
+def test_installed_versions_are_supported() -> None:
+    for package, (lowest, _highest) in SUPPORTED.items():
+        assert Version(version(package)) >= Version(lowest), (
+            f"{package} {version(package)} is older than the lowest supported {lowest}")
+
+
+# ------------------------------------------------ no unlisted private name in hpsearch --
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_names_used(path: Path) -> Iterator[tuple[str, int, bool]]:
+    """Private identifiers one hpsearch module uses, as (name, line, certainly foreign): attributes,
+    methods its classes define (overrides), getattr-style string constants, and the private parts
+    of what it imports from other packages (certainly foreign)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            yield node.attr, node.lineno, False
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and _private(item.name):
+                    yield item.name, item.lineno, False
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and not (node.module or "").startswith("hpsearch"):
+            for part in [*(node.module or "").split("."), *(alias.name for alias in node.names)]:
+                if _private(part):
+                    yield part, node.lineno, True
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier() \
+                and _private(node.value):
+            yield node.value, node.lineno, False
+
+
+def foreign_private_names(fitted: dict[str, Any], tmp_path: Path) -> set[str]:
+    """Private names of scikeras, scikit-learn and Optuna objects hpsearch works with."""
+    import optuna
+    import scikeras.utils
+    import scikeras.utils.transformers
+    import sklearn.base
+    import sklearn.model_selection
+    import sklearn.pipeline
+    from optuna.artifacts import FileSystemArtifactStore
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    trial = study.ask()
+    objects: list[Any] = [
+        BaseWrapper, ScikerasClassifier, fitted["estimator"], scikeras.utils, scikeras.utils.transformers,
+        sklearn.base.BaseEstimator, sklearn.model_selection.GridSearchCV, sklearn.model_selection.RandomizedSearchCV,
+        sklearn.pipeline.Pipeline, study, trial, optuna.storages.RDBStorage, optuna.samplers.TPESampler(),
+        optuna.pruners.HyperbandPruner(), FileSystemArtifactStore(str(tmp_path)),
+    ]
+    names: set[str] = set()
+    for obj in objects:
+        names |= {n for n in dir(obj) if _private(n)}
+        names |= {n for n in getattr(obj, "__dict__", {}) if _private(n)}
+    return names
+
+
+def test_hpsearch_uses_no_unlisted_private_name(fitted: dict[str, Any], tmp_path: Path) -> None:
+    foreign = foreign_private_names(fitted, tmp_path)
+    listed = {part for h in PRIVATE_HOOKS for part in h.name.split(".") if _private(part)}
+    unlisted, used = [], set()
+    for path in sorted((ROOT / "hpsearch").rglob("*.py")):
+        for name, line, certain in private_names_used(path):
+            if name in listed:
+                used.add(name)
+            elif certain or (name in foreign and name not in OWN_NAMES):
+                unlisted.append(f"{path.relative_to(ROOT)}:{line} {name}")
+    assert not unlisted, (
+        "hpsearch uses private names of scikeras / scikit-learn / Optuna that hpsearch/compat.py"
+        f" PRIVATE_HOOKS does not list (list them with a test here, or add a name that is hpsearch's"
+        f" own to OWN_NAMES): {', '.join(unlisted)}")
+    assert listed <= used, f"PRIVATE_HOOKS lists hooks hpsearch no longer uses: {sorted(listed - used)}"

@@ -1,0 +1,117 @@
+"""Packed cross-validation (hpsearch.packing.cv): the scikit-learn engines train candidates
+a fold at a time in packs, with the same candidates, fold preprocessing, initial weights and
+stored trials as unpacked; with the batch order matched (shuffle off) the fold scores are equal.
+The pack is compiled once and reused on the second fold, so that fold checks the reset too."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hpsearch.data.prepare import prepare_data
+from hpsearch.engines import sklearn as sklearn_engine
+from hpsearch.engines.base import get_engine
+from hpsearch.models.builders import resolve_builder
+from hpsearch.packing.cv import cv_pack_plan
+from hpsearch.records import TRIAL
+from hpsearch.study.validate import parse_study_config
+from hpsearch.trials.context import RunContext
+
+
+def _cfg(name: str, pack: Any, engine: str = "random") -> Any:
+    return parse_study_config({
+        "name": name,
+        "data": {"source": "sklearn:diabetes", "max_rows": 120, "split": {"valid": 0.2, "test": 0.2, "seed": 0}},
+        "model": {"fixed": {}},
+        "space": {"n_hidden": {"int": [0, 2]}, "n_neurons": {"int": [4, 16]},
+                  "optimizer": {"choice": ["adam", "momentum"]},
+                  "learning_rate": {"float": [0.001, 0.01], "log": True}},
+        "train": {"epochs": 3, "batch_size": 16, "early_stopping": {"patience": 1}, "pack": pack},
+        "search": {"engine": engine, "n_trials": 4, "cv": 2, "seed": 3, "metric": "mse"},
+    })
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def begin(self, done: int, best: float | None) -> None: ...
+
+    def trial_done(self, number: int, state: str, value: float | None, detail: str = "") -> None: ...
+
+    def message(self, text: str) -> None:
+        self.notes.append(text)
+
+    def end(self) -> None: ...
+
+
+def _run(cfg: Any, url: str) -> tuple[list[Any], list[str]]:
+    engine = get_engine(cfg.search.engine)
+    data = prepare_data(cfg, engine.cv_folds(cfg))
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name=cfg.name, direction="minimize")
+    obs = _Notes()
+    ctx = RunContext(cfg=cfg, space=cfg.search_space(), data=data, study=study, storage=storage, storage_url=url,
+                     artifact_store=None, builder=resolve_builder(cfg.model.builder), builder_extra={},
+                     metric="mse", direction="minimize", engine=engine, observer=obs)
+    engine.run(ctx)
+    return sorted(study.get_trials(), key=lambda t: t.user_attrs[TRIAL.CANDIDATE]), obs.notes
+
+
+def test_packed_folds_equal_unpacked_with_the_same_batch_order(sqlite_url, monkeypatch):
+    """Shuffling off in both (the same batch order): the same candidates, fold scores, epochs and
+    curves; with it on, only the batch order differs (benchmarks/bench_packing_sklearn.py)."""
+    make = sklearn_engine.keras_estimator
+    monkeypatch.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
+    alone, notes = _run(_cfg("alone", 1), sqlite_url)
+    packed, pnotes = _run(_cfg("packed", "auto"), sqlite_url)  # auto: the 4 candidates in one pack per fold
+    assert notes == pnotes == []
+    assert len(alone) == len(packed) == 4
+    for a, p in zip(alone, packed):
+        assert a.params == p.params and a.state == p.state == optuna.trial.TrialState.COMPLETE
+        assert set(a.user_attrs) == set(p.user_attrs)  # stored as an unpacked candidate is
+        assert a.user_attrs[TRIAL.EPOCHS_PER_FOLD] == p.user_attrs[TRIAL.EPOCHS_PER_FOLD]
+        np.testing.assert_allclose(p.user_attrs[TRIAL.FOLD_SCORES], a.user_attrs[TRIAL.FOLD_SCORES], rtol=1e-4)
+        np.testing.assert_allclose(p.value, a.value, rtol=1e-4)
+        assert sorted(a.intermediate_values) == sorted(p.intermediate_values)
+        np.testing.assert_allclose(list(p.intermediate_values.values()), list(a.intermediate_values.values()),
+                                   rtol=1e-4)
+
+
+def test_halving_packs_each_rung_as_unpacked(sqlite_url, monkeypatch):
+    """Halving: a rung's candidates x folds train as packs at the rung's epochs, with the same
+    candidates, rungs and fold scores as unpacked (shuffle off, the same batch order)."""
+    make = sklearn_engine.keras_estimator
+    monkeypatch.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
+    from hpsearch.packing import cv as packed_cv
+    packs: list[int] = []
+    real = packed_cv.FoldPacks
+    monkeypatch.setattr(packed_cv, "FoldPacks", lambda *a: packs.append(a[4]) or real(*a))
+    alone, _ = _run(_cfg("h-alone", 1, engine="halving"), sqlite_url)
+    packed, notes = _run(_cfg("h-packed", "auto", engine="halving"), sqlite_url)
+    assert notes == [] and packs == [1]  # the first rung (4 candidates, 1 epoch) packed; the last has one
+    assert [t.params for t in alone] == [t.params for t in packed] and len(packed) > 4
+    for a, p in zip(alone, packed):
+        assert a.state == p.state and a.user_attrs[TRIAL.CANDIDATE_KEY] == p.user_attrs[TRIAL.CANDIDATE_KEY]
+        np.testing.assert_allclose(p.user_attrs[TRIAL.FOLD_SCORES], a.user_attrs[TRIAL.FOLD_SCORES], rtol=1e-4)
+
+
+def _plan(engine: str, pack: Any, n: int = 10, **over: Any) -> tuple[int, str | None]:
+    cfg = _cfg("plan", pack)
+    meta = {"n_features_in_": 10, "target_type_": "continuous", "n_outputs_": 1, "task": "regression"}
+    ctx = SimpleNamespace(cfg=cfg, space=cfg.search_space(), data=SimpleNamespace(meta=lambda: meta),
+                          builder=over.get("builder", resolve_builder("mlp")), builder_extra={}, metric="mse")
+    cands = [{"n_hidden": 1, "n_neurons": 8, "optimizer": "adam", "learning_rate": 0.01, **over.get("p", {})}] * n
+    return cv_pack_plan(ctx, engine, cands)
+
+
+def test_cv_pack_plan_packs_random_and_grid_and_says_why_not():
+    assert _plan("random", "auto")[0] == 10 and _plan("grid", 4) == (4, None)
+    assert _plan("random", 1) == (1, None)
+    assert _plan("random", "auto", n=3) == (1, None)  # auto: too few members to pay, no note
+    assert _plan("halving", "auto")[0] == 10  # a rung's candidates
+    k, note = _plan("random", 4, p={"max_norm": 2.0})
+    assert k == 1 and "max_norm=2.0" in note
