@@ -138,7 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
                         " the artefact takes raw features")
     b.add_argument("--ensemble", type=int, metavar="K",
                    help="score the average of the K best stored models next to the single best")
+    b.add_argument("--refit", action="store_true",
+                   help="repair: train the best trial's configuration once more, store it and score it on test")
     b.add_argument("--json", action="store_true")
+
+    de = sub.add_parser("delete", help="remove a study: its trials and every model and file it stored")
+    de.add_argument("study", help="study name")
+    storage_args(de)
+    de.add_argument("--yes", action="store_true", help="delete (without it: say what would be deleted)")
+    de.add_argument("--force", action="store_true", help="delete although trials are still running (a crashed run)")
+    de.add_argument("--json", action="store_true")
 
     _finder_parsers(sub)
     pr = sub.add_parser("predict", help="predict a CSV file of raw rows with the study's best model")
@@ -232,8 +241,13 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_best(a: argparse.Namespace) -> int:
-    """The best trial, where its model is; with --export, a copy of the model."""
+    """The best trial, where its model is; with --export, a copy of the model; --refit repairs it first."""
     from hpsearch.results.best import describe_best
+
+    if a.refit:
+        from hpsearch.results.repair import refit_best
+
+        refit_best(a.study, storage=a.storage, artifacts=a.artifacts, observer=_observer(not a.json))
 
     info = describe_best(a.study, storage=a.storage, artifacts=a.artifacts, export=a.export, ensemble=a.ensemble,
                          fmt=a.fmt)
@@ -241,6 +255,18 @@ def cmd_best(a: argparse.Namespace) -> int:
         console.print_json(info)
     else:
         console.print_best(info)
+    return 0
+
+
+def cmd_delete(a: argparse.Namespace) -> int:
+    """Remove a study and its artifacts (with --yes); without it, what would be removed."""
+    from hpsearch.storage.delete import delete_study
+
+    out = delete_study(a.study, storage=a.storage, artifacts=a.artifacts, yes=a.yes, force=a.force)
+    if a.json:
+        console.print_json(out)
+    else:
+        console.print_deleted(out)
     return 0
 
 
@@ -320,7 +346,7 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "status": cmd_status,
             "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard, "predict": cmd_predict,
-            "lr-find": cmd_lr_find, "batch-find": cmd_batch_find}
+            "lr-find": cmd_lr_find, "batch-find": cmd_batch_find, "delete": cmd_delete}
 
 
 def _refuse_bad_study(a: argparse.Namespace) -> bool:
@@ -355,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast
         _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict", "lr-find", "batch-find")
-                       or (a.command == "best" and bool(a.export or a.ensemble)))
+                       or (a.command == "best" and bool(a.export or a.ensemble or a.refit)))
     try:
         return COMMANDS[a.command](a)
     except UserError as e:

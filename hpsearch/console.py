@@ -191,6 +191,18 @@ def print_status(data: dict[str, Any]) -> None:
         if data["test_score"] is not None:
             line += f"; test {data.get('test_metric') or metric} {fmt_value(data['test_score'])}"
         con.print(line)
+    if data.get("model_missing"):
+        con.print(f"[bold red]the best trial {data['best_trial']} has no stored model[/bold red]: repair it with"
+                  f" `hpsearch best {data['study']} --refit` (or `hpsearch run FILE --resume`)")
+
+
+def print_deleted(out: dict[str, Any]) -> None:
+    """``hpsearch delete``: what was (or, without --yes, would be) removed."""
+    what = f"study {out['study']!r}: {out['trials']} trials and {out['artifacts']} stored files (models, curves)"
+    if out["deleted"]:
+        _console().print(f"deleted {what}")
+    else:
+        _console().print(f"would delete {what}; pass --yes to delete")
 
 
 def print_best(info: dict[str, Any]) -> None:
@@ -218,9 +230,14 @@ def print_best(info: dict[str, Any]) -> None:
         extra = ", ".join(f"{k} {fmt_value(v)}" for k, v in info["test_metrics"].items() if k != tm)
         con.print(f"test {tm}: {fmt_value(info['test_score'])}" + (f" ({extra})" if extra else "")
                   + " — on the held-out test split")
+    elif info.get("model_missing"):
+        con.print("test score: not recorded (the best trial has no stored model to score)")
     else:
         con.print("test score: not recorded yet (the study has not finished)")
-    if info["model_artifact"]:
+    if info.get("model_missing"):
+        con.print(f"model: none stored for the best trial {info['best_trial']}; repair it with"
+                  f" `hpsearch best {info['study']} --refit` (or `hpsearch run FILE --resume`)")
+    elif info["model_artifact"]:
         con.print(f"model: artifact {info['model_artifact']} (trial {info['model_trial']}) in {info['artifacts']}")
     else:
         con.print("model: none stored for the best trial yet; run the study to its end")

@@ -16,7 +16,6 @@ from hpsearch.execution.control import Control, LoopSettings, control_callback
 from hpsearch.execution.loop import run_trials
 from hpsearch.execution.packed_loop import run_packed_trials
 from hpsearch.packing.runner import PackedRunner, pack_plan
-from hpsearch.records import TRIAL
 from hpsearch.spec.space import SearchSpace
 from hpsearch.trials.context import Refit, RunContext
 from hpsearch.trials.runner import TrialRunner
@@ -103,7 +102,7 @@ class OptunaEngine(Engine):
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)
 
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:
-        """A trial copied by ``search.warm_start`` that stayed the best has no model here: train it once."""
-        if trial.user_attrs.get(TRIAL.COPIED_FROM):
-            return train_params(ctx, params)
-        return super().refit(ctx, params, trial)
+        """The best trial has no stored model here (a copy of ``search.warm_start``, an older study, a
+        deleted artifact, a crash between its tell and its model): train its configuration once,
+        seeded from ``search.seed`` and the trial number, so the study is repaired, not stuck."""
+        return train_params(ctx, params, seed=(ctx.cfg.search.seed or 0) + trial.number)

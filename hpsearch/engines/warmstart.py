@@ -184,13 +184,16 @@ def warm_start(ctx: RunContext) -> dict[str, Any] | None:
     return summary
 
 
-def train_params(ctx: RunContext, params: dict[str, Any]) -> Refit:
+def train_params(ctx: RunContext, params: dict[str, Any], seed: int | None = None) -> Refit:
     """Train one parameter set on the training split (early stopping on the validation split): the
-    model of a copied trial that ended as this study's best."""
+    model of a best trial that has none stored (a copied trial, or a study being repaired);
+    ``seed`` seeds Keras' random state first (initial weights, shuffling, dropout)."""
     import keras
 
     from hpsearch.models.builders import call_builder
 
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
     cfg, data = ctx.cfg, ctx.data
     full = {**ctx.space.full_params(params), **ctx.builder_extra}
     model = call_builder(ctx.builder, full, data.meta())

@@ -142,15 +142,32 @@ def list_studies(storage: str | None) -> dict[str, Any]:
     return {"storage": redact_url(url), "studies": rows}
 
 
+def missing_best_model(study: Any, best: Any) -> bool:
+    """Has the study's best trial no usable stored model (none recorded for it, or one removed)?"""
+    attrs = study.user_attrs
+    gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS) or [])
+    if attrs.get(STUDY.BEST_TRIAL) == best.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT) not in (None, *gone):
+        return False
+    mid = best.user_attrs.get(TRIAL.MODEL_ARTIFACT)
+    return not mid or mid in gone
+
+
 def study_status(name: str, storage: str | None, top: int | None = 10) -> dict[str, Any]:
     """``hpsearch status NAME``: the study's summary, data summary, test scores and top trials."""
     url, _, s = open_study_for_reading(name, storage)
     trials = s.get_trials(deepcopy=False)
     summary = study_summary(s.study_name, list(s.directions), dict(s.user_attrs), trials, _now())
     rows = trial_rows(trials, summary["direction"], limit=top if top and top > 0 else None)
+    try:
+        best = chosen_trial(s)
+    except ValueError:
+        best = None
+    idle = not any(t.state.name in ("RUNNING", "WAITING") for t in trials)
+    missing = best is not None and idle and missing_best_model(s, best)
     return dict(summary, storage=redact_url(url), data_summary=s.user_attrs.get(STUDY.DATA_SUMMARY),
                 test_metric=s.user_attrs.get(STUDY.TEST_METRIC), test_metrics=s.user_attrs.get(STUDY.TEST_METRICS),
-                stop_reason=s.user_attrs.get(STUDY.STOP_REASON), trials=rows, **_front(s, trials))
+                stop_reason=s.user_attrs.get(STUDY.STOP_REASON), trials=rows, model_missing=missing,
+                **_front(s, trials))
 
 
 def _front(study: Any, trials: list[Any] | None = None) -> dict[str, Any]:
@@ -187,6 +204,8 @@ def best_info(study: Any, url: str, artifacts: str | None = None) -> dict[str, A
         or best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT),
         "artifacts": artifact_location(url, artifacts or attrs.get(STUDY.ARTIFACTS)),
         "exported": None, **_front(study), **({"pick": DEFAULT_PICK} if len(study.directions) > 1 else {}),
+        "model_missing": not any(t.state.name in ("RUNNING", "WAITING") for t in study.get_trials(deepcopy=False))
+        and missing_best_model(study, best),
     }
 
 
@@ -207,12 +226,14 @@ def best_artifact_ids(study: Any, pick: str | None = None) -> tuple[str, str, in
     if mid and pid and attrs.get(STUDY.BEST_TRIAL) == best.number:  # the model finalize stored (a refit)
         return str(mid), str(pid), best.number
     mid, pid = best.user_attrs.get(TRIAL.MODEL_ARTIFACT), best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
+    if mid in set(attrs.get(STUDY.REMOVED_ARTIFACTS) or []):
+        mid = pid = None  # removed on purpose (keep_models) before the trial was named best
     if not (mid and pid) and pick is not None:
         raise UserError(f"pick: {pick!r} chooses trial {best.number}, which has no stored model (the scikit-learn"
                         " engines keep only the refit of the default pick); use the default pick or engine optuna")
     if not (mid and pid):
         raise UserError(
-            f"study {study.study_name!r} has no stored model for its best trial; run it to the end"
-            " (`hpsearch run FILE --resume`) so the best model is saved"
+            f"study {study.study_name!r} has no stored model for its best trial {best.number}; repair it with"
+            f" `hpsearch best {study.study_name} --refit` (or `hpsearch run FILE --resume`)"
         )
     return str(mid), str(pid), best.number

@@ -100,7 +100,7 @@ def _check_existing(existing: Any, cfg: StudyConfig, objectives: list[tuple[str,
     if prev_engine and prev_engine != cfg.search.engine:
         raise UserError(
             f"study {cfg.name!r} already exists in the storage with engine {prev_engine}; "
-            f"use another name: (or delete it: optuna delete-study --study-name {cfg.name} --storage URL)"
+            f"use another name (or delete it: hpsearch delete {cfg.name} --storage URL --yes)"
         )
     prev_metric = ", ".join(existing.user_attrs.get(STUDY.OBJECTIVES) or [existing.user_attrs.get(STUDY.METRIC) or ""])
     if prev_metric and prev_metric != metric:
@@ -276,20 +276,41 @@ def run_study(
     return make_result(ctx, time.monotonic() - start, already)
 
 
-def finalize(ctx: RunContext) -> None:
-    """Make sure the best trial's model is stored, and score it once on the held-out test split."""
+def _stored_model(ctx: RunContext, best: Any, force: bool) -> tuple[Any, str | None, str | None]:
+    """(model, model id, preprocessing id) of the best trial's stored model; (None, None, None) when
+    it has none, or (``force``: a repair) when its file cannot be read any more."""
+    mid, pid = best.user_attrs.get(TRIAL.MODEL_ARTIFACT), best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
+    if not (mid and pid) or mid in set(ctx.study.user_attrs.get(STUDY.REMOVED_ARTIFACTS) or []):
+        return None, None, None  # none kept, or removed on purpose (keep_models) before it was named best
+    try:
+        model, _pre = load_model_artifacts(ctx.artifact_store, mid, pid)
+    except UserError:
+        if not force:
+            raise
+        return None, None, None
+    return model, mid, pid
+
+
+def finalize(ctx: RunContext, force: bool = False) -> None:
+    """Make sure the best trial's model is stored, and score it once on the held-out test split.
+
+    A best trial without a stored model (the scikit-learn engines keep no fold model; a study
+    written by an older release, a deleted artifact, a crash) is trained once more and stored:
+    running the study again repairs it. ``force`` (``hpsearch best STUDY --refit``) redoes it even
+    when a model was recorded, and retrains when that model's file cannot be read."""
     study = ctx.study
     try:
         best = chosen_trial(study)  # several objectives: the default pick of the Pareto front
     except ValueError:
         raise StudyFailedError(f"study {study.study_name!r} has no completed trial; see `hpsearch status`") from None
     attrs = study.user_attrs
-    if attrs.get(STUDY.BEST_TRIAL) == best.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT):
+    if not force and attrs.get(STUDY.BEST_TRIAL) == best.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT):
         return  # already done by an earlier run (or another worker)
-    mid, pid = best.user_attrs.get(TRIAL.MODEL_ARTIFACT), best.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
-    if mid and pid:
-        model, _pre = load_model_artifacts(ctx.artifact_store, mid, pid)
-    else:  # the engine kept no model for it (CV fold models): refit the best candidate once
+    model, mid, pid = _stored_model(ctx, best, force)
+    if model is None:  # no model kept for it: train the best candidate once
+        if force or not ctx.engine.refits_ensemble:  # an engine that keeps a model per trial lost one
+            ctx.observer.message(f"hpsearch: the best trial {best.number} has no stored model: training its"
+                                 " configuration once more to store it and score it on test")
         t0 = time.monotonic()
         refit = ctx.engine.refit(ctx, dict(best.params), best)
         model = refit.model
