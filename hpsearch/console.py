@@ -175,6 +175,8 @@ def print_status(data: dict[str, Any]) -> None:
               f" {data['running']} running; elapsed {fmt_elapsed(data['elapsed_s'])}")
     if data.get("stop_reason"):
         con.print(f"ended by {data['stop_reason']}")
+    for decision in (data.get("decisions") or {}).values():  # what hpsearch decided for the user
+        con.print(f"decided: {decision['line']}")
     rows = data["trials"]
     table = Table(title=f"top {len(rows)} trials")
     for col in ("rank", "trial", "state", metric, "params", "epochs", "fit time (s)"):

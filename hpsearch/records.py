@@ -47,6 +47,7 @@ class STUDY:
     REFIT_EPOCHS = "refit_epochs"
     REMOVED_ARTIFACTS = "removed_artifacts"  # ids of models dropped by keep_models
     STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
+    DECISIONS = "decisions"  # every automatic decision: {key: {"value": ..., "line": the line the run said}}
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
 

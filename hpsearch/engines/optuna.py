@@ -15,7 +15,7 @@ from hpsearch.execution.budget import take_launch
 from hpsearch.execution.control import Control, LoopSettings, control_callback
 from hpsearch.execution.loop import run_trials
 from hpsearch.execution.packed_loop import run_packed_trials
-from hpsearch.packing.runner import PackedRunner, pack_plan
+from hpsearch.packing.runner import PackedRunner, pack_line, pack_plan
 from hpsearch.spec.space import SearchSpace
 from hpsearch.trials.context import Refit, RunContext
 from hpsearch.trials.runner import TrialRunner
@@ -90,9 +90,12 @@ class OptunaEngine(Engine):
         ctx.control = ctl
         seed_launch(ctx)
         warm_start(ctx)  # search.warm_start and search.enqueue, once per study
-        k, note = pack_plan(ctx) if not ctx.several else (1, several_note(ctx))
-        if note:
-            ctx.observer.message(note)
+        if ctx.several:
+            k, line = 1, several_note(ctx).removeprefix("hpsearch: ")
+        else:
+            k, note = pack_plan(ctx)
+            line = pack_line(ctx, k, note)
+        ctx.decide("pack", k, line)
         steps = pruning_steps(ctx.cfg, ctx.study.pruner)  # where the pruner decides: the runner reports there
         if k > 1:
             run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)], check_steps=steps),

@@ -126,6 +126,19 @@ def _n_params(ctx: RunContext, spec: MemberSpec) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
+def _cv_pack_line(ctx: RunContext, k: int, note: str | None, n: int) -> str:
+    """The one line that says what ``train.pack`` decided for these candidates' folds."""
+    want = ctx.cfg.train.pack
+    if note:
+        return note.removeprefix("hpsearch: ")
+    if k > 1:
+        return f"train.pack {want} -> {k}: {n} candidates x {ctx.cfg.search.cv or 1} folds train {k} at a time"
+    if want == 1:
+        return "train.pack 1: one model per fit"
+    return (f"train.pack {want} -> 1: one model per fit ({n} candidates: too few of one shape to pay for a"
+            " pack's compile)")
+
+
 def fold_packs(ctx: RunContext, search: CandidateSearch, engine: str, candidates: list[dict[str, Any]],
                epochs: int | None = None, say: bool = True) -> FoldPacks | None:
     """The packs for ``candidates`` (the engine's, not stored yet), or None: one model per fit.
@@ -135,8 +148,8 @@ def fold_packs(ctx: RunContext, search: CandidateSearch, engine: str, candidates
         return None
     planned = [ctx.space.builder_params(p if epochs is None else {**p, "epochs": epochs}) for p in candidates]
     k, note = cv_pack_plan(ctx, engine, planned)
-    if note and say:
-        ctx.observer.message(note)
+    if say:
+        ctx.decide("pack", k, _cv_pack_line(ctx, k, note, len(planned)))
     return FoldPacks(ctx, search, planned, k, epochs) if k > 1 else None
 
 

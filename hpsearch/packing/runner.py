@@ -26,7 +26,7 @@ from hpsearch.records import TRIAL, best_of, outranks, ranked
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.runner import Fitted, TrialRunner
 
-__all__ = ["pack_plan", "PackedRunner"]
+__all__ = ["pack_plan", "pack_line", "PackedRunner"]
 
 _AUTO_MAX = 64  # auto: each pack pays one trace and compile (seconds), so fewer, larger packs
 _AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one trial at a time)
@@ -77,6 +77,26 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     if why is not None:
         return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one trial per model)"
     return int(want), None
+
+
+def pack_line(ctx: RunContext, k: int, note: str | None) -> str:
+    """The one line that says what ``train.pack`` decided and why (no silent choices), for the
+    outcome of :func:`pack_plan` (``note``: its refusal)."""
+    cfg = ctx.cfg
+    want, budget = cfg.train.pack, cfg.search.n_trials
+    if note:
+        return note.removeprefix("hpsearch: ")
+    if k > 1:
+        packs = f"; {budget} trials in {math.ceil(budget / k)} packs, freed slots refilled" if budget else ""
+        return f"train.pack {want} -> {k}: trials of one shape train {k} at a time in one compiled model{packs}"
+    if want != "auto":
+        return f"train.pack {want}: one trial per model"
+    largest = _largest_member(ctx, {**ctx.space.fixed, **ctx.builder_extra})
+    if auto_pack_size(largest, int(cfg.train.batch_size)) < _AUTO_MIN:
+        return (f"train.pack auto -> 1: the largest model the space allows ({largest} weights) leaves room for"
+                f" fewer than {_AUTO_MIN} members (one trial per model; a pack pays only for small models)")
+    return (f"train.pack auto -> 1: a budget of {budget} trials is under two packs of {_AUTO_MIN} (one trial per"
+            " model; a pack's compile does not pay for so few trials)")
 
 
 def _auto_k(k_max: int, budget: int | None) -> int:

@@ -167,6 +167,7 @@ def study_status(name: str, storage: str | None, top: int | None = 10) -> dict[s
     return dict(summary, storage=redact_url(url), data_summary=s.user_attrs.get(STUDY.DATA_SUMMARY),
                 test_metric=s.user_attrs.get(STUDY.TEST_METRIC), test_metrics=s.user_attrs.get(STUDY.TEST_METRICS),
                 stop_reason=s.user_attrs.get(STUDY.STOP_REASON), trials=rows, model_missing=missing,
+                decisions=s.user_attrs.get(STUDY.DECISIONS) or {},
                 **_front(s, trials))
 
 

@@ -38,6 +38,7 @@ from hpsearch.storage.artifacts import (
     save_model_artifacts,
 )
 from hpsearch.study.batchfind import resolve_batch_size
+from hpsearch.study.decisions import announce_decisions
 from hpsearch.study.lrfind import resolve_auto
 from hpsearch.study.validate import apply_overrides, load_study_config
 from hpsearch.trials.context import NullObserver, Observer, RunContext
@@ -177,6 +178,8 @@ def prepare_context(
                       grace_period=grace)  # raises StorageError if unreachable
     options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, objectives, create, options)
+    auto_batch = cfg.train.batch_size == "auto"
+    auto_ranges = [n for n, p in space.params.items() if getattr(p, "auto", False)]
     cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
     space = resolve_auto(cfg, space, data, builder, study, store)  # `float: auto`: a range test, once per study
     if new:
@@ -199,6 +202,7 @@ def prepare_context(
                      direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
                      worker_index=worker_index, objectives=objectives)
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
+    announce_decisions(ctx, auto_batch, auto_ranges)  # no silent choices: one line and an attribute each
     return ctx
 
 

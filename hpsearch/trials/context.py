@@ -9,7 +9,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hpsearch.records import TRIAL, clean_attr
+from hpsearch.records import STUDY, TRIAL, clean_attr
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.data.prepare import PreparedData
@@ -79,6 +79,16 @@ class RunContext:
     stop_rule: str | None = None  # the stop rule (timeout, patience, target) that ended this run
     #: (name, direction) of every objective; more than one: a multi-objective study (Pareto front)
     objectives: list[tuple[str, str]] = field(default_factory=list)
+
+    def decide(self, key: str, value: Any, line: str) -> None:
+        """One automatic decision (no silent choices): said in one line through the observer and
+        recorded on the study as ``STUDY.DECISIONS[key] = {"value", "line"}``."""
+        self.observer.message(f"hpsearch: {line}")
+        decisions = dict(self.study.user_attrs.get(STUDY.DECISIONS) or {})
+        entry = clean_attr({"value": value, "line": line})
+        if decisions.get(key) != entry:
+            decisions[key] = entry
+            self.study.set_user_attr(STUDY.DECISIONS, decisions)
 
     @property
     def several(self) -> bool:
