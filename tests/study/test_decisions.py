@@ -5,8 +5,8 @@ convolutions, streamed or in memory."""
 from __future__ import annotations
 
 import optuna
-
 from data_fixtures import messy_frame, write_image_folder
+
 from hpsearch.records import STUDY
 from hpsearch.study.run import prepare_context, run_study
 from hpsearch.study.validate import parse_study_config
