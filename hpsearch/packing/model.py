@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +52,7 @@ from hpsearch.packing.layers import (
     stacked_regularizer,
 )
 from hpsearch.spec.space import coerce_value
+from hpsearch.trials.seeds import trial_seeds
 
 __all__ = ["PACKABLE_OPTIMIZERS", "MemberSpec", "member_spec", "pack_refusal", "auto_pack_size",
            "PackedModel", "member_seeds"]
@@ -119,11 +119,9 @@ def member_spec(builder: Any, params: Mapping[str, Any]) -> MemberSpec | str:
 
 def member_seeds(seed: int | None, numbers: list[int]) -> list[int]:
     """Each member's seed (initial weights; the first also seeds the pack's dropout masks and
-    batch order): derived from ``search.seed`` and the trial number, so a study run again from
-    scratch trains the same packs; without ``search.seed``, fresh entropy (as unpacked trials)."""
-    if seed is None:
-        return [int.from_bytes(os.urandom(3), "little") for _ in numbers]
-    return [int(np.random.SeedSequence([int(seed) % (1 << 64), int(n)]).generate_state(1)[0]) >> 8 for n in numbers]
+    batch order): :func:`hpsearch.trials.seeds.trial_seeds`, the seed an unpacked trial of the same
+    number uses, so a study run again from scratch trains the same packs."""
+    return trial_seeds(seed, numbers)
 
 
 def _widths(n_neurons: int | list[int], n_hidden: int) -> tuple[int, ...]:

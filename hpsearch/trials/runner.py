@@ -26,6 +26,7 @@ from hpsearch.records import TRIAL, best_of, is_better, outranks, primary_value,
 from hpsearch.storage.artifacts import save_curve_artifact, save_model_artifacts
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_limits, infeasible_attrs, measure
 from hpsearch.trials.context import Candidate, RunContext
+from hpsearch.trials.seeds import seed_keras, trial_seeds
 
 __all__ = ["TrialRunner", "Fitted", "TrialDiverged", "TrialTimedOut", "pad_to_batches"]
 
@@ -92,6 +93,7 @@ class TrialRunner:
         self.timer: Any = None  # the running trial's TrialTimer (train.trial_timeout)
         self.limits: dict[str, Any] = {}  # the running trial's search.constraints values
         self.measured: dict[str, float] = {}  # the running trial's measured objectives (n_params, latency_ms)
+        self.seed: int | None = None  # the running trial's seed (hpsearch.trials.seeds); None: unseeded
         if cfg.search.cv:  # each fold scaled by a preprocessor fitted on its own training rows
             self.folds = [(*pad_to_batches(Xt, yt, self.batch_size, seed), Xv, yv)
                           for Xt, yt, Xv, yv in data.fold_arrays(cfg.search.cv, seed)]
@@ -145,7 +147,17 @@ class TrialRunner:
             self.measured["latency_ms"] = float(self.limits[TRIAL.LATENCY_MS])
 
     def _build(self, params: dict[str, Any], clear_session: bool = True) -> Any:
-        return call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=clear_session)
+        """The trial's model; with ``clear_session`` the session is cleared and Keras seeded with
+        the trial's seed first (:mod:`hpsearch.trials.seeds`), so a rerun builds and trains the same."""
+        if clear_session:
+            self._fresh_session()
+        return call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=False)
+
+    def _fresh_session(self) -> None:
+        import keras
+
+        keras.backend.clear_session()
+        seed_keras(self.seed)
 
     def _fit(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
              epochs: int, callbacks: list[Any], initial_epoch: int = 0) -> Any:
@@ -203,14 +215,12 @@ class TrialRunner:
         (so pruning and early stopping act on the CV estimate, as with one model)."""
         import math
 
-        import keras
-
         from hpsearch.trials.callbacks import EpochValues, NaNGuard
 
         cfg, direction = self.ctx.cfg, self.ctx.direction
         folds = self.folds or []
         es = cfg.train.early_stopping
-        keras.backend.clear_session()  # once per trial: the k fold models live side by side
+        self._fresh_session()  # once per trial: the k fold models live side by side
         models = [self._build(params, clear_session=False) for _ in folds]
         self._check_limits(trial, models[0])
         guards = [NaNGuard() for _ in models]
@@ -265,6 +275,7 @@ class TrialRunner:
         params.update(ctx.builder_extra)
         t_sampled = time.monotonic()
         self.timer, self.limits, self.measured = self._timer(), {}, {}
+        self.seed = trial_seeds(ctx.cfg.search.seed, [trial.number])[0] if ctx.cfg.search.seed is not None else None
         try:
             fit = self._holdout(trial, params) if self.folds is None else self._cv(trial, params)
         except (TrialDiverged, TrialTimedOut) as e:
