@@ -21,8 +21,8 @@ import numpy as np
 
 from hpsearch.models.builders import call_builder
 from hpsearch.packing.model import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
-from hpsearch.packing.train import MemberResult, PackSettings, train_pack
-from hpsearch.records import TRIAL, best_of, outranks, ranked
+from hpsearch.packing.train import MemberResult, PackSettings, stop_settings, train_pack
+from hpsearch.records import TRIAL, outranks, ranked
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.runner import Fitted, TrialRunner
 
@@ -189,14 +189,16 @@ class PackedRunner:
         p.update(self.ctx.builder_extra)
         return p, member_spec(self.ctx.builder, p)
 
-    def _settings(self) -> PackSettings:
-        cfg, r = self.ctx.cfg, self.single
-        es, epochs = cfg.train.early_stopping, cfg.train.epochs
-        return PackSettings(epochs=epochs, batch_size=r.batch_size, valid_batch=r.valid_batch, metric=self.ctx.metric,
-                            direction=self.ctx.direction, patience=es.patience if es is not None else epochs,
-                            min_delta=es.min_delta if es is not None else 0.0,
-                            restore_best=es.restore_best_weights if es is not None else True,
-                            y_valid_var=r.y_valid_var)
+    def settings(self, pm: PackedModel) -> PackSettings:
+        """How ``pm`` trains: the one-trial runner's batches and its early-stopping rule per member."""
+        r = self.single
+        return PackSettings(epochs=self.ctx.cfg.train.epochs, batch_size=r.batch_size, valid_batch=r.valid_batch,
+                            metric=self.ctx.metric, direction=self.ctx.direction, y_valid_var=r.y_valid_var,
+                            **stop_settings(r.rule, self.ctx.metric, pm, self.ctx.data.y_valid))
+
+    def value(self, r: MemberResult) -> tuple[float | None, int]:
+        """(trial value, 0-based epoch) of a member, by the rule an unpacked trial's value follows."""
+        return self.single.rule.trial_value(r.values, r.best_epoch, self.ctx.direction)
 
     def _keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
         """The members (indices of ``res``; ``numbers`` their trial numbers) whose models rank in
@@ -207,7 +209,7 @@ class PackedRunner:
         number), so a tied earlier trial that finishes last still keeps its model."""
         direction, k = self.ctx.direction, self.ctx.cfg.search.keep_models
         values = {i: v for i, r in enumerate(res) if r.state == "COMPLETE" and r.weights is not None
-                  and (v := best_of(r.values, direction)[0]) is not None}
+                  and (v := self.value(r)[0]) is not None}
         done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
         stored = [(t.value, t.number) for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
         ahead = {i: sum(outranks(v, n, values[i], numbers[i], direction) for v, n in stored)
@@ -227,7 +229,7 @@ class PackedRunner:
             return cand
         if r.state != "COMPLETE":
             return cand
-        value, best = best_of(r.values, self.ctx.direction)
+        value, best = self.value(r)
         if value is None or r.weights is None:
             cand.state, cand.failure = "FAIL", "no finite validation value was logged"
             return cand
@@ -271,7 +273,7 @@ class _Pack:
         self.t0 = time.monotonic()
         try:
             res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
-                             self.runner._settings(), self.reports, callbacks=single.extra_callbacks,
+                             self.runner.settings(self.pm), self.reports, callbacks=single.extra_callbacks,
                              refill=self._refill if self.more is not None else None)
             self._end([i for i in range(self.size) if i in self.trials], res)
         finally:

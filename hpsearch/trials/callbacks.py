@@ -22,16 +22,21 @@ __all__ = ["PruningReporter", "NaNGuard", "EpochValues", "EpochLR", "TrialTimer"
 
 
 class EpochValues(keras.callbacks.Callback):
-    """Collects the study metric per epoch (``values``) from the logs."""
+    """Collects the study metric per epoch (``values``) from the logs and, with ``watch``, that log
+    key's value (``watched``: what early stopping watches when it is not the metric)."""
 
-    def __init__(self, metric: str, y_valid_var: float | None = None) -> None:
+    def __init__(self, metric: str, y_valid_var: float | None = None, watch: str | None = None) -> None:
         super().__init__()
         self.metric = metric
         self.y_valid_var = y_valid_var
+        self.watch = watch
         self.values: list[float | None] = []
+        self.watched: list[float] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.values.append(value_from_logs(self.metric, logs or {}, self.y_valid_var))
+        if self.watch is not None:
+            self.watched.append(float((logs or {}).get(self.watch, math.nan)))
 
 
 class PruningReporter(EpochValues):
@@ -111,8 +116,11 @@ class PruningReporter(EpochValues):
             self._executor = None
 
 
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where (the trial then FAILs)."""
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """Keras' ``TerminateOnNaN`` (stops at the first batch whose loss is NaN / inf) that also
+    remembers where and what the loss was, so the runner fails the trial with that reason
+    ("training diverged: ..."), and stops on a non-finite ``val_loss`` too, which Keras' callback
+    does not watch (a model whose training loss stays finite can still predict inf on new rows)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,20 +131,23 @@ class NaNGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
 
-    def _check(self, logs: dict[str, Any] | None) -> None:
+    def _diverged(self, at: int, loss: Any) -> None:
+        if self.diverged_at is None:
+            self.diverged_at, self.loss = at, float(loss)
+        self.model.stop_training = True
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.diverged_at is None:
-            self.diverged_at = self._epoch + 1
-            self.loss = float(loss)
-            self.model.stop_training = True
+        if loss is not None and not math.isfinite(float(loss)):
+            super().on_batch_end(batch, logs)  # Keras' own stop
+            self._diverged(self._epoch + 1, loss)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check(logs)
-        val = (logs or {}).get("val_loss")
-        if val is not None and not math.isfinite(float(val)) and self.diverged_at is None:
-            self.diverged_at = epoch + 1
-            self.loss = float(val)
-            self.model.stop_training = True
+        for key in ("loss", "val_loss"):
+            v = (logs or {}).get(key)
+            if v is not None and not math.isfinite(float(v)):
+                self._diverged(epoch + 1, v)
+                return
 
 
 class EpochLR(keras.callbacks.Callback):
