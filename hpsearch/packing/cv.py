@@ -42,7 +42,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from hpsearch.models.builders import task_of
-from hpsearch.packing.model import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
+from hpsearch.packing.model import (
+    AUTO_MIN_MEMBERS,
+    MemberSpec,
+    PackedModel,
+    auto_pack_size,
+    member_seeds,
+    member_spec,
+    pack_refusal,
+)
 from hpsearch.packing.train import PackSettings, member_scores, stop_settings, train_pack
 from hpsearch.trials.context import RunContext
 
@@ -63,8 +71,6 @@ class CandidateSearch(Protocol):
     stored: dict[str, Any]
     packs: FoldPacks | None
 
-_AUTO_MAX = 32  # auto: members per pack at most (as the Optuna engine's packs)
-_AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one model at a time)
 _PREFIX = "model__"  # how CandidateSearch passes builder params to the pipeline
 
 
@@ -111,8 +117,8 @@ def cv_pack_plan(ctx: RunContext, engine: str, candidates: list[dict[str, Any]])
     k = int(want) if want != "auto" else 0
     if want == "auto":
         biggest = max((_n_params(ctx, s) for s in specs if isinstance(s, MemberSpec)), default=0)
-        k = min(auto_pack_size(biggest, int(cfg.train.batch_size)), _AUTO_MAX, len(candidates))
-        if k < _AUTO_MIN:
+        k = min(auto_pack_size(biggest, int(cfg.train.batch_size)), len(candidates))  # at most AUTO_MAX_MEMBERS
+        if k < AUTO_MIN_MEMBERS:
             return 1, None  # too few members to pay: no note, as the Optuna engine's auto
     if why is not None:
         return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one model per fit)"

@@ -22,8 +22,9 @@ import numpy as np
 
 from hpsearch.models.builders import call_builder, count_params
 from hpsearch.pareto import dominates, is_feasible
-from hpsearch.records import TRIAL, is_better, outranks, primary_value, ranked
+from hpsearch.records import TRIAL, is_better
 from hpsearch.storage.artifacts import save_curve_artifact, save_model_artifacts
+from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_limits, infeasible_attrs, measure
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.seeds import seed_keras, trial_seeds
@@ -344,15 +345,11 @@ class TrialRunner:
                 attrs[TRIAL.CURVE_ARTIFACT] = cid
 
     def _rank(self, value: float, number: int) -> tuple[bool, bool]:
-        """(among the best K stored models?, the best so far?), in the one ranking (ties: the lower
-        trial number, whatever order trials finish in)."""
-        direction = self.ctx.direction
-        done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
-        best = not done or outranks(value, number, primary_value(done[0]), done[0].number, direction)
-        stored = [t for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
-        k = self.ctx.cfg.search.keep_models
-        last = stored[k - 1] if len(stored) >= k else None
-        return (last is None or outranks(value, number, primary_value(last), last.number, direction)), best
+        """(among the best K stored models?, the best so far?): :func:`hpsearch.storage.keep.finishing_keepers`
+        for this one trial (ties: the lower trial number, whatever order trials finish in)."""
+        keep, lead = finishing_keepers(self.ctx.study.get_trials(deepcopy=False), self.ctx.direction,
+                                       self.ctx.cfg.search.keep_models, [(value, number)])
+        return bool(keep), lead == 0
 
     def _on_front(self, values: list[float]) -> bool:
         """Does no finished feasible trial dominate ``values`` (so its model may be picked later)?"""
