@@ -19,6 +19,7 @@ from hpsearch.packing.runner import PackedRunner, pack_line, pack_plan
 from hpsearch.spec.space import SearchSpace
 from hpsearch.trials.context import Refit, RunContext
 from hpsearch.trials.runner import TrialRunner
+from hpsearch.trials.seeds import trial_seeds
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
@@ -107,5 +108,5 @@ class OptunaEngine(Engine):
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:
         """The best trial has no stored model here (a copy of ``search.warm_start``, an older study, a
         deleted artifact, a crash between its tell and its model): train its configuration once,
-        seeded from ``search.seed`` and the trial number, so the study is repaired, not stuck."""
-        return train_params(ctx, params, seed=(ctx.cfg.search.seed or 0) + trial.number)
+        seeded by the one seed rule (:mod:`hpsearch.trials.seeds`), so the study is repaired, not stuck."""
+        return train_params(ctx, params, seed=trial_seeds(ctx.cfg.search.seed, [trial.number])[0])

@@ -42,14 +42,16 @@ from hpsearch.packing.cv import FoldPacks, fold_packs, rung_packs
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.spec.space import coerce_params
 from hpsearch.trials.context import Candidate, Refit, RunContext, record_candidate
+from hpsearch.trials.stopping import StopRule, stop_rule
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hpsearch.spec.config import EarlyStoppingConfig, StudyConfig
+    from hpsearch.spec.config import StudyConfig
     from hpsearch.spec.space import SearchSpace
 
 __all__ = [
     "RandomEngine", "GridEngine", "HalvingEngine", "SklearnEngine", "CandidateSearch",
-    "FoldPipeline", "FoldSpec", "FoldResult", "fit_fold", "keras_estimator", "make_pipeline", "candidate_key",
+    "FoldPipeline", "FoldSpec", "FoldResult", "fit_fold", "sklearn_stop_rule", "keras_estimator", "make_pipeline",
+    "candidate_key",
 ]
 
 #: the Keras step's name in a :class:`FoldPipeline`: searched parameters are set as ``model__NAME``
@@ -122,19 +124,21 @@ def make_pipeline(ctx: RunContext) -> FoldPipeline:
     return FoldPipeline([("preprocess", ctx.data.scaler()), (MODEL, keras_estimator(ctx))])
 
 
-def _callbacks(early_stopping: EarlyStoppingConfig | None, timer: Any = None) -> list[Any]:
+def sklearn_stop_rule(ctx: RunContext) -> StopRule:
+    """The study's early-stopping rule (:mod:`hpsearch.trials.stopping`) as the scikit-learn engines
+    apply it: without ``train.early_stopping`` a fit keeps its last epoch's weights."""
+    cfg = ctx.cfg
+    return stop_rule(cfg.train.early_stopping, cfg.train.epochs, ctx.metric, ctx.direction, best_weights_when_off=False)
+
+
+def _callbacks(rule: StopRule, timer: Any = None) -> list[Any]:
     """Fresh callbacks for one fit (built where the fit runs: joblib workers get no shared objects)."""
     import keras
 
     from hpsearch.trials.callbacks import EpochLR
 
-    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), EpochLR(), *([timer] if timer is not None else [])]
-    if early_stopping is not None:
-        cbs.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=early_stopping.patience, min_delta=early_stopping.min_delta,
-            restore_best_weights=early_stopping.restore_best_weights,
-        ))
-    return cbs
+    return [keras.callbacks.TerminateOnNaN(), EpochLR(), *([timer] if timer is not None else []),
+            *rule.keras_callbacks()]
 
 
 # -- one fold ------------------------------------------------------------------------------------
@@ -145,7 +149,7 @@ class FoldSpec:
     scoring: str | dict[str, Any]  # scorer name (greater is better); several objectives: name -> scorer
     metric: str  # the study metric, read per epoch from the Keras logs
     y_valid_var: float | None  # regression: variance of the validation targets (r2 per epoch)
-    early_stopping: EarlyStoppingConfig | None
+    stop: StopRule  # the study's early-stopping rule
     trial_timeout: float | None = None  # train.trial_timeout: seconds a candidate's folds may train
 
 
@@ -184,7 +188,7 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
     start = time.perf_counter()
     try:
         est.fit(X[train], y[train], **{f"{MODEL}__validation_data": valid,
-                                       f"{MODEL}__callbacks": _callbacks(spec.early_stopping, timer)})
+                                       f"{MODEL}__callbacks": _callbacks(spec.stop, timer)})
     except Exception as exc:  # noqa: BLE001 - any error of a candidate fails it; the search goes on
         return FoldResult(math.nan, fit_time=time.perf_counter() - start, failure=_reason(exc))
     fit_time = time.perf_counter() - start
@@ -239,7 +243,7 @@ class CandidateSearch:
         scoring, self.signs = scoring_for(ctx)  # several objectives: scikit-learn multi-metric scoring
         self.sign = self.signs[0]
         y_valid_var = float(np.var(data.y_valid)) if data.task == "regression" else None
-        self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, cfg.train.early_stopping, cfg.train.trial_timeout)
+        self.spec = FoldSpec(scoring, ctx.metric, y_valid_var, sklearn_stop_rule(ctx), cfg.train.trial_timeout)
         self.rules = StopRules.of(ctx)  # search.timeout, patience, target
         self.distributions = ctx.space.to_optuna_distributions()
         trials = ctx.study.get_trials(deepcopy=False)
@@ -400,7 +404,7 @@ class SklearnEngine(Engine):
         pre = data.fit_preprocessor(data.X_train_raw)
         est.fit(pre.transform(data.X_train_raw), data.y_train,
                 validation_data=(pre.transform(data.X_valid_raw), data.y_valid),
-                callbacks=_callbacks(ctx.cfg.train.early_stopping))
+                callbacks=_callbacks(sklearn_stop_rule(ctx)))
         return Refit(est.model_, pre, int(est.n_epochs_trained_))
 
 

@@ -191,15 +191,15 @@ def train_params(ctx: RunContext, params: dict[str, Any], seed: int | None = Non
     import keras
 
     from hpsearch.models.builders import call_builder
+    from hpsearch.trials.stopping import stop_rule
 
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     cfg, data = ctx.cfg, ctx.data
     full = {**ctx.space.full_params(params), **ctx.builder_extra}
     model = call_builder(ctx.builder, full, data.meta())
-    es = cfg.train.early_stopping
-    callbacks = [] if es is None else [keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=es.patience, min_delta=es.min_delta, restore_best_weights=es.restore_best_weights)]
+    callbacks = stop_rule(cfg.train.early_stopping, cfg.train.epochs, ctx.metric, ctx.direction,
+                          best_weights_when_off=False).keras_callbacks()
     hist = model.fit(data.X_train, data.y_train, validation_data=(data.X_valid, data.y_valid), epochs=cfg.train.epochs,
                      batch_size=min(cfg.train.batch_size, len(data.y_train)), callbacks=callbacks, verbose=0)
     return Refit(model, data.preprocessor, len(hist.history.get("loss", [])))

@@ -29,7 +29,7 @@ from hpsearch.execution.requeue import HEARTBEAT_LOST, end_interrupted, fail_sta
 from hpsearch.execution.stoprules import FailureStreak, StopRules
 from hpsearch.records import TRIAL, primary_value
 from hpsearch.storage import is_connection_error
-from hpsearch.storage.artifacts import keep_best_models
+from hpsearch.storage.keep import keep_best_models
 from hpsearch.trials.context import Candidate, RunContext, record_candidate
 
 __all__ = ["LoopOutcome", "TrialLoop", "failure_text", "run_trials", "fail_and_requeue", "process_say",

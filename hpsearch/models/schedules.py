@@ -7,8 +7,8 @@ schedules here need what an optimizer cannot see: ``performance`` watches the va
 schedule. For these the optimizer gets a plain float rate and the compile step attaches a
 :class:`ScheduleSpec` to the model (:func:`attach`); the epoch callback
 (:class:`hpsearch.trials.callbacks.EpochLR`, added by both engines to every fit) sets the rate at the start
-of each epoch from :func:`lr_at`. With a warm-up, the step schedules are also evaluated here, at
-the first step of each epoch.
+of each epoch from :func:`lr_at` through Keras' ``LearningRateScheduler``. With a warm-up, the step
+schedules are also evaluated here, at the first step of each epoch.
 
 Formulas (``lr`` = ``learning_rate``, ``t`` = epochs since the warm-up ended, ``W`` = warm-up epochs):
 
@@ -18,7 +18,7 @@ Formulas (``lr`` = ``learning_rate``, ``t`` = epochs since the warm-up ended, ``
   lr_decay_rate``: linear ``lo -> lr`` for ``u`` epochs, ``lr -> lo`` for ``u`` epochs, then linear
   ``lo -> lo / 1000`` until epoch ``C``, ``lo / 1000`` after it (1cycle, Smith 2018)
 * ``performance``: ``lr``, multiplied by ``lr_decay_rate`` each time ``val_loss`` has not improved
-  for ``lr_patience`` epochs (reduce-on-plateau)
+  for ``lr_patience`` epochs (Keras' ``ReduceLROnPlateau``, driven by the epoch callback)
 * ``exponential``/``cosine``/``piecewise``: the Keras formulas at step ``t * steps_per_epoch``.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 from hpsearch.errors import ConfigError
 
 __all__ = ["STEP_SCHEDULES", "EPOCH_SCHEDULES", "LR_SCHEDULES", "ScheduleSpec", "ScheduleState",
-           "after_epoch", "attach", "attached", "lr_at", "make_spec", "needs_epochs", "optimizer_rate"]
+           "attach", "attached", "lr_at", "make_spec", "needs_epochs", "optimizer_rate"]
 
 STEP_SCHEDULES = ("exponential", "cosine", "piecewise")
 EPOCH_SCHEDULES = ("power", "performance", "onecycle")
@@ -58,12 +58,13 @@ class ScheduleSpec:
 
 @dataclass
 class ScheduleState:
-    """Per-model state of ``performance`` (the rate so far, the best ``val_loss``, epochs waited)."""
+    """Per-model schedule state: ``performance``'s rate so far and its Keras ``ReduceLROnPlateau``
+    (kept with the model: it remembers the best ``val_loss`` and the epochs waited), and the rate of
+    every epoch trained."""
 
     spec: ScheduleSpec
     rate: float
-    best: float = math.inf
-    wait: int = 0
+    plateau: Any = None  # keras.callbacks.ReduceLROnPlateau, made by the epoch callback
     history: list[float] = field(default_factory=list)
 
 
@@ -166,16 +167,3 @@ def lr_at(spec: ScheduleSpec, epoch: int, steps_per_epoch: int = 1, plateau_rate
     if spec.name in STEP_SCHEDULES:
         return _step_schedule(spec, t * max(1, steps_per_epoch))
     return spec.learning_rate
-
-
-def after_epoch(state: ScheduleState, epoch: int, val_loss: float | None) -> None:
-    """``performance``: after a post-warm-up epoch, cut the rate when ``val_loss`` stopped improving."""
-    if state.spec.name != "performance" or epoch < state.spec.warmup_epochs or val_loss is None:
-        return
-    if val_loss < state.best:
-        state.best, state.wait = val_loss, 0
-        return
-    state.wait += 1
-    if state.wait >= state.spec.patience:
-        state.rate *= state.spec.decay_rate
-        state.wait = 0

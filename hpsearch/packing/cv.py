@@ -11,8 +11,9 @@ What stays as unpacked, member by member:
   its held-out rows and to the validation split;
 * the initial weights when ``search.seed`` is set: each member starts from the weights its scikeras
   estimator builds (``initialize``: the same seeded build as in ``fit``);
-* Keras' ``EarlyStopping(monitor="val_loss")`` per member on the validation split, best weights
-  restored as configured; the fold score from the restored weights on the held-out rows.
+* the study's early-stopping rule (:mod:`hpsearch.trials.stopping`: Keras' ``EarlyStopping`` on
+  the study metric, or ``val_loss``) per member on the validation split, best weights restored as
+  configured; the fold score from the restored weights on the held-out rows.
 
 What differs: the batch order (all members of a pack see the same shuffled batches; unpacked, each
 fit shuffles on its own), so fold scores are close, not equal; with shuffling off they are equal to
@@ -41,8 +42,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from hpsearch.models.builders import task_of
-from hpsearch.packing.model import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
-from hpsearch.packing.train import PackSettings, member_scores, train_pack
+from hpsearch.packing.model import (
+    AUTO_MIN_MEMBERS,
+    MemberSpec,
+    PackedModel,
+    auto_pack_size,
+    member_seeds,
+    member_spec,
+    pack_refusal,
+)
+from hpsearch.packing.train import PackSettings, member_scores, stop_settings, train_pack
 from hpsearch.trials.context import RunContext
 
 __all__ = ["CandidateSearch", "PackedFold", "FoldPacks", "fold_packs", "rung_packs", "cv_pack_plan"]
@@ -62,10 +71,7 @@ class CandidateSearch(Protocol):
     stored: dict[str, Any]
     packs: FoldPacks | None
 
-_AUTO_MAX = 32  # auto: members per pack at most (as the Optuna engine's packs)
-_AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one model at a time)
 _PREFIX = "model__"  # how CandidateSearch passes builder params to the pipeline
-_EPS = 1e-7  # keras.backend.epsilon(): the clipping of Keras' cross-entropies
 
 
 @dataclass
@@ -111,8 +117,8 @@ def cv_pack_plan(ctx: RunContext, engine: str, candidates: list[dict[str, Any]])
     k = int(want) if want != "auto" else 0
     if want == "auto":
         biggest = max((_n_params(ctx, s) for s in specs if isinstance(s, MemberSpec)), default=0)
-        k = min(auto_pack_size(biggest, int(cfg.train.batch_size)), _AUTO_MAX, len(candidates))
-        if k < _AUTO_MIN:
+        k = min(auto_pack_size(biggest, int(cfg.train.batch_size)), len(candidates))  # at most AUTO_MAX_MEMBERS
+        if k < AUTO_MIN_MEMBERS:
             return 1, None  # too few members to pay: no note, as the Optuna engine's auto
     if why is not None:
         return 1, f"hpsearch: train.pack {cfg.train.pack} -> 1: {why} is not packed yet (one model per fit)"
@@ -263,13 +269,10 @@ class FoldPacks:
 
     def _settings(self, pm: PackedModel, yv: np.ndarray) -> PackSettings:
         cfg, spec = self.ctx.cfg, self.search.spec
-        es, epochs, batch = cfg.train.early_stopping, self.epochs, int(cfg.train.batch_size)
-        return PackSettings(epochs=epochs, batch_size=batch, valid_batch=batch, metric=spec.metric,
-                            direction=self.ctx.direction, patience=es.patience if es is not None else epochs,
-                            min_delta=es.min_delta if es is not None else 0.0,
-                            restore_best=es.restore_best_weights if es is not None else False,
-                            y_valid_var=spec.y_valid_var, shuffle=self.shuffle,
-                            monitor=lambda pred: _val_losses(pm, pred, yv))
+        batch = int(cfg.train.batch_size)
+        return PackSettings(epochs=self.epochs, batch_size=batch, valid_batch=batch, metric=spec.metric,
+                            direction=self.ctx.direction, y_valid_var=spec.y_valid_var, shuffle=self.shuffle,
+                            **stop_settings(spec.stop, spec.metric, pm, yv))
 
 
 def _scores(pm: PackedModel, X: np.ndarray, y: np.ndarray, metric: str, sign: float) -> list[float]:
@@ -278,28 +281,3 @@ def _scores(pm: PackedModel, X: np.ndarray, y: np.ndarray, metric: str, sign: fl
     pred = pm.predict(X, max(len(X), 1))
     y_var = float(np.var(y)) if pm.task == "regression" else None
     return [v * sign for v in member_scores(pm.task, metric, pred, y, y_var)]
-
-
-def _val_losses(pm: PackedModel, pred: np.ndarray, y: np.ndarray) -> list[float]:
-    """Each member's Keras ``val_loss``: its compiled loss on the validation rows plus its l1 / l2
-    penalty (Keras adds the layers' regularisation losses to the loss it reports)."""
-    p = pred.astype("float64")
-    if pm.task == "multiclass":
-        picked = np.take_along_axis(p, y.astype(int).reshape(-1, 1, 1), axis=2)[:, :, 0]
-        loss = -np.log(np.clip(picked, _EPS, 1 - _EPS)).mean(axis=0)
-    elif pm.task == "binary":
-        q = np.clip(p, _EPS, 1 - _EPS)
-        t = y.reshape(len(y), 1, -1).astype("float64")
-        loss = -(t * np.log(q) + (1 - t) * np.log(1 - q)).mean(axis=(0, 2))
-    else:
-        loss = np.square(p - y.reshape(len(y), 1, -1)).mean(axis=(0, 2))
-    values = None
-    out = []
-    for i, spec in enumerate(pm.specs):
-        penalty = 0.0
-        if spec.l1 or spec.l2:
-            values = values if values is not None else pm.group_values()
-            kernels = pm.member_weights(i, values)[0:-2:2]  # hidden kernels (the output layer has none)
-            penalty = sum(spec.l1 * float(np.abs(w).sum()) + spec.l2 * float(np.square(w).sum()) for w in kernels)
-        out.append(float(loss[i]) + penalty)
-    return out

@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +52,10 @@ from hpsearch.packing.layers import (
     stacked_regularizer,
 )
 from hpsearch.spec.space import coerce_value
+from hpsearch.trials.seeds import trial_seeds
 
-__all__ = ["PACKABLE_OPTIMIZERS", "MemberSpec", "member_spec", "pack_refusal", "auto_pack_size",
-           "PackedModel", "member_seeds"]
+__all__ = ["PACKABLE_OPTIMIZERS", "AUTO_MAX_MEMBERS", "AUTO_MIN_MEMBERS", "MemberSpec", "member_spec", "pack_refusal",
+           "auto_pack_size", "PackedModel", "member_seeds"]
 
 #: builder optimizer names and their update rule in :class:`PackedOptimizer`
 PACKABLE_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -119,11 +119,9 @@ def member_spec(builder: Any, params: Mapping[str, Any]) -> MemberSpec | str:
 
 def member_seeds(seed: int | None, numbers: list[int]) -> list[int]:
     """Each member's seed (initial weights; the first also seeds the pack's dropout masks and
-    batch order): derived from ``search.seed`` and the trial number, so a study run again from
-    scratch trains the same packs; without ``search.seed``, fresh entropy (as unpacked trials)."""
-    if seed is None:
-        return [int.from_bytes(os.urandom(3), "little") for _ in numbers]
-    return [int(np.random.SeedSequence([int(seed) % (1 << 64), int(n)]).generate_state(1)[0]) >> 8 for n in numbers]
+    batch order): :func:`hpsearch.trials.seeds.trial_seeds`, the seed an unpacked trial of the same
+    number uses, so a study run again from scratch trains the same packs."""
+    return trial_seeds(seed, numbers)
 
 
 def _widths(n_neurons: int | list[int], n_hidden: int) -> tuple[int, ...]:
@@ -149,15 +147,26 @@ def pack_refusal(builder: Any, task: str, metric: str, cv: int | None, class_wei
     return next((why for bad, why in reasons if bad), None)
 
 
+#: ``train.pack: auto``'s planning constants, for both pack planners (the Optuna engine's
+#: :func:`hpsearch.packing.runner.pack_plan` and the scikit-learn engines' :func:`hpsearch.packing.cv.cv_pack_plan`):
+#: at most this many members (each pack pays one trace and compile of seconds, so fewer, larger
+#: packs; past it step overhead no longer dominates). Packed CV used 32 before: its packs are
+#: compiled once per chunk of candidates and reused fold after fold, and K=30 already trained an
+#: epoch faster than K=10 (packing/cv.py), so the one cap serves it too.
+AUTO_MAX_MEMBERS = 64
+#: fewer members than this do not pay (measured: K=2 no faster than one trial at a time)
+AUTO_MIN_MEMBERS = 4
+
+
 def auto_pack_size(n_params_max: int, batch_size: int, memory_bytes: int | None = None) -> int:
     """K for ``train.pack: auto``: as many members as keep one step's activations and weights
-    (with optimizer state) well inside memory, capped at 64 where step overhead no longer
-    dominates; 1 for models large enough to be bound by arithmetic."""
+    (with optimizer state) well inside memory, capped at :data:`AUTO_MAX_MEMBERS`; 1 for models
+    large enough to be bound by arithmetic."""
     if n_params_max > 200_000:
         return 1
     per_member = 4 * (4 * n_params_max + 8 * batch_size * 256)
     budget = (memory_bytes or 2 * 1024**3) // 8
-    return int(max(1, min(64, budget // max(per_member, 1))))
+    return int(max(1, min(AUTO_MAX_MEMBERS, budget // max(per_member, 1))))
 
 
 def _group_layout(specs: list[MemberSpec]) -> list[tuple[tuple[int, str, bool], list[int]]]:

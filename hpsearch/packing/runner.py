@@ -20,16 +20,22 @@ from typing import Any
 import numpy as np
 
 from hpsearch.models.builders import call_builder
-from hpsearch.packing.model import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
-from hpsearch.packing.train import MemberResult, PackSettings, train_pack
-from hpsearch.records import TRIAL, best_of, outranks, ranked
+from hpsearch.packing.model import (
+    AUTO_MIN_MEMBERS,
+    MemberSpec,
+    PackedModel,
+    auto_pack_size,
+    member_seeds,
+    member_spec,
+    pack_refusal,
+)
+from hpsearch.packing.train import MemberResult, PackSettings, stop_settings, train_pack
+from hpsearch.records import TRIAL
+from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.runner import Fitted, TrialRunner
 
 __all__ = ["pack_plan", "pack_line", "PackedRunner"]
-
-_AUTO_MAX = 64  # auto: each pack pays one trace and compile (seconds), so fewer, larger packs
-_AUTO_MIN = 4  # auto: fewer members do not pay (measured: K=2 no faster than one trial at a time)
 
 
 def _extremes(p: Any) -> list[Any]:
@@ -61,7 +67,7 @@ def pack_plan(ctx: RunContext) -> tuple[int, str | None]:
     base = {**ctx.space.fixed, **ctx.builder_extra}
     if want == "auto":
         auto = auto_pack_size(_largest_member(ctx, base), int(cfg.train.batch_size))  # auto: resolved by then
-        want = _auto_k(min(auto, _AUTO_MAX), cfg.search.n_trials)
+        want = _auto_k(auto, cfg.search.n_trials)  # auto_pack_size caps it at AUTO_MAX_MEMBERS
     if want == 1:
         return 1, None  # auto chose 1 for a budget or model size that packing does not pay for: no note
     why = pack_refusal(ctx.builder, _task(ctx), ctx.metric, cfg.search.cv, cfg.train.class_weight,
@@ -92,21 +98,21 @@ def pack_line(ctx: RunContext, k: int, note: str | None) -> str:
     if want != "auto":
         return f"train.pack {want}: one trial per model"
     largest = _largest_member(ctx, {**ctx.space.fixed, **ctx.builder_extra})
-    if auto_pack_size(largest, int(cfg.train.batch_size)) < _AUTO_MIN:
+    if auto_pack_size(largest, int(cfg.train.batch_size)) < AUTO_MIN_MEMBERS:
         return (f"train.pack auto -> 1: the largest model the space allows ({largest} weights) leaves room for"
-                f" fewer than {_AUTO_MIN} members (one trial per model; a pack pays only for small models)")
-    return (f"train.pack auto -> 1: a budget of {budget} trials is under two packs of {_AUTO_MIN} (one trial per"
+                f" fewer than {AUTO_MIN_MEMBERS} members (one trial per model; a pack pays only for small models)")
+    return (f"train.pack auto -> 1: a budget of {budget} trials is under two packs of {AUTO_MIN_MEMBERS} (one trial per"
             " model; a pack's compile does not pay for so few trials)")
 
 
 def _auto_k(k_max: int, budget: int | None) -> int:
     """``auto``'s K: the budget in as few packs of at most ``k_max`` as it takes, of equal size
     (70 trials: two packs of 35, not 64 and a 6 that pays a whole compile); 1 where a pack would
-    be smaller than ``_AUTO_MIN`` or the budget is under two such packs (not worth a compile)."""
+    be smaller than ``AUTO_MIN_MEMBERS`` or the budget is under two such packs (not worth a compile)."""
     if budget is None:
-        return k_max if k_max >= _AUTO_MIN else 1
+        return k_max if k_max >= AUTO_MIN_MEMBERS else 1
     k = math.ceil(budget / math.ceil(budget / max(1, k_max)))
-    return k if k >= _AUTO_MIN and budget >= 2 * _AUTO_MIN else 1
+    return k if k >= AUTO_MIN_MEMBERS and budget >= 2 * AUTO_MIN_MEMBERS else 1
 
 
 def _study_refusal(ctx: RunContext) -> str | None:
@@ -209,35 +215,29 @@ class PackedRunner:
         p.update(self.ctx.builder_extra)
         return p, member_spec(self.ctx.builder, p)
 
-    def _settings(self) -> PackSettings:
-        cfg, r = self.ctx.cfg, self.single
-        es, epochs = cfg.train.early_stopping, cfg.train.epochs
-        return PackSettings(epochs=epochs, batch_size=r.batch_size, valid_batch=r.valid_batch, metric=self.ctx.metric,
-                            direction=self.ctx.direction, patience=es.patience if es is not None else epochs,
-                            min_delta=es.min_delta if es is not None else 0.0,
-                            restore_best=es.restore_best_weights if es is not None else True,
-                            y_valid_var=r.y_valid_var)
+    def settings(self, pm: PackedModel) -> PackSettings:
+        """How ``pm`` trains: the one-trial runner's batches and its early-stopping rule per member."""
+        r = self.single
+        return PackSettings(epochs=self.ctx.cfg.train.epochs, batch_size=r.batch_size, valid_batch=r.valid_batch,
+                            metric=self.ctx.metric, direction=self.ctx.direction, y_valid_var=r.y_valid_var,
+                            **stop_settings(r.rule, self.ctx.metric, pm, self.ctx.data.y_valid))
+
+    def value(self, r: MemberResult) -> tuple[float | None, int]:
+        """(trial value, 0-based epoch) of a member, by the rule an unpacked trial's value follows."""
+        return self.single.rule.trial_value(r.values, r.best_epoch, self.ctx.direction)
 
     def _keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
         """The members (indices of ``res``; ``numbers`` their trial numbers) whose models rank in
-        the best ``keep_models`` with the pack's own members counted (the one-trial rule sees
-        finished trials only: it would store every member of a first pack), and the member that
-        leads the study (the only curve PNG). Members that finish together, or out of trial order,
-        are placed by the one ranking (:func:`hpsearch.records.outranks`: ties to the lower trial
-        number), so a tied earlier trial that finishes last still keeps its model."""
-        direction, k = self.ctx.direction, self.ctx.cfg.search.keep_models
+        the best ``keep_models`` and the one that leads the study (the only curve PNG): the one
+        keep rule (:func:`hpsearch.storage.keep.finishing_keepers`), the pack's finishing members
+        placed together, so a tied earlier trial that finishes last still keeps its model."""
         values = {i: v for i, r in enumerate(res) if r.state == "COMPLETE" and r.weights is not None
-                  and (v := best_of(r.values, direction)[0]) is not None}
-        done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
-        stored = [(t.value, t.number) for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
-        ahead = {i: sum(outranks(v, n, values[i], numbers[i], direction) for v, n in stored)
-                 + sum(outranks(values[j], numbers[j], values[i], numbers[i], direction) for j in values if j != i)
-                 for i in values}
-        keep = {i for i in values if ahead[i] < k}
-        first = min(values, key=lambda i: ahead[i], default=None)
-        lead = first if first is not None and (
-            not done or outranks(values[first], numbers[first], done[0].value, done[0].number, direction)) else None
-        return keep, lead
+                  and (v := self.value(r)[0]) is not None}
+        ok = list(values)
+        finishing = [(values[i], numbers[i]) for i in ok]
+        keep, lead = finishing_keepers(self.ctx.study.get_trials(deepcopy=False), self.ctx.direction,
+                                       self.ctx.cfg.search.keep_models, finishing)
+        return {ok[j] for j in keep}, None if lead is None else ok[lead]
 
     def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
                    keep: bool, lead: bool) -> Candidate:
@@ -247,7 +247,7 @@ class PackedRunner:
             return cand
         if r.state != "COMPLETE":
             return cand
-        value, best = best_of(r.values, self.ctx.direction)
+        value, best = self.value(r)
         if value is None or r.weights is None:
             cand.state, cand.failure = "FAIL", "no finite validation value was logged"
             return cand
@@ -291,7 +291,7 @@ class _Pack:
         self.t0 = time.monotonic()
         try:
             res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
-                             self.runner._settings(), self.reports, callbacks=single.extra_callbacks,
+                             self.runner.settings(self.pm), self.reports, callbacks=single.extra_callbacks,
                              refill=self._refill if self.more is not None else None)
             self._end([i for i in range(self.size) if i in self.trials], res)
         finally:

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from hpsearch.packing.model import PackedModel
+from hpsearch.trials.stopping import StopRule
 
-__all__ = ["MemberResult", "PackSettings", "EpochHook", "RefillHook", "member_scores", "train_pack"]
+__all__ = ["MemberResult", "PackSettings", "EpochHook", "RefillHook", "member_scores", "member_val_losses",
+           "stop_settings", "train_pack"]
 
 
 @dataclass
@@ -71,8 +73,55 @@ class PackSettings:
     restore_best: bool = True
     y_valid_var: float | None = None
     shuffle: bool = True
-    #: EarlyStopping's quantity per member from validation predictions, minimised (val_loss); None: the metric
+    #: EarlyStopping's quantity per member from validation predictions, minimised (val_loss, val_mse);
+    #: None: the metric, in ``direction`` (:func:`stop_settings` sets these from the study's rule)
     monitor: Callable[[np.ndarray], list[float]] | None = None
+
+
+def stop_settings(rule: StopRule, metric: str, pm: PackedModel, yv: np.ndarray) -> dict[str, Any]:
+    """:class:`PackSettings` fields for the study's early-stopping rule (:mod:`hpsearch.trials.stopping`,
+    the one every engine uses): per member, the quantity ``rule.key`` names, from the members'
+    validation predictions: the study ``metric``'s own scores, ``val_mse`` (rmse, r2) or ``val_loss``."""
+    monitor: Callable[[np.ndarray], list[float]] | None = None
+    if rule.key == "val_loss":
+        def monitor(pred: np.ndarray) -> list[float]:
+            return member_val_losses(pm, pred, yv)
+    elif rule.key != f"val_{metric}":
+        watched = rule.key.removeprefix("val_")
+        assert rule.mode == "min" and watched == "mse"  # rmse / r2: the one other monitor, minimised
+
+        def monitor(pred: np.ndarray) -> list[float]:
+            return member_scores(pm.task, watched, pred, yv, None)
+    return {"patience": rule.patience, "min_delta": rule.min_delta, "restore_best": rule.restore_best,
+            "monitor": monitor}
+
+
+_EPS = 1e-7  # keras.backend.epsilon(): the clip Keras' cross-entropies apply to probabilities
+
+
+def member_val_losses(pm: PackedModel, pred: np.ndarray, y: np.ndarray) -> list[float]:
+    """Each member's Keras ``val_loss``: its compiled loss on the validation rows plus its l1 / l2
+    penalty (Keras adds the layers' regularisation losses to the loss it reports)."""
+    p = pred.astype("float64")
+    if pm.task == "multiclass":
+        picked = np.take_along_axis(p, y.astype(int).reshape(-1, 1, 1), axis=2)[:, :, 0]
+        loss = -np.log(np.clip(picked, _EPS, 1 - _EPS)).mean(axis=0)
+    elif pm.task == "binary":
+        q = np.clip(p, _EPS, 1 - _EPS)
+        t = y.reshape(len(y), 1, -1).astype("float64")
+        loss = -(t * np.log(q) + (1 - t) * np.log(1 - q)).mean(axis=(0, 2))
+    else:
+        loss = np.square(p - y.reshape(len(y), 1, -1)).mean(axis=(0, 2))
+    values = None
+    out = []
+    for i, spec in enumerate(pm.specs):
+        penalty = 0.0
+        if spec.l1 or spec.l2:
+            values = values if values is not None else pm.group_values()
+            kernels = pm.member_weights(i, values)[0:-2:2]  # hidden kernels (the output layer has none)
+            penalty = sum(spec.l1 * float(np.abs(w).sum()) + spec.l2 * float(np.square(w).sum()) for w in kernels)
+        out.append(float(loss[i]) + penalty)
+    return out
 
 
 #: a chunk of epochs' rows fed to one ``fit`` call at most this large (digits: all 100 epochs, 28 MB)

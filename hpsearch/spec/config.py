@@ -122,6 +122,9 @@ class EarlyStoppingConfig(_Strict):
     patience: int = Field(10, ge=0)
     min_delta: float = Field(0.0, ge=0.0)
     restore_best_weights: bool = True
+    monitor: Literal["metric", "val_loss"] = Field(
+        "metric", description="metric: the study's first metric on validation rows (every engine); "
+        "val_loss: the compiled loss on validation rows")
 
 
 class TrainConfig(_Strict):

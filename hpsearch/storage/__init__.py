@@ -10,7 +10,9 @@ error messages and process lists (DESIGN.md section 5).
 - :mod:`hpsearch.storage.failures`: ``storage_error``, ``is_connection_error``.
 - :mod:`hpsearch.storage.rdb`: ``open_storage``.
 
-- :mod:`hpsearch.storage.artifacts`: the artifact store (trained models, curves) and the keep-best-K rule.
+- :mod:`hpsearch.storage.artifacts`: the artifact store (trained models, curves).
+- :mod:`hpsearch.storage.keep`: the keep-best-K rule (which finishing trial stores its model, which
+  models are deleted).
 - :mod:`hpsearch.storage.queries`: the read side of a stored study.
 
 Heavy imports (optuna, SQLAlchemy, psycopg) happen inside the functions so that ``hpsearch --help``

@@ -3,14 +3,13 @@
 Optuna's storage holds the record; the files it points at (``model.keras``, ``preprocess.json``,
 a training-curve PNG) are Optuna artifacts in a folder or an S3 bucket. This module decides where
 they go (:func:`artifact_location`), opens the store (:func:`artifact_store_for`), saves and loads
-a model with its preprocessing, and keeps only the best K models (:func:`keep_best_models`).
+a model with its preprocessing, (the keep-best-K rule is :mod:`hpsearch.storage.keep`).
 
 Models load with Keras ``safe_mode=True`` and preprocessing is JSON: nothing is unpickled.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -21,8 +20,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from hpsearch import plots
 from hpsearch.data.prepare import Preprocessor
 from hpsearch.errors import StorageError, UserError
-from hpsearch.pareto import pareto_front
-from hpsearch.records import STUDY, TRIAL, ranked
 from hpsearch.storage import is_sqlite, redact_url, sqlite_path
 
 if TYPE_CHECKING:
@@ -43,7 +40,6 @@ __all__ = [
     "save_model_artifacts",
     "load_model_artifacts",
     "save_curve_artifact",
-    "keep_best_models",
 ]
 
 ARTIFACTS_ENV = "HPSEARCH_ARTIFACTS"
@@ -278,36 +274,3 @@ def save_curve_artifact(
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, keep: int) -> int:
-    """Delete the artifacts of completed trials outside the best ``keep``; how many were deleted.
-
-    Ties go to the earlier trial (as Optuna's ``best_trial``), the study's own best model is never
-    deleted, nor (several objectives) a model of the Pareto front, which a pick rule may choose;
-    every deleted id is recorded in ``STUDY.REMOVED_ARTIFACTS`` so that readers (and
-    other workers) know the file is gone on purpose. Safe to run from several workers at once.
-    """
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    attrs = study.user_attrs
-    protected = {attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)}
-    gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
-    trials = study.get_trials(deepcopy=False)
-    if len(study.directions) > 1:
-        front = pareto_front(trials, [d.name.lower() for d in study.directions])
-        protected |= {t.user_attrs.get(k) for t in front for k in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT)}
-    with_models = [t for t in ranked(trials, direction) if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
-    removed = 0
-    for t in with_models[max(keep, 0):]:
-        for key in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT):
-            aid = t.user_attrs.get(key)
-            if not aid or aid in protected or aid in gone:
-                continue
-            with contextlib.suppress(ArtifactNotFound):  # another worker removed it first: gone all the same
-                store.remove(aid)
-            gone.add(aid)
-            removed += 1
-    if removed:
-        study.set_user_attr(STUDY.REMOVED_ARTIFACTS, sorted(gone))
-    return removed

@@ -33,10 +33,10 @@ from hpsearch.storage.artifacts import (
     artifact_location,
     artifact_store_for,
     check_store_writable,
-    keep_best_models,
     load_model_artifacts,
     save_model_artifacts,
 )
+from hpsearch.storage.keep import keep_best_models
 from hpsearch.study.batchfind import resolve_batch_size
 from hpsearch.study.decisions import announce_decisions
 from hpsearch.study.lrfind import resolve_auto

@@ -22,16 +22,21 @@ __all__ = ["PruningReporter", "NaNGuard", "EpochValues", "EpochLR", "TrialTimer"
 
 
 class EpochValues(keras.callbacks.Callback):
-    """Collects the study metric per epoch (``values``) from the logs."""
+    """Collects the study metric per epoch (``values``) from the logs and, with ``watch``, that log
+    key's value (``watched``: what early stopping watches when it is not the metric)."""
 
-    def __init__(self, metric: str, y_valid_var: float | None = None) -> None:
+    def __init__(self, metric: str, y_valid_var: float | None = None, watch: str | None = None) -> None:
         super().__init__()
         self.metric = metric
         self.y_valid_var = y_valid_var
+        self.watch = watch
         self.values: list[float | None] = []
+        self.watched: list[float] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.values.append(value_from_logs(self.metric, logs or {}, self.y_valid_var))
+        if self.watch is not None:
+            self.watched.append(float((logs or {}).get(self.watch, math.nan)))
 
 
 class PruningReporter(EpochValues):
@@ -111,8 +116,11 @@ class PruningReporter(EpochValues):
             self._executor = None
 
 
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where (the trial then FAILs)."""
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """Keras' ``TerminateOnNaN`` (stops at the first batch whose loss is NaN / inf) that also
+    remembers where and what the loss was, so the runner fails the trial with that reason
+    ("training diverged: ..."), and stops on a non-finite ``val_loss`` too, which Keras' callback
+    does not watch (a model whose training loss stays finite can still predict inf on new rows)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,49 +131,76 @@ class NaNGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
 
-    def _check(self, logs: dict[str, Any] | None) -> None:
+    def _diverged(self, at: int, loss: Any) -> None:
+        if self.diverged_at is None:
+            self.diverged_at, self.loss = at, float(loss)
+        self.model.stop_training = True
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.diverged_at is None:
-            self.diverged_at = self._epoch + 1
-            self.loss = float(loss)
-            self.model.stop_training = True
+        if loss is not None and not math.isfinite(float(loss)):
+            super().on_batch_end(batch, logs)  # Keras' own stop
+            self._diverged(self._epoch + 1, loss)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check(logs)
-        val = (logs or {}).get("val_loss")
-        if val is not None and not math.isfinite(float(val)) and self.diverged_at is None:
-            self.diverged_at = epoch + 1
-            self.loss = float(val)
-            self.model.stop_training = True
+        for key in ("loss", "val_loss"):
+            v = (logs or {}).get(key)
+            if v is not None and not math.isfinite(float(v)):
+                self._diverged(epoch + 1, v)
+                return
 
 
 class EpochLR(keras.callbacks.Callback):
     """Sets the learning rate each epoch for a model whose compile step attached an epoch schedule
     or a warm-up (:mod:`hpsearch.models.schedules`); does nothing for any other model. Both engines add
-    one to every fit, so the schedule follows the model, not the engine."""
+    one to every fit, so the schedule follows the model, not the engine.
+
+    Keras does the work where it has the mechanism: ``keras.callbacks.LearningRateScheduler`` sets
+    each epoch's rate from :func:`~hpsearch.models.schedules.lr_at` (power, the step schedules under
+    a warm-up, and the formulas Keras lacks: 1cycle and the linear warm-up), and
+    ``keras.callbacks.ReduceLROnPlateau`` (``val_loss``, factor ``lr_decay_rate``, ``lr_patience``,
+    ``min_delta`` 0) cuts ``performance``'s rate after the warm-up. The plateau callback lives on the
+    model's schedule state, not on this callback: the Optuna engine's CV folds fit one epoch per
+    ``fit`` call, and Keras' callback would forget its best ``val_loss`` at every ``on_train_begin``.
+    A rate of 1 never cuts (Keras refuses a factor >= 1): no plateau callback then."""
 
     def __init__(self) -> None:
         super().__init__()
         self._state: schedules.ScheduleState | None = None
+        self._scheduler: keras.callbacks.LearningRateScheduler | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._state = schedules.attached(self.model)
+        self._state = state = schedules.attached(self.model)
+        if state is None:
+            return
+        self._scheduler = keras.callbacks.LearningRateScheduler(self._rate)
+        self._scheduler.set_model(self.model)
+        spec = state.spec
+        if spec.name == "performance" and state.plateau is None and spec.decay_rate < 1.0:
+            state.plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=spec.decay_rate,
+                                                              patience=spec.patience, min_delta=0.0, min_lr=0.0)
+
+    def _rate(self, epoch: int, lr: float | None = None) -> float:
+        state = self._state
+        assert state is not None
+        steps = int((self.params or {}).get("steps") or 1)
+        return float(schedules.lr_at(state.spec, epoch, steps, state.rate))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         state = self._state
-        if state is None:
+        if state is None or self._scheduler is None:
             return
-        steps = int((self.params or {}).get("steps") or 1)
-        rate = schedules.lr_at(state.spec, epoch, steps, state.rate)
-        self.model.optimizer.learning_rate = rate
-        state.history.append(rate)
+        self._scheduler.on_epoch_begin(epoch, logs)
+        state.history.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         state = self._state
         if state is None:
             return
-        val = (logs or {}).get("val_loss")
-        schedules.after_epoch(state, epoch, None if val is None else float(val))
+        if state.plateau is not None and epoch >= state.spec.warmup_epochs and (logs or {}).get("val_loss") is not None:
+            state.plateau.set_model(self.model)
+            state.plateau.on_epoch_end(epoch, dict(logs or {}))  # a copy: its learning_rate entry is the cut one
+            state.rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         if logs is not None:
             logs["learning_rate"] = float(state.history[-1]) if state.history else state.rate
 

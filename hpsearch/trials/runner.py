@@ -22,10 +22,13 @@ import numpy as np
 
 from hpsearch.models.builders import call_builder, count_params
 from hpsearch.pareto import dominates, is_feasible
-from hpsearch.records import TRIAL, best_of, is_better, outranks, primary_value, ranked
+from hpsearch.records import TRIAL, is_better
 from hpsearch.storage.artifacts import save_curve_artifact, save_model_artifacts
+from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_limits, infeasible_attrs, measure
 from hpsearch.trials.context import Candidate, RunContext
+from hpsearch.trials.seeds import seed_keras, trial_seeds
+from hpsearch.trials.stopping import stop_rule
 
 __all__ = ["TrialRunner", "Fitted", "TrialDiverged", "TrialTimedOut", "pad_to_batches"]
 
@@ -92,36 +95,24 @@ class TrialRunner:
         self.timer: Any = None  # the running trial's TrialTimer (train.trial_timeout)
         self.limits: dict[str, Any] = {}  # the running trial's search.constraints values
         self.measured: dict[str, float] = {}  # the running trial's measured objectives (n_params, latency_ms)
+        self.seed: int | None = None  # the running trial's seed (hpsearch.trials.seeds); None: unseeded
+        self.rule = stop_rule(cfg.train.early_stopping, cfg.train.epochs, ctx.metric, ctx.direction,
+                              best_weights_when_off=True)
         if cfg.search.cv:  # each fold scaled by a preprocessor fitted on its own training rows
             self.folds = [(*pad_to_batches(Xt, yt, self.batch_size, seed), Xv, yv)
                           for Xt, yt, Xv, yv in data.fold_arrays(cfg.search.cv, seed)]
 
     # -- training ------------------------------------------------------------------------------
-    def _monitor(self) -> tuple[str, str]:
-        """Keras log key and mode that early stopping watches for the study metric."""
-        m = self.ctx.metric
-        if m in ("rmse", "r2"):
-            return "val_mse", "min"
-        return f"val_{m}", "max" if self.ctx.direction == "maximize" else "min"
-
-    def _callbacks(self, trial: Any) -> tuple[list[Any], Any, Any]:
-        import keras
-
+    def _callbacks(self, trial: Any) -> tuple[list[Any], Any, Any, Any]:
         from hpsearch.trials.callbacks import NaNGuard, PruningReporter
 
-        es_cfg = self.ctx.cfg.train.early_stopping
         guard = NaNGuard()
         reporter = PruningReporter(trial, self.ctx.metric, self.y_valid_var, check_steps=self.check_steps,
                                    reports=not self.ctx.several)  # Optuna: no report() for several objectives
-        monitor, mode = self._monitor()
-        epochs = self.ctx.cfg.train.epochs
-        # Without early stopping the callback still runs (patience = all epochs) so that the best
+        # Without early stopping the rule's callback still runs (patience = all epochs) so that the best
         # epoch's weights are restored: the stored model is the one the trial value describes.
-        stop = keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=es_cfg.patience if es_cfg is not None else epochs,
-            min_delta=es_cfg.min_delta if es_cfg is not None else 0.0,
-            restore_best_weights=es_cfg.restore_best_weights if es_cfg is not None else True)
-        return [guard, reporter, stop], guard, reporter
+        stop = self.rule.keras_callbacks()
+        return [guard, reporter, *stop], guard, reporter, (stop[0] if stop else None)
 
     def _timer(self) -> Any:
         """A fresh :class:`~hpsearch.trials.callbacks.TrialTimer` when ``train.trial_timeout`` is set."""
@@ -145,7 +136,17 @@ class TrialRunner:
             self.measured["latency_ms"] = float(self.limits[TRIAL.LATENCY_MS])
 
     def _build(self, params: dict[str, Any], clear_session: bool = True) -> Any:
-        return call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=clear_session)
+        """The trial's model; with ``clear_session`` the session is cleared and Keras seeded with
+        the trial's seed first (:mod:`hpsearch.trials.seeds`), so a rerun builds and trains the same."""
+        if clear_session:
+            self._fresh_session()
+        return call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=False)
+
+    def _fresh_session(self) -> None:
+        import keras
+
+        keras.backend.clear_session()
+        seed_keras(self.seed)
 
     def _fit(self, model: Any, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
              epochs: int, callbacks: list[Any], initial_epoch: int = 0) -> Any:
@@ -186,7 +187,7 @@ class TrialRunner:
         data = self.ctx.data
         model = self._build(params)
         self._check_limits(trial, model)
-        cbs, guard, reporter = self._callbacks(trial)
+        cbs, guard, reporter, stop = self._callbacks(trial)
         try:
             hist = self._fit_thawing(model, self.X_train, self.y_train, data.X_valid, data.y_valid,
                                      self.ctx.cfg.train.epochs, cbs)
@@ -194,7 +195,8 @@ class TrialRunner:
             reporter.close()
         if guard.diverged_at is not None:
             raise TrialDiverged(f"training diverged: loss became {guard.loss} at epoch {guard.diverged_at}")
-        value, best = best_of(reporter.values, self.ctx.direction)
+        kept = int(getattr(stop, "best_epoch", -1)) + 1 if stop is not None else 0  # Keras': 0-based
+        value, best = self.rule.trial_value(reporter.values, kept, self.ctx.direction)
         return Fitted(value=value, epochs=len(reporter.values), model=model, pruned_at=reporter.pruned_at,
                        history=dict(hist.history), best_epoch=best + 1, report_time=reporter.storage_time)
 
@@ -203,20 +205,21 @@ class TrialRunner:
         (so pruning and early stopping act on the CV estimate, as with one model)."""
         import math
 
-        import keras
-
         from hpsearch.trials.callbacks import EpochValues, NaNGuard
 
-        cfg, direction = self.ctx.cfg, self.ctx.direction
+        cfg, rule = self.ctx.cfg, self.rule
         folds = self.folds or []
-        es = cfg.train.early_stopping
-        keras.backend.clear_session()  # once per trial: the k fold models live side by side
+        self._fresh_session()  # once per trial: the k fold models live side by side
         models = [self._build(params, clear_session=False) for _ in folds]
         self._check_limits(trial, models[0])
         guards = [NaNGuard() for _ in models]
-        trackers = [EpochValues(self.ctx.metric, self.y_valid_var) for _ in models]
+        trackers = [EpochValues(self.ctx.metric, self.y_valid_var, watch=None if rule.on_metric else rule.key)
+                    for _ in models]
         out = Fitted(value=None, epochs=0, history={"val_metric_mean": []})
-        wait = 0
+        # the rule (hpsearch.trials.stopping) on the fold mean: of the study metric, in the study's
+        # direction, or of val_loss
+        direction = self.ctx.direction if rule.on_metric else rule.direction
+        wait, best = 0, None
         for epoch in range(cfg.train.epochs):
             for (Xt, yt, Xv, yv), model, g, tr in zip(folds, models, guards, trackers):
                 _thaw_at(model, epoch)
@@ -227,6 +230,7 @@ class TrialRunner:
             if len(vals) < len(trackers):
                 raise TrialDiverged(f"validation metric is not finite at epoch {epoch + 1}")
             mean = float(np.mean(vals))
+            watched = mean if rule.on_metric else float(np.mean([tr.watched[-1] for tr in trackers]))
             out.epochs += 1
             out.history["val_metric_mean"].append(mean)
             t0 = time.monotonic()
@@ -235,14 +239,14 @@ class TrialRunner:
                 trial.report(mean, epoch)
                 prune = (self.check_steps is None or epoch in self.check_steps) and trial.should_prune()
             out.report_time += time.monotonic() - t0
-            if is_better(mean, out.value, direction, es.min_delta if es is not None else 0.0):
-                out.value, out.best_epoch, wait = mean, epoch + 1, 0
-            else:
-                wait += 1
+            wait += 1
+            improved = is_better(watched, best, direction, rule.min_delta)
+            if improved:
+                best, out.value, out.best_epoch, wait = watched, mean, epoch + 1, 0
             if prune:
                 out.pruned_at = epoch
                 break
-            if es is not None and wait >= es.patience:  # as keras.callbacks.EarlyStopping
+            if not improved and rule.enabled and rule.exhausted(wait, epoch):  # as keras.callbacks.EarlyStopping
                 break
         if out.best_epoch:
             out.fold_scores = [float(tr.values[out.best_epoch - 1] or 0.0) for tr in trackers]  # finite: checked
@@ -265,6 +269,7 @@ class TrialRunner:
         params.update(ctx.builder_extra)
         t_sampled = time.monotonic()
         self.timer, self.limits, self.measured = self._timer(), {}, {}
+        self.seed = trial_seeds(ctx.cfg.search.seed, [trial.number])[0] if ctx.cfg.search.seed is not None else None
         try:
             fit = self._holdout(trial, params) if self.folds is None else self._cv(trial, params)
         except (TrialDiverged, TrialTimedOut) as e:
@@ -340,15 +345,11 @@ class TrialRunner:
                 attrs[TRIAL.CURVE_ARTIFACT] = cid
 
     def _rank(self, value: float, number: int) -> tuple[bool, bool]:
-        """(among the best K stored models?, the best so far?), in the one ranking (ties: the lower
-        trial number, whatever order trials finish in)."""
-        direction = self.ctx.direction
-        done = ranked(self.ctx.study.get_trials(deepcopy=False), direction)
-        best = not done or outranks(value, number, primary_value(done[0]), done[0].number, direction)
-        stored = [t for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
-        k = self.ctx.cfg.search.keep_models
-        last = stored[k - 1] if len(stored) >= k else None
-        return (last is None or outranks(value, number, primary_value(last), last.number, direction)), best
+        """(among the best K stored models?, the best so far?): :func:`hpsearch.storage.keep.finishing_keepers`
+        for this one trial (ties: the lower trial number, whatever order trials finish in)."""
+        keep, lead = finishing_keepers(self.ctx.study.get_trials(deepcopy=False), self.ctx.direction,
+                                       self.ctx.cfg.search.keep_models, [(value, number)])
+        return bool(keep), lead == 0
 
     def _on_front(self, values: list[float]) -> bool:
         """Does no finished feasible trial dominate ``values`` (so its model may be picked later)?"""

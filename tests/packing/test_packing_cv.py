@@ -16,6 +16,7 @@ from hpsearch.engines import sklearn as sklearn_engine
 from hpsearch.engines.base import get_engine
 from hpsearch.models.builders import resolve_builder
 from hpsearch.packing.cv import cv_pack_plan
+from hpsearch.packing.model import AUTO_MAX_MEMBERS
 from hpsearch.records import TRIAL
 from hpsearch.study.validate import parse_study_config
 from hpsearch.trials.context import RunContext
@@ -113,5 +114,6 @@ def test_cv_pack_plan_packs_random_and_grid_and_says_why_not():
     assert _plan("random", 1) == (1, None)
     assert _plan("random", "auto", n=3) == (1, None)  # auto: too few members to pay, no note
     assert _plan("halving", "auto")[0] == 10  # a rung's candidates
+    assert _plan("random", "auto", n=100)[0] == AUTO_MAX_MEMBERS == 64  # the Optuna engine's cap, one constant
     k, note = _plan("random", 4, p={"max_norm": 2.0})
     assert k == 1 and "max_norm=2.0" in note

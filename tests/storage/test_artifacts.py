@@ -20,11 +20,11 @@ from hpsearch.storage.artifacts import (
     LazyFileStore,
     artifact_location,
     artifact_store_for,
-    keep_best_models,
     load_model_artifacts,
     save_curve_artifact,
     save_model_artifacts,
 )
+from hpsearch.storage.keep import keep_best_models
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,77 @@
+"""The keep-best-K rule, in one place: which trials' models are stored and which are deleted.
+
+Every reader ranks with :func:`hpsearch.records.ranked` / :func:`~hpsearch.records.outranks` (value,
+ties to the lower trial number). A finishing trial (one alone, or the members of a pack that end
+together or out of trial order) is placed in that ranking before it is told
+(:func:`finishing_keepers`): its model is saved only when it ranks in the best ``keep_models``
+stored models, and its curve PNG only when it leads the study. :func:`keep_best_models` then deletes
+the models that fell out of the best K; a model is never deleted while its trial can still be
+named best.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.pareto import pareto_front
+from hpsearch.records import STUDY, TRIAL, outranks, primary_value, ranked
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+    from hpsearch.storage.artifacts import ArtifactStore
+
+__all__ = ["finishing_keepers", "keep_best_models"]
+
+
+def finishing_keepers(trials: Sequence[Any], direction: str, keep: int,
+                      finishing: Sequence[tuple[float, int]]) -> tuple[set[int], int | None]:
+    """For trials ``finishing`` now ((value, trial number) each, not told yet), given the study's
+    ``trials`` so far: the indices whose models rank in the best ``keep`` stored models (the other
+    finishing ones counted: the one-trial rule alone would store every member of a first pack), and
+    the index of the one that leads the study (None: none does)."""
+    done = ranked(trials, direction)
+    stored = [(primary_value(t), t.number) for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+    ahead = {i: sum(outranks(v, n, value, number, direction) for v, n in stored)
+             + sum(outranks(*other, value, number, direction) for j, other in enumerate(finishing) if j != i)
+             for i, (value, number) in enumerate(finishing)}
+    keepers = {i for i, n in ahead.items() if n < keep}
+    first = min(ahead, key=lambda i: ahead[i], default=None)
+    leads = first is not None and (not done or outranks(*finishing[first], primary_value(done[0]), done[0].number,
+                                                        direction))
+    return keepers, first if leads else None
+
+
+def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, keep: int) -> int:
+    """Delete the artifacts of completed trials outside the best ``keep``; how many were deleted.
+
+    Ties go to the earlier trial (as Optuna's ``best_trial``), the study's own best model is never
+    deleted, nor (several objectives) a model of the Pareto front, which a pick rule may choose;
+    every deleted id is recorded in ``STUDY.REMOVED_ARTIFACTS`` so that readers (and
+    other workers) know the file is gone on purpose. Safe to run from several workers at once.
+    """
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    attrs = study.user_attrs
+    protected = {attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)}
+    gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
+    trials = study.get_trials(deepcopy=False)
+    if len(study.directions) > 1:
+        front = pareto_front(trials, [d.name.lower() for d in study.directions])
+        protected |= {t.user_attrs.get(k) for t in front for k in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT)}
+    with_models = [t for t in ranked(trials, direction) if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+    removed = 0
+    for t in with_models[max(keep, 0):]:
+        for key in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT):
+            aid = t.user_attrs.get(key)
+            if not aid or aid in protected or aid in gone:
+                continue
+            with contextlib.suppress(ArtifactNotFound):  # another worker removed it first: gone all the same
+                store.remove(aid)
+            gone.add(aid)
+            removed += 1
+    if removed:
+        study.set_user_attr(STUDY.REMOVED_ARTIFACTS, sorted(gone))
+    return removed
