@@ -49,6 +49,7 @@ class STUDY:
     STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
+    PYTHON_SEARCH = "python_search"  # a search started from Python: its class and what it decided
 
 
 class TRIAL:
