@@ -43,7 +43,8 @@ class _Collect:
     def __init__(self, inner: Observer | None) -> None:
         self.inner: Observer = inner if inner is not None else NullObserver()
         self.messages: list[str] = []
-        self.total, self.label, self.direction = None, "", "maximize"
+        self.total: int | None = None
+        self.label, self.direction = "", "maximize"
 
     def begin(self, done: int, best: float | None) -> None:
         self.inner.total, self.inner.label, self.inner.direction = self.total, self.label, self.direction
@@ -60,7 +61,7 @@ class _Collect:
         self.inner.end()
 
 
-class _PythonSearch(BaseEstimator):  # type: ignore[misc]
+class _PythonSearch(BaseEstimator):
     """What the four searches share; subclasses give the ``search:`` section."""
 
     _what: ClassVar[str] = "param_distributions"  # the constructor argument holding the space
@@ -185,7 +186,8 @@ class RandomizedSearchCV(_PythonSearch):
                  random_state: int | None = None, storage: str | None = None, study_name: str | None = None,
                  artifacts: str | None = None, pack: int | str = "auto", resume: bool = False,
                  observer: Observer | None = None) -> None:
-        self.estimator, self.param_distributions, self.n_iter, self.scoring = estimator, param_distributions, n_iter, scoring
+        self.estimator, self.param_distributions = estimator, param_distributions
+        self.n_iter, self.scoring = n_iter, scoring
         self.n_jobs, self.refit, self.cv, self.verbose, self.random_state = n_jobs, refit, cv, verbose, random_state
         self.storage, self.study_name, self.artifacts, self.pack = storage, study_name, artifacts, pack
         self.resume, self.observer = resume, observer
@@ -234,7 +236,8 @@ class HalvingRandomSearchCV(_PythonSearch):
                  study_name: str | None = None, artifacts: str | None = None, pack: int | str = "auto",
                  resume: bool = False, observer: Observer | None = None) -> None:
         self.estimator, self.param_distributions, self.n_candidates = estimator, param_distributions, n_candidates
-        self.factor, self.resource, self.max_resources, self.min_resources = factor, resource, max_resources, min_resources
+        self.factor, self.resource = factor, resource
+        self.max_resources, self.min_resources = max_resources, min_resources
         self.scoring, self.refit, self.cv, self.verbose = scoring, refit, cv, verbose
         self.random_state, self.n_jobs = random_state, n_jobs
         self.storage, self.study_name, self.artifacts, self.pack = storage, study_name, artifacts, pack
@@ -276,7 +279,8 @@ class OptunaSearchCV(_PythonSearch):
                  scoring: Any = None, refit: bool = True, random_state: int | None = None, verbose: int = 0,
                  storage: str | None = None, study_name: str | None = None, artifacts: str | None = None,
                  pack: int | str = "auto", resume: bool = False, observer: Observer | None = None) -> None:
-        self.estimator, self.param_distributions, self.n_trials, self.cv = estimator, param_distributions, n_trials, cv
+        self.estimator, self.param_distributions = estimator, param_distributions
+        self.n_trials, self.cv = n_trials, cv
         self.sampler, self.pruner, self.timeout, self.scoring = sampler, pruner, timeout, scoring
         self.refit, self.random_state, self.verbose = refit, random_state, verbose
         self.storage, self.study_name, self.artifacts, self.pack = storage, study_name, artifacts, pack

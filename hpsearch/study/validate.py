@@ -24,8 +24,8 @@ from hpsearch.data.sources.base import source_for
 from hpsearch.engines.base import get_engine
 from hpsearch.errors import ConfigError, StorageError
 from hpsearch.metrics import metric_problem
-from hpsearch.registry import BUILDERS
 from hpsearch.models.builders import check_builder_params, resolve_builder
+from hpsearch.registry import BUILDERS
 from hpsearch.spec.config import StudyConfig, one_line, schema_from_mapping
 from hpsearch.spec.studyfile import read_study_yaml
 from hpsearch.storage import normalize_storage_url, redact_url

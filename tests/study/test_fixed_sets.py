@@ -41,7 +41,7 @@ def _study(folder, **data):
 
 
 def test_fixed_sets_are_used_as_they_are(tmp_path):
-    train, valid, test = _tables(tmp_path, n_test=30, n_valid=20)
+    train, valid, _ = _tables(tmp_path, n_test=30, n_valid=20)
     cfg = load_study_config(_study(tmp_path, test="test.csv", valid="valid.csv"))
     data = prepare_data(cfg, 1)
     # both given: every row of train.csv trains, in its order; the other files are the other parts
