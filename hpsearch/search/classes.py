@@ -61,6 +61,13 @@ class _Collect:
         self.inner.end()
 
 
+def _drawn_seed(decisions: list[str], why: str) -> int:
+    """A fresh seed (scikit-learn's None: different each run), said and stored with the study."""
+    seed = int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
+    decisions.append(f"hpsearch: {why}: drew seed {seed} (stored with the study; give an int to repeat the search)")
+    return seed
+
+
 class _PythonSearch(BaseEstimator):
     """What the four searches share; subclasses give the ``search:`` section."""
 
@@ -78,10 +85,7 @@ class _PythonSearch(BaseEstimator):
             return int(rs)
         if rs is not None:
             raise ConfigError("random_state: give an int (or None); hpsearch stores the seed with the study")
-        seed = int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
-        decisions.append(f"hpsearch: random_state=None: drew seed {seed} (stored with the study; pass"
-                         " random_state to repeat the search)")
-        return seed
+        return _drawn_seed(decisions, "random_state=None")
 
     def _cv(self, default: int | None) -> int | None:
         cv = self.cv if self.cv is not None else default
@@ -99,6 +103,10 @@ class _PythonSearch(BaseEstimator):
         d = study.decisions
         classifier = is_classifier(self.estimator)
         seed = self._seed(d)
+        own = self.estimator.get_params(deep=False).get("random_state")
+        if own is not None and own != seed:
+            d.append(f"hpsearch: the estimator's random_state {own!r} is replaced by the search's seed {seed}"
+                     " (one seed per study: candidates, folds and each model's initial weights)")
         space = space_section(self._space(), self._what)
         model, train, _builder = estimator_sections(self.estimator, set(space), fit_params, d)
         train["pack"] = self.pack
@@ -215,7 +223,11 @@ class GridSearchCV(_PythonSearch):
         self.resume, self.observer = resume, observer
 
     def _seed(self, decisions: list[str]) -> int:
-        return 0  # a grid draws nothing; the seed only seeds each model's initial weights, as before
+        """A grid draws nothing: the seed is the estimator's ``random_state`` (its models' weights)."""
+        rs = self.estimator.get_params(deep=False).get("random_state")
+        if isinstance(rs, (int, np.integer)) and not isinstance(rs, bool):
+            return int(rs)
+        return _drawn_seed(decisions, "the estimator's random_state=None")
 
     def _default_folds(self) -> int:
         return 5

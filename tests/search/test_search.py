@@ -98,11 +98,14 @@ def test_optuna_search_prunes_and_packs_the_builtin_mlp(iris, tmp_path):
 def test_grid_and_halving_searches_run_their_engines(iris, tmp_path):
     X_tr, X_va, y_tr, y_va = iris
     url = f"sqlite:///{tmp_path / 'g.db'}"
-    grid = hpsearch.GridSearchCV(hpsearch.KerasClassifier(build_model), {"n_neurons": [3, 6]}, cv=2,
+    grid = hpsearch.GridSearchCV(hpsearch.KerasClassifier(build_model), {"n_neurons": [3, 6]}, cv=2, refit=False,
                                  study_name="py-grid", storage=url, artifacts=str(tmp_path / "art"))
     grid.fit(X_tr, y_tr, epochs=2, validation_data=(X_va, y_va))
     assert [p["n_neurons"] for p in grid.cv_results_["params"]] == [3, 6]
     assert any("no EarlyStopping callback" in m for m in grid.messages_)
+    assert any("random_state=None: drew seed" in m for m in grid.messages_)  # unseeded, as scikit-learn's: said
+    assert grid.study_.user_attrs[STUDY.PYTHON_SEARCH]["decisions"] == grid.messages_[:len(
+        grid.study_.user_attrs[STUDY.PYTHON_SEARCH]["decisions"])]
     halving = hpsearch.HalvingRandomSearchCV(hpsearch.KerasClassifier(build_model), DISTRIBS, n_candidates=3,
                                              factor=3, min_resources=1, cv=2, random_state=0,
                                              study_name="py-halving", storage=url, artifacts=str(tmp_path / "art"),
