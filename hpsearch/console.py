@@ -232,6 +232,8 @@ def print_best(info: dict[str, Any]) -> None:
         extra = ", ".join(f"{k} {fmt_value(v)}" for k, v in info["test_metrics"].items() if k != tm)
         con.print(f"test {tm}: {fmt_value(info['test_score'])}" + (f" ({extra})" if extra else "")
                   + " — on the held-out test split")
+    elif info.get("test_rows") == 0:
+        con.print("test score: none (no test split: data.split.test is 0)")
     elif info.get("model_missing"):
         con.print("test score: not recorded (the best trial has no stored model to score)")
     else:

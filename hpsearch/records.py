@@ -50,6 +50,7 @@ class STUDY:
     DECISIONS = "decisions"  # every automatic decision: {key: {"value": ..., "line": the line the run said}}
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
+    PYTHON_SEARCH = "python_search"  # a search started from Python: its class and what it decided
 
 
 class TRIAL:

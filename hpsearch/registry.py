@@ -39,6 +39,12 @@ class Registry:
         """The one-line message for a name that is not registered (field, value, the fix)."""
         return f"{self.field}: unknown {self.kind} {name!r}; use one of {', '.join(self._targets)}"
 
+    def register_object(self, name: str, obj: Any) -> None:
+        """Add (or replace) ``name`` -> an object given in this process (a Python search's builder
+        function that no module path reaches); other processes do not see it."""
+        self._targets[name] = f"<given in process {id(obj):#x}>"
+        self._loaded[name] = obj
+
     def get(self, name: str) -> Any:
         """The registered object; ``KeyError`` with :meth:`unknown`'s message for other names."""
         if name not in self._targets:
@@ -83,6 +89,7 @@ SOURCES = Registry("data source", "data.source", {
     ".npz": "hpsearch.data.sources.tables:NpzSource",
     "/": "hpsearch.data.sources.images:ImageFolderSource",
     "keras": "hpsearch.data.sources.kerasdata:KerasSource",
+    "memory": "hpsearch.data.sources.memory:MemorySource",
 })
 
 BUILDERS = Registry("builder", "model.builder", {

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from hpsearch.data.fixed import load_fixed_parts
 from hpsearch.data.preprocess import Preprocessor, fit_preprocessor
 from hpsearch.data.sources.base import RawData, source_for
 from hpsearch.errors import ConfigError, DataError
@@ -230,15 +231,26 @@ def _check_metrics(cfg: StudyConfig, task: str, classes: list[Any] | None, where
 
 def _three_way(items: np.ndarray, y: np.ndarray, cfg: StudyConfig, stratify: bool,
                where: str) -> tuple[np.ndarray, ...]:
-    """``data.split`` of rows (or row indices): train, y_train, valid, y_valid, test, y_test."""
+    """``data.split`` of rows (or row indices): train, y_train, valid, y_valid, test, y_test. A part
+    given as its own set (``data.valid`` / ``data.test``) is not split off: it comes back empty here.
+    With both given, the training rows keep their order."""
     split = cfg.data.split
-    if split.test > 0:
-        rest, y_rest, test, y_test = _split(items, y, split.test, stratify, split.seed, where)
+    test_frac = 0.0 if cfg.data.test is not None else split.test
+    if test_frac > 0:
+        rest, y_rest, test, y_test = _split(items, y, test_frac, stratify, split.seed, where)
     else:
         rest, y_rest, test, y_test = items, y, items[:0], y[:0]
-    train, y_train, valid, y_valid = _split(rest, y_rest, split.valid / (1.0 - split.test), stratify,
+    if cfg.data.valid is not None:
+        return rest, y_rest, rest[:0], y_rest[:0], test, y_test
+    train, y_train, valid, y_valid = _split(rest, y_rest, split.valid / (1.0 - test_frac), stratify,
                                             split.seed + 1, where)
     return train, y_train, valid, y_valid, test, y_test
+
+
+def _with_fixed(X_part: np.ndarray, y_part: np.ndarray, fixed: tuple[np.ndarray, np.ndarray] | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A split part, or the fixed set given for it (``data.valid`` / ``data.test``)."""
+    return (X_part, y_part) if fixed is None else fixed
 
 
 def _check_folds(y_train: np.ndarray, classes: list[Any] | None, folds: int, where: str) -> None:
@@ -331,9 +343,18 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
     raw = source.load(cfg)
     where = raw.where
     X, y, task = _rows(cfg, raw, folds)
-    y_model, classes = _encode_target(y, task, folds, where)
+    parts = load_fixed_parts(cfg, X, raw.feature_names, task)  # data.valid / data.test given as their own sets
+    # labels are encoded over the main rows and every fixed part together (one class list)
+    y_all, classes = _encode_target(np.concatenate([y, *(p.y for p in parts.values())]), task, folds, where)
+    y_model = y_all[: len(y)]
+    fixed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    at = len(y)
+    for name, part in parts.items():
+        fixed[name], at = (part.X, y_all[at: at + len(part.y)]), at + len(part.y)
     _check_metrics(cfg, task, classes, source.redacted(cfg))
     X_train, y_train, X_valid, y_valid, X_test, y_test = _three_way(X, y_model, cfg, classes is not None, where)
+    X_valid, y_valid = _with_fixed(X_valid, y_valid, fixed.get("valid"))
+    X_test, y_test = _with_fixed(X_test, y_test, fixed.get("test"))
     if classes is not None and len(np.unique(y_train)) < len(classes):
         raise DataError(f"{where}: the training split lacks a class; add rows or lower data.split fractions")
     _check_folds(y_train, classes, folds, where)
@@ -342,6 +363,7 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
         "source": source.redacted(cfg), "task": task, "rows": len(y_model),
         "train_rows": len(y_train), "valid_rows": len(y_valid), "test_rows": len(y_test),
         "features": int(X.shape[1]) if X.ndim == 2 else math.prod(X.shape[1:]), **(raw.info or {}),
+        **{f"{name}_source": part.where for name, part in parts.items()},
     }
     if X.ndim > 2:
         summary["input_shape"] = list(X.shape[1:])
@@ -371,6 +393,10 @@ def _prepare_streamed(cfg: StudyConfig, folds: int, root: Path) -> PreparedData:
     from hpsearch.data.stream import ImageFiles, scan
 
     where = f"data.source {root}"
+    for name in ("valid", "test"):
+        if getattr(cfg.data, name) is not None:
+            raise ConfigError(f"data.{name}: {where} streams from disk, and a fixed {name} set is read into memory;"
+                              f" set data.in_memory: true, or use data.split.{name} (a fraction) instead")
     if folds > 1:
         raise ConfigError(f"data.in_memory: {where} streams from disk, which only the Optuna engine's holdout"
                           " split trains on; set data.in_memory: true, or use search.engine: optuna without"

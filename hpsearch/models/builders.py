@@ -396,12 +396,13 @@ def _check_names(fn: Callable[..., Any], names: Iterable[str], section: str, com
 
 def check_builder_params(fn: Callable[..., Any], space: SearchSpace) -> None:
     """Refuse, before anything runs, a ``space`` / ``model.fixed`` parameter ``fn`` does not take
-    and a value its own ``check_params`` rejects. One-line ConfigError without a file prefix."""
-    _check_names(fn, space.params, "space", compile_ok=False)
-    _check_names(fn, space.fixed, "model.fixed", compile_ok=False)
-    check = getattr(fn, "check_params", None)
-    if not callable(check):
-        return
+    and a value its own ``check_params`` rejects. One-line ConfigError without a file prefix.
+
+    Compile knobs (``optimizer``, ``learning_rate``, ...) that ``fn`` does not take pass, their values
+    checked: an uncompiled model is compiled with them; a builder that compiles its own model and
+    leaves one unused is refused when it is built (:func:`call_builder`)."""
+    _check_names(fn, space.params, "space", compile_ok=True)
+    _check_names(fn, space.fixed, "model.fixed", compile_ok=True)
     values: dict[str, list[tuple[str, Any]]] = {}
     for name, value in space.fixed.items():
         values.setdefault(name, []).append((f"model.fixed.{name}", value))
@@ -409,7 +410,12 @@ def check_builder_params(fn: Callable[..., Any], space: SearchSpace) -> None:
         ends = param.choices if isinstance(param, CategoricalParam) else (
             param.low, param.high if isinstance(param, FloatParam) else param.top)
         values.setdefault(name, []).extend((f"space.{name}", c) for c in ends)
-    check(values)
+    accepted = builder_accepts(fn)
+    if accepted is not None:  # the knobs only the compile step takes
+        check_compile_params({k: v for k, v in values.items() if k in COMPILE_PARAMS and k not in accepted})
+    check = getattr(fn, "check_params", None)
+    if callable(check):
+        check(values)
 
 
 # --------------------------------------------------------------------------------------------

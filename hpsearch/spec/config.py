@@ -80,6 +80,10 @@ class DataConfig(_Strict):
     features: list[str] | None = Field(None, description="feature columns (default: all but the target)")
     task: Literal["auto", "classification", "regression"] = "auto"
     split: SplitConfig = Field(default_factory=SplitConfig)
+    valid: str | None = Field(None, description="a fixed validation set (a file with the same columns, or"
+                              " memory:KEY): used instead of data.split.valid")
+    test: str | None = Field(None, description="a fixed test set (a file with the same columns, or memory:KEY):"
+                             " used instead of data.split.test, scored once on the chosen model")
     scale: Literal["standard", "none"] = "standard"
     max_rows: int | None = Field(None, ge=1, description="use only the first N rows (after shuffling)")
     reshape: list[int] | None = Field(None, min_length=1, description="one sample's shape, e.g. [8, 8, 1]:"

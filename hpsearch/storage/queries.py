@@ -199,6 +199,7 @@ def best_info(study: Any, url: str, artifacts: str | None = None) -> dict[str, A
         "epochs": best.user_attrs.get(TRIAL.EPOCHS), "n_params": best.user_attrs.get(TRIAL.N_PARAMS),
         "test_metric": attrs.get(STUDY.TEST_METRIC), "test_score": attrs.get(STUDY.TEST_SCORE),
         "test_metrics": attrs.get(STUDY.TEST_METRICS) or {},
+        "test_rows": (attrs.get(STUDY.DATA_SUMMARY) or {}).get("test_rows"),  # 0: the study has no test split
         "model_trial": attrs.get(STUDY.BEST_TRIAL, best.number) if stored else best.number,
         "model_artifact": stored or best.user_attrs.get(TRIAL.MODEL_ARTIFACT),
         "preprocess_artifact": attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)

@@ -13,21 +13,24 @@ Every problem is one :class:`~hpsearch.errors.ConfigError` line ``WHERE: field: 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hpsearch.data.fixed import check_fixed_parts
 from hpsearch.data.sources.base import source_for
 from hpsearch.engines.base import get_engine
 from hpsearch.errors import ConfigError, StorageError
 from hpsearch.metrics import metric_problem
 from hpsearch.models.builders import check_builder_params, resolve_builder
+from hpsearch.registry import BUILDERS
 from hpsearch.spec.config import StudyConfig, one_line, schema_from_mapping
 from hpsearch.spec.studyfile import read_study_yaml
 from hpsearch.storage import normalize_storage_url, redact_url
 
-__all__ = ["apply_overrides", "check_study", "load_study_config", "parse_study_config"]
+__all__ = ["apply_overrides", "check_study", "load_study_config", "parse_study_config", "study_dir_on_path"]
 
 
 @contextmanager
@@ -56,15 +59,28 @@ def check_study(cfg: StudyConfig, where: str) -> None:
     """The checks that span sections or need builders, engines, data sources or storage."""
     with _at(where):
         space = cfg.search_space()
+        study_dir_on_path(cfg)
         check_builder_params(resolve_builder(cfg.model.builder), space)  # cheap: before engines load sklearn
         get_engine(cfg.search.engine).check(cfg, space)
         source = source_for(cfg.data.source)
         source.check(cfg)
+        check_fixed_parts(cfg)  # data.valid / data.test given as their own files
         for metric in cfg.search.trained_metrics if cfg.data.task != "auto" else []:
             problem = metric_problem(metric, cfg.data.task, None, source.redacted(cfg))
             if problem:
                 raise ConfigError(problem)
         _check_locations(cfg)
+
+
+def study_dir_on_path(cfg: StudyConfig) -> None:
+    """A ``model.builder: module:function`` is imported with the study file's folder on the import
+    path (appended, after the installed packages, and kept for the process, as pytest does with its
+    rootdir), so a builder module beside the study file is found without ``PYTHONPATH``."""
+    if cfg.base_dir is None or cfg.model.builder in BUILDERS or ":" not in cfg.model.builder:
+        return
+    folder = str(Path(cfg.base_dir).resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)
 
 
 def _check_locations(cfg: StudyConfig) -> None:

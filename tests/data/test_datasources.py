@@ -12,6 +12,7 @@ import pytest
 from hpsearch.data.sources.base import DataSource, RawData, source_for
 from hpsearch.data.sources.images import ImageFolderSource
 from hpsearch.data.sources.kerasdata import KerasSource
+from hpsearch.data.sources.memory import MemorySource
 from hpsearch.data.sources.tables import SKLEARN_DATASETS, CsvSource, NpzSource, ParquetSource, SklearnSource
 from hpsearch.errors import ConfigError, DataError
 from hpsearch.registry import SOURCES
@@ -30,7 +31,7 @@ def frame() -> pd.DataFrame:
 @pytest.mark.parametrize("spec,cls", [
     ("sklearn:iris", SklearnSource), ("d.csv", CsvSource), ("sub/D.CSV", CsvSource), ("d.parquet", ParquetSource),
     ("d.pq", ParquetSource), ("/abs/d.npz", NpzSource), ("data:v1.csv", CsvSource), ("C:/x/d.csv", CsvSource),
-    ("imgs/", ImageFolderSource), ("keras:mnist", KerasSource),
+    ("imgs/", ImageFolderSource), ("keras:mnist", KerasSource), ("memory:0123abcd", MemorySource),
 ])
 def test_source_for_picks_by_scheme_then_suffix(spec, cls):
     assert type(source_for(spec)) is cls
@@ -40,8 +41,9 @@ def test_source_for_picks_by_scheme_then_suffix(spec, cls):
 def test_unknown_sources_name_the_accepted_forms(spec):
     with pytest.raises(ConfigError) as ei:
         source_for(spec)
-    assert str(ei.value) == (f"data.source: {spec!r} is not .csv, .parquet, .pq or .npz, nor sklearn:NAME or"
-                             " keras:NAME, nor a folder path ending in /; convert the file or use one of those")
+    assert str(ei.value) == (f"data.source: {spec!r} is not .csv, .parquet, .pq or .npz, nor sklearn:NAME,"
+                             " keras:NAME or memory:NAME, nor a folder path ending in /;"
+                             " convert the file or use one of those")
 
 
 class TsvSource(CsvSource):

@@ -327,11 +327,14 @@ def test_builder_accepts_and_check_builder_params(user_builders):
         "space.n_hiden: unknown parameter for builder mlp; remove it or check the spelling (known: activation, ")
     with pytest.raises(ConfigError, match=r"^model\.fixed\.wings: unknown parameter for builder mlp"):
         check_builder_params(build_mlp, space(fixed={"wings": 2}))
-    # a study file may not give compile knobs to a builder that does not take them (as before)
-    with pytest.raises(ConfigError, match=r"^space\.learning_rate: unknown parameter for builder "
-                                          r"hps_user_builders:build_uncompiled"):
-        check_builder_params(user_builders.build_uncompiled, space(params={"learning_rate": [0.1]}))
-    # ... while call_builder compiles an uncompiled model with them (see below)
+    # compile knobs pass for a builder that does not take them (an uncompiled model is compiled with
+    # them, see below), their values checked like the built-ins'
+    check_builder_params(user_builders.build_uncompiled, space(params={"learning_rate": [0.1, 0.01],
+                                                                       "optimizer": ["adam", "sgd"]}))
+    with pytest.raises(ConfigError, match=r"^space\.optimizer: unknown value 'adamm'"):
+        check_builder_params(user_builders.build_uncompiled, space(params={"optimizer": ["adamm"]}))
+    with pytest.raises(ConfigError, match=r"^model\.fixed\.learning_rate: "):
+        check_builder_params(user_builders.build_uncompiled, space(fixed={"learning_rate": -1.0}))
 
 
 def space(params=None, fixed=None):

@@ -4,7 +4,9 @@
 its format (``.csv``, ``.parquet``, ``.npz``). :func:`source_for` finds the source through
 :data:`hpsearch.registry.SOURCES` (keys: schemes like ``sklearn``, suffixes like ``.csv``); no
 other module compares source names or suffixes; a path ending in ``/`` is an image folder
-(:mod:`hpsearch.data.sources.images`), ``keras:NAME`` a Keras dataset (:mod:`hpsearch.data.sources.kerasdata`).
+(:mod:`hpsearch.data.sources.images`), ``keras:NAME`` a Keras dataset (:mod:`hpsearch.data.sources.kerasdata`),
+``memory:KEY`` arrays handed over in this process by a search started from Python
+(:mod:`hpsearch.data.sources.memory`).
 
 Every source answers four questions about a validated study:
 
