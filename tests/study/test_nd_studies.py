@@ -16,8 +16,8 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from cli_helpers import assert_user_error, run_cli, set_, snapshot, write_study
 from data_fixtures import write_fashion_mnist_cache, write_image_folder
-from test_cli_errors import assert_user_error, run_cli, set_, snapshot, write_study
 
 import hpsearch
 from hpsearch.cli import main

@@ -253,7 +253,7 @@ BAD_FILES = {
 @pytest.mark.parametrize("command", ["validate", "run"])
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_study_files_are_one_line_exit_2_nothing_written_in_a_second(case, command, workdir, capsys):
-    from test_cli_errors import assert_user_error, run_cli, snapshot
+    from cli_helpers import assert_user_error, run_cli, snapshot
 
     text, fragment = BAD_FILES[case]
     study = workdir / "study.yaml"
@@ -326,7 +326,7 @@ def test_a_builder_with_meta_and_catch_all_params_passes_validation(tmp_path, mo
 
 @pytest.mark.parametrize("where", ["proc", "under-a-file"])
 def test_an_artifact_store_that_cannot_be_written_is_refused_before_the_database(where, workdir, capsys):
-    from test_cli_errors import assert_user_error, run_cli, snapshot
+    from cli_helpers import assert_user_error, run_cli, snapshot
 
     study = workdir / "study.yaml"
     study.write_text(yaml.safe_dump(with_(MINIMAL, train={"epochs": 1})), encoding="utf-8")
