@@ -7,8 +7,8 @@ folder. It listens on 127.0.0.1 on a free port with ``fsync=off``; local-socket 
 (the admin connection), TCP logins need a password (scram-sha-256), so the tests exercise real
 password handling with the role ``hps`` / ``s3cr:t@pw``.
 
-If no binaries are found and we are root, ``apt-get install -y postgresql-15`` is tried once; if
-that fails too, :class:`PostgresUnavailable` is raised and the fixture FAILS (CI runs every
+If no binaries are found, postgresql-15 is installed through tests/syspkgs.py (under pytest the
+session hook in tests/conftest.py has already done it, with every other package); if that fails, :class:`PostgresUnavailable` is raised and the fixture FAILS (CI runs every
 PostgreSQL test; a skip would hide a broken setup).
 """
 
@@ -27,6 +27,11 @@ import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
+
+try:
+    from tests import syspkgs
+except ImportError:  # pragma: no cover - rootdir not on sys.path
+    import syspkgs  # type: ignore[no-redef]
 
 __all__ = ["PostgresServer", "PostgresUnavailable", "find_pg_bin", "ensure_pg_bin"]
 
@@ -62,18 +67,18 @@ def find_pg_bin() -> Path | None:
 
 
 def ensure_pg_bin() -> Path:
-    """Find the binaries, installing postgresql-15 with apt-get once if we are root."""
+    """Find the binaries; if absent, install postgresql-15 through tests/syspkgs (the one shared,
+    locked apt-get call that tests/conftest.py already made for the whole session under pytest)."""
     global _apt_tried
     found = find_pg_bin()
     if found is not None:
         return found
-    if not _apt_tried and os.geteuid() == 0 and shutil.which("apt-get"):
+    if not _apt_tried:
         _apt_tried = True
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        cmd = ["apt-get", "install", "-y", "--no-install-recommends", f"postgresql-{PG_VERSION}"]
-        if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-            subprocess.run(cmd, env=env, capture_output=True)
+        try:
+            syspkgs.ensure([f"postgresql-{PG_VERSION}"])
+        except syspkgs.AptFailed as exc:
+            raise PostgresUnavailable(str(exc)) from None
         found = find_pg_bin()
         if found is not None:
             return found
