@@ -33,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - rootdir not on sys.path
     import syspkgs  # type: ignore[no-redef]
 
-__all__ = ["PostgresServer", "PostgresUnavailable", "find_pg_bin", "ensure_pg_bin"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "find_pg_bin", "ensure_pg_bin", "connections_by_process"]
 
 PG_VERSION = "15"
 USER = "hps"
@@ -260,3 +260,34 @@ class PostgresServer:
         if password:
             auth += ":" + quote(self.password, safe="")
         return f"{driver}://{auth}@{self.host}:{self.port}/{dbname}"
+
+
+def connections_by_process(server: PostgresServer, dbname: str) -> dict[int | None, int]:
+    """Open connections to ``dbname`` per local client process id, from ``pg_stat_activity``.
+
+    Each backend's ``client_port`` is matched to the local TCP socket with that port
+    (/proc/net/tcp*) and the socket to the process holding it (/proc/PID/fd); a backend whose client
+    is not found (it just closed) counts under None. Linux only.
+    """
+    with server.admin() as conn:
+        ports = [r[0] for r in conn.execute(
+            "SELECT client_port FROM pg_stat_activity WHERE datname = %s AND client_port IS NOT NULL", (dbname,)
+        ).fetchall()]
+    inode_port: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                cols = line.split()
+                inode_port[cols[9]] = int(cols[1].rsplit(":", 1)[1], 16)
+    port_pid: dict[int, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inode_port:
+                    port_pid[inode_port[link[8:-1]]] = int(pid)
+    out: dict[int | None, int] = {}
+    for port in ports:
+        pid = port_pid.get(port)
+        out[pid] = out.get(pid, 0) + 1
+    return out

@@ -29,6 +29,8 @@ safe), so workers that linger at the end of a study poll without queueing on the
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +42,8 @@ from hpsearch.storage import is_lock_timeout, is_postgresql
 __all__ = ["Budget", "study_lock", "take_launch", "LAUNCH_ATTR"]
 
 LAUNCH_ATTR = "hpsearch:launches"  # study system attr: processes that ran trials of the study so far
+#: Seconds one blocking wait for the study lock may last before it is rolled back and started again.
+LOCK_ATTEMPT = 2.0
 _LOCK_CLASS = 0x6870  # "hp": first key of the advisory lock, the study id is the second
 
 
@@ -49,28 +53,43 @@ def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float 
 
     The lock is transaction-scoped (``pg_advisory_xact_lock``: released on commit, rollback or a
     dropped connection, and safe behind PgBouncer in transaction-pooling mode) and *blocking*: the
-    server queues the waiters and wakes the next one on release, no polling. ``SET LOCAL
-    lock_timeout`` bounds the wait; a timeout (SQLSTATE 55P03 lock_not_available, told by class)
-    is one line naming the study.
+    server queues the waiters and wakes the next one on release, no polling. Each wait is bounded by
+    ``SET LOCAL lock_timeout`` (:data:`LOCK_ATTEMPT` s); on a timeout (SQLSTATE 55P03
+    lock_not_available, told by class) the transaction is rolled back and the wait starts again, so a
+    waiter never pins a pooler's server connection for long (the holder may need one to finish);
+    after ``timeout`` s in all it is one line naming the study.
     """
     if not is_postgresql(url):
         yield
         return
-    import sqlalchemy
-
-    with storage.engine.connect() as conn, conn.begin():
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, int(timeout * 1000))}ms'")
-        try:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:a, :b)"),
-                         {"a": _LOCK_CLASS, "b": int(study_id)})
-        except sqlalchemy.exc.OperationalError as exc:
-            if not is_lock_timeout(exc):
-                raise
+    start = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - start)
+        with storage.engine.connect() as conn, conn.begin() as trans:
+            if _lock(conn, study_id, min(LOCK_ATTEMPT, max(left, 0.001))):
+                yield
+                return
+            trans.rollback()
+        if time.monotonic() - start >= timeout:
             raise StudyFailedError(
                 f"could not lock study {name!r} within {timeout:.0f} s (another process held its lock the "
                 f"whole time); look for a hung process in pg_stat_activity and run again"
-            ) from None
-        yield
+            )
+        time.sleep(random.random() / 20)  # de-synchronise the waiters that timed out together
+
+
+def _lock(conn: Any, study_id: int, wait: float) -> bool:
+    """Take the study's advisory lock in ``conn``'s transaction, waiting at most ``wait`` s."""
+    import sqlalchemy
+
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": _LOCK_CLASS, "b": int(study_id)})
+    except sqlalchemy.exc.OperationalError as exc:
+        if not is_lock_timeout(exc):
+            raise
+        return False
+    return True
 
 
 class Budget:
