@@ -8,8 +8,9 @@ folder. It listens on 127.0.0.1 on a free port with ``fsync=off``; local-socket 
 password handling with the role ``hps`` / ``s3cr:t@pw``.
 
 If no binaries are found, postgresql-15 is installed through tests/syspkgs.py (under pytest the
-session hook in tests/conftest.py has already done it, with every other package); if that fails, :class:`PostgresUnavailable` is raised and the fixture FAILS (CI runs every
-PostgreSQL test; a skip would hide a broken setup).
+session hook in tests/conftest.py has already done it, with every other package); if that fails,
+:class:`PostgresUnavailable` is raised and the fixture FAILS (CI runs every PostgreSQL test; a skip
+would hide a broken setup).
 """
 
 from __future__ import annotations

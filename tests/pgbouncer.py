@@ -2,10 +2,11 @@
 
 ``PgBouncer(server).start()`` writes an ini file and a userlist into a temp folder, runs Debian's
 ``pgbouncer`` (installed by the session hook of tests/conftest.py through tests/syspkgs.py) in the
-foreground (a child of the test process) as the ``postgres`` OS user when we are root (it refuses to run as root), on 127.0.0.1 and
-a free port, and waits until it accepts connections. Clients log in with the same role and password
-as on the server (scram-sha-256, password kept in the userlist, which PgBouncer also uses to log in
-to the server). ``close()`` ends the process by its pid and deletes the folder.
+foreground (a child of the test process) as the ``postgres`` OS user when we are root (it refuses to
+run as root), on 127.0.0.1 and a free port, and waits until it accepts connections. Clients log in
+with the same role and password as on the server (scram-sha-256; the password is kept in the
+userlist, which PgBouncer also uses to log in to the server). ``close()`` ends the process by its
+pid and deletes the folder.
 """
 
 from __future__ import annotations

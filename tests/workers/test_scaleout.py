@@ -94,9 +94,8 @@ def test_study_lock_blocks_until_released_and_times_out_in_one_line(postgres_url
     t.start()
     assert held.wait(30)
     t0 = time.monotonic()
-    with pytest.raises(StudyFailedError) as info:
-        with B.study_lock(other, postgres_url, sid, "lk", timeout=1.0):
-            raise AssertionError("the lock was held by another connection")
+    with pytest.raises(StudyFailedError) as info, B.study_lock(other, postgres_url, sid, "lk", timeout=1.0):
+        raise AssertionError("the lock was held by another connection")
     assert 0.9 <= time.monotonic() - t0 < 5
     msg = str(info.value)
     assert "\n" not in msg and "'lk'" in msg and "1 s" in msg
