@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+
+# ==================================================================================================
+# System packages (owner: scaleout; see tests/syspkgs.py): every Debian package the suite needs is
+# installed once, by the xdist controller (or the only process without xdist), in ONE apt-get call,
+# before any worker starts. Fixtures keep a fallback (tests/syspkgs.ensure) that then finds nothing
+# to do. Add a package to tests/syspkgs.PACKAGES, never an apt-get call in a test.
+# ==================================================================================================
+
+try:
+    from tests import syspkgs
+except ImportError:  # pragma: no cover - rootdir not on sys.path
+    import syspkgs  # type: ignore[no-redef]
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller installed everything
+        return
+    try:
+        installed = syspkgs.ensure()
+    except syspkgs.AptFailed as exc:  # the tests that need a package fail with their own message
+        print(f"hpsearch tests: could not install system packages: {exc}", file=sys.stderr)
+        return
+    if installed:
+        print(f"hpsearch tests: installed {' '.join(installed)}", file=sys.stderr)
+
 
 # ==================================================================================================
 # Storage fixtures (owner: storage; see tests/pg.py)

@@ -7,9 +7,10 @@ folder. It listens on 127.0.0.1 on a free port with ``fsync=off``; local-socket 
 (the admin connection), TCP logins need a password (scram-sha-256), so the tests exercise real
 password handling with the role ``hps`` / ``s3cr:t@pw``.
 
-If no binaries are found and we are root, ``apt-get install -y postgresql-15`` is tried once; if
-that fails too, :class:`PostgresUnavailable` is raised and the fixture FAILS (CI runs every
-PostgreSQL test; a skip would hide a broken setup).
+If no binaries are found, postgresql-15 is installed through tests/syspkgs.py (under pytest the
+session hook in tests/conftest.py has already done it, with every other package); if that fails,
+:class:`PostgresUnavailable` is raised and the fixture FAILS (CI runs every PostgreSQL test; a skip
+would hide a broken setup).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["PostgresServer", "PostgresUnavailable", "find_pg_bin", "ensure_pg_bin"]
+try:
+    from tests import syspkgs
+except ImportError:  # pragma: no cover - rootdir not on sys.path
+    import syspkgs  # type: ignore[no-redef]
+
+__all__ = ["PostgresServer", "PostgresUnavailable", "find_pg_bin", "ensure_pg_bin", "connections_by_process"]
 
 PG_VERSION = "15"
 USER = "hps"
@@ -62,18 +68,18 @@ def find_pg_bin() -> Path | None:
 
 
 def ensure_pg_bin() -> Path:
-    """Find the binaries, installing postgresql-15 with apt-get once if we are root."""
+    """Find the binaries; if absent, install postgresql-15 through tests/syspkgs (the one shared,
+    locked apt-get call that tests/conftest.py already made for the whole session under pytest)."""
     global _apt_tried
     found = find_pg_bin()
     if found is not None:
         return found
-    if not _apt_tried and os.geteuid() == 0 and shutil.which("apt-get"):
+    if not _apt_tried:
         _apt_tried = True
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        cmd = ["apt-get", "install", "-y", "--no-install-recommends", f"postgresql-{PG_VERSION}"]
-        if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-            subprocess.run(cmd, env=env, capture_output=True)
+        try:
+            syspkgs.ensure([f"postgresql-{PG_VERSION}"])
+        except syspkgs.AptFailed as exc:
+            raise PostgresUnavailable(str(exc)) from None
         found = find_pg_bin()
         if found is not None:
             return found
@@ -255,3 +261,34 @@ class PostgresServer:
         if password:
             auth += ":" + quote(self.password, safe="")
         return f"{driver}://{auth}@{self.host}:{self.port}/{dbname}"
+
+
+def connections_by_process(server: PostgresServer, dbname: str) -> dict[int | None, int]:
+    """Open connections to ``dbname`` per local client process id, from ``pg_stat_activity``.
+
+    Each backend's ``client_port`` is matched to the local TCP socket with that port
+    (/proc/net/tcp*) and the socket to the process holding it (/proc/PID/fd); a backend whose client
+    is not found (it just closed) counts under None. Linux only.
+    """
+    with server.admin() as conn:
+        ports = [r[0] for r in conn.execute(
+            "SELECT client_port FROM pg_stat_activity WHERE datname = %s AND client_port IS NOT NULL", (dbname,)
+        ).fetchall()]
+    inode_port: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                cols = line.split()
+                inode_port[cols[9]] = int(cols[1].rsplit(":", 1)[1], 16)
+    port_pid: dict[int, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inode_port:
+                    port_pid[inode_port[link[8:-1]]] = int(pid)
+    out: dict[int | None, int] = {}
+    for port in ports:
+        pid = port_pid.get(port)
+        out[pid] = out.get(pid, 0) + 1
+    return out

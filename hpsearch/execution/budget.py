@@ -16,14 +16,20 @@ still die; its re-queued copy then becomes a free slot. So the last workers ling
 trial has finished. FAIL trials do not count: a failure frees its slot.
 
 The count, the ``ask()`` and the trial's first heartbeat happen in one critical section: on
-PostgreSQL a transaction-scoped advisory lock keyed by the study id (``pg_try_advisory_xact_lock``,
-released on commit, rollback or a dropped connection, so a killed worker cannot hold it). SQLite
-serves one process, so there is no race to guard. Nothing is created beyond the budget.
+PostgreSQL a transaction-scoped, blocking advisory lock keyed by the study id
+(``pg_advisory_xact_lock`` under ``SET LOCAL lock_timeout``, released on commit, rollback or a dropped
+connection, so a killed worker cannot hold it). SQLite serves one process, so there is no race to
+guard. Nothing is created beyond the budget.
+
+The lock is taken only when a slot looks free: the same count made first without the lock already
+answers "budget met" (``done`` never falls) and "every slot is taken, wait" (a wait is always
+safe), so workers that linger at the end of a study poll without queueing on the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,30 +37,59 @@ from typing import Any
 
 from hpsearch.errors import StudyFailedError
 from hpsearch.records import counts_toward_budget
-from hpsearch.storage import is_postgresql
+from hpsearch.storage import is_lock_timeout, is_postgresql
 
 __all__ = ["Budget", "study_lock", "take_launch", "LAUNCH_ATTR"]
 
 LAUNCH_ATTR = "hpsearch:launches"  # study system attr: processes that ran trials of the study so far
+#: Seconds one blocking wait for the study lock may last before it is rolled back and started again.
+LOCK_ATTEMPT = 2.0
 _LOCK_CLASS = 0x6870  # "hp": first key of the advisory lock, the study id is the second
 
 
 @contextlib.contextmanager
 def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float = 120.0) -> Iterator[None]:
-    """A critical section over one study across processes (PostgreSQL advisory lock; SQLite: none)."""
+    """A critical section over one study across processes (PostgreSQL advisory lock; SQLite: none).
+
+    The lock is transaction-scoped (``pg_advisory_xact_lock``: released on commit, rollback or a
+    dropped connection, and safe behind PgBouncer in transaction-pooling mode) and *blocking*: the
+    server queues the waiters and wakes the next one on release, no polling. Each wait is bounded by
+    ``SET LOCAL lock_timeout`` (:data:`LOCK_ATTEMPT` s); on a timeout (SQLSTATE 55P03
+    lock_not_available, told by class) the transaction is rolled back and the wait starts again, so a
+    waiter never pins a pooler's server connection for long (the holder may need one to finish);
+    after ``timeout`` s in all it is one line naming the study.
+    """
     if not is_postgresql(url):
         yield
         return
+    start = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - start)
+        with storage.engine.connect() as conn, conn.begin() as trans:
+            if _lock(conn, study_id, min(LOCK_ATTEMPT, max(left, 0.001))):
+                yield
+                return
+            trans.rollback()
+        if time.monotonic() - start >= timeout:
+            raise StudyFailedError(
+                f"could not lock study {name!r} within {timeout:.0f} s (another process held its lock the "
+                f"whole time); look for a hung process in pg_stat_activity and run again"
+            )
+        time.sleep(random.random() / 20)  # de-synchronise the waiters that timed out together
+
+
+def _lock(conn: Any, study_id: int, wait: float) -> bool:
+    """Take the study's advisory lock in ``conn``'s transaction, waiting at most ``wait`` s."""
     import sqlalchemy
 
-    with storage.engine.connect() as conn, conn.begin():
-        start = time.monotonic()
-        q = sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:a, :b)")
-        while not conn.execute(q, {"a": _LOCK_CLASS, "b": int(study_id)}).scalar():
-            if time.monotonic() - start > timeout:
-                raise StudyFailedError(f"could not lock study {name!r} for {timeout:.0f} s")
-            time.sleep(0.02)
-        yield
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": _LOCK_CLASS, "b": int(study_id)})
+    except sqlalchemy.exc.OperationalError as exc:
+        if not is_lock_timeout(exc):
+            raise
+        return False
+    return True
 
 
 class Budget:
@@ -72,6 +107,16 @@ class Budget:
         running = sum(1 for t in trials if t.state.name == "RUNNING")
         return done, running
 
+    def _verdict(self) -> bool | None:
+        """True: the budget is met; False: every free slot is taken (wait); None: a slot is free."""
+        assert self.n_trials is not None
+        done, running = self.counts()
+        if done >= self.n_trials:
+            return True
+        if done + running >= self.n_trials:
+            return False
+        return None
+
     def trial_id(self, trial: Any) -> int:
         return int(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
 
@@ -87,13 +132,15 @@ class Budget:
             self.storage.record_heartbeat(self.trial_id(trial))
             self.pending = None
             return trial, False
+        if self.n_trials is not None:
+            verdict = self._verdict()  # without the lock: "met" and "wait" need no lock
+            if verdict is not None:
+                return None, verdict
         with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
             if self.n_trials is not None:
-                done, running = self.counts()
-                if done >= self.n_trials:
-                    return None, True
-                if done + running >= self.n_trials:
-                    return None, False
+                verdict = self._verdict()
+                if verdict is not None:
+                    return None, verdict
             with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": we beat
                 warnings.simplefilter("ignore", UserWarning)
                 trial = self.study.ask()

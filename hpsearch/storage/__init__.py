@@ -24,7 +24,7 @@ beside a model).
 
 from __future__ import annotations
 
-from hpsearch.storage.failures import PG_CONNECT_TIMEOUT, is_connection_error, storage_error
+from hpsearch.storage.failures import PG_CONNECT_TIMEOUT, is_connection_error, is_lock_timeout, storage_error
 from hpsearch.storage.rdb import SQLITE_TIMEOUT, open_storage
 from hpsearch.storage.urls import (
     DEFAULT_STORAGE,
@@ -60,5 +60,6 @@ __all__ = [
     "child_env_and_url",
     "storage_error",
     "is_connection_error",
+    "is_lock_timeout",
     "open_storage",
 ]

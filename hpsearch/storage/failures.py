@@ -35,7 +35,7 @@ from hpsearch.errors import (
 )
 from hpsearch.storage.urls import STORAGE_ENV, redact_url, scrub, secrets_of
 
-__all__ = ["PG_CONNECT_TIMEOUT", "storage_error", "is_connection_error", "sqlite_header_ok"]
+__all__ = ["PG_CONNECT_TIMEOUT", "storage_error", "is_connection_error", "is_lock_timeout", "sqlite_header_ok"]
 
 #: Seconds a PostgreSQL connection attempt may take before the storage counts as unreachable.
 PG_CONNECT_TIMEOUT = 10
@@ -138,6 +138,15 @@ def is_connection_error(exc: BaseException) -> bool:
             verdict = _driver_verdict(cur)
             return verdict.kind in TRANSIENT_STORAGE_ERRORS if verdict else _no_server_error(cur)
     return False
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """PostgreSQL gave up waiting for a lock (``lock_timeout``): SQLSTATE 55P03 lock_not_available,
+    told by psycopg's exception class, not by the message."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return False
+    return any(isinstance(cur, psycopg.errors.LockNotAvailable) for cur in _chain(exc))
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

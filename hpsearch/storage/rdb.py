@@ -3,7 +3,8 @@
 The URL is valid, SQLite is not asked to serve several workers, the SQLite folder exists and the file
 (if any) is an SQLite database, the server answers, and the schema is the one this Optuna writes.
 The storage is opened with the options that keep workers alive (``pool_pre_ping``, heartbeat +
-retry of stale trials); a password given in the URL goes to the driver, never into ``storage.url``.
+retry of stale trials) and, on PostgreSQL, within the connection budget (one pooled connection per
+process, see :data:`PG_POOL_SIZE`); a password given in the URL goes to the driver, never into ``storage.url``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ __all__ = ["SQLITE_TIMEOUT", "open_storage"]
 
 #: Seconds an SQLite connection waits for a lock held by another connection (e.g. the dashboard).
 SQLITE_TIMEOUT = 30
+#: PostgreSQL connections a process keeps open between storage calls (the connection budget: at most
+#: one per worker). Threads that need the storage at the same moment (the heartbeat, the report
+#: thread, Optuna's ``ask`` inside the study lock) open up to ``PG_MAX_OVERFLOW`` more, closed as soon
+#: as they are returned. Server-side prepared statements are off (``prepare_threshold=None``), so the
+#: same URL works directly and through PgBouncer in transaction-pooling mode (README "Connections").
+PG_POOL_SIZE = 1
+PG_MAX_OVERFLOW = 8
 #: Tries at creating Optuna's tables while other workers create them at the same moment.
 _CREATE_ATTEMPTS = 5
 
@@ -128,7 +136,9 @@ def _engine_kwargs(url: str, password: str | None) -> dict[str, Any]:
         connect_args: dict[str, Any] = {k: v for k, v in defaults.items() if k not in given}
         if password is not None:
             connect_args["password"] = password
-        return {"pool_pre_ping": True, "connect_args": connect_args}
+        connect_args["prepare_threshold"] = None  # no server-side prepared statements: any pooler works
+        return {"pool_pre_ping": True, "pool_size": PG_POOL_SIZE, "max_overflow": PG_MAX_OVERFLOW,
+                "connect_args": connect_args}
     return {"connect_args": {"timeout": SQLITE_TIMEOUT}}
 
 
@@ -141,7 +151,7 @@ def _check_reachable(url: str, engine_kwargs: dict[str, Any], shown: str, must_e
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    kwargs = {k: v for k, v in engine_kwargs.items() if k != "pool_pre_ping"}
+    kwargs = {k: v for k, v in engine_kwargs.items() if k not in ("pool_pre_ping", "pool_size", "max_overflow")}
     try:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, **kwargs)
     except sqlalchemy.exc.SQLAlchemyError as exc:  # bad driver options end up here

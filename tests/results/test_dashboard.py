@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 try:
+    from tests import syspkgs
     from tests.study_factory import make_study
 except ImportError:  # pragma: no cover - tests/ is not a package
+    import syspkgs  # type: ignore[no-redef]
     from study_factory import make_study  # type: ignore[no-redef]
 
 from hpsearch.cli import main
@@ -240,19 +242,11 @@ def test_helpers():
 
 
 def _chromium() -> str:
-    """The Chromium binary; installs Debian's ``chromium`` package when it is missing (we are root)."""
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=600, check=True)
-        r = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    path = shutil.which("chromium")
-    assert r.returncode == 0 and path, f"cannot install chromium: {r.stderr[-1500:]}"
+    """The Chromium binary (Debian's ``chromium``, installed by the session hook of tests/conftest.py;
+    tests/syspkgs.ensure is the fallback when this file runs on its own)."""
+    syspkgs.ensure(["chromium"])
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, f"chromium is not installed (missing: {syspkgs.missing(['chromium'])})"
     return path
 
 

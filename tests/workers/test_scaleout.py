@@ -1,0 +1,179 @@
+"""Scale-out on PostgreSQL: the connection budget, the blocking study lock, PgBouncer in front.
+
+Real PostgreSQL (tests/pg.py), real PgBouncer (tests/pgbouncer.py, Debian's package installed by the
+session hook of tests/conftest.py) and real worker processes. Connections are counted from
+``pg_stat_activity``, each matched to the local process that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch.errors import StudyFailedError
+from hpsearch.execution import budget as B
+from hpsearch.execution import control as C
+from hpsearch.storage import open_storage
+from hpsearch.workers import launcher as L
+
+try:
+    from tests.pg import connections_by_process
+    from tests.pgbouncer import PgBouncer
+except ImportError:  # pragma: no cover - rootdir not on sys.path
+    from pg import connections_by_process  # type: ignore[no-redef]
+    from pgbouncer import PgBouncer  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore::UserWarning")
+
+REPO = Path(__file__).resolve().parents[2]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study_file(tmp_path: Path, name: str, n_trials: int) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""name: {name}
+data:
+  source: "sklearn:iris"
+  split: {{valid: 0.2, test: 0.2, seed: 0}}
+model:
+  builder: "tests.worker_builders:build_traced"
+space:
+  n_neurons: {{int: [4, 12]}}
+  tag: {{float: [0.0, 1.0]}}
+train: {{epochs: 2, batch_size: 16}}
+search: {{engine: optuna, sampler: random, pruner: none, n_trials: {n_trials}, metric: accuracy, seed: null}}
+""")
+    return path
+
+
+@pytest.fixture
+def worker_env(monkeypatch, tmp_path):
+    """1 s heartbeats (so the heartbeat thread writes during each trial), trials that last 2 s."""
+    monkeypatch.setenv(C.HEARTBEAT_ENV, "1")
+    monkeypatch.setenv(C.GRACE_ENV, "3")
+    monkeypatch.setenv("HPSEARCH_TEST_SLEEP", "2")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def _check_exact(url: str, name: str, n_trials: int) -> list:
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).trials
+    states = [t.state for t in trials]
+    assert len(trials) == n_trials and states.count(TrialState.COMPLETE) == n_trials, states
+    assert TrialState.RUNNING not in states
+    return trials
+
+
+# ------------------------------------------------------------------------------------ study lock
+
+
+def test_study_lock_blocks_until_released_and_times_out_in_one_line(postgres_url, monkeypatch):
+    monkeypatch.setattr(B, "LOCK_ATTEMPT", 0.3)  # several lock_timeout rounds inside one wait
+    st = open_storage(postgres_url)
+    optuna.create_study(study_name="lk", storage=st)
+    sid = st.get_study_id_from_name("lk")
+    other = open_storage(postgres_url)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with B.study_lock(st, postgres_url, sid, "lk"):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(30)
+    t0 = time.monotonic()
+    with pytest.raises(StudyFailedError) as info, B.study_lock(other, postgres_url, sid, "lk", timeout=1.0):
+        raise AssertionError("the lock was held by another connection")
+    assert 0.9 <= time.monotonic() - t0 < 5
+    msg = str(info.value)
+    assert "\n" not in msg and "'lk'" in msg and "1 s" in msg
+    threading.Timer(0.5, release.set).start()
+    t0 = time.monotonic()
+    with B.study_lock(other, postgres_url, sid, "lk", timeout=10.0):  # blocks, then gets it on release
+        waited = time.monotonic() - t0
+    t.join(10)
+    assert 0.4 <= waited < 3
+    # one pooled connection per storage stays open; the lock left nothing checked out
+    assert other.engine.pool.checkedout() == 0 and other.engine.pool.size() == 1
+
+
+# ------------------------------------------------------------------------------ connection budget
+
+
+@pytest.mark.parametrize("n_workers", [1, 4])
+def test_each_worker_holds_one_connection_on_average(tmp_path, postgres_server, postgres_url, worker_env, n_workers):
+    """Sample pg_stat_activity every 0.1 s while the workers run; per worker, average the
+    connections it holds from its first connection to its last (start-up imports excluded)."""
+    n_trials = 2 * n_workers
+    study = _study_file(tmp_path, f"conn{n_workers}", n_trials)
+    dbname = postgres_url.rsplit("/", 1)[1]
+    pids: list[int] = []
+    samples: list[dict[int | None, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            if pids:
+                samples.append(connections_by_process(postgres_server, dbname))
+            time.sleep(0.1)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        L.run_workers(study, storage=postgres_url, artifacts=str(tmp_path / "art"), n_workers=n_workers,
+                      on_spawn=pids.extend)
+    finally:
+        stop.set()
+        th.join(10)
+    _check_exact(postgres_url, f"conn{n_workers}", n_trials)
+    per_worker = []
+    for pid in pids:
+        held = [s.get(pid, 0) for s in samples]
+        active = [i for i, n in enumerate(held) if n]
+        assert active, f"worker {pid} was never seen connected"
+        window = held[active[0]:active[-1] + 1]
+        per_worker.append(statistics.mean(window))
+    me = statistics.mean(s.get(os.getpid(), 0) for s in samples)
+    total = [sum(s.values()) for s in samples]
+    print(f"\nconnections: workers {n_workers}, per worker mean "
+          f"{statistics.mean(per_worker):.2f} (each {', '.join(f'{x:.2f}' for x in per_worker)}), "
+          f"launcher mean {me:.2f}, all processes mean {statistics.mean(total):.2f} max {max(total)}")
+    assert statistics.mean(per_worker) <= 1.15  # one pooled connection; brief extra ones while threads overlap
+    assert me <= 1.0  # the launcher keeps at most one between its polls
+
+
+# --------------------------------------------------------------------------------------- PgBouncer
+
+
+def test_study_through_pgbouncer_in_transaction_pooling(tmp_path, postgres_server, postgres_url, worker_env):
+    """Three workers and the launcher share 3 server connections through PgBouncer
+    (pool_mode = transaction): the budget is exact and nothing is left RUNNING."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+    bouncer = PgBouncer(postgres_server, pool_size=3).start()
+    try:
+        url = bouncer.url(dbname)
+        study = _study_file(tmp_path, "bounced", 6)
+        res = L.run_workers(study, storage=url, artifacts=str(tmp_path / "art"), n_workers=3)
+        assert res.n_complete == 6
+        server_side = sum(connections_by_process(postgres_server, dbname).values())
+    finally:
+        bouncer.close()
+    trials = _check_exact(postgres_url, "bounced", 6)  # read directly from the server
+    workers = {t.user_attrs.get("worker") for t in trials}
+    print(f"\npgbouncer (transaction pooling, 3 server connections): workers: 3, budget 6, finished "
+          f"{len(trials)}, distinct {len({t.params['tag'] for t in trials})}, RUNNING 0, "
+          f"workers that ran trials: {len(workers)}, server connections at the end: {server_side}")
+    assert len({t.params["tag"] for t in trials}) == 6
+    assert server_side <= 3
