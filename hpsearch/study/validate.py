@@ -26,6 +26,7 @@ from hpsearch.models.builders import check_builder_params, resolve_builder
 from hpsearch.spec.config import StudyConfig, one_line, schema_from_mapping
 from hpsearch.spec.studyfile import read_study_yaml
 from hpsearch.storage import normalize_storage_url, redact_url
+from hpsearch.tracking.hooks import check_tracking
 
 __all__ = ["apply_overrides", "check_study", "load_study_config", "parse_study_config"]
 
@@ -65,6 +66,7 @@ def check_study(cfg: StudyConfig, where: str) -> None:
             if problem:
                 raise ConfigError(problem)
         _check_locations(cfg)
+        check_tracking(cfg)  # tracking:'s packages installed, search.callbacks importable
 
 
 def _check_locations(cfg: StudyConfig) -> None:
