@@ -6,7 +6,6 @@ finished trial's folder is written again."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
 from typing import Any
 
 from hpsearch.errors import UserError
@@ -22,7 +21,7 @@ def _need(module: str, flag: str) -> None:
 
 
 def export_tracking(study_name: str, storage: str | None = None, *, mlflow: str | None = None,
-                    tensorboard: str | None = None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                    tensorboard: str | None = None) -> dict[str, Any]:
     """Write every finished trial of a stored study; returns what was written per tracker."""
     if not mlflow and not tensorboard:
         raise UserError("export-tracking: give --mlflow URI and/or --tensorboard DIR")
@@ -47,12 +46,10 @@ def export_tracking(study_name: str, storage: str | None = None, *, mlflow: str 
         tracker.end_study(study)
         out["mlflow"] = {"uri": tracker.shown, "experiment": tracker.experiment, "parent_run": tracker.parent,
                          "logged": len(new), "already_there": len(trials) - len(new)}
-        say(f"MLflow {tracker.shown}: {len(new)} trial runs written, {len(trials) - len(new)} already there"
-            f" (experiment {study_name!r}, parent run {tracker.parent})")
     if tensorboard:
         from hpsearch.tracking.tblog import TensorBoardTracker
 
-        tb = TensorBoardTracker(tensorboard, study, _StoredSpace(trials), _metric(study), say)
+        tb = TensorBoardTracker(tensorboard, study, _StoredSpace(trials), _metric(study), lambda _: None)
         for t in trials:
             tb.log_trial(study, t)
         out["tensorboard"] = {"folder": str(tb.folder), "logged": len(trials)}
