@@ -38,7 +38,7 @@ def export_tracking(study_name: str, storage: str | None = None, *, mlflow: str 
         errors: list[str] = []
         tracker = MlflowTracker(mlflow, study, errors.append, announce=False)
         if errors:  # nothing can be written: the one line says why
-            raise UserError(errors[0].removeprefix("hpsearch: "))
+            raise UserError(f"--mlflow: {errors[0].removeprefix('hpsearch: tracking: ').split('; `')[0]}")
         done = tracker.logged()
         new = [t for t in trials if t.number not in done]
         for t in new:

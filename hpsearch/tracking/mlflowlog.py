@@ -10,11 +10,13 @@ worker nests under the same one; without it the parent is found in MLflow by its
 
 A tracker that is down never fails the study: each lost write is one line and the trials go on.
 MLflow's HTTP client retries 7 times with back-off by default (minutes per lost write): unless the
-environment sets them, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is 1 and ``..._TIMEOUT`` 10 s here.
+environment sets them, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is 1, ``..._BACKOFF_FACTOR`` 1 and
+``..._TIMEOUT`` 10 s here.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -61,7 +63,8 @@ class MlflowTracker(Tracker):
         self.client: Any = None
         self.experiment: str | None = None
         self.parent: str | None = None
-        for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+        for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
             os.environ.setdefault(key, value)
         if self._open(study) and announce:
             say(f"hpsearch: tracking: MLflow {self.shown}, experiment {study.study_name!r}, parent run {self.parent}")
@@ -85,6 +88,8 @@ class MlflowTracker(Tracker):
     def _parent(self, study: Any) -> tuple[str, str]:
         from mlflow import MlflowClient
 
+        # its "Creating initial MLflow database tables" lines go to stdout: the console's (and --json's)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         if self.client is None:
             self.client = MlflowClient(tracking_uri=self.uri)
         c, name = self.client, study.study_name
