@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hpsearch import console
 from hpsearch.console import ConsoleProgress
@@ -86,6 +86,15 @@ def _finder_parsers(sub: argparse._SubParsersAction) -> None:
     bf.add_argument("--json", action="store_true")
 
 
+def _tracking_parser(sub: argparse._SubParsersAction, storage_args: Any) -> None:
+    x = sub.add_parser("export-tracking", help="write a stored study to MLflow and/or TensorBoard")
+    x.add_argument("study", help="study name")
+    storage_args(x)
+    x.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI (trials already there are kept)")
+    x.add_argument("--tensorboard", metavar="DIR", help="TensorBoard folder: DIR/<study>/trial-NNNN/")
+    x.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command table (also used by the worker launcher's and compose file's tests)."""
     p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
@@ -127,13 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=10)
     s.add_argument("--trial", type=int, metavar="N", help="one trial: its params, attributes and per-epoch history")
     s.add_argument("--json", action="store_true")
-
-    x = sub.add_parser("export-tracking", help="write a stored study to MLflow and/or TensorBoard")
-    x.add_argument("study", help="study name")
-    storage_args(x)
-    x.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI (trials already there are kept)")
-    x.add_argument("--tensorboard", metavar="DIR", help="TensorBoard folder: DIR/<study>/trial-NNNN/")
-    x.add_argument("--json", action="store_true")
+    _tracking_parser(sub, storage_args)
 
     b = sub.add_parser("best", help="the best trial of a study: params, scores, where the model is")
     b.add_argument("study", help="study name")
