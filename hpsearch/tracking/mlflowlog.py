@@ -11,7 +11,9 @@ worker nests under the same one; without it the parent is found in MLflow by its
 A tracker that is down never fails the study: each lost write is one line and the trials go on.
 MLflow's HTTP client retries 7 times with back-off by default (minutes per lost write): unless the
 environment sets them, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is 1, ``..._BACKOFF_FACTOR`` 1 and
-``..._TIMEOUT`` 10 s here.
+``..._TIMEOUT`` 10 s here. Against a server, MLflow prints each finished run's URL on stdout (the
+console's, and ``--json``'s) and reads the run back to do it: ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``
+is set unless the environment says otherwise.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class MlflowTracker(Tracker):
         self.experiment: str | None = None
         self.parent: str | None = None
         for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
-                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"), ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
             os.environ.setdefault(key, value)
         if self._open(study) and announce:
             say(f"hpsearch: tracking: MLflow {self.shown}, experiment {study.study_name!r}, parent run {self.parent}")

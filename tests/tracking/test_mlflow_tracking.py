@@ -93,7 +93,7 @@ def test_a_study_finishes_while_the_server_is_down_and_export_fills_it_in(iris_s
     check_trial_runs(mlflow_server, "mlf-down", 3)
 
 
-def test_a_live_server_gets_every_trial_as_it_ends(iris_study, tmp_path, mlflow_server):
+def test_a_live_server_gets_every_trial_as_it_ends(iris_study, tmp_path, mlflow_server, capfd):
     cfg = iris_study("mlf-live", tracking={"mlflow": mlflow_server})
     seen: list[int] = []
 
@@ -102,6 +102,7 @@ def test_a_live_server_gets_every_trial_as_it_ends(iris_study, tmp_path, mlflow_
 
     run_study(cfg, storage=f"sqlite:///{tmp_path}/s.db", artifacts=str(tmp_path / "art"), callbacks=[count])
     assert seen == [1, 2, 3]
+    assert "View run" not in capfd.readouterr().out  # MLflow's run URLs stay off the console's stdout
     check_trial_runs(mlflow_server, "mlf-live", 3)
 
 
