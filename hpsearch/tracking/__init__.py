@@ -7,5 +7,6 @@ scikit-learn engines call after each finished trial (:mod:`hpsearch.execution.ca
 works in one process and in every worker alike. A tracker that is down never fails a study: each
 lost write is one line, and ``export-tracking`` fills it in later.
 
-May import: trials, storage, spec, records, errors (it sits below study, which wires it in).
+May import: every package below it (kernel, spec, data, storage, models, trials, packing,
+execution, engines); it sits below study, which wires it in. It uses trials and storage.
 """
