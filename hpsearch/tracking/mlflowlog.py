@@ -163,9 +163,13 @@ class MlflowTracker(Tracker):
             best = attrs.get(STUDY.BEST_TRIAL)
             tags = [RunTag("hpsearch.best_trial", str(best))] if best is not None else []
             self.client.log_batch(self.parent, metrics=test, tags=tags)
+            under = f"tags.mlflow.parentRunId = '{self.parent}'"
+            was = self.client.search_runs([self.experiment], filter_string=f"{under} and tags.hpsearch.best = 'true'")
+            for old in was:  # an earlier run's best (the study went on); its test metrics stay, as logged then
+                self.client.delete_tag(old.info.run_id, "hpsearch.best")
             if best is not None:
-                runs = self.client.search_runs([self.experiment], max_results=1, filter_string=(
-                    f"tags.mlflow.parentRunId = '{self.parent}' and tags.{_TAG_TRIAL} = '{best}'"))
+                runs = self.client.search_runs([self.experiment], max_results=1,
+                                               filter_string=f"{under} and tags.{_TAG_TRIAL} = '{best}'")
                 if runs:
                     self.client.log_batch(runs[0].info.run_id, metrics=test, tags=[RunTag("hpsearch.best", "true")])
             self.client.set_terminated(self.parent, "FINISHED")
