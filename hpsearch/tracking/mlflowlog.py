@@ -114,10 +114,14 @@ class MlflowTracker(Tracker):
         return exp_id, run_id
 
     def logged(self) -> set[int]:
-        """Trial numbers that already have a run under the study's parent (for export-tracking)."""
+        """Trial numbers that already have a whole run under the study's parent (for export-tracking);
+        a run left RUNNING (the tracker went down while writing it) is deleted, to be written again."""
         runs = self.client.search_runs([self.experiment], filter_string=f"tags.mlflow.parentRunId = '{self.parent}'",
                                        max_results=50000)
-        return {int(r.data.tags[_TAG_TRIAL]) for r in runs if _TAG_TRIAL in r.data.tags}
+        for r in runs:
+            if r.info.status == "RUNNING":
+                self.client.delete_run(r.info.run_id)
+        return {int(r.data.tags[_TAG_TRIAL]) for r in runs if _TAG_TRIAL in r.data.tags and r.info.status != "RUNNING"}
 
     def __call__(self, study: Any, trial: Any) -> None:
         if not self._open(study):
