@@ -60,6 +60,7 @@ class StopRules:
     metric: str
     start: float = field(default_factory=time.monotonic)
     reason: str | None = None
+    said: bool = False  # the reason is stored with the study and was said (once)
 
     @classmethod
     def of(cls, ctx: RunContext) -> StopRules:
@@ -122,11 +123,11 @@ class StopRules:
 
     def tripped(self, ctx: RunContext, trials: Any = None) -> bool:
         """:meth:`check`, and on the first trip store the reason with the study and say it."""
-        known = None if self.reason is not None and self.reason.startswith(REQUESTED) else self.reason
         reason = self.check(trials, ctx.study)
         if reason is None:
             return False
-        if known is None and ctx.stop_rule != reason:
+        if not self.said:
+            self.said = True
             ctx.stop_rule = reason
             ctx.study.set_user_attr(STUDY.STOP_REASON, reason)
             ctx.observer.message(f"hpsearch: stopping the search: {reason}")
