@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hpsearch import console
 from hpsearch.console import ConsoleProgress
@@ -86,6 +86,15 @@ def _finder_parsers(sub: argparse._SubParsersAction) -> None:
     bf.add_argument("--json", action="store_true")
 
 
+def _tracking_parser(sub: argparse._SubParsersAction, storage_args: Any) -> None:
+    x = sub.add_parser("export-tracking", help="write a stored study to MLflow and/or TensorBoard")
+    x.add_argument("study", help="study name")
+    storage_args(x)
+    x.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI (trials already there are kept)")
+    x.add_argument("--tensorboard", metavar="DIR", help="TensorBoard folder: DIR/<study>/trial-NNNN/")
+    x.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command table (also used by the worker launcher's and compose file's tests)."""
     p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
@@ -125,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("study", nargs="?", help="study name")
     storage_args(s)
     s.add_argument("--top", type=int, default=10)
+    s.add_argument("--trial", type=int, metavar="N", help="one trial: its params, attributes and per-epoch history")
     s.add_argument("--json", action="store_true")
+    _tracking_parser(sub, storage_args)
 
     b = sub.add_parser("best", help="the best trial of a study: params, scores, where the model is")
     b.add_argument("study", help="study name")
@@ -230,6 +241,8 @@ def cmd_status(a: argparse.Namespace) -> int:
     """Every study in the storage, or one study's top trials."""
     from hpsearch.storage.queries import list_studies, study_status
 
+    if a.trial is not None:
+        return _trial_status(a)
     data = list_studies(a.storage) if a.study is None else study_status(a.study, a.storage, top=a.top)
     if a.json:
         console.print_json(data)
@@ -237,6 +250,31 @@ def cmd_status(a: argparse.Namespace) -> int:
         console.print_studies(data)
     else:
         console.print_status(data)
+    return 0
+
+
+def _trial_status(a: argparse.Namespace) -> int:
+    from hpsearch.storage.queries import trial_detail
+
+    if a.study is None:
+        raise UserError("status --trial N: give the study name too: hpsearch status STUDY --trial N")
+    data = trial_detail(a.study, a.storage, a.trial)
+    if a.json:
+        console.print_json(data)
+    else:
+        console.print_trial(data)
+    return 0
+
+
+def cmd_export_tracking(a: argparse.Namespace) -> int:
+    """A stored study written to MLflow / TensorBoard (what a run could not write is filled in)."""
+    from hpsearch.tracking.export import export_tracking
+
+    data = export_tracking(a.study, a.storage, mlflow=a.mlflow, tensorboard=a.tensorboard)
+    if a.json:
+        console.print_json(data)
+    else:
+        console.print_tracking(data)
     return 0
 
 
@@ -346,7 +384,8 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "status": cmd_status,
             "best": cmd_best, "report": cmd_report, "dashboard": cmd_dashboard, "predict": cmd_predict,
-            "lr-find": cmd_lr_find, "batch-find": cmd_batch_find, "delete": cmd_delete}
+            "lr-find": cmd_lr_find, "batch-find": cmd_batch_find, "delete": cmd_delete,
+            "export-tracking": cmd_export_tracking}
 
 
 def _refuse_bad_study(a: argparse.Namespace) -> bool:

@@ -207,6 +207,40 @@ def print_deleted(out: dict[str, Any]) -> None:
         _console().print(f"would delete {what}; pass --yes to delete")
 
 
+def print_trial(data: dict[str, Any]) -> None:
+    """``hpsearch status NAME --trial N``: one trial and its per-epoch history as a table."""
+    con = _console()
+    values = ", ".join(fmt_value(v) for v in data["values"] or []) or "-"
+    con.print(f"[bold]{data['study']}[/bold] trial {data['number']}: {data['state']}, value {values},"
+              f" params {fmt_params(data['params'])}")
+    for key in ("failure_reason", "pruned_at_epoch", "epochs_trained", "fit_time", "worker"):
+        if data["user_attrs"].get(key) is not None:
+            con.print(f"{key}: {fmt_value(data['user_attrs'][key])}")
+    history = data["history"]
+    if not history:
+        con.print("no per-epoch history stored")
+        return
+    table = Table(title="history (every Keras metric per epoch)")
+    table.add_column("epoch")
+    for key in history:
+        table.add_column(key)
+    for i in range(max(len(v) for v in history.values())):
+        table.add_row(str(i + 1), *(fmt_value(v[i]) if i < len(v) else "" for v in history.values()))
+    con.print(table)
+
+
+def print_tracking(data: dict[str, Any]) -> None:
+    """``hpsearch export-tracking``: what was written where."""
+    con = _console()
+    if "mlflow" in data:
+        m = data["mlflow"]
+        con.print(f"MLflow {m['uri']}: {m['logged']} trial runs written, {m['already_there']} already there"
+                  f" (experiment {data['study']!r}, parent run {m['parent_run']})")
+    if "tensorboard" in data:
+        t = data["tensorboard"]
+        con.print(f"TensorBoard {t['folder']}: {t['logged']} trials written (tensorboard --logdir {t['folder']})")
+
+
 def print_best(info: dict[str, Any]) -> None:
     """``hpsearch best``: :func:`hpsearch.storage.queries.best_info` as a parameter table and lines."""
     con = _console()

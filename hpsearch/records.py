@@ -51,6 +51,8 @@ class STUDY:
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
     PYTHON_SEARCH = "python_search"  # a search started from Python: its class and what it decided
+    MLFLOW_RUN = "mlflow_run_id"  # tracking.mlflow: the study's parent run (every worker nests under it)
+    MLFLOW_EXPERIMENT = "mlflow_experiment_id"  # tracking.mlflow: the experiment named after the study
 
 
 class TRIAL:
@@ -83,6 +85,9 @@ class TRIAL:
     COPIED_FROM = "copied_from"  # "STUDY#NUMBER": copied by search.warm_start (not in the trial budget)
     PACK_SIZE = "pack_size"  # trials trained together in one compiled model (hpsearch.packing.model)
     PACK_SLOT = "pack_slot"  # this trial's place in its pack
+    #: every Keras metric of every epoch: {"loss": [...], "val_loss": [...], ...} (a packed member:
+    #: its validation metric; a scikit-learn candidate: the fold mean of each)
+    HISTORY = "history"
 
 
 def clean_attr(value: Any) -> Any:

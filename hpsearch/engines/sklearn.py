@@ -36,6 +36,7 @@ from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.multiscore import score_fold, scoring_for
 from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
+from hpsearch.execution.callbacks import run_trial_callbacks
 from hpsearch.execution.stoprules import FailureStreak, StopRules, StopSearch
 from hpsearch.models.builders import builder_defaults
 from hpsearch.packing.cv import FoldPacks, fold_packs, rung_packs
@@ -164,6 +165,7 @@ class FoldResult:
     score_time: float = 0.0
     failure: str | None = None
     extra: list[float] = field(default_factory=list)  # several objectives: the other objectives' scores
+    history: dict[str, list[float]] = field(default_factory=dict)  # every Keras metric after each epoch
 
 
 def _reason(exc: BaseException) -> str:
@@ -197,6 +199,7 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
     epochs = len(losses)
     curve = [value_from_logs(spec.metric, {k: v[i] for k, v in history.items() if i < len(v)}, spec.y_valid_var)
              for i in range(epochs)]
+    logs = {str(k): [float(x) for x in v] for k, v in history.items()}
     if losses and not math.isfinite(losses[-1]):
         return FoldResult(math.nan, epochs, curve, fit_time,
                           failure=f"training diverged: loss became {losses[-1]} at epoch {epochs}")
@@ -207,7 +210,7 @@ def fit_fold(estimator: Any, params: dict[str, Any], X: Any, y: Any, train: Any,
         score, *extra = score_fold(spec.scoring, est, X[test], y[test])
     except Exception as exc:  # noqa: BLE001 - e.g. predictions a scorer rejects
         return FoldResult(math.nan, epochs, curve, fit_time, time.perf_counter() - start, _reason(exc))
-    return FoldResult(score, epochs, curve, fit_time, time.perf_counter() - start, extra=extra)
+    return FoldResult(score, epochs, curve, fit_time, time.perf_counter() - start, extra=extra, history=logs)
 
 
 def _mean_curve(curves: Sequence[Sequence[float | None]]) -> dict[int, float]:
@@ -303,6 +306,8 @@ class CandidateSearch:
         if rung is not None:
             attrs[TRIAL.N_RESOURCES], attrs[TRIAL.HALVING_ITER] = rung.epochs, rung.index
         curve = _mean_curve([r.curve for r in folds])
+        if keys := [k for k in folds[0].history if all(k in r.history for r in folds)]:  # fold means
+            attrs[TRIAL.HISTORY] = {k: list(_mean_curve([r.history[k] for r in folds]).values()) for k in keys}
         duration = attrs[TRIAL.FIT_TIME] + attrs[TRIAL.SCORE_TIME]
         common: dict[str, Any] = {"params": coerce_params(params), "user_attrs": attrs, "duration": duration}
         if len(finite) < len(values):
@@ -326,6 +331,7 @@ class CandidateSearch:
     def _record(self, candidate: Candidate) -> None:
         record_candidate(self.ctx.study, candidate, engine=self.engine, distributions=self.distributions)
         number, self.next_number = self.next_number, self.next_number + 1
+        run_trial_callbacks(self.ctx, number, self.rules)
         reason = candidate.failure
         self.ctx.observer.trial_done(number, candidate.state, candidate.value,
                                      "" if reason is None else f"({reason[:80]})")

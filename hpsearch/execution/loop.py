@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.execution.budget import Budget
+from hpsearch.execution.callbacks import run_trial_callbacks
 from hpsearch.execution.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
 from hpsearch.execution.requeue import HEARTBEAT_LOST, end_interrupted, fail_stale
 from hpsearch.execution.stoprules import FailureStreak, StopRules
@@ -163,6 +164,7 @@ class TrialLoop:
             self.say(f"trial {trial.number} was failed as stale by another process; abandoned (its copy runs next)")
             return
         self._show(frozen)
+        run_trial_callbacks(ctx, frozen, self.rules)  # after the tell: a callback sees the stored trial
 
     def _show(self, frozen: Any) -> None:
         ctx = self.ctx

@@ -28,7 +28,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
     from hpsearch.trials.context import RunContext
 
-__all__ = ["FailureStreak", "StopRules", "StopSearch", "closing_reason", "has_stop_rules"]
+__all__ = ["REQUESTED", "FailureStreak", "StopRules", "StopSearch", "closing_reason", "has_stop_rules"]
+
+
+#: the start of the reason of a stop asked by a trial callback (:meth:`StopRules.request`)
+REQUESTED = "callback: "
 
 
 class StopSearch(Exception):
@@ -56,6 +60,7 @@ class StopRules:
     metric: str
     start: float = field(default_factory=time.monotonic)
     reason: str | None = None
+    said: bool = False  # the reason is stored with the study and was said (once)
 
     @classmethod
     def of(cls, ctx: RunContext) -> StopRules:
@@ -73,6 +78,12 @@ class StopRules:
                 trials = study.get_trials(deepcopy=False) if study is not None else []
             self.reason = self._target(trials) or self._patience(trials)
         return self.reason
+
+    def request(self, reason: str) -> None:
+        """A stop asked from outside the rules (a trial callback's ``study.stop()``): the next
+        :meth:`tripped` ends the search with ``reason``, stored and said as a rule's would be."""
+        if self.reason is None:
+            self.reason = reason
 
     def _timeout(self) -> str | None:
         elapsed = time.monotonic() - self.start
@@ -112,11 +123,11 @@ class StopRules:
 
     def tripped(self, ctx: RunContext, trials: Any = None) -> bool:
         """:meth:`check`, and on the first trip store the reason with the study and say it."""
-        known = self.reason
         reason = self.check(trials, ctx.study)
         if reason is None:
             return False
-        if known is None:
+        if not self.said:
+            self.said = True
             ctx.stop_rule = reason
             ctx.study.set_user_attr(STUDY.STOP_REASON, reason)
             ctx.observer.message(f"hpsearch: stopping the search: {reason}")

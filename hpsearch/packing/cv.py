@@ -84,6 +84,7 @@ class PackedFold:
     fit_time: float = 0.0
     score_time: float = 0.0
     failure: str | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)  # what a pack measures: the metric per epoch
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -264,7 +265,8 @@ class FoldPacks:
         for r, v in zip(res, values):
             ok = r.state == "COMPLETE"
             out.append(PackedFold(v if ok else math.nan, r.epochs, list(r.values), fit_time * r.epochs / total,
-                                  score_time if ok else 0.0, None if ok else r.failure))
+                                  score_time if ok else 0.0, None if ok else r.failure,
+                                  {f"val_{ctx.metric}": list(r.values)}))
         return out
 
     def _settings(self, pm: PackedModel, yv: np.ndarray) -> PackSettings:

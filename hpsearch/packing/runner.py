@@ -123,6 +123,7 @@ def _study_refusal(ctx: RunContext) -> str | None:
         (cfg.train.trial_timeout is not None, "train.trial_timeout"),
         (cfg.search.constraints is not None, "search.constraints"),
         (cfg.model.init_from is not None, "model.init_from"),
+        (bool(ctx.keras_callbacks), "keras_callbacks (a pack runs no per-member Keras callback)"),
     ]
     return next((why for bad, why in reasons if bad), None)
 
@@ -312,7 +313,8 @@ class _Pack:
                 TRIAL.EPOCHS: r.epochs, TRIAL.FIT_TIME: per_epoch * r.epochs,
                 TRIAL.REPORT_TIME: self.reports.wait_time * r.epochs / max(1, self.member_epochs + busy),
                 TRIAL.SAMPLE_TIME: self.sample_time[i], TRIAL.WORKER: self.runner.single.worker,
-                TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i}
+                TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i,
+                TRIAL.HISTORY: {f"val_{self.runner.ctx.metric}": list(r.values)}}
             t_keep = time.monotonic()
             cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
             attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from hpsearch.data.prepare import Preprocessor
 from hpsearch.errors import UserError
-from hpsearch.records import STUDY
+from hpsearch.records import STUDY, TRIAL
 from hpsearch.results.ensemble import ensemble_scores, load_ensemble
 from hpsearch.results.export import export_serving
 from hpsearch.results.uncertainty import MCDropoutMixin
@@ -35,7 +35,10 @@ __all__ = [
 
 class _FittedKerasModel(MCDropoutMixin, BaseEstimator):
     """A trained Keras model plus its preprocessing; ``predict`` takes raw (unscaled) features,
-    ``predict_uncertainty`` gives MC-dropout spread (:mod:`hpsearch.results.uncertainty`)."""
+    ``predict_uncertainty`` gives MC-dropout spread (:mod:`hpsearch.results.uncertainty`).
+    ``history_`` (from :func:`load_best`): every Keras metric of every epoch of the model's trial."""
+
+    history_: dict[str, list[float]]
 
     def __init__(self, model: Any = None, preprocessor: Preprocessor | None = None) -> None:
         self.model = model
@@ -99,8 +102,9 @@ def load_best(study_name: str, storage: str | None = None, artifacts: str | None
     """The study's best model as a fitted sklearn estimator (``predict``, ``predict_proba``, ``score``).
 
     ``predict`` takes raw features: the fitted scaling and label encoding are applied inside.
-    Works for studies of every engine. ``top_k=K`` (K > 1): the stored models of the K best trials
-    averaged (:mod:`hpsearch.results.ensemble`; probabilities for a classifier).
+    Works for studies of every engine. Its ``history_`` holds every Keras metric of every epoch
+    of the model's trial (``{"loss": [...], "val_loss": [...], ...}``). ``top_k=K`` (K > 1): the
+    stored models of the K best trials averaged (:mod:`hpsearch.results.ensemble`; probabilities for a classifier).
 
     ``pick``: for a study of several objectives, a rule that chooses one trial of the Pareto front,
     e.g. ``"smallest n_params within 0.005 of the best accuracy"``, ``"smallest within 1% of the best
@@ -112,9 +116,12 @@ def load_best(study_name: str, storage: str | None = None, artifacts: str | None
     _, study, store = _open(study_name, storage, artifacts)
     if top_k is not None and top_k != 1:
         return load_ensemble(study, store, top_k)
-    mid, pid, _ = best_artifact_ids(study, pick)
+    mid, pid, number = best_artifact_ids(study, pick)
     model, pre = load_model_artifacts(store, mid, pid)
-    return fitted_estimator(model, pre)
+    est = fitted_estimator(model, pre)
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    est.history_ = dict(trial.user_attrs.get(TRIAL.HISTORY) or {}) if trial is not None else {}
+    return est
 
 
 def _export(study: Any, store: Any, path: str) -> Path:

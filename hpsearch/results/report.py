@@ -18,7 +18,7 @@ from typing import Any
 from hpsearch import plots
 from hpsearch.errors import UserError
 from hpsearch.pareto import objectives_of
-from hpsearch.records import STUDY, clean_attr, primary_value, ranked, trial_rows
+from hpsearch.records import STUDY, TRIAL, clean_attr, primary_value, ranked, trial_rows
 from hpsearch.results.evaluation import Evaluation, evaluate_best
 from hpsearch.results.formats import data_line, fmt_elapsed, fmt_params, fmt_value
 from hpsearch.storage import redact_url
@@ -89,6 +89,20 @@ def _learning_curves(rep: _Report, complete: list[Any], direction: str, metric: 
     rep.plot(title, "learning_curves.png", plots.save_learning_curves, curves, metric, title)
 
 
+def _best_history(rep: _Report, complete: list[Any], direction: str) -> None:
+    """Every Keras metric of every epoch of the best trial (``TRIAL.HISTORY``), as a table."""
+    best = ranked(complete, direction)[:1]
+    history = best[0].user_attrs.get(TRIAL.HISTORY) if best else None
+    if not history:
+        return
+    keys = list(history)
+    rows = [[i + 1, *(v[i] if i < len(v) and v[i] is not None else "" for v in history.values())]
+            for i in range(max(len(v) for v in history.values()))]
+    rep.section(f"History of the best trial ({best[0].number})", None,
+                "every Keras metric after each epoch (all trials: the history column of trials.csv,"
+                " or `hpsearch status STUDY --trial N`)", _html_table(["epoch", *keys], rows))
+
+
 def _search_plots(rep: _Report, study: Any, metric: str, complete: list[Any]) -> None:
     """Optuna's plots of the search, each where the study has enough trials for it."""
     if complete:
@@ -99,8 +113,8 @@ def _search_plots(rep: _Report, study: Any, metric: str, complete: list[Any]) ->
     varying = {k for t in complete for k in t.params if len({repr(u.params.get(k)) for u in complete}) > 1}
     if len(complete) >= 2 and varying:
         rep.plot("Parameter importances", "param_importances.png", plots.save_optuna_plot, "importances", study,
-                 metric, note=f"fANOVA importance of each parameter for the validation {metric} (few trials make"
-                              " this rough)")
+                 metric, note=f"{plots.IMPORTANCE_EVALUATOR} importance of each parameter for the validation"
+                              f" {metric} ({plots.IMPORTANCE_NOTE}; few trials make this rough)")
     else:
         rep.section("Parameter importances", None,
                     "needs at least 2 completed trials and a parameter that varies between them")
@@ -162,6 +176,7 @@ def _draw(rep: _Report, study: Any, url: str, artifacts: str | None, direction: 
                           f" other plots show the first objective, {objectives[0][0]}")
         _search_plots(rep, study, metric, complete)
         _learning_curves(rep, complete, direction, metric)
+        _best_history(rep, complete, direction)
         if not complete:
             rep.section(_EVAL_TITLE, None, "no completed trial yet")
             return {}

@@ -31,6 +31,7 @@ __all__ = [
     "SearchConfig",
     "SplitConfig",
     "StudyConfig",
+    "TrackingConfig",
     "TrainConfig",
     "WarmStartConfig",
     "one_line",
@@ -168,6 +169,17 @@ class WarmStartConfig(_Strict):
     study: str = Field(description="an earlier study in the same storage whose finished trials are copied")
 
 
+class TrackingConfig(_Strict):
+    mlflow: str | None = Field(None, description="an MLflow tracking URI (sqlite:///mlflow.db, http://host:5000):"
+                               " one run per trial under one parent run per study")
+    tensorboard: str | None = Field(None, description="a folder: each trial's scalars in DIR/<study>/<trial>/"
+                                    " with the HParams plugin's summaries")
+
+
+#: a trial callback (``search.callbacks``) or builder given by reference
+_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
 class SearchConfig(_Strict):
     engine: str = Field("optuna", description="a name of hpsearch.registry.ENGINES")
     n_trials: int | None = Field(None, ge=1, description="candidates or trials (each engine has its default)")
@@ -189,6 +201,8 @@ class SearchConfig(_Strict):
                                           " first, once per study (sklearn engines: the first candidates)")
     warm_start: WarmStartConfig | None = Field(None, description="optuna: copy an earlier study's finished trials")
     constraints: ConstraintsConfig | None = Field(None, description="optuna: limits checked before training")
+    callbacks: list[str] = Field(default_factory=list, description="'package.module:function' each called"
+                                 " f(study, frozen_trial) after each finished trial (Optuna's callback signature)")
     ensemble: int | None = Field(None, ge=1, description="models of the best trials kept for load_best(top_k=K);"
                                  " raises keep_models to K (sklearn engines: refits the top K)")
 
@@ -201,6 +215,14 @@ class SearchConfig(_Strict):
             if isinstance(keep, int) and keep < data["ensemble"]:
                 data = {**data, "keep_models": data["ensemble"]}
         return data
+
+    @field_validator("callbacks")
+    @classmethod
+    def _callbacks(cls, v: list[str]) -> list[str]:
+        bad = next((r for r in v if not _REF_RE.match(r.strip())), None)
+        if bad is not None:
+            raise ValueError(f"{bad!r} is not of the form 'package.module:function'; give each callback so")
+        return [r.strip() for r in v]
 
     @field_validator("engine")
     @classmethod
@@ -265,6 +287,7 @@ class StudyConfig(_Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     storage: str | None = None
     artifacts: str | None = None
+    tracking: TrackingConfig | None = None
 
     # not part of the schema (a study file cannot set them): where the file lives, to resolve
     # relative data paths, and its text as written, stored with the study

@@ -29,6 +29,7 @@ __all__ = [
     "open_study_for_reading",
     "study_direction",
     "study_status",
+    "trial_detail",
     "study_summary",
 ]
 
@@ -169,6 +170,24 @@ def study_status(name: str, storage: str | None, top: int | None = 10) -> dict[s
                 stop_reason=s.user_attrs.get(STUDY.STOP_REASON), trials=rows, model_missing=missing,
                 decisions=s.user_attrs.get(STUDY.DECISIONS) or {},
                 **_front(s, trials))
+
+
+def trial_detail(name: str, storage: str | None, number: int) -> dict[str, Any]:
+    """``hpsearch status NAME --trial N``: one trial's state, value(s), params, attributes and its full
+    per-epoch Keras history (``TRIAL.HISTORY``; its intermediate values when it has none)."""
+    url, st, s = open_study_for_reading(name, storage)
+    try:
+        t = st.get_trial(st.get_trial_id_from_study_id_trial_number(st.get_study_id_from_name(name), number))
+    except KeyError:
+        raise UserError(f"--trial {number}: study {name!r} has no trial {number}; see `hpsearch status {name}`"
+                        ) from None
+    attrs = dict(t.user_attrs)
+    history = attrs.pop(TRIAL.HISTORY, None) or (
+        {"intermediate_value": [t.intermediate_values[k] for k in sorted(t.intermediate_values)]}
+        if t.intermediate_values else {})
+    return {"study": s.study_name, "storage": redact_url(url), "number": t.number, "state": t.state.name,
+            "values": t.values, "params": dict(t.params), "user_attrs": attrs, "history": history,
+            "datetime_start": str(t.datetime_start or ""), "datetime_complete": str(t.datetime_complete or "")}
 
 
 def _front(study: Any, trials: list[Any] | None = None) -> dict[str, Any]:

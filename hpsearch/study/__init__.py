@@ -3,5 +3,5 @@ validate a file before anything is written (:mod:`.validate`), and the learning-
 batch-size finders (:mod:`.lrfind`, :mod:`.batchfind`).
 
 May import: every package below it (kernel, spec, data, storage, models, trials, packing,
-execution, engines).
+execution, engines, tracking).
 """

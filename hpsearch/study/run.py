@@ -41,6 +41,7 @@ from hpsearch.study.batchfind import resolve_batch_size
 from hpsearch.study.decisions import announce_decisions
 from hpsearch.study.lrfind import resolve_auto
 from hpsearch.study.validate import apply_overrides, load_study_config
+from hpsearch.tracking.hooks import attach_callbacks, end_trackers
 from hpsearch.trials.context import NullObserver, Observer, RunContext
 
 __all__ = ["StudyResult", "run_study", "run_engine", "prepare_context", "finalize", "make_result", "load_config"]
@@ -150,11 +151,14 @@ def prepare_context(
     workers: int = 1,
     create: bool = True,
     worker_index: int | None = 0,
+    callbacks: list[Callable[[Any, Any], None]] | None = None,
+    keras_callbacks: list[Any] | None = None,
 ) -> RunContext:
     """Validate everything, then open (or create) the study. Nothing is written before the checks pass.
 
     ``worker_index``: 0 for one process (the sampler keeps ``search.seed``), the index under
-    ``run --workers``, None for a worker started by hand (fresh entropy)."""
+    ``run --workers``, None for a worker started by hand (fresh entropy). ``callbacks`` and
+    ``keras_callbacks``: see :func:`run_study`."""
     cfg = load_config(config, n_trials, epochs)
     engine = get_engine(cfg.search.engine)
     space = cfg.search_space()
@@ -201,6 +205,7 @@ def prepare_context(
                      artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
                      direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
                      worker_index=worker_index, objectives=objectives)
+    attach_callbacks(ctx, callbacks, keras_callbacks)  # tracking:, search.callbacks, then these
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
     announce_decisions(ctx, auto_batch, auto_ranges)  # no silent choices: one line and an attribute each
     return ctx
@@ -248,6 +253,8 @@ def run_study(
     epochs: int | None = None,
     observer: Observer | None = None,
     handle_signals: bool = False,
+    callbacks: list[Callable[[Any, Any], None]] | None = None,
+    keras_callbacks: list[Any] | None = None,
 ) -> StudyResult:
     """Run a study file (or a :class:`StudyConfig`) to its budget in this process and return the result.
 
@@ -255,10 +262,14 @@ def run_study(
     continue it (stored candidates are skipped). The Optuna engine always continues up to its
     budget. A study that already reached its budget is not run again. A graceful stop (SIGINT with
     ``handle_signals``) raises KeyboardInterrupt after the running trial is re-queued.
+
+    ``callbacks``: ``f(study, frozen_trial)`` after each finished trial (Optuna's callback signature;
+    ``study.stop()`` ends the search). ``keras_callbacks``: added to every trial's fit (trials then
+    train one at a time: a pack runs no per-member Keras callback).
     """
     start = time.monotonic()
     ctx = prepare_context(config, storage=storage, artifacts=artifacts, n_trials=n_trials, epochs=epochs,
-                          observer=observer)
+                          observer=observer, callbacks=callbacks, keras_callbacks=keras_callbacks)
     already = ctx.engine.is_complete(ctx)
     counts = state_counts(ctx.study.get_trials(deepcopy=False))
     n_done = counts["complete"] + counts["pruned"] + counts["fail"]
@@ -333,6 +344,7 @@ def finalize(ctx: RunContext, force: bool = False) -> None:
         keep_best_models(study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models)
     except Exception as exc:  # noqa: BLE001 - disk hygiene only
         ctx.observer.message(f"hpsearch: old models were not removed ({type(exc).__name__}: {exc})")
+    end_trackers(ctx)  # the trackers' record of the study: its best trial and test scores
 
 
 def make_result(ctx: RunContext, wall: float, already: bool) -> StudyResult:

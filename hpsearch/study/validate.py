@@ -29,6 +29,7 @@ from hpsearch.registry import BUILDERS
 from hpsearch.spec.config import StudyConfig, one_line, schema_from_mapping
 from hpsearch.spec.studyfile import read_study_yaml
 from hpsearch.storage import normalize_storage_url, redact_url
+from hpsearch.tracking.hooks import check_tracking
 
 __all__ = ["apply_overrides", "check_study", "load_study_config", "parse_study_config", "study_dir_on_path"]
 
@@ -70,6 +71,7 @@ def check_study(cfg: StudyConfig, where: str) -> None:
             if problem:
                 raise ConfigError(problem)
         _check_locations(cfg)
+        check_tracking(cfg)  # tracking:'s packages installed, search.callbacks importable
 
 
 def study_dir_on_path(cfg: StudyConfig) -> None:

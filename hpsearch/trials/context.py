@@ -79,6 +79,11 @@ class RunContext:
     stop_rule: str | None = None  # the stop rule (timeout, patience, target) that ended this run
     #: (name, direction) of every objective; more than one: a multi-objective study (Pareto front)
     objectives: list[tuple[str, str]] = field(default_factory=list)
+    #: ``f(study, frozen_trial)`` after each finished trial (Optuna's callback signature): the study's
+    #: trackers, ``search.callbacks`` and ``run_study(callbacks=...)``
+    trial_callbacks: list[Any] = field(default_factory=list)
+    #: Keras callbacks added to every trial's fit (``run_study(keras_callbacks=...)``; no packing)
+    keras_callbacks: list[Any] = field(default_factory=list)
 
     def decide(self, key: str, value: Any, line: str) -> None:
         """One automatic decision (no silent choices): said in one line through the observer and

@@ -77,7 +77,7 @@ class TrialRunner:
         epoch); the engine hands them over, the runner only reports and asks there."""
         self.ctx = ctx
         cfg, data = ctx.cfg, ctx.data
-        self.extra_callbacks = list(extra_callbacks or [])
+        self.extra_callbacks = [*(extra_callbacks or []), *ctx.keras_callbacks]  # the user's: every fit
         self.batch_size = min(int(cfg.train.batch_size), len(data.y_train))  # auto: resolved by then
         seed = cfg.data.split.seed
         self.X_train, self.y_train = data.X_train, data.y_train  # streamed batches wrap around instead
@@ -284,6 +284,8 @@ class TrialRunner:
                                  TRIAL.WORKER: self.worker}
         if fit.model is not None:
             attrs[TRIAL.N_PARAMS] = count_params(fit.model)
+        if fit.history:
+            attrs[TRIAL.HISTORY] = fit.history
         attrs.update(self.limits)
         attrs.update({k: int(v) if k == TRIAL.N_PARAMS else v for k, v in self.measured.items()})
         if fit.fold_scores is not None:
