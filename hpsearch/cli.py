@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from hpsearch import console
@@ -95,6 +95,31 @@ def _tracking_parser(sub: argparse._SubParsersAction, storage_args: Any) -> None
     x.add_argument("--json", action="store_true")
 
 
+def _best_parsers(sub: argparse._SubParsersAction, storage_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``best`` (with its repair, --refit) and ``delete``: one study's model and its removal."""
+    b = sub.add_parser("best", help="the best trial of a study: params, scores, where the model is")
+    b.add_argument("study", help="study name")
+    storage_args(b)
+    b.add_argument("--export", metavar="PATH",
+                   help="write the best model to PATH (.keras) and its preprocessing beside it;"
+                        " with --format, a folder PATH holding the model with its preprocessing inside")
+    b.add_argument("--format", dest="fmt", choices=["keras", "saved_model", "onnx"],
+                   help="serving format of --export: keras (model.keras), saved_model or onnx (model.onnx);"
+                        " the artefact takes raw features")
+    b.add_argument("--ensemble", type=int, metavar="K",
+                   help="score the average of the K best stored models next to the single best")
+    b.add_argument("--refit", action="store_true",
+                   help="repair: train the best trial's configuration once more, store it and score it on test")
+    b.add_argument("--json", action="store_true")
+
+    de = sub.add_parser("delete", help="remove a study: its trials and every model and file it stored")
+    de.add_argument("study", help="study name")
+    storage_args(de)
+    de.add_argument("--yes", action="store_true", help="delete (without it: say what would be deleted)")
+    de.add_argument("--force", action="store_true", help="delete although trials are still running (a crashed run)")
+    de.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command table (also used by the worker launcher's and compose file's tests)."""
     p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
@@ -138,28 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     _tracking_parser(sub, storage_args)
 
-    b = sub.add_parser("best", help="the best trial of a study: params, scores, where the model is")
-    b.add_argument("study", help="study name")
-    storage_args(b)
-    b.add_argument("--export", metavar="PATH",
-                   help="write the best model to PATH (.keras) and its preprocessing beside it;"
-                        " with --format, a folder PATH holding the model with its preprocessing inside")
-    b.add_argument("--format", dest="fmt", choices=["keras", "saved_model", "onnx"],
-                   help="serving format of --export: keras (model.keras), saved_model or onnx (model.onnx);"
-                        " the artefact takes raw features")
-    b.add_argument("--ensemble", type=int, metavar="K",
-                   help="score the average of the K best stored models next to the single best")
-    b.add_argument("--refit", action="store_true",
-                   help="repair: train the best trial's configuration once more, store it and score it on test")
-    b.add_argument("--json", action="store_true")
-
-    de = sub.add_parser("delete", help="remove a study: its trials and every model and file it stored")
-    de.add_argument("study", help="study name")
-    storage_args(de)
-    de.add_argument("--yes", action="store_true", help="delete (without it: say what would be deleted)")
-    de.add_argument("--force", action="store_true", help="delete although trials are still running (a crashed run)")
-    de.add_argument("--json", action="store_true")
-
+    _best_parsers(sub, storage_args)
     _finder_parsers(sub)
     pr = sub.add_parser("predict", help="predict a CSV file of raw rows with the study's best model")
     pr.add_argument("study", help="study name")

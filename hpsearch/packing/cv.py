@@ -76,7 +76,7 @@ _PREFIX = "model__"  # how CandidateSearch passes builder params to the pipeline
 
 @dataclass
 class PackedFold:
-    """One candidate's outcome on one fold (the fields of ``sklearn.FoldResult``)."""
+    """One candidate's outcome on one fold (the fields of ``hpsearch.engines.folds.FoldResult``)."""
 
     score: float  # the scorer's orientation (greater is better); NaN when the member failed
     epochs: int = 0
