@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from hpsearch.engines.base import Engine, min_resource
+from hpsearch.engines.base import Engine, min_resource, unused_search_fields
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.multiscore import score_fold, scoring_for
 from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
@@ -381,6 +381,8 @@ class SklearnEngine(Engine):
             search.evaluate(params, index)
 
     def run(self, ctx: RunContext) -> None:
+        if note := unused_search_fields(ctx.cfg, self.name):
+            ctx.observer.message(note)
         search = CandidateSearch(ctx, self)
         todo = [p for p in self.candidates(ctx.cfg, ctx.space) if candidate_key(p) not in search.stored]
         search.packs = fold_packs(ctx, search, self.name, todo)
