@@ -1,6 +1,7 @@
 """The build log of tests/worker_builders.py for packed trials, which no user builder can trace (packing
-takes the built-in ``mlp`` only): each trial placed in a pack (at its start or refilling a slot) writes
-one JSON line (pid, tag, time) to ``$HPSEARCH_TEST_EVENTS/executions.jsonl``.
+takes the built-in ``mlp`` only): each trial a process takes into a pack (at its start or refilling a
+slot; once, though a trial that waited for a slot is carried to the next pack) writes one JSON line
+(pid, tag, time) to ``$HPSEARCH_TEST_EVENTS/executions.jsonl``.
 
 The packed fault scenarios of tests/workers/test_faults.py put a ``sitecustomize.py`` that calls
 :func:`install` on their processes' ``PYTHONPATH``, so ``hpsearch run`` and the workers it starts all
@@ -26,8 +27,13 @@ def _patch(module: Any) -> None:
     original = runner.member_params
     events, tag = os.environ["HPSEARCH_TEST_EVENTS"], os.environ.get(TAG_ENV, "learning_rate")
 
+    seen: set[int] = set()
+
     def member_params(self: Any, trial: Any) -> Any:
         out = original(self, trial)
+        if trial.number in seen:  # a trial carried to the next pack is asked its params again
+            return out
+        seen.add(trial.number)
         with open(os.path.join(events, "executions.jsonl"), "a") as f:
             f.write(json.dumps({"pid": os.getpid(), "tag": trial.params[tag], "t": time.time()}) + "\n")
         return out

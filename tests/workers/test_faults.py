@@ -171,7 +171,8 @@ def summary_line(trials: list, builds: list[dict], budget: int, key: str = "tag"
     finished_tags = Counter(t.params[key] for t in finished)
     twice = {tag for tag, n in built.items() if n > attempts.get(tag, 0)}
     twice |= {tag for tag, n in finished_tags.items() if n > 1} | late
-    interrupted = {t.params.get(key) for t in trials if t.state.name == "FAIL"}
+    # a trial interrupted before it was sampled (a pack reserves its trials first) is no configuration
+    interrupted = {t.params[key] for t in trials if t.state.name == "FAIL" and key in t.params}
     lost = interrupted - set(finished_tags)
     running = sum(1 for t in trials if t.state.name == "RUNNING")
     return (f"budget {budget}, finished {len(finished)}, distinct {len(finished_tags)}, RUNNING {running}, "
