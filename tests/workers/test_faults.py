@@ -16,6 +16,10 @@ fault stopped the first) and prints one line measured from the database and the 
 * lost: configurations whose attempt was interrupted and that never finished.
 
 Heartbeat 1 s, grace 3 s: a killed worker's trial is failed and re-queued within seconds.
+
+Packed scenarios (``scenario(pack=4)``): the built-in mlp in packs of 4 under ``run --workers 3``
+(budget 12); no user builder can trace a packed trial, so tests/pack_trace.py logs each trial as a
+process takes it into a pack, and ``learning_rate`` names a configuration.
 """
 
 from __future__ import annotations
