@@ -25,6 +25,7 @@ __all__ = [
     "Engine",
     "get_engine",
     "min_resource",
+    "unused_search_fields",
 ]
 
 
@@ -34,6 +35,18 @@ def min_resource(cfg: StudyConfig) -> int:
     four rungs (e.g. 3, 9, 27, 81 of 100 epochs with factor 3)."""
     s = cfg.search
     return int(s.min_resource or max(1, cfg.train.epochs // (s.factor ** 3)))
+
+
+def unused_search_fields(cfg: StudyConfig, engine: str) -> str | None:
+    """The one line an engine without a sampler or pruner says when the study file gives
+    ``search.sampler`` or a ``search.pruner`` (the Optuna engine's): not used, never silently."""
+    s = cfg.search
+    given = [f"search.{f} {getattr(s, f)}" for f in ("sampler", "pruner")
+             if f in s.model_fields_set and not (f == "pruner" and s.pruner == "none")]
+    if not given:
+        return None
+    return (f"hpsearch: {' and '.join(given)} not used: engine {engine} draws its candidates as scikit-learn"
+            " does and has no sampler or pruner (engine optuna's); remove them or set search.engine: optuna")
 
 
 class Engine(ABC):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from hpsearch.engines.base import Engine, min_resource
+from hpsearch.engines.base import Engine, min_resource, unused_search_fields
 from hpsearch.engines.folds import MODEL, FoldResult, FoldSpec, fit_callbacks, fit_fold
 from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
 from hpsearch.engines.multiscore import scoring_for
@@ -309,6 +309,8 @@ class SklearnEngine(Engine):
             search.evaluate(params, index)
 
     def run(self, ctx: RunContext) -> None:
+        if note := unused_search_fields(ctx.cfg, self.name):
+            ctx.decide("search.sampler", None, note.removeprefix("hpsearch: "))
         search = CandidateSearch(ctx, self)
         todo = [p for p in self.candidates(ctx.cfg, ctx.space) if candidate_key(p) not in search.stored]
         search.packs = fold_packs(ctx, search, self.name, todo)

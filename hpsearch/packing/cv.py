@@ -109,6 +109,7 @@ def cv_pack_plan(ctx: RunContext, engine: str, candidates: list[dict[str, Any]])
         (cfg.train.trial_timeout is not None, "train.trial_timeout"),
         (cfg.model.init_from is not None, "model.init_from"),
         (bool({"epochs", "batch_size"} & set(ctx.space.params)), "a searched epochs or batch_size"),
+        (len(cfg.search.metrics or []) > 1, "search.metric with several objectives"),  # packs score one
     ]
     why = next((w for bad, w in reasons if bad), None) or pack_refusal(
         ctx.builder, task_of(ctx.data.meta()), ctx.metric, None, cfg.train.class_weight, keras.backend.backend())

@@ -128,7 +128,7 @@ def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any] | None, *, where
     The original is left as it is (a validated study is frozen); the copy keeps its file's folder
     and text.
     """
-    data = cfg.model_dump()
+    data = cfg.model_dump(exclude_unset=True)  # what the file left out stays unset (model_fields_set)
     applied = _set_dotted(data, overrides)
     return parse_study_config(data, where=where or f"study {cfg.name}", base_dir=cfg.base_dir,
                               source_text=cfg.source_text, overridden=applied)

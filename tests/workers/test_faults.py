@@ -16,6 +16,10 @@ fault stopped the first) and prints one line measured from the database and the 
 * lost: configurations whose attempt was interrupted and that never finished.
 
 Heartbeat 1 s, grace 3 s: a killed worker's trial is failed and re-queued within seconds.
+
+Packed scenarios (``scenario(pack=4)``): the built-in mlp in packs of 4 under ``run --workers 3``
+(budget 12); no user builder can trace a packed trial, so tests/pack_trace.py logs each trial as a
+process takes it into a pack, and ``learning_rate`` names a configuration.
 """
 
 from __future__ import annotations
@@ -43,20 +47,41 @@ pytestmark = [pytest.mark.slow,
 
 REPO = Path(__file__).resolve().parents[2]
 BUDGET = 6
+PACKED_BUDGET = 12  # run --workers 3, packs of 4: each worker's first pack takes a third of the budget
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class Scenario:
     """One study file, its processes (started here, stopped by pid) and its build log."""
 
-    def __init__(self, tmp_path: Path, server, url: str, name: str, *, seed: int | None = 5, sleep: float = 1.0):
+    def __init__(self, tmp_path: Path, server, url: str, name: str, *, seed: int | None = 5, sleep: float = 1.0,
+                 pack: int | None = None):
         self.tmp, self.server, self.url, self.name = tmp_path, server, url, name
         self.events = tmp_path / "events"
         self.events.mkdir()
         self.bare = server.url(url.rsplit("/", 1)[1], password=False)
         self.study = tmp_path / f"{name}.yaml"
         seed_text = "null" if seed is None else seed
-        self.study.write_text(f"""name: {name}
+        self.budget, self.key, path = BUDGET, "tag", str(REPO)
+        if pack is not None:  # packed trials of the built-in mlp, traced by tests/pack_trace.py
+            self.budget, self.key = PACKED_BUDGET, "learning_rate"
+            trace = tmp_path / "trace"
+            trace.mkdir()
+            (trace / "sitecustomize.py").write_text("import tests.pack_trace\ntests.pack_trace.install()\n")
+            path = f"{trace}{os.pathsep}{REPO}"
+            self.study.write_text(f"""name: {name}
+data:
+  source: "sklearn:iris"
+  split: {{valid: 0.2, test: 0.2, seed: 0}}
+model: {{builder: mlp, fixed: {{optimizer: adam, n_hidden: 1}}}}
+space:
+  n_neurons: {{int: [4, 12]}}
+  learning_rate: {{float: [0.001, 0.1], log: true}}
+train: {{epochs: 4, batch_size: 32, pack: {pack}}}
+search: {{engine: optuna, sampler: random, pruner: none, n_trials: {self.budget}, metric: accuracy, seed: {seed_text}}}
+""")
+        else:
+            self.study.write_text(f"""name: {name}
 data:
   source: "sklearn:iris"
   split: {{valid: 0.2, test: 0.2, seed: 0}}
@@ -69,7 +94,7 @@ train: {{epochs: 1, batch_size: 32}}
 search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, metric: accuracy, seed: {seed_text}}}
 """)
         self.env = dict(os.environ, PGPASSWORD=server.password, HPSEARCH_TEST_EVENTS=str(self.events),
-                        HPSEARCH_TEST_SLEEP=str(sleep), TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO),
+                        HPSEARCH_TEST_SLEEP=str(sleep), TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path,
                         **{C.HEARTBEAT_ENV: "1", C.GRACE_ENV: "3", C.STOP_DEADLINE_ENV: "10"})
         self.env.pop("HPSEARCH_STORAGE", None)
         self.procs: list[subprocess.Popen[str]] = []
@@ -133,30 +158,36 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, met
 
     def summary(self) -> str:
         study = optuna.load_study(study_name=self.name, storage=open_storage(self.url))
-        return summary_line(study.trials, self.builds(), BUDGET)
+        return summary_line(study.trials, self.builds(), self.budget, self.key)
 
 
-def summary_line(trials: list, builds: list[dict], budget: int) -> str:
-    """The scenario's one line, from the stored trials and the build log (see the module docstring)."""
+def summary_line(trials: list, builds: list[dict], budget: int, key: str = "tag") -> str:
+    """The scenario's one line, from the stored trials and the build log (see the module docstring);
+    ``key``: the parameter that names a configuration."""
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    attempts = Counter(t.params.get("tag") for t in trials if t.state.name != "WAITING")
+    attempts = Counter(t.params.get(key) for t in trials if t.state.name != "WAITING")
     done_at: dict[float, datetime.datetime] = {}
     for t in finished:
-        done_at[t.params["tag"]] = min(t.datetime_complete, done_at.get(t.params["tag"], t.datetime_complete))
+        done_at[t.params[key]] = min(t.datetime_complete, done_at.get(t.params[key], t.datetime_complete))
     built = Counter(b["tag"] for b in builds)
     late = {b["tag"] for b in builds if b["tag"] in done_at
             and datetime.datetime.fromtimestamp(b["t"]) > done_at[b["tag"]] + datetime.timedelta(seconds=0.5)}
-    finished_tags = Counter(t.params["tag"] for t in finished)
+    finished_tags = Counter(t.params[key] for t in finished)
     twice = {tag for tag, n in built.items() if n > attempts.get(tag, 0)}
     twice |= {tag for tag, n in finished_tags.items() if n > 1} | late
-    interrupted = {t.params.get("tag") for t in trials if t.state.name == "FAIL"}
+    # a trial interrupted before it was sampled (a pack reserves its trials first) is no configuration
+    interrupted = {t.params[key] for t in trials if t.state.name == "FAIL" and key in t.params}
     lost = interrupted - set(finished_tags)
     running = sum(1 for t in trials if t.state.name == "RUNNING")
     return (f"budget {budget}, finished {len(finished)}, distinct {len(finished_tags)}, RUNNING {running}, "
             f"run twice {len(twice)}, lost {len(lost)}")
 
 
-EXPECTED = f"budget {BUDGET}, finished {BUDGET}, distinct {BUDGET}, RUNNING 0, run twice 0, lost 0"
+def expected(budget: int) -> str:
+    return f"budget {budget}, finished {budget}, distinct {budget}, RUNNING 0, run twice 0, lost 0"
+
+
+EXPECTED = expected(BUDGET)
 
 
 @pytest.fixture
@@ -227,6 +258,35 @@ def test_postgres_restart_mid_run(scenario, postgres_server):
     postgres_server.restart(mode="fast")
     s.finish(parent)
     assert _report(s, "pg_ctl restart -m fast") == EXPECTED
+
+
+def _packed(s: Scenario) -> list[int]:
+    """The pack sizes of the finished trials (a re-queued copy left alone trains unpacked: None)."""
+    study = optuna.load_study(study_name=s.name, storage=open_storage(s.url))
+    return [t.user_attrs.get("pack_size") for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def test_packed_workers_one_sigkilled_mid_pack(scenario):
+    """run --workers 3, packs of 4 (the built-in mlp): a worker is SIGKILLed once its pack started; its
+    trials are failed after the grace period and their copies train in another worker's next pack."""
+    s = scenario(pack=4)
+    parent = s.launch(workers=3)
+    victim = s.wait_builds(1, parent)[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    s.finish(parent)
+    assert _report(s, "packed: worker SIGKILL mid-pack") == expected(PACKED_BUDGET)
+    assert "heartbeat lost (worker died or storage unreachable)" in _reasons(s)
+    assert _packed(s).count(4) >= 8  # the two surviving workers' first packs at least
+
+
+def test_packed_workers_postgres_restart_mid_pack(scenario, postgres_server):
+    s = scenario(pack=4)
+    parent = s.launch(workers=3)
+    s.wait_builds(4, parent)  # a whole pack placed: its members are RUNNING
+    postgres_server.restart(mode="fast")
+    s.finish(parent)
+    assert _report(s, "packed: pg_ctl restart -m fast mid-pack") == expected(PACKED_BUDGET)
+    assert _packed(s).count(4) >= 4
 
 
 def test_postgres_outage_longer_than_the_grace_period(scenario, postgres_server):
