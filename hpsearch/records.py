@@ -49,6 +49,8 @@ class STUDY:
     STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
+    SAMPLING = "sampling"  # packed studies: how the pack's proposals are made (one fit per pack or one ask per trial)
+    SAMPLING_HISTORY = "sampling_history"  # the bounded history TPE fits on, once it applies
 
 
 class TRIAL:

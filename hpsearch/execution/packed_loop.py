@@ -51,14 +51,15 @@ class _PackLoop(TrialLoop):
         return bool(trials), finished
 
     def _reserve(self, k: int) -> tuple[list[Any], bool]:
-        """Up to ``k`` trials against the exact budget (each reserved as the one-trial loop does)."""
+        """Up to ``k`` trials against the exact budget: one lock and one count for the pack."""
         trials: list[Any] = []
         finished = False
         while len(trials) < k:
-            trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
-            if trial is None:
+            more, finished = self.retry(lambda: self.budget.reserve_many(k - len(trials)), "trial reservation",
+                                        stoppable=True)
+            if not more:
                 break
-            trials.append(trial)
+            trials.extend(more)
         return trials, finished
 
     def _start(self, trial: Any) -> None:
