@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from optuna.samplers import BaseSampler, TPESampler
+from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
 from optuna.samplers._tpe.probability_distributions import (
     _BatchedCategoricalDistributions,
     _MixtureOfProductDistribution,
@@ -86,8 +87,8 @@ class PackPlan:
         n_fit = sum(t.state != TrialState.RUNNING for t in trials)
         gamma = tpe._gamma or (default_gamma if len(study.directions) <= 1 else default_gamma_multiobjective)
         below, above = _split_trials(study, trials, gamma(n_fit))
-        self.mpe_below = tpe._build_parzen_estimator(study, space, below, handle_below=True)
-        self.mpe_above = tpe._build_parzen_estimator(study, space, above, handle_below=False)
+        self.mpe_below: _ParzenEstimator = tpe._build_parzen_estimator(study, space, below, handle_below=True)
+        self.mpe_above: _ParzenEstimator = tpe._build_parzen_estimator(study, space, above, handle_below=False)
         par = tpe._parzen_estimator_parameters
         n_obs = len(self.mpe_above._mixture_distribution.weights) - 1  # the last kernel is the prior
         self.s_above = float(np.asarray(par.weights(n_obs))[:n_obs].sum()) + par.prior_weight  # g's mass
@@ -164,24 +165,23 @@ class PackTPESampler(BaseSampler):
     """A ``TPESampler`` that fits once per pack (see the module docstring): ``sample_relative``
     serves proposals from one :class:`PackPlan` until a trial of this process is told, then the
     next ask refits. Startup random trials, independent sampling and search-space inference are the
-    wrapped sampler's. ``say`` receives the one line said when the bounded history starts applying."""
+    wrapped sampler's. Under Hyperband each bracket's study view gets a plan of its own. ``say``
+    receives the one line said when the bounded history starts applying."""
 
     def __init__(self, tpe: TPESampler, pack_size: int, history: HistoryCap | None = HISTORY,
                  say: Callable[[str], None] | None = None) -> None:
         self.tpe, self.k, self.history, self.say = tpe, pack_size, history, say
-        self.plan: PackPlan | None = None
-        self.key: Any = None  # the Hyperband bracket of the study view the plan was fitted on
+        # one plan per study view: Hyperband passes each trial its bracket's view (``_bracket_id``)
+        self.plans: dict[Any, PackPlan] = {}
         self.fits, self.bounded = 0, False
 
     def reseed_rng(self) -> None:
         self.tpe.reseed_rng()
 
-    def _valid(self, study: Any) -> bool:
-        return self.plan is not None and self.key == getattr(study, "_bracket_id", None)
-
     def infer_relative_search_space(self, study: Any, trial: FrozenTrial) -> dict[str, Any]:
-        if self.plan is not None and self._valid(study):
-            return self.plan.space  # no storage read inside a pack
+        plan = self.plans.get(getattr(study, "_bracket_id", None))
+        if plan is not None:
+            return plan.space  # no storage read inside a pack
         return self.tpe.infer_relative_search_space(study, trial)
 
     def _fit_trials(self, study: Any) -> list[FrozenTrial]:
@@ -198,14 +198,15 @@ class PackTPESampler(BaseSampler):
     def sample_relative(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         if not search_space:
             return {}
-        if self.plan is None or not self._valid(study) or self.plan.space != search_space:
+        key = getattr(study, "_bracket_id", None)
+        plan = self.plans.get(key)
+        if plan is None or plan.space != search_space:
             trials = self._fit_trials(study)
             if sum(t.state != TrialState.RUNNING for t in trials) < self.tpe._n_startup_trials:
                 return {}  # random startup: the wrapped TPE's independent sampling
-            self.plan = PackPlan(self.tpe, study, search_space, self.k, trials)
-            self.key = getattr(study, "_bracket_id", None)
+            plan = self.plans[key] = PackPlan(self.tpe, study, search_space, self.k, trials)
             self.fits += 1
-        params = self.plan.next()
+        params = plan.next()
         if self.tpe._constant_liar:  # as TPESampler does: other workers' constant liar sees it
             text = json.dumps(params)
             for i in range(0, len(text), _SYSTEM_ATTR_MAX_LENGTH):
@@ -220,7 +221,7 @@ class PackTPESampler(BaseSampler):
         self.tpe.before_trial(study, trial)
 
     def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Any) -> None:
-        self.plan = None  # a tell: the next ask refits on the new result
+        self.plans.clear()  # a tell: the next ask refits on the new result
         self.tpe.after_trial(study, trial, state, values)
 
 
