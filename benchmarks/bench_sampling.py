@@ -1,6 +1,8 @@
 """Sampling at scale (issue 26): the cost of proposing trials as a packed study grows, and whether
 one TPE fit per pack finds models as good as one ask per trial.
 
+0. ``propose``: the proposal cost alone (no training): one pack of ``--pack`` trials reserved and
+   suggested as the packed loop does, on studies holding ``--sizes`` finished trials, per variant.
 1. ``scale``: studies of ``--sizes`` trials of a tiny model (iris, the built-in MLP, 1-2 hidden layers,
    ``--epochs`` epochs, ``train.pack: auto``, TPE, no pruner), on SQLite and on PostgreSQL (a
    throw-away server from tests/pg.py, or ``--pg URL``), for each ``--samplers`` variant:
@@ -18,6 +20,7 @@ one TPE fit per pack finds models as good as one ask per trial.
 Usage:
     python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: hours on 2 cores
     python benchmarks/bench_sampling.py scale --sizes 100,1000 --storages sqlite --samplers batched,sequential
+    python benchmarks/bench_sampling.py propose --sizes 100,1000,10000   # the proposal cost alone, no training
     python benchmarks/bench_sampling.py quality --seeds 0,1,2,3,4
 """
 
@@ -142,6 +145,75 @@ def scale(a: argparse.Namespace) -> None:
             server.close()
 
 
+def _filled(url: str, name: str, size: int, seed: int) -> Any:
+    """A study on ``url`` with ``size`` seeded random COMPLETE trials on the tiny model's space."""
+    import math
+    import random
+
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    space = {"n_hidden": IntDistribution(1, 2), "n_neurons": IntDistribution(4, 32),
+             "learning_rate": FloatDistribution(1e-3, 0.1, log=True)}
+    rng = random.Random(seed)
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    trials = []
+    for _ in range(size):
+        p = {"n_hidden": rng.randint(1, 2), "n_neurons": rng.randint(4, 32), "learning_rate": 10 ** rng.uniform(-3, -1)}
+        value = 1 - (math.log10(p["learning_rate"]) + 1.7) ** 2 - (p["n_neurons"] - 20) ** 2 / 900 + rng.gauss(0, 0.02)
+        trials.append(optuna.trial.create_trial(params=p, distributions=space, value=value))
+    study.add_trials(trials)
+    return study, space
+
+
+def propose(a: argparse.Namespace) -> None:
+    """The proposal cost alone, without training: one pack of ``--pack`` trials reserved and
+    suggested the way the packed loop does it (Budget.reserve_many, then suggest_*), on a study
+    already holding ``size`` finished trials; per-trial wall and CPU ms, per variant."""
+    import optuna
+
+    from hpsearch.engines.packsampling import HISTORY, PackTPESampler
+    from hpsearch.execution.budget import Budget
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    server = None
+    tmp = tempfile.mkdtemp(prefix="bench-sampling-p-")
+    try:
+        for storage in a.storages.split(","):
+            for size in (int(s) for s in a.sizes.split(",")):
+                if storage == "sqlite":
+                    url = f"sqlite:///{tmp}/p-{size}.db"
+                elif a.pg:
+                    url = a.pg
+                else:
+                    if server is None:
+                        from tests.pg import PostgresServer
+
+                        server = PostgresServer().start()
+                    url = server.url(server.create_database())
+                study, _ = _filled(url, f"p-{size}-{time.time_ns() % 10**9}", size, a.seed)
+                for variant in a.samplers.split(","):
+                    tpe = optuna.samplers.TPESampler(seed=a.seed, multivariate=True, constant_liar=True,
+                                                     n_startup_trials=10)
+                    study.sampler = PackTPESampler(tpe, a.pack, HISTORY) if variant == "batched" else tpe
+                    budget = Budget(study, study._storage, url, study._study_id, None)
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    trials, _ = budget.reserve_many(a.pack)
+                    for trial in trials:
+                        trial.suggest_int("n_hidden", 1, 2)
+                        trial.suggest_int("n_neurons", 4, 32)
+                        trial.suggest_float("learning_rate", 1e-3, 0.1, log=True)
+                    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                    for trial in trials:
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # not fitted on by the next variant
+                    print(f"propose size={size} storage={storage} sampler={variant} pack={a.pack}"
+                          f" ms_per_trial_wall={1000 * wall / a.pack:.1f} ms_per_trial_cpu={1000 * cpu / a.pack:.1f}",
+                          flush=True)
+    finally:
+        if server is not None:
+            server.close()
+
+
 def quality(a: argparse.Namespace) -> None:
     from bench_packing import anchor_study
 
@@ -166,7 +238,8 @@ def quality(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["scale", "quality"])
+    p.add_argument("what", choices=["scale", "propose", "quality"])
+    p.add_argument("--pack", type=int, default=64, help="propose: the pack size")
     p.add_argument("--sizes", default="100,1000", help="trials per study (10000 is reachable, hours on 2 cores)")
     p.add_argument("--storages", default="sqlite,postgresql")
     p.add_argument("--pg", help="a PostgreSQL URL (default: a throw-away server from tests/pg.py)")
@@ -180,8 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cap", default="10,10", help="quality, capped: best N, recent M")
     a = p.parse_args(argv)
     if a.samplers is None:
-        a.samplers = "batched,sequential" if a.what == "scale" else "sequential,batched,capped"
-    scale(a) if a.what == "scale" else quality(a)
+        a.samplers = "sequential,batched,capped" if a.what == "quality" else "batched,sequential"
+    {"scale": scale, "propose": propose, "quality": quality}[a.what](a)
 
 
 if __name__ == "__main__":

@@ -95,8 +95,9 @@ class PackPlan:
         self.n_ei, self.rng = tpe._n_ei_candidates, tpe._rng.rng
         self.picks: list[np.ndarray] = []
         self.kernels: list[_MixtureOfProductDistribution] = []
-        self.sorted_mu = [None if isinstance(d, _BatchedCategoricalDistributions) else np.sort(d.mu[:-1])
-                          for d in self.mpe_above._mixture_distribution.distributions]
+        self.sorted_mu: list[np.ndarray] = [  # g's kernel centres per numeric parameter (no prior)
+            np.empty(0) if isinstance(d, _BatchedCategoricalDistributions) else np.sort(d.mu[:-1])
+            for d in self.mpe_above._mixture_distribution.distributions]
         self.cand = np.empty((0, len(space)))
         self.log_l = self.log_g = self.liar_sum = np.empty(0)
         self.block = 0
@@ -209,9 +210,10 @@ class PackTPESampler(BaseSampler):
         params = plan.next()
         if self.tpe._constant_liar:  # as TPESampler does: other workers' constant liar sees it
             text = json.dumps(params)
-            for i in range(0, len(text), _SYSTEM_ATTR_MAX_LENGTH):
-                study._storage.set_trial_system_attr(trial._trial_id, f"{_RELATIVE_PARAMS_KEY}:{i // _SYSTEM_ATTR_MAX_LENGTH}",
-                                                     text[i:i + _SYSTEM_ATTR_MAX_LENGTH])
+            step = _SYSTEM_ATTR_MAX_LENGTH
+            for i in range(0, len(text), step):
+                study._storage.set_trial_system_attr(trial._trial_id, f"{_RELATIVE_PARAMS_KEY}:{i // step}",
+                                                     text[i:i + step])
         return params
 
     def sample_independent(self, study: Any, trial: FrozenTrial, name: str, dist: Any) -> Any:
@@ -237,8 +239,10 @@ def pack_sampling(ctx: Any, k: int) -> None:
         study.set_user_attr(attr, text)
 
     if type(study.sampler) is TPESampler:
-        study.sampler = PackTPESampler(study.sampler, k, HISTORY, say=lambda text: decide(text, STUDY.SAMPLING_HISTORY))
+        study.sampler = PackTPESampler(study.sampler, k, HISTORY,
+                                       say=lambda text: decide(text, STUDY.SAMPLING_HISTORY))
         decide(f"hpsearch: sampler tpe: one fit per pack of {k} (constant-liar spread inside the pack); above"
-               f" {HISTORY.above} finished trials it fits on the best {HISTORY.n_best} + {HISTORY.n_recent} most recent")
+               f" {HISTORY.above} finished trials it fits on the best {HISTORY.n_best}"
+               f" + {HISTORY.n_recent} most recent")
     elif name in ("gp", "cmaes"):
         decide(f"hpsearch: sampler {name}: one ask per trial of the pack of {k} (no batched proposals for {name})")

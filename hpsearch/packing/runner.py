@@ -165,7 +165,8 @@ class PackedRunner:
                  more: Callable[[int], list[Any]] | None = None) -> list[Any]:
         """Train ``trials`` (those that pack together, the others one by one); each ends through
         ``finish(trial, candidate)`` as soon as it ends. With ``more`` (``more(n)``: up to n new
-        trials, none when the budget is met), a slot whose member ended takes a new trial from it (see :class:`_Pack`). Returns the trials reserved from ``more``
+        trials, none when the budget is met), a slot whose member ended takes a new trial from it
+        (see :class:`_Pack`). Returns the trials reserved from ``more``
         that found no slot: the next pack's."""
         t_start = time.monotonic()
         suggested = [self.member_params(t) for t in trials]

@@ -36,7 +36,7 @@ def _study(n: int, seed: int = 0) -> optuna.Study:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     trials = []
     for _ in range(n):
-        p = {"units": int(round(math.exp(rng.uniform(math.log(8), math.log(512))))), "layers": int(rng.integers(1, 4)),
+        p = {"units": round(math.exp(rng.uniform(math.log(8), math.log(512)))), "layers": int(rng.integers(1, 4)),
              "lr": float(10 ** rng.uniform(-5, -1)), "opt": str(rng.choice(SPACE["opt"].choices))}
         trials.append(create_trial(params=p, distributions=SPACE, value=_value(p)))
     study.add_trials(trials)
@@ -130,3 +130,35 @@ def test_a_packed_study_with_one_fit_per_pack_runs_to_its_exact_budget(sqlite_ur
     assert len(trials) == 14 and res.n_complete == 14
     assert "one fit per pack of 4" in study.user_attrs[STUDY.SAMPLING]
     assert counted["proposals"] >= 8 and counted["fits"] < counted["proposals"]  # startup trials: random
+
+
+def test_reserve_many_keeps_the_budget_exact_and_hands_out_what_a_failed_call_asked(sqlite_url):
+    from hpsearch.execution.budget import Budget
+
+    storage = optuna.storages.RDBStorage(sqlite_url)
+    study = optuna.create_study(study_name="reserve", storage=storage)
+    budget = Budget(study, storage, sqlite_url, study._study_id, n_trials=5)
+    first, finished = budget.reserve_many(3)
+    assert len(first) == 3 and not finished
+    second, _ = budget.reserve_many(3)
+    assert len(second) == 2  # 5 - 3 running
+    assert budget.reserve_many(3) == ([], False)  # the rest of the budget is running
+    for trial in [*first, *second]:
+        study.tell(trial, 1.0)
+    assert budget.reserve_many(3) == ([], True)
+
+    budget = Budget(study, storage, sqlite_url, study._study_id, n_trials=8)
+    beat, calls = storage.record_heartbeat, []
+
+    def flaky(tid):  # the connection drops at the second trial's heartbeat
+        calls.append(tid)
+        if len(calls) == 2:
+            raise ConnectionError("dropped")
+        beat(tid)
+
+    storage.record_heartbeat = flaky
+    with pytest.raises(ConnectionError):
+        budget.reserve_many(3)
+    again, _ = budget.reserve_many(3)  # the retried call: the two trials asked, nothing asked twice
+    assert [t.number for t in again] == [5, 6] and len(study.get_trials()) == 7
+    assert all(storage.get_trial(t._trial_id).state == TrialState.RUNNING for t in again)
