@@ -162,3 +162,20 @@ def test_reserve_many_keeps_the_budget_exact_and_hands_out_what_a_failed_call_as
     again, _ = budget.reserve_many(3)  # the retried call: the two trials asked, nothing asked twice
     assert [t.number for t in again] == [5, 6] and len(study.get_trials()) == 7
     assert all(storage.get_trial(t._trial_id).state == TrialState.RUNNING for t in again)
+
+
+def test_tpe_gets_one_fit_per_pack_and_cmaes_says_it_asks_once_per_trial():
+    from types import SimpleNamespace
+
+    from hpsearch.engines.packsampling import pack_sampling
+
+    said: list[str] = []
+    for name, sampler in (("tpe", optuna.samplers.TPESampler(seed=0)), ("cmaes", optuna.samplers.CmaEsSampler(seed=0))):
+        study = optuna.create_study(sampler=sampler)
+        ctx = SimpleNamespace(study=study, cfg=SimpleNamespace(search=SimpleNamespace(sampler=name)),
+                              observer=SimpleNamespace(message=said.append))
+        pack_sampling(ctx, 8)
+        assert study.user_attrs[STUDY.SAMPLING] == said[-1]
+        assert isinstance(study.sampler, PackTPESampler) == (name == "tpe")
+    assert "one fit per pack of 8" in said[0] and "best 250 + 250 most recent" in said[0]
+    assert said[1] == "hpsearch: sampler cmaes: one ask per trial of the pack of 8 (no batched proposals for cmaes)"
