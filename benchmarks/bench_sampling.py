@@ -146,7 +146,7 @@ def scale(a: argparse.Namespace) -> None:
 
 
 def _filled(url: str, name: str, size: int, seed: int) -> Any:
-    """A study on ``url`` with ``size`` seeded random COMPLETE trials on the tiny model's space."""
+    """(study, its RDBStorage): ``size`` seeded random COMPLETE trials on the tiny model's space."""
     import math
     import random
 
@@ -170,7 +170,8 @@ def _filled(url: str, name: str, size: int, seed: int) -> Any:
         trials.append(optuna.trial.create_trial(params=p, distributions=space, value=value))
     study.add_trials(trials)
     storage.engine.dispose()
-    return optuna.load_study(study_name=name, storage=url), space
+    storage = optuna.storages.RDBStorage(url)  # what hpsearch holds: the study lock needs its engine
+    return optuna.load_study(study_name=name, storage=storage), storage
 
 
 def propose(a: argparse.Namespace) -> None:
@@ -198,12 +199,12 @@ def propose(a: argparse.Namespace) -> None:
 
                         server = PostgresServer().start()
                     url = server.url(server.create_database())
-                study, _ = _filled(url, f"p-{size}-{time.time_ns() % 10**9}", size, a.seed)
+                study, storage_obj = _filled(url, f"p-{size}-{time.time_ns() % 10**9}", size, a.seed)
                 for variant in a.samplers.split(","):
                     tpe = optuna.samplers.TPESampler(seed=a.seed, multivariate=True, constant_liar=True,
                                                      n_startup_trials=10)
                     study.sampler = PackTPESampler(tpe, a.pack, HISTORY) if variant == "batched" else tpe
-                    budget = Budget(study, study._storage, url, study._study_id, None)
+                    budget = Budget(study, storage_obj, url, study._study_id, None)
                     w0, c0 = time.perf_counter(), time.process_time()
                     trials, _ = budget.reserve_many(a.pack)
                     for trial in trials:
