@@ -17,6 +17,15 @@ one TPE fit per pack finds models as good as one ask per trial.
    ``sequential``, ``batched`` and ``capped`` (one fit per pack on a history capped at
    ``--cap N,M`` from the start: the cap's effect, measurable on a short study).
 
+Measured on the shared 2-core machine under a load average of 10-13 (2026-12-06), so wall times
+are inflated 3-10x; CPU ms per trial (reservation, ask, suggest, attribute writes: most of it is
+Optuna's storage work) for one pack of 64, ``propose``:
+
+    trials   SQLite batched / sequential    PostgreSQL batched / sequential
+    100      23.7 / 41.1                    26.0 / 41.6
+    1,000    29.4 / 44.2                    36.9 / 53.7
+    10,000   64.3 / 90.8                    (not run)
+
 Usage:
     python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: hours on 2 cores
     python benchmarks/bench_sampling.py scale --sizes 100,1000 --storages sqlite --samplers batched,sequential
