@@ -31,6 +31,13 @@ The sampler alone (in-memory storage, same pack of 64): sequential TPE 8.6 ms (1
 ms without it. What grows on SQLite at 10,000 is Optuna's own per-ask storage work (``ask`` scans
 every trial for a WAITING one; the cached storage re-sorts them), not the sampler.
 
+Quality, ``quality --seeds 0,1,2 --quality-trials 40 --quality-pack 8 --quality-epochs 15``: best
+validation accuracy, mean (per seed) / mean test accuracy:
+
+    sequential   0.9537 (0.9556 0.9500 0.9556)  0.9528
+    batched      0.9537 (0.9528 0.9528 0.9556)  0.9574
+    capped 10+10 0.9519 (0.9556 0.9528 0.9472)  0.9444   (a far smaller cap than the default 250+250)
+
 Usage:
     python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: hours on 2 cores
     python benchmarks/bench_sampling.py scale --sizes 100,1000 --storages sqlite --samplers batched,sequential
