@@ -94,6 +94,86 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "period, so that their failure reason is written before they are failed (a finished trial's "
         "attributes are frozen; the public fail_stale_trials gives no reason)",
     ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe.sampler._split_trials",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): splits the fitted trials into TPE's "
+        "below / above sets exactly as TPESampler does (running trials above)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe.sampler._RELATIVE_PARAMS_KEY",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): the system attribute a proposal is "
+        "written to, so other workers' constant liar reads it as TPESampler's own",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe.sampler._SYSTEM_ATTR_MAX_LENGTH",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): the chunk length of that attribute, "
+        "as TPESampler writes it",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers.TPESampler._build_parzen_estimator",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): builds l and g with TPESampler's own"
+        " settings, so the pack's fit is TPE's fit",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers.TPESampler._parzen_estimator_parameters",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): the kernel settings (weights, prior "
+        "weight, endpoints, magic clip) the liar kernel follows",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers.TPESampler._gamma",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): the split size function of the "
+        "wrapped sampler (None: Optuna's default_gamma)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers.TPESampler._n_ei_candidates",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): candidates per proposal, as in a "
+        "sequential ask",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers.TPESampler._n_startup_trials",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): random trials before the first fit, "
+        "as TPESampler counts them",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers.TPESampler._constant_liar",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): whether proposals are shared with "
+        "other workers through the relative-params attribute",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers.TPESampler._rng",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): the sampler's seeded stream "
+        "(LazyRandomState.rng): one seeded sequence for the pack's candidates",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe.parzen_estimator._ParzenEstimator._mixture_distribution",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): the fitted kernels of g: their count"
+        " (the liar weights) and sorted centres (the liar bandwidth)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe.probability_distributions._MixtureOfProductDistribution",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): a one-kernel mixture per liar, "
+        "scored with TPE's own log_pdf",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe.probability_distributions._BatchedCategoricalDistributions",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): tells a categorical kernel from a "
+        "numeric one when building a liar kernel",
+    ),
+    PrivateHook(
+        "optuna", "optuna.study.Study._storage",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): writes the relative-params attribute"
+        " of the asked trial, as TPESampler does",
+    ),
+    PrivateHook(
+        "optuna", "optuna.trial.FrozenTrial._trial_id",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): the storage id of the asked trial "
+        "that attribute is written to",
+    ),
+    PrivateHook(
+        "optuna", "optuna.study.Study._bracket_id",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): set on the study view "
+        "HyperbandPruner passes samplers (_BracketStudy): one fit per bracket",
+    ),
 )
 
 #: package -> (lowest version declared in pyproject.toml, highest version the hooks were checked on).

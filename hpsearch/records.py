@@ -53,6 +53,8 @@ class STUDY:
     PYTHON_SEARCH = "python_search"  # a search started from Python: its class and what it decided
     MLFLOW_RUN = "mlflow_run_id"  # tracking.mlflow: the study's parent run (every worker nests under it)
     MLFLOW_EXPERIMENT = "mlflow_experiment_id"  # tracking.mlflow: the experiment named after the study
+    SAMPLING = "sampling"  # packed studies: how the pack's proposals are made (one fit per pack or one ask per trial)
+    SAMPLING_HISTORY = "sampling_history"  # the bounded history TPE fits on, once it applies
 
 
 class TRIAL:

@@ -99,6 +99,9 @@ class OptunaEngine(Engine):
         ctx.decide("pack", k, line)
         steps = pruning_steps(ctx.cfg, ctx.study.pruner)  # where the pruner decides: the runner reports there
         if k > 1:
+            from hpsearch.engines.packsampling import pack_sampling  # imports Optuna's TPE internals
+
+            pack_sampling(ctx, k)
             run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)], check_steps=steps),
                               LoopSettings.from_env(), ctl)
             return

@@ -99,6 +99,7 @@ class Budget:
         self.study, self.storage, self.url, self.study_id = study, storage, url, study_id
         self.n_trials = n_trials
         self.pending: Any = None  # asked, not yet handed out (see reserve)
+        self.held: list[Any] = []  # asked by reserve_many, not yet handed out
 
     def counts(self) -> tuple[int, int]:
         """(done, running) as stored now."""
@@ -148,6 +149,32 @@ class Budget:
             self.storage.record_heartbeat(self.trial_id(trial))
         self.pending = None
         return trial, False
+
+    def reserve_many(self, k: int) -> tuple[list[Any], bool]:
+        """(trials, finished): up to ``k`` trials under one lock and one count (a pack's reservation;
+        :meth:`reserve` counts once per trial). Trials asked by a call that then failed are handed
+        out by the retried call, as :meth:`reserve` does with one."""
+        if self.pending is not None:
+            trial, finished = self.reserve()
+            return [trial], finished
+        if not self.held:
+            with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
+                n = k
+                if self.n_trials is not None:
+                    done, running = self.counts()
+                    if done >= self.n_trials:
+                        return [], True
+                    n = min(k, self.n_trials - done - running)
+                with warnings.catch_warnings():  # see reserve
+                    warnings.simplefilter("ignore", UserWarning)
+                    for _ in range(n):
+                        trial = self.study.ask()
+                        self.held.append(trial)
+                        self.storage.record_heartbeat(self.trial_id(trial))
+        else:  # a retry: the last heartbeat may not have been written
+            self.storage.record_heartbeat(self.trial_id(self.held[-1]))
+        trials, self.held = self.held, []
+        return trials, False
 
 
 def take_launch(storage: Any, url: str, study_id: int, name: str) -> int:

@@ -51,14 +51,15 @@ class _PackLoop(TrialLoop):
         return bool(trials), finished
 
     def _reserve(self, k: int) -> tuple[list[Any], bool]:
-        """Up to ``k`` trials against the exact budget (each reserved as the one-trial loop does)."""
+        """Up to ``k`` trials against the exact budget: one lock and one count for the pack."""
         trials: list[Any] = []
         finished = False
         while len(trials) < k:
-            trial, finished = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
-            if trial is None:
+            more, finished = self.retry(lambda: self.budget.reserve_many(k - len(trials)), "trial reservation",
+                                        stoppable=True)
+            if not more:
                 break
-            trials.append(trial)
+            trials.extend(more)
         return trials, finished
 
     def _start(self, trial: Any) -> None:
@@ -83,18 +84,18 @@ class _PackLoop(TrialLoop):
             nxt = next(iter(self.live.values()), None)
             ctl.current, ctl.current_id = (nxt[0], nxt[1]) if nxt else (None, None)
 
-    def _more(self) -> Any | None:
-        """A new trial for a freed slot, or None: the budget is met, a stop rule tripped or the
-        worker is stopping (the pack then trains its members out)."""
+    def _more(self, n: int) -> list[Any]:
+        """Up to ``n`` new trials for freed slots (one reservation), or none: the budget is met, a
+        stop rule tripped or the worker is stopping (the pack then trains its members out)."""
         ctl, ctx = self.ctl, self.ctx
         if ctl.stopping or self.streak.tripped or ctl.parent_gone():
-            return None
+            return []
         if self.retry(lambda: self.rules.tripped(ctx), "stop-rule check"):
-            return None
-        trial, _ = self.retry(self.budget.reserve, "trial reservation", stoppable=True)
-        if trial is not None:
+            return []
+        trials, _ = self.retry(lambda: self.budget.reserve_many(n), "trial reservation", stoppable=True)
+        for trial in trials:
             self._start(trial)
-        return trial
+        return list(trials)
 
     def run_pack(self, trials: list[Any], refill: bool = True) -> None:
         """Train ``trials`` as a pack, refilling freed slots with new trials (``refill``); each

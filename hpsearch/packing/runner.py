@@ -189,10 +189,11 @@ class PackedRunner:
         return self.single(trial)
 
     def run_pack(self, trials: list[Any], finish: Callable[[Any, Candidate], None],
-                 more: Callable[[], Any | None] | None = None) -> list[Any]:
+                 more: Callable[[int], list[Any]] | None = None) -> list[Any]:
         """Train ``trials`` (those that pack together, the others one by one); each ends through
-        ``finish(trial, candidate)`` as soon as it ends. With ``more``, a slot whose member ended
-        takes a new trial from it (see :class:`_Pack`). Returns the trials reserved from ``more``
+        ``finish(trial, candidate)`` as soon as it ends. With ``more`` (``more(n)``: up to n new
+        trials, none when the budget is met), a slot whose member ended takes a new trial from it
+        (see :class:`_Pack`). Returns the trials reserved from ``more``
         that found no slot: the next pack's."""
         t_start = time.monotonic()
         suggested = [self.member_params(t) for t in trials]
@@ -273,7 +274,7 @@ class _Pack:
 
     def __init__(self, runner: PackedRunner, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
                  sample_time: float, finish: Callable[[Any, Candidate], None],
-                 more: Callable[[], Any | None] | None) -> None:
+                 more: Callable[[int], list[Any]] | None) -> None:
         self.runner, self.finish, self.more = runner, finish, more
         self.trials, self.params = dict(enumerate(trials)), dict(enumerate(params))
         self.sample_time: dict[int, float] = dict.fromkeys(range(len(trials)), sample_time)
@@ -333,19 +334,22 @@ class _Pack:
                 placed.add(slot)
         while free and self.more is not None and len(self.waiting) < self._WAITING:
             t0 = time.monotonic()
-            trial = self.more()
-            if trial is None:
+            batch = self.more(len(free))  # one reservation for the free slots
+            if not batch:
                 self.more = None  # the budget is met or a stop rule tripped: train the members out
                 break
-            params, spec = self.runner.member_params(trial)
-            item = (trial, params, spec, time.monotonic() - t0)
-            slot = next((m for m in free if isinstance(spec, MemberSpec) and self.pm.fits(m, spec)), None)
-            if slot is None:
-                self.waiting.append(item)
-                continue
-            self._place(slot, item)
-            free.remove(slot)
-            placed.add(slot)
+            reserve = (time.monotonic() - t0) / len(batch)
+            for trial in batch:
+                t1 = time.monotonic()
+                params, spec = self.runner.member_params(trial)
+                item = (trial, params, spec, reserve + time.monotonic() - t1)
+                slot = next((m for m in free if isinstance(spec, MemberSpec) and self.pm.fits(m, spec)), None)
+                if slot is None:
+                    self.waiting.append(item)  # reserved: waits for a slot or starts the next pack
+                    continue
+                self._place(slot, item)
+                free.remove(slot)
+                placed.add(slot)
         return placed
 
     def _place(self, slot: int, item: tuple[Any, dict[str, Any], MemberSpec | str, float]) -> None:

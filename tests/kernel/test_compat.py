@@ -11,6 +11,7 @@ environment. A failure names the hook, the installed versions and the versions i
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import os
 import re
@@ -215,6 +216,157 @@ def _check_get_variable_index(fitted: dict[str, Any]) -> None:
     assert [opt._get_variable_index(v) for v in variables] == [0, 1], "no longer the index in build()'s list"
 
 
+# ---------------------------------------------------- TPE internals (hpsearch.engines.packsampling) --
+
+@functools.cache
+def _tpe_case() -> dict[str, Any]:
+    """A seeded in-memory study past TPE's startup, one constant-liar TPE ask on it, and its split."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"x": FloatDistribution(1e-3, 1.0, log=True), "n": IntDistribution(1, 9),
+             "c": CategoricalDistribution(["a", "b", "c"])}
+    rng = np.random.default_rng(0)
+    study = optuna.create_study()
+    for i in range(30):
+        p = {"x": float(10 ** rng.uniform(-3, 0)), "n": int(rng.integers(1, 10)), "c": "abc"[i % 3]}
+        study.add_trial(optuna.trial.create_trial(params=p, distributions=space, value=float(rng.normal())))
+    tpe = optuna.samplers.TPESampler(seed=3, multivariate=True, constant_liar=True, n_startup_trials=7,
+                                     n_ei_candidates=11)
+    study.sampler = tpe
+    asked = study.ask(space)  # RUNNING, with its relative params written by TPE
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    return {"study": study, "tpe": tpe, "space": space, "asked": asked, "trials": trials}
+
+
+def _check_split_trials(fitted: dict[str, Any]) -> None:
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    case = _tpe_case()
+    below, above = _split_trials(case["study"], case["trials"], 3)
+    done = sorted((t for t in case["trials"] if t.values), key=lambda t: t.values[0])
+    assert {t.number for t in below} == {t.number for t in done[:3]}, "below is no longer the n best"
+    assert len(below) + len(above) == len(case["trials"]) and case["asked"].number in {t.number for t in above}
+
+
+def _check_relative_params_key(fitted: dict[str, Any]) -> None:
+    import json
+
+    from optuna.samplers._tpe.sampler import _RELATIVE_PARAMS_KEY, _SYSTEM_ATTR_MAX_LENGTH
+
+    case = _tpe_case()
+    frozen = case["study"].get_trials(deepcopy=False)[case["asked"].number]
+    text = frozen.system_attrs.get(f"{_RELATIVE_PARAMS_KEY}:0")
+    assert text is not None, "TPE no longer writes a constant-liar proposal under this key"
+    assert json.loads(text) == frozen.params and isinstance(_SYSTEM_ATTR_MAX_LENGTH, int) and len(text) <= \
+        _SYSTEM_ATTR_MAX_LENGTH
+
+
+def _fit(case: dict[str, Any]) -> tuple[Any, Any]:
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    below, above = _split_trials(case["study"], case["trials"], 3)
+    tpe = case["tpe"]
+    return (tpe._build_parzen_estimator(case["study"], case["space"], below, handle_below=True),
+            tpe._build_parzen_estimator(case["study"], case["space"], above, handle_below=False))
+
+
+def _check_build_parzen_estimator(fitted: dict[str, Any]) -> None:
+    import optuna
+
+    params = list(inspect.signature(optuna.samplers.TPESampler._build_parzen_estimator).parameters)
+    assert params == ["self", "study", "search_space", "trials", "handle_below"], f"signature changed: {params}"
+    l_est, g_est = _fit(_tpe_case())
+    cand = l_est.sample(np.random.RandomState(0), 5)
+    assert set(cand) == {"x", "n", "c"} and l_est.log_pdf(cand).shape == g_est.log_pdf(cand).shape == (5,)
+
+
+def _check_parzen_estimator_parameters(fitted: dict[str, Any]) -> None:
+    """The liar kernel hpsearch adds for a proposal is the kernel a refit of g gives that point."""
+    from hpsearch.engines.packsampling import PackPlan
+
+    case = _tpe_case()
+    tpe, space = case["tpe"], case["space"]
+    par = tpe._parzen_estimator_parameters
+    assert callable(par.weights) and par.prior_weight > 0 and isinstance(par.consider_endpoints, bool)
+    plan = PackPlan(tpe, case["study"], space, 4, case["trials"])
+    plan.next()
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    _, above = _split_trials(case["study"], case["trials"], 3)
+    obs = tpe._get_internal_repr(above, space, case["study"])
+    for row in plan.cand[:8]:
+        if row[1] in set(obs["n"].tolist()):
+            continue  # a tie in a discrete dimension: TPE's own sigma depends on argsort's tie order
+        refit = tpe._parzen_estimator_cls({p: np.append(obs[p], row[i]) for i, p in enumerate(space)}, space, par)
+        mine = plan._liar_kernel(row)
+        for d_mine, d_refit in zip(mine.distributions, refit._mixture_distribution.distributions):
+            for field in d_mine._fields:
+                got, want = np.asarray(getattr(d_mine, field), float), np.asarray(getattr(d_refit, field), float)
+                want = want[[-2]] if want.ndim and len(want) == len(obs["x"]) + 2 else want
+                assert np.allclose(got, want), f"the liar kernel's {field} differs from a refit of g"
+
+
+def _check_tpe_settings(fitted: dict[str, Any]) -> None:
+    tpe = _tpe_case()["tpe"]
+    assert tpe._gamma is None or callable(tpe._gamma)
+    assert tpe._n_ei_candidates == 11 and tpe._n_startup_trials == 7 and tpe._constant_liar is True
+    a, b = (np.random.RandomState(0), np.random.RandomState(0))
+    assert isinstance(tpe._rng.rng, np.random.RandomState) and a.rand() == b.rand()
+
+
+def _check_mixture_distribution(fitted: dict[str, Any]) -> None:
+    from optuna.samplers._tpe.probability_distributions import (
+        _BatchedCategoricalDistributions,
+        _MixtureOfProductDistribution,
+    )
+
+    case = _tpe_case()
+    _, g_est = _fit(case)
+    mix = g_est._mixture_distribution
+    assert isinstance(mix, _MixtureOfProductDistribution) and len(mix.distributions) == len(case["space"])
+    n_above = len(case["trials"]) - 3
+    assert len(mix.weights) == n_above + 1, "g no longer has one kernel per trial plus the prior"
+    x, n, c = mix.distributions
+    assert isinstance(c, _BatchedCategoricalDistributions) and c.weights.shape == (n_above + 1, 3)
+    assert x.is_log and not n.is_log and n.adapted_low == 0.5 and len(x.mu) == len(x.sigma) == n_above + 1
+    cand = g_est.sample(np.random.RandomState(1), 6)
+    arr = np.array([cand[p] for p in case["space"]]).T
+    assert np.allclose(mix.log_pdf(arr), g_est.log_pdf(cand)), "the mixture's log_pdf is no longer the estimator's"
+
+
+def _check_storage_and_trial_id(fitted: dict[str, Any]) -> None:
+    import optuna
+
+    case = _tpe_case()
+    frozen = case["study"].get_trials(deepcopy=False)[case["asked"].number]
+    assert isinstance(case["study"]._storage, optuna.storages.BaseStorage)
+    assert case["study"]._storage.get_trial(frozen._trial_id).number == frozen.number
+
+
+def _check_bracket_id(fitted: dict[str, Any]) -> None:
+    import optuna
+
+    seen: list[Any] = []
+
+    class Spy(optuna.samplers.RandomSampler):
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            seen.append(getattr(study, "_bracket_id", "missing"))
+            return super().sample_independent(study, trial, name, dist)
+
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
+    study = optuna.create_study(sampler=Spy(seed=0), pruner=pruner)
+    for _ in range(12):  # the brackets exist from the first should_prune on
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.report(0.5, 1)
+        trial.should_prune()
+    assert seen and all(isinstance(b, int) for b in seen) and len(set(seen)) > 1, \
+        f"samplers no longer get a bracket's study view under Hyperband: {seen}"
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
@@ -229,6 +381,22 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "scikeras.utils.transformers._is_categorical_crossentropy": _check_is_categorical_crossentropy,
     "scikeras.wrappers.BaseWrapper.__sklearn_tags__": _check_sklearn_tags_patch,
     "optuna.storages.RDBStorage._get_stale_trial_ids": _check_get_stale_trial_ids,
+    "optuna.samplers._tpe.sampler._split_trials": _check_split_trials,
+    "optuna.samplers._tpe.sampler._RELATIVE_PARAMS_KEY": _check_relative_params_key,
+    "optuna.samplers._tpe.sampler._SYSTEM_ATTR_MAX_LENGTH": _check_relative_params_key,
+    "optuna.samplers.TPESampler._build_parzen_estimator": _check_build_parzen_estimator,
+    "optuna.samplers.TPESampler._parzen_estimator_parameters": _check_parzen_estimator_parameters,
+    "optuna.samplers.TPESampler._gamma": _check_tpe_settings,
+    "optuna.samplers.TPESampler._n_ei_candidates": _check_tpe_settings,
+    "optuna.samplers.TPESampler._n_startup_trials": _check_tpe_settings,
+    "optuna.samplers.TPESampler._constant_liar": _check_tpe_settings,
+    "optuna.samplers.TPESampler._rng": _check_tpe_settings,
+    "optuna.samplers._tpe.parzen_estimator._ParzenEstimator._mixture_distribution": _check_mixture_distribution,
+    "optuna.samplers._tpe.probability_distributions._MixtureOfProductDistribution": _check_mixture_distribution,
+    "optuna.samplers._tpe.probability_distributions._BatchedCategoricalDistributions": _check_mixture_distribution,
+    "optuna.study.Study._storage": _check_storage_and_trial_id,
+    "optuna.trial.FrozenTrial._trial_id": _check_storage_and_trial_id,
+    "optuna.study.Study._bracket_id": _check_bracket_id,
 }
 
 

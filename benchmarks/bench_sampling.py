@@ -1,0 +1,290 @@
+"""Sampling at scale (issue 26): the cost of proposing trials as a packed study grows, and whether
+one TPE fit per pack finds models as good as one ask per trial.
+
+0. ``propose``: the proposal cost alone (no training): one pack of ``--pack`` trials reserved and
+   suggested as the packed loop does, on studies holding ``--sizes`` finished trials, per variant.
+1. ``scale``: studies of ``--sizes`` trials of a tiny model (iris, the built-in MLP, 1-2 hidden layers,
+   ``--epochs`` epochs, ``train.pack: auto``, TPE, no pruner), on SQLite and on PostgreSQL (a
+   throw-away server from tests/pg.py, or ``--pg URL``), for each ``--samplers`` variant:
+   ``batched`` (hpsearch's default: one fit per pack, bounded history above 1000 trials) and
+   ``sequential`` (one Optuna ask per trial, every ask refitting TPE: hpsearch before issue 26).
+   Printed per size: the mean stored ``sample_time`` per trial over the trials at 10-30 % and at
+   80-100 % of the study, their ratio, and the overhead share: 1 - (training time) / (wall time from
+   the first trial's start to the last trial's end).
+2. ``quality``: the anchors' space (benchmarks/bench_packing.py: digits, SGD, n_hidden 0-3,
+   n_neurons 1-99, reciprocal learning rate) with ``--quality-trials`` trials in packs of
+   ``--quality-pack``, per seed: the best validation accuracy and its test accuracy for
+   ``sequential``, ``batched`` and ``capped`` (one fit per pack on a history capped at
+   ``--cap N,M`` from the start: the cap's effect, measurable on a short study).
+
+Measured on the shared 2-core machine under a load average of 10-13 (2026-12-06), so wall times
+are inflated 3-10x; CPU ms per trial (reservation, ask, suggest, attribute writes: most of it is
+Optuna's storage work) for one pack of 64, ``propose``:
+
+    trials   SQLite batched / sequential    PostgreSQL batched / sequential
+    100      23.7 / 41.1                    26.0 / 41.6
+    1,000    29.4 / 44.2                    36.9 / 53.7
+    10,000   64.3 / 90.8                    (not run)
+
+The sampler alone (in-memory storage, same pack of 64): sequential TPE 8.6 ms (1,000 trials) and
+59.2 ms (10,000) per trial; one fit per pack 3.0 and 2.9 ms with the bounded history, 2.7 and 18.1
+ms without it. What grows on SQLite at 10,000 is Optuna's own per-ask storage work (``ask`` scans
+every trial for a WAITING one; the cached storage re-sorts them), not the sampler.
+
+Quality, ``quality --seeds 0,1,2 --quality-trials 40 --quality-pack 8 --quality-epochs 15``: best
+validation accuracy, mean (per seed) / mean test accuracy:
+
+    sequential   0.9537 (0.9556 0.9500 0.9556)  0.9528
+    batched      0.9537 (0.9528 0.9528 0.9556)  0.9574
+    capped 10+10 0.9519 (0.9556 0.9528 0.9472)  0.9444   (a far smaller cap than the default 250+250)
+
+Usage:
+    python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: hours on 2 cores
+    python benchmarks/bench_sampling.py scale --sizes 100,1000 --storages sqlite --samplers batched,sequential
+    python benchmarks/bench_sampling.py propose --sizes 100,1000,10000   # the proposal cost alone, no training
+    python benchmarks/bench_sampling.py quality --seeds 0,1,2,3,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def tiny_study(name: str, n_trials: int, epochs: int, seed: int) -> dict:
+    """The tiny model of issue 26's measurement: iris, MLP with 1-2 hidden layers, packed."""
+    return {
+        "name": name,
+        "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "adam"}},
+        "space": {"n_hidden": {"int": [1, 2]}, "n_neurons": {"int": [4, 32]},
+                  "learning_rate": {"float": [1e-3, 0.1], "log": True}},
+        "train": {"epochs": epochs, "batch_size": 32, "pack": "auto"},
+        "search": {"engine": "optuna", "n_trials": n_trials, "seed": seed, "sampler": "tpe", "pruner": "none",
+                   "keep_models": 1},
+    }
+
+
+def use_variant(variant: str, cap: tuple[int, int]) -> None:
+    """Select how a packed study proposes its trials (in this process)."""
+    from hpsearch.engines import packsampling
+
+    if not hasattr(use_variant, "orig"):
+        use_variant.orig = (packsampling.pack_sampling, packsampling.HISTORY)  # type: ignore[attr-defined]
+    pack_sampling, history = use_variant.orig  # type: ignore[attr-defined]
+    packsampling.pack_sampling, packsampling.HISTORY = pack_sampling, history
+    if variant == "sequential":
+        packsampling.pack_sampling = lambda ctx, k: None  # the study's own TPESampler: one fit per ask
+    elif variant == "capped":
+        packsampling.HISTORY = packsampling.HistoryCap(cap[0], cap[1], above=0)
+    elif variant != "batched":
+        raise SystemExit(f"--samplers: unknown variant {variant!r} (batched, sequential, capped)")
+
+
+def run(study: dict, url: str, tmp: str) -> tuple[Any, list[Any], list[str]]:
+    from hpsearch.study.run import run_study
+    from hpsearch.study.validate import parse_study_config
+    from hpsearch.trials.context import NullObserver
+
+    class Notes(NullObserver):
+        def __init__(self) -> None:
+            self.notes: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.notes.append(text)
+
+    import optuna
+
+    obs = Notes()
+    cfg = parse_study_config(study)
+    res = run_study(cfg, storage=url, artifacts=f"{tmp}/art-{cfg.name}", observer=obs)
+    return res, optuna.load_study(study_name=cfg.name, storage=url).get_trials(), obs.notes
+
+
+def scale_figures(trials: list[Any]) -> dict:
+    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
+    n = len(done)
+
+    def mean_ms(lo: float, hi: float) -> float:
+        part = done[int(lo * n):max(int(lo * n) + 1, int(hi * n))]
+        return 1000 * statistics.fmean(t.user_attrs.get("sample_time", 0.0) for t in part)
+
+    early, late = mean_ms(0.1, 0.3), mean_ms(0.8, 1.0)
+    wall = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    fit = sum(t.user_attrs.get("fit_time", 0.0) for t in done)
+    return {"trials": n, "sample_ms_10_30": round(early, 1), "sample_ms_80_100": round(late, 1),
+            "late_over_early": round(late / early, 2) if early else None, "wall_s": round(wall, 1),
+            "overhead_share": round(1 - fit / wall, 3) if wall else None}
+
+
+def scale(a: argparse.Namespace) -> None:
+    import tensorflow as tf  # noqa: F401  (import cost paid before the first study)
+
+    server = None
+    urls: dict[str, str] = {}
+    tmp = tempfile.mkdtemp(prefix="bench-sampling-")
+    for storage in a.storages.split(","):
+        if storage == "sqlite":
+            urls[storage] = f"sqlite:///{tmp}/b.db"
+        elif storage == "postgresql":
+            if a.pg:
+                urls[storage] = a.pg
+            else:
+                from tests.pg import PostgresServer
+
+                server = PostgresServer().start()
+                urls[storage] = server.url(server.create_database())
+        else:
+            raise SystemExit(f"--storages: unknown storage {storage!r} (sqlite, postgresql)")
+    try:
+        for size in (int(s) for s in a.sizes.split(",")):
+            for storage, url in urls.items():
+                for variant in a.samplers.split(","):
+                    use_variant(variant, (250, 250))
+                    name = f"scale-{variant}-{size}-{time.time_ns() % 10**9}"
+                    t0 = time.perf_counter()
+                    _, trials, notes = run(tiny_study(name, size, a.epochs, a.seed), url, tmp)
+                    row = {"size": size, "storage": storage, "sampler": variant, **scale_figures(trials),
+                           "run_s": round(time.perf_counter() - t0, 1)}
+                    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+                    for note in notes:
+                        if "sampler" in note:
+                            print("   ", note, flush=True)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _filled(url: str, name: str, size: int, seed: int) -> Any:
+    """(study, its RDBStorage): ``size`` seeded random COMPLETE trials on the tiny model's space."""
+    import math
+    import random
+
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    space = {"n_hidden": IntDistribution(1, 2), "n_neurons": IntDistribution(4, 32),
+             "learning_rate": FloatDistribution(1e-3, 0.1, log=True)}
+    rng = random.Random(seed)
+    storage = optuna.storages.RDBStorage(url)
+    if url.startswith("sqlite"):  # the fill only: no fsync per commit (the measured study reopens it)
+        import sqlalchemy
+
+        sqlalchemy.event.listen(storage.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous=OFF"))
+        storage.engine.dispose()
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    trials = []
+    for _ in range(size):
+        p = {"n_hidden": rng.randint(1, 2), "n_neurons": rng.randint(4, 32), "learning_rate": 10 ** rng.uniform(-3, -1)}
+        value = 1 - (math.log10(p["learning_rate"]) + 1.7) ** 2 - (p["n_neurons"] - 20) ** 2 / 900 + rng.gauss(0, 0.02)
+        trials.append(optuna.trial.create_trial(params=p, distributions=space, value=value))
+    study.add_trials(trials)
+    storage.engine.dispose()
+    storage = optuna.storages.RDBStorage(url)  # what hpsearch holds: the study lock needs its engine
+    return optuna.load_study(study_name=name, storage=storage), storage
+
+
+def propose(a: argparse.Namespace) -> None:
+    """The proposal cost alone, without training: one pack of ``--pack`` trials reserved and
+    suggested the way the packed loop does it (Budget.reserve_many, then suggest_*), on a study
+    already holding ``size`` finished trials; per-trial wall and CPU ms, per variant."""
+    import optuna
+
+    from hpsearch.engines.packsampling import HISTORY, PackTPESampler
+    from hpsearch.execution.budget import Budget
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    server = None
+    tmp = tempfile.mkdtemp(prefix="bench-sampling-p-")
+    try:
+        for storage in a.storages.split(","):
+            for size in (int(s) for s in a.sizes.split(",")):
+                if storage == "sqlite":
+                    url = f"sqlite:///{tmp}/p-{size}.db"
+                elif a.pg:
+                    url = a.pg
+                else:
+                    if server is None:
+                        from tests.pg import PostgresServer
+
+                        server = PostgresServer().start()
+                    url = server.url(server.create_database())
+                study, storage_obj = _filled(url, f"p-{size}-{time.time_ns() % 10**9}", size, a.seed)
+                for variant in a.samplers.split(","):
+                    tpe = optuna.samplers.TPESampler(seed=a.seed, multivariate=True, constant_liar=True,
+                                                     n_startup_trials=10)
+                    study.sampler = PackTPESampler(tpe, a.pack, HISTORY) if variant == "batched" else tpe
+                    budget = Budget(study, storage_obj, url, study._study_id, None)
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    trials, _ = budget.reserve_many(a.pack)
+                    for trial in trials:
+                        trial.suggest_int("n_hidden", 1, 2)
+                        trial.suggest_int("n_neurons", 4, 32)
+                        trial.suggest_float("learning_rate", 1e-3, 0.1, log=True)
+                    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                    for trial in trials:
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # not fitted on by the next variant
+                    print(f"propose size={size} storage={storage} sampler={variant} pack={a.pack}"
+                          f" ms_per_trial_wall={1000 * wall / a.pack:.1f} ms_per_trial_cpu={1000 * cpu / a.pack:.1f}",
+                          flush=True)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def quality(a: argparse.Namespace) -> None:
+    from bench_packing import anchor_study
+
+    cap = tuple(int(x) for x in a.cap.split(","))
+    tmp = tempfile.mkdtemp(prefix="bench-sampling-q-")
+    table: dict[str, list[tuple[float, float]]] = {}
+    for seed in (int(s) for s in a.seeds.split(",")):
+        for variant in a.samplers.split(","):
+            use_variant(variant, (cap[0], cap[1]))
+            study = {**anchor_study(f"q-{variant}-{seed}", str(a.quality_pack), a.quality_epochs),
+                     "search": {"engine": "optuna", "sampler": "tpe", "pruner": "none",
+                                "n_trials": a.quality_trials, "metric": "accuracy", "seed": seed, "keep_models": 1}}
+            res, _, _ = run(study, f"sqlite:///{tmp}/q-{variant}-{seed}.db", tmp)
+            table.setdefault(variant, []).append((res.best_value, res.test_score))
+            print(f"seed={seed} sampler={variant} best_val={res.best_value:.4f} test={res.test_score:.4f}", flush=True)
+    print("sampler      mean best_val (per seed)                 mean test")
+    for variant, rows in table.items():
+        vals = " ".join(f"{v:.4f}" for v, _ in rows)
+        print(f"{variant:<12} {statistics.fmean(v for v, _ in rows):.4f} ({vals})  "
+              f"{statistics.fmean(t for _, t in rows):.4f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["scale", "propose", "quality"])
+    p.add_argument("--pack", type=int, default=64, help="propose: the pack size")
+    p.add_argument("--sizes", default="100,1000", help="trials per study (10000 is reachable, hours on 2 cores)")
+    p.add_argument("--storages", default="sqlite,postgresql")
+    p.add_argument("--pg", help="a PostgreSQL URL (default: a throw-away server from tests/pg.py)")
+    p.add_argument("--samplers", default=None, help="scale: batched,sequential; quality: sequential,batched,capped")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--quality-trials", type=int, default=48)
+    p.add_argument("--quality-pack", type=int, default=8)
+    p.add_argument("--quality-epochs", type=int, default=20)
+    p.add_argument("--cap", default="10,10", help="quality, capped: best N, recent M")
+    a = p.parse_args(argv)
+    if a.samplers is None:
+        a.samplers = "sequential,batched,capped" if a.what == "quality" else "batched,sequential"
+    {"scale": scale, "propose": propose, "quality": quality}[a.what](a)
+
+
+if __name__ == "__main__":
+    main()

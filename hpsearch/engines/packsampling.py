@@ -1,0 +1,248 @@
+"""Proposals for a whole pack from one TPE fit, and a bounded history for long studies (issue 26).
+
+Optuna's TPE refits on every finished trial at every ``ask``: a pack of K trials pays K fits, and
+each fit grows with the study. :class:`PackTPESampler` wraps the study's ``TPESampler``: the first
+``sample_relative`` after a tell in this process fits TPE once (one storage read, one split, the two
+Parzen estimators l and g, as TPE itself builds them) and the next asks draw from that fit until a
+trial is told. Each proposal is the best of its own block of ``n_ei_candidates`` candidates drawn
+from l, as a sequential ask is, scored by l / g_j, where g_j is g with a kernel added for every
+proposal already made (the kernel a refit of g would give that point): the constant liar's effect
+without a refit, so a pack spreads as a sequential constant-liar pack does. Candidates are scored
+in lazy chunks (1, 1, 2, 4, ... blocks), so a refill that needs one proposal costs one TPE ask.
+Trials stay ordinary: ``study.ask()`` and ``suggest_*`` record them, and each proposal is written
+to the trial's ``tpe:relative_params`` attribute, as TPE does, so other workers' TPE sees it.
+
+Bounded history (:data:`HISTORY`): above ``above`` finished trials, TPE is fitted on the best
+``n_best`` complete trials, the ``n_recent`` most recent finished ones and every running one
+(:func:`bounded_history`). With ``n_best`` at least TPE's 25 "good" trials, l is the same as with
+the whole history; g loses old poor trials, which TPE's weights already discount.
+
+The private Optuna names used here are listed, with their reasons, in :mod:`hpsearch.compat`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+from optuna.samplers import BaseSampler, TPESampler
+from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
+from optuna.samplers._tpe.probability_distributions import (
+    _BatchedCategoricalDistributions,
+    _MixtureOfProductDistribution,
+)
+from optuna.samplers._tpe.sampler import (
+    _RELATIVE_PARAMS_KEY,
+    _SYSTEM_ATTR_MAX_LENGTH,
+    _split_trials,
+    default_gamma,
+    default_gamma_multiobjective,
+)
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["HistoryCap", "HISTORY", "PackPlan", "PackTPESampler", "bounded_history"]
+
+_FIT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class HistoryCap(NamedTuple):
+    """Fit on the best ``n_best`` + the ``n_recent`` most recent finished trials, once more than
+    ``above`` trials have finished."""
+
+    n_best: int
+    n_recent: int
+    above: int
+
+    def line(self) -> str:
+        return (f"hpsearch: sampler tpe: {self.above}+ finished trials: TPE now fits on the best {self.n_best}"
+                f" + the {self.n_recent} most recent finished trials + the running ones (bounded history)")
+
+
+#: The cap, chosen by measurement (benchmarks/bench_sampling.py): no quality drop on the anchors' space.
+HISTORY = HistoryCap(n_best=250, n_recent=250, above=1000)
+
+
+def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection], n_best: int,
+                    n_recent: int) -> list[FrozenTrial]:
+    """The best ``n_best`` COMPLETE trials (first objective), the ``n_recent`` most recent finished
+    ones (COMPLETE or PRUNED) and every unfinished one (the running liars), in trial-number order
+    (TPE's weights rank by recency)."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    sign = -1.0 if directions[0] == StudyDirection.MAXIMIZE else 1.0
+    keep = {t.number for t in sorted(done, key=lambda t: sign * t.values[0])[:n_best]}
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    keep.update(t.number for t in (finished[-n_recent:] if n_recent > 0 else []))
+    return sorted((t for t in trials if t.number in keep or not t.state.is_finished()), key=lambda t: t.number)
+
+
+class PackPlan:
+    """One TPE fit; :meth:`next` returns proposals (external values) one at a time."""
+
+    def __init__(self, tpe: TPESampler, study: Any, space: dict[str, Any], k: int,
+                 trials: list[FrozenTrial]) -> None:
+        self.tpe, self.space, self.k = tpe, space, max(1, k)
+        n_fit = sum(t.state != TrialState.RUNNING for t in trials)
+        gamma = tpe._gamma or (default_gamma if len(study.directions) <= 1 else default_gamma_multiobjective)
+        below, above = _split_trials(study, trials, gamma(n_fit))
+        self.mpe_below: _ParzenEstimator = tpe._build_parzen_estimator(study, space, below, handle_below=True)
+        self.mpe_above: _ParzenEstimator = tpe._build_parzen_estimator(study, space, above, handle_below=False)
+        par = tpe._parzen_estimator_parameters
+        n_obs = len(self.mpe_above._mixture_distribution.weights) - 1  # the last kernel is the prior
+        self.s_above = float(np.asarray(par.weights(n_obs))[:n_obs].sum()) + par.prior_weight  # g's mass
+        self.n_ei, self.rng = tpe._n_ei_candidates, tpe._rng.rng
+        self.picks: list[np.ndarray] = []
+        self.kernels: list[_MixtureOfProductDistribution] = []
+        self.sorted_mu: list[np.ndarray] = [  # g's kernel centres per numeric parameter (no prior)
+            np.empty(0) if isinstance(d, _BatchedCategoricalDistributions) else np.sort(d.mu[:-1])
+            for d in self.mpe_above._mixture_distribution.distributions]
+        self.cand = np.empty((0, len(space)))
+        self.log_l = self.log_g = self.liar_sum = np.empty(0)
+        self.block = 0
+
+    def _extend(self, m: int) -> None:
+        """``m`` more candidates from l with log l, log g (one batched evaluation each) and the liars."""
+        cand = self.mpe_below.sample(self.rng, m)
+        arr = np.array([cand[p] for p in self.space]).T
+        liar = np.full(m, -np.inf)
+        for kern in self.kernels:
+            liar = np.logaddexp(liar, kern.log_pdf(arr))
+        self.cand = np.vstack([self.cand, arr])
+        self.log_l = np.concatenate([self.log_l, self.mpe_below.log_pdf(cand)])
+        self.log_g = np.concatenate([self.log_g, self.mpe_above.log_pdf(cand)])
+        self.liar_sum = np.concatenate([self.liar_sum, liar])
+
+    def _liar_kernel(self, row: np.ndarray) -> _MixtureOfProductDistribution:
+        """The kernel a refit of g on (its trials + this point) gives the point, by TPE's bandwidth
+        rule (the larger gap to the sorted neighbours, the inner gap at the ends without
+        consider_endpoints, clipped to [range / min(100, kernels + 1), range]) in O(log N)."""
+        par = self.tpe._parzen_estimator_parameters
+        n_obs = len(self.mpe_above._mixture_distribution.weights)  # g's observations + this point
+        dists: list[Any] = []
+        for i, d in enumerate(self.mpe_above._mixture_distribution.distributions):
+            if isinstance(d, _BatchedCategoricalDistributions):
+                w = np.full((1, d.weights.shape[1]), par.prior_weight / (n_obs + 1))
+                w[0, int(row[i])] += 1
+                dists.append(d._replace(weights=w / w.sum()))
+                continue
+            v = float(np.log(row[i])) if d.is_log else float(row[i])
+            lo, hi, srt = d.adapted_low, d.adapted_high, self.sorted_mu[i]
+            j = int(np.searchsorted(srt, v))
+            left, right = (srt[j - 1] if j > 0 else lo), (srt[j] if j < len(srt) else hi)
+            if not par.consider_endpoints and len(srt) >= 2 and j in (0, len(srt)):
+                sigma = right - v if j == 0 else v - left
+            else:
+                sigma = max(v - left, right - v)
+            minsigma = (hi - lo) / min(100.0, 1.0 + n_obs + 1) if par.consider_magic_clip else 1e-12
+            dists.append(d._replace(mu=np.array([v]), sigma=np.array([float(np.clip(sigma, minsigma, hi - lo))])))
+        return _MixtureOfProductDistribution(weights=np.array([1.0]), distributions=dists)
+
+    def next(self) -> dict[str, Any]:
+        """The next proposal: the best of its own block of candidates under l / g_j, no exact repeat."""
+        have = len(self.cand) // self.n_ei
+        if self.block >= have:  # evaluate more blocks: 1, 1, 2, 4, ... (capped at the pack size)
+            self._extend(self.n_ei * max(1, min(have, self.k)))
+        idx = np.arange(self.block * self.n_ei, (self.block + 1) * self.n_ei)
+        self.block += 1
+        score = self.log_l[idx] - self.log_g[idx]
+        j = len(self.picks)
+        if j:
+            log_gj = np.logaddexp(np.log(self.s_above) + self.log_g[idx], self.liar_sum[idx]) - np.log(self.s_above + j)
+            score = self.log_l[idx] - log_gj
+        order = np.argsort(-score, kind="stable")
+        best = next((idx[i] for i in order if not any(np.array_equal(self.cand[idx[i]], p) for p in self.picks)),
+                    idx[order[0]])
+        row = self.cand[best].copy()
+        self.picks.append(row)
+        kern = self._liar_kernel(row)
+        self.kernels.append(kern)
+        self.liar_sum = np.logaddexp(self.liar_sum, kern.log_pdf(self.cand))
+        return {p: dist.to_external_repr(row[n]) for n, (p, dist) in enumerate(self.space.items())}
+
+
+class PackTPESampler(BaseSampler):
+    """A ``TPESampler`` that fits once per pack (see the module docstring): ``sample_relative``
+    serves proposals from one :class:`PackPlan` until a trial of this process is told, then the
+    next ask refits. Startup random trials, independent sampling and search-space inference are the
+    wrapped sampler's. Under Hyperband each bracket's study view gets a plan of its own. ``say``
+    receives the one line said when the bounded history starts applying."""
+
+    def __init__(self, tpe: TPESampler, pack_size: int, history: HistoryCap | None = HISTORY,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.tpe, self.k, self.history, self.say = tpe, pack_size, history, say
+        # one plan per study view: Hyperband passes each trial its bracket's view (``_bracket_id``)
+        self.plans: dict[Any, PackPlan] = {}
+        self.fits, self.bounded = 0, False
+
+    def reseed_rng(self) -> None:
+        self.tpe.reseed_rng()
+
+    def infer_relative_search_space(self, study: Any, trial: FrozenTrial) -> dict[str, Any]:
+        plan = self.plans.get(getattr(study, "_bracket_id", None))
+        if plan is not None:
+            return plan.space  # no storage read inside a pack
+        return self.tpe.infer_relative_search_space(study, trial)
+
+    def _fit_trials(self, study: Any) -> list[FrozenTrial]:
+        trials = study.get_trials(deepcopy=False, states=_FIT_STATES)
+        cap = self.history
+        if cap is None or sum(t.state.is_finished() for t in trials) <= cap.above:
+            return trials
+        if not self.bounded:
+            self.bounded = True
+            if self.say is not None:
+                self.say(cap.line())
+        return bounded_history(trials, study.directions, cap.n_best, cap.n_recent)
+
+    def sample_relative(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        key = getattr(study, "_bracket_id", None)
+        plan = self.plans.get(key)
+        if plan is None or plan.space != search_space:
+            trials = self._fit_trials(study)
+            if sum(t.state != TrialState.RUNNING for t in trials) < self.tpe._n_startup_trials:
+                return {}  # random startup: the wrapped TPE's independent sampling
+            plan = self.plans[key] = PackPlan(self.tpe, study, search_space, self.k, trials)
+            self.fits += 1
+        params = plan.next()
+        if self.tpe._constant_liar:  # as TPESampler does: other workers' constant liar sees it
+            text = json.dumps(params)
+            step = _SYSTEM_ATTR_MAX_LENGTH
+            for i in range(0, len(text), step):
+                study._storage.set_trial_system_attr(trial._trial_id, f"{_RELATIVE_PARAMS_KEY}:{i // step}",
+                                                     text[i:i + step])
+        return params
+
+    def sample_independent(self, study: Any, trial: FrozenTrial, name: str, dist: Any) -> Any:
+        return self.tpe.sample_independent(study, trial, name, dist)
+
+    def before_trial(self, study: Any, trial: FrozenTrial) -> None:
+        self.tpe.before_trial(study, trial)
+
+    def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self.plans.clear()  # a tell: the next ask refits on the new result
+        self.tpe.after_trial(study, trial, state, values)
+
+
+def pack_sampling(ctx: Any, k: int) -> None:
+    """Give the packed loop of ``ctx`` one sampler fit per pack of ``k`` where the sampler allows it
+    (TPE), and say in one line (run output and study attribute) which way proposals are made."""
+    from hpsearch.records import STUDY
+
+    study, name = ctx.study, ctx.cfg.search.sampler
+
+    def decide(text: str, attr: str = STUDY.SAMPLING) -> None:
+        ctx.decide(attr, name, text.removeprefix("hpsearch: "))  # one line, and in STUDY.DECISIONS
+        study.set_user_attr(attr, text)
+
+    if type(study.sampler) is TPESampler:
+        study.sampler = PackTPESampler(study.sampler, k, HISTORY,
+                                       say=lambda text: decide(text, STUDY.SAMPLING_HISTORY))
+        decide(f"hpsearch: sampler tpe: one fit per pack of {k} (constant-liar spread inside the pack); above"
+               f" {HISTORY.above} finished trials it fits on the best {HISTORY.n_best}"
+               f" + {HISTORY.n_recent} most recent")
+    elif name in ("gp", "cmaes"):
+        decide(f"hpsearch: sampler {name}: one ask per trial of the pack of {k} (no batched proposals for {name})")
