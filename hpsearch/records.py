@@ -47,6 +47,7 @@ class STUDY:
     REFIT_EPOCHS = "refit_epochs"
     REMOVED_ARTIFACTS = "removed_artifacts"  # ids of models dropped by keep_models
     STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
+    DEADLINE_PLAN = "deadline_plan"  # packs planned from search.timeout: one line per decision
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
 
@@ -81,6 +82,7 @@ class TRIAL:
     COPIED_FROM = "copied_from"  # "STUDY#NUMBER": copied by search.warm_start (not in the trial budget)
     PACK_SIZE = "pack_size"  # trials trained together in one compiled model (hpsearch.packing.model)
     PACK_SLOT = "pack_slot"  # this trial's place in its pack
+    DEADLINE_STOP = "deadline_stopped_at_epoch"  # a pack member ended there (0-based) by search.timeout
 
 
 def clean_attr(value: Any) -> Any:

@@ -21,7 +21,7 @@ import numpy as np
 
 from hpsearch.models.builders import call_builder
 from hpsearch.packing.model import MemberSpec, PackedModel, auto_pack_size, member_seeds, member_spec, pack_refusal
-from hpsearch.packing.train import MemberResult, PackSettings, train_pack
+from hpsearch.packing.train import MemberResult, Pace, PackSettings, train_pack
 from hpsearch.records import TRIAL, best_of, outranks, ranked
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.runner import Fitted, TrialRunner
@@ -156,6 +156,13 @@ class PackedRunner:
                  check_steps: set[int] | None = None) -> None:
         self.ctx, self.pack_size = ctx, pack_size
         self.single = TrialRunner(ctx, extra_callbacks, check_steps)
+        self.deadline: float | None = None  # time.monotonic() by which packs end (search.timeout)
+        self.pace = Pace()  # how fast the last pack trained: what the next one is planned from
+
+    def plan(self, left: float) -> int | None:
+        """How many trials a new pack can train for all their epochs in ``left`` seconds (at most
+        ``pack_size``), from the last pack's pace; None before a pack ran two epochs."""
+        return self.pace.fits(left, self.ctx.cfg.train.epochs, self.pack_size)
 
     def __call__(self, trial: Any) -> Candidate:
         """One trial alone (a re-queued trial, or the last of the budget)."""
@@ -196,7 +203,7 @@ class PackedRunner:
                             direction=self.ctx.direction, patience=es.patience if es is not None else epochs,
                             min_delta=es.min_delta if es is not None else 0.0,
                             restore_best=es.restore_best_weights if es is not None else True,
-                            y_valid_var=r.y_valid_var)
+                            y_valid_var=r.y_valid_var, deadline=self.deadline)
 
     def _keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
         """The members (indices of ``res``; ``numbers`` their trial numbers) whose models rank in
@@ -272,7 +279,7 @@ class _Pack:
         try:
             res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
                              self.runner._settings(), self.reports, callbacks=single.extra_callbacks,
-                             refill=self._refill if self.more is not None else None)
+                             refill=self._refill if self.more is not None else None, pace=self.runner.pace)
             self._end([i for i in range(self.size) if i in self.trials], res)
         finally:
             self.reports.close()
@@ -293,14 +300,20 @@ class _Pack:
                 TRIAL.REPORT_TIME: self.reports.wait_time * r.epochs / max(1, self.member_epochs + busy),
                 TRIAL.SAMPLE_TIME: self.sample_time[i], TRIAL.WORKER: self.runner.single.worker,
                 TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i}
+            if r.deadline_stop:
+                attrs[TRIAL.DEADLINE_STOP] = r.stopped_at
             t_keep = time.monotonic()
             cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
             attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
             self.finish(trial, cand)
 
-    def _refill(self, ended: list[int], res: list[MemberResult]) -> set[int]:
-        """Finish ``ended`` and give their slots new trials; returns the slots refilled."""
+    def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
+        """Finish ``ended`` and give their slots new trials while a member's epochs fit before the
+        deadline (``room``); returns the slots refilled."""
         self._end(ended, res)
+        if not room:
+            self.more = None  # no new member could end before search.timeout: none is started
+            return set()
         free, placed = list(ended), set()
         for item in list(self.waiting):  # waiting trials first, in the order they were reserved
             slot = next((m for m in free if isinstance(item[2], MemberSpec) and self.pm.fits(m, item[2])), None)

@@ -300,7 +300,7 @@ def test_a_refilled_slot_trains_its_new_member_as_alone():
     pm.init_weights([0, 1])
     start: list[list[np.ndarray]] = []
 
-    def refill(ended: list[int], res: list) -> set[int]:
+    def refill(ended: list[int], res: list, room: bool) -> set[int]:
         if start or 1 not in ended:
             return set()
         assert pm.fits(1, member_spec(build_mlp, new))
