@@ -84,11 +84,14 @@ class PackSettings:
 @dataclass
 class Pace:
     """How fast a pack trained: its first epoch (trace and compile included) and its latest epoch,
-    in seconds, for ``slots`` members; what the next pack is planned from (:meth:`fits`)."""
+    in seconds, for ``slots`` members, and the seconds recording one ended member took (its trial
+    told, its model stored: kept across packs); what the deadline is checked against and the next
+    pack is planned from (:meth:`fits`)."""
 
     slots: int = 0
     first_s: float | None = None
     epoch_s: float | None = None
+    finish_s: float = 0.0
 
     def epoch(self) -> float | None:
         """Seconds of one epoch of this pack (the first one, compile included, until a second ran)."""
@@ -101,7 +104,7 @@ class Pace:
         if self.first_s is None or self.epoch_s is None or not self.slots:
             return None
         compile_s = max(0.0, self.first_s - self.epoch_s)
-        per_member = self.epoch_s / self.slots * epochs
+        per_member = self.epoch_s / self.slots * epochs + self.finish_s
         return max(0, min(cap, int((left - compile_s) / per_member)))
 
 
@@ -239,12 +242,12 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
                 pace.first_s = now - clock[0]
             else:
                 pace.epoch_s = now - clock[0]
-            epoch_s = pace.epoch() or 0.0
-            if s.deadline is not None and now + epoch_s > s.deadline:
-                _stop_at_deadline(pm, res)
+            epoch_s, left = pace.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
+            if epoch_s + pace.finish_s * sum(r.state == "RUNNING" for r in res) > left:
+                _stop_at_deadline(pm, res)  # the next epoch, and recording them after it, would pass the deadline
             ended = [i for i in running if res[i].state != "RUNNING"]
             _finish(pm, res, ended, s.restore_best)
-            room = s.deadline is None or now + epoch_s * s.epochs <= s.deadline
+            room = epoch_s * s.epochs + pace.finish_s * (len(running) - len(ended) + 1) <= left
             for i in refill(ended, res, room) if refill is not None and ended else ():
                 res[i] = MemberResult()
             clock[0] = now
