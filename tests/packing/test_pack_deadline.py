@@ -5,6 +5,7 @@ far), and the run ends within seconds of its timeout with every started trial re
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 import numpy as np
 import optuna
@@ -48,9 +49,24 @@ def test_members_end_at_the_epoch_before_the_deadline_and_no_slot_is_refilled():
     assert pace.fits(100.0, 50, 8) == 8 and pace.fits(0.5, 50, 8) == 0
 
 
-def test_a_packed_study_ends_within_seconds_of_its_timeout(sqlite_url, tmp_path):
+def test_a_packed_study_ends_within_seconds_of_its_timeout(sqlite_url, tmp_path, monkeypatch):
     """Members that would train 20000 epochs (minutes) under a 6 s timeout: the run ends a few
-    seconds after the timeout, no trial is left RUNNING and the stopped members are COMPLETE."""
+    seconds after the timeout (or after the pack's first epoch, trace and compile included, where
+    a loaded machine makes that later: no pack stops before it), no trial is left RUNNING and the
+    stopped members are COMPLETE."""
+    from hpsearch.packing import runner as packed
+
+    first_epoch: list[datetime] = []
+    real = packed.train_pack
+
+    def timed(*args, **kwargs):
+        start = datetime.now()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            first_epoch.append(start + timedelta(seconds=kwargs["pace"].first_s))
+
+    monkeypatch.setattr(packed, "train_pack", timed)
     timeout = 6.0
     cfg = parse_study_config({
         "name": "deadline",
@@ -59,14 +75,19 @@ def test_a_packed_study_ends_within_seconds_of_its_timeout(sqlite_url, tmp_path)
         "space": {"n_hidden": {"int": [1, 1]}, "n_neurons": {"int": [4, 16]},
                   "learning_rate": {"float": [0.005, 0.05], "log": True}},
         "train": {"epochs": 20000, "batch_size": 16, "pack": 4},
-        "search": {"engine": "optuna", "timeout": timeout, "seed": 0, "sampler": "random", "pruner": "none"},
+        "search": {"engine": "optuna", "timeout": timeout, "seed": 0, "sampler": "random", "pruner": "none",
+                   "keep_models": 1},
     })
     res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
     study = optuna.load_study(study_name="deadline", storage=sqlite_url)
     trials = study.get_trials()
     assert trials and all(t.state != TrialState.RUNNING for t in trials)
-    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    assert span < timeout + 5.0, span  # before: the pack trained its members' 20000 epochs out (minutes)
+    due = max(min(t.datetime_start for t in trials) + timedelta(seconds=timeout), first_epoch[0])
+    late = (max(t.datetime_complete for t in trials) - due).total_seconds()
+    # recording the 4 trials and storing the best one's model (imports included) follows the last epoch:
+    # seconds on a quiet machine, up to 12 s measured under a load of 16 on 2 cores; before, the pack
+    # trained its members' 20000 epochs out (minutes)
+    assert late < 15.0, late
     stopped = [t for t in trials if TRIAL.DEADLINE_STOP in t.user_attrs]
     assert stopped and all(t.state == TrialState.COMPLETE for t in stopped)
     for t in stopped:
