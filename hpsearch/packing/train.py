@@ -243,7 +243,8 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
             else:
                 pace.epoch_s = now - clock[0]
             epoch_s, left = pace.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
-            if epoch_s + pace.finish_s * sum(r.state == "RUNNING" for r in res) > left:
+            next_s = pace.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
+            if next_s + pace.finish_s * sum(r.state == "RUNNING" for r in res) > left or left <= 0:
                 _stop_at_deadline(pm, res)  # the next epoch, and recording them after it, would pass the deadline
             ended = [i for i in running if res[i].state != "RUNNING"]
             _finish(pm, res, ended, s.restore_best)
