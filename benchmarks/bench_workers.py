@@ -56,8 +56,8 @@ def _params(n: int, seed: int) -> list[dict]:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    return [{"n_hidden": int(rng.integers(1, 4)), "n_neurons": int(round(float(np.exp(rng.uniform(np.log(16),
-             np.log(128)))))), "learning_rate": float(np.exp(rng.uniform(np.log(1e-3), np.log(3e-2))))}
+    return [{"n_hidden": int(rng.integers(1, 4)), "n_neurons": round(float(np.exp(rng.uniform(np.log(16),
+             np.log(128))))), "learning_rate": float(np.exp(rng.uniform(np.log(1e-3), np.log(3e-2))))}
             for _ in range(n)]
 
 

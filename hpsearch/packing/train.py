@@ -218,8 +218,8 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
     import keras
 
     res = [MemberResult() for _ in pm.specs]
-    pace = pace if pace is not None else Pace()
-    pace.slots, pace.first_s, pace.epoch_s = len(res), None, None
+    timing = pace if pace is not None else Pace()
+    timing.slots, timing.first_s, timing.epoch_s = len(res), None, None
     clock = [time.monotonic()]
     n = len(X)
     nb = -(-n // s.batch_size)
@@ -238,17 +238,17 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
             _epoch_end(pm, res, s, member_scores(pm.task, s.metric, pred, yv, s.y_valid_var), hook,
                        None if s.monitor is None else s.monitor(pred))
             now = time.monotonic()
-            if pace.first_s is None:
-                pace.first_s = now - clock[0]
+            if timing.first_s is None:
+                timing.first_s = now - clock[0]
             else:
-                pace.epoch_s = now - clock[0]
-            epoch_s, left = pace.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
-            next_s = pace.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
-            if next_s + pace.finish_s * sum(r.state == "RUNNING" for r in res) > left or left <= 0:
+                timing.epoch_s = now - clock[0]
+            epoch_s, left = timing.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
+            next_s = timing.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
+            if next_s + timing.finish_s * sum(r.state == "RUNNING" for r in res) > left or left <= 0:
                 _stop_at_deadline(pm, res)  # the next epoch, and recording them after it, would pass the deadline
             ended = [i for i in running if res[i].state != "RUNNING"]
             _finish(pm, res, ended, s.restore_best)
-            room = epoch_s * s.epochs + pace.finish_s * (len(running) - len(ended) + 1) <= left
+            room = epoch_s * s.epochs + timing.finish_s * (len(running) - len(ended) + 1) <= left
             for i in refill(ended, res, room) if refill is not None and ended else ():
                 res[i] = MemberResult()
             clock[0] = now
