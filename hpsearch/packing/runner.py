@@ -292,7 +292,7 @@ class _Pack:
         busy = sum(r.epochs for i, r in enumerate(res) if i not in members and r.state == "RUNNING")
         fit_time = time.monotonic() - self.t0 - self.reports.wait_time
         per_epoch = fit_time / max(1, self.member_epochs + busy)
-        t_end = time.monotonic()
+        tell_s, n_tell, keep_s = 0.0, 0, 0.0
         keep, lead = self.runner._keepers([res[i] for i in members], [self.trials[i].number for i in members])
         for j, i in enumerate(members):
             trial, r = self.trials.pop(i), res[i]
@@ -307,8 +307,13 @@ class _Pack:
             cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
             attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
             self.finish(trial, cand)
-        if members:  # what ending a member costs: the deadline keeps room for it
-            self.runner.pace.finish_s = (time.monotonic() - t_end) / len(members)
+            if j in keep:
+                keep_s += time.monotonic() - t_keep
+            else:
+                tell_s, n_tell = tell_s + time.monotonic() - t_keep, n_tell + 1
+        pace = self.runner.pace  # what ending members costs (told; kept models stored): the deadline keeps room
+        pace.finish_s = tell_s / n_tell if n_tell else pace.finish_s
+        pace.keep_s = keep_s if keep else pace.keep_s
 
     def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
         """Finish ``ended`` and give their slots new trials while a member's epochs fit before the

@@ -91,7 +91,8 @@ class Pace:
     slots: int = 0
     first_s: float | None = None
     epoch_s: float | None = None
-    finish_s: float = 0.0
+    finish_s: float = 0.0  # telling one ended member whose model is not kept
+    keep_s: float = 0.0  # storing the models of the members kept when members last ended together
 
     def epoch(self) -> float | None:
         """Seconds of one epoch of this pack (the first one, compile included, until a second ran)."""
@@ -105,7 +106,7 @@ class Pace:
             return None
         compile_s = max(0.0, self.first_s - self.epoch_s)
         per_member = self.epoch_s / self.slots * epochs + self.finish_s
-        return max(0, min(cap, int((left - compile_s) / per_member)))
+        return max(0, min(cap, int((left - compile_s - self.keep_s) / per_member)))
 
 
 #: a chunk of epochs' rows fed to one ``fit`` call at most this large (digits: all 100 epochs, 28 MB)
@@ -244,11 +245,11 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
                 timing.epoch_s = now - clock[0]
             epoch_s, left = timing.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
             next_s = timing.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
-            if next_s + timing.finish_s * sum(r.state == "RUNNING" for r in res) > left or left <= 0:
+            if next_s + timing.finish_s * sum(r.state == "RUNNING" for r in res) + timing.keep_s > left or left <= 0:
                 _stop_at_deadline(pm, res)  # the next epoch, and recording them after it, would pass the deadline
             ended = [i for i in running if res[i].state != "RUNNING"]
             _finish(pm, res, ended, s.restore_best)
-            room = epoch_s * s.epochs + timing.finish_s * (len(running) - len(ended) + 1) <= left
+            room = epoch_s * s.epochs + timing.finish_s * (len(running) - len(ended) + 1) + timing.keep_s <= left
             for i in refill(ended, res, room) if refill is not None and ended else ():
                 res[i] = MemberResult()
             clock[0] = now
