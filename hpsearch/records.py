@@ -48,6 +48,7 @@ class STUDY:
     REMOVED_ARTIFACTS = "removed_artifacts"  # ids of models dropped by keep_models
     STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
     DECISIONS = "decisions"  # every automatic decision: {key: {"value": ..., "line": the line the run said}}
+    DEADLINE_PLAN = "deadline_plan"  # packs planned from search.timeout: one line per decision
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
     PYTHON_SEARCH = "python_search"  # a search started from Python: its class and what it decided
@@ -90,6 +91,7 @@ class TRIAL:
     #: every Keras metric of every epoch: {"loss": [...], "val_loss": [...], ...} (a packed member:
     #: its validation metric; a scikit-learn candidate: the fold mean of each)
     HISTORY = "history"
+    DEADLINE_STOP = "deadline_stopped_at_epoch"  # a pack member ended there (0-based) by search.timeout
 
 
 def clean_attr(value: Any) -> Any:

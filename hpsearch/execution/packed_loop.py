@@ -5,15 +5,25 @@ budget, beats its own heartbeat and is recorded on its own through the loop's on
 soon as it ends; a slot it frees is refilled with a newly reserved trial (no rebuild, no compile)
 while the budget and the stop rules allow. A stopped or lost pack fails and re-queues every trial
 still running, so no work is counted twice and none is lost.
+
+With ``search.timeout``, packs respect its deadline: each pack after the first is planned from the
+last one's pace (as many trials as can train all their epochs in the time left; none: the search
+stops), a freed slot takes no new trial once a member's epochs no longer fit, and members still
+running when the next epoch would pass the deadline end at that epoch boundary, recorded COMPLETE
+with their best epoch so far (trial attribute ``deadline_stopped_at_epoch``): every started trial
+is recorded, each counted once in the budget. Reserved trials that never started are failed and
+re-queued for a later run.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hpsearch.execution.control import Control, Heartbeat, LoopSettings, TrialLost, WorkerStopped
 from hpsearch.execution.loop import LoopOutcome, TrialLoop, failure_text, run_trials
 from hpsearch.packing.runner import PackedRunner
+from hpsearch.records import STUDY, TRIAL
 from hpsearch.storage import is_connection_error
 from hpsearch.trials.context import Candidate, RunContext
 
@@ -27,6 +37,8 @@ class _PackLoop(TrialLoop):
         super().__init__(*args, **kwargs)
         self.live: dict[int, tuple[Any, int, Heartbeat]] = {}  # trial number -> (trial, storage id, heartbeat)
         self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
+        self.deadline_stops = 0  # members of the current pack ended by search.timeout
+        self.plan_notes: list[str] = []  # STUDY.DEADLINE_PLAN
 
     def run(self) -> bool:
         """The loop; reserved trials still waiting for a slot are trained (or, stopping, re-queued)."""
@@ -35,20 +47,51 @@ class _PackLoop(TrialLoop):
         finally:
             while self.carry:
                 carry, self.carry = self.carry, []
-                if self.ctl.stopping:
+                why = f"worker stopped ({self.ctl.stop_reason})" if self.ctl.stopping else None
+                if why is None and self._planned(len(carry)) < len(carry):
+                    why = "search.timeout: not started, its epochs would end after the deadline"
+                if why is not None:
                     for trial in carry:
-                        self._finish(trial, Candidate(params=dict(trial.params), state="FAIL",
-                                                      failure=f"worker stopped ({self.ctl.stop_reason})"), True)
+                        self._finish(trial, Candidate(params=dict(trial.params), state="FAIL", failure=why), True)
                 else:
                     self.run_pack(carry, refill=False)
 
     def step(self) -> tuple[bool, bool]:
-        """Reserve up to K trials (after the carried ones) and train them together."""
-        trials, finished = self._reserve(self.runner.pack_size - len(self.carry))
+        """Reserve up to K trials (after the carried ones; fewer when the timeout leaves time for
+        fewer) and train them together."""
+        k = self._planned(self.runner.pack_size)
+        if k == 0:
+            return False, False  # the stop rule tripped: the loop ends
+        trials, finished = self._reserve(k - len(self.carry))
         trials, self.carry = [*self.carry, *trials], []
         if trials:
             self.run_pack(trials)
         return bool(trials), finished
+
+    def _planned(self, k: int) -> int:
+        """How many of ``k`` trials the next pack trains: all without ``search.timeout`` or before a
+        pack has run, else as many as can train all their epochs before its deadline (0: the
+        search stops, one line saying why). Each smaller pack is one line and a study attribute."""
+        deadline = self.runner.deadline = self.rules.deadline()
+        left = None if deadline is None else deadline - time.monotonic()
+        fit = None if left is None else self.runner.plan(left)
+        if fit is None or fit >= k:
+            return k
+        epochs, timeout = self.ctx.cfg.train.epochs, self.rules.timeout
+        if fit == 0:
+            self.retry(lambda: self.rules.tripped(self.ctx, reason=(
+                f"timeout: {left:.1f} s left cannot fit a pack's compile and {epochs} epochs"
+                f" (search.timeout = {timeout:g} s)")), "stop-rule check")
+            return 0
+        self._note(f"hpsearch: search.timeout: a pack of {fit} trials, not {k}: {left:.1f} s left fit the compile"
+                   f" and {epochs} epochs of {fit} members at the last pack's pace")
+        return fit
+
+    def _note(self, line: str) -> None:
+        self.ctx.observer.message(line)
+        self.plan_notes.append(line)
+        notes = list(self.plan_notes)
+        self.retry(lambda: self.ctx.study.set_user_attr(STUDY.DEADLINE_PLAN, notes), "study attribute")
 
     def _reserve(self, k: int) -> tuple[list[Any], bool]:
         """Up to ``k`` trials against the exact budget: one lock and one count for the pack."""
@@ -76,6 +119,7 @@ class _PackLoop(TrialLoop):
         """Record one trial of the pack as it ends (its heartbeat stops first)."""
         _, tid, hb = self.live.pop(trial.number)
         hb.stop()
+        self.deadline_stops += TRIAL.DEADLINE_STOP in cand.user_attrs
         ctl = self.ctl
         ctl.current, ctl.current_id = trial, tid
         try:
@@ -106,6 +150,7 @@ class _PackLoop(TrialLoop):
             self._start(trial)
         reason: str | None = None
         requeue = False
+        self.deadline_stops = 0
         try:
             self.carry = self.runner.run_pack(trials, self._finish, self._more if refill else None)
         except (WorkerStopped, TrialLost) as exc:
@@ -117,6 +162,10 @@ class _PackLoop(TrialLoop):
             self.carry = []
             for trial, _, _ in list(self.live.values()):
                 self._finish(trial, Candidate(params=dict(trial.params), state="FAIL", failure=reason), requeue)
+        if self.deadline_stops:
+            self._note(f"hpsearch: search.timeout: {self.deadline_stops} running trials of the pack ended at an epoch"
+                       f" boundary, the next epoch would end after the deadline; recorded COMPLETE with their best"
+                       f" epoch so far (trial attribute {TRIAL.DEADLINE_STOP})")
 
 
 def run_packed_trials(ctx: RunContext, runner: PackedRunner, settings: LoopSettings, ctl: Control) -> LoopOutcome:

@@ -85,6 +85,10 @@ class StopRules:
         if self.reason is None:
             self.reason = reason
 
+    def deadline(self) -> float | None:
+        """``time.monotonic()`` at which ``search.timeout`` trips (None: no timeout)."""
+        return None if self.timeout is None else self.start + self.timeout
+
     def _timeout(self) -> str | None:
         elapsed = time.monotonic() - self.start
         if self.timeout is None or elapsed < self.timeout:
@@ -121,8 +125,12 @@ class StopRules:
         return (f"patience: {since} finished trials without improving on trial {best.number}"
                 f" ({self.metric} {primary_value(best):.6g}; search.patience = {self.patience})")
 
-    def tripped(self, ctx: RunContext, trials: Any = None) -> bool:
-        """:meth:`check`, and on the first trip store the reason with the study and say it."""
+    def tripped(self, ctx: RunContext, trials: Any = None, reason: str | None = None) -> bool:
+        """:meth:`check`, and on the first trip store the reason with the study and say it;
+        ``reason``: the caller stops the search now for it (a pack that no longer fits the timeout)."""
+        known = self.reason
+        if known is None and reason is not None:
+            self.reason = reason
         reason = self.check(trials, ctx.study)
         if reason is None:
             return False

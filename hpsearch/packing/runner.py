@@ -29,7 +29,7 @@ from hpsearch.packing.model import (
     member_spec,
     pack_refusal,
 )
-from hpsearch.packing.train import MemberResult, PackSettings, stop_settings, train_pack
+from hpsearch.packing.train import MemberResult, Pace, PackSettings, stop_settings, train_pack
 from hpsearch.records import TRIAL
 from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.context import Candidate, RunContext
@@ -183,6 +183,13 @@ class PackedRunner:
                  check_steps: set[int] | None = None) -> None:
         self.ctx, self.pack_size = ctx, pack_size
         self.single = TrialRunner(ctx, extra_callbacks, check_steps)
+        self.deadline: float | None = None  # time.monotonic() by which packs end (search.timeout)
+        self.pace = Pace()  # how fast the last pack trained: what the next one is planned from
+
+    def plan(self, left: float) -> int | None:
+        """How many trials a new pack can train for all their epochs in ``left`` seconds (at most
+        ``pack_size``), from the last pack's pace; None before a pack ran two epochs."""
+        return self.pace.fits(left, self.ctx.cfg.train.epochs, self.pack_size)
 
     def __call__(self, trial: Any) -> Candidate:
         """One trial alone (a re-queued trial, or the last of the budget)."""
@@ -222,7 +229,7 @@ class PackedRunner:
         r = self.single
         return PackSettings(epochs=self.ctx.cfg.train.epochs, batch_size=r.batch_size, valid_batch=r.valid_batch,
                             metric=self.ctx.metric, direction=self.ctx.direction, y_valid_var=r.y_valid_var,
-                            **stop_settings(r.rule, self.ctx.metric, pm, self.ctx.data.y_valid))
+                            deadline=self.deadline, **stop_settings(r.rule, self.ctx.metric, pm, self.ctx.data.y_valid))
 
     def value(self, r: MemberResult) -> tuple[float | None, int]:
         """(trial value, 0-based epoch) of a member, by the rule an unpacked trial's value follows."""
@@ -294,7 +301,7 @@ class _Pack:
         try:
             res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
                              self.runner.settings(self.pm), self.reports, callbacks=single.extra_callbacks,
-                             refill=self._refill if self.more is not None else None)
+                             refill=self._refill if self.more is not None else None, pace=self.runner.pace)
             self._end([i for i in range(self.size) if i in self.trials], res)
         finally:
             self.reports.close()
@@ -307,6 +314,7 @@ class _Pack:
         busy = sum(r.epochs for i, r in enumerate(res) if i not in members and r.state == "RUNNING")
         fit_time = time.monotonic() - self.t0 - self.reports.wait_time
         per_epoch = fit_time / max(1, self.member_epochs + busy)
+        tell_s, n_tell, keep_s = 0.0, 0, 0.0
         keep, lead = self.runner._keepers([res[i] for i in members], [self.trials[i].number for i in members])
         for j, i in enumerate(members):
             trial, r = self.trials.pop(i), res[i]
@@ -316,14 +324,27 @@ class _Pack:
                 TRIAL.SAMPLE_TIME: self.sample_time[i], TRIAL.WORKER: self.runner.single.worker,
                 TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i,
                 TRIAL.HISTORY: {f"val_{self.runner.ctx.metric}": list(r.values)}}
+            if r.deadline_stop:
+                attrs[TRIAL.DEADLINE_STOP] = r.stopped_at
             t_keep = time.monotonic()
             cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
             attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
             self.finish(trial, cand)
+            if j in keep:
+                keep_s += time.monotonic() - t_keep
+            else:
+                tell_s, n_tell = tell_s + time.monotonic() - t_keep, n_tell + 1
+        pace = self.runner.pace  # what ending members costs (told; kept models stored): the deadline keeps room
+        pace.finish_s = tell_s / n_tell if n_tell else pace.finish_s
+        pace.keep_s = keep_s if keep else pace.keep_s
 
-    def _refill(self, ended: list[int], res: list[MemberResult]) -> set[int]:
-        """Finish ``ended`` and give their slots new trials; returns the slots refilled."""
+    def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
+        """Finish ``ended`` and give their slots new trials while a member's epochs fit before the
+        deadline (``room``); returns the slots refilled."""
         self._end(ended, res)
+        if not room:
+            self.more = None  # no new member could end before search.timeout: none is started
+            return set()
         free, placed = list(ended), set()
         for item in list(self.waiting):  # waiting trials first, in the order they were reserved
             slot = next((m for m in free if isinstance(item[2], MemberSpec) and self.pm.fits(m, item[2])), None)

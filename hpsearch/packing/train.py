@@ -7,6 +7,7 @@ member ended may take a new member (refilling, no rebuild).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from hpsearch.packing.model import PackedModel
 from hpsearch.trials.stopping import StopRule
 
-__all__ = ["MemberResult", "PackSettings", "EpochHook", "RefillHook", "member_scores", "member_val_losses",
+__all__ = ["MemberResult", "Pace", "PackSettings", "EpochHook", "RefillHook", "member_scores", "member_val_losses",
            "stop_settings", "train_pack"]
 
 
@@ -32,6 +33,7 @@ class MemberResult:
     state: str = "RUNNING"  # RUNNING, COMPLETE, PRUNED, FAIL
     failure: str | None = None
     weights: list[np.ndarray] | None = None  # standalone layout: [W0, b0, W1, b1, ...]
+    deadline_stop: bool = False  # ended at an epoch boundary because the next epoch would pass the deadline
 
     @property
     def epochs(self) -> int:
@@ -76,6 +78,38 @@ class PackSettings:
     #: EarlyStopping's quantity per member from validation predictions, minimised (val_loss, val_mse);
     #: None: the metric, in ``direction`` (:func:`stop_settings` sets these from the study's rule)
     monitor: Callable[[np.ndarray], list[float]] | None = None
+    #: ``time.monotonic()`` by which training must end (``search.timeout``): no member is placed in
+    #: a freed slot unless its ``epochs`` fit before it, and once the next epoch would end after it
+    #: every running member ends at this epoch boundary (COMPLETE, best epoch so far, ``deadline_stop``)
+    deadline: float | None = None
+
+
+@dataclass
+class Pace:
+    """How fast a pack trained: its first epoch (trace and compile included) and its latest epoch,
+    in seconds, for ``slots`` members, and the seconds recording one ended member took (its trial
+    told, its model stored: kept across packs); what the deadline is checked against and the next
+    pack is planned from (:meth:`fits`)."""
+
+    slots: int = 0
+    first_s: float | None = None
+    epoch_s: float | None = None
+    finish_s: float = 0.0  # telling one ended member whose model is not kept
+    keep_s: float = 0.0  # storing the models of the members kept when members last ended together
+
+    def epoch(self) -> float | None:
+        """Seconds of one epoch of this pack (the first one, compile included, until a second ran)."""
+        return self.epoch_s if self.epoch_s is not None else self.first_s
+
+    def fits(self, left: float, epochs: int, cap: int) -> int | None:
+        """How many members (at most ``cap``) a new pack can train for ``epochs`` epochs in ``left``
+        seconds: its compile plus ``epochs`` epochs, whose time grows with the members as this
+        pack's did (``epoch_s`` per ``slots``); None until this pack ran two epochs."""
+        if self.first_s is None or self.epoch_s is None or not self.slots:
+            return None
+        compile_s = max(0.0, self.first_s - self.epoch_s)
+        per_member = self.epoch_s / self.slots * epochs + self.finish_s
+        return max(0, min(cap, int((left - compile_s - self.keep_s) / per_member)))
 
 
 def stop_settings(rule: StopRule, metric: str, pm: PackedModel, yv: np.ndarray) -> dict[str, Any]:
@@ -130,9 +164,10 @@ _CHUNK_BYTES = 256 * 1024**2
 #: called after each pack epoch with {member: (its own epoch, 0-based; value)} of the members
 #: trained in it; returns those to prune
 EpochHook = Callable[[dict[int, tuple[int, float]]], set[int]]
-#: called after each pack epoch with the members that ended in it (their results final); returns
-#: those given a new member (:meth:`PackedModel.replace`), which train on with a fresh result
-RefillHook = Callable[[list[int], list[MemberResult]], set[int]]
+#: called after each pack epoch with the members that ended in it (their results final) and whether a
+#: new member's epochs still fit before the deadline; returns the slots given a new member
+#: (:meth:`PackedModel.replace`), which train on with a fresh result
+RefillHook = Callable[[list[int], list[MemberResult], bool], set[int]]
 
 
 def _epoch_end(pm: PackedModel, res: list[MemberResult], s: PackSettings, scores: list[float],
@@ -175,6 +210,16 @@ def _epoch_end(pm: PackedModel, res: list[MemberResult], s: PackSettings, scores
         pm.freeze(i)
 
 
+def _stop_at_deadline(pm: PackedModel, res: list[MemberResult]) -> None:
+    """End every running member at this epoch boundary: the next epoch would end after the
+    deadline. Each is COMPLETE with its best epoch so far (as EarlyStopping would have stopped it
+    there), marked ``deadline_stop``."""
+    for i, r in enumerate(res):
+        if r.state == "RUNNING":
+            r.state, r.stopped_at, r.deadline_stop = "COMPLETE", r.epochs - 1, True
+            pm.freeze(i)
+
+
 def _finish(pm: PackedModel, res: list[MemberResult], members: list[int], restore_best: bool) -> None:
     """The ended members' weights final: the best epoch's (restore_best) or the last ones (a frozen
     member's weights no longer change); none for a pruned or failed member."""
@@ -209,7 +254,7 @@ def _epoch_rows(n: int, batch_size: int, epochs: int, rng: np.random.Generator |
 
 def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
                s: PackSettings, hook: EpochHook | None = None, callbacks: list[Any] | None = None,
-               refill: RefillHook | None = None) -> list[MemberResult]:
+               refill: RefillHook | None = None, pace: Pace | None = None) -> list[MemberResult]:
     """Train every member of ``pm`` on the same batches; each stops, is pruned or fails alone, at
     its own epochs (at most ``s.epochs`` each). ``refill`` may put a new member in a slot whose
     member ended: the pack trains until no member runs. Returns one :class:`MemberResult` per slot
@@ -218,10 +263,14 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
 
     The epochs run as full batches (:func:`_epoch_rows`), fed in chunks of epochs to ``fit`` (a
     chunk's rows at most ``_CHUNK_BYTES``); on TensorFlow one compiled call runs a whole epoch
-    (``steps_per_execution``: measured 20% less time per epoch at K=64)."""
+    (``steps_per_execution``: measured 20% less time per epoch at K=64). ``pace`` (filled in as the
+    epochs run) times them: what ``s.deadline`` is checked against, and what plans the next pack."""
     import keras
 
     res = [MemberResult() for _ in pm.specs]
+    timing = pace if pace is not None else Pace()
+    timing.slots, timing.first_s, timing.epoch_s = len(res), None, None
+    clock = [time.monotonic()]
     n = len(X)
     nb = -(-n // s.batch_size)
     if keras.backend.backend() == "tensorflow" and pm.model.steps_per_execution != nb:
@@ -238,10 +287,21 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
             pred = pm.predict(Xv, s.valid_batch)
             _epoch_end(pm, res, s, member_scores(pm.task, s.metric, pred, yv, s.y_valid_var), hook,
                        None if s.monitor is None else s.monitor(pred))
+            now = time.monotonic()
+            if timing.first_s is None:
+                timing.first_s = now - clock[0]
+            else:
+                timing.epoch_s = now - clock[0]
+            epoch_s, left = timing.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
+            next_s = timing.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
+            if next_s + timing.finish_s * sum(r.state == "RUNNING" for r in res) + timing.keep_s > left or left <= 0:
+                _stop_at_deadline(pm, res)  # the next epoch, and recording them after it, would pass the deadline
             ended = [i for i in running if res[i].state != "RUNNING"]
             _finish(pm, res, ended, s.restore_best)
-            for i in refill(ended, res) if refill is not None and ended else ():
+            room = epoch_s * s.epochs + timing.finish_s * (len(running) - len(ended) + 1) + timing.keep_s <= left
+            for i in refill(ended, res, room) if refill is not None and ended else ():
                 res[i] = MemberResult()
+            clock[0] = now
             if all(r.state != "RUNNING" for r in res):
                 self.model.stop_training = True
 

@@ -300,7 +300,7 @@ def test_a_refilled_slot_trains_its_new_member_as_alone():
     pm.init_weights([0, 1])
     start: list[list[np.ndarray]] = []
 
-    def refill(ended: list[int], res: list) -> set[int]:
+    def refill(ended: list[int], res: list, room: bool) -> set[int]:
         if start or 1 not in ended:
             return set()
         assert pm.fits(1, member_spec(build_mlp, new))
@@ -350,13 +350,13 @@ def test_tied_members_finishing_in_reverse_order_keep_the_best_trials_model(sqli
     trial 0 best, so its model must be stored although three tied models were stored before it;
     the run ends with a result (it exited 1 with `the best trial 0 has no stored model` before)."""
     from hpsearch.packing import runner as packed
-    def tied_reversed(pm, X, y, Xv, yv, s, hook=None, callbacks=None, refill=None):
+    def tied_reversed(pm, X, y, Xv, yv, s, hook=None, callbacks=None, refill=None, pace=None):
         res = [packed.MemberResult() for _ in pm.specs]
         for i in reversed(range(len(res))):  # the last slot (highest trial number) ends first
             res[i] = packed.MemberResult(values=[0.5, 0.5], best=0.5, best_epoch=1, state="COMPLETE",
                                          weights=pm.member_weights(i))
             if refill is not None:
-                refill([i], res)
+                refill([i], res, True)
         return res
 
     monkeypatch.setattr(packed, "train_pack", tied_reversed)
