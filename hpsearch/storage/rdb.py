@@ -202,7 +202,8 @@ def _open_rdb(bare: str, engine_kwargs: dict[str, Any], *, shown: str, heartbeat
                 )
             _check_schema(storage, shown)
             break
-        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:  # at table creation or the version check
+        except (sqlalchemy.exc.SQLAlchemyError, OSError, optuna.exceptions.StorageInternalError) as exc:
+            # at table creation or the version check (Optuna wraps a lost connection in StorageInternalError)
             error = storage_error(exc, shown)
             if not isinstance(error, StorageBusy) or attempt == _CREATE_ATTEMPTS - 1:
                 raise error from None

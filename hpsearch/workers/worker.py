@@ -36,9 +36,16 @@ def prepare_with_retry(study: Any, budget: float, **kwargs: Any) -> RunContext:
     while True:
         try:
             return prepare_context(study, **kwargs)
-        except TRANSIENT_STORAGE_ERRORS:
-            if time.monotonic() - start > budget:
+        except Exception as exc:
+            # a storage call of Optuna's during start-up (load_study, the schema check) wraps a
+            # server restart in StorageInternalError: a lost connection by its cause, retried too
+            transient = isinstance(exc, TRANSIENT_STORAGE_ERRORS) or is_connection_error(exc)
+            if not transient:
                 raise
+            if time.monotonic() - start > budget:
+                if isinstance(exc, TRANSIENT_STORAGE_ERRORS):
+                    raise
+                raise storage_error(exc, str(kwargs.get("storage") or "")) from None
             time.sleep(1.0 + (os.getpid() % 7) / 10)
 
 

@@ -173,7 +173,8 @@ def test_tpe_gets_one_fit_per_pack_and_cmaes_says_it_asks_once_per_trial():
     for name, sampler in (("tpe", optuna.samplers.TPESampler(seed=0)), ("cmaes", optuna.samplers.CmaEsSampler(seed=0))):
         study = optuna.create_study(sampler=sampler)
         ctx = SimpleNamespace(study=study, cfg=SimpleNamespace(search=SimpleNamespace(sampler=name)),
-                              observer=SimpleNamespace(message=said.append))
+                              observer=SimpleNamespace(message=said.append),
+                              decide=lambda key, value, line: said.append(f"hpsearch: {line}"))
         pack_sampling(ctx, 8)
         assert study.user_attrs[STUDY.SAMPLING] == said[-1]
         assert isinstance(study.sampler, PackTPESampler) == (name == "tpe")

@@ -69,7 +69,8 @@ def test_packed_folds_equal_unpacked_with_the_same_batch_order(sqlite_url, monke
     monkeypatch.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
     alone, notes = _run(_cfg("alone", 1), sqlite_url)
     packed, pnotes = _run(_cfg("packed", "auto"), sqlite_url)  # auto: the 4 candidates in one pack per fold
-    assert notes == pnotes == []
+    assert notes == ["hpsearch: train.pack 1: one model per fit"]  # each decision said in one line
+    assert pnotes == ["hpsearch: train.pack auto -> 4: 4 candidates x 2 folds train 4 at a time"]
     assert len(alone) == len(packed) == 4
     for a, p in zip(alone, packed):
         assert a.params == p.params and a.state == p.state == optuna.trial.TrialState.COMPLETE
@@ -93,7 +94,8 @@ def test_halving_packs_each_rung_as_unpacked(sqlite_url, monkeypatch):
     monkeypatch.setattr(packed_cv, "FoldPacks", lambda *a: packs.append(a[4]) or real(*a))
     alone, _ = _run(_cfg("h-alone", 1, engine="halving"), sqlite_url)
     packed, notes = _run(_cfg("h-packed", "auto", engine="halving"), sqlite_url)
-    assert notes == [] and packs == [1]  # the first rung (4 candidates, 1 epoch) packed; the last has one
+    assert notes == ["hpsearch: train.pack auto -> 4: 4 candidates x 2 folds train 4 at a time"]
+    assert packs == [1]  # the first rung (4 candidates, 1 epoch) packed; the last has one
     assert [t.params for t in alone] == [t.params for t in packed] and len(packed) > 4
     for a, p in zip(alone, packed):
         assert a.state == p.state and a.user_attrs[TRIAL.CANDIDATE_KEY] == p.user_attrs[TRIAL.CANDIDATE_KEY]
