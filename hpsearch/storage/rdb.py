@@ -132,7 +132,12 @@ def _engine_kwargs(url: str, password: str | None) -> dict[str, Any]:
         from sqlalchemy.engine import make_url
 
         given = set(make_url(url).query)  # options in the URL win over our defaults
-        defaults = {"connect_timeout": PG_CONNECT_TIMEOUT, "application_name": "hpsearch"}
+        # keepalives and tcp_user_timeout (libpq): a connection whose server went away without closing
+        # it (a restart at the wrong moment) fails within ~30 s and is retried, instead of blocking a
+        # worker, and with it the study, forever
+        defaults = {"connect_timeout": PG_CONNECT_TIMEOUT, "application_name": "hpsearch", "keepalives": 1,
+                    "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                    "tcp_user_timeout": 30_000}
         connect_args: dict[str, Any] = {k: v for k, v in defaults.items() if k not in given}
         if password is not None:
             connect_args["password"] = password

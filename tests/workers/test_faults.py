@@ -141,14 +141,7 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, met
         assert not self.mine(), f"processes still running: {self.mine()}"
 
     def finish(self, proc: subprocess.Popen[str], code: int = 0, timeout: float = 240) -> str:
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except Exception:
-            proc.kill()
-            out, _ = proc.communicate()
-            Path("/tmp/scen_out.txt").write_text(out)
-            raise
-        Path("/tmp/scen_out.txt").write_text(out)
+        out, _ = proc.communicate(timeout=timeout)
         assert proc.returncode == code, f"exit {proc.returncode}, expected {code}:\n{out[-3000:]}"
         assert "Traceback" not in out, out[-3000:]
         assert self.server.password not in out
