@@ -14,22 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hpsearch.errors import ConfigError
+from hpsearch.tracking.base import Tracker
 from hpsearch.trials.context import RunContext
 
 __all__ = ["Tracker", "EXTRA", "resolve_callbacks", "check_tracking", "attach_callbacks", "end_trackers"]
 
 #: what installs the trackers' packages (``hpsearch[mlflow]`` and ``hpsearch[tensorboard]`` one each)
 EXTRA = "pip install 'hpsearch[tracking]'"
-
-
-class Tracker:
-    """A trial callback that also closes the study's record once the study is finalized."""
-
-    def __call__(self, study: Any, trial: Any) -> None:
-        raise NotImplementedError
-
-    def end_study(self, study: Any) -> None:
-        """The study is finalized (best trial and test scores stored)."""
 
 
 def resolve_callbacks(refs: Sequence[str], field: str = "search.callbacks") -> list[Callable[..., Any]]:

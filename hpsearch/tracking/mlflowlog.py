@@ -27,7 +27,7 @@ from typing import Any
 
 from hpsearch.records import STUDY, TRIAL, clean_attr
 from hpsearch.storage import redact_url
-from hpsearch.tracking.hooks import Tracker
+from hpsearch.tracking.base import Tracker
 
 __all__ = ["MlflowTracker", "STATUS", "trial_metrics"]
 

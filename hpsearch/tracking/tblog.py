@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.records import TRIAL
-from hpsearch.tracking.hooks import Tracker
+from hpsearch.tracking.base import Tracker
 from hpsearch.tracking.mlflowlog import trial_metrics
 
 __all__ = ["TensorBoardTracker", "trial_dir"]
