@@ -49,6 +49,10 @@ PG_MAX_OVERFLOW = 8
 #: on a COMMIT the server never received, holding the study lock) gets an error it retries, and the
 #: lock it held is released, instead of stopping every worker of the study.
 PG_IDLE_IN_TRANSACTION = 60
+#: Seconds an idle session may stay open (``idle_session_timeout``, PostgreSQL 14+): the same bound for
+#: a client waiting on an answer to a statement the server has finished with; a pooled connection
+#: closed this way is replaced at its next checkout (``pool_pre_ping``).
+PG_IDLE_SESSION = 120
 #: Tries at creating Optuna's tables while other workers create them at the same moment.
 _CREATE_ATTEMPTS = 5
 
@@ -261,7 +265,8 @@ def _sqlite_fast_commits(storage: optuna.storages.RDBStorage) -> None:
 
 
 def _pg_session_limits(storage: optuna.storages.RDBStorage) -> None:
-    """``idle_in_transaction_session_timeout`` (:data:`PG_IDLE_IN_TRANSACTION`) on every connection.
+    """``idle_in_transaction_session_timeout`` (:data:`PG_IDLE_IN_TRANSACTION`) and, on PostgreSQL 14 and
+    later, ``idle_session_timeout`` (:data:`PG_IDLE_SESSION`) on every connection.
 
     Set with ``SET`` when a connection opens, not as a libpq ``options`` startup parameter, which
     PgBouncer refuses; behind PgBouncer in transaction-pooling mode the setting lands on the server
@@ -273,6 +278,8 @@ def _pg_session_limits(storage: optuna.storages.RDBStorage) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET idle_in_transaction_session_timeout = '{PG_IDLE_IN_TRANSACTION}s'")
+            if dbapi_conn.info.server_version >= 140000:
+                cur.execute(f"SET idle_session_timeout = '{PG_IDLE_SESSION}s'")
         dbapi_conn.commit()
 
     storage.engine.dispose()  # connections opened while creating the tables get it on reconnect

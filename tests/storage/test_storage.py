@@ -530,6 +530,7 @@ def test_a_session_stuck_inside_a_transaction_is_ended_by_the_server_and_retried
     storage = open_storage(postgres_url)
     with storage.engine.connect() as conn:
         assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "1s"
+        assert conn.exec_driver_sql("SHOW idle_session_timeout").scalar() == "2min"
     conn = storage.engine.connect()
     trans = conn.begin()
     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(1, 2)")
