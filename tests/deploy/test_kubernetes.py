@@ -48,7 +48,10 @@ def _env(container: dict, **subst: str) -> dict[str, object]:
     """name -> value (with $(VAR) substituted from ``subst``) or the valueFrom mapping."""
     out: dict[str, object] = {}
     for e in container.get("env", []):
-        out[e["name"]] = e["valueFrom"] if "valueFrom" in e else re.sub(r"\$\((\w+)\)", lambda m: subst[m[1]], e["value"])
+        if "valueFrom" in e:
+            out[e["name"]] = e["valueFrom"]
+        else:
+            out[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: subst[m[1]], e["value"])
     return out
 
 
