@@ -82,6 +82,31 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {n_trials}, m
     return path
 
 
+def _worker_env(tmp_path: Path, postgres_url: str, gpus: str) -> tuple[str, dict[str, str]]:
+    url, extra = child_env_and_url(postgres_url)
+    drop = ("CUDA_VISIBLE_DEVICES", P.MANAGED_ENV, "HPSEARCH_STORAGE")
+    env = {k: v for k, v in {**os.environ, **extra}.items() if k not in drop}
+    env.update({S.GPUS_ENV: gpus, "HPSEARCH_TEST_EVENTS": str(tmp_path / "events"), "TF_CPP_MIN_LOG_LEVEL": "3",
+                C.HEARTBEAT_ENV: "1", C.GRACE_ENV: "3", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
+    return url, env
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not Path("/dev/nvidiactl").exists(), reason="needs an NVIDIA GPU")
+def test_auto_slot_on_a_gpu_leaves_one_gpu_visible(tmp_path, postgres_url):  # pragma: no cover - GPU only
+    """On a GPU machine: --gpus auto pins the worker to one GPU; its trials' TensorFlow sees exactly one."""
+    (tmp_path / "events").mkdir()
+    study = _study_file(tmp_path, "slots-gpu", 2)
+    url, env = _worker_env(tmp_path, postgres_url, "")
+    r = subprocess.run([sys.executable, "-m", "hpsearch", "worker", str(study), "--storage", url, "--gpus", "auto",
+                        "--artifacts", str(tmp_path / "art")], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "hpsearch: GPU slot 0 of " in r.stdout + r.stderr
+    execs = [json.loads(x) for x in (tmp_path / "events" / "executions.jsonl").read_text().splitlines()]
+    assert execs and all(e["gpus_seen"] == 1 for e in execs), execs
+
+
 def test_workers_claim_distinct_slots_and_pin_before_the_backend(tmp_path, postgres_url, monkeypatch):
     """2 real workers with HPSEARCH_GPUS=0,1 started together on a fresh study: launches 0 and 1 give
     slots 0 and 1; each says its slot in one line, records it, and its trials run under that
@@ -90,12 +115,7 @@ def test_workers_claim_distinct_slots_and_pin_before_the_backend(tmp_path, postg
     events.mkdir()
     n_trials = 4
     study = _study_file(tmp_path, "slots", n_trials)
-    url, extra = child_env_and_url(postgres_url)
-    drop = ("CUDA_VISIBLE_DEVICES", P.MANAGED_ENV, "HPSEARCH_STORAGE")
-    env = {k: v for k, v in {**os.environ, **extra}.items() if k not in drop}
-    env.update({S.GPUS_ENV: "0,1", "HPSEARCH_TEST_EVENTS": str(events), "TF_CPP_MIN_LOG_LEVEL": "3",
-                C.HEARTBEAT_ENV: "1", C.GRACE_ENV: "3", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
-                "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
+    url, env = _worker_env(tmp_path, postgres_url, "0,1")
     cmd = [sys.executable, "-m", "hpsearch", "worker", str(study), "--storage", url,
            "--artifacts", str(tmp_path / "art")]
     t0 = time.monotonic()
@@ -122,5 +142,6 @@ def test_workers_claim_distinct_slots_and_pin_before_the_backend(tmp_path, postg
     gpu_of = {r["pid"]: r["gpu"] for r in records}
     execs = [json.loads(x) for x in (events / "executions.jsonl").read_text().splitlines()]
     assert execs and all(e["cuda"] == gpu_of[e["pid"]] for e in execs)
+    assert all(e["gpus_seen"] == 0 for e in execs) or Path("/dev/nvidiactl").exists()
     states = [t.state.name for t in loaded.get_trials(deepcopy=False)]
     assert states.count("COMPLETE") == n_trials and "RUNNING" not in states and len(states) == n_trials
