@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage_args(w)
     w.add_argument("--n-trials", type=int, help="override search.n_trials (the global budget)")
     w.add_argument("--epochs", type=int, help="override train.epochs")
+    w.add_argument("--gpus", help="claim one GPU slot of these ids through the study and pin to it: e.g. 0,1, or "
+                   "auto (the GPUs this process sees); default $HPSEARCH_GPUS, else no pinning")
     w.add_argument("--no-progress", action="store_true")
 
     v = sub.add_parser("validate", help="check a study file (and its data) without running it")
@@ -219,7 +221,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     from hpsearch.workers.worker import run_worker
 
     run_worker(a.study, storage=a.storage, artifacts=a.artifacts, n_trials=a.n_trials, epochs=a.epochs,
-               observer=_observer(not a.no_progress))
+               observer=_observer(not a.no_progress), gpus=a.gpu_slots)
     return 0
 
 
@@ -404,6 +406,19 @@ def _refuse_bad_study(a: argparse.Namespace) -> bool:
     return False
 
 
+def _refuse_bad_gpus(a: argparse.Namespace) -> bool:
+    """worker: the GPU list (``--gpus`` / ``$HPSEARCH_GPUS``) resolved before any backend loads; a
+    malformed one is one line and exit 2."""
+    from hpsearch.workers.slots import resolve_slots
+
+    try:
+        a.gpu_slots = resolve_slots(a.gpus)
+    except UserError as e:
+        console.print_error(str(e))
+        return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 user error, 1 failed study, 130 Ctrl-C)."""
     parser = build_parser()
@@ -421,9 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.command in ("run", "worker") and _refuse_bad_study(a):
         return 2
+    if a.command == "worker" and _refuse_bad_gpus(a):
+        return 2
     if a.command != "validate":
-        # TensorFlow only where models are built or loaded: status/dashboard stay fast
-        _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict", "lr-find", "batch-find")
+        # TensorFlow only where models are built or loaded: status/dashboard stay fast; a worker that
+        # claims a GPU slot loads it after pinning itself (CUDA_VISIBLE_DEVICES first)
+        _quiet_backend(load_backend=(a.command in ("run", "report", "predict", "lr-find", "batch-find"))
+                       or (a.command == "worker" and not a.gpu_slots)
                        or (a.command == "best" and bool(a.export or a.ensemble or a.refit)))
     try:
         return COMMANDS[a.command](a)

@@ -153,12 +153,15 @@ def prepare_context(
     worker_index: int | None = 0,
     callbacks: list[Callable[[Any, Any], None]] | None = None,
     keras_callbacks: list[Any] | None = None,
+    claim: Callable[[Any, Any, str, Observer], int | None] | None = None,
 ) -> RunContext:
     """Validate everything, then open (or create) the study. Nothing is written before the checks pass.
 
     ``worker_index``: 0 for one process (the sampler keeps ``search.seed``), the index under
     ``run --workers``, None for a worker started by hand (fresh entropy). ``callbacks`` and
-    ``keras_callbacks``: see :func:`run_study`."""
+    ``keras_callbacks``: see :func:`run_study`.
+    ``claim(study, storage, url, observer)``: called once the study is open, before anything trains;
+    returns this process's launch number (a worker's GPU slot, :mod:`hpsearch.workers.slots`)."""
     cfg = load_config(config, n_trials, epochs)
     engine = get_engine(cfg.search.engine)
     space = cfg.search_space()
@@ -182,6 +185,7 @@ def prepare_context(
                       grace_period=grace)  # raises StorageError if unreachable
     options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, objectives, create, options)
+    launch = claim(study, st, url, observer or NullObserver()) if claim is not None else None
     auto_batch = cfg.train.batch_size == "auto"
     auto_ranges = [n for n, p in space.params.items() if getattr(p, "auto", False)]
     cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
@@ -204,7 +208,7 @@ def prepare_context(
     ctx = RunContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
                      artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
                      direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
-                     worker_index=worker_index, objectives=objectives)
+                     worker_index=worker_index, objectives=objectives, launch=launch)
     attach_callbacks(ctx, callbacks, keras_callbacks)  # tracking:, search.callbacks, then these
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
     announce_decisions(ctx, auto_batch, auto_ranges)  # no silent choices: one line and an attribute each
