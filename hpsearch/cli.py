@@ -92,6 +92,8 @@ def _tracking_parser(sub: argparse._SubParsersAction, storage_args: Any) -> None
     storage_args(x)
     x.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI (trials already there are kept)")
     x.add_argument("--tensorboard", metavar="DIR", help="TensorBoard folder: DIR/<study>/trial-NNNN/")
+    x.add_argument("--log-models", action="store_true",
+                   help="with --mlflow: each stored trial model as an artifact of its run (as tracking.log_models)")
     x.add_argument("--json", action="store_true")
 
 
@@ -276,7 +278,8 @@ def cmd_export_tracking(a: argparse.Namespace) -> int:
     """A stored study written to MLflow / TensorBoard (what a run could not write is filled in)."""
     from hpsearch.tracking.export import export_tracking
 
-    data = export_tracking(a.study, a.storage, mlflow=a.mlflow, tensorboard=a.tensorboard)
+    data = export_tracking(a.study, a.storage, mlflow=a.mlflow, tensorboard=a.tensorboard, log_models=a.log_models,
+                           artifacts=a.artifacts)
     if a.json:
         console.print_json(data)
     else:
