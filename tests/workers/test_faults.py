@@ -25,7 +25,6 @@ process takes it into a pack, and ``learning_rate`` names a configuration.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import pytest
 
 from hpsearch.execution import control as C
 from hpsearch.storage import open_storage
+from tests.budget_line import expected, summary_line
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore::UserWarning")]
@@ -181,32 +181,6 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, met
     def summary(self) -> str:
         study = optuna.load_study(study_name=self.name, storage=open_storage(self.url))
         return summary_line(study.trials, self.builds(), self.budget, self.key)
-
-
-def summary_line(trials: list, builds: list[dict], budget: int, key: str = "tag") -> str:
-    """The scenario's one line, from the stored trials and the build log (see the module docstring);
-    ``key``: the parameter that names a configuration."""
-    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    attempts = Counter(t.params.get(key) for t in trials if t.state.name != "WAITING")
-    done_at: dict[float, datetime.datetime] = {}
-    for t in finished:
-        done_at[t.params[key]] = min(t.datetime_complete, done_at.get(t.params[key], t.datetime_complete))
-    built = Counter(b["tag"] for b in builds)
-    late = {b["tag"] for b in builds if b["tag"] in done_at
-            and datetime.datetime.fromtimestamp(b["t"]) > done_at[b["tag"]] + datetime.timedelta(seconds=0.5)}
-    finished_tags = Counter(t.params[key] for t in finished)
-    twice = {tag for tag, n in built.items() if n > attempts.get(tag, 0)}
-    twice |= {tag for tag, n in finished_tags.items() if n > 1} | late
-    # a trial interrupted before it was sampled (a pack reserves its trials first) is no configuration
-    interrupted = {t.params[key] for t in trials if t.state.name == "FAIL" and key in t.params}
-    lost = interrupted - set(finished_tags)
-    running = sum(1 for t in trials if t.state.name == "RUNNING")
-    return (f"budget {budget}, finished {len(finished)}, distinct {len(finished_tags)}, RUNNING {running}, "
-            f"run twice {len(twice)}, lost {len(lost)}")
-
-
-def expected(budget: int) -> str:
-    return f"budget {budget}, finished {budget}, distinct {budget}, RUNNING 0, run twice 0, lost 0"
 
 
 EXPECTED = expected(BUDGET)

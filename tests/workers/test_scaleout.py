@@ -177,3 +177,25 @@ def test_study_through_pgbouncer_in_transaction_pooling(tmp_path, postgres_serve
           f"workers that ran trials: {len(workers)}, server connections at the end: {server_side}")
     assert len({t.params["tag"] for t in trials}) == 6
     assert server_side <= 3
+
+
+# --------------------------------------------------------------------------------- scale benchmark
+
+
+def test_scale_benchmark_at_ci_size():
+    """benchmarks/bench_scale.py at its CI size, so the scale run cannot rot: real workers directly and
+    through PgBouncer with exact budget lines, and the simulated clients named as a simulation."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
+    out = subprocess.run([sys.executable, str(bench), "--workers", "2", "--per-worker", "1", "--simulate", "4",
+                          "--sim-processes", "1", "--timeout", "300"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 4, out.stdout  # the header and three rows
+    assert "| real workers | 2 | direct |" in table[1]
+    assert "| real workers | 2 | pgbouncer(pool=8) |" in table[2]
+    assert table[3].startswith("| SIMULATION (no training) | 4 | pgbouncer")
+    assert table[1].endswith("budget 2, finished 2, distinct 2, RUNNING 0, run twice 0, lost 0 |")
+    assert table[3].endswith("budget 4, finished 4, distinct 4, RUNNING 0, created 4 |")
