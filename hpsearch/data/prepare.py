@@ -293,11 +293,34 @@ def check_input_rank(builder: Any, data: PreparedData, field: str = "model.build
     shape = tuple(data.X_train.shape[1:])
     if ranks is None or len(shape) in ranks:
         return
-    kinds = {1: "table rows", 2: "sequences (steps, features)", 3: "images (height, width, channels)"}
-    takes = " or ".join(kinds.get(r, f"rank-{r} samples") for r in sorted(ranks))
-    raise ConfigError(f"{field}: {getattr(builder, '__name__', builder)} takes {takes}, but the data gives samples"
-                      f" of shape {shape}; set data.reshape (e.g. [{', '.join(map(str, shape))}, 1]) or choose"
-                      " another builder")
+    takes = " or ".join(_RANK_KINDS.get(r, f"rank-{r} samples") for r in sorted(ranks))
+    gives = _RANK_KINDS.get(len(shape), f"rank-{len(shape)} samples")
+    raise ConfigError(f"{field}: {getattr(builder, '__name__', builder)} takes {takes}, but the data gives"
+                      f" {gives}: each sample has shape {shape}; {_rank_fix(shape, ranks)}")
+
+
+#: what a sample of each rank is (the data's rows come first: a sequence array is (samples, steps, features))
+_RANK_KINDS = {1: "table rows (features,)", 2: "sequences (steps, features)", 3: "images (height, width, channels)"}
+
+
+def _rank_fix(shape: tuple[int, ...], ranks: Any) -> str:
+    """The fix for data of ``shape`` given to a builder that takes samples of ``ranks``: a builder that
+    takes the data as it is first, a ``data.reshape`` only where one keeps the samples' meaning."""
+    rank = len(shape)
+    ours = "model.builder: mlp takes table rows" if rank == 1 else "model.builder: cnn takes sequences and images"
+    builder = (f"use a builder that takes {_RANK_KINDS.get(rank, f'rank-{rank} samples')} ({ours}; a builder of"
+               f" your own declares fn.input_ranks = ({rank},) and reads meta['X_shape_'])")
+    if rank + 1 in ranks:  # a channel (images) or feature (sequences) axis of size 1
+        return f"{builder}, or set data.reshape: [{', '.join(map(str, (*shape, 1)))}]"
+    if 1 in ranks and rank > 1:
+        return (f"{builder}, or flatten each sample with data.reshape: [{math.prod(shape)}] (the order of"
+                " steps or pixels is then lost to the model)")
+    if 2 in ranks and rank == 3:
+        return f"{builder}, or set data.reshape: [{shape[0]}, {shape[1] * shape[2]}] (each image row one step)"
+    if rank == 1:
+        want = "STEPS, FEATURES" if 2 in ranks else "HEIGHT, WIDTH, CHANNELS"
+        return f"{builder}, or set data.reshape: [{want}] whose sizes multiply to {shape[0]}"
+    return builder
 
 
 def _rows(cfg: StudyConfig, raw: RawData, folds: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -13,6 +13,7 @@ from the study, in scikit-learn's names.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -68,16 +69,17 @@ def _drawn_seed(decisions: list[str], why: str) -> int:
     return seed
 
 
-class _PythonSearch(BaseEstimator):
-    """What the four searches share; subclasses give the ``search:`` section."""
+class _PythonSearch(ABC, BaseEstimator):
+    """What the four searches share; each subclass gives its ``search:`` section."""
 
     _what: ClassVar[str] = "param_distributions"  # the constructor argument holding the space
 
     def _space(self) -> Any:
         return getattr(self, self._what)
 
+    @abstractmethod
     def _search_section(self, seed: int, decisions: list[str]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The study's ``search:`` section (engine, budget, folds) from the constructor's arguments."""
 
     def _seed(self, decisions: list[str]) -> int:
         rs = getattr(self, "random_state", None)

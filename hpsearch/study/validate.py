@@ -102,7 +102,8 @@ def _check_locations(cfg: StudyConfig) -> None:
 def _set_dotted(data: dict[str, Any], overrides: dict[str, Any] | None) -> set[str]:
     """Write ``{"search.n_trials": 2}``-style overrides into ``data``; returns the keys applied.
 
-    ``None`` means "not given". A section that is not a mapping is left alone: validation names it.
+    ``None`` means "not given". A top-level section that is not a mapping is left alone: validation
+    names it. A key that goes through a value (``train.epochs.x``) is a ConfigError naming it.
     """
     applied: set[str] = set()
     for dotted, value in (overrides or {}).items():
@@ -110,11 +111,16 @@ def _set_dotted(data: dict[str, Any], overrides: dict[str, Any] | None) -> set[s
             continue
         node: Any = data
         keys = dotted.split(".")
-        for k in keys[:-1]:
+        if not all(keys):
+            raise ConfigError(f"{dotted}: an empty part in the key; write it dotted, e.g. train.epochs")
+        for depth, k in enumerate(keys[:-1]):
             if node.get(k) is None:
                 node[k] = {}
             node = node[k]
             if not isinstance(node, dict):
+                if depth:
+                    raise ConfigError(f"{dotted}: {'.'.join(keys[:depth + 1])} holds {node!r}, not a section;"
+                                      f" set {'.'.join(keys[:depth + 1])} itself")
                 break
         else:
             node[keys[-1]] = value
