@@ -23,6 +23,7 @@ import numpy as np
 from hpsearch.data.fixed import load_fixed_parts
 from hpsearch.data.preprocess import Preprocessor, fit_preprocessor
 from hpsearch.data.sources.base import RawData, source_for
+from hpsearch.data.sources.memory import content_key
 from hpsearch.errors import ConfigError, DataError
 from hpsearch.metrics import default_metric, metric_problem
 
@@ -60,6 +61,7 @@ class PreparedData:
     scaling: str = "standard"  # data.scale: "standard" or "none"
     summary: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False  # an image folder read from disk: the X fields are ImageFiles, not arrays
+    X_test_raw: Any = None  # the test rows before scaling (``hpsearch.load_split`` gives them back)
 
     @property
     def n_classes(self) -> int:
@@ -388,6 +390,8 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
         "features": int(X.shape[1]) if X.ndim == 2 else math.prod(X.shape[1:]), **(raw.info or {}),
         **{f"{name}_source": part.where for name, part in parts.items()},
     }
+    summary["split_sha256"] = {name: content_key(Xp, yp) for name, Xp, yp in
+                               (("train", X_train, y_train), ("valid", X_valid, y_valid), ("test", X_test, y_test))}
     if X.ndim > 2:
         summary["input_shape"] = list(X.shape[1:])
     if pre.columns:
@@ -400,6 +404,7 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
         X_valid=pre.transform(X_valid), y_valid=y_valid,
         X_test=pre.transform(X_test), y_test=y_test,
         task=task, preprocessor=pre, X_train_raw=X_train, X_valid_raw=X_valid, scaling=cfg.data.scale, summary=summary,
+        X_test_raw=X_test,
     )
 
 
