@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hpsearch.spec.config import StudyConfig
 
-__all__ = ["Fold", "PreparedData", "Preprocessor", "check_input_rank", "prepare_data", "validate_arrays"]
+__all__ = ["Fold", "PreparedData", "Preprocessor", "check_input_rank", "class_list", "prepare_data",
+           "preprocessor_template", "validate_arrays"]
 
 
 class Fold(NamedTuple):
@@ -193,12 +194,19 @@ def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_
                         " add rows, or lower search.cv or the data.split fractions")
 
 
+def class_list(y: np.ndarray) -> list[Any]:
+    """A classifier's classes in the order of its outputs: the sorted distinct labels (text labels of a
+    mixed column as text), Python values."""
+    y = np.asarray(y)
+    return [_py(c) for c in np.unique(y.astype(str) if y.dtype.kind == "O" else y)]
+
+
 def _encode_target(y: np.ndarray, task: str, folds: int, where: str) -> tuple[np.ndarray, list[Any] | None]:
     """Labels as ``0..K-1`` (int64) with their classes, or float32 regression targets and None."""
     if task != "classification":
         return y.astype(np.float32), None
-    uniq, y_enc = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
-    classes = [_py(c) for c in uniq]
+    classes = class_list(y)
+    y_enc = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)[1]
     counts = np.bincount(y_enc)
     need = max(folds, 2)  # stratified splitting and stratified k-fold need each class in every part
     if counts.min() < need:
@@ -348,10 +356,18 @@ def _rows(cfg: StudyConfig, raw: RawData, folds: int) -> tuple[np.ndarray, np.nd
 def _template(cfg: StudyConfig, X: np.ndarray, task: str, classes: list[Any] | None,
               names: list[str] | None) -> Preprocessor:
     """The unfitted preprocessor of this data: what fitting on some training rows starts from."""
+    return preprocessor_template(X, task, classes, names, rescale=cfg.data.rescale,
+                                 max_categories=cfg.data.max_categories)
+
+
+def preprocessor_template(X: np.ndarray, task: str, classes: list[Any] | None, names: list[str] | None, *,
+                          rescale: float | None = None, max_categories: int = 20) -> Preprocessor:
+    """The unfitted :class:`Preprocessor` of rows like ``X`` (a table, or N-D samples after
+    ``data.reshape``): what :func:`~hpsearch.data.preprocess.fit_preprocessor` fits on training rows."""
     return Preprocessor(
         task=task, n_features=math.prod(X.shape[1:]), classes=classes, feature_names=names,
-        input_shape=[int(d) for d in X.shape[1:]] if X.ndim > 2 else None, rescale=cfg.data.rescale,
-        columns=[] if X.dtype.kind == "O" else None, max_categories=cfg.data.max_categories)
+        input_shape=[int(d) for d in X.shape[1:]] if X.ndim > 2 else None, rescale=rescale,
+        columns=[] if X.dtype.kind == "O" else None, max_categories=max_categories)
 
 
 def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:

@@ -47,7 +47,7 @@ def test_load_split_gives_the_rows_the_study_trained_and_was_scored_on(tmp_path,
     for name, X, y in (("train", X_train, y_train), ("valid", X_valid, y_valid), ("test", X_test, y_test)):
         assert content_key(X, np.array([encode[v] for v in y])) == summary["split_sha256"][name]
     best = hpsearch.load_best("split", storage=url, artifacts=str(tmp_path / "art"))
-    np.testing.assert_allclose(best.preprocessor.mean, X_train.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(best.preprocessor_.mean, X_train.mean(axis=0), rtol=1e-6)
     assert result.test_score == pytest.approx(float(np.mean(best.predict(X_test) == y_test)))
 
 
