@@ -20,6 +20,7 @@ never scikeras' ``"rmsprop"``.
 from __future__ import annotations
 
 import contextlib
+
 import keras
 from scikeras._utils import route_params
 

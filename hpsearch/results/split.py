@@ -76,5 +76,7 @@ def load_split(study_name: str, storage: str | None = None) -> StudySplit:
                             " the ones its run used (the data changed since the run); restore that data to"
                             " compare on the study's split")
     pre = data.preprocessor
-    return StudySplit(*(x for name in _PARTS for x in (parts[name][0], pre.decode_labels(parts[name][1]))),
+    return StudySplit(X_train=data.X_train_raw, y_train=pre.decode_labels(data.y_train),
+                      X_valid=data.X_valid_raw, y_valid=pre.decode_labels(data.y_valid),
+                      X_test=data.X_test_raw, y_test=pre.decode_labels(data.y_test),
                       task=data.task, feature_names=pre.feature_names, classes=pre.classes)

@@ -166,7 +166,7 @@ def test_folds_are_scaled_with_their_own_training_rows(sqlite_url, monkeypatch):
     seen.clear()
     best = ctx.study.best_trial
     refit = ctx.engine.refit(ctx, dict(best.params), best)
-    model, pre = refit.model_, refit.preprocessor_
+    model, pre = refit.model, refit.preprocessor
     np.testing.assert_allclose(pre.mean, data.X_train_raw.mean(axis=0))
     assert pre.classes == data.preprocessor.classes
     np.testing.assert_allclose(seen[0][0], pre.transform(data.X_train_raw))

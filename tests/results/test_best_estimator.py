@@ -64,7 +64,7 @@ def test_clone_is_unfitted_with_the_same_hyperparameters_and_fit_retrains(study)
     fresh.set_params(n_neurons=3, epochs=1)
     assert fresh.fit(X, y) is fresh
     assert fresh.model_ is not best.model_ and len(fresh.history_["loss"]) == 1
-    assert [layer.units for layer in fresh.model_.layers if hasattr(layer, "units")][0] == 3
+    assert next(layer.units for layer in fresh.model_.layers if hasattr(layer, "units")) == 3
     assert fresh.predict(X.iloc[:5]).shape == (5,) and set(fresh.predict(X)) <= set(best.classes_)
     assert list(fresh.feature_names_in_) == NAMES and list(fresh.classes_) == list(best.classes_)
     # numpy rows have no column names: no feature_names_in_, as scikit-learn's estimators
