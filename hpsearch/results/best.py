@@ -69,8 +69,8 @@ def _settings(study: Any, trial: Any) -> tuple[str, dict[str, Any]]:
     epochs it trained, and the study's training and preprocessing settings, from its stored study file."""
     import yaml
 
+    from hpsearch.spec.config import schema_from_mapping
     from hpsearch.study.batchfind import BATCH_FIND_ATTR
-    from hpsearch.study.validate import parse_study_config
 
     attrs = study.user_attrs
     params = dict(trial.params) if trial is not None else {}
@@ -78,7 +78,8 @@ def _settings(study: Any, trial: Any) -> tuple[str, dict[str, Any]]:
     text = attrs.get(STUDY.CONFIG)
     if not text:  # a study stored before study files were kept with it: what its trial says
         return str(attrs.get(STUDY.BUILDER) or "mlp"), {**params, **({"epochs": int(epochs)} if epochs else {})}
-    cfg = parse_study_config(yaml.safe_load(text), where="stored study file")
+    # the schema alone: the data (memory: arrays of another process, a moved file) need not be here
+    cfg = schema_from_mapping(yaml.safe_load(text), where="stored study file")
     train, data = cfg.train, cfg.data
     batch = train.batch_size if isinstance(train.batch_size, int) else \
         int((attrs.get(BATCH_FIND_ATTR) or {}).get("batch_size") or 32)

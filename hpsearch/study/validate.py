@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hpsearch.data.fixed import check_fixed_parts
 from hpsearch.data.sources.base import source_for
 from hpsearch.engines.base import get_engine
@@ -99,6 +101,10 @@ def _check_locations(cfg: StudyConfig) -> None:
         )
 
 
+#: overrides of the run's budget: the stored study file keeps its own text (the budget is the run's)
+BUDGET_KEYS = frozenset({"search.n_trials", "train.epochs"})
+
+
 def _set_dotted(data: dict[str, Any], overrides: dict[str, Any] | None) -> set[str]:
     """Write ``{"search.n_trials": 2}``-style overrides into ``data``; returns the keys applied.
 
@@ -148,5 +154,9 @@ def load_study_config(path: str | os.PathLike[str], overrides: dict[str, Any] | 
     where = str(path)
     data, text = read_study_yaml(p, where)
     overridden = _set_dotted(data, overrides) if isinstance(data, dict) else set()
+    changed = sorted(overridden - BUDGET_KEYS)
+    if changed:  # the stored study file (STUDY.CONFIG) is what ran: load_split, report and workers re-read it
+        text = (f"# {p.name} with --set {', '.join(changed)}\n"
+                + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return parse_study_config(data, where=where, base_dir=str(p.resolve().parent), source_text=text,
                               overridden=overridden)

@@ -363,6 +363,11 @@ def test_run_set_overrides_any_field(workdir, capsys):
 
     assert s.user_attrs[STUDY.DATA_SUMMARY]["test_rows"] == 45  # 30% of iris's 150 rows, not the file's 20%
     assert len(s.trials[0].user_attrs[TRIAL.HISTORY]["loss"]) == 1  # one epoch, not the file's 2
+    # the stored study file is the one that ran (load_split, report and workers read it back)
+    import yaml
+
+    stored = yaml.safe_load(s.user_attrs[STUDY.CONFIG])
+    assert stored["data"]["split"]["test"] == 0.3 and stored["model"]["fixed"] == {"activation": "tanh"}
 
 
 @pytest.mark.parametrize(("item", "names"), [

@@ -37,6 +37,7 @@ def study(tmp_path_factory):
     url = f"sqlite:///{folder / 's.db'}"
     hpsearch.run_study(folder / "s.yaml", storage=url, artifacts=str(folder / "art"))
     trial = optuna.load_study(study_name="est", storage=url).best_trial
+    (folder / "iris.csv").rename(folder / "moved.csv")  # loading needs the stored model, not the data
     best = hpsearch.load_best("est", storage=url, artifacts=str(folder / "art"))
     return best, trial, pd.DataFrame(X, columns=NAMES), labels
 
