@@ -20,6 +20,7 @@ _LAZY = {
     "run_study": "hpsearch.study.run",
     "load_study_config": "hpsearch.study.validate",
     "load_best": "hpsearch.results.best",
+    "load_split": "hpsearch.results.split",
     "GridSearchCV": "hpsearch.search",
     "RandomizedSearchCV": "hpsearch.search",
     "HalvingRandomSearchCV": "hpsearch.search",

@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue an interrupted scikit-learn-engine study")
     r.add_argument("--n-trials", type=int, help="override search.n_trials")
     r.add_argument("--epochs", type=int, help="override train.epochs")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any field of the study file, e.g. --set data.split.test=0.2 (value read as YAML)")
     r.add_argument("--workers", type=int, default=1, help="worker processes on one study (PostgreSQL for > 1)")
     r.add_argument("--gpus", help="GPU ids to pin workers to, e.g. 0,1")
     r.add_argument("--per-gpu", type=int, default=1, help="workers per listed GPU")
@@ -200,22 +202,37 @@ def cmd_run(a: argparse.Namespace) -> int:
     """Run a study file to its budget (one process, or N workers) and show the result."""
     if a.workers < 1 or a.per_gpu < 1:
         raise UserError("--workers and --per-gpu must be >= 1; give 1 or more")
+    study = _run_config(a)
     if a.workers > 1 or a.gpus:
         from hpsearch.workers.launcher import run_workers
 
-        res = run_workers(a.study, storage=a.storage, artifacts=a.artifacts, n_workers=a.workers, gpus=a.gpus,
+        res = run_workers(study, storage=a.storage, artifacts=a.artifacts, n_workers=a.workers, gpus=a.gpus,
                           per_gpu=a.per_gpu, n_trials=a.n_trials, epochs=a.epochs,
                           observer=_observer(not a.no_progress))
     else:
         from hpsearch.study.run import run_study
 
-        res = run_study(a.study, storage=a.storage, artifacts=a.artifacts, resume=a.resume, n_trials=a.n_trials,
+        res = run_study(study, storage=a.storage, artifacts=a.artifacts, resume=a.resume, n_trials=a.n_trials,
                         epochs=a.epochs, observer=_observer(not (a.no_progress or a.json)), handle_signals=True)
     if a.json:
         console.print_json(res.to_dict())
     else:
         console.print_result(res, a.top)
     return 0
+
+
+def _overrides(a: argparse.Namespace) -> dict[str, object]:
+    """run / worker: ``--n-trials``, ``--epochs`` and (run) ``--set KEY=VALUE`` as dotted overrides."""
+    return {"search.n_trials": a.n_trials, "train.epochs": a.epochs, **_sets(getattr(a, "set", []))}
+
+
+def _run_config(a: argparse.Namespace) -> Any:
+    """The study to run: its file, or with ``--set`` the file's validated config with the overrides."""
+    if not getattr(a, "set", None):
+        return a.study
+    from hpsearch.study.validate import load_study_config
+
+    return load_study_config(a.study, _overrides(a))
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
@@ -326,7 +343,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def _sets(items: list[str]) -> dict[str, object]:
-    """``--set name=value`` pairs, values read as YAML scalars (``0.1``, ``relu``, ``true``)."""
+    """``--set name=value`` pairs, values read as YAML (``0.1``, ``relu``, ``true``, ``[8, 8, 1]``): the one
+    rule for ``lr-find`` (a parameter's name) and ``run`` (a study file's dotted key)."""
     import yaml
 
     out: dict[str, object] = {}
@@ -334,7 +352,11 @@ def _sets(items: list[str]) -> dict[str, object]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise UserError(f"--set {item}: expected NAME=VALUE, e.g. --set n_neurons=64")
-        out[name.strip()] = yaml.safe_load(value)
+        try:
+            out[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {item}: the value is not YAML; quote it, e.g. --set {name.strip()}='...'"
+                            ) from None
     return out
 
 
@@ -402,7 +424,7 @@ def _refuse_bad_study(a: argparse.Namespace) -> bool:
     from hpsearch.study.validate import load_study_config
 
     try:
-        load_study_config(a.study, {"search.n_trials": a.n_trials, "train.epochs": a.epochs})
+        load_study_config(a.study, _overrides(a))
     except UserError as e:
         console.print_error(str(e))
         return True

@@ -57,11 +57,34 @@ build_image_only.input_ranks = (3,)  # type: ignore[attr-defined]
 
 
 def build_meta_params(meta=None, **params):
-    """scikeras' form: ``meta`` by name, the hyperparameters through ``**params`` (with scikeras'
-    ``compile_kwargs`` and ``params`` context, which scikeras gives every ``**kwargs`` builder)."""
-    assert set(params) - {"compile_kwargs", "params"} <= {"width", "optimizer"}, sorted(params)
+    """scikeras' form: ``meta`` by name, the hyperparameters through ``**params`` (and nothing else: a study
+    gives no ``compile_kwargs`` / ``params`` context, under any engine)."""
+    assert set(params) <= {"width", "optimizer"}, sorted(params)
     return keras.Sequential([
         keras.Input(shape=(meta["n_features_in_"],)),
         keras.layers.Dense(int(params["width"]), activation="relu"),
+        keras.layers.Dense(meta["n_classes_"], activation="softmax"),
+    ])
+
+
+#: what :func:`build_recording` was called with, one sorted list of argument names per build
+CALLS: list[list[str]] = []
+
+
+def build_recording(meta=None, **params):
+    """An uncompiled model that records the names of the arguments it got (the builder contract test)."""
+    CALLS.append(sorted(["meta", *params]))
+    return keras.Sequential([
+        keras.Input(shape=(meta["n_features_in_"],)),
+        keras.layers.Dense(int(params.get("width", 4)), activation="relu"),
+        keras.layers.Dense(meta["n_classes_"], activation="softmax"),
+    ])
+
+
+def build_named_uncompiled(width: int = 4, meta=None):
+    """An uncompiled model that takes no compile knob: the study compiles it with the searched ones."""
+    return keras.Sequential([
+        keras.Input(shape=(meta["n_features_in_"],)),
+        keras.layers.Dense(int(width), activation="relu"),
         keras.layers.Dense(meta["n_classes_"], activation="softmax"),
     ])

@@ -23,6 +23,7 @@ import numpy as np
 from hpsearch.data.fixed import load_fixed_parts
 from hpsearch.data.preprocess import Preprocessor, fit_preprocessor
 from hpsearch.data.sources.base import RawData, source_for
+from hpsearch.data.sources.memory import content_key
 from hpsearch.errors import ConfigError, DataError
 from hpsearch.metrics import default_metric, metric_problem
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hpsearch.spec.config import StudyConfig
 
-__all__ = ["Fold", "PreparedData", "Preprocessor", "check_input_rank", "prepare_data", "validate_arrays"]
+__all__ = ["Fold", "PreparedData", "Preprocessor", "check_input_rank", "class_list", "prepare_data",
+           "preprocessor_template", "validate_arrays"]
 
 
 class Fold(NamedTuple):
@@ -60,6 +62,7 @@ class PreparedData:
     scaling: str = "standard"  # data.scale: "standard" or "none"
     summary: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False  # an image folder read from disk: the X fields are ImageFiles, not arrays
+    X_test_raw: Any = None  # the test rows before scaling (``hpsearch.load_split`` gives them back)
 
     @property
     def n_classes(self) -> int:
@@ -191,12 +194,19 @@ def validate_arrays(X: np.ndarray, y: np.ndarray, task: str, where: str, *, min_
                         " add rows, or lower search.cv or the data.split fractions")
 
 
+def class_list(y: np.ndarray) -> list[Any]:
+    """A classifier's classes in the order of its outputs: the sorted distinct labels (text labels of a
+    mixed column as text), Python values."""
+    y = np.asarray(y)
+    return [_py(c) for c in np.unique(y.astype(str) if y.dtype.kind == "O" else y)]
+
+
 def _encode_target(y: np.ndarray, task: str, folds: int, where: str) -> tuple[np.ndarray, list[Any] | None]:
     """Labels as ``0..K-1`` (int64) with their classes, or float32 regression targets and None."""
     if task != "classification":
         return y.astype(np.float32), None
-    uniq, y_enc = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
-    classes = [_py(c) for c in uniq]
+    classes = class_list(y)
+    y_enc = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)[1]
     counts = np.bincount(y_enc)
     need = max(folds, 2)  # stratified splitting and stratified k-fold need each class in every part
     if counts.min() < need:
@@ -293,11 +303,34 @@ def check_input_rank(builder: Any, data: PreparedData, field: str = "model.build
     shape = tuple(data.X_train.shape[1:])
     if ranks is None or len(shape) in ranks:
         return
-    kinds = {1: "table rows", 2: "sequences (steps, features)", 3: "images (height, width, channels)"}
-    takes = " or ".join(kinds.get(r, f"rank-{r} samples") for r in sorted(ranks))
-    raise ConfigError(f"{field}: {getattr(builder, '__name__', builder)} takes {takes}, but the data gives samples"
-                      f" of shape {shape}; set data.reshape (e.g. [{', '.join(map(str, shape))}, 1]) or choose"
-                      " another builder")
+    takes = " or ".join(_RANK_KINDS.get(r, f"rank-{r} samples") for r in sorted(ranks))
+    gives = _RANK_KINDS.get(len(shape), f"rank-{len(shape)} samples")
+    raise ConfigError(f"{field}: {getattr(builder, '__name__', builder)} takes {takes}, but the data gives"
+                      f" {gives}: each sample has shape {shape}; {_rank_fix(shape, ranks)}")
+
+
+#: what a sample of each rank is (the data's rows come first: a sequence array is (samples, steps, features))
+_RANK_KINDS = {1: "table rows (features,)", 2: "sequences (steps, features)", 3: "images (height, width, channels)"}
+
+
+def _rank_fix(shape: tuple[int, ...], ranks: Any) -> str:
+    """The fix for data of ``shape`` given to a builder that takes samples of ``ranks``: a builder that
+    takes the data as it is first, a ``data.reshape`` only where one keeps the samples' meaning."""
+    rank = len(shape)
+    ours = "model.builder: mlp takes table rows" if rank == 1 else "model.builder: cnn takes sequences and images"
+    builder = (f"use a builder that takes {_RANK_KINDS.get(rank, f'rank-{rank} samples')} ({ours}; a builder of"
+               f" your own declares fn.input_ranks = ({rank},) and reads meta['X_shape_'])")
+    if rank + 1 in ranks:  # a channel (images) or feature (sequences) axis of size 1
+        return f"{builder}, or set data.reshape: [{', '.join(map(str, (*shape, 1)))}]"
+    if 1 in ranks and rank > 1:
+        return (f"{builder}, or flatten each sample with data.reshape: [{math.prod(shape)}] (the order of"
+                " steps or pixels is then lost to the model)")
+    if 2 in ranks and rank == 3:
+        return f"{builder}, or set data.reshape: [{shape[0]}, {shape[1] * shape[2]}] (each image row one step)"
+    if rank == 1:
+        want = "STEPS, FEATURES" if 2 in ranks else "HEIGHT, WIDTH, CHANNELS"
+        return f"{builder}, or set data.reshape: [{want}] whose sizes multiply to {shape[0]}"
+    return builder
 
 
 def _rows(cfg: StudyConfig, raw: RawData, folds: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -323,10 +356,18 @@ def _rows(cfg: StudyConfig, raw: RawData, folds: int) -> tuple[np.ndarray, np.nd
 def _template(cfg: StudyConfig, X: np.ndarray, task: str, classes: list[Any] | None,
               names: list[str] | None) -> Preprocessor:
     """The unfitted preprocessor of this data: what fitting on some training rows starts from."""
+    return preprocessor_template(X, task, classes, names, rescale=cfg.data.rescale,
+                                 max_categories=cfg.data.max_categories)
+
+
+def preprocessor_template(X: np.ndarray, task: str, classes: list[Any] | None, names: list[str] | None, *,
+                          rescale: float | None = None, max_categories: int = 20) -> Preprocessor:
+    """The unfitted :class:`Preprocessor` of rows like ``X`` (a table, or N-D samples after
+    ``data.reshape``): what :func:`~hpsearch.data.preprocess.fit_preprocessor` fits on training rows."""
     return Preprocessor(
         task=task, n_features=math.prod(X.shape[1:]), classes=classes, feature_names=names,
-        input_shape=[int(d) for d in X.shape[1:]] if X.ndim > 2 else None, rescale=cfg.data.rescale,
-        columns=[] if X.dtype.kind == "O" else None, max_categories=cfg.data.max_categories)
+        input_shape=[int(d) for d in X.shape[1:]] if X.ndim > 2 else None, rescale=rescale,
+        columns=[] if X.dtype.kind == "O" else None, max_categories=max_categories)
 
 
 def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
@@ -365,6 +406,8 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
         "features": int(X.shape[1]) if X.ndim == 2 else math.prod(X.shape[1:]), **(raw.info or {}),
         **{f"{name}_source": part.where for name, part in parts.items()},
     }
+    summary["split_sha256"] = {name: content_key(Xp, yp) for name, Xp, yp in
+                               (("train", X_train, y_train), ("valid", X_valid, y_valid), ("test", X_test, y_test))}
     if X.ndim > 2:
         summary["input_shape"] = list(X.shape[1:])
     if pre.columns:
@@ -377,6 +420,7 @@ def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
         X_valid=pre.transform(X_valid), y_valid=y_valid,
         X_test=pre.transform(X_test), y_test=y_test,
         task=task, preprocessor=pre, X_train_raw=X_train, X_valid_raw=X_valid, scaling=cfg.data.scale, summary=summary,
+        X_test_raw=X_test,
     )
 
 

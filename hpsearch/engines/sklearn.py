@@ -96,7 +96,8 @@ class FoldPipeline(Pipeline):
 
 def keras_estimator(ctx: RunContext) -> Any:
     """The scikeras estimator of this study: builder, fixed params, epochs, batch size, seed."""
-    from hpsearch.models.estimators import KerasClassifier, KerasRegressor, wrapper_named_defaults
+    from hpsearch.models.estimators import wrapper_named_defaults
+    from hpsearch.models.study_estimators import study_estimator_class
 
     cfg = ctx.cfg
     if cfg.model.init_from is not None and cfg.model.init_from.freeze_epochs:
@@ -106,6 +107,7 @@ def keras_estimator(ctx: RunContext) -> Any:
     kw: dict[str, Any] = {
         "model": ctx.builder, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
         "verbose": cfg.train.verbose, "random_state": cfg.search.seed,
+        "optimizer": None,  # not scikeras' rmsprop: the builder's default or compile_for_task's, as in every engine
     }
     if classification and cfg.train.class_weight:
         kw["class_weight"] = cfg.train.class_weight
@@ -116,7 +118,7 @@ def keras_estimator(ctx: RunContext) -> Any:
     declared = builder_defaults(ctx.builder)
     params = {**{n: None for n in ctx.space.params if n not in declared}, **wrapper_named_defaults(ctx.builder),
               **ctx.space.fixed, **ctx.builder_extra}
-    return (KerasClassifier if classification else KerasRegressor)(**kw, **params)
+    return study_estimator_class(classification)(**{**kw, **params})
 
 
 def make_pipeline(ctx: RunContext) -> FoldPipeline:

@@ -101,7 +101,9 @@ def _study_problem(ctx: RunContext, source: Any) -> str | None:
     if attrs.get(STUDY.METRIC) not in (None, ctx.metric):
         return f"its metric {attrs.get(STUDY.METRIC)} is not {ctx.metric}"
     summary = attrs.get(STUDY.DATA_SUMMARY)
-    if summary is not None and summary != clean_attr(ctx.data.summary):
+    mine = clean_attr(ctx.data.summary)
+    # what the source recorded must match (a study stored before a key was added is compared on its own keys)
+    if summary is not None and (set(summary) - set(mine) or any(mine[k] != v for k, v in summary.items())):
         return "its data differs (rows, features or classes)"
     return None
 

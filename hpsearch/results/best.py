@@ -1,5 +1,6 @@
-"""The study's best model back as a fitted scikit-learn estimator (``load_best``, no retraining),
-its description for ``hpsearch best``, and ``export_best`` to copy it out of the artifact store.
+"""The study's best model back as a fitted scikit-learn estimator (``load_best``, no retraining; its
+class is in :mod:`hpsearch.results.estimator`), its description for ``hpsearch best``, and
+``export_best`` to copy it out of the artifact store.
 
 Models are stored as ``.keras`` files (loaded with ``safe_mode=True``) and preprocessing as JSON by
 :mod:`hpsearch.storage.artifacts`: nothing is pickled.
@@ -11,15 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-
-from hpsearch.data.prepare import Preprocessor
 from hpsearch.errors import UserError
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.results.ensemble import ensemble_scores, load_ensemble
+from hpsearch.results.estimator import HPSearchClassifierModel, HPSearchRegressorModel, fitted_estimator
 from hpsearch.results.export import export_serving
-from hpsearch.results.uncertainty import MCDropoutMixin
 from hpsearch.storage.artifacts import ARTIFACTS_ENV, artifact_store_for, load_model_artifacts
 from hpsearch.storage.queries import best_artifact_ids, best_info, open_study_for_reading
 
@@ -31,64 +28,6 @@ __all__ = [
     "fitted_estimator",
     "load_best",
 ]
-
-
-class _FittedKerasModel(MCDropoutMixin, BaseEstimator):
-    """A trained Keras model plus its preprocessing; ``predict`` takes raw (unscaled) features,
-    ``predict_uncertainty`` gives MC-dropout spread (:mod:`hpsearch.results.uncertainty`).
-    ``history_`` (from :func:`load_best`): every Keras metric of every epoch of the model's trial."""
-
-    history_: dict[str, list[float]]
-
-    def __init__(self, model: Any = None, preprocessor: Preprocessor | None = None) -> None:
-        self.model = model
-        self.preprocessor = preprocessor
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return self.model is not None
-
-    @property
-    def model_(self) -> Any:
-        return self.model
-
-    @property
-    def n_features_in_(self) -> int:
-        return self.preprocessor.n_features  # type: ignore[union-attr]
-
-    def _raw(self, X: Any) -> np.ndarray:
-        Xs = self.preprocessor.transform(X)  # type: ignore[union-attr]
-        return np.asarray(self.model.predict(Xs, batch_size=1024, verbose=0))
-
-
-class HPSearchClassifierModel(ClassifierMixin, _FittedKerasModel):
-    """Fitted classifier: ``predict`` returns the original labels, ``predict_proba`` one column per class."""
-
-    @property
-    def classes_(self) -> np.ndarray:
-        return np.asarray(self.preprocessor.classes)  # type: ignore[union-attr]
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        raw = self._raw(X)
-        if raw.ndim == 1 or raw.shape[1] == 1:
-            p1 = raw.reshape(-1)
-            return np.column_stack([1.0 - p1, p1])
-        return raw
-
-    def predict(self, X: Any) -> np.ndarray:
-        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
-
-
-class HPSearchRegressorModel(RegressorMixin, _FittedKerasModel):
-    """Fitted regressor: ``predict`` returns one value per row; ``score`` is R²."""
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self._raw(X).reshape(-1)
-
-
-def fitted_estimator(model: Any, preprocessor: Preprocessor) -> _FittedKerasModel:
-    """The estimator class that fits the preprocessing's task, wrapped around ``model``."""
-    cls = HPSearchClassifierModel if preprocessor.task == "classification" else HPSearchRegressorModel
-    return cls(model=model, preprocessor=preprocessor)
 
 
 def _open(study_name: str, storage: str | None, artifacts: str | None) -> tuple[str, Any, Any]:
@@ -118,10 +57,38 @@ def load_best(study_name: str, storage: str | None = None, artifacts: str | None
         return load_ensemble(study, store, top_k)
     mid, pid, number = best_artifact_ids(study, pick)
     model, pre = load_model_artifacts(store, mid, pid)
-    est = fitted_estimator(model, pre)
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    builder, settings = _settings(study, trial)
+    est = fitted_estimator(model, pre, builder, **settings)
     est.history_ = dict(trial.user_attrs.get(TRIAL.HISTORY) or {}) if trial is not None else {}
     return est
+
+
+def _settings(study: Any, trial: Any) -> tuple[str, dict[str, Any]]:
+    """(builder, the estimator's parameters) of ``trial``: its params over the study's fixed ones, the
+    epochs it trained, and the study's training and preprocessing settings, from its stored study file."""
+    import yaml
+
+    from hpsearch.spec.config import schema_from_mapping
+    from hpsearch.study.batchfind import BATCH_FIND_ATTR
+
+    attrs = study.user_attrs
+    params = dict(trial.params) if trial is not None else {}
+    epochs = trial.user_attrs.get(TRIAL.EPOCHS) if trial is not None else None
+    text = attrs.get(STUDY.CONFIG)
+    if not text:  # a study stored before study files were kept with it: what its trial says
+        return str(attrs.get(STUDY.BUILDER) or "mlp"), {**params, **({"epochs": int(epochs)} if epochs else {})}
+    # the schema alone: the data (memory: arrays of another process, a moved file) need not be here
+    cfg = schema_from_mapping(yaml.safe_load(text), where="stored study file")
+    train, data = cfg.train, cfg.data
+    batch = train.batch_size if isinstance(train.batch_size, int) else \
+        int((attrs.get(BATCH_FIND_ATTR) or {}).get("batch_size") or 32)
+    settings: dict[str, Any] = {
+        "epochs": int(epochs or train.epochs), "batch_size": batch, "scale": data.scale, "rescale": data.rescale,
+        "input_shape": data.reshape, "max_categories": data.max_categories, "class_weight": train.class_weight,
+        "random_state": cfg.search.seed, **cfg.model.fixed, **params,
+    }
+    return cfg.model.builder, settings
 
 
 def _export(study: Any, store: Any, path: str) -> Path:

@@ -50,7 +50,7 @@ def predict_file(study: str, path: str, output: str, *, mc: int | None = None, s
     if not out.parent.exists():
         raise UserError(f"-o {output}: folder {out.parent} does not exist; create it first")
     est = load_best(study, storage, artifacts)
-    pre = est.preprocessor
+    pre = est.preprocessor_
     X = _read_rows(Path(path), pre.feature_names if pre is not None else None)
     columns: dict[str, Any] = {}
     classes = list(getattr(est, "classes_", [])) if pre is not None and pre.classes is not None else None

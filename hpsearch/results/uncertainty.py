@@ -125,7 +125,7 @@ class MCDropoutMixin:
         from sklearn.base import is_classifier
 
         # a mixin: the host class defines these (getattr keeps mypy from requiring them here)
-        pre = getattr(self, "preprocessor", None)
+        pre = getattr(self, "preprocessor_", None)
         encoder = pre if pre is not None else getattr(self, "feature_encoder_")  # noqa: B009
         model = getattr(self, "model_")  # noqa: B009
         return mc_dropout(model, encoder.transform(X), classifier=is_classifier(self), samples=samples, seed=seed)

@@ -13,6 +13,7 @@ from the study, in scikit-learn's names.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,11 +22,20 @@ from sklearn.base import BaseEstimator, is_classifier
 from hpsearch.data.sources.memory import hold
 from hpsearch.errors import ConfigError
 from hpsearch.metrics import sklearn_scoring
+from hpsearch.models.mlp import build_mlp
 from hpsearch.pareto import chosen_trial
-from hpsearch.records import STUDY
+from hpsearch.records import STUDY, clean_attr
 from hpsearch.results.best import load_best
 from hpsearch.search.cvresults import candidate_trials, cv_results
-from hpsearch.search.translate import FIT_PARAMS, Study, estimator_sections, metric_of, space_section
+from hpsearch.search.translate import (
+    FIT_PARAMS,
+    Study,
+    estimator_sections,
+    metric_of,
+    space_section,
+    study_param,
+    unwrap_estimator,
+)
 from hpsearch.storage import open_storage, resolve_storage_url
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
@@ -68,18 +78,19 @@ def _drawn_seed(decisions: list[str], why: str) -> int:
     return seed
 
 
-class _PythonSearch(BaseEstimator):
-    """What the four searches share; subclasses give the ``search:`` section."""
+class _PythonSearch(ABC, BaseEstimator):
+    """What the four searches share; each subclass gives its ``search:`` section."""
 
     _what: ClassVar[str] = "param_distributions"  # the constructor argument holding the space
 
     def _space(self) -> Any:
         return getattr(self, self._what)
 
+    @abstractmethod
     def _search_section(self, seed: int, decisions: list[str]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The study's ``search:`` section (engine, budget, folds) from the constructor's arguments."""
 
-    def _seed(self, decisions: list[str]) -> int:
+    def _seed(self, decisions: list[str], keras_est: Any) -> int:
         rs = getattr(self, "random_state", None)
         if isinstance(rs, (int, np.integer)) and not isinstance(rs, bool):
             return int(rs)
@@ -102,17 +113,25 @@ class _PythonSearch(BaseEstimator):
         study = Study()
         d = study.decisions
         classifier = is_classifier(self.estimator)
-        seed = self._seed(d)
-        own = self.estimator.get_params(deep=False).get("random_state")
+        unwrapped = unwrap_estimator(self.estimator, study)
+        seed = self._seed(d, unwrapped.keras)
+        own = unwrapped.keras.get_params(deep=False).get("random_state")
         if own is not None and own != seed:
             d.append(f"hpsearch: the estimator's random_state {own!r} is replaced by the search's seed {seed}"
                      " (one seed per study: candidates, folds and each model's initial weights)")
-        space = space_section(self._space(), self._what)
-        model, train, _builder = estimator_sections(self.estimator, set(space), fit_params, d)
+        space = space_section(self._space(), self._what, unwrapped.prefix)
+        given = self._space()
+        given = given[0] if isinstance(given, list) else given
+        self._given_names = {study_param(str(raw), unwrapped.prefix): str(raw) for raw in given}
+        model, train, builder = estimator_sections(unwrapped.keras, set(space), fit_params, d)
         train["pack"] = self.pack
+        if builder is not build_mlp:
+            study.decide("search.estimator", "one model at a time",
+                         f"builder {model['builder']} is not hpsearch's MLP, so candidates train one model at a time"
+                         " (only the built-in MLP packs several candidates into one compiled model)")
         source = hold(X, y)
         data: dict[str, Any] = {"source": source, "task": "classification" if classifier else "regression",
-                                "scale": "none", "split": {"test": 0.0, "seed": seed}}
+                                "scale": unwrapped.scale, "split": {"test": 0.0, "seed": seed}}
         valid = fit_params.get("validation_data")
         if valid is not None:
             if not isinstance(valid, (tuple, list)) or len(valid) != 2:
@@ -145,6 +164,10 @@ class _PythonSearch(BaseEstimator):
 
         self.study_ = optuna.load_study(study_name=cfg.name, storage=open_storage(url))
         self.study_.set_user_attr(STUDY.PYTHON_SEARCH, {"class": type(self).__name__, "decisions": study.decisions})
+        if study.keyed:
+            decided = dict(self.study_.user_attrs.get(STUDY.DECISIONS) or {})
+            decided.update({k: clean_attr({"value": v, "line": line}) for k, (v, line) in study.keyed.items()})
+            self.study_.set_user_attr(STUDY.DECISIONS, decided)
         self.study_name_ = cfg.name
         self.messages_ = observer.messages
         self._read_back(cfg.search.metric, is_classifier(self.estimator), cfg.search.cv or self._default_folds())
@@ -163,10 +186,10 @@ class _PythonSearch(BaseEstimator):
         self.scorer_ = get_scorer(scorer_name)
         self.multimetric_ = False
         self.n_splits_ = folds
-        self.cv_results_ = cv_results(self.study_, sign)
+        self.cv_results_ = cv_results(self.study_, sign, self._given_names)
         best = chosen_trial(self.study_)
         self.best_index_ = next(i for i, t in enumerate(candidate_trials(self.study_)) if t.number == best.number)
-        self.best_params_ = dict(best.params)
+        self.best_params_ = {self._given_names.get(k, k): v for k, v in best.params.items()}
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.trials_ = self.study_.get_trials()
 
@@ -222,9 +245,9 @@ class GridSearchCV(_PythonSearch):
         self.storage, self.study_name, self.artifacts, self.pack = storage, study_name, artifacts, pack
         self.resume, self.observer = resume, observer
 
-    def _seed(self, decisions: list[str]) -> int:
+    def _seed(self, decisions: list[str], keras_est: Any) -> int:
         """A grid draws nothing: the seed is the estimator's ``random_state`` (its models' weights)."""
-        rs = self.estimator.get_params(deep=False).get("random_state")
+        rs = keras_est.get_params(deep=False).get("random_state")
         if isinstance(rs, (int, np.integer)) and not isinstance(rs, bool):
             return int(rs)
         return _drawn_seed(decisions, "the estimator's random_state=None")

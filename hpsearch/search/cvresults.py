@@ -49,8 +49,10 @@ def _rank(scores: np.ndarray) -> np.ndarray:
     return np.asarray(rankdata(-filled, method="min"), dtype=np.int32)
 
 
-def cv_results(study: Any, sign: float) -> dict[str, Any]:
-    """The study's candidates as scikit-learn's ``cv_results_``."""
+def cv_results(study: Any, sign: float, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """The study's candidates as scikit-learn's ``cv_results_``; ``names`` maps a study parameter to the
+    name the search was given (``kerasclassifier__n_neurons``)."""
+    rename = names or {}
     trials = candidate_trials(study)
     splits = [_fold_scores(t, sign) for t in trials]
     n = max((len(s) for s in splits), default=0)
@@ -62,10 +64,9 @@ def cv_results(study: Any, sign: float) -> dict[str, Any]:
     unknown = np.full(len(trials), math.nan)  # the study keeps each candidate's total time, not per fold
     out["mean_fit_time"], out["std_fit_time"] = fit / per_fold, unknown
     out["mean_score_time"], out["std_score_time"] = score / per_fold, unknown.copy()
-    names = sorted({k for t in trials for k in t.params})
-    for name in names:
-        out[f"param_{name}"] = _param_column(trials, name)
-    out["params"] = [dict(t.params) for t in trials]
+    for given, name in sorted((rename.get(k, k), k) for k in {k for t in trials for k in t.params}):
+        out[f"param_{given}"] = _param_column(trials, name)
+    out["params"] = [{rename.get(k, k): v for k, v in t.params.items()} for t in trials]
     for k in range(n):
         out[f"split{k}_test_score"] = np.array([s[k] if k < len(s) else math.nan for s in splits])
     grid = np.array([s + [math.nan] * (n - len(s)) for s in splits]) if trials else np.zeros((0, n))

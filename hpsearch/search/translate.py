@@ -20,7 +20,7 @@ from hpsearch.registry import BUILDERS
 from hpsearch.spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
 __all__ = ["Study", "space_section", "estimator_sections", "early_stopping_section", "metric_of", "builder_ref",
-           "FIT_PARAMS"]
+           "FIT_PARAMS", "Unwrapped", "unwrap_estimator", "study_param"]
 
 #: what ``fit(X, y, **fit_params)`` takes, as scikeras' ``fit`` does
 FIT_PARAMS = frozenset({"epochs", "batch_size", "verbose", "validation_data", "callbacks"})
@@ -39,6 +39,13 @@ class Study:
 
     mapping: dict[str, Any] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
+    #: decisions also recorded in the study's ``STUDY.DECISIONS`` (key -> value), as a run's own are
+    keyed: dict[str, tuple[Any, str]] = field(default_factory=dict)
+
+    def decide(self, key: str, value: Any, line: str) -> None:
+        """Say ``line`` with the search's other decisions and record it under ``key`` on the study."""
+        self.decisions.append(f"hpsearch: {line}")
+        self.keyed[key] = (value, line)
 
 
 def _param_yaml(name: str, spec: Any) -> dict[str, Any]:
@@ -67,8 +74,57 @@ def _param_yaml(name: str, spec: Any) -> dict[str, Any]:
     return {"float": [param.low, param.high], **({"log": True} if param.log else {})}
 
 
-def space_section(distributions: Mapping[str, Any] | list[Mapping[str, Any]], what: str) -> dict[str, Any]:
-    """``space:`` of a search's ``param_distributions`` / ``param_grid`` (``model__NAME`` is NAME)."""
+@dataclass
+class Unwrapped:
+    """The hpsearch Keras estimator a search trains, and what a ``Pipeline`` around it adds: the
+    prefix of its parameters (``kerasclassifier__``) and the study's ``data.scale``."""
+
+    keras: Any
+    prefix: str = ""
+    scale: str = "none"
+
+
+def unwrap_estimator(est: Any, study: Study) -> Unwrapped:
+    """The Keras estimator of ``est``: itself, or the last step of a ``Pipeline`` whose other steps are
+    ``StandardScaler()`` (the study's ``data.scale: standard``, fitted per fold) or ``"passthrough"``."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from hpsearch.models.estimators import KerasClassifier, KerasRegressor
+
+    if not isinstance(est, Pipeline):
+        return Unwrapped(est)
+    *head, (last, keras_est) = est.steps
+    if not isinstance(keras_est, (KerasClassifier, KerasRegressor)):
+        raise ConfigError(f"estimator: the Pipeline ends in {type(keras_est).__name__}; end it in"
+                          " hpsearch.KerasClassifier or hpsearch.KerasRegressor")
+    scale = "none"
+    for name, step in head:
+        if step is None or step == "passthrough":
+            continue
+        if type(step) is StandardScaler and step.get_params() == StandardScaler().get_params() and scale == "none":
+            scale = "standard"
+            continue
+        raise ConfigError(f"estimator: Pipeline step {name!r} ({type(step).__name__}) cannot be stored with the"
+                          " study (workers and load_best must rebuild it); hpsearch fits StandardScaler() itself"
+                          " per fold: keep that as the only step, move this step into the build function, or use"
+                          " scikit-learn's own search class")
+    if scale == "standard":
+        study.decide("data.scale", "standard", "the Pipeline's StandardScaler is the study's data.scale: standard,"
+                     " fitted per fold on each candidate's training rows and stored with the model;"
+                     f" {last!r} is the Keras step")
+    return Unwrapped(keras_est, prefix=f"{last}__", scale=scale)
+
+
+def study_param(name: str, prefix: str = "") -> str:
+    """The study's name of a search parameter: ``[PIPELINE_STEP__][model__]NAME`` is ``NAME``."""
+    return name.removeprefix(prefix).removeprefix("model__")
+
+
+def space_section(distributions: Mapping[str, Any] | list[Mapping[str, Any]], what: str,
+                  prefix: str = "") -> dict[str, Any]:
+    """``space:`` of a search's ``param_distributions`` / ``param_grid`` (``model__NAME`` is NAME; in a
+    Pipeline, ``PREFIX`` (the Keras step's ``name__``) comes first)."""
     if isinstance(distributions, list):
         if len(distributions) != 1:
             raise ConfigError(f"{what}: a list of {len(distributions)} grids; hpsearch searches one space:"
@@ -78,10 +134,14 @@ def space_section(distributions: Mapping[str, Any] | list[Mapping[str, Any]], wh
         raise ConfigError(f"{what}: give a non-empty dict of parameter name -> values or distribution")
     out: dict[str, Any] = {}
     for raw, spec in distributions.items():
-        name = str(raw).removeprefix("model__")
+        name = str(raw)
+        if prefix and not name.startswith(prefix):
+            raise ConfigError(f"{what}: {raw!r} is not a parameter of the Pipeline's Keras step; search its"
+                              f" builder's arguments ({prefix}NAME)")
+        name = study_param(name, prefix)
         if "__" in name:
             raise ConfigError(f"{what}: {raw!r} routes to a sub-object; search the builder's own arguments"
-                              " (model__NAME or NAME)")
+                              f" ({prefix}model__NAME or {prefix}NAME)")
         try:
             out[name] = _param_yaml(name, spec)
         except ConfigError as exc:
@@ -178,8 +238,8 @@ def estimator_sections(est: Any, searched: set[str], fit: Mapping[str, Any], dec
 
     if not isinstance(est, (KerasClassifier, KerasRegressor)):
         raise ConfigError(f"estimator: {type(est).__name__} is not hpsearch.KerasClassifier or"
-                          " hpsearch.KerasRegressor; wrap the build function in one of them (a Pipeline or"
-                          " another estimator runs with scikit-learn's own search class)")
+                          " hpsearch.KerasRegressor (or a Pipeline ending in one); wrap the build function in one"
+                          " of them (another estimator runs with scikit-learn's own search class)")
     params = est.get_params(deep=False)
     defaults = _wrapper_defaults(est)
     ref = builder_ref(params.get("model") or params.get("build_fn"), decisions)

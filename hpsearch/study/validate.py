@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hpsearch.data.fixed import check_fixed_parts
 from hpsearch.data.sources.base import source_for
 from hpsearch.engines.base import get_engine
@@ -99,10 +101,15 @@ def _check_locations(cfg: StudyConfig) -> None:
         )
 
 
+#: overrides of the run's budget: the stored study file keeps its own text (the budget is the run's)
+BUDGET_KEYS = frozenset({"search.n_trials", "train.epochs"})
+
+
 def _set_dotted(data: dict[str, Any], overrides: dict[str, Any] | None) -> set[str]:
     """Write ``{"search.n_trials": 2}``-style overrides into ``data``; returns the keys applied.
 
-    ``None`` means "not given". A section that is not a mapping is left alone: validation names it.
+    ``None`` means "not given". A top-level section that is not a mapping is left alone: validation
+    names it. A key that goes through a value (``train.epochs.x``) is a ConfigError naming it.
     """
     applied: set[str] = set()
     for dotted, value in (overrides or {}).items():
@@ -110,11 +117,16 @@ def _set_dotted(data: dict[str, Any], overrides: dict[str, Any] | None) -> set[s
             continue
         node: Any = data
         keys = dotted.split(".")
-        for k in keys[:-1]:
+        if not all(keys):
+            raise ConfigError(f"{dotted}: an empty part in the key; write it dotted, e.g. train.epochs")
+        for depth, k in enumerate(keys[:-1]):
             if node.get(k) is None:
                 node[k] = {}
             node = node[k]
             if not isinstance(node, dict):
+                if depth:
+                    raise ConfigError(f"{dotted}: {'.'.join(keys[:depth + 1])} holds {node!r}, not a section;"
+                                      f" set {'.'.join(keys[:depth + 1])} itself")
                 break
         else:
             node[keys[-1]] = value
@@ -142,5 +154,9 @@ def load_study_config(path: str | os.PathLike[str], overrides: dict[str, Any] | 
     where = str(path)
     data, text = read_study_yaml(p, where)
     overridden = _set_dotted(data, overrides) if isinstance(data, dict) else set()
+    changed = sorted(overridden - BUDGET_KEYS)
+    if changed:  # the stored study file (STUDY.CONFIG) is what ran: load_split, report and workers re-read it
+        text = (f"# {p.name} with --set {', '.join(changed)}\n"
+                + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return parse_study_config(data, where=where, base_dir=str(p.resolve().parent), source_text=text,
                               overridden=overridden)

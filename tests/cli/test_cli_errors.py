@@ -343,3 +343,41 @@ def test_python_api_overrides_are_validated_before_writing(workdir):
     if db.exists():
         assert optuna.get_all_study_summaries(storage=f"sqlite:///{db}") == []
     assert snapshot(workdir) - before <= {"x.db"}
+
+
+# --------------------------------------------------------------------------------------------------
+# run --set KEY=VALUE: any field of the study file, the rule lr-find's --set uses
+# --------------------------------------------------------------------------------------------------
+
+
+def test_run_set_overrides_any_field(workdir, capsys):
+    study = write_study(workdir)
+    url = f"sqlite:///{workdir}/x.db"
+    rc = main(["run", str(study), "--storage", url, "--no-progress", "--set", "name=overridden",
+               "--set", "search.n_trials=1", "--set", "train.epochs=1", "--set", "data.split.test=0.3",
+               "--set", "model.fixed={activation: tanh}"])
+    assert rc == 0, capsys.readouterr().err
+    s = optuna.load_study(study_name="overridden", storage=url)
+    assert len(s.trials) == 1
+    from hpsearch.records import STUDY, TRIAL
+
+    assert s.user_attrs[STUDY.DATA_SUMMARY]["test_rows"] == 45  # 30% of iris's 150 rows, not the file's 20%
+    assert len(s.trials[0].user_attrs[TRIAL.HISTORY]["loss"]) == 1  # one epoch, not the file's 2
+    # the stored study file is the one that ran (load_split, report and workers read it back)
+    import yaml
+
+    stored = yaml.safe_load(s.user_attrs[STUDY.CONFIG])
+    assert stored["data"]["split"]["test"] == 0.3 and stored["model"]["fixed"] == {"activation": "tanh"}
+
+
+@pytest.mark.parametrize(("item", "names"), [
+    ("train.epochz=3", ["train.epochz", "unknown key"]),
+    ("train.epochs.x=3", ["train.epochs.x", "not a section"]),
+    ("train.epochs=many", ["train.epochs"]),
+    ("nokey", ["--set nokey", "NAME=VALUE"]),
+])
+def test_run_set_bad_key_is_one_line_exit_2(workdir, capsys, item, names):
+    study = write_study(workdir)
+    before = snapshot(workdir)
+    rc = main(["run", str(study), "--storage", f"sqlite:///{workdir}/x.db", "--no-progress", "--set", item])
+    assert_user_error(rc, capsys, names, folder=workdir, before=before, db=workdir / "x.db")

@@ -80,10 +80,32 @@ def test_input_rank_of_a_builder_is_checked():
 
     images_only.input_ranks = (3,)  # type: ignore[attr-defined]
     tables = prep(cfg_of("sklearn:iris"))
-    with pytest.raises(ConfigError, match=r"^model.builder: images_only takes images .* \(4,\); set data.reshape"):
+    with pytest.raises(ConfigError, match=r"^model.builder: images_only takes images .* \(4,\); use a builder that"
+                       r" takes table rows \(features,\) \(model.builder: mlp .*data.reshape: \[HEIGHT, WIDTH,"
+                       r" CHANNELS\] whose sizes multiply to 4$"):
         check_input_rank(images_only, tables)
     check_input_rank(images_only, prep(cfg_of("sklearn:digits", reshape=[8, 8, 1])))
     check_input_rank(lambda: None, tables)  # declares nothing: not checked
+
+
+def test_sequences_to_a_builder_of_table_rows_name_a_sequence_builder_or_flattening():
+    """(samples, steps, features) given to a builder of rows: the fix is a builder that takes sequences
+    (or flattening), never a reshape that adds an axis and makes them images."""
+    def rows_only(meta: Any = None) -> None: ...
+
+    def images_only(meta: Any = None) -> None: ...
+
+    rows_only.input_ranks = (1,)  # type: ignore[attr-defined]
+    images_only.input_ranks = (3,)  # type: ignore[attr-defined]
+    sequences = prep(cfg_of("sklearn:digits", reshape=[8, 8]))
+    with pytest.raises(ConfigError) as info:
+        check_input_rank(rows_only, sequences)
+    text = str(info.value)
+    assert "data gives sequences (steps, features): each sample has shape (8, 8)" in text
+    assert "use a builder that takes sequences (steps, features) (model.builder: cnn" in text
+    assert "fn.input_ranks = (2,)" in text and "data.reshape: [64]" in text and "[8, 8, 1]" not in text
+    with pytest.raises(ConfigError, match=r"sequences \(steps, features\).* or set data.reshape: \[8, 8, 1\]$"):
+        check_input_rank(images_only, sequences)
 
 
 # -- messy tables ------------------------------------------------------------------------------------

@@ -145,3 +145,58 @@ def test_a_search_is_a_scikit_learn_estimator():
     search = hpsearch.OptunaSearchCV(hpsearch.KerasRegressor(build_model), DISTRIBS, n_trials=3, study_name="s")
     copy = clone(search)
     assert copy.get_params()["n_trials"] == 3 and copy.study_name == "s" and not hasattr(copy, "study_")
+
+
+def test_a_pipeline_ending_in_keras_is_searched_end_to_end_and_stored(tmp_path):
+    """Pipeline(StandardScaler, KerasClassifier) with ``step__param`` names: every candidate a stored trial,
+    the scaler fitted per fold (the study's data.scale: standard), the best model predicting raw rows;
+    a user builder says in one line (output and study attribute) that it trains one model at a time."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_iris(return_X_y=True)
+    url = f"sqlite:///{tmp_path / 'pipe.db'}"
+    pipe = make_pipeline(StandardScaler(), hpsearch.KerasClassifier(build_model, random_state=0))
+    search = hpsearch.RandomizedSearchCV(pipe, {"kerasclassifier__n_neurons": [3, 5, 7],
+                                                "kerasclassifier__learning_rate": [0.05, 0.1]},
+                                         n_iter=2, cv=2, random_state=0, study_name="py-pipe", storage=url,
+                                         artifacts=str(tmp_path / "art"))
+    search.fit(X, y, epochs=2)
+    study = optuna.load_study(study_name="py-pipe", storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    assert {t.params["n_neurons"] for t in study.trials} <= {3, 5, 7}
+    assert set(search.cv_results_["params"][0]) == {"kerasclassifier__learning_rate", "kerasclassifier__n_neurons"}
+    assert "param_kerasclassifier__n_neurons" in search.cv_results_
+    assert set(search.best_params_) == {"kerasclassifier__learning_rate", "kerasclassifier__n_neurons"}
+    decisions = study.user_attrs[STUDY.DECISIONS]
+    assert decisions["data.scale"]["value"] == "standard"
+    one_at_a_time = [m for m in search.messages_ if "trains one model at a time" in m or "one model at a time" in m]
+    assert len(one_at_a_time) == 1 and "\n" not in one_at_a_time[0]
+    assert decisions["search.estimator"]["line"] in one_at_a_time[0]
+    best = hpsearch.load_best("py-pipe", storage=url, artifacts=str(tmp_path / "art"))
+    assert best.preprocessor_.mean is not None  # the scaler travels with the stored model: raw rows in
+    np.testing.assert_array_equal(best.predict(X), search.predict(X))
+    assert search.score(X, y) > 0.3
+
+
+def test_the_builtin_mlp_in_a_pipeline_packs_and_other_steps_are_refused(tmp_path):
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_iris(return_X_y=True)
+    search = hpsearch.RandomizedSearchCV(make_pipeline(StandardScaler(), hpsearch.KerasClassifier(random_state=0)),
+                                         {"kerasclassifier__n_neurons": [3, 5]}, n_iter=2, cv=2, random_state=0,
+                                         study_name="py-mlp", storage=f"sqlite:///{tmp_path / 'm.db'}",
+                                         artifacts=str(tmp_path / "art"))
+    search.fit(X, y, epochs=1)
+    assert not any("one model at a time" in m for m in search.messages_)
+    assert "search.estimator" not in search.study_.user_attrs.get(STUDY.DECISIONS, {})
+    bad = hpsearch.GridSearchCV(make_pipeline(PCA(2), hpsearch.KerasClassifier()), {"kerasclassifier__n_neurons": [3]},
+                                storage=f"sqlite:///{tmp_path / 'b.db'}")
+    with pytest.raises(ConfigError, match=r"^estimator: Pipeline step 'pca' \(PCA\) cannot be stored") as info:
+        bad.fit(X, y)
+    assert "\n" not in str(info.value) and not (tmp_path / "b.db").exists()
+    with pytest.raises(ConfigError, match=r"'n_neurons' is not a parameter of the Pipeline's Keras step"):
+        hpsearch.GridSearchCV(make_pipeline(StandardScaler(), hpsearch.KerasClassifier()), {"n_neurons": [3]},
+                              storage=f"sqlite:///{tmp_path / 'b.db'}").fit(X, y)

@@ -78,5 +78,5 @@ def test_a_conditional_study_runs_and_stores_only_active_parameters(engine, sqli
     for t in trials:
         _check_stored(t.params)
     best = hpsearch.load_best(f"cond-{engine}", storage=sqlite_url, artifacts=str(tmp_path / "a"))
-    widths = [layer.units for layer in best.model.layers if layer.name.startswith("hidden_")]
+    widths = [layer.units for layer in best.model_.layers if layer.name.startswith("hidden_")]
     assert widths == [res.best_params[f"n_neurons_{i}"] for i in range(res.best_params["n_hidden"])]
