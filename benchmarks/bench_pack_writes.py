@@ -3,7 +3,8 @@ side by side, with each pack epoch's intermediate values written
 
 * ``batched``: one transaction for every member (hpsearch now, :mod:`hpsearch.storage.batch`), or
 * ``per-member``: one ``set_trial_intermediate_value`` (one transaction) per member, as
-  ``trial.report`` wrote them before issue 23 (restored in this process for the comparison).
+  ``trial.report`` wrote them before issue 23, and one transaction per attribute a trial is recorded
+  with (restored in this process for the comparison; the heartbeats stay batched).
 
 The study: iris, the built-in MLP (1 hidden layer, 4-16 neurons, Adam), ``--k`` members in one
 pack, ``--epochs`` epochs (no early stop, no pruner): epochs of a few milliseconds, so the storage
@@ -86,15 +87,23 @@ class Meter:
 
 
 def use_writes(mode: str) -> None:
-    """``batched`` (hpsearch's) or ``per-member`` (one transaction per member, as before issue 23)."""
+    """``batched`` (hpsearch's) or ``per-member`` (one transaction per member and epoch, and per
+    recorded attribute, as before issue 23)."""
     from hpsearch.packing import runner
     from hpsearch.storage import batch
+    from hpsearch.trials import context
 
     def per_member(storage: Any, values: Any) -> None:
         for trial_id, step, value in values:
             storage.set_trial_intermediate_value(trial_id, step, value)
 
-    runner.write_intermediate_values = batch.write_intermediate_values if mode == "batched" else per_member
+    def per_key(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+
+    batched = mode == "batched"
+    runner.write_intermediate_values = batch.write_intermediate_values if batched else per_member
+    context.write_user_attrs = batch.write_user_attrs if batched else per_key
 
 
 def run_one(d: dict[str, Any], url: str, tmp: str, meter: Meter) -> dict[str, Any]:

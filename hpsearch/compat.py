@@ -192,6 +192,11 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "batched write and the batched heartbeat (not one get_trial per member)",
     ),
     PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialUserAttributeModel",
+        "hpsearch.storage.batch.write_user_attrs (issue 23): the attributes a trial is recorded with in one "
+        "transaction, in the table set_trial_user_attr writes (JSON); the public call commits once per key",
+    ),
+    PrivateHook(
         "optuna", "optuna.trial.Trial._cached_frozen_trial",
         "hpsearch.packing.runner._Reports (issue 23): after the batched write, each member's cached "
         "intermediate values are updated as Trial.report updates them, so should_prune hands the pruner "

@@ -11,6 +11,8 @@ packs of 64 and short epochs). Here one transaction holds them all:
   (``TrialIntermediateValueModel.intermediate_value_to_stored_repr``) and its rule (a finished
   trial is not written). A crash loses at most the values not yet committed (one epoch's); every
   member's whole curve is stored, as ``trial.report`` stores it (the dashboard draws it).
+* :func:`write_user_attrs`: the attributes a trial is recorded with (a dozen) in one transaction,
+  not one commit each (a pack's members often end together, at the same epoch).
 * :func:`beat_and_check`: the heartbeats of every id in one transaction, and their states read back
   in one query (ids no longer RUNNING: failed as stale by another worker).
 
@@ -20,10 +22,11 @@ through its public API. The private names used are listed in :mod:`hpsearch.comp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["write_intermediate_values", "beat_and_check"]
+__all__ = ["write_intermediate_values", "write_user_attrs", "beat_and_check"]
 
 
 def _rdb(storage: Any) -> bool:
@@ -49,6 +52,23 @@ def _transaction(storage: Any, work: Any) -> Any:
         return out
 
 
+def _check_running(session: Any, ids: Sequence[int]) -> None:
+    """Raise Optuna's ``UpdateFinishedTrialError`` (what its setters raise) unless every trial in
+    ``ids`` is unfinished: one query."""
+    import optuna
+    import sqlalchemy
+    from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables
+
+    trials = models.TrialModel
+    query = sqlalchemy.select(trials.trial_id, trials.state).where(trials.trial_id.in_(ids))
+    states = dict(session.execute(query).all())
+    for trial_id in ids:
+        state = states.get(trial_id)
+        if state is None or state.is_finished():
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"trial id {trial_id} is {'missing' if state is None else state.name}: it cannot be written")
+
+
 def write_intermediate_values(storage: Any, values: Sequence[tuple[int, int, float]]) -> None:
     """Store ``(trial_id, step, value)`` intermediate values of several trials in one transaction of
     a constant number of statements (the trials' states, the steps already stored, one insert, one
@@ -62,7 +82,6 @@ def write_intermediate_values(storage: Any, values: Sequence[tuple[int, int, flo
             storage.set_trial_intermediate_value(trial_id, step, value)
         return
 
-    import optuna
     import sqlalchemy
     from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables and value encoding
 
@@ -70,15 +89,7 @@ def write_intermediate_values(storage: Any, values: Sequence[tuple[int, int, flo
     ids = sorted({trial_id for trial_id, _, _ in values})
 
     def work(session: Any) -> None:
-        trials = models.TrialModel
-        query = sqlalchemy.select(trials.trial_id, trials.state).where(trials.trial_id.in_(ids))
-        states = dict(session.execute(query).all())
-        for trial_id in ids:
-            state = states.get(trial_id)
-            if state is None or state.is_finished():
-                raise optuna.exceptions.UpdateFinishedTrialError(
-                    f"trial id {trial_id} is {'missing' if state is None else state.name}: its intermediate values"
-                    " cannot be written")
+        _check_running(session, ids)
         steps = sqlalchemy.select(table.trial_intermediate_value_id, table.trial_id, table.step)
         stored = {(t, s): i for i, t, s in session.execute(steps.where(table.trial_id.in_(ids)))}
         rows = []
@@ -91,6 +102,38 @@ def write_intermediate_values(storage: Any, values: Sequence[tuple[int, int, flo
                     table.trial_intermediate_value_id == stored[trial_id, int(step)]).values(**row))
             else:
                 rows.append(row)
+        if rows:
+            session.execute(sqlalchemy.insert(table), rows)
+
+    _transaction(storage, work)
+
+
+def write_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+    """Set the user attributes ``attrs`` of one running trial in one transaction (its state, the keys
+    already stored, one update per stored key, one insert, one commit), stored as
+    ``set_trial_user_attr`` stores them (JSON); a finished trial raises ``UpdateFinishedTrialError``
+    and nothing is written."""
+    if not attrs:
+        return
+    if not _rdb(storage):
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return
+
+    import sqlalchemy
+    from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables
+
+    table = models.TrialUserAttributeModel
+    encoded = {key: json.dumps(value) for key, value in attrs.items()}
+
+    def work(session: Any) -> None:
+        _check_running(session, [trial_id])
+        query = sqlalchemy.select(table.key).where(table.trial_id == trial_id, table.key.in_(list(encoded)))
+        stored = set(session.scalars(query))
+        for key in stored:
+            session.execute(sqlalchemy.update(table).where(table.trial_id == trial_id, table.key == key)
+                            .values(value_json=encoded[key]))
+        rows = [{"trial_id": trial_id, "key": key, "value_json": v} for key, v in encoded.items() if key not in stored]
         if rows:
             session.execute(sqlalchemy.insert(table), rows)
 

@@ -370,6 +370,27 @@ def _check_batch_intermediate_values(fitted: dict[str, Any]) -> None:
     assert storage.get_trial(ids[0]).intermediate_values == {0: 0.5}, "half a batch was committed"
 
 
+def _check_batch_user_attrs(fitted: dict[str, Any]) -> None:
+    import optuna
+
+    from hpsearch.storage.batch import write_user_attrs
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    tid = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+    storage.set_trial_user_attr(tid, "a", 1)
+    write_user_attrs(storage, tid, {"a": [1, 2], "b": {"c": None}, "d": "x"})
+    assert storage.get_trial(tid).user_attrs == {"a": [1, 2], "b": {"c": None}, "d": "x"}
+    study.tell(trial, 1.0)
+    try:
+        write_user_attrs(storage, tid, {"e": 1})
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    else:
+        raise AssertionError("a finished trial's attribute was written")
+
+
 def _check_batch_heartbeats(fitted: dict[str, Any]) -> None:
     import warnings
 
@@ -464,6 +485,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.storages._rdb.models.TrialIntermediateValueModel": _check_batch_intermediate_values,
     "optuna.storages._rdb.models.TrialHeartbeatModel": _check_batch_heartbeats,
     "optuna.storages._rdb.models.TrialModel": _check_batch_heartbeats,
+    "optuna.storages._rdb.models.TrialUserAttributeModel": _check_batch_user_attrs,
     "optuna.trial.Trial._cached_frozen_trial": _check_trial_cache,
     "optuna.trial.Trial._trial_id": _check_trial_cache,
 }

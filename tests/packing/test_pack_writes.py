@@ -118,3 +118,33 @@ def test_a_batch_with_a_finished_trial_writes_nothing(sqlite_url):
         write_intermediate_values(storage, [(a._trial_id, 1, 0.7), (b._trial_id, 1, 0.8)])
     assert storage.get_trial(a._trial_id).intermediate_values == {0: 0.5}
     assert storage.get_trial(b._trial_id).intermediate_values == {0: math.inf}
+
+
+def test_a_trials_recorded_attributes_are_one_commit(sqlite_url):
+    """record_candidate with the RDB storage writes a trial's attributes in one transaction; told
+    trial by trial (Trial.set_user_attr) they are one commit each."""
+    from hpsearch.storage import open_storage
+    from hpsearch.trials.context import Candidate, record_candidate
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="attrs", storage=storage)
+    attrs = {TRIAL.EPOCHS: 3, TRIAL.FIT_TIME: 0.5, TRIAL.WORKER: "w", TRIAL.HISTORY: {"val_accuracy": [0.1, 0.2]}}
+    commits: list[int] = []
+    on_commit = lambda conn: commits.append(1)  # noqa: E731
+    counts = []
+    sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+    try:
+        for batched in (True, False):
+            trial = study.ask()
+            trial.set_user_attr(TRIAL.WORKER, "before")  # a stored key is overwritten
+            before = len(commits)
+            cand = Candidate(params={}, state="COMPLETE", value=0.2, user_attrs=dict(attrs))
+            where = {"storage": storage, "trial_id": trial._trial_id} if batched else {}
+            frozen = record_candidate(study, cand, engine="optuna", trial=trial, **where)
+            counts.append(len(commits) - before)
+            assert frozen.state.name == "COMPLETE" and frozen.value == 0.2
+            assert {k: frozen.user_attrs[k] for k in attrs} == attrs and frozen.user_attrs[TRIAL.ENGINE] == "optuna"
+    finally:
+        sqlalchemy.event.remove(storage.engine, "commit", on_commit)
+    batched_n, per_key_n = counts
+    assert per_key_n - batched_n == len(attrs)  # len(attrs) + 1 commits (the engine's name too) -> 1
