@@ -90,8 +90,9 @@ def write_intermediate_values(storage: Any, values: Sequence[tuple[int, int, flo
 
     def work(session: Any) -> None:
         _check_running(session, ids)
-        steps = sqlalchemy.select(table.trial_intermediate_value_id, table.trial_id, table.step)
-        stored = {(t, s): i for i, t, s in session.execute(steps.where(table.trial_id.in_(ids)))}
+        steps = sqlalchemy.select(table.trial_intermediate_value_id, table.trial_id, table.step).where(
+            table.trial_id.in_(ids), table.step.in_(sorted({int(step) for _, step, _ in values})))
+        stored = {(t, s): i for i, t, s in session.execute(steps)}  # only the steps written: not the whole curves
         rows = []
         for trial_id, step, value in values:
             repr_value, kind = table.intermediate_value_to_stored_repr(float(value))
