@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -140,12 +141,16 @@ class _Reports:
     flushed before a pruner is asked: the pack's version of ``PruningReporter``. ``trials`` maps a
     slot to its current trial (a refilled slot reports for its new trial). An epoch's values of all
     members are ONE storage transaction (:func:`hpsearch.storage.batch.write_intermediate_values`),
-    not one per member: the storage round trips of a pack epoch do not grow with K (issue 23)."""
+    not one per member: the storage round trips of a pack epoch do not grow with K (issue 23); when
+    the storage is slower than an epoch, one transaction takes every epoch reported meanwhile. A
+    crash loses at most the values not yet written; a pruner asks only after they all are."""
 
     def __init__(self, trials: dict[int, Any], check_steps: set[int] | None, storage: Any) -> None:
         self.trials, self.check_steps, self.storage = trials, check_steps, storage
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-pack-report")
         self.pending: list[Future[Any]] = []
+        self.rows: list[tuple[Any, int, float]] = []  # reported, not yet taken by a write
+        self.lock = threading.Lock()
         self.wait_time = 0.0
 
     def flush(self) -> None:
@@ -157,17 +162,11 @@ class _Reports:
 
     def __call__(self, values: dict[int, tuple[int, float]]) -> set[int]:
         now = [(self.trials[i], epoch, float(v)) for i, (epoch, v) in values.items()]
-        # compat.PRIVATE_HOOKS: the trial's id and its cached frozen trial, which trial.report keeps
-        # in step with the storage and should_prune hands the pruner
-        fresh = [(t, e, v) for t, e, v in now if e not in t._cached_frozen_trial.intermediate_values]
-        rows = [(t._trial_id, e, v) for t, e, v in fresh]
-
-        def write() -> None:
-            write_intermediate_values(self.storage, rows)
-            for t, e, v in fresh:
-                t._cached_frozen_trial.intermediate_values[e] = v
-
-        self.pending.append(self.pool.submit(write))
+        # compat.PRIVATE_HOOKS: the trial's cached frozen trial, which trial.report keeps in step
+        # with the storage and should_prune hands the pruner
+        with self.lock:
+            self.rows += [(t, e, v) for t, e, v in now if e not in t._cached_frozen_trial.intermediate_values]
+        self.pending.append(self.pool.submit(self._write))
         due = [i for i, (epoch, _) in values.items() if self.check_steps is None or epoch in self.check_steps]
         if not due:
             return set()
@@ -176,6 +175,18 @@ class _Reports:
         pruned = {i for i in due if self.trials[i].should_prune()}
         self.wait_time += time.monotonic() - t0
         return pruned
+
+    def _write(self) -> None:
+        """Write every value reported so far in one transaction: one per epoch, or several epochs
+        at once when the storage is slower than an epoch (the writes do not queue up)."""
+        with self.lock:
+            rows, self.rows = self.rows, []
+        if not rows:
+            return  # an earlier write took them
+        # compat.PRIVATE_HOOKS: the trial's storage id; an error surfaces at the next flush
+        write_intermediate_values(self.storage, [(t._trial_id, e, v) for t, e, v in rows])
+        for t, e, v in rows:
+            t._cached_frozen_trial.intermediate_values[e] = v
 
     def close(self) -> None:
         try:
