@@ -15,21 +15,22 @@ its epochs: the epoch writes plus the members' tells at their end, which do not 
 and the seconds the training thread waited for the writes (``report_wait_s``). PostgreSQL is a
 throw-away server from tests/pg.py (``fsync=off``, local TCP) or ``--pg URL``.
 
-Measured on the shared 2-core machine (load average 3-5, 2026-12-06), ``--seeds 0,1,2 --k 32
---epochs 20``, means (seconds; commits per pack epoch include the 32 members' tells at their end):
+Measured on the shared 2-core machine (load average 5-8 from other jobs, 2026-12-06; noisy),
+``--seeds 0,1,2 --k 32 --epochs 20``, means (seconds; commits per pack epoch include the 32
+members' tells at their end):
 
     writes      storage      pack_s   run_s  commits/epoch  PG/SQLite pack
-    batched     sqlite         4.02    4.75           12.6
-    batched     postgresql     5.83    7.07           12.7          1.452x
-    per-member  sqlite         5.23    5.86           59.8
-    per-member  postgresql     7.26    8.30           59.8          1.387x
+    batched     sqlite         3.22    3.88           12.6
+    batched     postgresql     4.24    5.20           12.7          1.316x   (per seed 1.12 / 1.26 / 1.54)
+    per-member  sqlite         4.12    4.59           59.8
+    per-member  postgresql     5.87    6.88           59.8          1.427x
 
-The epoch writes themselves are 1 commit per epoch (20 of the 12.6 x 20 = 252; the rest is 32
-members x ~7 at their end: Optuna's tell reads the running trial twice and commits each read, the
-attributes are one transaction). The training thread's wait for the writes: 0.05 s on PostgreSQL
-(batched) vs 1.6 s (per-member). PostgreSQL's remaining 1.45x is per trial, not per epoch: ~27
-statements per member (suggest, attributes, Optuna's tell), each a round trip to a server that
-shares the 2 cores; it shrinks as epochs grow (the target of issue 23, 1.05x, is not met here).
+The epoch writes are 1 commit per epoch (20 of the 12.6 x 20 = 252; the rest is 32 members x ~7
+at their end: Optuna's tell reads the running trial twice and commits each read, the attributes are
+one transaction). The training thread waits 0.006 s for the writes on PostgreSQL (batched) against
+1.4 s (per-member). PostgreSQL's remaining ~1.3x is per trial, not per epoch: ~27 statements per
+member (suggest, attributes, Optuna's tell), each a round trip to a server that shares the 2 busy
+cores. Issue 23's target (1.05x) is not met on this machine.
 
 Usage:
     python benchmarks/bench_pack_writes.py --seeds 0,1,2 --k 32 --epochs 20
