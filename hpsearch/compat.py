@@ -174,6 +174,39 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): set on the study view "
         "HyperbandPruner passes samplers (_BracketStudy): one fit per bracket",
     ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialIntermediateValueModel",
+        "hpsearch.storage.batch.write_intermediate_values (issue 23): a pack epoch's values of every member "
+        "in ONE transaction of a constant number of statements, in Optuna's table with its inf / NaN "
+        "encoding (intermediate_value_to_stored_repr); the public set_trial_intermediate_value commits "
+        "once per trial",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialHeartbeatModel",
+        "hpsearch.storage.batch.beat_and_check (issue 23): the heartbeats of a pack's trials in one "
+        "transaction, in the table record_heartbeat writes (the public call commits once per trial)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialModel",
+        "hpsearch.storage.batch (issue 23): the states of a pack's trials read in one query inside the "
+        "batched write and the batched heartbeat (not one get_trial per member)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialUserAttributeModel",
+        "hpsearch.storage.batch.write_user_attrs (issue 23): the attributes a trial is recorded with in one "
+        "transaction, in the table set_trial_user_attr writes (JSON); the public call commits once per key",
+    ),
+    PrivateHook(
+        "optuna", "optuna.trial.Trial._cached_frozen_trial",
+        "hpsearch.packing.runner._Reports (issue 23): after the batched write, each member's cached "
+        "intermediate values are updated as Trial.report updates them, so should_prune hands the pruner "
+        "the values just stored",
+    ),
+    PrivateHook(
+        "optuna", "optuna.trial.Trial._trial_id",
+        "hpsearch.packing.runner._Reports (issue 23): the storage id a member's batched values are "
+        "written to (Trial has no public id)",
+    ),
 )
 
 #: package -> (lowest version declared in pyproject.toml, highest version the hooks were checked on).

@@ -24,6 +24,7 @@ from typing import Any
 
 from hpsearch.errors import StorageUnreachable, UserError
 from hpsearch.storage import is_connection_error, redact_url
+from hpsearch.storage.batch import beat_and_check
 
 __all__ = [
     "HEARTBEAT_ENV", "GRACE_ENV", "STOP_DEADLINE_ENV", "STORAGE_RETRY_ENV", "POLL_ENV", "PARENT_ENV",
@@ -182,6 +183,50 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.halt.set()
         self.join(timeout=10)
+
+
+class PackHeartbeat(threading.Thread):
+    """The heartbeats of a pack's running trials, :class:`Heartbeat` for many: every ``interval`` s
+    ONE transaction records the heartbeat of every trial in it and reads their states back
+    (:func:`hpsearch.storage.batch.beat_and_check`), instead of one thread, one commit and one read
+    per member. A trial another worker failed as stale sets ``ctl.lost``. Trials join with
+    :meth:`add` when they start and leave with :meth:`discard` before they are recorded; the thread
+    lives as long as the loop (:meth:`stop`)."""
+
+    def __init__(self, storage: Any, interval: float, ctl: Control) -> None:
+        super().__init__(name="hpsearch-pack-heartbeat", daemon=True)
+        self.storage, self.interval, self.ctl = storage, interval, ctl
+        self.ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+
+    def add(self, trial_id: int) -> None:
+        with self.lock:
+            self.ids.add(trial_id)
+        if not self.is_alive() and not self.halt.is_set():
+            self.start()
+
+    def discard(self, trial_id: int) -> None:
+        with self.lock:
+            self.ids.discard(trial_id)
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            self.ctl.parent_gone()
+            with self.lock:
+                ids = set(self.ids)
+            try:
+                gone = beat_and_check(self.storage, ids)
+            except Exception:  # noqa: BLE001 - keep beating through an outage
+                continue
+            with self.lock:  # a trial recorded meanwhile left the set first: its new state is no loss
+                if gone & self.ids:
+                    self.ctl.lost = True
+
+    def stop(self) -> None:
+        self.halt.set()
+        if self.is_alive():
+            self.join(timeout=10)
 
 
 def install_signals(ctl: Control, on_hard_stop: Callable[[], None], deadline: float) -> Callable[[], None]:

@@ -154,7 +154,7 @@ class TrialLoop:
         elif not abandoned:
             try:
                 frozen = self.retry(lambda: record_candidate(ctx.study, candidate, engine=ctx.engine.name,
-                                                             trial=trial), "tell")
+                                                             trial=trial, storage=ctx.storage, trial_id=tid), "tell")
             except UpdateFinishedTrialError:  # failed as stale while it ran (a long storage outage)
                 abandoned = True
             else:

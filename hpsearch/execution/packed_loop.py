@@ -1,8 +1,9 @@
 """The one trial loop, K trials a step: :mod:`hpsearch.execution.loop` (exact budget, heartbeat,
 tell, re-queue, stale checks, stop rules, failure streak) for the packs of
 :class:`~hpsearch.packing.runner.PackedRunner`. Each trial of a pack is reserved against the
-budget, beats its own heartbeat and is recorded on its own through the loop's one ``_record`` as
-soon as it ends; a slot it frees is refilled with a newly reserved trial (no rebuild, no compile)
+budget, beats its heartbeat (the pack's live trials in one transaction:
+:class:`~hpsearch.execution.control.PackHeartbeat`) and is recorded on its own through the loop's
+one ``_record`` as soon as it ends; a slot it frees is refilled with a newly reserved trial (no rebuild, no compile)
 while the budget and the stop rules allow. A stopped or lost pack fails and re-queues every trial
 still running, so no work is counted twice and none is lost.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hpsearch.execution.control import Control, Heartbeat, LoopSettings, TrialLost, WorkerStopped
+from hpsearch.execution.control import Control, LoopSettings, PackHeartbeat, TrialLost, WorkerStopped
 from hpsearch.execution.loop import LoopOutcome, TrialLoop, failure_text, run_trials
 from hpsearch.packing.runner import PackedRunner
 from hpsearch.records import STUDY, TRIAL
@@ -35,13 +36,20 @@ class _PackLoop(TrialLoop):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.live: dict[int, tuple[Any, int, Heartbeat]] = {}  # trial number -> (trial, storage id, heartbeat)
+        self.live: dict[int, tuple[Any, int]] = {}  # trial number -> (trial, storage id)
+        self.beat = PackHeartbeat(self.ctx.storage, self.settings.interval, self.ctl)  # every live trial's
         self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
         self.deadline_stops = 0  # members of the current pack ended by search.timeout
         self.plan_notes: list[str] = []  # STUDY.DEADLINE_PLAN
 
     def run(self) -> bool:
         """The loop; reserved trials still waiting for a slot are trained (or, stopping, re-queued)."""
+        try:
+            return self._run()
+        finally:
+            self.beat.stop()
+
+    def _run(self) -> bool:
         try:
             return super().run()
         finally:
@@ -109,16 +117,15 @@ class _PackLoop(TrialLoop):
         if trial.number in self.live:
             return
         tid = self.budget.trial_id(trial)
-        hb = Heartbeat(self.ctx.storage, tid, self.settings.interval, self.ctl)
-        hb.start()
-        self.live[trial.number] = (trial, tid, hb)
+        self.beat.add(tid)
+        self.live[trial.number] = (trial, tid)
         if self.ctl.current is None:
             self.ctl.current, self.ctl.current_id = trial, tid
 
     def _finish(self, trial: Any, cand: Candidate, requeue: bool = False) -> None:
         """Record one trial of the pack as it ends (its heartbeat stops first)."""
-        _, tid, hb = self.live.pop(trial.number)
-        hb.stop()
+        _, tid = self.live.pop(trial.number)
+        self.beat.discard(tid)
         self.deadline_stops += TRIAL.DEADLINE_STOP in cand.user_attrs
         ctl = self.ctl
         ctl.current, ctl.current_id = trial, tid
@@ -160,7 +167,7 @@ class _PackLoop(TrialLoop):
             reason = "storage connection lost during the trial" if requeue else failure_text(exc)
         if reason is not None:
             self.carry = []
-            for trial, _, _ in list(self.live.values()):
+            for trial, _ in list(self.live.values()):
                 self._finish(trial, Candidate(params=dict(trial.params), state="FAIL", failure=reason), requeue)
         if self.deadline_stops:
             self._note(f"hpsearch: search.timeout: {self.deadline_stops} running trials of the pack ended at an epoch"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +32,7 @@ from hpsearch.packing.model import (
 )
 from hpsearch.packing.train import MemberResult, Pace, PackSettings, stop_settings, train_pack
 from hpsearch.records import TRIAL
+from hpsearch.storage.batch import write_intermediate_values
 from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.runner import Fitted, TrialRunner
@@ -135,14 +137,20 @@ def _task(ctx: RunContext) -> str:
 
 
 class _Reports:
-    """Per-epoch ``trial.report`` of every member on one writer thread (off the training thread),
+    """Per-epoch intermediate values of every member on one writer thread (off the training thread),
     flushed before a pruner is asked: the pack's version of ``PruningReporter``. ``trials`` maps a
-    slot to its current trial (a refilled slot reports for its new trial)."""
+    slot to its current trial (a refilled slot reports for its new trial). An epoch's values of all
+    members are ONE storage transaction (:func:`hpsearch.storage.batch.write_intermediate_values`),
+    not one per member: the storage round trips of a pack epoch do not grow with K (issue 23); when
+    the storage is slower than an epoch, one transaction takes every epoch reported meanwhile. A
+    crash loses at most the values not yet written; a pruner asks only after they all are."""
 
-    def __init__(self, trials: dict[int, Any], check_steps: set[int] | None) -> None:
-        self.trials, self.check_steps = trials, check_steps
+    def __init__(self, trials: dict[int, Any], check_steps: set[int] | None, storage: Any) -> None:
+        self.trials, self.check_steps, self.storage = trials, check_steps, storage
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-pack-report")
         self.pending: list[Future[Any]] = []
+        self.rows: list[tuple[Any, int, float]] = []  # reported, not yet taken by a write
+        self.lock = threading.Lock()
         self.wait_time = 0.0
 
     def flush(self) -> None:
@@ -153,13 +161,12 @@ class _Reports:
         self.wait_time += time.monotonic() - t0
 
     def __call__(self, values: dict[int, tuple[int, float]]) -> set[int]:
-        now = [(self.trials[i], epoch, v) for i, (epoch, v) in values.items()]
-
-        def write() -> None:
-            for trial, epoch, v in now:
-                trial.report(v, epoch)
-
-        self.pending.append(self.pool.submit(write))
+        now = [(self.trials[i], epoch, float(v)) for i, (epoch, v) in values.items()]
+        # compat.PRIVATE_HOOKS: the trial's cached frozen trial, which trial.report keeps in step
+        # with the storage and should_prune hands the pruner
+        with self.lock:
+            self.rows += [(t, e, v) for t, e, v in now if e not in t._cached_frozen_trial.intermediate_values]
+        self.pending.append(self.pool.submit(self._write))
         due = [i for i, (epoch, _) in values.items() if self.check_steps is None or epoch in self.check_steps]
         if not due:
             return set()
@@ -168,6 +175,18 @@ class _Reports:
         pruned = {i for i in due if self.trials[i].should_prune()}
         self.wait_time += time.monotonic() - t0
         return pruned
+
+    def _write(self) -> None:
+        """Write every value reported so far in one transaction: one per epoch, or several epochs
+        at once when the storage is slower than an epoch (the writes do not queue up)."""
+        with self.lock:
+            rows, self.rows = self.rows, []
+        if not rows:
+            return  # an earlier write took them
+        # compat.PRIVATE_HOOKS: the trial's storage id; an error surfaces at the next flush
+        write_intermediate_values(self.storage, [(t._trial_id, e, v) for t, e, v in rows])
+        for t, e, v in rows:
+            t._cached_frozen_trial.intermediate_values[e] = v
 
     def close(self) -> None:
         try:
@@ -296,7 +315,7 @@ class _Pack:
         self.pm = PackedModel(self.specs, data.meta(), steps_per_execution=ctx.cfg.train.steps_per_execution,
                               seed=self.seeds[0])
         self.pm.init_weights(self.seeds)
-        self.reports = _Reports(self.trials, single.check_steps)
+        self.reports = _Reports(self.trials, single.check_steps, ctx.storage)
         self.t0 = time.monotonic()
         try:
             res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hpsearch.records import STUDY, TRIAL, clean_attr
+from hpsearch.storage.batch import write_user_attrs
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.data.prepare import PreparedData
@@ -132,11 +133,13 @@ class Candidate:
 
 
 def record_candidate(study: Any, candidate: Candidate, *, engine: str, distributions: dict[str, Any] | None = None,
-                     trial: Any = None) -> Any:
+                     trial: Any = None, storage: Any = None, trial_id: int | None = None) -> Any:
     """Store a finished candidate as an Optuna trial, with the attribute names of ``records.py``.
 
     ``trial`` is a running trial of ``study.ask()`` (the Optuna engine): its attributes are set and it
-    is told. Without it (the scikit-learn engines) a finished trial is created with ``distributions``
+    is told; with ``storage`` (Optuna's RDBStorage) and its ``trial_id``, its attributes are written in
+    one transaction (:func:`hpsearch.storage.batch.write_user_attrs`), not one commit each. Without it
+    (the scikit-learn engines) a finished trial is created with ``distributions``
     and added. Returns the frozen trial.
     """
     import optuna
@@ -151,8 +154,11 @@ def record_candidate(study: Any, candidate: Candidate, *, engine: str, distribut
     attrs = clean_attr(attrs)
     state = TrialState[candidate.state]
     if trial is not None:
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+        if storage is not None and trial_id is not None:
+            write_user_attrs(storage, trial_id, attrs)
+        else:
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
         if state == TrialState.COMPLETE:
             return study.tell(trial, candidate.values or candidate.value, skip_if_finished=True)
         return study.tell(trial, state=state, skip_if_finished=True)

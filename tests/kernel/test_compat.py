@@ -346,6 +346,91 @@ def _check_storage_and_trial_id(fitted: dict[str, Any]) -> None:
     assert case["study"]._storage.get_trial(frozen._trial_id).number == frozen.number
 
 
+def _check_batch_intermediate_values(fitted: dict[str, Any]) -> None:
+    import math
+
+    import optuna
+
+    from hpsearch.storage.batch import write_intermediate_values
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage)
+    a, b = study.ask(), study.ask()
+    ids = [storage.get_trial_id_from_study_id_trial_number(study._study_id, t.number) for t in (a, b)]
+    write_intermediate_values(storage, [(ids[0], 0, 0.5), (ids[1], 0, math.inf), (ids[1], 1, -math.inf)])
+    assert storage.get_trial(ids[0]).intermediate_values == {0: 0.5}
+    assert storage.get_trial(ids[1]).intermediate_values == {0: math.inf, 1: -math.inf}
+    study.tell(b, 1.0)
+    try:
+        write_intermediate_values(storage, [(ids[0], 1, 0.7), (ids[1], 2, 0.8)])
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    else:
+        raise AssertionError("a finished trial's intermediate value was written")
+    assert storage.get_trial(ids[0]).intermediate_values == {0: 0.5}, "half a batch was committed"
+
+
+def _check_batch_user_attrs(fitted: dict[str, Any]) -> None:
+    import optuna
+
+    from hpsearch.storage.batch import write_user_attrs
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    tid = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+    storage.set_trial_user_attr(tid, "a", 1)
+    write_user_attrs(storage, tid, {"a": [1, 2], "b": {"c": None}, "d": "x"})
+    assert storage.get_trial(tid).user_attrs == {"a": [1, 2], "b": {"c": None}, "d": "x"}
+    study.tell(trial, 1.0)
+    try:
+        write_user_attrs(storage, tid, {"e": 1})
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    else:
+        raise AssertionError("a finished trial's attribute was written")
+
+
+def _check_batch_heartbeats(fitted: dict[str, Any]) -> None:
+    import warnings
+
+    import optuna
+
+    from hpsearch.storage.batch import beat_and_check
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage("sqlite:///:memory:", heartbeat_interval=60, grace_period=120)
+    study = optuna.create_study(storage=storage)
+    ids = [storage.get_trial_id_from_study_id_trial_number(study._study_id, study.ask().number) for _ in range(3)]
+    storage.record_heartbeat(ids[0])  # an existing heartbeat row is updated, the others inserted
+    storage.set_trial_state_values(ids[2], optuna.trial.TrialState.FAIL)
+    assert beat_and_check(storage, ids) == {ids[2]}
+    assert beat_and_check(storage, ids[:2]) == set()
+    assert storage._get_stale_trial_ids(study._study_id) == [], "a batched heartbeat is not seen as one"
+
+
+def _check_trial_cache(fitted: dict[str, Any]) -> None:
+    import optuna
+
+    seen: list[dict[int, float]] = []
+
+    class Spy(optuna.pruners.BasePruner):
+        def prune(self, study: Any, trial: Any) -> bool:
+            seen.append(dict(trial.intermediate_values))
+            return False
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage, pruner=Spy())
+    trial = study.ask()
+    assert trial._trial_id == storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+    trial.report(0.5, 0)
+    assert trial._cached_frozen_trial.intermediate_values == {0: 0.5}
+    trial._cached_frozen_trial.intermediate_values[1] = 0.7  # what hpsearch.packing.runner._Reports does
+    trial.should_prune()
+    assert seen == [{0: 0.5, 1: 0.7}], "should_prune does not hand the pruner the trial's cached values"
+
+
 def _check_bracket_id(fitted: dict[str, Any]) -> None:
     import optuna
 
@@ -397,6 +482,12 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.study.Study._storage": _check_storage_and_trial_id,
     "optuna.trial.FrozenTrial._trial_id": _check_storage_and_trial_id,
     "optuna.study.Study._bracket_id": _check_bracket_id,
+    "optuna.storages._rdb.models.TrialIntermediateValueModel": _check_batch_intermediate_values,
+    "optuna.storages._rdb.models.TrialHeartbeatModel": _check_batch_heartbeats,
+    "optuna.storages._rdb.models.TrialModel": _check_batch_heartbeats,
+    "optuna.storages._rdb.models.TrialUserAttributeModel": _check_batch_user_attrs,
+    "optuna.trial.Trial._cached_frozen_trial": _check_trial_cache,
+    "optuna.trial.Trial._trial_id": _check_trial_cache,
 }
 
 

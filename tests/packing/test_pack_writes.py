@@ -1,0 +1,150 @@
+"""Storage round trips of a pack (issue 23 item 4): one transaction per pack epoch for every member's
+intermediate value, not one per member; each member's whole curve is still stored; heartbeats of a
+pack's trials in one transaction (:class:`hpsearch.execution.control.PackHeartbeat`)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import optuna
+import pytest
+import sqlalchemy
+
+from hpsearch.execution.control import Control, PackHeartbeat
+from hpsearch.packing import runner as packed
+from hpsearch.records import TRIAL
+from hpsearch.study.run import run_study
+from hpsearch.study.validate import parse_study_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+K, EPOCHS = 8, 4
+
+
+def _study(name: str) -> dict[str, Any]:
+    return {"name": name, "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+            "model": {"builder": "mlp", "fixed": {"optimizer": "adam", "n_hidden": 1}},
+            "space": {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [0.005, 0.05], "log": True}},
+            "train": {"epochs": EPOCHS, "batch_size": 16, "pack": K, "early_stopping": {"patience": EPOCHS}},
+            "search": {"engine": "optuna", "sampler": "random", "pruner": "none", "n_trials": K, "seed": 0,
+                       "keep_models": 1}}
+
+
+def test_a_pack_epoch_is_one_commit_whatever_k_and_every_curve_is_stored(sqlite_url, tmp_path, monkeypatch):
+    """Between two epoch ends of a pack of 8 (no member ends there) the storage sees at most 2
+    commits (one transaction for the 8 members' values; before: 8), and every member's values are
+    stored at every epoch (what optuna-dashboard draws)."""
+    commits: list[str] = []
+    at_epoch: list[int] = []
+    call = packed._Reports.__call__
+
+    def counted(self: Any, values: dict[int, tuple[int, float]]) -> set[int]:
+        out = call(self, values)
+        self.flush()  # this epoch's transaction done: the count below is the epoch's
+        at_epoch.append(len(commits))
+        return out
+
+    monkeypatch.setattr(packed._Reports, "__call__", counted)
+    on_commit = lambda conn: commits.append(threading.current_thread().name)  # noqa: E731
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", on_commit)
+    try:
+        res = run_study(parse_study_config(_study("writes")), storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", on_commit)
+    assert res.n_complete == K and len(at_epoch) == EPOCHS
+    per_epoch = [b - a for a, b in itertools.pairwise(at_epoch)]
+    assert per_epoch and max(per_epoch) <= 2, per_epoch  # one per member (8) before batching
+    assert sum(name.startswith("hpsearch-pack-report") for name in commits) == EPOCHS  # one per epoch
+    trials = optuna.load_study(study_name="writes", storage=sqlite_url).get_trials()
+    assert len(trials) == K
+    for t in trials:
+        assert t.user_attrs[TRIAL.PACK_SIZE] == K
+        assert sorted(t.intermediate_values) == list(range(EPOCHS))
+        assert t.intermediate_values == dict(enumerate(t.user_attrs[TRIAL.HISTORY]["val_accuracy"]))
+
+
+def test_pack_heartbeat_beats_every_trial_in_one_transaction_and_sees_a_lost_one(sqlite_url):
+    from hpsearch.storage import open_storage
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="beats", storage=storage)
+    trials = [study.ask() for _ in range(4)]
+    ids = [t._trial_id for t in trials]
+    commits: list[int] = []
+    on_commit = lambda conn: commits.append(1)  # noqa: E731
+    ctl = Control()
+    beat = PackHeartbeat(storage, 0.05, ctl)
+    sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+    try:
+        for tid in ids:
+            beat.add(tid)
+        time.sleep(0.3)
+        with storage.engine.connect() as conn:
+            beats = conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats")).scalars().all()
+        assert sorted(beats) == ids
+        rounds = len(commits)
+        assert rounds >= 2 and not ctl.lost
+        beat.discard(ids[0])  # recorded by its loop: leaving first, its state is no loss
+        study.tell(trials[0], 1.0)
+        time.sleep(0.2)
+        assert not ctl.lost
+        storage.set_trial_state_values(ids[1], optuna.trial.TrialState.FAIL)  # another worker failed it
+        deadline = time.monotonic() + 5
+        while not ctl.lost and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ctl.lost
+    finally:
+        beat.stop()
+        sqlalchemy.event.remove(storage.engine, "commit", on_commit)
+    n_beats = len(commits)
+    assert n_beats <= rounds + 15  # one commit per round for all 4 (a round every 0.05 s), not 4
+
+
+def test_a_batch_with_a_finished_trial_writes_nothing(sqlite_url):
+    """One transaction: all of an epoch's values or none (a crash loses at most that epoch)."""
+    import math
+
+    from hpsearch.storage import open_storage
+    from hpsearch.storage.batch import write_intermediate_values
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="atomic", storage=storage)
+    a, b = study.ask(), study.ask()
+    write_intermediate_values(storage, [(a._trial_id, 0, 0.5), (b._trial_id, 0, math.inf)])
+    study.tell(b, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        write_intermediate_values(storage, [(a._trial_id, 1, 0.7), (b._trial_id, 1, 0.8)])
+    assert storage.get_trial(a._trial_id).intermediate_values == {0: 0.5}
+    assert storage.get_trial(b._trial_id).intermediate_values == {0: math.inf}
+
+
+def test_a_trials_recorded_attributes_are_one_commit(sqlite_url):
+    """record_candidate with the RDB storage writes a trial's attributes in one transaction; told
+    trial by trial (Trial.set_user_attr) they are one commit each."""
+    from hpsearch.storage import open_storage
+    from hpsearch.trials.context import Candidate, record_candidate
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="attrs", storage=storage)
+    attrs = {TRIAL.EPOCHS: 3, TRIAL.FIT_TIME: 0.5, TRIAL.WORKER: "w", TRIAL.HISTORY: {"val_accuracy": [0.1, 0.2]}}
+    commits: list[int] = []
+    on_commit = lambda conn: commits.append(1)  # noqa: E731
+    counts = []
+    sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+    try:
+        for batched in (True, False):
+            trial = study.ask()
+            trial.set_user_attr(TRIAL.WORKER, "before")  # a stored key is overwritten
+            before = len(commits)
+            cand = Candidate(params={}, state="COMPLETE", value=0.2, user_attrs=dict(attrs))
+            where = {"storage": storage, "trial_id": trial._trial_id} if batched else {}
+            frozen = record_candidate(study, cand, engine="optuna", trial=trial, **where)
+            counts.append(len(commits) - before)
+            assert frozen.state.name == "COMPLETE" and frozen.value == 0.2
+            assert {k: frozen.user_attrs[k] for k in attrs} == attrs and frozen.user_attrs[TRIAL.ENGINE] == "optuna"
+    finally:
+        sqlalchemy.event.remove(storage.engine, "commit", on_commit)
+    batched_n, per_key_n = counts
+    assert per_key_n - batched_n == len(attrs)  # len(attrs) + 1 commits (the engine's name too) -> 1
