@@ -31,6 +31,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -158,15 +159,24 @@ def _quoted(password: str) -> str:
     return quote(password, safe="")
 
 
-def _client(url: str, name: str, budget: int, mix: dict[str, float], seed: int) -> None:
+def _client(url: str, name: str, budget: int, mix: dict[str, float], seed: int, ramp: float) -> None:
     """One simulated client: reserve, replay the recorded per-trial calls, tell; until the budget is met."""
     import optuna
 
+    from hpsearch.errors import StorageUnreachable
     from hpsearch.execution import budget as B
     from hpsearch.storage import open_storage
 
     rng = random.Random(seed)
-    st = open_storage(url, workers=2, heartbeat=True, heartbeat_interval=10)
+    time.sleep(rng.uniform(0, ramp))  # clients join over the ramp, as a cluster's workers do
+    for attempt in range(5):  # hundreds of simultaneous logins through the pooler on 2 cores time out
+        try:
+            st = open_storage(url, workers=2, heartbeat=True, heartbeat_interval=10)
+            break
+        except StorageUnreachable:
+            if attempt == 4:
+                raise
+            time.sleep(1 + rng.random())
     study = optuna.load_study(study_name=name, storage=st)
     sid = st.get_study_id_from_name(name)
     budget_ = B.Budget(study, st, url, sid, budget)
@@ -212,7 +222,8 @@ def _replay(st: Any, method: str, tid: int, sid: int, i: int, number: int, name:
         getattr(st, method)(sid)  # get_study_user_attrs / _system_attrs / _directions
 
 
-def _sim_process(url: str, name: str, budget: int, mix: dict[str, float], threads: int, base: int, q: Any) -> None:
+def _sim_process(url: str, name: str, budget: int, mix: dict[str, float], threads: int, base: int, ramp: float,
+                 q: Any) -> None:
     """``threads`` simulated clients in one process; puts the study-lock waits (s) they measured."""
     import contextlib
     import warnings
@@ -231,7 +242,7 @@ def _sim_process(url: str, name: str, budget: int, mix: dict[str, float], thread
             yield
 
     B.study_lock = timed
-    ts = [threading.Thread(target=_client, args=(url, name, budget, mix, base + i)) for i in range(threads)]
+    ts = [threading.Thread(target=_client, args=(url, name, budget, mix, base + i, ramp)) for i in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
@@ -257,7 +268,7 @@ def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]
     sampler = Sampler(server.url(db), db)
     sampler.start()
     t0 = time.monotonic()
-    procs = [ctx.Process(target=_sim_process, args=(url, name, budget, replayed, n, 1000 * i, q))
+    procs = [ctx.Process(target=_sim_process, args=(url, name, budget, replayed, n, 1000 * i, a.ramp, q))
              for i, n in enumerate(share)]
     for p in procs:
         p.start()
@@ -287,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=8, help="PgBouncer server connections (default 8)")
     p.add_argument("--simulate", type=int, default=256, help="simulated clients (0: none)")
     p.add_argument("--sim-processes", type=int, default=8, help="processes the simulated clients are spread over")
+    p.add_argument("--ramp", type=float, default=10.0, help="seconds over which the simulated clients join")
     p.add_argument("--timeout", type=float, default=1800)
     a = p.parse_args(argv)
 
@@ -296,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.pgbouncer import PgBouncer
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: the servers below still close
     server = PostgresServer().start()
     bouncer = None
     rows = []
