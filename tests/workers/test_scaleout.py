@@ -190,7 +190,8 @@ def test_scale_benchmark_at_ci_size():
 
     bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
     out = subprocess.run([sys.executable, str(bench), "--workers", "2", "--per-worker", "1", "--simulate", "4",
-                          "--sim-processes", "1", "--ramp", "1", "--timeout", "300"], capture_output=True, text=True, timeout=600)
+                          "--sim-processes", "1", "--ramp", "1", "--timeout", "300"],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 4, out.stdout  # the header and three rows
