@@ -1,5 +1,6 @@
 """One worker process on a shared study: ``hpsearch worker STUDY`` (also started by hand on another
-machine, or by docker-compose, to join a study). It runs the engine's one trial loop (the same one
+machine, or by docker-compose, to join a study), or ``hpsearch worker --study NAME`` with no study
+file (:mod:`hpsearch.workers.join`: the stored configuration and data snapshot). It runs the engine's one trial loop (the same one
 ``hpsearch run`` uses in a single process) until the global budget is met; there is no coordinator
 of our own: the storage is the only shared state (DESIGN.md section 1).
 
@@ -15,6 +16,7 @@ import os
 import time
 from typing import Any
 
+from hpsearch.data.snapshot import RawParts
 from hpsearch.engines.base import get_engine
 from hpsearch.errors import TRANSIENT_STORAGE_ERRORS, StorageError, UserError
 from hpsearch.execution.budget import study_lock
@@ -67,10 +69,13 @@ def run_worker(
     n_trials: int | None = None,
     epochs: int | None = None,
     observer: Observer | None = None,
+    raws: RawParts | None = None,
 ) -> None:
     """Join (or create) a study and run trials until the global budget is met, or a graceful stop.
 
-    Raises StorageError / StudyFailedError with a one-line message for the CLI.
+    ``raws``: the data's rows (a worker that joined by name: the study's snapshot,
+    :func:`hpsearch.workers.join.join_study`); by default read from the study's sources and checked
+    against the study's snapshot. Raises StorageError / StudyFailedError with a one-line message.
     """
     settings = LoopSettings.from_env()
     check_supports_workers(load_config(study, n_trials, epochs), "workers")  # before any signal handler
@@ -80,7 +85,7 @@ def run_worker(
     try:
         apply_backend_settings()
         ctx = prepare_with_retry(study, settings.retry, storage=storage, artifacts=artifacts, n_trials=n_trials,
-                                 epochs=epochs, observer=observer, worker_index=worker_index())
+                                 epochs=epochs, observer=observer, worker_index=worker_index(), raws=raws)
         box["ctx"] = ctx
         ctx.control = ctl
         _run(ctx, ctl, settings)
