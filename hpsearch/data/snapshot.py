@@ -100,9 +100,11 @@ def folder_manifest(root: Path) -> list[list[Any]]:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
+        h = hashlib.sha256()
         with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        out.append([rel.as_posix(), path.stat().st_size, digest])
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        out.append([rel.as_posix(), path.stat().st_size, h.hexdigest()])
     return out
 
 
@@ -144,7 +146,7 @@ def fingerprint(cfg: StudyConfig, raws: RawParts | None) -> Fingerprint:
         if raws is None or name not in raws:
             raise DataError(f"data.{name}: {spec} gave no rows to fingerprint")
         raw = arrays[name] = raws[name]
-        parts[name] = {"kind": "arrays", "rows": int(len(raw.y)), "shape": list(np.asarray(raw.X).shape[1:]),
+        parts[name] = {"kind": "arrays", "rows": len(raw.y), "shape": list(np.asarray(raw.X).shape[1:]),
                        "sha256": _part_digest(raw)}
     total = hashlib.sha256("".join(f"{n}:{p['sha256']};" for n, p in parts.items()).encode()).hexdigest()
     return Fingerprint(total, parts, arrays, manifests)

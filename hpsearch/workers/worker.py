@@ -1,8 +1,9 @@
 """One worker process on a shared study: ``hpsearch worker STUDY`` (also started by hand on another
 machine, or by docker-compose, to join a study), or ``hpsearch worker --study NAME`` with no study
-file (:mod:`hpsearch.workers.join`: the stored configuration and data snapshot). It runs the engine's one trial loop (the same one
-``hpsearch run`` uses in a single process) until the global budget is met; there is no coordinator
-of our own: the storage is the only shared state (DESIGN.md section 1).
+file (:mod:`hpsearch.workers.join`: the stored configuration and data snapshot). It runs the
+engine's one trial loop (the same one ``hpsearch run`` uses in a single process) until the global
+budget is met; there is no coordinator of our own: the storage is the only shared state (DESIGN.md
+section 1).
 
 SIGTERM / SIGINT stop it gracefully (exit 0): the running trial is failed and re-queued. Storage
 outages are ridden out for ``HPSEARCH_STORAGE_RETRY`` seconds, including at start-up, when several

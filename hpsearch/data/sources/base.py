@@ -81,6 +81,7 @@ class DataSource(ABC):
         """Take ``raw`` (this part's rows from the study's data snapshot, see
         :mod:`hpsearch.data.snapshot`) as what ``spec`` names in this process. Only a source whose
         rows live in one process (``memory:``) needs them; the others read their own."""
+        del spec, raw  # nothing to take: this source reads its own rows
 
 
 class LocalSource(DataSource):
