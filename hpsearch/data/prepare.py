@@ -343,8 +343,7 @@ def prepare_data(cfg: StudyConfig, folds: int, raws: RawParts | None = None) -> 
         assert root is not None
         return _prepare_streamed(cfg, folds, root)
     raws = raws if raws is not None else load_raw(cfg)
-    assert raws is not None  # None only for a source that streams
-    raw = raws["source"]
+    raw = raws["source"] if raws and "source" in raws else source.load(cfg)  # a snapshot lists folders only
     where = raw.where
     X, y, task = _rows(cfg, raw, folds)
     parts = load_fixed_parts(cfg, X, raw.feature_names, task, raws)  # data.valid / data.test given as their own sets

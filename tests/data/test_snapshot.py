@@ -73,5 +73,12 @@ def test_an_image_folder_is_recorded_as_its_files(tmp_path):
     assert part["kind"] == "files" and part["files"] == len(files) and part["path"] == str(tmp_path / "imgs")
     assert part["bytes"] == sum(p.stat().st_size for p in files)
     assert unpack(pack(fp))[1]["source"] == fp.manifests["source"]
+    in_memory = _cfg(tmp_path, "imgs/", image_size=[8, 8], skip_bad_files=True, in_memory=True)
+    raws = load_raw(in_memory)  # type: ignore[arg-type]
+    assert raws is not None and fingerprint(in_memory, raws).sha256 == fp.sha256  # type: ignore[arg-type]
+    snapshot_rows = unpack(pack(fingerprint(in_memory, raws)))[0]  # type: ignore[arg-type]
+    assert snapshot_rows == {}  # the images are read from the folder, not copied
+    np.testing.assert_array_equal(prepare_data(in_memory, 1, snapshot_rows).X_train,  # type: ignore[arg-type]
+                                  prepare_data(in_memory, 1).X_train)  # type: ignore[arg-type]
     files[0].write_bytes(files[0].read_bytes() + b"\0")
     assert fingerprint(cfg, None).sha256 != fp.sha256  # type: ignore[arg-type]
