@@ -48,8 +48,8 @@ def check_snapshot(study: Any, fp: Fingerprint) -> None:
         return
     name = study.study_name
     raise UserError(f"study {name!r} was started on other data ({fp.differences(stored.get('parts') or {})});"
-                    f" give data.source the data the study was started with, or join without the study file:"
-                    f" hpsearch worker --study {name} --storage URL")
+                    f" give data.source the data the study was started with (or give the study a new name);"
+                    f" a worker joins with no study file: hpsearch worker --study {name} --storage URL")
 
 
 def _parts_line(fp: Fingerprint) -> str:
