@@ -75,8 +75,10 @@ def join_study(name: str, storage: str | None, artifacts: str | None = None) -> 
     import yaml
 
     url, st = open_storage_for_reading(storage)
-    study = _load(name, st, url)
-    attrs = study.user_attrs
+    try:
+        attrs = _load(name, st, url).user_attrs
+    finally:
+        st.engine.dispose()  # the worker opens its own storage: no connection kept from here
     text, record = attrs.get(STUDY.CONFIG), attrs.get(STUDY.DATA_SNAPSHOT)
     if not text or not record:
         missing = "configuration" if not text else "data snapshot"
