@@ -92,6 +92,8 @@ def _tracking_parser(sub: argparse._SubParsersAction, storage_args: Any) -> None
     storage_args(x)
     x.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI (trials already there are kept)")
     x.add_argument("--tensorboard", metavar="DIR", help="TensorBoard folder: DIR/<study>/trial-NNNN/")
+    x.add_argument("--log-models", action="store_true",
+                   help="with --mlflow: each stored trial model as an artifact of its run (as tracking.log_models)")
     x.add_argument("--json", action="store_true")
 
 
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage_args(w)
     w.add_argument("--n-trials", type=int, help="override search.n_trials (the global budget)")
     w.add_argument("--epochs", type=int, help="override train.epochs")
+    w.add_argument("--gpus", help="claim one GPU slot of these ids through the study and pin to it: e.g. 0,1, or "
+                   "auto (the GPUs this process sees); default $HPSEARCH_GPUS, else no pinning")
     w.add_argument("--no-progress", action="store_true")
 
     v = sub.add_parser("validate", help="check a study file (and its data) without running it")
@@ -225,10 +229,10 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
         joined = join_study(a.study_name, a.storage, a.artifacts)
         run_worker(joined.cfg, storage=joined.storage, artifacts=joined.artifacts, n_trials=a.n_trials,
-                   epochs=a.epochs, observer=_observer(not a.no_progress), raws=joined.raws)
+                   epochs=a.epochs, observer=_observer(not a.no_progress), gpus=a.gpu_slots, raws=joined.raws)
         return 0
     run_worker(a.study, storage=a.storage, artifacts=a.artifacts, n_trials=a.n_trials, epochs=a.epochs,
-               observer=_observer(not a.no_progress))
+               observer=_observer(not a.no_progress), gpus=a.gpu_slots)
     return 0
 
 
@@ -283,7 +287,8 @@ def cmd_export_tracking(a: argparse.Namespace) -> int:
     """A stored study written to MLflow / TensorBoard (what a run could not write is filled in)."""
     from hpsearch.tracking.export import export_tracking
 
-    data = export_tracking(a.study, a.storage, mlflow=a.mlflow, tensorboard=a.tensorboard)
+    data = export_tracking(a.study, a.storage, mlflow=a.mlflow, tensorboard=a.tensorboard, log_models=a.log_models,
+                           artifacts=a.artifacts)
     if a.json:
         console.print_json(data)
     else:
@@ -413,6 +418,19 @@ def _refuse_bad_study(a: argparse.Namespace) -> bool:
     return False
 
 
+def _refuse_bad_gpus(a: argparse.Namespace) -> bool:
+    """worker: the GPU list (``--gpus`` / ``$HPSEARCH_GPUS``) resolved before any backend loads; a
+    malformed one is one line and exit 2."""
+    from hpsearch.workers.slots import resolve_slots
+
+    try:
+        a.gpu_slots = resolve_slots(a.gpus)
+    except UserError as e:
+        console.print_error(str(e))
+        return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 user error, 1 failed study, 130 Ctrl-C)."""
     parser = build_parser()
@@ -434,9 +452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.command in ("run", "worker") and getattr(a, "study", None) is not None and _refuse_bad_study(a):
         return 2
+    if a.command == "worker" and _refuse_bad_gpus(a):
+        return 2
     if a.command != "validate":
-        # TensorFlow only where models are built or loaded: status/dashboard stay fast
-        _quiet_backend(load_backend=a.command in ("run", "worker", "report", "predict", "lr-find", "batch-find")
+        # TensorFlow only where models are built or loaded: status/dashboard stay fast; a worker that
+        # claims a GPU slot loads it after pinning itself (CUDA_VISIBLE_DEVICES first)
+        _quiet_backend(load_backend=(a.command in ("run", "report", "predict", "lr-find", "batch-find"))
+                       or (a.command == "worker" and not a.gpu_slots)
                        or (a.command == "best" and bool(a.export or a.ensemble or a.refit)))
     try:
         return COMMANDS[a.command](a)

@@ -236,6 +236,8 @@ def print_tracking(data: dict[str, Any]) -> None:
         m = data["mlflow"]
         con.print(f"MLflow {m['uri']}: {m['logged']} trial runs written, {m['already_there']} already there"
                   f" (experiment {data['study']!r}, parent run {m['parent_run']})")
+        if m.get("models_added_to_runs_already_there"):
+            con.print(f"  and {m['models_added_to_runs_already_there']} stored models added to the runs already there")
     if "tensorboard" in data:
         t = data["tensorboard"]
         con.print(f"TensorBoard {t['folder']}: {t['logged']} trials written (tensorboard --logdir {t['folder']})")

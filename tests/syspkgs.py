@@ -42,6 +42,9 @@ PACKAGES: dict[str, Callable[[], bool]] = {
     "chromium": _on_path("chromium", "chromium-browser"),
     "chromium-driver": _on_path("chromedriver"),
     "pgbouncer": _on_path("pgbouncer"),
+    # a single-node Slurm for deploy/slurm (tests/slurm.py): the daemons, the client and its auth
+    "slurm-wlm": lambda: _on_path("slurmctld")() and _on_path("slurmd")() and _on_path("sbatch")(),
+    "munge": _on_path("munged"),
 }
 
 

@@ -36,8 +36,11 @@ def _grid_size(cfg: StudyConfig, space: SearchSpace) -> int | None:
 
 def seed_launch(ctx: RunContext) -> int:
     """Take this process's launch number on the study and seed its sampler from it (the rule:
-    :func:`hpsearch.engines.samplers.launch_seed`). Returns the launch number."""
-    launch = take_launch(ctx.storage, ctx.storage_url, ctx.study_id, ctx.study.study_name)
+    :func:`hpsearch.engines.samplers.launch_seed`). Returns the launch number; one taken already
+    when the process opened the study (``ctx.launch``, a GPU slot claim) is used, not a second one."""
+    launch = ctx.launch
+    if launch is None:
+        launch = take_launch(ctx.storage, ctx.storage_url, ctx.study_id, ctx.study.study_name)
     ctx.study.sampler = make_sampler(ctx.cfg, ctx.space, launch_seed(ctx.cfg.search.seed, launch))
     return launch
 

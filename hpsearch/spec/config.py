@@ -174,6 +174,8 @@ class TrackingConfig(_Strict):
                                " one run per trial under one parent run per study")
     tensorboard: str | None = Field(None, description="a folder: each trial's scalars in DIR/<study>/<trial>/"
                                     " with the HParams plugin's summaries")
+    log_models: bool = Field(False, description="with mlflow: each trial's stored Keras model (model.keras and"
+                             " preprocess.json, the kept models: packed members too) as artifacts of its run")
 
 
 #: a trial callback (``search.callbacks``) or builder given by reference

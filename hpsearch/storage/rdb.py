@@ -43,6 +43,16 @@ SQLITE_TIMEOUT = 30
 #: same URL works directly and through PgBouncer in transaction-pooling mode (README "Connections").
 PG_POOL_SIZE = 1
 PG_MAX_OVERFLOW = 8
+#: Seconds a PostgreSQL session of hpsearch may sit idle inside a transaction before the server ends it
+#: (``idle_in_transaction_session_timeout``). No hpsearch transaction waits on the client that long;
+#: a process stuck mid-transaction (seen once in CI after a server restart: a worker waited for ever
+#: on a COMMIT the server never received, holding the study lock) gets an error it retries, and the
+#: lock it held is released, instead of stopping every worker of the study.
+PG_IDLE_IN_TRANSACTION = 60
+#: Seconds an idle session may stay open (``idle_session_timeout``, PostgreSQL 14+): the same bound for
+#: a client waiting on an answer to a statement the server has finished with; a pooled connection
+#: closed this way is replaced at its next checkout (``pool_pre_ping``).
+PG_IDLE_SESSION = 120
 #: Tries at creating Optuna's tables while other workers create them at the same moment.
 _CREATE_ATTEMPTS = 5
 
@@ -215,6 +225,8 @@ def _open_rdb(bare: str, engine_kwargs: dict[str, Any], *, shown: str, heartbeat
             time.sleep(0.1 * (attempt + 1) + random.random() / 10)
     if is_sqlite(bare):
         _sqlite_fast_commits(storage)
+    elif is_postgresql(bare):
+        _pg_session_limits(storage)
     return storage
 
 
@@ -250,3 +262,24 @@ def _sqlite_fast_commits(storage: optuna.storages.RDBStorage) -> None:
             cur.close()
 
     storage.engine.dispose()  # connections opened while creating the tables get the pragma on reconnect
+
+
+def _pg_session_limits(storage: optuna.storages.RDBStorage) -> None:
+    """``idle_in_transaction_session_timeout`` (:data:`PG_IDLE_IN_TRANSACTION`) and, on PostgreSQL 14 and
+    later, ``idle_session_timeout`` (:data:`PG_IDLE_SESSION`) on every connection.
+
+    Set with ``SET`` when a connection opens, not as a libpq ``options`` startup parameter, which
+    PgBouncer refuses; behind PgBouncer in transaction-pooling mode the setting lands on the server
+    connection that ran it and stays there (the same value for every hpsearch client).
+    """
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET idle_in_transaction_session_timeout = '{PG_IDLE_IN_TRANSACTION}s'")
+            if dbapi_conn.info.server_version >= 140000:
+                cur.execute(f"SET idle_session_timeout = '{PG_IDLE_SESSION}s'")
+        dbapi_conn.commit()
+
+    storage.engine.dispose()  # connections opened while creating the tables get it on reconnect

@@ -175,15 +175,19 @@ def prepare_context(
     worker_index: int | None = 0,
     callbacks: list[Callable[[Any, Any], None]] | None = None,
     keras_callbacks: list[Any] | None = None,
+    claim: Callable[[Any, Any, str, Observer], int | None] | None = None,
     raws: RawParts | None = None,
 ) -> RunContext:
     """Validate everything, then open (or create) the study. Nothing is written before the checks pass.
 
     ``worker_index``: 0 for one process (the sampler keeps ``search.seed``), the index under
     ``run --workers``, None for a worker started by hand (fresh entropy). ``callbacks`` and
-    ``keras_callbacks``: see :func:`run_study`. ``raws``: the data's rows already read (a worker that
-    joined by name: the study's snapshot); by default they are read from the study's sources. The
-    data is fingerprinted and must match the study's snapshot, which the first process writes."""
+    ``keras_callbacks``: see :func:`run_study`.
+    ``claim(study, storage, url, observer)``: called once the study is open, before anything trains;
+    returns this process's launch number (a worker's GPU slot, :mod:`hpsearch.workers.slots`).
+    ``raws``: the data's rows already read (a worker that joined by name: the study's snapshot); by
+    default they are read from the study's sources. The data is fingerprinted and must match the
+    study's snapshot, which the first process writes."""
     cfg = load_config(config, n_trials, epochs)
     engine = get_engine(cfg.search.engine)
     space = cfg.search_space()
@@ -210,6 +214,7 @@ def prepare_context(
     options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, objectives, create, options)
     check_snapshot(study, fp)  # other data than the study's: refused before anything is written
+    launch = claim(study, st, url, observer or NullObserver()) if claim is not None else None
     auto_batch = cfg.train.batch_size == "auto"
     auto_ranges = [n for n, p in space.params.items() if getattr(p, "auto", False)]
     cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
@@ -219,7 +224,7 @@ def prepare_context(
     ctx = RunContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
                      artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
                      direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
-                     worker_index=worker_index, objectives=objectives)
+                     worker_index=worker_index, objectives=objectives, launch=launch)
     record_snapshot(ctx, fp)  # the first process writes the data snapshot once: one line and an attribute
     attach_callbacks(ctx, callbacks, keras_callbacks)  # tracking:, search.callbacks, then these
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction

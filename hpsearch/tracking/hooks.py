@@ -48,6 +48,9 @@ def check_tracking(cfg: Any) -> None:
     for key, module in (("mlflow", "mlflow"), ("tensorboard", "tensorboard")):
         if t is not None and getattr(t, key) and importlib.util.find_spec(module) is None:
             raise ConfigError(f"tracking.{key}: the {module} package is not installed; pip install 'hpsearch[{key}]'")
+    if t is not None and t.log_models and not t.mlflow:
+        raise ConfigError("tracking.log_models: the models are logged to MLflow; give tracking.mlflow: URI too"
+                          " (or drop log_models)")
     resolve_callbacks(cfg.search.callbacks)
 
 
@@ -60,7 +63,8 @@ def attach_callbacks(ctx: RunContext, callbacks: Sequence[Callable[..., Any]] | 
     if t is not None and t.mlflow:
         from hpsearch.tracking.mlflowlog import MlflowTracker
 
-        trackers.append(MlflowTracker(t.mlflow, ctx.study, ctx.observer.message))
+        trackers.append(MlflowTracker(t.mlflow, ctx.study, ctx.observer.message,
+                                      models=ctx.artifact_store if t.log_models else None))
     if t is not None and t.tensorboard:
         from hpsearch.tracking.tblog import TensorBoardTracker
 

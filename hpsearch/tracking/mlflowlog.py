@@ -14,6 +14,12 @@ environment sets them, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is 1, ``..._BACKOFF_F
 ``..._TIMEOUT`` 10 s here. Against a server, MLflow prints each finished run's URL on stdout (the
 console's, and ``--json``'s) and reads the run back to do it: ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``
 is set unless the environment says otherwise.
+
+``tracking.log_models: true`` also logs the trial's stored model (``model/model.keras`` and
+``model/preprocess.json``, copied from hpsearch's artifact store) in its run: every trial whose model
+hpsearch stores, i.e. the ones the keep-best-K rule keeps when they finish (packed members too); the
+study's best model goes to the best trial's run at the end when that run has none (a scikit-learn
+engine refits it). A model that ``search.keep_models`` later deletes stays in MLflow.
 """
 
 from __future__ import annotations
@@ -21,20 +27,24 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 from hpsearch.records import STUDY, TRIAL, clean_attr
 from hpsearch.storage import redact_url
+from hpsearch.storage.artifacts import MODEL_FILE, PREPROCESS_FILE
 from hpsearch.tracking.base import Tracker
 
-__all__ = ["MlflowTracker", "STATUS", "trial_metrics"]
+__all__ = ["MlflowTracker", "STATUS", "TAG_MODEL", "MODEL_DIR", "trial_metrics"]
 
 #: Optuna trial state -> MLflow run status
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _BATCH = 1000  # MLflow's log_batch takes at most 1000 metrics (and 100 params) per call
 _TAG_TRIAL, _TAG_STUDY, _TAG_KIND = "hpsearch.trial_number", "hpsearch.study", "hpsearch.kind"
+#: the run tag of a trial whose model was logged (its path in the run's artifacts)
+TAG_MODEL, MODEL_DIR = "hpsearch.model", "model"
 
 
 def _ms(when: Any) -> int | None:
@@ -59,8 +69,10 @@ def trial_metrics(trial: Any, objectives: list[str] | None) -> list[tuple[str, f
 class MlflowTracker(Tracker):
     """The trial callback of ``tracking: {mlflow: URI}``."""
 
-    def __init__(self, uri: str, study: Any, say: Callable[[str], None], announce: bool = True) -> None:
-        self.uri, self.say = uri, say
+    def __init__(self, uri: str, study: Any, say: Callable[[str], None], announce: bool = True,
+                 models: Any = None) -> None:
+        """``models``: hpsearch's artifact store, to log each trial's stored model (None: no models)."""
+        self.uri, self.say, self.models = uri, say, models
         self.shown = redact_url(uri)
         self.client: Any = None
         self.experiment: str | None = None
@@ -69,7 +81,9 @@ class MlflowTracker(Tracker):
                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"), ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
             os.environ.setdefault(key, value)
         if self._open(study) and announce:
-            say(f"hpsearch: tracking: MLflow {self.shown}, experiment {study.study_name!r}, parent run {self.parent}")
+            kept = "" if models is None else "; each kept trial model as an artifact of its run (tracking.log_models)"
+            say(f"hpsearch: tracking: MLflow {self.shown}, experiment {study.study_name!r}, parent run {self.parent}"
+                + kept)
 
     def _lost(self, what: str, exc: BaseException, study: Any) -> None:
         text = " ".join(str(exc).split())[:160]
@@ -113,15 +127,35 @@ class MlflowTracker(Tracker):
             study.set_user_attr(STUDY.MLFLOW_EXPERIMENT, exp_id)
         return exp_id, run_id
 
-    def logged(self) -> set[int]:
-        """Trial numbers that already have a whole run under the study's parent (for export-tracking);
-        a run left RUNNING (the tracker went down while writing it) is deleted, to be written again."""
+    def logged(self) -> dict[int, Any]:
+        """Trial number -> its whole run under the study's parent (for export-tracking); a run left
+        RUNNING (the tracker went down while writing it) is deleted, to be written again."""
         runs = self.client.search_runs([self.experiment], filter_string=f"tags.mlflow.parentRunId = '{self.parent}'",
                                        max_results=50000)
         for r in runs:
             if r.info.status == "RUNNING":
                 self.client.delete_run(r.info.run_id)
-        return {int(r.data.tags[_TAG_TRIAL]) for r in runs if _TAG_TRIAL in r.data.tags and r.info.status != "RUNNING"}
+        return {int(r.data.tags[_TAG_TRIAL]): r for r in runs if _TAG_TRIAL in r.data.tags
+                and r.info.status != "RUNNING"}
+
+    def log_model(self, run_id: str, model_id: Any, preprocess_id: Any) -> bool:
+        """Copy a stored model and its preprocessing from hpsearch's artifact store into the run's
+        ``model/`` artifacts and tag the run; False when there is none to copy (not kept, or deleted
+        by ``search.keep_models`` in the meantime)."""
+        from optuna.artifacts import download_artifact
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        if self.models is None or not model_id or not preprocess_id:
+            return False
+        with tempfile.TemporaryDirectory(prefix="hpsearch-mlflow-") as tmp:
+            try:
+                for aid, name in ((model_id, MODEL_FILE), (preprocess_id, PREPROCESS_FILE)):
+                    download_artifact(artifact_store=self.models, file_path=os.path.join(tmp, name), artifact_id=aid)
+            except ArtifactNotFound:
+                return False
+            self.client.log_artifacts(run_id, tmp, artifact_path=MODEL_DIR)
+        self.client.set_tag(run_id, TAG_MODEL, f"{MODEL_DIR}/{MODEL_FILE}")
+        return True
 
     def __call__(self, study: Any, trial: Any) -> None:
         if not self._open(study):
@@ -150,6 +184,8 @@ class MlflowTracker(Tracker):
         params = [Param(k, str(clean_attr(v))[:6000]) for k, v in trial.params.items()]
         for i in range(max(math.ceil(len(metrics) / _BATCH), math.ceil(len(params) / 100), 1)):
             c.log_batch(rid, metrics=metrics[i * _BATCH:(i + 1) * _BATCH], params=params[i * 100:(i + 1) * 100])
+        if trial.state.name == "COMPLETE":
+            self.log_model(rid, attrs.get(TRIAL.MODEL_ARTIFACT), attrs.get(TRIAL.PREPROCESS_ARTIFACT))
         c.set_terminated(rid, STATUS.get(trial.state.name, "FAILED"), end_time=_ms(trial.datetime_complete))
         return str(rid)
 
@@ -176,6 +212,9 @@ class MlflowTracker(Tracker):
                                                filter_string=f"{under} and tags.{_TAG_TRIAL} = '{best}'")
                 if runs:
                     self.client.log_batch(runs[0].info.run_id, metrics=test, tags=[RunTag("hpsearch.best", "true")])
+                    if TAG_MODEL not in runs[0].data.tags:  # a refit best model (scikit-learn engines)
+                        self.log_model(runs[0].info.run_id, attrs.get(STUDY.BEST_MODEL_ARTIFACT),
+                                       attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT))
             self.client.set_terminated(self.parent, "FINISHED")
         except Exception as exc:  # noqa: BLE001 - a tracker that is down never fails the study
             self._lost("the study's result", exc, study)

@@ -75,6 +75,7 @@ class RunContext:
     observer: Observer = field(default_factory=NullObserver)
     artifacts: str | None = None  # the artifact location given (--artifacts / study file), if any
     worker_index: int | None = None  # index under ``run --workers`` (seeds), None otherwise
+    launch: int | None = None  # launch number taken already (a worker's GPU slot claim), else None
     control: Any = None  # hpsearch.execution.control.Control while trials run
     stop_rule: str | None = None  # the stop rule (timeout, patience, target) that ended this run
     #: (name, direction) of every objective; more than one: a multi-objective study (Pareto front)

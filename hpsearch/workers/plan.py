@@ -28,20 +28,21 @@ INDEX_ENV = "HPSEARCH_WORKER_INDEX"
 GPU_MEMORY_SHARE = 0.9  # of a GPU's memory, split between the workers pinned to it
 
 
-def parse_gpus(spec: str | Sequence[str | int] | None) -> list[str]:
-    """``"0,1"`` -> ``["0", "1"]``. Ids are indexes or ``GPU-``/``MIG-`` UUIDs; no duplicates."""
+def parse_gpus(spec: str | Sequence[str | int] | None, what: str = "--gpus") -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``. Ids are indexes or ``GPU-``/``MIG-`` UUIDs; no duplicates.
+    ``what`` names where the list came from in the one-line error (a flag or a variable)."""
     if spec is None:
         return []
     items = spec.split(",") if isinstance(spec, str) else [str(s) for s in spec]
     ids = [s.strip() for s in items if s.strip()]
     if isinstance(spec, str) and spec.strip() and not ids:
-        raise UserError(f"--gpus {spec!r} names no GPU; write e.g. --gpus 0,1")
+        raise UserError(f"{what} {spec!r} names no GPU; write e.g. {what}=0,1")
     for g in ids:
         if not (g.isdigit() or g.upper().startswith(("GPU-", "MIG-"))):
-            raise UserError(f"--gpus: {g!r} is not a GPU id; write indexes like --gpus 0,1 (see nvidia-smi -L)")
+            raise UserError(f"{what}: {g!r} is not a GPU id; write indexes like 0,1 (see nvidia-smi -L)")
     dup = sorted({g for g in ids if ids.count(g) > 1})
     if dup:
-        raise UserError(f"--gpus lists {', '.join(dup)} twice; use --per-gpu K for several workers per GPU")
+        raise UserError(f"{what} lists {', '.join(dup)} twice; use --per-gpu K for several workers per GPU")
     return ids
 
 

@@ -29,6 +29,7 @@ from hpsearch.storage import is_connection_error, storage_error
 from hpsearch.study.run import finalize, load_config, prepare_context
 from hpsearch.trials.context import Observer, RunContext
 from hpsearch.workers.plan import MANAGED_ENV, apply_backend_settings, worker_index
+from hpsearch.workers.slots import slot_claim
 
 __all__ = ["run_worker", "prepare_with_retry", "check_supports_workers"]
 
@@ -70,13 +71,17 @@ def run_worker(
     n_trials: int | None = None,
     epochs: int | None = None,
     observer: Observer | None = None,
+    gpus: list[str] | None = None,
     raws: RawParts | None = None,
 ) -> None:
     """Join (or create) a study and run trials until the global budget is met, or a graceful stop.
 
-    ``raws``: the data's rows (a worker that joined by name: the study's snapshot,
-    :func:`hpsearch.workers.join.join_study`); by default read from the study's sources and checked
-    against the study's snapshot. Raises StorageError / StudyFailedError with a one-line message.
+    ``gpus`` (:func:`hpsearch.workers.slots.resolve_slots`): claim one of them through the study and
+    pin this process to it before anything trains. ``raws``: the data's rows (a worker that joined
+    by name: the study's snapshot, :func:`hpsearch.workers.join.join_study`); by default read from
+    the study's sources and checked against the study's snapshot.
+
+    Raises StorageError / StudyFailedError with a one-line message for the CLI.
     """
     settings = LoopSettings.from_env()
     check_supports_workers(load_config(study, n_trials, epochs), "workers")  # before any signal handler
@@ -84,9 +89,9 @@ def run_worker(
     box: dict[str, RunContext] = {}
     undo = install_signals(ctl, hard_stop(ctl, lambda: box.get("ctx"), settings.deadline, 0), settings.deadline)
     try:
-        apply_backend_settings()
         ctx = prepare_with_retry(study, settings.retry, storage=storage, artifacts=artifacts, n_trials=n_trials,
-                                 epochs=epochs, observer=observer, worker_index=worker_index(), raws=raws)
+                                 epochs=epochs, observer=observer, worker_index=worker_index(),
+                                 claim=_pin_then_settings(gpus), raws=raws)
         box["ctx"] = ctx
         ctx.control = ctl
         _run(ctx, ctl, settings)
@@ -114,6 +119,19 @@ def _run(ctx: RunContext, ctl: Control, settings: LoopSettings) -> None:
             retry(lambda: finalize(ctx), "finalize")
     if ctl.stopping:
         process_say(ctx)(f"stopped ({ctl.stop_reason}); no trial left running")
+
+
+def _pin_then_settings(gpus: list[str] | None) -> Any:
+    """The claim prepare_context makes once the study is open: the GPU slot (if any), then the
+    backend settings that apply to the device it leaves visible."""
+    pin = slot_claim(gpus) if gpus else None
+
+    def claim(study: Any, storage: Any, url: str, observer: Any) -> int | None:
+        launch = pin(study, storage, url, observer) if pin is not None else None
+        apply_backend_settings()
+        return launch
+
+    return claim
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -515,3 +516,30 @@ def test_postgres_restart_is_survived(postgres_server, postgres_url):
 def test_normalize_keeps_sqlite_paths():
     assert normalize_storage_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
     assert normalize_storage_url(" sqlite:///rel/x.db ") == "sqlite:///rel/x.db"
+
+
+def test_a_session_stuck_inside_a_transaction_is_ended_by_the_server_and_retried(postgres_url, monkeypatch):
+    """Every PostgreSQL connection of hpsearch has ``idle_in_transaction_session_timeout``: a client
+    that stops talking mid-transaction (holding the study lock, say) is cut off by the server, its
+    next call fails with an error the loops retry, and the advisory lock it held is free again."""
+    import sqlalchemy
+
+    from hpsearch.storage import rdb
+
+    monkeypatch.setattr(rdb, "PG_IDLE_IN_TRANSACTION", 1)
+    storage = open_storage(postgres_url)
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "1s"
+        assert conn.exec_driver_sql("SHOW idle_session_timeout").scalar() == "2min"
+    conn = storage.engine.connect()
+    trans = conn.begin()
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(1, 2)")
+    time.sleep(2.5)
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as err:
+        conn.exec_driver_sql("SELECT 1")
+    assert is_connection_error(err.value)
+    with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+        trans.rollback()
+    conn.close()
+    with storage.engine.connect() as other, other.begin():  # the lock was released with the session
+        assert other.exec_driver_sql("SELECT pg_try_advisory_xact_lock(1, 2)").scalar() is True

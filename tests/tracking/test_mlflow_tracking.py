@@ -6,14 +6,18 @@ against a SQLite tracking URI and a real ``mlflow server`` on 127.0.0.1; a secon
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import keras
+import optuna
 import pytest
 from mlflow import MlflowClient
 from trk_user_callbacks import Messages, free_port
 
 from hpsearch.cli import main
 from hpsearch.errors import ConfigError
-from hpsearch.records import STUDY
+from hpsearch.records import STUDY, TRIAL
+from hpsearch.storage.artifacts import artifact_store_for
 from hpsearch.study.run import run_study
 
 
@@ -30,11 +34,18 @@ def runs_of(uri: str, name: str) -> tuple[object, list[object]]:
     return parents[0], kids
 
 
-def check_trial_runs(uri: str, name: str, n: int) -> None:
+def model_paths(c: MlflowClient, run_id: str) -> list[str]:
+    return sorted(a.path for a in c.list_artifacts(run_id, "model"))
+
+
+def check_trial_runs(uri: str, name: str, n: int, models: bool = False) -> None:
+    """``n`` whole trial runs under one finished parent; ``models``: each has its model (else none has)."""
     parent, kids = runs_of(uri, name)
     c = MlflowClient(uri)
     assert [int(k.data.tags["hpsearch.trial_number"]) for k in kids] == list(range(n))
     for k in kids:
+        assert model_paths(c, k.info.run_id) == (["model/model.keras", "model/preprocess.json"] if models else [])
+        assert k.data.tags.get("hpsearch.model") == ("model/model.keras" if models else None)
         assert k.info.run_name == f"trial-{k.data.tags['hpsearch.trial_number']}"
         assert set(k.data.params) == {"n_neurons", "learning_rate"}
         assert k.data.tags["hpsearch.study"] == name and k.data.tags["hpsearch.state"] == "COMPLETE"
@@ -69,13 +80,25 @@ def test_sqlite_runs_nest_under_one_parent_across_runs_and_export(iris_study, tm
         assert main(["export-tracking", "mlf", "--storage", storage, "--mlflow", other, "--json"]) == 0
         out = json.loads(capsys.readouterr().out)["mlflow"]
         assert (out["logged"], out["already_there"]) == (written, 4 - written)
-    check_trial_runs(other, "mlf", 4)
+    check_trial_runs(other, "mlf", 4)  # models are off by default
+
+    # --log-models adds each stored model to the runs already there (not the one keep_models deleted)
+    capsys.readouterr()
+    study = optuna.load_study(study_name="mlf", storage=storage)
+    removed = set(study.user_attrs[STUDY.REMOVED_ARTIFACTS])
+    stored = {t.number for t in study.trials if t.user_attrs.get(TRIAL.MODEL_ARTIFACT) not in removed | {None}}
+    assert len(stored) == 3  # search.keep_models: 3 of the 4
+    assert main(["export-tracking", "mlf", "--storage", storage, "--mlflow", other, "--log-models", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["mlflow"]
+    assert (out["logged"], out["models_added_to_runs_already_there"]) == (0, 3)
+    c = MlflowClient(other)
+    for k in runs_of(other, "mlf")[1]:
+        has = int(k.data.tags["hpsearch.trial_number"]) in stored
+        assert model_paths(c, k.info.run_id) == (["model/model.keras", "model/preprocess.json"] if has else [])
 
 
 def test_a_study_finishes_while_the_server_is_down_and_export_fills_it_in(iris_study, tmp_path, mlflow_server,
                                                                           capsys, monkeypatch):
-    import optuna
-
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused connection at once (test time)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = iris_study("mlf-down", tracking={"mlflow": dead})
@@ -93,6 +116,88 @@ def test_a_study_finishes_while_the_server_is_down_and_export_fills_it_in(iris_s
     assert main(["export-tracking", "mlf-down", "--storage", storage, "--mlflow", mlflow_server]) == 0
     assert "3 trial runs written, 0" in " ".join(capsys.readouterr().out.split())
     check_trial_runs(mlflow_server, "mlf-down", 3)
+
+
+def test_log_models_copies_each_kept_model_into_its_run_packed_members_too(iris_study, tmp_path):
+    from optuna.artifacts import download_artifact
+
+    from hpsearch.tracking.mlflowlog import MlflowTracker
+
+    uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/s.db"
+    cfg = iris_study("mlf-models", train={"pack": 2}, search={"n_trials": 4, "keep_models": 2},
+                     tracking={"mlflow": uri, "log_models": True})
+    obs = Messages()
+    run_study(cfg, storage=storage, artifacts=str(tmp_path / "art"), observer=obs)
+    assert any(line.endswith("; each kept trial model as an artifact of its run (tracking.log_models)")
+               for line in obs.lines)
+    study = optuna.load_study(study_name="mlf-models", storage=storage)
+    store = artifact_store_for(storage, str(tmp_path / "art"))
+    removed = set(study.user_attrs[STUDY.REMOVED_ARTIFACTS])
+    stored = {t.number: t.user_attrs[TRIAL.MODEL_ARTIFACT] for t in study.trials
+              if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)}
+    assert len(stored) == 3 and len(set(stored.values()) & removed) == 1  # kept when it ended, one deleted since
+    c = MlflowClient(uri)
+    _, kids = runs_of(uri, "mlf-models")
+    for k in kids:
+        n = int(k.data.tags["hpsearch.trial_number"])
+        assert k.data.tags["hpsearch.pack_size"] == "2"
+        assert model_paths(c, k.info.run_id) == (["model/model.keras", "model/preprocess.json"] if n in stored else [])
+        if n not in stored:
+            continue
+        got = c.download_artifacts(k.info.run_id, "model/model.keras", str(tmp_path / f"dl{n}"))
+        assert keras.models.load_model(got, compile=False).output_shape == (None, 3)
+        if stored[n] not in removed:  # the same file as hpsearch's store (a deleted one stays in MLflow)
+            download_artifact(artifact_store=store, file_path=str(tmp_path / f"own{n}.keras"), artifact_id=stored[n])
+            assert (tmp_path / f"own{n}.keras").read_bytes() == Path(got).read_bytes()
+
+    # the study's best model goes to the best run when that run has none (a scikit-learn engine keeps
+    # no model per trial): shown by taking the best run's model away
+    best = next(k for k in kids if k.data.tags.get("hpsearch.best") == "true")
+    c.delete_tag(best.info.run_id, "hpsearch.model")
+    for f in (tmp_path / "mlartifacts" / "mlf-models" / best.info.run_id / "artifacts" / "model").iterdir():
+        f.unlink()
+    assert model_paths(c, best.info.run_id) == []
+    MlflowTracker(uri, study, obs.lines.append, announce=False, models=store).end_study(study)
+    assert model_paths(c, best.info.run_id) == ["model/model.keras", "model/preprocess.json"]
+    assert c.get_run(best.info.run_id).data.tags["hpsearch.model"] == "model/model.keras"
+
+
+def test_log_models_needs_mlflow(iris_study):
+    with pytest.raises(ConfigError, match=r"tracking\.log_models: the models are logged to MLflow; give "
+                                          r"tracking\.mlflow: URI too"):
+        iris_study("mlf-y", tracking={"log_models": True})
+
+
+def test_a_study_finishes_while_the_server_is_stopped_mid_run(iris_study, tmp_path, mlflow_server_control, capsys,
+                                                              monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused connection at once (test time)
+    start, stop = mlflow_server_control.start, mlflow_server_control.stop
+    url = start()
+    cfg = iris_study("mlf-stop", tracking={"mlflow": url, "log_models": True})
+    storage = f"sqlite:///{tmp_path}/s.db"
+
+    def stop_after_first(study, trial):  # after the tracker wrote trial 0's run
+        if trial.number == 0:
+            stop()
+
+    obs = Messages()
+    result = run_study(cfg, storage=storage, artifacts=str(tmp_path / "art"), observer=obs,
+                       callbacks=[stop_after_first])
+    assert result.n_complete == 3 and result.stopped_by == "budget: 3 trials done"
+    lost = [line for line in obs.lines if "not logged" in line]
+    assert [line.split(" not logged (")[0] for line in lost] == [
+        f"hpsearch: tracking: MLflow {url}: {what}" for what in ("trial 1", "trial 2", "the study's result")]
+    assert all(line.endswith("`hpsearch export-tracking mlf-stop --mlflow URI` fills it in later") for line in lost)
+
+    assert start() == url  # the same server again: trial 0's run (and its model) is there, 1 and 2 are not
+    parent, kids = runs_of(url, "mlf-stop")
+    assert [k.data.tags["hpsearch.trial_number"] for k in kids] == ["0"] and parent.info.status == "RUNNING"
+    assert model_paths(MlflowClient(url), kids[0].info.run_id) == ["model/model.keras", "model/preprocess.json"]
+    capsys.readouterr()
+    assert main(["export-tracking", "mlf-stop", "--storage", storage, "--mlflow", url, "--log-models", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["mlflow"]
+    assert (out["logged"], out["already_there"], out["models_added_to_runs_already_there"]) == (2, 1, 0)
+    check_trial_runs(url, "mlf-stop", 3, models=True)
 
 
 def test_a_live_server_gets_every_trial_as_it_ends(iris_study, tmp_path, mlflow_server, capfd):

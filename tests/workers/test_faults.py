@@ -141,11 +141,33 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, met
         assert not self.mine(), f"processes still running: {self.mine()}"
 
     def finish(self, proc: subprocess.Popen[str], code: int = 0, timeout: float = 240) -> str:
-        out, _ = proc.communicate(timeout=timeout)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the run did not end within {timeout} s:\n{self.hang_report()}") from None
         assert proc.returncode == code, f"exit {proc.returncode}, expected {code}:\n{out[-3000:]}"
         assert "Traceback" not in out, out[-3000:]
         assert self.server.password not in out
         return out
+
+    def hang_report(self) -> str:
+        """What a hung run was doing: each of its processes' Python stacks (py-spy) and the server's
+        view of every session (pg_stat_activity), for the failure message."""
+        parts = []
+        for pid in self.mine():
+            dump = subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+            parts.append(f"--- py-spy dump {pid}\n{dump.stdout[:6000]}{dump.stderr[-500:]}")
+        with contextlib.suppress(Exception):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(self.url)
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    "SELECT pid, state, wait_event_type, wait_event, now() - state_change, left(query, 80)"
+                    " FROM pg_stat_activity WHERE datname = current_database()").fetchall()
+            engine.dispose()
+            parts.append("--- pg_stat_activity\n" + "\n".join(map(str, rows)))
+        return "\n".join(parts)
 
     def cleanup(self) -> None:
         for p in self.procs:

@@ -1,5 +1,6 @@
-"""docker-compose.yml, Dockerfile and .env.example, checked without a Docker engine: parsed as YAML,
-services and commands matched against the hpsearch CLI and the worker environment rules."""
+"""deploy/compose/docker-compose.yml, its .env.example and the Dockerfile, checked without a Docker
+engine: parsed as YAML, services and commands matched against the hpsearch CLI and the worker
+environment rules (paths resolved from the compose file's folder, as docker compose does)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import yaml
 
 from hpsearch.cli import build_parser
 from hpsearch.storage import normalize_storage_url, redact_url
+from hpsearch.workers.slots import resolve_slots
 
 REPO = Path(__file__).resolve().parents[2]
+HERE = REPO / "deploy" / "compose"  # docker compose resolves relative paths from the file's folder
 _VAR = re.compile(r"(?<!\$)\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
 
 def _env_example() -> dict[str, str]:
     out = {}
-    for line in (REPO / ".env.example").read_text().splitlines():
+    for line in (HERE / ".env.example").read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             k, _, v = line.partition("=")
             out[k.strip()] = v.strip()
@@ -45,7 +48,7 @@ def _interpolate(value, env):
 
 @pytest.fixture(scope="module")
 def raw():
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return yaml.safe_load((HERE / "docker-compose.yml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +64,12 @@ def test_healthcheck_escapes_container_variables(compose):
 def test_services(compose):
     assert {"postgres", "worker", "dashboard"} <= set(compose["services"])
     assert compose["services"]["postgres"]["image"].startswith("postgres:")
-    assert compose["services"]["worker"]["build"]["context"] == "."
-    assert (REPO / "Dockerfile").is_file() and (REPO / ".dockerignore").is_file()
+    for name in ("worker", "worker-cpu", "dashboard"):
+        build = compose["services"][name]["build"]
+        context = (HERE / build["context"]).resolve()
+        assert context == REPO and (context / build.get("dockerfile", "Dockerfile")).is_file()
+    assert (REPO / ".dockerignore").is_file()
+    assert not (REPO / "docker-compose.yml").exists(), "one compose file: deploy/compose/docker-compose.yml"
 
 
 def test_worker_command_parses_with_the_cli(compose):
@@ -70,7 +77,9 @@ def test_worker_command_parses_with_the_cli(compose):
         svc = compose["services"][name]
         a = build_parser().parse_args(svc["command"])
         assert a.command == "worker"
-        assert (REPO / a.study).is_file(), f"{name}: study file {a.study} is not in the repository"
+        mounts = dict(reversed(v.split(":")[:2]) for v in svc["volumes"] if v.startswith("."))
+        host = HERE / mounts["/app/studies"] / Path(a.study).relative_to("studies")
+        assert host.resolve().is_file(), f"{name}: study file {a.study} is not in the mounted studies/ folder"
         assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert "container_name" not in svc  # --scale worker=N needs unnamed containers
         assert "ports" not in svc
@@ -84,7 +93,7 @@ def test_dockerfile_entrypoint_is_the_cli():
 
 
 def test_secrets_come_from_the_environment(raw, compose):
-    text = (REPO / "docker-compose.yml").read_text()
+    text = (HERE / "docker-compose.yml").read_text()
     assert "change-me" not in text
     assert "${POSTGRES_PASSWORD:?" in text  # refuses to start without a password
     for name in ("worker", "worker-cpu"):
@@ -110,6 +119,7 @@ def test_worker_gpu_reservation_and_memory_sharing(compose):
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert 0 < float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) <= 1
     assert "deploy" not in compose["services"]["worker-cpu"]
+    assert "HPSEARCH_GPUS" not in compose["services"]["worker-cpu"]["environment"]
     assert compose["services"]["worker-cpu"]["profiles"] == ["cpu"]
     grace, interval = int(env["HPSEARCH_HEARTBEAT_GRACE"]), int(env["HPSEARCH_HEARTBEAT_INTERVAL"])
     assert grace >= 2 * interval
@@ -126,3 +136,18 @@ def test_dashboard_only_on_loopback(compose):
     assert args[0].startswith("postgresql+psycopg://")
     assert "--port" in args and args[args.index("--port") + 1] == "8080"
     assert all("ports" not in s for n, s in compose["services"].items() if n != "dashboard")
+
+
+def test_replicas_pin_one_gpu_each(compose):
+    """--scale worker=8 on an 8-GPU host: every replica sees all GPUs (the reservation) and claims
+    launch % 8 of them (HPSEARCH_GPUS=auto, resolved as a replica would from nvidia-smi -L)."""
+    svc = compose["services"]["worker"]
+    assert svc["deploy"]["resources"]["reservations"]["devices"][0]["count"] == "all"
+    env = {k: str(v) for k, v in svc["environment"].items()}
+    assert env["HPSEARCH_GPUS"] == "auto" and "CUDA_VISIBLE_DEVICES" not in env
+    smi = "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i:04d})\n" for i in range(8))
+    gpus = resolve_slots(None, env, smi=lambda: smi)
+    assert gpus == [str(i) for i in range(8)]
+    launches = range(5, 13)  # 8 replicas started together: 8 consecutive launch numbers
+    assert sorted(gpus[n % len(gpus)] for n in launches) == gpus
+    assert "--gpus" not in svc["command"]  # the environment says it: one place to change
