@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--top", type=int, default=10, help="rows in the result table")
 
     w = sub.add_parser("worker", help="join a running study as one worker process")
-    w.add_argument("study", help="study file (YAML)")
+    w.add_argument("study", nargs="?", help="study file (YAML); or give --study NAME instead")
+    w.add_argument("--study", dest="study_name", metavar="NAME",
+                   help="join the stored study NAME with no study file: its stored configuration and data snapshot")
     storage_args(w)
     w.add_argument("--n-trials", type=int, help="override search.n_trials (the global budget)")
     w.add_argument("--epochs", type=int, help="override train.epochs")
@@ -239,6 +241,13 @@ def cmd_worker(a: argparse.Namespace) -> int:
     """Join a study as one worker process; 0 when its budget is met or it was stopped gracefully."""
     from hpsearch.workers.worker import run_worker
 
+    if a.study_name is not None:
+        from hpsearch.workers.join import join_study
+
+        joined = join_study(a.study_name, a.storage, a.artifacts)
+        run_worker(joined.cfg, storage=joined.storage, artifacts=joined.artifacts, n_trials=a.n_trials,
+                   epochs=a.epochs, observer=_observer(not a.no_progress), gpus=a.gpu_slots, raws=joined.raws)
+        return 0
     run_worker(a.study, storage=a.storage, artifacts=a.artifacts, n_trials=a.n_trials, epochs=a.epochs,
                observer=_observer(not a.no_progress), gpus=a.gpu_slots)
     return 0
@@ -459,7 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.command:
         parser.print_help()
         return 2
-    if a.command in ("run", "worker") and _refuse_bad_study(a):
+    if a.command == "worker" and (a.study is None) == (a.study_name is None):
+        console.print_error("worker: give either a study file (hpsearch worker FILE) or a stored study's name"
+                            " (hpsearch worker --study NAME --storage URL)")
+        return 2
+    if a.command in ("run", "worker") and getattr(a, "study", None) is not None and _refuse_bad_study(a):
         return 2
     if a.command == "worker" and _refuse_bad_gpus(a):
         return 2

@@ -34,8 +34,12 @@ class STUDY:
     DATA_SUMMARY = "data_summary"  # rows per split, features, classes
     SPACE = "space"  # parameter -> description
     BUILDER = "builder"
+    BUILDER_FILE = "builder_file"  # a user builder (module:function): the file its module came from
     ARTIFACTS = "artifacts"  # where trained models go (folder or s3://...)
     BASE_DIR = "base_dir"  # the study file's folder: relative data paths start there
+    #: the data every worker trains on: {"sha256", "id" (artifact), "file", "bytes", "artifacts" (the
+    #: store's location), "parts": {name: {"kind": "arrays" | "files", "sha256", ...}}}
+    DATA_SNAPSHOT = "data_snapshot"
     TEST_SCORE = "test_score"  # the best model on the held-out test split, once
     TEST_METRIC = "test_metric"
     TEST_METRICS = "test_metrics"  # dict: metric -> test score

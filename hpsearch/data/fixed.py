@@ -11,11 +11,12 @@ subsampled (``data.max_rows``) or used to fit preprocessing.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from hpsearch.data.sources.base import source_for
+from hpsearch.data.sources.base import RawData, source_for
 from hpsearch.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,15 +81,17 @@ def _check_rows(X: np.ndarray, y: np.ndarray, task: str, where: str) -> None:
         raise DataError(f"{where}: target contains NaN or inf; drop those rows")
 
 
-def load_fixed_parts(cfg: StudyConfig, X_main: np.ndarray, names: list[str] | None, task: str) -> dict[str, FixedPart]:
-    """The given parts, read and checked against the main rows (same sample shape and columns)."""
+def load_fixed_parts(cfg: StudyConfig, X_main: np.ndarray, names: list[str] | None, task: str,
+                     raws: Mapping[str, RawData] | None = None) -> dict[str, FixedPart]:
+    """The given parts, read (or taken from ``raws``: a data snapshot's rows) and checked against the
+    main rows (same sample shape and columns)."""
     out: dict[str, FixedPart] = {}
     for name in PARTS:
         spec = getattr(cfg.data, name)
         if spec is None:
             continue
         part = part_config(cfg, spec)
-        raw = source_for(spec).load(part)
+        raw = raws[name] if raws is not None and name in raws else source_for(spec).load(part)
         where = raw.where.replace("data.source", f"data.{name}", 1)
         X, y = np.asarray(raw.X), np.asarray(raw.y)
         if y.ndim == 2 and y.shape[1] == 1:

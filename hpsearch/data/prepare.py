@@ -22,6 +22,7 @@ import numpy as np
 
 from hpsearch.data.fixed import load_fixed_parts
 from hpsearch.data.preprocess import Preprocessor, fit_preprocessor
+from hpsearch.data.snapshot import RawParts, load_raw
 from hpsearch.data.sources.base import RawData, source_for
 from hpsearch.data.sources.memory import content_key
 from hpsearch.errors import ConfigError, DataError
@@ -370,21 +371,23 @@ def preprocessor_template(X: np.ndarray, task: str, classes: list[Any] | None, n
         columns=[] if X.dtype.kind == "O" else None, max_categories=max_categories)
 
 
-def prepare_data(cfg: StudyConfig, folds: int) -> PreparedData:
+def prepare_data(cfg: StudyConfig, folds: int, raws: RawParts | None = None) -> PreparedData:
     """Load, validate, split (seeded; stratified for classification), scale on the training part only.
 
     ``folds`` is the k of the engine's CV (``get_engine(name).cv_folds(cfg)``; 1 for a holdout):
-    the data must give every fold rows (and every class).
+    the data must give every fold rows (and every class). ``raws``: the parts' raw rows already read
+    (:func:`hpsearch.data.snapshot.load_raw`, or a study's data snapshot); default: read them here.
     """
     source = source_for(cfg.data.source)
     if source.streams(cfg):  # the source decides (image folders over data.in_memory)
         root = source.locate(cfg)
         assert root is not None
         return _prepare_streamed(cfg, folds, root)
-    raw = source.load(cfg)
+    raws = raws if raws is not None else load_raw(cfg)
+    raw = raws["source"] if raws and "source" in raws else source.load(cfg)  # a snapshot lists folders only
     where = raw.where
     X, y, task = _rows(cfg, raw, folds)
-    parts = load_fixed_parts(cfg, X, raw.feature_names, task)  # data.valid / data.test given as their own sets
+    parts = load_fixed_parts(cfg, X, raw.feature_names, task, raws)  # data.valid / data.test given as their own sets
     # labels are encoded over the main rows and every fixed part together (one class list)
     y_all, classes = _encode_target(np.concatenate([y, *(p.y for p in parts.values())]), task, folds, where)
     y_model = y_all[: len(y)]

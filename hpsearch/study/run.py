@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.data.prepare import check_input_rank, prepare_data
+from hpsearch.data.snapshot import RawParts, fingerprint, load_raw
 from hpsearch.engines.base import get_engine
 from hpsearch.engines.ensemble_refit import refit_ensemble
 from hpsearch.errors import StudyFailedError, UserError
@@ -40,6 +41,7 @@ from hpsearch.storage.keep import keep_best_models
 from hpsearch.study.batchfind import resolve_batch_size
 from hpsearch.study.decisions import announce_decisions
 from hpsearch.study.lrfind import resolve_auto
+from hpsearch.study.snapshot import builder_file, check_snapshot, record_snapshot
 from hpsearch.study.validate import apply_overrides, load_study_config
 from hpsearch.tracking.hooks import attach_callbacks, end_trackers
 from hpsearch.trials.context import NullObserver, Observer, RunContext
@@ -140,6 +142,26 @@ def _version() -> str:
     return __version__
 
 
+def _record_new(study: Any, cfg: StudyConfig, data: Any, space: Any, objectives: list[tuple[str, str]],
+                artifacts: str) -> None:
+    """The attributes of a study new to hpsearch: what made it, and where its files go."""
+    (metric, direction), names = objectives[0], [n for n, _ in objectives]
+    attrs: dict[str, Any] = {
+        STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
+        STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
+        STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},
+        STUDY.BUILDER: cfg.model.builder, STUDY.BUILDER_FILE: builder_file(cfg.model.builder),
+        STUDY.ARTIFACTS: artifacts, STUDY.BASE_DIR: cfg.base_dir,
+    }
+    if len(objectives) > 1:
+        attrs[STUDY.OBJECTIVES] = names
+    for k, v in attrs.items():
+        study.set_user_attr(k, clean_attr(v))
+    with warnings.catch_warnings():  # experimental in Optuna, stable in practice since 3.2
+        warnings.simplefilter("ignore")
+        study.set_metric_names(names)  # the dashboard labels its axes with them
+
+
 def prepare_context(
     config: str | os.PathLike[str] | StudyConfig,
     *,
@@ -154,6 +176,7 @@ def prepare_context(
     callbacks: list[Callable[[Any, Any], None]] | None = None,
     keras_callbacks: list[Any] | None = None,
     claim: Callable[[Any, Any, str, Observer], int | None] | None = None,
+    raws: RawParts | None = None,
 ) -> RunContext:
     """Validate everything, then open (or create) the study. Nothing is written before the checks pass.
 
@@ -161,12 +184,17 @@ def prepare_context(
     ``run --workers``, None for a worker started by hand (fresh entropy). ``callbacks`` and
     ``keras_callbacks``: see :func:`run_study`.
     ``claim(study, storage, url, observer)``: called once the study is open, before anything trains;
-    returns this process's launch number (a worker's GPU slot, :mod:`hpsearch.workers.slots`)."""
+    returns this process's launch number (a worker's GPU slot, :mod:`hpsearch.workers.slots`).
+    ``raws``: the data's rows already read (a worker that joined by name: the study's snapshot); by
+    default they are read from the study's sources. The data is fingerprinted and must match the
+    study's snapshot, which the first process writes."""
     cfg = load_config(config, n_trials, epochs)
     engine = get_engine(cfg.search.engine)
     space = cfg.search_space()
     url = resolve_storage_url(storage, cfg.storage)
-    data = prepare_data(cfg, engine.cv_folds(cfg))  # raises DataError before anything is written
+    raws = raws if raws is not None else load_raw(cfg)  # None: a folder streamed from disk
+    data = prepare_data(cfg, engine.cv_folds(cfg), raws)  # raises DataError before anything is written
+    fp = fingerprint(cfg, raws)  # what the study's snapshot records (folders: each file's hash)
     objectives = objectives_for(cfg, data.task)  # metric vs task: checked by prepare_data
     metric, direction = objectives[0]
     builder = resolve_builder(cfg.model.builder)
@@ -185,30 +213,19 @@ def prepare_context(
                       grace_period=grace)  # raises StorageError if unreachable
     options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, objectives, create, options)
+    check_snapshot(study, fp)  # other data than the study's: refused before anything is written
     launch = claim(study, st, url, observer or NullObserver()) if claim is not None else None
     auto_batch = cfg.train.batch_size == "auto"
     auto_ranges = [n for n, p in space.params.items() if getattr(p, "auto", False)]
     cfg = resolve_batch_size(cfg, space, data, builder, study)  # `batch_size: auto`: found once per study
     space = resolve_auto(cfg, space, data, builder, study, store)  # `float: auto`: a range test, once per study
     if new:
-        attrs: dict[str, Any] = {
-            STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
-            STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
-            STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},
-            STUDY.BUILDER: cfg.model.builder, STUDY.ARTIFACTS: artifact_location(url, art_loc),
-            STUDY.BASE_DIR: cfg.base_dir,
-        }
-        if len(objectives) > 1:
-            attrs[STUDY.OBJECTIVES] = [n for n, _ in objectives]
-        for k, v in attrs.items():
-            study.set_user_attr(k, clean_attr(v))
-        with warnings.catch_warnings():  # experimental in Optuna, stable in practice since 3.2
-            warnings.simplefilter("ignore")
-            study.set_metric_names([n for n, _ in objectives])  # the dashboard labels its axes with them
+        _record_new(study, cfg, data, space, objectives, artifact_location(url, art_loc))
     ctx = RunContext(cfg=cfg, space=space, data=data, study=study, storage=st, storage_url=url,
                      artifact_store=store, builder=builder, builder_extra=extra, metric=metric,
                      direction=direction, engine=engine, observer=observer or NullObserver(), artifacts=art_loc,
                      worker_index=worker_index, objectives=objectives, launch=launch)
+    record_snapshot(ctx, fp)  # the first process writes the data snapshot once: one line and an attribute
     attach_callbacks(ctx, callbacks, keras_callbacks)  # tracking:, search.callbacks, then these
     ctx.observer.total, ctx.observer.label, ctx.observer.direction = engine.plan(ctx), cfg.name, direction
     announce_decisions(ctx, auto_batch, auto_ranges)  # no silent choices: one line and an attribute each

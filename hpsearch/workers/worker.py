@@ -1,7 +1,9 @@
 """One worker process on a shared study: ``hpsearch worker STUDY`` (also started by hand on another
-machine, or by docker-compose, to join a study). It runs the engine's one trial loop (the same one
-``hpsearch run`` uses in a single process) until the global budget is met; there is no coordinator
-of our own: the storage is the only shared state (DESIGN.md section 1).
+machine, or by docker-compose, to join a study), or ``hpsearch worker --study NAME`` with no study
+file (:mod:`hpsearch.workers.join`: the stored configuration and data snapshot). It runs the
+engine's one trial loop (the same one ``hpsearch run`` uses in a single process) until the global
+budget is met; there is no coordinator of our own: the storage is the only shared state (DESIGN.md
+section 1).
 
 SIGTERM / SIGINT stop it gracefully (exit 0): the running trial is failed and re-queued. Storage
 outages are ridden out for ``HPSEARCH_STORAGE_RETRY`` seconds, including at start-up, when several
@@ -15,6 +17,7 @@ import os
 import time
 from typing import Any
 
+from hpsearch.data.snapshot import RawParts
 from hpsearch.engines.base import get_engine
 from hpsearch.errors import TRANSIENT_STORAGE_ERRORS, StorageError, UserError
 from hpsearch.execution.budget import study_lock
@@ -69,11 +72,14 @@ def run_worker(
     epochs: int | None = None,
     observer: Observer | None = None,
     gpus: list[str] | None = None,
+    raws: RawParts | None = None,
 ) -> None:
     """Join (or create) a study and run trials until the global budget is met, or a graceful stop.
 
     ``gpus`` (:func:`hpsearch.workers.slots.resolve_slots`): claim one of them through the study and
-    pin this process to it before anything trains.
+    pin this process to it before anything trains. ``raws``: the data's rows (a worker that joined
+    by name: the study's snapshot, :func:`hpsearch.workers.join.join_study`); by default read from
+    the study's sources and checked against the study's snapshot.
 
     Raises StorageError / StudyFailedError with a one-line message for the CLI.
     """
@@ -85,7 +91,7 @@ def run_worker(
     try:
         ctx = prepare_with_retry(study, settings.retry, storage=storage, artifacts=artifacts, n_trials=n_trials,
                                  epochs=epochs, observer=observer, worker_index=worker_index(),
-                                 claim=_pin_then_settings(gpus))
+                                 claim=_pin_then_settings(gpus), raws=raws)
         box["ctx"] = ctx
         ctx.control = ctl
         _run(ctx, ctl, settings)

@@ -15,6 +15,7 @@ Every source answers four questions about a validated study:
 * ``locate(cfg)``: the file a worker must be able to read (absolute), or None
 * ``streams(cfg)``: does it stream from disk rather than load into memory?
 * ``redacted(cfg)``: what may be shown and stored for the source
+* ``adopt(spec, raw)``: take rows from a study's data snapshot (a source that lives in one process)
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class DataSource(ABC):
     def redacted(self, cfg: StudyConfig) -> str:
         """The source as shown and stored; a source whose spec can hold a secret hides it here."""
         return cfg.data.source
+
+    def adopt(self, spec: str, raw: RawData) -> None:
+        """Take ``raw`` (this part's rows from the study's data snapshot, see
+        :mod:`hpsearch.data.snapshot`) as what ``spec`` names in this process. Only a source whose
+        rows live in one process (``memory:``) needs them; the others read their own."""
+        del spec, raw  # nothing to take: this source reads its own rows
 
 
 class LocalSource(DataSource):

@@ -2,8 +2,10 @@
 
 :func:`hold` keeps ``(X, y)`` under a key made of their content hash (SHA-256 of shapes, dtypes and
 bytes), so the same arrays always get the same key and a study records exactly which rows it was
-given. The arrays live only in the process that handed them over: a ``memory:`` source seen by
-another process (a worker, ``hpsearch report``) is refused in one line naming the way out.
+given. The arrays live only in the process that handed them over, and in the study's data snapshot
+(:mod:`hpsearch.data.snapshot`): a worker that joins the study by name adopts them from there; any
+other process that meets a ``memory:`` source (``hpsearch report``) is refused in one line naming
+the way out.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ def _as_arrays(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None
     return X_arr, y_arr, names
 
 
-def hold(X: Any, y: Any) -> str:
+def hold(X: Any, y: Any, names: list[str] | None = None) -> str:
     """Keep ``X`` / ``y`` (arrays, lists or pandas objects) in this process; their ``data.source``
-    value, ``memory:KEY``."""
-    X_arr, y_arr, names = _as_arrays(X, y)
+    value, ``memory:KEY``. ``names``: the feature names (default: a DataFrame's columns)."""
+    X_arr, y_arr, columns = _as_arrays(X, y)
+    names = columns if names is None else names
     key = content_key(X_arr, y_arr)
     _HELD[key] = (X_arr, y_arr, names)
     return f"{SCHEME}:{key}"
@@ -72,3 +75,11 @@ class MemorySource(DataSource):
         self.check(cfg)
         X, y, names = _HELD[self._key(cfg.data.source)]
         return RawData(X, y, names, f"data.source {cfg.data.source} (arrays given in Python)")
+
+    def adopt(self, spec: str, raw: RawData) -> None:
+        """A worker that joined a search started from Python holds the study's snapshot rows under
+        the same key (the key is their content hash): ``spec`` then names them in this process too."""
+        key = hold(raw.X, raw.y, raw.feature_names)
+        if key != spec:
+            raise ConfigError(f"data.source: the study's data snapshot holds arrays {key}, not {spec};"
+                              " the snapshot does not belong to this study: check --artifacts")
