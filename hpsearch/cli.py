@@ -428,25 +428,17 @@ COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "sta
             "export-tracking": cmd_export_tracking}
 
 
-def _refuse_bad_study(a: argparse.Namespace) -> bool:
-    """run / worker: a bad study file is one line before TensorFlow loads (seconds), not after."""
+def _refused(a: argparse.Namespace) -> bool:
+    """run / worker: a bad study file, and a worker's malformed GPU list (``--gpus`` /
+    ``$HPSEARCH_GPUS``), are one line and exit 2 before any backend loads (seconds, not after)."""
     from hpsearch.study.validate import load_study_config
-
-    try:
-        load_study_config(a.study, _overrides(a))
-    except UserError as e:
-        console.print_error(str(e))
-        return True
-    return False
-
-
-def _refuse_bad_gpus(a: argparse.Namespace) -> bool:
-    """worker: the GPU list (``--gpus`` / ``$HPSEARCH_GPUS``) resolved before any backend loads; a
-    malformed one is one line and exit 2."""
     from hpsearch.workers.slots import resolve_slots
 
     try:
-        a.gpu_slots = resolve_slots(a.gpus)
+        if getattr(a, "study", None) is not None:
+            load_study_config(a.study, _overrides(a))
+        if a.command == "worker":
+            a.gpu_slots = resolve_slots(a.gpus)
     except UserError as e:
         console.print_error(str(e))
         return True
@@ -472,9 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print_error("worker: give either a study file (hpsearch worker FILE) or a stored study's name"
                             " (hpsearch worker --study NAME --storage URL)")
         return 2
-    if a.command in ("run", "worker") and getattr(a, "study", None) is not None and _refuse_bad_study(a):
-        return 2
-    if a.command == "worker" and _refuse_bad_gpus(a):
+    if a.command in ("run", "worker") and _refused(a):
         return 2
     if a.command != "validate":
         # TensorFlow only where models are built or loaded: status/dashboard stay fast; a worker that
