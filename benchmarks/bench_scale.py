@@ -159,7 +159,8 @@ def _quoted(password: str) -> str:
     return quote(password, safe="")
 
 
-def _client(url: str, name: str, budget: int, mix: dict[str, float], seed: int, ramp: float) -> None:
+def _client(url: str, name: str, budget: int, mix: dict[str, float], seed: int, ramp: float,
+            joined: list[int]) -> None:
     """One simulated client: reserve, replay the recorded per-trial calls, tell; until the budget is met."""
     import optuna
 
@@ -169,14 +170,15 @@ def _client(url: str, name: str, budget: int, mix: dict[str, float], seed: int, 
 
     rng = random.Random(seed)
     time.sleep(rng.uniform(0, ramp))  # clients join over the ramp, as a cluster's workers do
-    for attempt in range(5):  # hundreds of simultaneous logins through the pooler on 2 cores time out
+    for attempt in range(10):  # hundreds of simultaneous logins through the pooler on 2 cores time out
         try:
             st = open_storage(url, workers=2, heartbeat=True, heartbeat_interval=10)
             break
         except StorageUnreachable:
-            if attempt == 4:
-                raise
-            time.sleep(1 + rng.random())
+            if attempt == 9:
+                return  # counted as not connected in the output
+            time.sleep(2 * (1 + rng.random()))
+    joined.append(seed)
     study = optuna.load_study(study_name=name, storage=st)
     sid = st.get_study_id_from_name(name)
     budget_ = B.Budget(study, st, url, sid, budget)
@@ -232,6 +234,7 @@ def _sim_process(url: str, name: str, budget: int, mix: dict[str, float], thread
 
     warnings.simplefilter("ignore")
     waits: list[float] = []
+    joined: list[int] = []
     real = B.study_lock
 
     @contextlib.contextmanager
@@ -242,12 +245,13 @@ def _sim_process(url: str, name: str, budget: int, mix: dict[str, float], thread
             yield
 
     B.study_lock = timed
-    ts = [threading.Thread(target=_client, args=(url, name, budget, mix, base + i, ramp)) for i in range(threads)]
+    ts = [threading.Thread(target=_client, args=(url, name, budget, mix, base + i, ramp, joined))
+          for i in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    q.put(waits)
+    q.put((waits, len(joined)))
 
 
 def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]) -> dict[str, Any]:
@@ -256,7 +260,7 @@ def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]
     from hpsearch.storage import open_storage
 
     db = server.create_database()
-    url = bouncer.url(db)
+    url = bouncer.url(db)  # a pooler of its own (--sim-pool server connections)
     name, budget = f"sim-{uuid.uuid4().hex[:6]}", a.simulate * a.per_worker
     optuna.create_study(study_name=name, storage=open_storage(url, workers=2))
     replayed = {k: v for k, v in mix.items() if k in REPLAYABLE}
@@ -272,7 +276,9 @@ def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]
              for i, n in enumerate(share)]
     for p in procs:
         p.start()
-    waits = [w * 1000 for _ in procs for w in q.get(timeout=a.timeout)]
+    got = [q.get(timeout=a.timeout) for _ in procs]
+    waits = [w * 1000 for ws, _ in got for w in ws]
+    joined = sum(n for _, n in got)
     for p in procs:
         p.join(60)
     wall = time.monotonic() - t0
@@ -282,13 +288,18 @@ def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]
     running = sum(t.state.name == "RUNNING" for t in trials)
     distinct = len({t.number for t in trials if t.state.name == "COMPLETE"})
     line = f"budget {budget}, finished {finished}, distinct {distinct}, RUNNING {running}, created {len(trials)}"
-    return {"kind": "SIMULATION (no training)", "workers": a.simulate, "through": f"pgbouncer(pool={a.pool})",
+    return {"kind": "SIMULATION (no training)", "workers": f"{joined} of {a.simulate}",
+            "through": f"pgbouncer(pool={a.sim_pool})",
             "exit": 0, "wall_s": round(wall, 1), "connections_max": conn["max"], "connections_mean": conn["mean"],
             "commits_per_s": round(conn["commits"] / wall, 1), "lock_wait_ms_p50": round(_pct(waits, 0.5), 1),
             "lock_wait_ms_p99": round(_pct(waits, 0.99), 1), "trials_per_min": round(finished / wall * 60, 1),
-            "budget_line": line, "exact": finished == budget == len(trials) and running == 0,
+            "budget_line": line, "exact": finished == budget == len(trials) and running == 0 and joined == a.simulate,
             "replayed_per_trial": {k: round(v, 2) for k, v in sorted(replayed.items())},
             "by_reserve_and_tell": sorted(k for k in mix if k in _BY_PROTOCOL), "not_replayed": skipped}
+
+
+def _show(row: dict[str, Any]) -> None:
+    print(json.dumps(row), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--per-worker", type=int, default=2, help="trials per worker (or simulated client) in the budget")
     p.add_argument("--pool", type=int, default=8, help="PgBouncer server connections (default 8)")
+    p.add_argument("--sim-pool", type=int, default=32, help="PgBouncer server connections for the simulation")
     p.add_argument("--simulate", type=int, default=256, help="simulated clients (0: none)")
     p.add_argument("--sim-processes", type=int, default=8, help="processes the simulated clients are spread over")
     p.add_argument("--ramp", type=float, default=10.0, help="seconds over which the simulated clients join")
@@ -316,15 +328,18 @@ def main(argv: list[str] | None = None) -> int:
         bouncer = PgBouncer(server, pool_size=a.pool).start()
         direct, mix = real_workers(server, None, a, record=True)
         rows.append(direct)
+        _show(direct)
         rows.append(real_workers(server, bouncer, a, record=False)[0])
+        _show(rows[-1])
         if a.simulate:
+            bouncer.close()
+            bouncer = PgBouncer(server, pool_size=a.sim_pool).start()
             rows.append(simulate(server, bouncer, a, mix))
+            _show(rows[-1])
     finally:
         if bouncer is not None:
             bouncer.close()
         server.close()
-    for row in rows:
-        print(json.dumps(row))
     cols = ["kind", "workers", "through", "wall_s", "connections_max", "connections_mean", "commits_per_s",
             "lock_wait_ms_p50", "lock_wait_ms_p99", "trials_per_min"]
     print("| " + " | ".join(cols) + " | budget line |")

@@ -197,6 +197,6 @@ def test_scale_benchmark_at_ci_size():
     assert len(table) == 4, out.stdout  # the header and three rows
     assert "| real workers | 2 | direct |" in table[1]
     assert "| real workers | 2 | pgbouncer(pool=8) |" in table[2]
-    assert table[3].startswith("| SIMULATION (no training) | 4 | pgbouncer")
+    assert table[3].startswith("| SIMULATION (no training) | 4 of 4 | pgbouncer(pool=32) |")
     assert table[1].endswith("budget 2, finished 2, distinct 2, RUNNING 0, run twice 0, lost 0 |")
     assert table[3].endswith("budget 4, finished 4, distinct 4, RUNNING 0, created 4 |")
