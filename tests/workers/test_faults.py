@@ -356,8 +356,9 @@ search: {engine: optuna, sampler: random, pruner: none, n_trials: 4, metric: acc
     out, err = capsys.readouterr()
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 1 and "Traceback" not in out + err, err
-    decided = [x for x in lines if x.startswith("hpsearch: train.pack auto -> 1:")]  # the pack decision's line
+    # the decisions' lines: the data snapshot written at the study's start, the pack size
+    decided = [x for x in lines if x.startswith(("hpsearch: data snapshot:", "hpsearch: train.pack auto -> 1:"))]
     lines = [x for x in lines if x not in decided]
-    assert len(decided) == 1 and len(lines) == 4, lines
+    assert len(decided) == 2 and len(lines) == 4, lines
     assert all("FAIL" in x and "(0/4 done" in x and "ValueError: broken builder" in x for x in lines[:3]), lines
     assert lines[3].startswith("hpsearch: study 'broken' stopped: 3 trials failed in a row"), lines
