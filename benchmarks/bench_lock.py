@@ -36,7 +36,7 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def _worker(url: str, name: str, n_trials: int, start: Any, out: Any) -> None:
+def _worker(url: str, name: str, n_trials: int, start: Any, out: Any, attempt: float | None) -> None:
     import warnings
 
     import optuna
@@ -62,6 +62,8 @@ def _worker(url: str, name: str, n_trials: int, start: Any, out: Any) -> None:
                 holds.append(time.perf_counter() - t1)
 
     B.study_lock = timed_lock  # Budget.reserve looks the name up in its module at each call
+    if attempt is not None:
+        B.LOCK_ATTEMPT = attempt
     st = open_storage(url, workers=2, heartbeat=True, heartbeat_interval=10)
     study = optuna.load_study(study_name=name, storage=st)
     budget = B.Budget(study, st, url, st.get_study_id_from_name(name), n_trials)
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", help="PostgreSQL URL (default: a throw-away server from tests/pg.py)")
     p.add_argument("--pgbouncer", type=int, default=0, metavar="POOL",
                    help="go through a throw-away PgBouncer (transaction pooling) with POOL server connections")
+    p.add_argument("--attempt", type=float, help="seconds of one blocking wait (default: LOCK_ATTEMPT)")
     a = p.parse_args(argv)
 
     import optuna
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         optuna.create_study(study_name=name, storage=open_storage(url, workers=2))
         ctx = mp.get_context("spawn")
         start, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(url, name, n_trials, start, out)) for _ in range(a.workers)]
+        procs = [ctx.Process(target=_worker, args=(url, name, n_trials, start, out, a.attempt))
+                 for _ in range(a.workers)]
         for proc in procs:
             proc.start()
         time.sleep(2.0 + 0.2 * a.workers)  # let every process import and connect before the gun
@@ -130,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         distinct = len({t.number for t in trials})
         row = {
             "workers": a.workers, "through": f"pgbouncer(pool={a.pgbouncer})" if bouncer else "direct",
+            "attempt_s": a.attempt,
             "budget": n_trials, "created": len(trials), "finished": finished, "distinct": distinct,
             "running": running, "reservations": len(waits), "wall_s": round(wall, 2),
             "reservations_per_s": round(len(waits) / wall, 1),

@@ -39,6 +39,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,19 +183,22 @@ def _client(url: str, name: str, budget: int, mix: dict[str, float], seed: int, 
     study = optuna.load_study(study_name=name, storage=st)
     sid = st.get_study_id_from_name(name)
     budget_ = B.Budget(study, st, url, sid, budget)
+    from hpsearch.execution.control import Control, Retry
+
+    retry = Retry(url, Control(), 300.0, lambda _line: None)  # a lost connection is retried, as workers do
     while True:
-        trial, finished = budget_.reserve()
+        trial, finished = retry(budget_.reserve, "trial reservation")
         if trial is None:
             if finished:
                 return
             time.sleep(0.05)
             continue
-        x = trial.suggest_float("x", 0.0, 1.0)
-        tid = budget_.trial_id(trial)
+        x = retry(partial(trial.suggest_float, "x", 0.0, 1.0))
+        tid = retry(partial(budget_.trial_id, trial))
         for method, per_trial in mix.items():
             for i in range(int(per_trial) + (rng.random() < per_trial - int(per_trial))):
-                _replay(st, method, tid, sid, i, trial.number, name)
-        study.tell(trial, x)
+                retry(partial(_replay, st, method, tid, sid, i, trial.number, name))
+        retry(partial(study.tell, trial, x))
 
 
 #: the recorded calls a simulated client makes one by one (the others are named in the output)
@@ -307,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--per-worker", type=int, default=2, help="trials per worker (or simulated client) in the budget")
     p.add_argument("--pool", type=int, default=8, help="PgBouncer server connections (default 8)")
+    p.add_argument("--only-simulate", action="store_true", help="record the call mix from 2 workers, then simulate")
     p.add_argument("--sim-pool", type=int, default=32, help="PgBouncer server connections for the simulation")
     p.add_argument("--simulate", type=int, default=256, help="simulated clients (0: none)")
     p.add_argument("--sim-processes", type=int, default=8, help="processes the simulated clients are spread over")
@@ -326,11 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         bouncer = PgBouncer(server, pool_size=a.pool).start()
-        direct, mix = real_workers(server, None, a, record=True)
-        rows.append(direct)
-        _show(direct)
-        rows.append(real_workers(server, bouncer, a, record=False)[0])
-        _show(rows[-1])
+        if a.only_simulate:  # the call mix recorded from a small direct run, not shown
+            _, mix = real_workers(server, None, argparse.Namespace(**{**vars(a), "workers": 2, "per_worker": 1}),
+                                  record=True)
+        else:
+            direct, mix = real_workers(server, None, a, record=True)
+            rows.append(direct)
+            _show(direct)
+            rows.append(real_workers(server, bouncer, a, record=False)[0])
+            _show(rows[-1])
         if a.simulate:
             bouncer.close()
             bouncer = PgBouncer(server, pool_size=a.sim_pool).start()
