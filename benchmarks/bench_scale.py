@@ -231,24 +231,16 @@ def _replay(st: Any, method: str, tid: int, sid: int, i: int, number: int, name:
 def _sim_process(url: str, name: str, budget: int, mix: dict[str, float], threads: int, base: int, ramp: float,
                  q: Any) -> None:
     """``threads`` simulated clients in one process; puts the study-lock waits (s) they measured."""
-    import contextlib
     import warnings
+
+    from scale_probe import timed_lock
 
     from hpsearch.execution import budget as B
 
     warnings.simplefilter("ignore")
     waits: list[float] = []
     joined: list[int] = []
-    real = B.study_lock
-
-    @contextlib.contextmanager
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        with real(*args, **kwargs):
-            waits.append(time.perf_counter() - t0)
-            yield
-
-    B.study_lock = timed
+    B.study_lock = timed_lock(B.study_lock, waits.append)
     ts = [threading.Thread(target=_client, args=(url, name, budget, mix, base + i, ramp, joined))
           for i in range(threads)]
     for t in ts:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.abc
-import importlib.util
 import json
 import os
 import sys
@@ -25,26 +23,35 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tests.pack_trace import PatchOnImport  # the same import hook as the fault suite's trace
+
 EVENTS_ENV = "HPSEARCH_BENCH_EVENTS"
 RECORD_ENV = "HPSEARCH_BENCH_RECORD"
 _BUDGET = "hpsearch.execution.budget"
 _RDB = "optuna.storages._rdb.storage"
 
 
-def _patch_budget(module: Any) -> None:
-    real = module.study_lock
-    path = os.path.join(os.environ[EVENTS_ENV], f"lock-{os.getpid()}.txt")
+def timed_lock(real: Callable[..., Any], on_wait: Callable[[float], None]) -> Callable[..., Any]:
+    """``study_lock`` that passes each wait for the lock (asking for it to holding it, s) to ``on_wait``."""
 
     @contextlib.contextmanager
     def study_lock(*args: Any, **kwargs: Any) -> Iterator[None]:
         t0 = time.perf_counter()
         with real(*args, **kwargs):
-            wait = time.perf_counter() - t0
-            with open(path, "a") as f:
-                f.write(f"{wait:.6f}\n")
+            on_wait(time.perf_counter() - t0)
             yield
 
-    module.study_lock = study_lock  # Budget and take_launch look the name up at each call
+    return study_lock
+
+
+def _patch_budget(module: Any) -> None:
+    path = os.path.join(os.environ[EVENTS_ENV], f"lock-{os.getpid()}.txt")
+
+    def write(wait: float) -> None:
+        with open(path, "a") as f:
+            f.write(f"{wait:.6f}\n")
+
+    module.study_lock = timed_lock(module.study_lock, write)  # Budget and take_launch look it up per call
 
 
 def _patch_rdb(module: Any) -> None:
@@ -68,38 +75,10 @@ def _patch_rdb(module: Any) -> None:
     atexit.register(dump)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Runs a patch right after its module is first imported, then steps aside for that module."""
-
-    def __init__(self, patches: dict[str, Callable[[Any], None]]) -> None:
-        self.patches = patches
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        patch = self.patches.get(name)
-        if patch is None:
-            return None
-        del self.patches[name]
-        if not self.patches:
-            sys.meta_path.remove(self)
-        spec = next((s for f in sys.meta_path if f is not self and hasattr(f, "find_spec")
-                     for s in [f.find_spec(name, path, target)] if s is not None), None)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
-
-        def run(module: Any) -> None:
-            exec_module(module)
-            patch(module)
-
-        loader.exec_module = run  # type: ignore[method-assign]
-        return spec
-
-
 def install() -> None:
     if EVENTS_ENV not in os.environ:
         return
     patches: dict[str, Callable[[Any], None]] = {_BUDGET: _patch_budget}
     if os.environ.get(RECORD_ENV) == "1":
         patches[_RDB] = _patch_rdb
-    sys.meta_path.insert(0, _Finder(patches))
+    sys.meta_path.insert(0, PatchOnImport(patches))

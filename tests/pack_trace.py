@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 TARGET = "hpsearch.packing.runner"
@@ -41,9 +42,17 @@ def _patch(module: Any) -> None:
     runner.member_params = member_params
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs ``patches[name](module)`` right after module ``name`` is first imported (before any other
+    module can take a name from it), then steps aside for that module; gone once all are patched.
+    Also used by benchmarks/scale_probe.py."""
+
+    def __init__(self, patches: dict[str, Callable[[Any], None]]) -> None:
+        self.patches = dict(patches)
+
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != TARGET:
+        patch = self.patches.pop(name, None)
+        if patch is None:
             return None
         sys.meta_path.remove(self)
         try:
@@ -51,7 +60,8 @@ class _Finder(importlib.abc.MetaPathFinder):
 
             spec = importlib.util.find_spec(name)
         finally:
-            sys.meta_path.insert(0, self)
+            if self.patches:
+                sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
         loader = spec.loader
@@ -59,7 +69,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
         def patched(module: Any) -> None:
             exec_module(module)
-            _patch(module)
+            patch(module)
 
         loader.exec_module = patched  # type: ignore[method-assign]
         return spec
@@ -67,4 +77,4 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     if os.environ.get("HPSEARCH_TEST_EVENTS"):
-        sys.meta_path.insert(0, _Finder())
+        sys.meta_path.insert(0, PatchOnImport({TARGET: _patch}))

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator
 
 from hpsearch.errors import UserError
 from hpsearch.metrics import score_predictions
 from hpsearch.models.scoring import predict_raw
 from hpsearch.records import STUDY, TRIAL, ranked
+from hpsearch.results.estimator import RawClassifierOutputs, RawRegressorOutputs
 from hpsearch.results.evaluation import stored_config
 from hpsearch.storage.artifacts import load_model_artifacts
 from hpsearch.storage.queries import best_artifact_ids, study_direction
@@ -43,29 +44,16 @@ class _Ensemble(BaseEstimator):
         return np.mean(outs, axis=0)
 
 
-class EnsembleClassifier(ClassifierMixin, _Ensemble):
+class EnsembleClassifier(RawClassifierOutputs, _Ensemble):
     """``predict_proba``: the members' mean probabilities; ``predict``: their argmax as the original labels."""
 
     @property
-    def classes_(self) -> np.ndarray:
+    def classes_(self) -> np.ndarray:  # type: ignore[override]
         return np.asarray((self.members or [])[0][1].classes)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        raw = self._raw(X)
-        if raw.ndim == 1 or raw.shape[1] == 1:
-            p1 = raw.reshape(-1)
-            return np.column_stack([1.0 - p1, p1])
-        return raw
 
-    def predict(self, X: Any) -> np.ndarray:
-        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
-
-
-class EnsembleRegressor(RegressorMixin, _Ensemble):
+class EnsembleRegressor(RawRegressorOutputs, _Ensemble):
     """``predict``: the members' mean prediction."""
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self._raw(X).reshape(-1)
 
 
 def top_models(study: Any, k: int) -> list[tuple[int, str, str]]:

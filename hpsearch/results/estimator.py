@@ -14,6 +14,7 @@ round-trips (Keras pickles its models as an in-memory model file); ``export_best
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,12 +119,13 @@ class _StudyModel(MCDropoutMixin, BaseEstimator):
         return np.asarray(self.model_.predict(Xs, batch_size=1024, verbose=0))
 
 
-class HPSearchClassifierModel(ClassifierMixin, _StudyModel):
-    """A study's classifier: ``predict`` returns the original labels, ``predict_proba`` one column per class."""
+class RawClassifierOutputs(ClassifierMixin):
+    """A classifier's outputs from its model's raw output (``_raw``) and ``classes_``: ``predict_proba``
+    one column per class (a single sigmoid column made two), ``predict`` the original labels. Shared
+    by the study's estimator and the ensembles (:mod:`hpsearch.results.ensemble`)."""
 
-    @property
-    def classes_(self) -> np.ndarray:
-        return np.asarray(self.preprocessor_.classes)
+    classes_: np.ndarray
+    _raw: Callable[[Any], np.ndarray]  # the model's raw output, or the members' mean: the mixing class's
 
     def predict_proba(self, X: Any) -> np.ndarray:
         raw = self._raw(X)
@@ -136,11 +138,25 @@ class HPSearchClassifierModel(ClassifierMixin, _StudyModel):
         return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
 
 
-class HPSearchRegressorModel(RegressorMixin, _StudyModel):
-    """A study's regressor: ``predict`` returns one value per row; ``score`` is R²."""
+class RawRegressorOutputs(RegressorMixin):
+    """A regressor's ``predict`` from its model's raw output (``_raw``): one value per row; ``score`` R²."""
+
+    _raw: Callable[[Any], np.ndarray]
 
     def predict(self, X: Any) -> np.ndarray:
         return self._raw(X).reshape(-1)
+
+
+class HPSearchClassifierModel(RawClassifierOutputs, _StudyModel):
+    """A study's classifier: ``predict`` returns the original labels, ``predict_proba`` one column per class."""
+
+    @property
+    def classes_(self) -> np.ndarray:  # type: ignore[override]
+        return np.asarray(self.preprocessor_.classes)
+
+
+class HPSearchRegressorModel(RawRegressorOutputs, _StudyModel):
+    """A study's regressor: ``predict`` returns one value per row; ``score`` is R²."""
 
 
 def fitted_estimator(model: Any, preprocessor: Preprocessor, builder: str = "mlp",

@@ -10,36 +10,28 @@ asked trial (a bulk re-read of every trial is a constant number of SELECTs too: 
 
 from __future__ import annotations
 
-import math
-import random
+import importlib.util
+from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
-from optuna.distributions import FloatDistribution, IntDistribution
 
 from hpsearch.engines.packsampling import HISTORY, PackTPESampler
 from hpsearch.execution.budget import Budget
 from hpsearch.storage import open_storage
 
 K = 8
-SPACE = {"n_hidden": IntDistribution(1, 2), "n_neurons": IntDistribution(4, 32),
-         "learning_rate": FloatDistribution(1e-3, 0.1, log=True)}
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sampling.py"
 
 
 def _filled(url: str, name: str, size: int) -> None:
-    rng = random.Random(size)
-    storage = optuna.storages.RDBStorage(url)
-    if url.startswith("sqlite"):  # the fill only: no fsync per commit
-        sqlalchemy.event.listen(storage.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous=OFF"))
-        storage.engine.dispose()
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    trials = []
-    for _ in range(size):
-        p = {"n_hidden": rng.randint(1, 2), "n_neurons": rng.randint(4, 32), "learning_rate": 10 ** rng.uniform(-3, -1)}
-        value = 1 - (math.log10(p["learning_rate"]) + 1.7) ** 2 + rng.gauss(0, 0.02)
-        trials.append(optuna.trial.create_trial(params=p, distributions=SPACE, value=value))
-    study.add_trials(trials)
+    """``size`` seeded random COMPLETE trials: benchmarks/bench_sampling.py's fill (one in one place)."""
+    spec = importlib.util.spec_from_file_location("bench_sampling", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, storage = bench._filled(url, name, size, seed=size)
     storage.engine.dispose()
 
 
