@@ -184,7 +184,8 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     PrivateHook(
         "optuna", "optuna.storages._rdb.models.TrialHeartbeatModel",
         "hpsearch.storage.batch.beat_and_check (issue 23): the heartbeats of a pack's trials in one "
-        "transaction, in the table record_heartbeat writes (the public call commits once per trial)",
+        "transaction, in the table record_heartbeat writes (the public call commits once per trial); "
+        "running_without_heartbeat: the RUNNING trials with no row there, which _get_stale_trial_ids skips",
     ),
     PrivateHook(
         "optuna", "optuna.storages._rdb.models.TrialModel",

@@ -26,7 +26,7 @@ from typing import Any
 from hpsearch.execution.budget import Budget
 from hpsearch.execution.callbacks import run_trial_callbacks
 from hpsearch.execution.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
-from hpsearch.execution.requeue import HEARTBEAT_LOST, end_interrupted, fail_stale
+from hpsearch.execution.requeue import HEARTBEAT_LOST, Orphans, end_interrupted, fail_stale
 from hpsearch.execution.stoprules import FailureStreak, StopRules
 from hpsearch.records import TRIAL, primary_value
 from hpsearch.storage import is_connection_error
@@ -93,6 +93,7 @@ class TrialLoop:
         self.streak = FailureStreak(ctx.cfg.search.max_failures_in_row)
         study_id = self.retry(lambda: ctx.study_id, "start-up")
         self.budget = Budget(ctx.study, ctx.storage, ctx.storage_url, study_id, ctx.engine.n_trials(ctx.cfg))
+        self.orphans = Orphans(settings.grace)  # asked trials whose first heartbeat never came
 
     def run(self) -> bool:
         """Run trials until the budget is met (True), the timeout passes or a stop (False)."""
@@ -101,7 +102,7 @@ class TrialLoop:
         while not ctl.stopping and not self.streak.tripped:
             if ctl.parent_gone() or self.retry(lambda: rules.tripped(ctx), "stop-rule check"):
                 return False
-            self.retry(lambda: fail_stale(ctx, self.budget.study_id), "stale-trial check")
+            self.retry(lambda: fail_stale(ctx, self.budget.study_id, self.orphans), "stale-trial check")
             ran, finished = self.step()
             if not ran:
                 if finished:

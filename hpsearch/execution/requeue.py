@@ -13,11 +13,20 @@ outage both see the same trial. The rules that keep one copy per interrupted tri
 
 So a configuration is trained again only when its earlier attempt did not finish (README, "run
 twice").
+
+A trial can also be left RUNNING with no heartbeat at all: ``study.ask()`` writes the trial, then
+reads the study for the sampler, and the trial's first heartbeat follows; a worker killed, or a
+storage connection lost, in between leaves a trial that Optuna's stale check skips (it has no
+heartbeat to be late) and that the exact budget counts as running for ever, so every worker waits.
+:class:`Orphans` finds such trials: one this process sees RUNNING without a heartbeat for a whole
+grace period (by its own clock: no clocks of two hosts compared) is failed as stale like the others.
+A live trial has its heartbeat within milliseconds of its ask.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from typing import Any
 
@@ -25,7 +34,8 @@ from hpsearch.execution.budget import study_lock
 from hpsearch.records import TRIAL
 from hpsearch.trials.context import RunContext
 
-__all__ = ["HEARTBEAT_LOST", "RETRY_HISTORY", "requeue_once", "fail_trial", "fail_stale", "end_interrupted"]
+__all__ = ["HEARTBEAT_LOST", "RETRY_HISTORY", "requeue_once", "fail_trial", "fail_stale", "end_interrupted",
+           "Orphans"]
 
 HEARTBEAT_LOST = "heartbeat lost (worker died or storage unreachable)"
 RETRY_HISTORY = "retry_history"  # system attr of a copy (Optuna's RetryHeartbeatStaleTrialCallback)
@@ -64,14 +74,34 @@ def fail_trial(storage: Any, trial_id: int, reason: str) -> bool:
         return False
 
 
-def fail_stale(ctx: RunContext, study_id: int) -> int:
-    """Fail the trials whose heartbeat is older than the grace period, with :data:`HEARTBEAT_LOST`,
-    and queue one copy of each. Returns how many this process failed.
+class Orphans:
+    """The RUNNING trials without a heartbeat that this process has watched for ``grace`` seconds
+    (see the module docstring). :meth:`due` is called at every stale check of the loop."""
+
+    def __init__(self, grace: float, clock: Any = time.monotonic) -> None:
+        self.grace, self.clock = grace, clock
+        self.first_seen: dict[int, float] = {}
+
+    def due(self, storage: Any, study_id: int) -> list[int]:
+        from hpsearch.storage.batch import running_without_heartbeat
+
+        now = self.clock()
+        ids = running_without_heartbeat(storage, study_id)
+        self.first_seen = {i: self.first_seen.get(i, now) for i in ids}
+        return sorted(i for i, seen in self.first_seen.items() if now - seen >= self.grace)
+
+
+def fail_stale(ctx: RunContext, study_id: int, orphans: Orphans | None = None) -> int:
+    """Fail the trials whose heartbeat is older than the grace period (and the ``orphans`` due: no
+    heartbeat for a grace period), with :data:`HEARTBEAT_LOST`, and queue one copy of each. Returns
+    how many this process failed.
 
     Optuna's ``fail_stale_trials`` cannot give a reason: a finished trial's attributes are frozen,
     so the reason is written before the state changes (which needs the stale ids first).
     """
     ids = ctx.storage._get_stale_trial_ids(study_id)  # compat.PRIVATE_HOOKS: no public stale-id query
+    if orphans is not None:
+        ids = [*ids, *orphans.due(ctx.storage, study_id)]
     n = 0
     for tid in ids:
         if fail_trial(ctx.storage, tid, HEARTBEAT_LOST):

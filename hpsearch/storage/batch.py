@@ -15,6 +15,8 @@ packs of 64 and short epochs). Here one transaction holds them all:
   not one commit each (a pack's members often end together, at the same epoch).
 * :func:`beat_and_check`: the heartbeats of every id in one transaction, and their states read back
   in one query (ids no longer RUNNING: failed as stale by another worker).
+* :func:`running_without_heartbeat`: a study's RUNNING trials that never recorded a heartbeat (one
+  query), which Optuna's stale check skips: see :class:`hpsearch.execution.requeue.Orphans`.
 
 Both take Optuna's RDBStorage (``open_storage``'s); any other storage is written trial by trial
 through its public API. The private names used are listed in :mod:`hpsearch.compat`.
@@ -26,7 +28,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["write_intermediate_values", "write_user_attrs", "beat_and_check"]
+__all__ = ["write_intermediate_values", "write_user_attrs", "beat_and_check", "running_without_heartbeat"]
 
 
 def _rdb(storage: Any) -> bool:
@@ -168,3 +170,20 @@ def beat_and_check(storage: Any, trial_ids: Iterable[int]) -> set[int]:
 
     gone: set[int] = _transaction(storage, work)
     return gone
+
+
+def running_without_heartbeat(storage: Any, study_id: int) -> set[int]:
+    """The ids of ``study_id``'s RUNNING trials that have no heartbeat row (one query). Optuna's stale
+    check skips them; a storage without heartbeats (not RDB) has none."""
+    if not _rdb(storage):
+        return set()
+
+    import sqlalchemy
+    from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables
+    from optuna.trial import TrialState
+
+    trials, beats = models.TrialModel, models.TrialHeartbeatModel
+    query = (sqlalchemy.select(trials.trial_id)
+             .outerjoin(beats, beats.trial_id == trials.trial_id)
+             .where(trials.study_id == study_id, trials.state == TrialState.RUNNING, beats.trial_id.is_(None)))
+    return set(_transaction(storage, lambda session: list(session.scalars(query))))

@@ -165,8 +165,12 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {BUDGET}, met
                 rows = conn.exec_driver_sql(
                     "SELECT pid, state, wait_event_type, wait_event, now() - state_change, left(query, 80)"
                     " FROM pg_stat_activity WHERE datname = current_database()").fetchall()
+                trials = conn.exec_driver_sql(
+                    "SELECT t.number, t.state, now() - h.heartbeat FROM trials t LEFT JOIN trial_heartbeats h"
+                    " ON h.trial_id = t.trial_id ORDER BY t.number").fetchall()
             engine.dispose()
             parts.append("--- pg_stat_activity\n" + "\n".join(map(str, rows)))
+            parts.append("--- trials (number, state, heartbeat age)\n" + "\n".join(map(str, trials)))
         return "\n".join(parts)
 
     def cleanup(self) -> None:
