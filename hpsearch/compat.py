@@ -162,7 +162,14 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     PrivateHook(
         "optuna", "optuna.study.Study._storage",
         "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): writes the relative-params attribute"
-        " of the asked trial, as TPESampler does",
+        " of the asked trial, as TPESampler does; hpsearch.execution.drafts: a drafted trial is created through"
+        " it (create_new_trial with a template), as study.ask creates, so Optuna's cache of the storage knows it",
+    ),
+    PrivateHook(
+        "optuna", "optuna.pruners._filter_study",
+        "hpsearch.execution.drafts (a pack's trials created with their params, issue 26): the study view a "
+        "sampler gets for a trial (HyperbandPruner: the bracket of its number), as Trial hands it to the "
+        "sampler; there is no public way to get it",
     ),
     PrivateHook(
         "optuna", "optuna.trial.FrozenTrial._trial_id",

@@ -60,6 +60,7 @@ class STUDY:
     MLFLOW_EXPERIMENT = "mlflow_experiment_id"  # tracking.mlflow: the experiment named after the study
     SAMPLING = "sampling"  # packed studies: how the pack's proposals are made (one fit per pack or one ask per trial)
     SAMPLING_HISTORY = "sampling_history"  # the bounded history TPE fits on, once it applies
+    TRIAL_CREATION = "trial_creation"  # packed studies: new trials drafted whole (one transaction) or asked one by one
 
 
 class TRIAL:

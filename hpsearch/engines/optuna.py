@@ -104,9 +104,9 @@ class OptunaEngine(Engine):
         if k > 1:
             from hpsearch.engines.packsampling import pack_sampling  # imports Optuna's TPE internals
 
-            pack_sampling(ctx, k)
+            drafted = pack_sampling(ctx, k)
             run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)], check_steps=steps),
-                              LoopSettings.from_env(), ctl)
+                              LoopSettings.from_env(), ctl, drafted=drafted)
             return
         runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)], check_steps=steps)
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)

@@ -208,7 +208,9 @@ class PackTPESampler(BaseSampler):
             plan = self.plans[key] = PackPlan(self.tpe, study, search_space, self.k, trials)
             self.fits += 1
         params = plan.next()
-        if self.tpe._constant_liar:  # as TPESampler does: other workers' constant liar sees it
+        # as TPESampler does: other workers' constant liar sees it (a draft, not stored yet, is created
+        # with its params: hpsearch.execution.drafts)
+        if self.tpe._constant_liar and trial.state == TrialState.RUNNING:
             text = json.dumps(params)
             step = _SYSTEM_ATTR_MAX_LENGTH
             for i in range(0, len(text), step):
@@ -227,9 +229,14 @@ class PackTPESampler(BaseSampler):
         self.tpe.after_trial(study, trial, state, values)
 
 
-def pack_sampling(ctx: Any, k: int) -> None:
+def pack_sampling(ctx: Any, k: int) -> bool:
     """Give the packed loop of ``ctx`` one sampler fit per pack of ``k`` where the sampler allows it
-    (TPE), and say in one line (run output and study attribute) which way proposals are made."""
+    (TPE), and say in one line (run output and study attribute) which way proposals are made.
+    Returns whether the pack's new trials may be drafted (:mod:`hpsearch.execution.drafts`: created
+    with their params in one transaction each): TPE and random, whose proposals need nothing of the
+    stored trial; the others (GP, CMA-ES, QMC, grid, NSGA, ...) get one ``study.ask()`` per trial."""
+    from optuna.samplers import RandomSampler
+
     from hpsearch.records import STUDY
 
     study, name = ctx.study, ctx.cfg.search.sampler
@@ -246,3 +253,8 @@ def pack_sampling(ctx: Any, k: int) -> None:
                f" + {HISTORY.n_recent} most recent")
     elif name in ("gp", "cmaes"):
         decide(f"hpsearch: sampler {name}: one ask per trial of the pack of {k} (no batched proposals for {name})")
+    drafted = isinstance(study.sampler, PackTPESampler) or type(study.sampler) is RandomSampler
+    how = ("each new trial is created with its params in one transaction (drafted)" if drafted else
+           "each new trial is asked and suggested one by one (this sampler's proposals need the stored trial)")
+    decide(f"hpsearch: sampler {name}: {how}", STUDY.TRIAL_CREATION)
+    return drafted

@@ -32,12 +32,13 @@ import contextlib
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpsearch.errors import StudyFailedError
 from hpsearch.records import counts_toward_budget
 from hpsearch.storage import is_lock_timeout, is_postgresql
+from hpsearch.storage.batch import beat_and_check
 
 __all__ = ["Budget", "study_lock", "take_launch", "LAUNCH_ATTR"]
 
@@ -99,7 +100,14 @@ class Budget:
         self.study, self.storage, self.url, self.study_id = study, storage, url, study_id
         self.n_trials = n_trials
         self.pending: Any = None  # asked, not yet handed out (see reserve)
-        self.held: list[Any] = []  # asked by reserve_many, not yet handed out
+        self.held: list[Any] = []  # reserved by reserve_many, not yet handed out: Trials, or ids of drafted ones
+        #: ``draft(number) -> trial id``: create one trial with its params (hpsearch.execution.drafts), or
+        #: None: ``study.ask()`` per trial. Set by the packed loop where the sampler allows it.
+        self.draft: Callable[[int], int] | None = None
+        self.ids: dict[int, int] = {}  # trial number -> storage id of the trials this process reserved
+        #: Seconds a reserved trial may wait for its first heartbeat while the rest of a pack is reserved
+        #: (another process fails a RUNNING trial without one after the grace period: Orphans).
+        self.beat_within = 0.5
 
     def counts(self) -> tuple[int, int]:
         """(done, running) as stored now."""
@@ -119,7 +127,12 @@ class Budget:
         return None
 
     def trial_id(self, trial: Any) -> int:
-        return int(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
+        """The storage id of ``trial`` (known without a read for the trials this process reserved)."""
+        tid = self.ids.get(trial.number)
+        if tid is None:
+            tid = self.ids[trial.number] = int(self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, trial.number))
+        return tid
 
     def reserve(self) -> tuple[Any, bool]:
         """(trial, finished): a trial to run now, or None and whether the budget is met.
@@ -152,29 +165,57 @@ class Budget:
 
     def reserve_many(self, k: int) -> tuple[list[Any], bool]:
         """(trials, finished): up to ``k`` trials under one lock and one count (a pack's reservation;
-        :meth:`reserve` counts once per trial). Trials asked by a call that then failed are handed
+        :meth:`reserve` counts once per trial). WAITING trials (re-queued or enqueued: their params
+        fixed) are popped first by ``study.ask()``; the others are drafted (:attr:`draft`: created with
+        their params, one transaction each) or asked. The heartbeats of all of them are recorded in one
+        transaction before the lock is released. Trials reserved by a call that then failed are handed
         out by the retried call, as :meth:`reserve` does with one."""
         if self.pending is not None:
             trial, finished = self.reserve()
             return [trial], finished
         if not self.held:
             with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
+                trials = self.study.get_trials(deepcopy=False)
                 n = k
                 if self.n_trials is not None:
-                    done, running = self.counts()
+                    done = sum(1 for t in trials if counts_toward_budget(t))
+                    running = sum(1 for t in trials if t.state.name == "RUNNING")
                     if done >= self.n_trials:
                         return [], True
                     n = min(k, self.n_trials - done - running)
+                waiting = sum(1 for t in trials if t.state.name == "WAITING") if self.draft is not None else n
+                unbeaten = time.monotonic()
                 with warnings.catch_warnings():  # see reserve
                     warnings.simplefilter("ignore", UserWarning)
-                    for _ in range(n):
-                        trial = self.study.ask()
-                        self.held.append(trial)
-                        self.storage.record_heartbeat(self.trial_id(trial))
-        else:  # a retry: the last heartbeat may not have been written
-            self.storage.record_heartbeat(self.trial_id(self.held[-1]))
-        trials, self.held = self.held, []
-        return trials, False
+                    for i in range(max(0, n)):
+                        if i < waiting:
+                            self.held.append(self.study.ask())  # a queued trial first, with its fixed params
+                        else:
+                            assert self.draft is not None
+                            self.held.append(self.draft(len(trials) + i - waiting))
+                        if time.monotonic() - unbeaten > self.beat_within:  # a slow reservation: none waits long
+                            self._beat()
+                            unbeaten = time.monotonic()
+                self._beat()
+        else:  # a retry: the heartbeats may not have been written
+            self._beat()
+        trials_out = [self._trial(t) for t in self.held]
+        self.held = []
+        return trials_out, False
+
+    def _beat(self) -> None:
+        """The heartbeats of every held trial in one transaction (their first: inside the lock)."""
+        beat_and_check(self.storage, [t if isinstance(t, int) else self.trial_id(t) for t in self.held])
+
+    def _trial(self, held: Any) -> Any:
+        """A held trial as an ``optuna.trial.Trial`` (a drafted one is read back once, outside the lock)."""
+        if not isinstance(held, int):
+            return held
+        import optuna
+
+        trial = optuna.trial.Trial(self.study, held)
+        self.ids[trial.number] = held
+        return trial
 
 
 def take_launch(storage: Any, url: str, study_id: int, name: str) -> int:

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from hpsearch.execution.control import Control, LoopSettings, PackHeartbeat, TrialLost, WorkerStopped
+from hpsearch.execution.drafts import create_drafted
 from hpsearch.execution.loop import LoopOutcome, TrialLoop, failure_text, run_trials
 from hpsearch.packing.runner import PackedRunner
 from hpsearch.records import STUDY, TRIAL
@@ -33,9 +34,15 @@ __all__ = ["run_packed_trials"]
 
 class _PackLoop(TrialLoop):
     runner: PackedRunner
+    drafted = False  # new trials drafted whole (hpsearch.execution.drafts), not asked one by one
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.drafted:
+            ctx, budget = self.ctx, self.budget
+            attrs = {TRIAL.WORKER: self.runner.single.worker}
+            budget.draft = lambda number: create_drafted(ctx.study, budget.study_id, number, ctx.space.suggest, attrs)
+            budget.beat_within = self.settings.grace / 4
         self.live: dict[int, tuple[Any, int]] = {}  # trial number -> (trial, storage id)
         self.beat = PackHeartbeat(self.ctx.storage, self.settings.interval, self.ctl)  # every live trial's
         self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
@@ -70,10 +77,12 @@ class _PackLoop(TrialLoop):
         k = self._planned(self.runner.pack_size)
         if k == 0:
             return False, False  # the stop rule tripped: the loop ends
+        t0 = time.monotonic()
         trials, finished = self._reserve(k - len(self.carry))
+        reserve_s = time.monotonic() - t0  # part of the trials' sample_time (drafted: their sampling too)
         trials, self.carry = [*self.carry, *trials], []
         if trials:
-            self.run_pack(trials)
+            self.run_pack(trials, reserve_s=reserve_s)
         return bool(trials), finished
 
     def _planned(self, k: int) -> int:
@@ -148,7 +157,7 @@ class _PackLoop(TrialLoop):
             self._start(trial)
         return list(trials)
 
-    def run_pack(self, trials: list[Any], refill: bool = True) -> None:
+    def run_pack(self, trials: list[Any], refill: bool = True, reserve_s: float = 0.0) -> None:
         """Train ``trials`` as a pack, refilling freed slots with new trials (``refill``); each
         trial is recorded as it ends. A stopped or lost pack fails and re-queues every trial still
         running, so no work is counted twice and none is lost."""
@@ -159,7 +168,7 @@ class _PackLoop(TrialLoop):
         requeue = False
         self.deadline_stops = 0
         try:
-            self.carry = self.runner.run_pack(trials, self._finish, self._more if refill else None)
+            self.carry = self.runner.run_pack(trials, self._finish, self._more if refill else None, reserve_s)
         except (WorkerStopped, TrialLost) as exc:
             reason, requeue = str(exc), True
         except Exception as exc:  # noqa: BLE001 - recorded in the trials, the study goes on
@@ -175,6 +184,13 @@ class _PackLoop(TrialLoop):
                        f" epoch so far (trial attribute {TRIAL.DEADLINE_STOP})")
 
 
-def run_packed_trials(ctx: RunContext, runner: PackedRunner, settings: LoopSettings, ctl: Control) -> LoopOutcome:
-    """:func:`hpsearch.execution.loop.run_trials` for packs of ``runner.pack_size`` trials."""
-    return run_trials(ctx, runner, settings, ctl, loop_type=_PackLoop)
+class _DraftedPackLoop(_PackLoop):
+    drafted = True
+
+
+def run_packed_trials(ctx: RunContext, runner: PackedRunner, settings: LoopSettings, ctl: Control,
+                      drafted: bool = False) -> LoopOutcome:
+    """:func:`hpsearch.execution.loop.run_trials` for packs of ``runner.pack_size`` trials; with
+    ``drafted`` (the sampler allows it: the engine decides) new trials are created with their params
+    (:mod:`hpsearch.execution.drafts`), not asked one by one."""
+    return run_trials(ctx, runner, settings, ctl, loop_type=_DraftedPackLoop if drafted else _PackLoop)

@@ -215,15 +215,16 @@ class PackedRunner:
         return self.single(trial)
 
     def run_pack(self, trials: list[Any], finish: Callable[[Any, Candidate], None],
-                 more: Callable[[int], list[Any]] | None = None) -> list[Any]:
+                 more: Callable[[int], list[Any]] | None = None, reserve_s: float = 0.0) -> list[Any]:
         """Train ``trials`` (those that pack together, the others one by one); each ends through
         ``finish(trial, candidate)`` as soon as it ends. With ``more`` (``more(n)``: up to n new
         trials, none when the budget is met), a slot whose member ended takes a new trial from it
         (see :class:`_Pack`). Returns the trials reserved from ``more``
-        that found no slot: the next pack's."""
+        that found no slot: the next pack's. ``reserve_s``: the seconds their reservation took
+        (shared into each trial's ``sample_time`` with its suggest time)."""
         t_start = time.monotonic()
         suggested = [self.member_params(t) for t in trials]
-        sample_time = (time.monotonic() - t_start) / max(1, len(trials))
+        sample_time = (reserve_s + time.monotonic() - t_start) / max(1, len(trials))
         packed = [i for i, (_, spec) in enumerate(suggested) if isinstance(spec, MemberSpec)]
         if len(packed) < 2:
             packed = []
@@ -238,7 +239,8 @@ class PackedRunner:
         return left
 
     def member_params(self, trial: Any) -> tuple[dict[str, Any], MemberSpec | str]:
-        trial.set_user_attr(TRIAL.WORKER, self.single.worker)
+        if trial.user_attrs.get(TRIAL.WORKER) != self.single.worker:  # a drafted trial was created with it
+            trial.set_user_attr(TRIAL.WORKER, self.single.worker)
         p = self.ctx.space.full_params(self.ctx.space.suggest(trial))
         p.update(self.ctx.builder_extra)
         return p, member_spec(self.ctx.builder, p)
@@ -308,6 +310,7 @@ class _Pack:
         self.waiting: list[tuple[Any, dict[str, Any], MemberSpec | str, float]] = []
         self.seeds = member_seeds(runner.ctx.cfg.search.seed, [t.number for t in trials])
         self.member_epochs = 0  # epochs trained by every member so far (apportions the fit time)
+        self.refill_s = 0.0  # seconds spent in refills so far (members told, new ones reserved): not fit time
         self.size = len(trials)
 
     def train(self) -> list[Any]:
@@ -331,7 +334,8 @@ class _Pack:
         self.reports.flush()
         self.member_epochs += sum(res[i].epochs for i in members)
         busy = sum(r.epochs for i, r in enumerate(res) if i not in members and r.state == "RUNNING")
-        fit_time = time.monotonic() - self.t0 - self.reports.wait_time
+        # training only: not the report writes nor the refills (ending members, reserving new ones)
+        fit_time = time.monotonic() - self.t0 - self.reports.wait_time - self.refill_s
         per_epoch = fit_time / max(1, self.member_epochs + busy)
         tell_s, n_tell, keep_s = 0.0, 0, 0.0
         keep, lead = self.runner._keepers([res[i] for i in members], [self.trials[i].number for i in members])
@@ -360,6 +364,13 @@ class _Pack:
     def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
         """Finish ``ended`` and give their slots new trials while a member's epochs fit before the
         deadline (``room``); returns the slots refilled."""
+        t0 = time.monotonic()
+        try:
+            return self._refill_slots(ended, res, room)
+        finally:
+            self.refill_s += time.monotonic() - t0
+
+    def _refill_slots(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
         self._end(ended, res)
         if not room:
             self.more = None  # no new member could end before search.timeout: none is started

@@ -148,20 +148,23 @@ def test_reserve_many_keeps_the_budget_exact_and_hands_out_what_a_failed_call_as
     assert budget.reserve_many(3) == ([], True)
 
     budget = Budget(study, storage, sqlite_url, study._study_id, n_trials=8)
-    beat, calls = storage.record_heartbeat, []
+    asks, ask = [], study.ask
 
-    def flaky(tid):  # the connection drops at the second trial's heartbeat
-        calls.append(tid)
-        if len(calls) == 2:
+    def flaky():  # the connection drops at the third ask, two trials asked
+        asks.append(1)
+        if len(asks) == 3:
             raise ConnectionError("dropped")
-        beat(tid)
+        return ask()
 
-    storage.record_heartbeat = flaky
+    study.ask = flaky
     with pytest.raises(ConnectionError):
         budget.reserve_many(3)
     again, _ = budget.reserve_many(3)  # the retried call: the two trials asked, nothing asked twice
     assert [t.number for t in again] == [5, 6] and len(study.get_trials()) == 7
     assert all(storage.get_trial(t._trial_id).state == TrialState.RUNNING for t in again)
+    from hpsearch.storage.batch import running_without_heartbeat
+
+    assert not running_without_heartbeat(storage, study._study_id)  # every handed-out trial has its heartbeat
 
 
 def test_tpe_gets_one_fit_per_pack_and_cmaes_says_it_asks_once_per_trial():
@@ -175,8 +178,11 @@ def test_tpe_gets_one_fit_per_pack_and_cmaes_says_it_asks_once_per_trial():
         ctx = SimpleNamespace(study=study, cfg=SimpleNamespace(search=SimpleNamespace(sampler=name)),
                               observer=SimpleNamespace(message=said.append),
                               decide=lambda key, value, line: said.append(f"hpsearch: {line}"))
-        pack_sampling(ctx, 8)
-        assert study.user_attrs[STUDY.SAMPLING] == said[-1]
+        assert pack_sampling(ctx, 8) == (name == "tpe")  # TPE's new trials are drafted, CMA-ES's asked
+        assert study.user_attrs[STUDY.SAMPLING] == said[-2]
+        assert study.user_attrs[STUDY.TRIAL_CREATION] == said[-1]
         assert isinstance(study.sampler, PackTPESampler) == (name == "tpe")
     assert "one fit per pack of 8" in said[0] and "best 250 + 250 most recent" in said[0]
-    assert said[1] == "hpsearch: sampler cmaes: one ask per trial of the pack of 8 (no batched proposals for cmaes)"
+    assert said[1] == "hpsearch: sampler tpe: each new trial is created with its params in one transaction (drafted)"
+    assert said[2] == "hpsearch: sampler cmaes: one ask per trial of the pack of 8 (no batched proposals for cmaes)"
+    assert said[3].startswith("hpsearch: sampler cmaes: each new trial is asked and suggested one by one")

@@ -452,6 +452,33 @@ def _check_bracket_id(fitted: dict[str, Any]) -> None:
         f"samplers no longer get a bracket's study view under Hyperband: {seen}"
 
 
+def _check_filter_study(fitted: dict[str, Any]) -> None:
+    import optuna
+    from optuna import pruners
+
+    seen: list[tuple[int, Any]] = []
+
+    class Spy(optuna.samplers.RandomSampler):
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            seen.append((trial.number, getattr(study, "_bracket_id", None)))
+            return super().sample_independent(study, trial, name, dist)
+
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
+    study = optuna.create_study(sampler=Spy(seed=0), pruner=pruner)
+    for _ in range(12):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.report(0.5, 1)
+        trial.should_prune()
+    for number, bracket in seen:  # the view _filter_study gives a trial of that number is the one Trial gave
+        frozen = optuna.trial.FrozenTrial(number, optuna.trial.TrialState.WAITING, None, None, None, {}, {}, {}, {},
+                                          {}, -1)
+        assert getattr(pruners._filter_study(study, frozen), "_bracket_id", None) == bracket, \
+            "_filter_study no longer gives the bracket view a trial of that number gets"
+    plain = optuna.create_study()
+    assert pruners._filter_study(plain, study.trials[0]) is plain
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
@@ -482,6 +509,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.study.Study._storage": _check_storage_and_trial_id,
     "optuna.trial.FrozenTrial._trial_id": _check_storage_and_trial_id,
     "optuna.study.Study._bracket_id": _check_bracket_id,
+    "optuna.pruners._filter_study": _check_filter_study,
     "optuna.storages._rdb.models.TrialIntermediateValueModel": _check_batch_intermediate_values,
     "optuna.storages._rdb.models.TrialHeartbeatModel": _check_batch_heartbeats,
     "optuna.storages._rdb.models.TrialModel": _check_batch_heartbeats,

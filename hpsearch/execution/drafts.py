@@ -1,0 +1,121 @@
+"""A pack's new trials written whole: each drafted (its params sampled) before it is stored, then
+created in one transaction with its params and attributes (issue 26; issue 23 item 4).
+
+Optuna's ``study.ask()`` per trial costs a scan for WAITING trials (re-reading every running trial),
+a new trial, a read of it back, and then one transaction per ``suggest_*`` (and per attribute); on
+PostgreSQL each is a round trip, and a pack pays them K times. A :class:`Draft` runs the study's own
+search space (``space.suggest(draft)``) against the study's sampler as ``Trial._suggest`` does (a
+single-valued range its one value, the sampler's relative proposal where it holds the parameter,
+else ``sample_independent``), on the study view the sampler would get (the Hyperband bracket of the
+trial's number), and :func:`create_drafted` stores it with Optuna's public
+``storage.create_new_trial(study_id, template_trial=...)``: params, distributions and user attributes
+in the trial's one creating transaction. The trial is an ordinary RUNNING trial from its first
+commit (the dashboard, other workers' constant liar and every reader see its params at once), and
+``suggest_*`` on it later reads the stored values without a write.
+
+Only samplers whose proposals need nothing of the stored trial are drafted (the engine decides:
+``hpsearch.engines.packsampling.pack_sampling``); the others get one ``study.ask()`` per trial. A
+trial is drafted with the number it will get (the study's trial count, read under the study lock,
+where every hpsearch process creates its trials), so a sampler that depends on the number (the
+Hyperband bracket) sees what an ``ask`` would show it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Draft", "create_drafted"]
+
+
+def _inside(dist: Any, value: Any) -> bool:
+    """Is ``value`` (external) a value of ``dist``? (Optuna's check on a relative proposal.)"""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    try:
+        internal = dist.to_internal_repr(value)
+    except (ValueError, TypeError):
+        return False
+    if isinstance(dist, CategoricalDistribution):
+        return True
+    if not dist.low <= internal <= dist.high:
+        return False
+    return not isinstance(dist, IntDistribution) or dist.log or (internal - dist.low) % dist.step == 0
+
+
+class Draft:
+    """A trial not yet stored: ``suggest_*`` draw from the study's sampler into :attr:`frozen` (state
+    WAITING: not a stored trial; the template :func:`create_drafted` stores)."""
+
+    def __init__(self, study: Any, number: int) -> None:
+        import optuna
+        from optuna import pruners
+        from optuna.trial import TrialState
+
+        self.study = study
+        self.frozen = optuna.trial.FrozenTrial(
+            number=number, state=TrialState.WAITING, value=None, datetime_start=None, datetime_complete=None,
+            params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=-1)
+        # the sampler's view of the study for this trial (HyperbandPruner: the bracket of its number)
+        self.view = pruners._filter_study(study, self.frozen)  # compat.PRIVATE_HOOKS
+        self.relative_space: dict[str, Any] | None = None
+        self.relative: dict[str, Any] = {}
+
+    def _relative(self) -> dict[str, Any]:
+        if self.relative_space is None:  # lazily, as Trial.relative_params
+            sampler = self.study.sampler
+            self.relative_space = sampler.infer_relative_search_space(self.view, self.frozen)
+            self.relative = sampler.sample_relative(self.view, self.frozen, self.relative_space)
+        return self.relative
+
+    def draw(self, name: str, dist: Any) -> Any:
+        from optuna.distributions import CategoricalDistribution, check_distribution_compatibility
+
+        frozen = self.frozen
+        if name in frozen.distributions:  # suggested twice: the first value, as Trial does
+            check_distribution_compatibility(frozen.distributions[name], dist)
+            return frozen.params[name]
+        if dist.single():
+            value = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+        elif name in self._relative() and self.relative_space is not None and name in self.relative_space \
+                and _inside(dist, self.relative[name]):
+            check_distribution_compatibility(self.relative_space[name], dist)
+            value = self.relative[name]
+        else:
+            value = self.study.sampler.sample_independent(self.view, frozen, name, dist)
+        dist.to_internal_repr(value)  # an invalid value raises here, as in Trial._suggest
+        frozen.params[name], frozen.distributions[name] = value, dist
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        from optuna.distributions import FloatDistribution
+
+        return float(self.draw(name, FloatDistribution(low, high, log=log, step=step)))
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        from optuna.distributions import IntDistribution
+
+        return int(self.draw(name, IntDistribution(low, high, log=log, step=step)))
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return self.draw(name, CategoricalDistribution(list(choices)))
+
+
+def create_drafted(study: Any, study_id: int, number: int, suggest: Callable[[Any], Any],
+                   user_attrs: dict[str, Any]) -> int:
+    """Draft one trial (``suggest(draft)``: the study's search space) and store it as a RUNNING trial
+    with its params and ``user_attrs`` in one transaction; returns its storage id. Created through
+    the study's storage (Optuna's cache of the RDB storage, as ``study.ask`` creates), so the cache
+    knows the trial at once."""
+    from optuna.trial import TrialState
+
+    draft = Draft(study, number)
+    suggest(draft)
+    template = draft.frozen
+    template.state, template.datetime_start = TrialState.RUNNING, datetime.datetime.now()
+    template.user_attrs = dict(user_attrs)
+    return int(study._storage.create_new_trial(study_id, template_trial=template))  # compat.PRIVATE_HOOKS
