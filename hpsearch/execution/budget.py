@@ -15,7 +15,12 @@ other workers: this one waits (polling) instead of exiting, because a trial runn
 still die; its re-queued copy then becomes a free slot. So the last workers linger until every
 trial has finished. FAIL trials do not count: a failure frees its slot.
 
-The count, the ``ask()`` and the trial's first heartbeat happen in one critical section: on
+A pack reserves its trials under one count (:meth:`Budget.reserve_many`): queued (WAITING) trials
+are popped by ``ask()`` first, the others drafted where the sampler allows it (created with their
+params in one transaction each: :mod:`hpsearch.execution.drafts`), and the heartbeats of all of them
+written in one transaction.
+
+The count, the ``ask()`` (or the drafts) and the trials' first heartbeats happen in one critical section: on
 PostgreSQL a transaction-scoped, blocking advisory lock keyed by the study id
 (``pg_advisory_xact_lock`` under ``SET LOCAL lock_timeout``, released on commit, rollback or a dropped
 connection, so a killed worker cannot hold it). SQLite serves one process, so there is no race to

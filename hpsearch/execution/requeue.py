@@ -20,7 +20,8 @@ storage connection lost, in between leaves a trial that Optuna's stale check ski
 heartbeat to be late) and that the exact budget counts as running for ever, so every worker waits.
 :class:`Orphans` finds such trials: one this process sees RUNNING without a heartbeat for a whole
 grace period (by its own clock: no clocks of two hosts compared) is failed as stale like the others.
-A live trial has its heartbeat within milliseconds of its ask.
+A live trial has its heartbeat within milliseconds of its ask (a pack's drafted trials: within
+``Budget.beat_within``, a quarter of the grace period, however long the pack's reservation takes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Storage reads that do not grow with the study (issue 26 item 3): a pack's reservation
-(``Budget.reserve_many``: the budget count, K asks, their heartbeats), the one-fit-per-pack TPE
-proposals and the tells read each finished trial once per process. Optuna's ``_CachedStorage``
+(``Budget.reserve_many``: the budget count, K drafted trials, their heartbeats), the one-fit-per-pack
+TPE proposals and the tells read each finished trial once per process. Optuna's ``_CachedStorage``
 (what ``optuna.create_study`` wraps an RDBStorage in) keeps every finished trial and re-reads only
 the unfinished ones and those newer than the last finished one; hpsearch reads trials only through
 ``study.get_trials`` (that cache). Counted: SQL SELECTs per asked trial, after the process's first
@@ -19,6 +19,7 @@ import sqlalchemy
 
 from hpsearch.engines.packsampling import HISTORY, PackTPESampler
 from hpsearch.execution.budget import Budget
+from hpsearch.execution.drafts import create_drafted
 from hpsearch.storage import open_storage
 
 K = 8
@@ -41,17 +42,24 @@ def _worker(url: str, name: str, size: int) -> tuple[object, optuna.Study, Budge
     study = optuna.load_study(study_name=name, storage=storage)
     study.sampler = PackTPESampler(optuna.samplers.TPESampler(seed=0, multivariate=True, constant_liar=True,
                                                               n_startup_trials=10), K, HISTORY)
-    return storage, study, Budget(study, storage, url, study._study_id, size + 10 * K)
+    budget = Budget(study, storage, url, study._study_id, size + 10 * K)
+    # as the packed loop reserves with TPE: each new trial drafted and created with its params
+    budget.draft = lambda number: create_drafted(study, budget.study_id, number, _suggest, {})
+    return storage, study, budget
+
+
+def _suggest(t: object) -> None:
+    t.suggest_int("n_hidden", 1, 2)
+    t.suggest_int("n_neurons", 4, 32)
+    t.suggest_float("learning_rate", 1e-3, 0.1, log=True)
 
 
 def _pack(study: optuna.Study, budget: Budget) -> None:
-    """Reserve a pack, suggest its members (one TPE fit), tell them."""
+    """Reserve a pack (one TPE fit, drafted trials), suggest its members (stored already), tell them."""
     trials, finished = budget.reserve_many(K)
     assert len(trials) == K and not finished
     for t in trials:
-        t.suggest_int("n_hidden", 1, 2)
-        t.suggest_int("n_neurons", 4, 32)
-        t.suggest_float("learning_rate", 1e-3, 0.1, log=True)
+        _suggest(t)
     for t in trials:
         study.tell(t, 0.5)
 

@@ -1,0 +1,137 @@
+"""A pack's trials drafted whole (hpsearch.execution.drafts): the same proposals as one ``ask`` and
+``suggest_*`` per trial, stored as ordinary RUNNING trials with their params at creation, each with a
+heartbeat before the reservation returns, queued trials popped first with their fixed params, the
+budget exact; and far fewer commits per trial than asking."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from hpsearch.engines.packsampling import HISTORY, PackTPESampler
+from hpsearch.execution.budget import Budget
+from hpsearch.execution.drafts import create_drafted
+from hpsearch.storage import open_storage
+from hpsearch.storage.batch import running_without_heartbeat
+
+K = 6
+
+
+def suggest(trial) -> None:
+    """A define-by-run space with a conditional parameter (drawn by sample_independent)."""
+    n = trial.suggest_int("n_hidden", 1, 2)
+    trial.suggest_int("n_neurons", 4, 32)
+    trial.suggest_float("learning_rate", 1e-3, 0.1, log=True)
+    if n == 2:
+        trial.suggest_categorical("act", ["relu", "tanh"])
+    trial.suggest_int("fixed_width", 3, 3)  # a single-valued range: its one value
+
+
+def _study(url: str, name: str, sampler: str, pruner=None) -> tuple[object, optuna.Study, Budget]:
+    storage = open_storage(url)
+    if sampler == "tpe":
+        tpe = optuna.samplers.TPESampler(seed=0, multivariate=True, constant_liar=True, n_startup_trials=4)
+        chosen = PackTPESampler(tpe, K, HISTORY)
+    else:
+        chosen = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=chosen, pruner=pruner,
+                                direction="maximize")
+    return storage, study, Budget(study, storage, url, study._study_id, 3 * K + 2)
+
+
+def _packs(study: optuna.Study, budget: Budget, drafted: bool) -> list[dict]:
+    """Three packs reserved, suggested and told; the params of every trial in order."""
+    if drafted:
+        budget.draft = lambda number: create_drafted(study, budget.study_id, number, suggest, {"worker": "w"})
+    out = []
+    for _ in range(3):
+        trials, finished = budget.reserve_many(K)
+        assert len(trials) == K and not finished
+        for t in trials:
+            suggest(t)
+        for t in trials:
+            out.append(dict(t.params))
+            study.tell(t, t.params["learning_rate"] * (1 + t.params["n_hidden"]))
+    return out
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_drafted_packs_propose_what_asking_proposes(tmp_path, sampler):
+    """Seeded alike, drafting and asking give the same trials (random startup, then one TPE fit per
+    pack with its constant-liar spread; the conditional parameter included), under Hyperband too."""
+    runs = {}
+    for drafted in (False, True):
+        pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
+        _, study, budget = _study(f"sqlite:///{tmp_path}/{drafted}.db", "s", sampler, pruner)
+        runs[drafted] = _packs(study, budget, drafted)
+    assert runs[True] == pytest.approx(runs[False]) and len(runs[True]) == 3 * K
+    assert any("act" in p for p in runs[True])  # the conditional parameter was drafted
+
+
+def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
+    url = f"sqlite:///{tmp_path}/d.db"
+    storage, study, budget = _study(url, "d", "tpe")
+    study.enqueue_trial({"n_hidden": 2, "n_neurons": 7, "learning_rate": 0.01, "act": "tanh", "fixed_width": 3})
+    budget.draft = lambda number: create_drafted(study, budget.study_id, number, suggest, {"worker": "w"})
+    wrote, commits, writes = [False], [], []
+
+    def statement(conn, cur, stmt, *a):
+        wrote[0] = wrote[0] or not stmt.lstrip().startswith(("SELECT", "BEGIN", "COMMIT"))
+
+    def commit(conn):
+        commits.append(wrote[0])
+        wrote[0] = False
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(storage.engine, "commit", commit)
+    trials, _ = budget.reserve_many(K)
+    # one writing transaction per drafted trial, the popped one's (its state) and the heartbeats'
+    assert sum(commits) == (K - 1) + 1 + 1
+    assert [t.number for t in trials] == list(range(K))
+    fixed = {"n_hidden": 2, "n_neurons": 7, "learning_rate": 0.01, "act": "tanh", "fixed_width": 3}
+    assert storage.get_trial(budget.trial_id(trials[0])).system_attrs["fixed_params"] == fixed  # the queued trial first, with its fixed params
+    assert not running_without_heartbeat(storage, study._study_id)  # every one has its heartbeat
+    for t in trials[1:]:  # drafted: stored RUNNING with every parameter, distribution and the worker at once
+        frozen = storage.get_trial(budget.trial_id(t))
+        assert frozen.state == TrialState.RUNNING and frozen.user_attrs == {"worker": "w"}
+        assert set(frozen.params) >= {"n_hidden", "n_neurons", "learning_rate", "fixed_width"}
+        assert frozen.params == t.params and frozen.distributions == t.distributions
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda conn, cur, stmt, *a: writes.append(stmt) if not stmt.lstrip().startswith(
+                                ("SELECT", "BEGIN", "COMMIT")) else None)
+    for t in trials[1:]:
+        suggest(t)  # reads the stored values: no write
+    assert writes == []
+    suggest(trials[0])
+    assert trials[0].params == fixed
+    for t in trials:
+        study.tell(t, 0.5)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * K
+
+
+def test_drafted_reservation_keeps_the_budget_exact_and_hands_out_a_failed_calls_trials(tmp_path):
+    url = f"sqlite:///{tmp_path}/b.db"
+    storage, study, budget = _study(url, "b", "random")
+    budget.n_trials = 5
+    real, calls = create_drafted, []
+
+    def flaky(number):  # the connection drops at the third draft, two trials created
+        calls.append(number)
+        if len(calls) == 3:
+            raise ConnectionError("dropped")
+        return real(study, budget.study_id, number, suggest, {})
+
+    budget.draft = flaky
+    with pytest.raises(ConnectionError):
+        budget.reserve_many(4)
+    again, _ = budget.reserve_many(4)  # the retried call hands out the two created, beaten
+    assert [t.number for t in again] == [0, 1] and len(study.get_trials()) == 2
+    assert not running_without_heartbeat(storage, study._study_id)
+    more, _ = budget.reserve_many(4)
+    assert [t.number for t in more] == [2, 3, 4]  # 5 - 2 running: nothing beyond the budget
+    assert budget.reserve_many(4) == ([], False)
+    for t in [*again, *more]:
+        study.tell(t, 1.0)
+    assert budget.reserve_many(4) == ([], True)
