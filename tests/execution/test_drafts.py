@@ -91,7 +91,8 @@ def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
     assert sum(commits) == (K - 1) + 1 + 1
     assert [t.number for t in trials] == list(range(K))
     fixed = {"n_hidden": 2, "n_neurons": 7, "learning_rate": 0.01, "act": "tanh", "fixed_width": 3}
-    assert storage.get_trial(budget.trial_id(trials[0])).system_attrs["fixed_params"] == fixed  # the queued trial first, with its fixed params
+    queued = storage.get_trial(budget.trial_id(trials[0]))
+    assert queued.system_attrs["fixed_params"] == fixed  # the queued trial first, with its fixed params
     assert not running_without_heartbeat(storage, study._study_id)  # every one has its heartbeat
     for t in trials[1:]:  # drafted: stored RUNNING with every parameter, distribution and the worker at once
         frozen = storage.get_trial(budget.trial_id(t))

@@ -45,6 +45,7 @@ def _worker(url: str, name: str, size: int) -> tuple[object, optuna.Study, Budge
     budget = Budget(study, storage, url, study._study_id, size + 10 * K)
     # as the packed loop reserves with TPE: each new trial drafted and created with its params
     budget.draft = lambda number: create_drafted(study, budget.study_id, number, _suggest, {})
+    budget.beat_within = 3600.0  # no early heartbeat of a slow reservation (its reads depend on the machine's load)
     return storage, study, budget
 
 
