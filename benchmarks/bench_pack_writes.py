@@ -32,6 +32,20 @@ one transaction). The training thread waits 0.006 s for the writes on PostgreSQL
 member (suggest, attributes, Optuna's tell), each a round trip to a server that shares the 2 busy
 cores. Issue 23's target (1.05x) is not met on this machine.
 
+With the pack's trials drafted (hpsearch.execution.drafts: each created with its params and worker in
+one transaction, the heartbeats of the pack in one; before: ask, a transaction per suggest and per
+attribute), interleaved with the same code without drafting on the same machine (load average 5-8,
+2026-12-06; ``--seeds 0,1,2 --k 32 --epochs 20 --writes batched``, means):
+
+    code       storage      pack_s   run_s  commits/epoch  PG/SQLite pack
+    asked      sqlite         9.36   10.66           12.6
+    asked      postgresql     8.30   10.18           12.3          0.887x
+    drafted    sqlite         8.09   10.69            7.8
+    drafted    postgresql     7.54    9.24            7.3          0.932x   (per seed 0.84 / 1.04 / 1.13)
+
+Commits per member at its start and end fell from ~7 to ~4; the ratio itself is noise on this
+machine (SQLite's fsyncs under load made PostgreSQL the faster of the two in both runs).
+
 Usage:
     python benchmarks/bench_pack_writes.py --seeds 0,1,2 --k 32 --epochs 20
     python benchmarks/bench_pack_writes.py --pg postgresql+psycopg://user:pw@host/db --writes batched
