@@ -75,6 +75,7 @@ def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
     storage, study, budget = _study(url, "d", "tpe")
     study.enqueue_trial({"n_hidden": 2, "n_neurons": 7, "learning_rate": 0.01, "act": "tanh", "fixed_width": 3})
     budget.draft = lambda number: create_drafted(study, budget.study_id, number, suggest, {"worker": "w"})
+    budget.beat_within = 3600.0  # no early heartbeat (a slow reservation beats early: see the next test)
     wrote, commits, writes = [False], [], []
 
     def statement(conn, cur, stmt, *a):
@@ -125,8 +126,11 @@ def test_drafted_reservation_keeps_the_budget_exact_and_hands_out_a_failed_calls
         return real(study, budget.study_id, number, suggest, {})
 
     budget.draft = flaky
+    budget.beat_within = 0.0  # a slow reservation: each trial beaten as soon as it is created
     with pytest.raises(ConnectionError):
         budget.reserve_many(4)
+    assert not running_without_heartbeat(storage, study._study_id)  # no orphan, though the call failed
+    budget.beat_within = 3600.0
     again, _ = budget.reserve_many(4)  # the retried call hands out the two created, beaten
     assert [t.number for t in again] == [0, 1] and len(study.get_trials()) == 2
     assert not running_without_heartbeat(storage, study._study_id)
