@@ -44,7 +44,13 @@ attribute), interleaved with the same code without drafting on the same machine 
     drafted    postgresql     7.54    9.24            7.3          0.932x   (per seed 0.84 / 1.04 / 1.13)
 
 Commits per member at its start and end fell from ~7 to ~4; the ratio itself is noise on this
-machine (SQLite's fsyncs under load made PostgreSQL the faster of the two in both runs).
+machine (SQLite's fsyncs under load made PostgreSQL the faster of the two in both runs; a rerun with
+seeds 3,4,5 under a load average of 15 gave 1.357x). Counted instead (SQLAlchemy events, one whole
+``run_study`` of a pack of 16, 3 epochs, random sampler, setup and finalize included, per trial, two
+runs each): asked 60.8 / 59.3 statements and 17.9 / 17.8 commits on PostgreSQL; drafted 52.4 / 51.0
+statements and 11.1 / 11.0 commits (SQLite alike). What is left per member: the create (one
+transaction of ~15 statements), reading it back for its ``Trial`` (6), the attributes (one
+transaction) and Optuna's ``tell`` (reads the trial twice: 12 of its ~16).
 
 Usage:
     python benchmarks/bench_pack_writes.py --seeds 0,1,2 --k 32 --epochs 20
