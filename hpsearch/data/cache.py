@@ -94,6 +94,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _walk(root: Path) -> list[tuple[list[str], str]]:
+    """(relative path's parts, absolute path) of every file under ``root``, hidden names left out
+    (and not entered), sorted by parts as :class:`pathlib.Path` sorts them; one ``scandir`` a folder."""
+    out: list[tuple[list[str], str]] = []
+    todo: list[tuple[list[str], str]] = [([], str(root))]
+    while todo:
+        parts, folder = todo.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    todo.append(([*parts, entry.name], entry.path))
+                elif entry.is_file():
+                    out.append(([*parts, entry.name], entry.path))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
 def hashed_files(root: Path) -> tuple[list[list[Any]], HashStats]:
     """Every file under ``root`` (hidden names left out), sorted: [relative path, size, sha256];
     unchanged files (same size and mtime_ns as in the folder's hash index) are not read again."""
@@ -102,18 +121,15 @@ def hashed_files(root: Path) -> tuple[list[list[Any]], HashStats]:
     new: dict[str, list[Any]] = {}
     out: list[list[Any]] = []
     hashed = 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        key = rel.as_posix()
-        st = path.stat()
+    for parts, path in _walk(root):
+        key = "/".join(parts)
+        st = os.stat(path)
         entry = old.get(key)
         if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
             sha = str(entry[2])
         else:
             started = time.time_ns()
-            sha = _sha256(path)
+            sha = _sha256(Path(path))
             hashed += 1
             if st.st_mtime_ns > started - RACY_NS:  # racy: a write in the same tick would not show
                 out.append([key, st.st_size, sha])

@@ -5,8 +5,9 @@ The configuration is the study file stored on the study (``STUDY.CONFIG``); the 
 snapshot (``STUDY.DATA_SNAPSHOT``), read from the artifact store the study records (or the one
 ``--artifacts`` names). A folder part (images) is read from its recorded path, or fetched from its
 ``s3://`` prefix into the local cache, and its files are checked one by one against the snapshot's
-list before anything else: a worker whose files differ refuses in one line naming them. A user builder (``model.builder: module:function``) must be importable here;
-when it is not, the worker says which file the study was started with.
+list before anything else: a worker whose files differ refuses in one line naming them. A user
+builder (``model.builder: module:function``) must be importable here; when it is not, the worker
+says which file the study was started with.
 """
 
 from __future__ import annotations

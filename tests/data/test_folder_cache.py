@@ -99,11 +99,11 @@ def test_bad_s3_sources_are_one_line_and_write_nothing(tmp_path, s3_bucket, monk
     client.put_object(Bucket=bucket, Key="imgs/a/0.png", Body=b"x")
     forget_fetches()
     study = tmp_path / "s.yaml"
-    study.write_text(f"""name: s3bad
-data: {{source: "s3://no-such-bucket-here/imgs/", image_size: [8, 8]}}
-model: {{builder: mlp}}
-space: {{n_neurons: {{int: [4, 8]}}}}
-search: {{engine: optuna, n_trials: 1}}
+    study.write_text("""name: s3bad
+data: {source: "s3://no-such-bucket-here/imgs/", image_size: [8, 8]}
+model: {builder: mlp}
+space: {n_neurons: {int: [4, 8]}}
+search: {engine: optuna, n_trials: 1}
 """)
     assert main(["validate", str(study)]) == 2  # validate reads the data, as run does before anything is written
     err = capsys.readouterr().err.strip().splitlines()

@@ -6,8 +6,8 @@ its format (``.csv``, ``.parquet``, ``.npz``). :func:`source_for` finds the sour
 other module compares source names or suffixes; a path ending in ``/`` is an image folder
 (:mod:`hpsearch.data.sources.images`), ``s3://bucket/prefix/`` an image folder in S3 fetched into the
 local cache (:mod:`hpsearch.data.sources.s3folder`; URL keys end in ``://``), ``keras:NAME`` a Keras
-dataset (:mod:`hpsearch.data.sources.kerasdata`), ``memory:KEY`` arrays handed over in this process by a search started from Python
-(:mod:`hpsearch.data.sources.memory`).
+dataset (:mod:`hpsearch.data.sources.kerasdata`), ``memory:KEY`` arrays handed over in this process
+by a search started from Python (:mod:`hpsearch.data.sources.memory`).
 
 Every source answers four questions about a validated study:
 

@@ -90,8 +90,14 @@ def _client() -> Any:
 
 def _refusal(exc: Exception, url: str, bucket: str, endpoint: str, client: Any) -> DataError:
     """The one-line message for a failed listing or download, by the exception's class."""
-    from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError, HTTPClientError,
-                                     NoCredentialsError, PartialCredentialsError)
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
 
     where = f"data.source {url}"
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
