@@ -128,7 +128,9 @@ def check_folders(cfg: StudyConfig, manifests: dict[str, list[list[Any]]], study
         if recorded is None:
             continue
         folder, _fetched = _folder(cfg, name, spec)
-        mine = folder_manifest(folder) if folder is not None else []
+        if folder is None:  # a local folder that is not there: the image source says so when it loads
+            continue
+        mine = folder_manifest(folder)
         if mine != recorded:
             raise DataError(f"data.{name} {spec}: not the files study {study_name!r} was started with"
                             f" ({_manifest_diff(mine, recorded)}); restore them (or start a new study on these)")
