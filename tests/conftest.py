@@ -107,9 +107,12 @@ def _hpsearch_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server in a thread of this process; its URL (http://127.0.0.1:PORT)."""
+    import logging
     import socket
 
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not one log line per request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
