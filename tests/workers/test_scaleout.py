@@ -157,6 +157,25 @@ def test_each_worker_holds_one_connection_on_average(tmp_path, postgres_server, 
 # --------------------------------------------------------------------------------------- PgBouncer
 
 
+def test_pgbouncer_keeps_answering_after_more_log_than_a_pipe_holds(postgres_server, postgres_url):
+    """PgBouncer logs every login and close to stderr too; with its stderr on an unread pipe it froze
+    after 64 KiB of log, every client waiting on it (the hang of the 256-client simulation): each
+    login here must still be answered after twice that much log."""
+    import psycopg
+
+    bouncer = PgBouncer(postgres_server, pool_size=1).start()
+    try:
+        url = bouncer.url(postgres_url.rsplit("/", 1)[1], driver="postgresql")
+        logins = 0
+        while bouncer.log.stat().st_size < 2 * 65536:
+            with psycopg.connect(url, connect_timeout=5) as conn:  # a frozen pooler: a timeout, not a hang
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            logins += 1
+    finally:
+        bouncer.close()
+    print(f"\npgbouncer answered {logins} logins after {2 * 64} KiB of log")
+
+
 def test_study_through_pgbouncer_in_transaction_pooling(tmp_path, postgres_server, postgres_url, worker_env):
     """Three workers and the launcher share 3 server connections through PgBouncer
     (pool_mode = transaction): the budget is exact and nothing is left RUNNING."""
