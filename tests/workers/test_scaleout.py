@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from hpsearch.errors import StudyFailedError
 from hpsearch.execution import budget as B
 from hpsearch.execution import control as C
+from hpsearch.records import STUDY
 from hpsearch.storage import behind_pooler, open_storage
 from hpsearch.workers import launcher as L
 
@@ -226,7 +227,7 @@ def test_study_lock_waiters_behind_pgbouncer_leave_the_holder_server_connections
         sid = holder_st.get_study_id_from_name("pooled")
         waiters = [open_storage(url) for _ in range(3)]
         got: list[int] = []
-        held, release = threading.Event(), threading.Event()
+        held = threading.Event()
 
         def waiter(i: int) -> None:
             held.wait(30)
@@ -266,6 +267,8 @@ def test_study_through_pgbouncer_in_transaction_pooling(tmp_path, postgres_serve
     finally:
         bouncer.close()
     trials = _check_exact(postgres_url, "bounced", 6)  # read directly from the server
+    decided = optuna.load_study(study_name="bounced", storage=open_storage(postgres_url)).user_attrs[STUDY.DECISIONS]
+    assert "a connection pooler is in front" in decided["storage.study_lock"]["line"]  # said and recorded
     workers = {t.user_attrs.get("worker") for t in trials}
     print(f"\npgbouncer (transaction pooling, 3 server connections): workers: 3, budget 6, finished "
           f"{len(trials)}, distinct {len({t.params['tag'] for t in trials})}, RUNNING 0, "
