@@ -19,7 +19,8 @@ processes; ``--simulate`` clients (threads, spread over processes) then replay t
 through PgBouncer against a fresh study, without training: each reserves a trial with the real
 ``Budget.reserve`` (the study lock, the count, ``ask``), makes the recorded number of heartbeat,
 intermediate-value, attribute and read calls, and tells it. It measures what the server and the
-lock do with that many clients, not training.
+lock do with that many clients, not training. A client stopped by an error is counted
+(``clients_failed``, each error's first line on stderr) and makes the row inexact.
 
 Exit 1 when a budget line is not exact.
 """
@@ -180,12 +181,12 @@ def _client(url: str, name: str, budget: int, mix: dict[str, float], seed: int, 
                 return  # counted as not connected in the output
             time.sleep(2 * (1 + rng.random()))
     joined.append(seed)
-    study = optuna.load_study(study_name=name, storage=st)
-    sid = st.get_study_id_from_name(name)
-    budget_ = B.Budget(study, st, url, sid, budget)
     from hpsearch.execution.control import Control, Retry
 
     retry = Retry(url, Control(), 300.0, lambda _line: None)  # a lost connection is retried, as workers do
+    study = retry(partial(optuna.load_study, study_name=name, storage=st))
+    sid = retry(partial(st.get_study_id_from_name, name))
+    budget_ = B.Budget(study, st, url, sid, budget)
     while True:
         trial, finished = retry(budget_.reserve, "trial reservation")
         if trial is None:
@@ -240,14 +241,21 @@ def _sim_process(url: str, name: str, budget: int, mix: dict[str, float], thread
     warnings.simplefilter("ignore")
     waits: list[float] = []
     joined: list[int] = []
+    failed: list[str] = []
     B.study_lock = timed_lock(B.study_lock, waits.append)
-    ts = [threading.Thread(target=_client, args=(url, name, budget, mix, base + i, ramp, joined))
-          for i in range(threads)]
+
+    def client(seed: int) -> None:
+        try:
+            _client(url, name, budget, mix, seed, ramp, joined)
+        except Exception as exc:  # noqa: BLE001 - a client that stopped is counted and named, not hidden
+            failed.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+    ts = [threading.Thread(target=client, args=(base + i,)) for i in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    q.put((waits, len(joined)))
+    q.put((waits, len(joined), failed))
 
 
 def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]) -> dict[str, Any]:
@@ -273,8 +281,11 @@ def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]
     for p in procs:
         p.start()
     got = [q.get(timeout=a.timeout) for _ in procs]
-    waits = [w * 1000 for ws, _ in got for w in ws]
-    joined = sum(n for _, n in got)
+    waits = [w * 1000 for ws, _, _ in got for w in ws]
+    joined = sum(n for _, n, _ in got)
+    failed = Counter(line for _, _, lines in got for line in lines)
+    for line, n in failed.most_common():
+        print(f"simulated clients stopped by an error: {n} x {line}", file=sys.stderr)
     for p in procs:
         p.join(60)
     wall = time.monotonic() - t0
@@ -289,7 +300,8 @@ def simulate(server: Any, bouncer: Any, a: argparse.Namespace, mix: Counter[str]
             "exit": 0, "wall_s": round(wall, 1), "connections_max": conn["max"], "connections_mean": conn["mean"],
             "commits_per_s": round(conn["commits"] / wall, 1), "lock_wait_ms_p50": round(_pct(waits, 0.5), 1),
             "lock_wait_ms_p99": round(_pct(waits, 0.99), 1), "trials_per_min": round(finished / wall * 60, 1),
-            "budget_line": line, "exact": finished == budget == len(trials) and running == 0 and joined == a.simulate,
+            "budget_line": line, "clients_failed": sum(failed.values()),
+            "exact": finished == budget == len(trials) and running == 0 and joined == a.simulate and not failed,
             "replayed_per_trial": {k: round(v, 2) for k, v in sorted(replayed.items())},
             "by_reserve_and_tell": sorted(k for k in mix if k in _BY_PROTOCOL), "not_replayed": skipped}
 

@@ -80,7 +80,7 @@ PRUNERS = Registry("pruner", "search.pruner", {
     "none": "hpsearch.engines.samplers:nop",
 })
 
-# keys: a scheme (``sklearn`` for ``sklearn:NAME``) or a file suffix with its dot (``.csv``)
+# keys: a scheme (``sklearn`` for ``sklearn:NAME``), a URL scheme (``s3://``) or a file suffix with its dot (``.csv``)
 SOURCES = Registry("data source", "data.source", {
     "sklearn": "hpsearch.data.sources.tables:SklearnSource",
     ".csv": "hpsearch.data.sources.tables:CsvSource",
@@ -88,6 +88,7 @@ SOURCES = Registry("data source", "data.source", {
     ".pq": "hpsearch.data.sources.tables:ParquetSource",
     ".npz": "hpsearch.data.sources.tables:NpzSource",
     "/": "hpsearch.data.sources.images:ImageFolderSource",
+    "s3://": "hpsearch.data.sources.s3folder:S3ImageFolderSource",
     "keras": "hpsearch.data.sources.kerasdata:KerasSource",
     "memory": "hpsearch.data.sources.memory:MemorySource",
 })

@@ -80,3 +80,69 @@ def storage_url(request) -> str:
 # ==================================================================================================
 # End of storage fixtures
 # ==================================================================================================
+
+
+# ==================================================================================================
+# Cache and S3 fixtures (owner: s3folders)
+#   (autouse, session) HPSEARCH_CACHE points to a session tmp folder: no test writes ~/.cache/hpsearch
+#   s3_server   session-wide S3-compatible server (moto's server mode on 127.0.0.1, a free port)
+#   s3_bucket   a fresh bucket per test, with AWS_ENDPOINT_URL / credentials set for this process and
+#               its children, and a fresh HPSEARCH_CACHE; yields (boto3 client, bucket name)
+# ==================================================================================================
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hpsearch_cache(tmp_path_factory):
+    import os
+
+    old = os.environ.get("HPSEARCH_CACHE")
+    os.environ["HPSEARCH_CACHE"] = str(tmp_path_factory.mktemp("hpsearch-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HPSEARCH_CACHE", None)
+    else:
+        os.environ["HPSEARCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server in a thread of this process; its URL (http://127.0.0.1:PORT)."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not one log line per request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, tmp_path, request):
+    import re
+
+    import boto3
+
+    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                       "HPSEARCH_CACHE": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    client = boto3.client("s3")
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+    client.create_bucket(Bucket=name)
+    return client, name
+
+
+# ==================================================================================================
+# End of cache and S3 fixtures
+# ==================================================================================================

@@ -7,6 +7,12 @@ run as root), on 127.0.0.1 and a free port, and waits until it accepts connectio
 with the same role and password as on the server (scram-sha-256; the password is kept in the
 userlist, which PgBouncer also uses to log in to the server). ``close()`` ends the process by its
 pid and deletes the folder.
+
+PgBouncer is single-threaded and, in the foreground, writes every log line to stderr as well as to
+its logfile: its stderr goes to a file (``stderr.log``), never to a pipe. A pipe that nobody reads
+fills after 64 KiB of log (a few hundred logins) and the blocked ``write`` freezes the pooler with
+every client waiting for answers it holds (the 256-client hang of benchmarks/bench_scale.py).
+The role is an admin of the console (``psql -h HOST -p PORT -U ROLE pgbouncer``, ``SHOW POOLS``).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class PgBouncer:
         self.base = Path(tempfile.mkdtemp(prefix="hpsearch-pgbouncer-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.base / "pgbouncer.log"
+        self.stderr = self.base / "stderr.log"
         atexit.register(self.close)
 
     def _write_config(self) -> Path:
@@ -73,6 +80,7 @@ class PgBouncer:
             "pool_mode = transaction\n"
             f"default_pool_size = {self.pool_size}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
             "max_client_conn = 500\nserver_reset_query =\n"
+            f"admin_users = {self.server.user}\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
             f"logfile = {self.log}\n"
         )
@@ -91,11 +99,12 @@ class PgBouncer:
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **as_user)  # type: ignore[call-overload]
+        with self.stderr.open("wb") as err_file:  # not a pipe: see the module docstring
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, **as_user)  # type: ignore[call-overload]
         end = time.monotonic() + 30
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = self.stderr.read_text(errors="replace")
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
                 raise PostgresUnavailable(f"pgbouncer exited ({self.proc.returncode}): {err[-1500:]} {log[-1500:]}")
             with socket.socket() as s:
@@ -119,6 +128,4 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
         shutil.rmtree(self.base, ignore_errors=True)

@@ -8,8 +8,11 @@ A study's data is one or more parts: ``source`` (``data.source``), and ``valid``
   arrays handed over from Python), before the seeded split and the scaling, which every process
   recomputes the same way. They travel as one ``.npz`` (:func:`pack` / :func:`unpack`); text columns
   (object arrays) are stored as JSON text, so nothing is pickled.
-* ``files``: a folder source (images) is read from its path by every process; its fingerprint is
-  the list of its files with their sizes and SHA-256 (:func:`folder_manifest`).
+* ``files``: a folder source (images) is read from its path, or from its copy in the local cache
+  for an ``s3://`` prefix, by every process; its fingerprint is the list of its files with their
+  sizes and SHA-256 (:func:`folder_manifest`; unchanged files are not re-hashed at each start, see
+  :mod:`hpsearch.data.cache`). A worker that joins by name checks its copy file by file against the
+  list the snapshot recorded (:func:`check_folders`).
 
 The fingerprint of a part is the SHA-256 of its feature names, shapes, dtypes and bytes (or of its
 file list); the study's is the SHA-256 of its parts' (:attr:`Fingerprint.sha256`).
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpsearch.data.cache import hashed_files
 from hpsearch.data.fixed import PARTS as FIXED_PARTS
 from hpsearch.data.fixed import part_config
 from hpsearch.data.sources.base import RawData, source_for
@@ -34,8 +38,8 @@ from hpsearch.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
 
-__all__ = ["Fingerprint", "RawParts", "part_specs", "load_raw", "fingerprint", "folder_manifest", "pack", "unpack",
-           "adopt"]
+__all__ = ["Fingerprint", "RawParts", "part_specs", "load_raw", "fingerprint", "folder_manifest", "check_folders",
+           "pack", "unpack", "adopt"]
 
 #: part name ("source", "valid", "test") -> the raw rows its source gave
 RawParts = dict[str, RawData]
@@ -55,10 +59,14 @@ def _part_cfg(cfg: StudyConfig, name: str, spec: str) -> StudyConfig:
     return cfg if name == "source" else part_config(cfg, spec)
 
 
-def _folder(cfg: StudyConfig, name: str, spec: str) -> Path | None:
-    """The folder a folder part reads (None for a part of rows)."""
-    path = source_for(spec).locate(_part_cfg(cfg, name, spec))
-    return path if path is not None and path.is_dir() else None
+def _folder(cfg: StudyConfig, name: str, spec: str) -> tuple[Path | None, dict[str, Any] | None]:
+    """The folder a folder part reads (None for a part of rows), and what this process fetched to
+    read it (None for a local folder)."""
+    source, part = source_for(spec), _part_cfg(cfg, name, spec)
+    path = source.locate(part)
+    if path is None or not path.is_dir():
+        return None, None
+    return path, source.fetched(part)
 
 
 def load_raw(cfg: StudyConfig) -> RawParts | None:
@@ -95,17 +103,37 @@ def _part_digest(raw: RawData) -> str:
 
 def folder_manifest(root: Path) -> list[list[Any]]:
     """Every file under ``root`` (hidden names left out), sorted: [relative path, size, sha256]."""
-    out: list[list[Any]] = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    return hashed_files(root)[0]
+
+
+def _manifest_diff(mine: list[list[Any]], theirs: list[list[Any]]) -> str:
+    """The files of two file lists that differ, for a one-line message (the first three named)."""
+    a = {str(f[0]): (f[1], f[2]) for f in mine}
+    b = {str(f[0]): (f[1], f[2]) for f in theirs}
+    out = [f"{k} missing here" for k in sorted(b.keys() - a.keys())]
+    out += [f"{k} not in the study's list" for k in sorted(a.keys() - b.keys())]
+    for k in sorted(a.keys() & b.keys()):
+        if a[k] != b[k]:
+            out.append(f"{k} is {a[k][0]} bytes, sha256 {str(a[k][1])[:12]} here, {b[k][0]} bytes,"
+                       f" sha256 {str(b[k][1])[:12]} in the study")
+    more = f" and {len(out) - 3} more" if len(out) > 3 else ""
+    return f"{len(out)} of {len(b)} files differ: " + "; ".join(out[:3]) + more
+
+
+def check_folders(cfg: StudyConfig, manifests: dict[str, list[list[Any]]], study_name: str) -> None:
+    """Each folder part's files (fetched first, for an ``s3://`` prefix) against the file list the
+    study's snapshot recorded: a DataError naming the files that differ."""
+    for name, spec in part_specs(cfg.data).items():
+        recorded = manifests.get(name)
+        if recorded is None:
             continue
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        out.append([rel.as_posix(), path.stat().st_size, h.hexdigest()])
-    return out
+        folder, _fetched = _folder(cfg, name, spec)
+        if folder is None:  # a local folder that is not there: the image source says so when it loads
+            continue
+        mine = folder_manifest(folder)
+        if mine != recorded:
+            raise DataError(f"data.{name} {spec}: not the files study {study_name!r} was started with"
+                            f" ({_manifest_diff(mine, recorded)}); restore them (or start a new study on these)")
 
 
 @dataclass
@@ -116,6 +144,8 @@ class Fingerprint:
     parts: dict[str, dict[str, Any]]
     raws: RawParts = field(default_factory=dict)  # the array parts' rows (what :func:`pack` writes)
     manifests: dict[str, list[list[Any]]] = field(default_factory=dict)  # the folder parts' file lists
+    #: the folder parts as this process read them: "fetched" (an s3:// copy), "hashed", "reused", "index", "saved"
+    folders: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def differences(self, other: dict[str, dict[str, Any]]) -> str:
         """Which parts differ from a recorded snapshot's ``parts``, for a one-line message."""
@@ -134,14 +164,18 @@ def fingerprint(cfg: StudyConfig, raws: RawParts | None) -> Fingerprint:
     their paths (hashed file by file)."""
     parts: dict[str, dict[str, Any]] = {}
     manifests: dict[str, list[list[Any]]] = {}
+    folders: dict[str, dict[str, Any]] = {}
     arrays: RawParts = {}
     for name, spec in part_specs(cfg.data).items():
-        folder = _folder(cfg, name, spec)
+        folder, fetched = _folder(cfg, name, spec)
         if folder is not None:
-            files = manifests[name] = folder_manifest(folder)
+            files, stats = hashed_files(folder)
+            manifests[name] = files
             digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()
-            parts[name] = {"kind": "files", "path": str(folder), "files": len(files),
+            parts[name] = {"kind": "files", "path": fetched["url"] if fetched else str(folder), "files": len(files),
                            "bytes": sum(f[1] for f in files), "sha256": digest}
+            folders[name] = {"path": str(folder), "fetched": fetched, "hashed": stats.hashed, "reused": stats.reused,
+                             "index": str(stats.index), "saved": stats.saved}
             continue
         if raws is None or name not in raws:
             raise DataError(f"data.{name}: {spec} gave no rows to fingerprint")
@@ -149,7 +183,7 @@ def fingerprint(cfg: StudyConfig, raws: RawParts | None) -> Fingerprint:
         parts[name] = {"kind": "arrays", "rows": len(raw.y), "shape": list(np.asarray(raw.X).shape[1:]),
                        "sha256": _part_digest(raw)}
     total = hashlib.sha256("".join(f"{n}:{p['sha256']};" for n, p in parts.items()).encode()).hexdigest()
-    return Fingerprint(total, parts, arrays, manifests)
+    return Fingerprint(total, parts, arrays, manifests, folders)
 
 
 def pack(fp: Fingerprint) -> bytes:

@@ -26,6 +26,15 @@ PostgreSQL a transaction-scoped, blocking advisory lock keyed by the study id
 connection, so a killed worker cannot hold it). SQLite serves one process, so there is no race to
 guard. Nothing is created beyond the budget.
 
+Behind a connection pooler (PgBouncer in transaction pooling; told by
+:func:`hpsearch.storage.behind_pooler`) a blocked waiter holds one of the pool's few server
+connections for as long as it waits, and the lock's holder needs server connections of its own
+(``ask``, the heartbeat) to finish: waiters that fill the pool starve the holder (16 workers on a
+pool of 8: lock wait p50 24 s; 256 clients on a pool of 32: no trial finished in minutes). There each
+blocking wait lasts :data:`POOLED_ATTEMPT` s and the waiter then gives its server connection back for
+a pause drawn from a jittered exponential back-off (up to :data:`POOLED_PAUSE_CAP` s), so the waiters
+together hold a small share of the pool and the holder's statements find a free server connection.
+
 The lock is taken only when a slot looks free: the same count made first without the lock already
 answers "budget met" (``done`` never falls) and "every slot is taken, wait" (a wait is always
 safe), so workers that linger at the end of a study poll without queueing on the lock.
@@ -34,6 +43,7 @@ safe), so workers that linger at the end of a study poll without queueing on the
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import time
 import warnings
@@ -42,14 +52,22 @@ from typing import Any
 
 from hpsearch.errors import StudyFailedError
 from hpsearch.records import counts_toward_budget
-from hpsearch.storage import is_lock_timeout, is_postgresql
+from hpsearch.storage import behind_pooler, is_lock_timeout, is_postgresql
 from hpsearch.storage.batch import beat_and_check
 
-__all__ = ["Budget", "study_lock", "take_launch", "LAUNCH_ATTR"]
+__all__ = ["Budget", "study_lock", "take_launch", "pooled_lock_line", "LAUNCH_ATTR"]
 
 LAUNCH_ATTR = "hpsearch:launches"  # study system attr: processes that ran trials of the study so far
 #: Seconds one blocking wait for the study lock may last before it is rolled back and started again.
 LOCK_ATTEMPT = 2.0
+#: Behind a pooler: seconds of one blocking wait, then the server connection goes back to the pool ...
+POOLED_ATTEMPT = 0.1
+#: ... for a pause of ``u * min(POOLED_PAUSE_CAP, POOLED_ATTEMPT * 2**k)`` s after the k-th such wait
+#: of this wait for the lock, ``u`` uniform in [0.5, 1]. Once the pauses reach the cap a waiter holds
+#: a server connection for about 1/12 of its wait (at most 1/8), so 200 waiters hold ~ 17 of them.
+POOLED_PAUSE_CAP = 1.5
+#: Seconds between two looks at who holds the lock while waiting for it (see ``study_lock``'s timeout).
+HOLDER_CHECK = 10.0
 _LOCK_CLASS = 0x6870  # "hp": first key of the advisory lock, the study id is the second
 
 
@@ -60,28 +78,83 @@ def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float 
     The lock is transaction-scoped (``pg_advisory_xact_lock``: released on commit, rollback or a
     dropped connection, and safe behind PgBouncer in transaction-pooling mode) and *blocking*: the
     server queues the waiters and wakes the next one on release, no polling. Each wait is bounded by
-    ``SET LOCAL lock_timeout`` (:data:`LOCK_ATTEMPT` s); on a timeout (SQLSTATE 55P03
-    lock_not_available, told by class) the transaction is rolled back and the wait starts again, so a
-    waiter never pins a pooler's server connection for long (the holder may need one to finish);
-    after ``timeout`` s in all it is one line naming the study.
+    ``SET LOCAL lock_timeout`` (:data:`LOCK_ATTEMPT` s directly, :data:`POOLED_ATTEMPT` s behind a
+    pooler); on a timeout (SQLSTATE 55P03 lock_not_available, told by class) the transaction is rolled
+    back and the wait starts again, after a short pause directly and a jittered back-off behind a
+    pooler (see the module docstring). A wait fails, in one line naming the study, only when the lock
+    has not changed hands for ``timeout`` s (one transaction held it the whole time: a hung process);
+    hundreds of processes that take the lock in turn may wait longer than that for their turn.
     """
     if not is_postgresql(url):
         yield
         return
-    start = time.monotonic()
-    while True:
-        left = timeout - (time.monotonic() - start)
+    pooled = behind_pooler(storage)
+    attempt = POOLED_ATTEMPT if pooled else LOCK_ATTEMPT
+    watch = _Holder(storage, study_id, timeout)
+    for tries in itertools.count():
         with storage.engine.connect() as conn, conn.begin() as trans:
-            if _lock(conn, study_id, min(LOCK_ATTEMPT, max(left, 0.001))):
+            if _lock(conn, study_id, max(min(attempt, watch.every, watch.left()), 0.001)):
                 yield
                 return
             trans.rollback()
-        if time.monotonic() - start >= timeout:
+        if watch.stuck():
             raise StudyFailedError(
-                f"could not lock study {name!r} within {timeout:.0f} s (another process held its lock the "
-                f"whole time); look for a hung process in pg_stat_activity and run again"
+                f"could not lock study {name!r} within {timeout:.0f} s: one transaction (server process "
+                f"{watch.pid}) held its lock the whole time; look for that process in pg_stat_activity "
+                f"(a hung worker) and run again"
             )
-        time.sleep(random.random() / 20)  # de-synchronise the waiters that timed out together
+        time.sleep(pooled_pause(tries) if pooled else random.random() / 20)  # de-synchronise the waiters
+
+
+class _Holder:
+    """Who holds the study lock while this process waits for it: ``pg_locks`` (a transaction is one
+    ``virtualtransaction``), read after the first timed-out wait, then every ``min(HOLDER_CHECK,
+    timeout / 4)`` s of waiting (no single wait lasts longer)."""
+
+    def __init__(self, storage: Any, study_id: int, timeout: float) -> None:
+        self.storage, self.study_id, self.timeout = storage, study_id, timeout
+        self.every = min(HOLDER_CHECK, timeout / 4)
+        self.changed = self.checked = time.monotonic()  # the last time the lock was seen to change hands
+        self.seen = False
+        self.holder: str | None = None
+        self.pid: int | None = None
+
+    def left(self) -> float:
+        return self.timeout - (time.monotonic() - self.changed)
+
+    def stuck(self) -> bool:
+        """True when the lock has not changed hands for ``timeout`` s."""
+        now = time.monotonic()
+        if not self.seen or now - self.checked >= self.every:
+            self.checked = now
+            with self.storage.engine.connect() as conn:
+                row = conn.exec_driver_sql(
+                    "SELECT virtualtransaction, pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid::bigint = %(a)s AND objid::bigint = %(b)s AND objsubid = 2",
+                    {"a": _LOCK_CLASS, "b": int(self.study_id)}).first()
+                conn.rollback()
+            holder = None if row is None else str(row[0])
+            if holder is None or (self.seen and holder != self.holder):
+                self.changed = now  # free for a moment, or another transaction has it: not hung
+            self.seen, self.holder, self.pid = True, holder, None if row is None else int(row[1])
+        return now - self.changed >= self.timeout
+
+
+def pooled_pause(tries: int) -> float:
+    """Seconds a waiter behind a pooler leaves the server connection after its ``tries``-th (from 0)
+    timed-out wait: jittered exponential back-off (:data:`POOLED_PAUSE_CAP`)."""
+    return random.uniform(0.5, 1.0) * min(POOLED_PAUSE_CAP, POOLED_ATTEMPT * 2.0 ** min(tries, 30))
+
+
+def pooled_lock_line(storage: Any, url: str) -> str | None:
+    """The line that says how this process waits for the study lock when a pooler is in front of
+    PostgreSQL (an automatic decision); None directly and on SQLite."""
+    if not is_postgresql(url) or not behind_pooler(storage):
+        return None
+    return (f"study lock: a connection pooler is in front of PostgreSQL (the session that runs the "
+            f"statements is not the one named at login), so each wait for the lock lasts "
+            f"{POOLED_ATTEMPT:g} s and then frees its server connection for a jittered back-off of up to "
+            f"{POOLED_PAUSE_CAP:g} s (directly: blocking waits of {LOCK_ATTEMPT:g} s)")
 
 
 def _lock(conn: Any, study_id: int, wait: float) -> bool:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hpsearch.execution.budget import Budget
+from hpsearch.execution.budget import Budget, pooled_lock_line
 from hpsearch.execution.callbacks import run_trial_callbacks
 from hpsearch.execution.control import Control, Heartbeat, LoopSettings, Retry, TrialLost, WorkerStopped
 from hpsearch.execution.requeue import HEARTBEAT_LOST, Orphans, end_interrupted, fail_stale
@@ -93,6 +93,9 @@ class TrialLoop:
         self.streak = FailureStreak(ctx.cfg.search.max_failures_in_row)
         study_id = self.retry(lambda: ctx.study_id, "start-up")
         self.budget = Budget(ctx.study, ctx.storage, ctx.storage_url, study_id, ctx.engine.n_trials(ctx.cfg))
+        lock_line = self.retry(lambda: pooled_lock_line(ctx.storage, ctx.storage_url), "start-up")
+        if lock_line is not None:  # an automatic decision: said and recorded
+            ctx.decide("storage.study_lock", "short waits behind a pooler", lock_line)
         self.orphans = Orphans(settings.grace)  # asked trials whose first heartbeat never came
 
     def run(self) -> bool:

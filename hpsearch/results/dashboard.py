@@ -15,11 +15,13 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import UserError
@@ -34,6 +36,7 @@ __all__ = [
     "is_loopback",
     "open_dashboard",
     "start_dashboard_process",
+    "dashboard_log",
     "wait_until_ready",
 ]
 
@@ -140,13 +143,21 @@ def open_dashboard(storage: str | None = None, artifacts: str | None = None, hos
                      artifacts=artifact_location(url, art), url=dashboard_url(host, port))
 
 
+def dashboard_log(port: int) -> Path:
+    """Where :func:`start_dashboard_process` writes the child's output by default."""
+    return Path(tempfile.gettempdir()) / f"hpsearch-dashboard-{port}.log"
+
+
 def start_dashboard_process(storage_url: str, artifacts: str | None = None, host: str = "127.0.0.1",
                             port: int = 8080, extra_args: Sequence[str] = (),
-                            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+                            env: dict[str, str] | None = None,
+                            log: str | os.PathLike[str] | None = None) -> subprocess.Popen[str]:
     """``python -m hpsearch dashboard`` in a child process (for tests and scripts).
 
     The storage URL goes in ``HPSEARCH_STORAGE`` rather than argv, so a password never shows in the
-    process list.
+    process list. The child's stdout and stderr go to the file ``log`` (default
+    :func:`dashboard_log`), not to pipes: a pipe that nobody reads fills after 64 KiB of output and
+    freezes a long-lived server in its next write.
     """
     child_env = dict(os.environ if env is None else env)
     child_env[STORAGE_ENV] = storage_url
@@ -155,20 +166,22 @@ def start_dashboard_process(storage_url: str, artifacts: str | None = None, host
     if artifacts:
         cmd += ["--artifacts", str(artifacts)]
     cmd += list(extra_args)
-    return subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(dashboard_log(port) if log is None else log, "w") as out:  # the child keeps its own handle
+        return subprocess.Popen(cmd, env=child_env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_until_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_until_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None,
+                     log: str | os.PathLike[str] | None = None) -> None:
     """Poll ``url`` (e.g. ``http://127.0.0.1:PORT/api/meta``) until it answers 200; raise TimeoutError.
 
-    With ``proc``, a child that exits early raises RuntimeError with its stderr.
+    With ``proc``, a child that exits early raises RuntimeError with the end of its ``log``.
     """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"dashboard exited with code {proc.returncode}: {str(err)[-2000:]}")
+            err = Path(log).read_text(errors="replace") if log is not None and Path(log).exists() else ""
+            raise RuntimeError(f"dashboard exited with code {proc.returncode}: {err[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:

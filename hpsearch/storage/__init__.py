@@ -9,6 +9,7 @@ error messages and process lists (DESIGN.md section 5).
 - :mod:`hpsearch.storage.urls`: URLs, precedence, ``redact_url``, ``scrub`` / ``secrets_of``.
 - :mod:`hpsearch.storage.failures`: ``storage_error``, ``is_connection_error``.
 - :mod:`hpsearch.storage.rdb`: ``open_storage``.
+- :mod:`hpsearch.storage.pooler`: ``behind_pooler`` (is a pooler such as PgBouncer in front).
 
 - :mod:`hpsearch.storage.artifacts`: the artifact store (trained models, curves).
 - :mod:`hpsearch.storage.keep`: the keep-best-K rule (which finishing trial stores its model, which
@@ -25,6 +26,7 @@ beside a model).
 from __future__ import annotations
 
 from hpsearch.storage.failures import PG_CONNECT_TIMEOUT, is_connection_error, is_lock_timeout, storage_error
+from hpsearch.storage.pooler import behind_pooler
 from hpsearch.storage.rdb import SQLITE_TIMEOUT, open_storage
 from hpsearch.storage.urls import (
     DEFAULT_STORAGE,
@@ -62,4 +64,5 @@ __all__ = [
     "is_connection_error",
     "is_lock_timeout",
     "open_storage",
+    "behind_pooler",
 ]

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hpsearch.data.cache import CACHE_ENV
 from hpsearch.data.snapshot import Fingerprint, RawParts, pack, unpack
 from hpsearch.errors import DataError, UserError
 from hpsearch.models.builders import resolve_builder
@@ -57,18 +58,37 @@ def _parts_line(fp: Fingerprint) -> str:
     for name, p in fp.parts.items():
         if p["kind"] == "files":
             out.append(f"data.{name} {p['files']} files ({_size(p['bytes'])}, listed with their hashes; read from"
-                       f" {p['path']})")
+                       f" {p['path']} by every worker)")
         else:
             out.append(f"data.{name} {p['rows']} rows")
     return ", ".join(out)
 
 
+def _folder_line(name: str, part: dict[str, Any], got: dict[str, Any]) -> str:
+    """How this process read a folder part: fetched from S3 into the cache (or not), files hashed or
+    taken from the hash index."""
+    fetched = got.get("fetched")
+    head = f"data.{name} {part['path']}: "
+    if fetched:
+        kept = fetched["objects"] - fetched["downloaded"]
+        head += (f"{fetched['objects']} objects listed at {fetched['endpoint']}, {fetched['downloaded']} downloaded"
+                 f" ({_size(fetched['bytes'])}) into the cache {fetched['cache']} ({CACHE_ENV} moves it), {kept}"
+                 f" already there, {fetched['removed']} removed; ")
+    unsaved = "" if got["saved"] else " (the index cannot be written: every start hashes them again)"
+    return (head + f"{got['hashed']} files hashed, {got['reused']} unchanged since the hash index"
+            f" {got['index']}{unsaved}")
+
+
 def record_snapshot(ctx: RunContext, fp: Fingerprint) -> None:
     """Write the study's snapshot once (the first process to open it) and record it; a process that
-    joins with the same data says so in one line."""
+    joins with the same data says so in one line. Each folder part read says how this process read
+    it (fetched from S3, hashed or not): one line and a decision each."""
     from optuna.artifacts import upload_artifact
 
     study = ctx.study
+    for name, got in fp.folders.items():
+        value = {k: got[k] for k in ("fetched", "hashed", "reused", "index")}
+        ctx.decide(f"data.{name}.files", value, _folder_line(name, fp.parts[name], got))
     if study.user_attrs.get(STUDY.DATA_SNAPSHOT):
         ctx.observer.message(f"hpsearch: data: the same as the study's snapshot (sha256 {fp.sha256[:12]})")
         return

@@ -3,10 +3,11 @@ no data of its own (DESIGN.md section 6).
 
 The configuration is the study file stored on the study (``STUDY.CONFIG``); the data is the study's
 snapshot (``STUDY.DATA_SNAPSHOT``), read from the artifact store the study records (or the one
-``--artifacts`` names). A folder part (images) is read from its recorded path, and its files are
-checked against the snapshot's list when the worker prepares its data: a worker whose files differ
-refuses in one line. A user builder (``model.builder: module:function``) must be importable here;
-when it is not, the worker says which file the study was started with.
+``--artifacts`` names). A folder part (images) is read from its recorded path, or fetched from its
+``s3://`` prefix into the local cache, and its files are checked one by one against the snapshot's
+list before anything else: a worker whose files differ refuses in one line naming them. A user
+builder (``model.builder: module:function``) must be importable here; when it is not, the worker
+says which file the study was started with.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.data.snapshot import RawParts, adopt, part_specs
+from hpsearch.data.snapshot import RawParts, adopt, check_folders, part_specs
 from hpsearch.errors import ConfigError, UserError
 from hpsearch.models.builders import resolve_builder
 from hpsearch.records import STUDY
@@ -86,10 +87,11 @@ def join_study(name: str, storage: str | None, artifacts: str | None = None) -> 
                         f" its study file: hpsearch worker FILE --storage URL")
     where = artifacts or str(record.get("artifacts") or attrs.get(STUDY.ARTIFACTS) or "")
     store = artifact_store_for(url, where or None)
-    raws, _manifests = read_snapshot(store, record, name, artifact_location(url, where or None))
+    raws, manifests = read_snapshot(store, record, name, artifact_location(url, where or None))
     mapping = yaml.safe_load(text)
     adopt(part_specs(mapping.get("data") or {}), raws)  # memory: arrays of a search started from Python
     _check_builder(name, (mapping.get("model") or {}).get("builder"), attrs)
     cfg = parse_study_config(mapping, where=f"study {name!r} (its stored configuration)",
                              base_dir=attrs.get(STUDY.BASE_DIR), source_text=text)
+    check_folders(cfg, manifests, name)  # an image folder (or its s3:// copy) the study was not started with
     return Joined(cfg, raws, url, artifact_location(url, where or None))

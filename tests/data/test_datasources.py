@@ -13,6 +13,7 @@ from hpsearch.data.sources.base import DataSource, RawData, source_for
 from hpsearch.data.sources.images import ImageFolderSource
 from hpsearch.data.sources.kerasdata import KerasSource
 from hpsearch.data.sources.memory import MemorySource
+from hpsearch.data.sources.s3folder import S3ImageFolderSource
 from hpsearch.data.sources.tables import SKLEARN_DATASETS, CsvSource, NpzSource, ParquetSource, SklearnSource
 from hpsearch.errors import ConfigError, DataError
 from hpsearch.registry import SOURCES
@@ -32,17 +33,18 @@ def frame() -> pd.DataFrame:
     ("sklearn:iris", SklearnSource), ("d.csv", CsvSource), ("sub/D.CSV", CsvSource), ("d.parquet", ParquetSource),
     ("d.pq", ParquetSource), ("/abs/d.npz", NpzSource), ("data:v1.csv", CsvSource), ("C:/x/d.csv", CsvSource),
     ("imgs/", ImageFolderSource), ("keras:mnist", KerasSource), ("memory:0123abcd", MemorySource),
+    ("s3://bucket/imgs/", S3ImageFolderSource), ("s3://bucket/d.xlsx", S3ImageFolderSource),  # check() refuses it
 ])
 def test_source_for_picks_by_scheme_then_suffix(spec, cls):
     assert type(source_for(spec)) is cls
 
 
-@pytest.mark.parametrize("spec", ["d.txt", "d.xlsx", "sklearn", "s3://bucket/d.xlsx", "folder"])
+@pytest.mark.parametrize("spec", ["d.txt", "d.xlsx", "sklearn", "gs://bucket/d.xlsx", "folder"])
 def test_unknown_sources_name_the_accepted_forms(spec):
     with pytest.raises(ConfigError) as ei:
         source_for(spec)
     assert str(ei.value) == (f"data.source: {spec!r} is not .csv, .parquet, .pq or .npz, nor sklearn:NAME,"
-                             " keras:NAME or memory:NAME, nor a folder path ending in /;"
+                             " s3://bucket/prefix/, keras:NAME or memory:NAME, nor a folder path ending in /;"
                              " convert the file or use one of those")
 
 

@@ -48,11 +48,12 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dash")
     study = make_study(tmp, "iris")
     port = free_port()
-    proc = dash.start_dashboard_process(study.url, None, "127.0.0.1", port)  # artifacts: from the study attrs
+    log = tmp / "dashboard.log"
+    proc = dash.start_dashboard_process(study.url, None, "127.0.0.1", port, log=log)  # artifacts: from the study
     base = f"http://127.0.0.1:{port}"
     try:
-        dash.wait_until_ready(base + "/api/meta", timeout=60, proc=proc)
-        yield study, base, proc
+        dash.wait_until_ready(base + "/api/meta", timeout=60, proc=proc, log=log)
+        yield study, base, proc, log
     finally:
         proc.terminate()
         try:
@@ -70,8 +71,8 @@ def _study_id(base: str, name: str) -> int:
 
 
 def test_dashboard_prints_loopback_url(served):
-    study, base, proc = served
-    first = proc.stdout.readline() + proc.stdout.readline()
+    study, base, _, log = served
+    first = "".join(log.read_text().splitlines(keepends=True)[:2])
     assert "optuna-dashboard for sqlite:///" in first
     assert f"open {base}/dashboard/" in first
     assert str(study.artifacts) in first
@@ -83,7 +84,7 @@ def test_dashboard_api_serves_study_trials_and_artifacts(served, tmp_path):
     import keras
     import numpy as np
 
-    study, base, _ = served
+    study, base, _, _ = served
     sid = _study_id(base, study.name)
     detail = get_json(f"{base}/api/studies/{sid}")
     assert detail["name"] == study.name
@@ -131,7 +132,7 @@ def test_dashboard_api_answers_the_pareto_front_of_a_study_of_two_objectives(ser
     from hpsearch.records import STUDY, TRIAL
     from hpsearch.trials.context import Candidate, record_candidate
 
-    study, base, _ = served
+    study, base, _, _ = served
     mo = optuna.create_study(storage=study.url, study_name="two-objectives", directions=["maximize", "minimize"])
     mo.set_user_attr(STUDY.OBJECTIVES, ["accuracy", "n_params"])
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
@@ -169,7 +170,7 @@ class _StopAtOnce:
 
 
 def test_non_loopback_host_warns_and_ctrl_c_exits_0(served, monkeypatch, capsys):
-    study, _, _ = served
+    study, _, _, _ = served
     seen = {}
 
     def fake_server(app, host, port):
@@ -193,7 +194,7 @@ def test_password_is_redacted(served, monkeypatch, capsys):
     """Only the redacted URL is shown (a PostgreSQL URL with a password, storage opened as SQLite)."""
     from hpsearch.storage import open_storage
 
-    study, _, _ = served
+    study, _, _, _ = served
     secret_url = "postgresql+psycopg://hps:s3cr3t-pw@db.example:5432/hp"
     monkeypatch.setattr(dash, "open_storage_for_reading", lambda storage: (secret_url, open_storage(study.url)))
     monkeypatch.setattr(dash, "_make_server", lambda app, host, port: _StopAtOnce())
@@ -206,7 +207,7 @@ def test_password_is_redacted(served, monkeypatch, capsys):
 
 
 def test_port_in_use_is_one_line_error(served, capsys):
-    study, _, _ = served
+    study, _, _, _ = served
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
@@ -263,7 +264,7 @@ def _visible_text(dom: str) -> str:
 
 
 def test_chromium_renders_study_and_trials(served, tmp_path):
-    study, base, _ = served
+    study, base, _, _ = served
     binary = _chromium()
     sid = _study_id(base, study.name)
     # 1. the study page, as a screenshot
@@ -294,3 +295,4 @@ def test_chromium_renders_study_and_trials(served, tmp_path):
     for word in ("Complete", "Pruned", "Fail", "Best Trial", "Intermediate Values", "epochs_trained",
                  "fold_scores", "n_params", "curve.png", "model.keras"):
         assert word in text, word
+

@@ -75,3 +75,6 @@ def test_table_columns_image_memory_and_cnn_convolutions_are_said_and_stored(tmp
     decided = ctx.study.user_attrs[STUDY.DECISIONS]
     assert decided["data.in_memory"]["value"] is True and "data.in_memory auto -> in memory" in " ".join(obs.lines)
     assert decided["model.conv"]["value"] == "2d" and "model conv auto -> 2d" in " ".join(obs.lines)
+    files = decided["data.source.files"]  # how the folder was hashed for the snapshot: said and stored
+    assert files["value"]["fetched"] is None and files["value"]["hashed"] + files["value"]["reused"] == 25
+    assert files["line"] in " ".join(obs.lines) and "files hashed" in files["line"] and "hash index" in files["line"]

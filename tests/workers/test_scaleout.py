@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 from hpsearch.errors import StudyFailedError
 from hpsearch.execution import budget as B
 from hpsearch.execution import control as C
-from hpsearch.storage import open_storage
+from hpsearch.records import STUDY
+from hpsearch.storage import behind_pooler, open_storage
 from hpsearch.workers import launcher as L
 
 try:
@@ -109,6 +110,37 @@ def test_study_lock_blocks_until_released_and_times_out_in_one_line(postgres_url
     assert other.engine.pool.checkedout() == 0 and other.engine.pool.size() == 1
 
 
+def test_study_lock_waits_past_its_timeout_while_the_lock_changes_hands(postgres_url, monkeypatch):
+    """The timeout catches a hung holder, not a long queue: 10 processes queued first hold the lock
+    0.3 s each in turn; a waiter with a 1 s timeout waits ~3 s for its turn and gets the lock (it
+    stopped after 1 s with "could not lock study" while hundreds of workers took the lock in turn)."""
+    monkeypatch.setattr(B, "LOCK_ATTEMPT", 10.0)  # the queued holders keep their place in the queue
+    st = open_storage(postgres_url)
+    optuna.create_study(study_name="turns", storage=st)
+    sid = st.get_study_id_from_name("turns")
+    stores = [open_storage(postgres_url) for _ in range(10)]
+    order: list[str] = []
+
+    def holder(i: int) -> None:
+        with B.study_lock(stores[i], postgres_url, sid, "turns", timeout=60):
+            order.append(f"h{i}")
+            time.sleep(0.3)
+
+    threads = [threading.Thread(target=holder, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)  # queued in this order
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    with B.study_lock(st, postgres_url, sid, "turns", timeout=1.0):
+        waited = time.monotonic() - t0
+        order.append("waiter")
+    for t in threads:
+        t.join(30)
+    assert waited > 1.5, (waited, order)  # longer than its timeout, and it got the lock
+    assert sorted(order) == sorted([f"h{i}" for i in range(10)] + ["waiter"])
+
+
 # ------------------------------------------------------------------------------ connection budget
 
 
@@ -157,6 +189,70 @@ def test_each_worker_holds_one_connection_on_average(tmp_path, postgres_server, 
 # --------------------------------------------------------------------------------------- PgBouncer
 
 
+def test_pgbouncer_keeps_answering_after_more_log_than_a_pipe_holds(postgres_server, postgres_url):
+    """PgBouncer logs every login and close to stderr too; with its stderr on an unread pipe it froze
+    after 64 KiB of log, every client waiting on it (the hang of the 256-client simulation): each
+    login here must still be answered after twice that much log."""
+    import psycopg
+
+    bouncer = PgBouncer(postgres_server, pool_size=1).start()
+    try:
+        url = bouncer.url(postgres_url.rsplit("/", 1)[1], driver="postgresql")
+        logins = 0
+        while bouncer.log.stat().st_size < 2 * 65536:
+            with psycopg.connect(url, connect_timeout=5) as conn:  # a frozen pooler: a timeout, not a hang
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            logins += 1
+    finally:
+        bouncer.close()
+    print(f"\npgbouncer answered {logins} logins after {2 * 64} KiB of log")
+
+
+def test_study_lock_waiters_behind_pgbouncer_leave_the_holder_server_connections(postgres_server, postgres_url):
+    """Through a pool of 2 server connections: one process holds the study lock (1 connection) and
+    needs another for its own statements (as ``ask`` does) while 3 others wait for the lock. Waiters
+    blocking 2 s at a time kept the second connection and each statement of the holder waited for a
+    waiter's timeout (~1 s each); behind a pooler (told by ``behind_pooler``, said in one line) a wait
+    lasts 0.1 s and then gives the connection back, so the holder's statements go through at once."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+    direct = open_storage(postgres_url)
+    assert not behind_pooler(direct) and B.pooled_lock_line(direct, postgres_url) is None
+    bouncer = PgBouncer(postgres_server, pool_size=2).start()
+    try:
+        url = bouncer.url(dbname)
+        holder_st = open_storage(url)
+        assert behind_pooler(holder_st)
+        assert "pooler" in (B.pooled_lock_line(holder_st, url) or "")
+        optuna.create_study(study_name="pooled", storage=holder_st)
+        sid = holder_st.get_study_id_from_name("pooled")
+        waiters = [open_storage(url) for _ in range(3)]
+        got: list[int] = []
+        held = threading.Event()
+
+        def waiter(i: int) -> None:
+            held.wait(30)
+            with B.study_lock(waiters[i], url, sid, "pooled", timeout=60):
+                got.append(i)
+
+        threads = [threading.Thread(target=waiter, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        with B.study_lock(holder_st, url, sid, "pooled"):
+            held.set()
+            time.sleep(1.0)  # every waiter is queued on the lock
+            t0 = time.monotonic()
+            for _ in range(5):  # the holder's own statements, each on a second server connection
+                holder_st.get_study_system_attrs(sid)
+            statements = time.monotonic() - t0
+        for t in threads:
+            t.join(60)
+    finally:
+        bouncer.close()
+    print(f"\nholder's 5 statements through a pool of 2 with 3 waiters: {statements:.2f} s")
+    assert sorted(got) == [0, 1, 2]  # every waiter got the lock after the release
+    assert statements < 2.5
+
+
 def test_study_through_pgbouncer_in_transaction_pooling(tmp_path, postgres_server, postgres_url, worker_env):
     """Three workers and the launcher share 3 server connections through PgBouncer
     (pool_mode = transaction): the budget is exact and nothing is left RUNNING."""
@@ -171,6 +267,8 @@ def test_study_through_pgbouncer_in_transaction_pooling(tmp_path, postgres_serve
     finally:
         bouncer.close()
     trials = _check_exact(postgres_url, "bounced", 6)  # read directly from the server
+    decided = optuna.load_study(study_name="bounced", storage=open_storage(postgres_url)).user_attrs[STUDY.DECISIONS]
+    assert "a connection pooler is in front" in decided["storage.study_lock"]["line"]  # said and recorded
     workers = {t.user_attrs.get("worker") for t in trials}
     print(f"\npgbouncer (transaction pooling, 3 server connections): workers: 3, budget 6, finished "
           f"{len(trials)}, distinct {len({t.params['tag'] for t in trials})}, RUNNING 0, "

@@ -4,9 +4,10 @@
 its format (``.csv``, ``.parquet``, ``.npz``). :func:`source_for` finds the source through
 :data:`hpsearch.registry.SOURCES` (keys: schemes like ``sklearn``, suffixes like ``.csv``); no
 other module compares source names or suffixes; a path ending in ``/`` is an image folder
-(:mod:`hpsearch.data.sources.images`), ``keras:NAME`` a Keras dataset (:mod:`hpsearch.data.sources.kerasdata`),
-``memory:KEY`` arrays handed over in this process by a search started from Python
-(:mod:`hpsearch.data.sources.memory`).
+(:mod:`hpsearch.data.sources.images`), ``s3://bucket/prefix/`` an image folder in S3 fetched into the
+local cache (:mod:`hpsearch.data.sources.s3folder`; URL keys end in ``://``), ``keras:NAME`` a Keras
+dataset (:mod:`hpsearch.data.sources.kerasdata`), ``memory:KEY`` arrays handed over in this process
+by a search started from Python (:mod:`hpsearch.data.sources.memory`).
 
 Every source answers four questions about a validated study:
 
@@ -16,6 +17,7 @@ Every source answers four questions about a validated study:
 * ``streams(cfg)``: does it stream from disk rather than load into memory?
 * ``redacted(cfg)``: what may be shown and stored for the source
 * ``adopt(spec, raw)``: take rows from a study's data snapshot (a source that lives in one process)
+* ``fetched(cfg)``: what this process copied to read a remote source (None for a local one)
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ __all__ = ["DataSource", "LocalSource", "RawData", "source_for"]
 
 # ``name:`` at the start, not a Windows drive (``C:\``) nor a URL (``s3://``)
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):(?![/\\])")
+# a URL: its source is registered under ``scheme://``
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+://)")
 
 
 class RawData(NamedTuple):
@@ -83,6 +87,11 @@ class DataSource(ABC):
         rows live in one process (``memory:``) needs them; the others read their own."""
         del spec, raw  # nothing to take: this source reads its own rows
 
+    def fetched(self, cfg: StudyConfig) -> dict[str, Any] | None:
+        """What this process copied to read the source (a remote folder fetched into the local cache:
+        its URL, the cache folder, objects listed, downloaded, bytes); None for a local source."""
+        return None
+
 
 class LocalSource(DataSource):
     """A local path (file or folder); a relative path starts at the study file's folder."""
@@ -105,7 +114,7 @@ def _either(items: list[str]) -> str:
 def _accepted() -> str:
     """The accepted forms of ``data.source``, for the message of an unknown one."""
     suffixes = [k for k in SOURCES.names() if k.startswith(".")]
-    schemes = [f"{k}:NAME" for k in SOURCES.names() if k[0].isalpha()]
+    schemes = [f"{k}bucket/prefix/" if k.endswith("://") else f"{k}:NAME" for k in SOURCES.names() if k[0].isalpha()]
     folder = ", nor a folder path ending in /" if "/" in SOURCES else ""
     return f"{_either(suffixes)}, nor {_either(schemes)}{folder}"
 
@@ -116,9 +125,12 @@ def source_for(spec: str) -> DataSource:
     A ConfigError naming ``data.source`` and the accepted forms when neither is registered.
     """
     m = _SCHEME_RE.match(spec)
+    url = _URL_RE.match(spec)
     key = m.group(1) if m and m.group(1) in SOURCES else Path(spec).suffix.lower()
     if spec.endswith(("/", os.sep)):
         key = "/"  # a folder: images in one subfolder per class
+    if url and url.group(1) in SOURCES:
+        key = url.group(1)  # the URL's source says which of its values it reads
     if not key or key not in SOURCES:
         raise ConfigError(f"data.source: {spec!r} is not {_accepted()}; convert the file or use one of those")
     source: DataSource = SOURCES.get(key)()

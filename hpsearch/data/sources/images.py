@@ -95,12 +95,20 @@ class ImageFolderSource(LocalSource):
     def check(self, cfg: StudyConfig) -> None:
         """Every image field has a default; the folder itself is read by ``load``."""
 
+    def folder(self, cfg: StudyConfig) -> Path:
+        """The local folder the images are read from (a remote folder's copy in the cache)."""
+        return self._path(cfg)
+
+    def where(self, cfg: StudyConfig, root: Path) -> str:
+        """How messages name the folder."""
+        return f"data.source {root}"
+
     def load(self, cfg: StudyConfig) -> RawData:
         """Long: one pass over the files that reads, checks sizes and counts skipped files together."""
         from PIL import UnidentifiedImageError
 
-        root = self._path(cfg)
-        where = f"data.source {root}"
+        root = self.folder(cfg)
+        where = self.where(cfg, root)
         classes, files = list_images(root, where)
         size = tuple(cfg.data.image_size) if cfg.data.image_size else None
         images: list[np.ndarray] = []
@@ -136,8 +144,8 @@ class ImageFolderSource(LocalSource):
         size): streamed from disk batch by batch, or loaded into memory."""
         if cfg.data.in_memory is True:
             return False
-        root = self._path(cfg)
-        where = f"data.source {root}"
+        root = self.folder(cfg)
+        where = self.where(cfg, root)
         if cfg.data.in_memory is not False:
             _classes, files = list_images(root, where)
             size = tuple(cfg.data.image_size) if cfg.data.image_size else None
