@@ -456,25 +456,29 @@ def _check_filter_study(fitted: dict[str, Any]) -> None:
     import optuna
     from optuna import pruners
 
-    seen: list[tuple[int, Any]] = []
+    seen: list[tuple[Any, Any]] = []
+    outer: list[Any] = []
 
     class Spy(optuna.samplers.RandomSampler):
         def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
-            seen.append((trial.number, getattr(study, "_bracket_id", None)))
+            # at the same moment, the view _filter_study gives a not yet stored trial of that number
+            draft = optuna.trial.FrozenTrial(trial.number, optuna.trial.TrialState.WAITING, None, None, None, {}, {},
+                                             {}, {}, {}, -1)
+            seen.append((getattr(study, "_bracket_id", None),
+                         getattr(pruners._filter_study(outer[0], draft), "_bracket_id", None)))
             return super().sample_independent(study, trial, name, dist)
 
     pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
     study = optuna.create_study(sampler=Spy(seed=0), pruner=pruner)
+    outer.append(study)
     for _ in range(12):
         trial = study.ask()
         trial.suggest_float("x", 0, 1)
         trial.report(0.5, 1)
         trial.should_prune()
-    for number, bracket in seen:  # the view _filter_study gives a trial of that number is the one Trial gave
-        frozen = optuna.trial.FrozenTrial(number, optuna.trial.TrialState.WAITING, None, None, None, {}, {}, {}, {},
-                                          {}, -1)
-        assert getattr(pruners._filter_study(study, frozen), "_bracket_id", None) == bracket, \
-            "_filter_study no longer gives the bracket view a trial of that number gets"
+    assert len({got for got, _ in seen}) > 1, "no brackets to tell apart"
+    assert all(got == ours for got, ours in seen), \
+        f"_filter_study no longer gives the bracket view a trial of that number gets: {seen}"
     plain = optuna.create_study()
     assert pruners._filter_study(plain, study.trials[0]) is plain
 
