@@ -45,7 +45,8 @@ attribute), interleaved with the same code without drafting on the same machine 
 
 Commits per member at its start and end fell from ~7 to ~4; the ratio itself is noise on this
 machine (SQLite's fsyncs under load made PostgreSQL the faster of the two in both runs; a rerun with
-seeds 3,4,5 under a load average of 15 gave 1.357x). Counted instead (SQLAlchemy events, one whole
+seeds 3,4,5 under a load average of 15 gave 1.357x drafted and 1.215x asked, the drafted runs the
+slower on both storages: pack_s 20.8 / 28.2 against 10.2 / 12.3). Counted instead (SQLAlchemy events, one whole
 ``run_study`` of a pack of 16, 3 epochs, random sampler, setup and finalize included, per trial, two
 runs each): asked 60.8 / 59.3 statements and 17.9 / 17.8 commits on PostgreSQL; drafted 52.4 / 51.0
 statements and 11.1 / 11.0 commits (SQLite alike). What is left per member: the create (one
