@@ -209,10 +209,11 @@ def packed_loss(task: str) -> Any:
     return PackedLoss(name="packed_loss")
 
 
-class _Rows(dict):  # type: ignore[type-arg]
+class _Rows(dict[str, Any]):
     """One variable's rows ``a:b`` of the per-member hyperparameters, each sliced on first use:
     tracing only the ones the update rule reads (plain SGD: the learning rate and the active mask)
-    measured a fifth of a pack's trace time less than slicing all nine for every variable."""
+    halved the ops an SGD pack traces (4216 -> 2221 at K=16 on digits, 4 depth groups) and cut its
+    first epoch's CPU time (trace and compile) by a fifth, against slicing all nine for every variable."""
 
     def __init__(self, h: dict[str, Any], a: int, b: int, shape: tuple[int, ...], dtype: Any) -> None:
         super().__init__()

@@ -62,7 +62,7 @@ def traces(monkeypatch) -> list[str]:
     return seen
 
 
-def test_a_reused_model_trains_a_new_pack_as_a_new_build_without_a_trace(traces):
+def test_a_reused_model_trains_a_new_pack_as_a_new_build_without_a_trace_and_spares_stay_empty(traces):
     Xt, yt, Xv, yv = _data()
     pm = PackedModel([member_spec(build_mlp, p) for p in FIRST], META, seed=5)
     pm.init_weights([0, 1, 2, 3])
@@ -85,12 +85,7 @@ def test_a_reused_model_trains_a_new_pack_as_a_new_build_without_a_trace(traces)
         for got, want in zip(r.weights, n.weights, strict=True):
             np.testing.assert_array_equal(got, want)
 
-
-def test_spare_slots_stay_empty_and_refuse_too_small_a_pack():
-    Xt, yt, Xv, yv = _data()
-    pm = PackedModel([member_spec(build_mlp, p) for p in FIRST], META)
-    pm.init_weights([0, 1, 2, 3])
-    train_pack(pm, Xt, yt, Xv, yv, _settings())
+    # a third pack of three in the four slots: one spare slot, empty and frozen
     plain = {**SECOND[1], "dropout": 0.0}  # dropout masks depend on the slot: compared without
     specs = [member_spec(build_mlp, p) for p in (SECOND[3], SECOND[2], plain)]
     assert pm.host(specs[:1]) is None  # three of four slots would compute for nothing
@@ -100,7 +95,9 @@ def test_spare_slots_stay_empty_and_refuse_too_small_a_pack():
     assert slots == [2, 3, 0]
     pm.restart(slots, specs, [4, 5, 6], seed=1)
     assert pm.empty == {1}
+    before = len(traces)
     res = train_pack(pm, Xt, yt, Xv, yv, _settings())
+    assert len(traces) == before
     assert res[1].state == "EMPTY" and not res[1].values
     assert all(not np.any(w) for w in pm.member_weights(1))  # zero and frozen: it never trained
     fresh = PackedModel([member_spec(build_mlp, p) for p in (plain, SECOND[3], SECOND[2])], META, seed=1)
