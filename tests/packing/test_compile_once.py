@@ -51,10 +51,10 @@ def traces(monkeypatch) -> list[str]:
     seen: list[str] = []
 
     def counted(real, step: str):
-        def run(self, data):
+        def run(self, *args):  # (data); JAX: (state, data)
             if self.name.startswith("pack"):
                 seen.append(step)
-            return real(self, data)
+            return real(self, *args)
         return run
 
     for name in ("train_step", "predict_step"):
