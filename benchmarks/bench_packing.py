@@ -5,7 +5,9 @@ The anchors' search space (SGD, n_hidden 0-3, n_neurons 1-99, learning_rate reci
 configuration runs in its own child process (its own peak memory, a clean TensorFlow):
 
 1. throughput: ``--trials`` trials per configuration (or until ``--cap`` seconds): trials per
-   minute, fit time, peak RSS;
+   minute, fit time, peak RSS, the packs trained, how many of them reused an earlier pack's
+   compiled model, their trace and compile seconds (``compile_s``: each pack's first epoch less
+   its next one) and that time's share of the run's wall time (``compile_share``);
 2. time to quality: ``--quality-seconds`` of search (the issue: 37 s, a tenth of the classic
    recipe's time) per seed and ``--quality-packs`` value: when a trial first reached validation
    0.969 (seconds from the search's first trial), the best validation of the trials done by 37 s,
