@@ -5,7 +5,9 @@ The anchors' search space (SGD, n_hidden 0-3, n_neurons 1-99, learning_rate reci
 configuration runs in its own child process (its own peak memory, a clean TensorFlow):
 
 1. throughput: ``--trials`` trials per configuration (or until ``--cap`` seconds): trials per
-   minute, fit time, peak RSS;
+   minute, fit time, peak RSS, the packs trained, how many of them reused an earlier pack's
+   compiled model, their trace and compile seconds (``compile_s``: each pack's first epoch less
+   its next one) and that time's share of the run's wall time (``compile_share``);
 2. time to quality: ``--quality-seconds`` of search (the issue: 37 s, a tenth of the classic
    recipe's time) per seed and ``--quality-packs`` value: when a trial first reached validation
    0.969 (seconds from the search's first trial), the best validation of the trials done by 37 s,
@@ -85,13 +87,41 @@ def run_timed(study: dict, prefix: str) -> tuple[Any, list[Any], float, list[str
     return res, optuna.load_study(study_name=cfg.name, storage=url).get_trials(), wall, obs.notes
 
 
+def _watch_packs() -> tuple[list[float], list[bool]]:
+    """Each pack's trace and compile seconds as the runner times them (its first epoch, compile
+    included, less its next epoch: :class:`hpsearch.packing.train.Pace`), appended as packs end,
+    and whether each trained in a compiled model an earlier pack trained in (reused)."""
+    from hpsearch.packing import runner
+
+    compiles: list[float] = []
+    reused: list[bool] = []
+    real = runner.train_pack
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        reused.append(hasattr(args[0], "bench_trained"))
+        args[0].bench_trained = True
+        out = real(*args, **kwargs)
+        pace = kwargs.get("pace")
+        if pace is not None and pace.first_s is not None and pace.epoch_s is not None:
+            compiles.append(max(0.0, pace.first_s - pace.epoch_s))
+        return out
+
+    runner.train_pack = timed
+    return compiles, reused
+
+
 def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
-    """One configuration in this process: its figures as a dict."""
+    """One configuration in this process: its figures as a dict (``compile_share``: the packs'
+    trace and compile seconds over the run's wall time; ``reused``: packs that trained in an
+    earlier pack's compiled model)."""
+    compiles, reused = _watch_packs()
     res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n_trials, timeout), "bench-pack-")
     trials = [t for t in trials if t.state.is_finished()]
     sizes = sorted({t.user_attrs.get("pack_size", 1) for t in trials})
     return {"pack": pack, "seed": seed, "wall_s": round(wall, 1), "trials": len(trials), **_quality(trials),
-            "trials_per_min": round(60 * len(trials) / wall, 1), "pack_sizes": sizes,
+            "trials_per_min": round(60 * len(trials) / wall, 1), "pack_sizes": sizes, "packs": len(reused),
+            "reused": sum(reused),
+            "compile_s": round(sum(compiles), 1), "compile_share": round(sum(compiles) / wall, 2),
             "epochs_mean": round(sum(t.user_attrs.get("epochs_trained", 0) for t in trials) / max(1, len(trials)), 1),
             "best_val": round(res.best_value, 4) if res.best_value is not None else None,
             "test": round(res.test_score, 4) if res.test_score is not None else None,
@@ -157,7 +187,8 @@ def main() -> None:
         if base and "trials_per_min" in r:
             r["speedup"] = round(r["trials_per_min"] / base, 1)
     _table(f"throughput: {a.trials} trials, {a.epochs} epochs", thr,
-           ["pack", "pack_sizes", "wall_s", "trials", "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
+           ["pack", "pack_sizes", "packs", "reused", "compile_s", "compile_share", "wall_s", "trials",
+            "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
     if a.quality_seconds > 0:
         q = [_child(p, a.epochs, s, None, a.quality_seconds) for s in seeds for p in a.quality_packs.split(",")]
         for r in q:  # search.timeout starts no trial after it; the trials running then train out

@@ -48,6 +48,7 @@ class _PackLoop(TrialLoop):
         self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
         self.deadline_stops = 0  # members of the current pack ended by search.timeout
         self.plan_notes: list[str] = []  # STUDY.DEADLINE_PLAN
+        self.reuse_counts = (0, 0)  # STUDY.PACK_MODELS as last recorded: (built, reused)
 
     def run(self) -> bool:
         """The loop; reserved trials still waiting for a slot are trained (or, stopping, re-queued)."""
@@ -109,6 +110,21 @@ class _PackLoop(TrialLoop):
         self.plan_notes.append(line)
         notes = list(self.plan_notes)
         self.retry(lambda: self.ctx.study.set_user_attr(STUDY.DEADLINE_PLAN, notes), "study attribute")
+
+    def _reuse_note(self) -> None:
+        """A pack that reused the last pack's compiled model (no trace, no compile): one line the
+        first time, and the counts as a study attribute whenever they change."""
+        built, reused = self.runner.builds, self.runner.reuses
+        if not reused or self.reuse_counts == (built, reused):
+            return
+        line = ("hpsearch: packs of one shape share one compiled model: a pack whose members all fit the last"
+                " pack's slots trains in its model (no trace, no compile; spare slots stay empty and still"
+                " compute, so at least half must be filled)")
+        if not self.reuse_counts[1]:
+            self.ctx.observer.message(line)
+        self.reuse_counts = (built, reused)
+        attr = {"built": built, "reused": reused, "note": line.removeprefix("hpsearch: ")}
+        self.retry(lambda: self.ctx.study.set_user_attr(STUDY.PACK_MODELS, attr), "study attribute")
 
     def _reserve(self, k: int) -> tuple[list[Any], bool]:
         """Up to ``k`` trials against the exact budget: one lock and one count for the pack."""
@@ -178,6 +194,7 @@ class _PackLoop(TrialLoop):
             self.carry = []
             for trial, _ in list(self.live.values()):
                 self._finish(trial, Candidate(params=dict(trial.params), state="FAIL", failure=reason), requeue)
+        self._reuse_note()
         if self.deadline_stops:
             self._note(f"hpsearch: search.timeout: {self.deadline_stops} running trials of the pack ended at an epoch"
                        f" boundary, the next epoch would end after the deadline; recorded COMPLETE with their best"

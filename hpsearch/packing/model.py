@@ -248,6 +248,7 @@ class PackedModel:
             outputs.append(h)
         out = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate(axis=1)(outputs)
         self.position = {m: p for p, m in enumerate(order)}  # member -> position on the K axis
+        self.empty: set[int] = set()  # slots with no member (a reused model's spares): frozen, zero
         self.model = keras.Model(inputs, out, name="pack")
         self.optimizer = packed_optimizer(_hyper([specs[m] for m in order]), ranges)
         # XLA fuses the per-member optimizer arithmetic: measured 2.4x less CPU per epoch at K=32
@@ -392,6 +393,7 @@ class PackedModel:
         :meth:`init_weights` does, with fresh optimizer state and step count: it trains from here
         as it would alone (the batches it sees are the pack's next ones)."""
         self.specs[member] = spec
+        self.empty.discard(member)
         g, j = self.slot[member]
         values = self.group_values()
         self._place(member, self._initial(member, seed), values)
@@ -401,6 +403,50 @@ class PackedModel:
             norm.place(j)
         for drop in self.drops[g]:
             drop.place(j, spec.dropout)
+
+    def host(self, specs: list[MemberSpec]) -> list[int] | None:
+        """Slots for a new pack's ``specs`` in this compiled model (no rebuild, no trace, no compile):
+        each member in the first free slot it fits (:meth:`fits`), in order; None when one fits no
+        slot or they would leave more than half the slots empty (a spare slot still computes)."""
+        if 2 * len(specs) < len(self.specs) or not self.optimizer.built:  # unbuilt: its update not traced yet
+            return None
+        free, slots = list(range(len(self.specs))), []
+        for spec in specs:
+            slot = next((m for m in free if self.fits(m, spec)), None)
+            if slot is None:
+                return None
+            free.remove(slot)
+            slots.append(slot)
+        return slots
+
+    def restart(self, slots: list[int], specs: list[MemberSpec], seeds: list[int], seed: int) -> None:
+        """A new pack in this compiled model (slots from :meth:`host`): member ``i`` in ``slots[i]``,
+        initialised from ``seeds[i]`` as :meth:`init_weights` does; step count, moments and moving
+        statistics as a new build's; batch order and dropout masks drawn from ``seed`` as a new
+        model's (:class:`PackedModel` ``seed``); every other slot empty (zero weights, frozen)."""
+        taken = dict(zip(slots, zip(specs, seeds, strict=True)))
+        self.seed, self.empty = seed, set(range(len(self.specs))) - set(taken)
+        values = self.group_values()
+        for m in range(len(self.specs)):
+            g, j = self.slot[m]
+            if m in taken:
+                self.specs[m] = taken[m][0]
+                self._place(m, self._initial(m, taken[m][1]), values)
+            else:
+                for full in values[g]:
+                    full[j] = 0.0
+        self._assign(values)
+        order = sorted(self.position, key=self.position.__getitem__)
+        hyper = _hyper([self.specs[m] for m in order])
+        hyper["active"] = np.array([float(m in taken) for m in order], dtype="float32")
+        self.optimizer.load(hyper)  # step count and moments zero
+        for gi, (norms, drops) in enumerate(zip(self.norms, self.drops)):
+            members = sorted((j, m) for m, (g, j) in self.slot.items() if g == gi)
+            active = np.array([float(m in taken) for _, m in members], dtype="float32")
+            for norm in norms:
+                norm.load(active)
+            for d, drop in enumerate(drops):
+                drop.load(np.array([self.specs[m].dropout for _, m in members]), seed + 7919 * gi + d)
 
     def freeze(self, member: int) -> None:
         """No more updates for ``member``: its weights, optimizer state and moving statistics stay."""

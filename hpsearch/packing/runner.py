@@ -37,7 +37,12 @@ from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.runner import Fitted, TrialRunner
 
-__all__ = ["pack_plan", "pack_line", "PackedRunner"]
+__all__ = ["KEEP_MODELS", "pack_plan", "pack_line", "PackedRunner"]
+
+#: compiled pack models kept for the next packs (packs alternate between a few shapes: a depth
+#: group's trials carried to a pack of their own, then the others'); each holds its weights,
+#: optimizer state and compiled functions (a few MB at K=64 on digits)
+KEEP_MODELS = 3
 
 
 def _extremes(p: Any) -> list[Any]:
@@ -204,6 +209,29 @@ class PackedRunner:
         self.single = TrialRunner(ctx, extra_callbacks, check_steps)
         self.deadline: float | None = None  # time.monotonic() by which packs end (search.timeout)
         self.pace = Pace()  # how fast the last pack trained: what the next one is planned from
+        self.compiled: list[PackedModel] = []  # the last packs' models, latest first: reused when members fit
+        self.builds = self.reuses = 0  # packs that built (traced, compiled) a model / reused one
+
+    def pack_model(self, specs: list[MemberSpec], seeds: list[int]) -> tuple[PackedModel, list[int]]:
+        """The compiled model of a new pack and each member's slot in it: one of the last
+        ``KEEP_MODELS`` packs' models when every member fits one of its slots
+        (:meth:`PackedModel.host`: no rebuild, no trace, no compile; the members train as in a new
+        build), else a new build (the oldest kept model dropped)."""
+        for pm in self.compiled:
+            slots = pm.host(specs)
+            if slots is not None:
+                pm.restart(slots, specs, seeds, seeds[0])
+                self.compiled.remove(pm)
+                self.compiled.insert(0, pm)
+                self.reuses += 1
+                return pm, slots
+        del self.compiled[KEEP_MODELS - 1:]  # its memory goes before the new model is built
+        pm = PackedModel(specs, self.ctx.data.meta(), steps_per_execution=self.ctx.cfg.train.steps_per_execution,
+                         seed=seeds[0])
+        pm.init_weights(seeds)
+        self.compiled.insert(0, pm)
+        self.builds += 1
+        return pm, list(range(len(specs)))
 
     def plan(self, left: float) -> int | None:
         """How many trials a new pack can train for all their epochs in ``left`` seconds (at most
@@ -304,20 +332,16 @@ class _Pack:
                  sample_time: float, finish: Callable[[Any, Candidate], None],
                  more: Callable[[int], list[Any]] | None) -> None:
         self.runner, self.finish, self.more = runner, finish, more
-        self.trials, self.params = dict(enumerate(trials)), dict(enumerate(params))
-        self.sample_time: dict[int, float] = dict.fromkeys(range(len(trials)), sample_time)
-        self.specs = specs
+        self.pm, slots = runner.pack_model(specs, member_seeds(runner.ctx.cfg.search.seed, [t.number for t in trials]))
+        self.trials, self.params = dict(zip(slots, trials)), dict(zip(slots, params))  # slot -> its trial
+        self.sample_time: dict[int, float] = dict.fromkeys(slots, sample_time)
         self.waiting: list[tuple[Any, dict[str, Any], MemberSpec | str, float]] = []
-        self.seeds = member_seeds(runner.ctx.cfg.search.seed, [t.number for t in trials])
         self.member_epochs = 0  # epochs trained by every member so far (apportions the fit time)
         self.refill_s = 0.0  # seconds spent in refills so far (members told, new ones reserved): not fit time
-        self.size = len(trials)
+        self.size = len(self.pm.specs)  # the compiled model's slots (a reused model's spares included)
 
     def train(self) -> list[Any]:
         ctx, data, single = self.runner.ctx, self.runner.ctx.data, self.runner.single
-        self.pm = PackedModel(self.specs, data.meta(), steps_per_execution=ctx.cfg.train.steps_per_execution,
-                              seed=self.seeds[0])
-        self.pm.init_weights(self.seeds)
         self.reports = _Reports(self.trials, single.check_steps, ctx.storage)
         self.t0 = time.monotonic()
         try:
@@ -375,7 +399,7 @@ class _Pack:
         if not room:
             self.more = None  # no new member could end before search.timeout: none is started
             return set()
-        free, placed = list(ended), set()
+        free, placed = [*ended, *sorted(self.pm.empty)], set()  # a reused model's spare slots too
         for item in list(self.waiting):  # waiting trials first, in the order they were reserved
             slot = next((m for m in free if isinstance(item[2], MemberSpec) and self.pm.fits(m, item[2])), None)
             if slot is not None:

@@ -30,7 +30,7 @@ class MemberResult:
     best_epoch: int = 0  # 1-based; 0: none finite yet
     wait: int = 0
     stopped_at: int | None = None  # epoch (0-based) at which it was frozen
-    state: str = "RUNNING"  # RUNNING, COMPLETE, PRUNED, FAIL
+    state: str = "RUNNING"  # RUNNING, COMPLETE, PRUNED, FAIL; EMPTY: a slot with no member (PackedModel.empty)
     failure: str | None = None
     weights: list[np.ndarray] | None = None  # standalone layout: [W0, b0, W1, b1, ...]
     deadline_stop: bool = False  # ended at an epoch boundary because the next epoch would pass the deadline
@@ -96,6 +96,7 @@ class Pace:
     epoch_s: float | None = None
     finish_s: float = 0.0  # telling one ended member whose model is not kept
     keep_s: float = 0.0  # storing the models of the members kept when members last ended together
+    compile_s: float = 0.0  # the largest trace and compile seen (a pack that reused a model has none)
 
     def epoch(self) -> float | None:
         """Seconds of one epoch of this pack (the first one, compile included, until a second ran)."""
@@ -107,7 +108,7 @@ class Pace:
         pack's did (``epoch_s`` per ``slots``); None until this pack ran two epochs."""
         if self.first_s is None or self.epoch_s is None or not self.slots:
             return None
-        compile_s = max(0.0, self.first_s - self.epoch_s)
+        compile_s = max(0.0, self.compile_s, self.first_s - self.epoch_s)  # the next pack may build
         per_member = self.epoch_s / self.slots * epochs + self.finish_s
         return max(0, min(cap, int((left - compile_s - self.keep_s) / per_member)))
 
@@ -267,7 +268,7 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
     epochs run) times them: what ``s.deadline`` is checked against, and what plans the next pack."""
     import keras
 
-    res = [MemberResult() for _ in pm.specs]
+    res = [MemberResult(state="EMPTY" if i in pm.empty else "RUNNING") for i in range(len(pm.specs))]
     timing = pace if pace is not None else Pace()
     timing.slots, timing.first_s, timing.epoch_s = len(res), None, None
     clock = [time.monotonic()]
@@ -292,6 +293,7 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
                 timing.first_s = now - clock[0]
             else:
                 timing.epoch_s = now - clock[0]
+                timing.compile_s = max(timing.compile_s, timing.first_s - timing.epoch_s)
             epoch_s, left = timing.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
             next_s = timing.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
             if next_s + timing.finish_s * sum(r.state == "RUNNING" for r in res) + timing.keep_s > left or left <= 0:
