@@ -187,9 +187,9 @@ class Budget:
         #: (another process fails a RUNNING trial without one after the grace period: Orphans).
         self.beat_within = 0.5
 
-    def counts(self) -> tuple[int, int]:
-        """(done, running) as stored now."""
-        trials = self.study.get_trials(deepcopy=False)
+    def counts(self, trials: list[Any] | None = None) -> tuple[int, int]:
+        """(done, running) among ``trials`` (default: the study's trials as stored now)."""
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
         done = sum(1 for t in trials if counts_toward_budget(t))
         running = sum(1 for t in trials if t.state.name == "RUNNING")
         return done, running
@@ -256,8 +256,7 @@ class Budget:
                 trials = self.study.get_trials(deepcopy=False)
                 n = k
                 if self.n_trials is not None:
-                    done = sum(1 for t in trials if counts_toward_budget(t))
-                    running = sum(1 for t in trials if t.state.name == "RUNNING")
+                    done, running = self.counts(trials)
                     if done >= self.n_trials:
                         return [], True
                     n = min(k, self.n_trials - done - running)
