@@ -42,25 +42,47 @@ HEARTBEAT_LOST = "heartbeat lost (worker died or storage unreachable)"
 RETRY_HISTORY = "retry_history"  # system attr of a copy (Optuna's RetryHeartbeatStaleTrialCallback)
 
 
+def _locked(ctx: RunContext) -> Any:
+    """The study lock of ``ctx``'s study (the budget's: see :mod:`hpsearch.execution.budget`)."""
+    study_id = ctx.storage.get_study_id_from_name(ctx.study.study_name)
+    return study_lock(ctx.storage, ctx.storage_url, study_id, ctx.study.study_name)
+
+
 def requeue_once(ctx: RunContext, trial_id: int) -> bool:
     """Queue a WAITING copy (same params) of the FAIL trial ``trial_id`` unless one exists already.
     Returns whether a copy was queued."""
+    with _locked(ctx):
+        return _requeue_locked(ctx, trial_id)
+
+
+def _fail_and_requeue_locked(ctx: RunContext, trial_id: int, reason: str) -> bool:
+    """Fail ``trial_id`` and queue its copy in one critical section of the study lock, so no
+    reservation counts the slot its failure frees before the copy that takes it is queued (a new
+    trial would fill the budget and the copy would never run). Returns whether this call failed it."""
+    with _locked(ctx):
+        failed = fail_trial(ctx.storage, trial_id, reason)
+        ended = ctx.storage.get_trial(trial_id)
+        if ended.state.name == "FAIL" and ended.user_attrs.get(TRIAL.FAILURE) in (reason, HEARTBEAT_LOST):
+            _requeue_locked(ctx, trial_id)
+        return failed
+
+
+def _requeue_locked(ctx: RunContext, trial_id: int) -> bool:
+    """:func:`requeue_once` inside the study lock."""
     callback = ctx.storage.get_heartbeat_stale_trial_callback()
     if callback is None:
         return False
-    study_id = ctx.storage.get_study_id_from_name(ctx.study.study_name)
-    with study_lock(ctx.storage, ctx.storage_url, study_id, ctx.study.study_name):
-        failed = ctx.storage.get_trial(trial_id)
-        if failed.state.name != "FAIL":
+    failed = ctx.storage.get_trial(trial_id)
+    if failed.state.name != "FAIL":
+        return False
+    for t in ctx.study.get_trials(deepcopy=False):
+        if failed.number in t.system_attrs.get(RETRY_HISTORY, ()):
             return False
-        for t in ctx.study.get_trials(deepcopy=False):
-            if failed.number in t.system_attrs.get(RETRY_HISTORY, ()):
-                return False
-        before = len(ctx.study.get_trials(deepcopy=False))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ExperimentalWarning of the retry callback
-            callback(ctx.study, copy.deepcopy(failed))
-        return len(ctx.study.get_trials(deepcopy=False)) > before  # max_retry may refuse
+    before = len(ctx.study.get_trials(deepcopy=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning of the retry callback
+        callback(ctx.study, copy.deepcopy(failed))
+    return len(ctx.study.get_trials(deepcopy=False)) > before  # max_retry may refuse
 
 
 def fail_trial(storage: Any, trial_id: int, reason: str) -> bool:
@@ -103,19 +125,11 @@ def fail_stale(ctx: RunContext, study_id: int, orphans: Orphans | None = None) -
     ids = ctx.storage._get_stale_trial_ids(study_id)  # compat.PRIVATE_HOOKS: no public stale-id query
     if orphans is not None:
         ids = [*ids, *orphans.due(ctx.storage, study_id)]
-    n = 0
-    for tid in ids:
-        if fail_trial(ctx.storage, tid, HEARTBEAT_LOST):
-            n += 1
-            requeue_once(ctx, tid)
-    return n
+    return sum(_fail_and_requeue_locked(ctx, tid, HEARTBEAT_LOST) for tid in ids)
 
 
 def end_interrupted(ctx: RunContext, trial_id: int, reason: str) -> None:
     """The owner's path for its trial that did not finish (stopped, storage lost, found stale): fail it
     with ``reason`` unless it is finished, then make sure exactly one copy is queued when it ended
     interrupted (by this call, an earlier try of it whose answer was lost, or the heartbeat check)."""
-    fail_trial(ctx.storage, trial_id, reason)
-    ended = ctx.storage.get_trial(trial_id)
-    if ended.state.name == "FAIL" and ended.user_attrs.get(TRIAL.FAILURE) in (reason, HEARTBEAT_LOST):
-        requeue_once(ctx, trial_id)
+    _fail_and_requeue_locked(ctx, trial_id, reason)
