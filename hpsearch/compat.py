@@ -200,6 +200,36 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "batched write and the batched heartbeat (not one get_trial per member)",
     ),
     PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialModel._datetime_complete_utc",
+        "hpsearch.storage.batch.finish_trials (issues 23, 26): the completion time of a pack's ending "
+        "members, written in the column set_trial_state_values writes (UTC; the public property converts)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialValueModel",
+        "hpsearch.storage.batch.finish_trials (issues 23, 26): the values of a pack's ending members in one "
+        "transaction, with Optuna's inf encoding (value_to_stored_repr); tell commits once per trial",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.StudyModel",
+        "hpsearch.storage.batch.create_trials (issues 23, 26): the study's row locked before a pack's "
+        "trials are created, as RDBStorage._create_new_trial locks it (consecutive numbers)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.study.Study._thread_local",
+        "hpsearch.execution.drafts.resync: its cached_all_trials dropped, as ask and tell drop it, when a "
+        "pack's trials are drafted and told in batches (samplers read trials through it, use_cache=True)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialParamModel",
+        "hpsearch.storage.batch.create_trials (issues 23, 26): a pack's drafted trials created with their "
+        "params in ONE transaction (Optuna's create_new_trial: a transaction, a read back and a query per "
+        "param, per trial)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._rdb.models.TrialSystemAttributeModel",
+        "hpsearch.storage.batch.create_trials: a template's system attributes, as create_new_trial writes them",
+    ),
+    PrivateHook(
         "optuna", "optuna.storages._rdb.models.TrialUserAttributeModel",
         "hpsearch.storage.batch.write_user_attrs (issue 23): the attributes a trial is recorded with in one "
         "transaction, in the table set_trial_user_attr writes (JSON); the public call commits once per key",
@@ -208,7 +238,8 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "optuna", "optuna.trial.Trial._cached_frozen_trial",
         "hpsearch.packing.runner._Reports (issue 23): after the batched write, each member's cached "
         "intermediate values are updated as Trial.report updates them, so should_prune hands the pruner "
-        "the values just stored",
+        "the values just stored; hpsearch.execution.packed_loop: a pack's ending members' attributes as "
+        "created (a re-queued copy's inherited failure) and the trial after_trial is given, without a read",
     ),
     PrivateHook(
         "optuna", "optuna.trial.Trial._trial_id",

@@ -17,8 +17,8 @@ trial has finished. FAIL trials do not count: a failure frees its slot.
 
 A pack reserves its trials under one count (:meth:`Budget.reserve_many`): queued (WAITING) trials
 are popped by ``ask()`` first, the others drafted where the sampler allows it (created with their
-params in one transaction each: :mod:`hpsearch.execution.drafts`), and the heartbeats of all of them
-written in one transaction.
+params and first heartbeats, all in one transaction: :mod:`hpsearch.execution.drafts`), and the
+heartbeats of all of them written in one transaction.
 
 The count, the ``ask()`` (or the drafts) and the trials' first heartbeats happen in one critical section: on
 PostgreSQL a transaction-scoped, blocking advisory lock keyed by the study id
@@ -51,9 +51,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpsearch.errors import StudyFailedError
+from hpsearch.execution.drafts import resync
 from hpsearch.records import counts_toward_budget
 from hpsearch.storage import behind_pooler, is_lock_timeout, is_postgresql
-from hpsearch.storage.batch import beat_and_check
+from hpsearch.storage.batch import beat_and_check, create_trials
 
 __all__ = ["Budget", "study_lock", "take_launch", "pooled_lock_line", "LAUNCH_ATTR"]
 
@@ -179,9 +180,10 @@ class Budget:
         self.n_trials = n_trials
         self.pending: Any = None  # asked, not yet handed out (see reserve)
         self.held: list[Any] = []  # reserved by reserve_many, not yet handed out: Trials, or ids of drafted ones
-        #: ``draft(number) -> trial id``: create one trial with its params (hpsearch.execution.drafts), or
-        #: None: ``study.ask()`` per trial. Set by the packed loop where the sampler allows it.
-        self.draft: Callable[[int], int] | None = None
+        #: ``draft(number) -> template``: one trial drafted with its params (hpsearch.execution.drafts;
+        #: a reservation's drafts are created together), or None: ``study.ask()`` per trial. Set by
+        #: the packed loop where the sampler allows it.
+        self.draft: Callable[[int], Any] | None = None
         self.ids: dict[int, int] = {}  # trial number -> storage id of the trials this process reserved
         #: Seconds a reserved trial may wait for its first heartbeat while the rest of a pack is reserved
         #: (another process fails a RUNNING trial without one after the grace period: Orphans).
@@ -245,9 +247,10 @@ class Budget:
         """(trials, finished): up to ``k`` trials under one lock and one count (a pack's reservation;
         :meth:`reserve` counts once per trial). WAITING trials (re-queued or enqueued: their params
         fixed) are popped first by ``study.ask()``; the others are drafted (:attr:`draft`: created with
-        their params, one transaction each) or asked. The heartbeats of all of them are recorded in one
-        transaction before the lock is released. Trials reserved by a call that then failed are handed
-        out by the retried call, as :meth:`reserve` does with one."""
+        their params and first heartbeats, all in one transaction) or asked. The heartbeats of all of
+        them are recorded in one transaction before the lock is released. Trials reserved by a call that
+        then failed are handed out by the retried call, as :meth:`reserve` does with one (a failed
+        call's drafts are not stored: they are created together, or not at all)."""
         if self.pending is not None:
             trial, finished = self.reserve()
             return [trial], finished
@@ -261,7 +264,9 @@ class Budget:
                         return [], True
                     n = min(k, self.n_trials - done - running)
                 waiting = sum(1 for t in trials if t.state.name == "WAITING") if self.draft is not None else n
-                unbeaten = time.monotonic()
+                unbeaten, drafts = time.monotonic(), []
+                if self.draft is not None:
+                    resync(self.study)  # the drafts' sampler sees the study as stored now, as an ask would
                 with warnings.catch_warnings():  # see reserve
                     warnings.simplefilter("ignore", UserWarning)
                     for i in range(max(0, n)):
@@ -269,11 +274,14 @@ class Budget:
                             self.held.append(self.study.ask())  # a queued trial first, with its fixed params
                         else:
                             assert self.draft is not None
-                            self.held.append(self.draft(len(trials) + i - waiting))
+                            drafts.append(self.draft(len(trials) + i - waiting))
                         if time.monotonic() - unbeaten > self.beat_within:  # a slow reservation: none waits long
                             self._beat()
                             unbeaten = time.monotonic()
-                self._beat()
+                asked = len(self.held)
+                self.held += create_trials(self.storage, self.study_id, drafts)  # beaten as created
+                if asked:
+                    self._beat()
         else:  # a retry: the heartbeats may not have been written
             self._beat()
         trials_out = [self._trial(t) for t in self.held]

@@ -7,9 +7,9 @@ PostgreSQL each is a round trip, and a pack pays them K times. A :class:`Draft` 
 search space (``space.suggest(draft)``) against the study's sampler as ``Trial._suggest`` does (a
 single-valued range its one value, the sampler's relative proposal where it holds the parameter,
 else ``sample_independent``), on the study view the sampler would get (the Hyperband bracket of the
-trial's number), and :func:`create_drafted` stores it with Optuna's public
-``storage.create_new_trial(study_id, template_trial=...)``: params, distributions and user attributes
-in the trial's one creating transaction. The trial is an ordinary RUNNING trial from its first
+trial's number), and :func:`hpsearch.storage.batch.create_trials` stores a reservation's drafts
+with Optuna's own creation code in one transaction: params, distributions, user attributes and the
+first heartbeats of all of them. The trial is an ordinary RUNNING trial from its first
 commit (the dashboard, other workers' constant liar and every reader see its params at once), and
 ``suggest_*`` on it later reads the stored values without a write.
 
@@ -26,7 +26,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Draft", "create_drafted"]
+__all__ = ["Draft", "draft_trial", "resync"]
 
 
 def _inside(dist: Any, value: Any) -> bool:
@@ -46,7 +46,7 @@ def _inside(dist: Any, value: Any) -> bool:
 
 class Draft:
     """A trial not yet stored: ``suggest_*`` draw from the study's sampler into :attr:`frozen` (state
-    WAITING: not a stored trial; the template :func:`create_drafted` stores)."""
+    WAITING: not a stored trial; the template :func:`draft_trial` returns)."""
 
     def __init__(self, study: Any, number: int) -> None:
         import optuna
@@ -105,12 +105,17 @@ class Draft:
         return self.draw(name, CategoricalDistribution(list(choices)))
 
 
-def create_drafted(study: Any, study_id: int, number: int, suggest: Callable[[Any], Any],
-                   user_attrs: dict[str, Any]) -> int:
-    """Draft one trial (``suggest(draft)``: the study's search space) and store it as a RUNNING trial
-    with its params and ``user_attrs`` in one transaction; returns its storage id. Created through
-    the study's storage (Optuna's cache of the RDB storage, as ``study.ask`` creates), so the cache
-    knows the trial at once."""
+def resync(study: Any) -> None:
+    """Drop the study's per-thread copy of its trials, as ``study.ask()`` and ``study.tell()`` drop it
+    ("sync storage once every trial"): samplers read the trials through it (``_get_trials(use_cache=
+    True)``), so trials drafted or told without ``ask`` / ``tell`` would otherwise stay unseen."""
+    study._thread_local.cached_all_trials = None  # compat.PRIVATE_HOOKS
+
+
+def draft_trial(study: Any, number: int, suggest: Callable[[Any], Any], user_attrs: dict[str, Any]) -> Any:
+    """Draft trial ``number`` (``suggest(draft)``: the study's search space): the template of a
+    RUNNING trial with its params and ``user_attrs``, for
+    :func:`hpsearch.storage.batch.create_trials` (a pack's drafts in one transaction)."""
     from optuna.trial import TrialState
 
     draft = Draft(study, number)
@@ -118,4 +123,4 @@ def create_drafted(study: Any, study_id: int, number: int, suggest: Callable[[An
     template = draft.frozen
     template.state, template.datetime_start = TrialState.RUNNING, datetime.datetime.now()
     template.user_attrs = dict(user_attrs)
-    return int(study._storage.create_new_trial(study_id, template_trial=template))  # compat.PRIVATE_HOOKS
+    return template

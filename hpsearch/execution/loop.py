@@ -161,14 +161,24 @@ class TrialLoop:
                                                              trial=trial, storage=ctx.storage, trial_id=tid), "tell")
             except UpdateFinishedTrialError:  # failed as stale while it ran (a long storage outage)
                 abandoned = True
-            else:
-                self.streak.update(frozen.state.name, frozen.user_attrs.get(TRIAL.FAILURE))
-        if abandoned:  # make sure its one copy is queued (the stale check may have died before)
-            self.retry(lambda: end_interrupted(ctx, tid, HEARTBEAT_LOST), "re-queue")
-            self.say(f"trial {trial.number} was failed as stale by another process; abandoned (its copy runs next)")
+        if abandoned:
+            self.abandon(trial.number, tid)
             return
+        self.told(frozen, streak=not requeue)  # an interrupted trial is not the trial's own failure
+
+    def abandon(self, number: int, tid: int) -> None:
+        """A trial another process failed as stale while it ran: make sure its one copy is queued
+        (the stale check may have died before) and say so."""
+        self.retry(lambda: end_interrupted(self.ctx, tid, HEARTBEAT_LOST), "re-queue")
+        self.say(f"trial {number} was failed as stale by another process; abandoned (its copy runs next)")
+
+    def told(self, frozen: Any, streak: bool = True) -> None:
+        """After a trial's tell: the failure streak, its line, the trial callbacks (which see the
+        stored trial)."""
+        if streak:
+            self.streak.update(frozen.state.name, frozen.user_attrs.get(TRIAL.FAILURE))
         self._show(frozen)
-        run_trial_callbacks(ctx, frozen, self.rules)  # after the tell: a callback sees the stored trial
+        run_trial_callbacks(self.ctx, frozen, self.rules)
 
     def _show(self, frozen: Any) -> None:
         ctx = self.ctx

@@ -22,12 +22,13 @@ import time
 from typing import Any
 
 from hpsearch.execution.control import Control, LoopSettings, PackHeartbeat, TrialLost, WorkerStopped
-from hpsearch.execution.drafts import create_drafted
+from hpsearch.execution.drafts import draft_trial, resync
 from hpsearch.execution.loop import LoopOutcome, TrialLoop, failure_text, run_trials
 from hpsearch.packing.runner import PackedRunner
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.storage import is_connection_error
-from hpsearch.trials.context import Candidate, RunContext
+from hpsearch.storage.batch import Finish, finish_trials
+from hpsearch.trials.context import Candidate, RunContext, finished_attrs
 
 __all__ = ["run_packed_trials"]
 
@@ -41,7 +42,7 @@ class _PackLoop(TrialLoop):
         if self.drafted:
             ctx, budget = self.ctx, self.budget
             attrs = {TRIAL.WORKER: self.runner.single.worker}
-            budget.draft = lambda number: create_drafted(ctx.study, budget.study_id, number, ctx.space.suggest, attrs)
+            budget.draft = lambda number: draft_trial(ctx.study, number, ctx.space.suggest, attrs)
             budget.beat_within = self.settings.grace / 4
         self.live: dict[int, tuple[Any, int]] = {}  # trial number -> (trial, storage id)
         self.beat = PackHeartbeat(self.ctx.storage, self.settings.interval, self.ctl)  # every live trial's
@@ -160,6 +161,48 @@ class _PackLoop(TrialLoop):
             nxt = next(iter(self.live.values()), None)
             ctl.current, ctl.current_id = (nxt[0], nxt[1]) if nxt else (None, None)
 
+    def _finish_many(self, ended: list[tuple[Any, Candidate]]) -> None:
+        """Record the trials of a pack that ended together. With a drafted sampler (TPE, random:
+        its ``after_trial`` needs nothing stored) they are told in one transaction
+        (:func:`hpsearch.storage.batch.finish_trials`) and read back in one read; otherwise one by
+        one (:meth:`_finish`)."""
+        if not self.drafted or len(ended) < 2:
+            for trial, cand in ended:
+                self._finish(trial, cand)
+            return
+        from optuna import pruners
+        from optuna.trial import TrialState
+
+        ctx, ctl = self.ctx, self.ctl
+        told: list[tuple[Any, int, Finish]] = []
+        for trial, cand in ended:
+            tid = self.live[trial.number][1]
+            frozen = trial._cached_frozen_trial  # compat.PRIVATE_HOOKS: its params and attributes as created
+            attrs = finished_attrs(cand, ctx.engine.name, bool(frozen.user_attrs.get(TRIAL.FAILURE)))
+            values = cand.values or ([] if cand.value is None else [cand.value])
+            told.append((trial, tid, Finish(tid, cand.state, values, attrs)))
+            ctx.study.sampler.after_trial(pruners._filter_study(ctx.study, frozen), frozen,  # as tell does
+                                          TrialState[cand.state], values if cand.state == "COMPLETE" else None)
+        ctl.current, ctl.current_id = told[0][0], told[0][1]
+        try:
+            n = len(ctx.study.directions)
+            done = self.retry(lambda: finish_trials(ctx.storage, [f for _, _, f in told], n), "tell")
+            resync(ctx.study)  # as tell does: the sampler's next read sees these trials ended
+            for trial, tid, f in told:  # ended: no longer beaten or failed with the pack
+                del self.live[trial.number]
+                self.beat.discard(tid)
+                self.deadline_stops += TRIAL.DEADLINE_STOP in f.attrs
+            stored = {t.number: t for t in self.retry(lambda: ctx.study.get_trials(deepcopy=False), "read back")}
+            for trial, tid, f in told:
+                frozen = stored[trial.number]
+                if tid not in done and frozen.user_attrs.get(TRIAL.FAILURE) != f.attrs.get(TRIAL.FAILURE):
+                    self.abandon(trial.number, tid)  # failed as stale while it ran (not an earlier try of ours)
+                else:
+                    self.told(frozen)
+        finally:
+            nxt = next(iter(self.live.values()), None)
+            ctl.current, ctl.current_id = (nxt[0], nxt[1]) if nxt else (None, None)
+
     def _more(self, n: int) -> list[Any]:
         """Up to ``n`` new trials for freed slots (one reservation), or none: the budget is met, a
         stop rule tripped or the worker is stopping (the pack then trains its members out)."""
@@ -184,7 +227,8 @@ class _PackLoop(TrialLoop):
         requeue = False
         self.deadline_stops = 0
         try:
-            self.carry = self.runner.run_pack(trials, self._finish, self._more if refill else None, reserve_s)
+            self.carry = self.runner.run_pack(trials, self._finish_many, self._more if refill else None,
+                                              reserve_s)
         except (WorkerStopped, TrialLost) as exc:
             reason, requeue = str(exc), True
         except Exception as exc:  # noqa: BLE001 - recorded in the trials, the study goes on

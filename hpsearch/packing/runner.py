@@ -37,6 +37,8 @@ from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.runner import Fitted, TrialRunner
 
+Finisher = Callable[[list[tuple[Any, Candidate]]], None]  # records trials that ended together
+
 __all__ = ["KEEP_MODELS", "pack_plan", "pack_line", "PackedRunner"]
 
 #: compiled pack models kept for the next packs (packs alternate between a few shapes: a depth
@@ -242,10 +244,11 @@ class PackedRunner:
         """One trial alone (a re-queued trial, or the last of the budget)."""
         return self.single(trial)
 
-    def run_pack(self, trials: list[Any], finish: Callable[[Any, Candidate], None],
+    def run_pack(self, trials: list[Any], finish: Finisher,
                  more: Callable[[int], list[Any]] | None = None, reserve_s: float = 0.0) -> list[Any]:
-        """Train ``trials`` (those that pack together, the others one by one); each ends through
-        ``finish(trial, candidate)`` as soon as it ends. With ``more`` (``more(n)``: up to n new
+        """Train ``trials`` (those that pack together, the others one by one); they end through
+        ``finish([(trial, candidate), ...])`` as soon as they end (the members that end at one epoch
+        together). With ``more`` (``more(n)``: up to n new
         trials, none when the budget is met), a slot whose member ended takes a new trial from it
         (see :class:`_Pack`). Returns the trials reserved from ``more``
         that found no slot: the next pack's. ``reserve_s``: the seconds their reservation took
@@ -263,7 +266,7 @@ class PackedRunner:
             left = pack.train()
         for i, trial in enumerate(trials):
             if i not in packed:
-                finish(trial, self.single(trial))
+                finish([(trial, self.single(trial))])
         return left
 
     def member_params(self, trial: Any) -> tuple[dict[str, Any], MemberSpec | str]:
@@ -329,7 +332,7 @@ class _Pack:
     _WAITING = 4
 
     def __init__(self, runner: PackedRunner, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
-                 sample_time: float, finish: Callable[[Any, Candidate], None],
+                 sample_time: float, finish: Finisher,
                  more: Callable[[int], list[Any]] | None) -> None:
         self.runner, self.finish, self.more = runner, finish, more
         self.pm, slots = runner.pack_model(specs, member_seeds(runner.ctx.cfg.search.seed, [t.number for t in trials]))
@@ -361,7 +364,7 @@ class _Pack:
         # training only: not the report writes nor the refills (ending members, reserving new ones)
         fit_time = time.monotonic() - self.t0 - self.reports.wait_time - self.refill_s
         per_epoch = fit_time / max(1, self.member_epochs + busy)
-        tell_s, n_tell, keep_s = 0.0, 0, 0.0
+        keep_s, ended = 0.0, []
         keep, lead = self.runner._keepers([res[i] for i in members], [self.trials[i].number for i in members])
         for j, i in enumerate(members):
             trial, r = self.trials.pop(i), res[i]
@@ -376,13 +379,14 @@ class _Pack:
             t_keep = time.monotonic()
             cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
             attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
-            self.finish(trial, cand)
+            ended.append((trial, cand))
             if j in keep:
                 keep_s += time.monotonic() - t_keep
-            else:
-                tell_s, n_tell = tell_s + time.monotonic() - t_keep, n_tell + 1
+        t_tell = time.monotonic()
+        if ended:
+            self.finish(ended)  # told together (one transaction where the loop can)
         pace = self.runner.pace  # what ending members costs (told; kept models stored): the deadline keeps room
-        pace.finish_s = tell_s / n_tell if n_tell else pace.finish_s
+        pace.finish_s = (time.monotonic() - t_tell) / len(ended) if ended else pace.finish_s
         pace.keep_s = keep_s if keep else pace.keep_s
 
     def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:

@@ -17,6 +17,13 @@ packs of 64 and short epochs). Here one transaction holds them all:
   in one query (ids no longer RUNNING: failed as stale by another worker).
 * :func:`running_without_heartbeat`: a study's RUNNING trials that never recorded a heartbeat (one
   query), which Optuna's stale check skips: see :class:`hpsearch.execution.requeue.Orphans`.
+* :func:`create_trials`: a pack's new trials, each from its template (params, distributions,
+  attributes), with their first heartbeats, in one transaction of a constant number of statements
+  (Optuna's ``create_new_trial`` is a transaction and a read back per trial, a query per param).
+* :func:`finish_trials`: the members of a pack that end together, each with its attributes, state
+  and values, in one transaction (Optuna's ``tell`` is a read, a transaction and a read per trial):
+  the same rows ``set_trial_user_attr`` and ``set_trial_state_values`` write, with ``tell``'s rules
+  for a pruned trial's value and a value that is not a finite float.
 
 Both take Optuna's RDBStorage (``open_storage``'s); any other storage is written trial by trial
 through its public API. The private names used are listed in :mod:`hpsearch.compat`.
@@ -24,11 +31,14 @@ through its public API. The private names used are listed in :mod:`hpsearch.comp
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["write_intermediate_values", "write_user_attrs", "beat_and_check", "running_without_heartbeat"]
+__all__ = ["write_intermediate_values", "write_user_attrs", "beat_and_check", "running_without_heartbeat",
+           "create_trials", "Finish", "finish_trials"]
 
 
 def _rdb(storage: Any) -> bool:
@@ -187,3 +197,155 @@ def running_without_heartbeat(storage: Any, study_id: int) -> set[int]:
              .outerjoin(beats, beats.trial_id == trials.trial_id)
              .where(trials.study_id == study_id, trials.state == TrialState.RUNNING, beats.trial_id.is_(None)))
     return set(_transaction(storage, lambda session: list(session.scalars(query))))
+
+
+class Finish(NamedTuple):
+    """How one trial ends: its storage id, state (``COMPLETE``, ``PRUNED`` or ``FAIL``), values (for
+    ``COMPLETE``) and the user attributes it is recorded with."""
+
+    trial_id: int
+    state: str
+    values: Sequence[float] | None
+    attrs: dict[str, Any]
+
+
+def _told_state(finish: Finish, n_objectives: int) -> tuple[str, list[float] | None]:
+    """``study.tell``'s rule: a COMPLETE trial whose values are not finite floats, one per objective,
+    is stored FAIL without values (Optuna warns; hpsearch records the reason beside it)."""
+    if finish.state != "COMPLETE":
+        return finish.state, None
+    try:
+        values = [float(v) for v in finish.values or ()]
+    except (TypeError, ValueError):
+        return "FAIL", None
+    if len(values) != n_objectives or any(math.isnan(v) for v in values):
+        return "FAIL", None
+    return "COMPLETE", values
+
+
+def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int) -> dict[int, str]:
+    """End several running trials in one transaction: every trial's user attributes, its values and
+    its state (a PRUNED trial gets its last intermediate value as its value, as ``tell`` gives it).
+    Trials no longer RUNNING (failed as stale by another worker, or ended by this call's earlier try
+    whose commit was not acknowledged) are left as they are. Returns ``{trial_id: state written}``
+    for the trials ended here. Not an RDB storage: trial by trial through its public API."""
+    from optuna.trial import TrialState
+
+    if not finishes:
+        return {}
+    told = {f.trial_id: _told_state(f, n_objectives) for f in finishes}
+    if not _rdb(storage):
+        ended: dict[int, str] = {}
+        for f in finishes:
+            if storage.get_trial(f.trial_id).state != TrialState.RUNNING:
+                continue
+            for key, value in f.attrs.items():
+                storage.set_trial_user_attr(f.trial_id, key, value)
+            state, values = told[f.trial_id]
+            if state == "PRUNED":
+                last = storage.get_trial(f.trial_id).intermediate_values
+                values = [last[max(last)]] if last and not math.isnan(last[max(last)]) else None
+            storage.set_trial_state_values(f.trial_id, TrialState[state], values)
+            ended[f.trial_id] = state
+        return ended
+
+    import sqlalchemy
+    from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables and value encoding
+
+    trials, attrs_t = models.TrialModel, models.TrialUserAttributeModel
+    values_t, inter_t = models.TrialValueModel, models.TrialIntermediateValueModel
+
+    def work(session: Any) -> dict[int, str]:
+        ids = sorted(told)
+        rows = session.execute(sqlalchemy.select(trials.trial_id, trials.state)
+                               .where(trials.trial_id.in_(ids)).with_for_update()).all()
+        live = sorted(i for i, state in rows if state == TrialState.RUNNING)
+        if not live:
+            return {}
+        by_id = {f.trial_id: f for f in finishes if f.trial_id in live}
+        encoded = {(i, k): json.dumps(v) for i in live for k, v in by_id[i].attrs.items()}
+        stored = set(session.execute(sqlalchemy.select(attrs_t.trial_id, attrs_t.key).where(
+            attrs_t.trial_id.in_(live), attrs_t.key.in_(sorted({k for _, k in encoded})))).all())
+        for i, key in stored & set(encoded):
+            session.execute(sqlalchemy.update(attrs_t).where(attrs_t.trial_id == i, attrs_t.key == key)
+                            .values(value_json=encoded[i, key]))
+        new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
+        if new:
+            session.execute(sqlalchemy.insert(attrs_t), new)
+        pruned = [i for i in live if told[i][0] == "PRUNED"]
+        last: dict[int, float] = {}
+        if pruned:  # tell's rule: a pruned trial's value is its last intermediate value, if finite
+            steps = sqlalchemy.select(inter_t.trial_id, sqlalchemy.func.max(inter_t.step)).where(
+                inter_t.trial_id.in_(pruned)).group_by(inter_t.trial_id).subquery()
+            query = sqlalchemy.select(inter_t.trial_id, inter_t.intermediate_value, inter_t.intermediate_value_type
+                                      ).join(steps, (steps.c.trial_id == inter_t.trial_id)
+                                             & (steps.c[1] == inter_t.step))
+            for i, value, kind in session.execute(query):
+                v = inter_t.stored_repr_to_intermediate_value(value, kind)
+                if not math.isnan(v):
+                    last[i] = v
+        values = []
+        for i in live:
+            state, vals = told[i]
+            vals = [last[i]] if i in last else vals
+            for objective, v in enumerate(vals or ()):
+                stored_value, kind = values_t.value_to_stored_repr(v)
+                values.append({"trial_id": i, "objective": objective, "value": stored_value, "value_type": kind})
+        if values:
+            session.execute(sqlalchemy.insert(values_t), values)
+        # as Optuna's set_trial_state_values stamps it (the column holds UTC)
+        now = datetime.datetime.now().astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        for state in sorted({told[i][0] for i in live}):
+            ids = [i for i in live if told[i][0] == state]
+            session.execute(sqlalchemy.update(trials).where(trials.trial_id.in_(ids))
+                            .values({trials.state: TrialState[state], trials._datetime_complete_utc: now}))
+        return {i: told[i][0] for i in live}
+
+    done: dict[int, str] = _transaction(storage, work)
+    return done
+
+
+def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list[int]:
+    """Create one RUNNING trial per template (a ``FrozenTrial``: params, distributions, user and
+    system attributes), with its first heartbeat, in one transaction of a constant number of
+    statements; returns their storage ids in order. The rows are those Optuna's
+    ``create_new_trial(study_id, template_trial=...)`` writes (its check of each distribution against
+    the study's is the drafting's own: :class:`hpsearch.execution.drafts.Draft`). The study's row is
+    locked first, as Optuna locks it, so the numbers follow the study's trial count. Not an RDB
+    storage: one ``create_new_trial`` each (and no heartbeat: it has none)."""
+    if not templates:
+        return []
+    if not _rdb(storage):
+        return [int(storage.create_new_trial(study_id, template_trial=t)) for t in templates]
+
+    import sqlalchemy
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables
+    from optuna.trial import TrialState
+
+    def work(session: Any) -> list[int]:
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        trials = models.TrialModel
+        base = session.execute(sqlalchemy.select(sqlalchemy.func.count(trials.trial_id))
+                               .where(trials.study_id == study_id)).scalar_one()
+        rows = [trials(study_id=study_id, number=base + j, state=TrialState.RUNNING, datetime_start=t.datetime_start)
+                for j, t in enumerate(templates)]
+        session.add_all(rows)
+        session.flush()  # one multi-row insert: the ids
+        ids = [int(r.trial_id) for r in rows]
+        params = [{"trial_id": i, "param_name": name, "param_value": t.distributions[name].to_internal_repr(value),
+                   "distribution_json": distribution_to_json(t.distributions[name])}
+                  for i, t in zip(ids, templates) for name, value in t.params.items()]
+        for table, rows_ in ((models.TrialParamModel, params),
+                             *((table, [{"trial_id": i, "key": k, "value_json": json.dumps(v)}
+                                        for i, t in zip(ids, templates) for k, v in getattr(t, kind).items()])
+                               for table, kind in ((models.TrialUserAttributeModel, "user_attrs"),
+                                                   (models.TrialSystemAttributeModel, "system_attrs")))):
+            if rows_:
+                session.execute(sqlalchemy.insert(table), rows_)
+        now = session.execute(sqlalchemy.func.now()).scalar_one()
+        session.execute(sqlalchemy.insert(models.TrialHeartbeatModel), [{"trial_id": i, "heartbeat": now} for i in ids])
+        return ids
+
+    created: list[int] = _transaction(storage, work)
+    return created

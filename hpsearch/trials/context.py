@@ -132,6 +132,19 @@ class Candidate:
     failure: str | None = None
 
 
+def finished_attrs(candidate: Candidate, engine: str, inherited_failure: bool) -> dict[str, Any]:
+    """The user attributes a finished candidate is stored with: its own, the engine and its failure
+    (cleared when the trial is a re-queued copy that inherited its predecessor's reason and did not
+    fail: ``inherited_failure``)."""
+    attrs = dict(candidate.user_attrs)
+    attrs[TRIAL.ENGINE] = engine
+    if candidate.failure is not None:
+        attrs[TRIAL.FAILURE] = candidate.failure
+    elif inherited_failure:
+        attrs[TRIAL.FAILURE] = None
+    return clean_attr(attrs)
+
+
 def record_candidate(study: Any, candidate: Candidate, *, engine: str, distributions: dict[str, Any] | None = None,
                      trial: Any = None, storage: Any = None, trial_id: int | None = None) -> Any:
     """Store a finished candidate as an Optuna trial, with the attribute names of ``records.py``.
@@ -145,13 +158,7 @@ def record_candidate(study: Any, candidate: Candidate, *, engine: str, distribut
     import optuna
     from optuna.trial import TrialState
 
-    attrs = dict(candidate.user_attrs)
-    attrs[TRIAL.ENGINE] = engine
-    if candidate.failure is not None:
-        attrs[TRIAL.FAILURE] = candidate.failure
-    elif trial is not None and trial.user_attrs.get(TRIAL.FAILURE):
-        attrs[TRIAL.FAILURE] = None  # a re-queued copy inherits its predecessor's reason; it did not fail
-    attrs = clean_attr(attrs)
+    attrs = finished_attrs(candidate, engine, trial is not None and bool(trial.user_attrs.get(TRIAL.FAILURE)))
     state = TrialState[candidate.state]
     if trial is not None:
         if storage is not None and trial_id is not None:

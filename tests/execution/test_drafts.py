@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from hpsearch.engines.packsampling import HISTORY, PackTPESampler
 from hpsearch.execution.budget import Budget
-from hpsearch.execution.drafts import create_drafted
+from hpsearch.execution.drafts import draft_trial
 from hpsearch.storage import open_storage
 from hpsearch.storage.batch import running_without_heartbeat
 
@@ -44,7 +44,7 @@ def _study(url: str, name: str, sampler: str, pruner=None) -> tuple[object, optu
 def _packs(study: optuna.Study, budget: Budget, drafted: bool) -> list[dict]:
     """Three packs reserved, suggested and told; the params of every trial in order."""
     if drafted:
-        budget.draft = lambda number: create_drafted(study, budget.study_id, number, suggest, {"worker": "w"})
+        budget.draft = lambda number: draft_trial(study, number, suggest, {"worker": "w"})
     out = []
     for _ in range(3):
         trials, finished = budget.reserve_many(K)
@@ -60,13 +60,23 @@ def _packs(study: optuna.Study, budget: Budget, drafted: bool) -> list[dict]:
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_drafted_packs_propose_what_asking_proposes(tmp_path, sampler):
     """Seeded alike, drafting and asking give the same trials (random startup, then one TPE fit per
-    pack with its constant-liar spread; the conditional parameter included), under Hyperband too."""
+    pack with its constant-liar spread), under Hyperband too. One difference, by design: a pack's
+    drafts are stored together at the end of its reservation, so TPE's ``sample_independent`` (here
+    the conditional ``act``, after the startup trials) does not see the same reservation's earlier
+    drafts as running trials; asked one by one, it does. Every other parameter is identical."""
     runs = {}
     for drafted in (False, True):
         pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
         _, study, budget = _study(f"sqlite:///{tmp_path}/{drafted}.db", "s", sampler, pruner)
         runs[drafted] = _packs(study, budget, drafted)
-    assert runs[True] == pytest.approx(runs[False]) and len(runs[True]) == 3 * K
+    assert len(runs[True]) == len(runs[False]) == 3 * K
+    if sampler == "random":
+        assert runs[True] == pytest.approx(runs[False])
+    for drafted, asked in zip(runs[True], runs[False]):
+        assert drafted.keys() == asked.keys()
+        assert {k: v for k, v in drafted.items() if k != "act"} == pytest.approx(
+            {k: v for k, v in asked.items() if k != "act"})
+    assert runs[True][:K] == pytest.approx(runs[False][:K])  # the random startup pack: conditional included
     assert any("act" in p for p in runs[True])  # the conditional parameter was drafted
 
 
@@ -74,7 +84,7 @@ def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
     url = f"sqlite:///{tmp_path}/d.db"
     storage, study, budget = _study(url, "d", "tpe")
     study.enqueue_trial({"n_hidden": 2, "n_neurons": 7, "learning_rate": 0.01, "act": "tanh", "fixed_width": 3})
-    budget.draft = lambda number: create_drafted(study, budget.study_id, number, suggest, {"worker": "w"})
+    budget.draft = lambda number: draft_trial(study, number, suggest, {"worker": "w"})
     budget.beat_within = 3600.0  # no early heartbeat (a slow reservation beats early: see the next test)
     wrote, commits, writes = [False], [], []
 
@@ -88,8 +98,9 @@ def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
     sqlalchemy.event.listen(storage.engine, "before_cursor_execute", statement)
     sqlalchemy.event.listen(storage.engine, "commit", commit)
     trials, _ = budget.reserve_many(K)
-    # one writing transaction per drafted trial, the popped one's (its state) and the heartbeats'
-    assert sum(commits) == (K - 1) + 1 + 1
+    # the popped one's (its state), one for all K - 1 drafted trials with their first heartbeats, and
+    # the popped one's heartbeat
+    assert sum(commits) == 1 + 1 + 1
     assert [t.number for t in trials] == list(range(K))
     fixed = {"n_hidden": 2, "n_neurons": 7, "learning_rate": 0.01, "act": "tanh", "fixed_width": 3}
     queued = storage.get_trial(budget.trial_id(trials[0]))
@@ -113,29 +124,43 @@ def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * K
 
 
-def test_drafted_reservation_keeps_the_budget_exact_and_hands_out_a_failed_calls_trials(tmp_path):
+def test_drafted_reservation_keeps_the_budget_exact_and_a_failed_call_stores_nothing(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path}/b.db"
     storage, study, budget = _study(url, "b", "random")
     budget.n_trials = 5
-    real, calls = create_drafted, []
+    calls = []
 
-    def flaky(number):  # the connection drops at the third draft, two trials created
+    def flaky(number):  # the sampler fails at the third draft
         calls.append(number)
         if len(calls) == 3:
             raise ConnectionError("dropped")
-        return real(study, budget.study_id, number, suggest, {})
+        return draft_trial(study, number, suggest, {})
 
     budget.draft = flaky
-    budget.beat_within = 0.0  # a slow reservation: each trial beaten as soon as it is created
     with pytest.raises(ConnectionError):
         budget.reserve_many(4)
-    assert not running_without_heartbeat(storage, study._study_id)  # no orphan, though the call failed
-    budget.beat_within = 3600.0
-    again, _ = budget.reserve_many(4)  # the retried call hands out the two created, beaten
-    assert [t.number for t in again] == [0, 1] and len(study.get_trials()) == 2
-    assert not running_without_heartbeat(storage, study._study_id)
+    assert study.get_trials() == []  # a reservation's drafts are stored together: none of a failed one
+    import optuna.distributions
+
+    real, made = optuna.distributions.distribution_to_json, []
+
+    def breaks(dist):  # the creating transaction fails after its trials' rows went in: rolled back whole
+        made.append(1)
+        if len(made) == 3:
+            raise ConnectionError("dropped")
+        return real(dist)
+
+    monkeypatch.setattr(optuna.distributions, "distribution_to_json", breaks)
+    with pytest.raises(ConnectionError):
+        budget.reserve_many(4)
+    assert study.get_trials() == [] and not running_without_heartbeat(storage, study._study_id)
+    monkeypatch.setattr(optuna.distributions, "distribution_to_json", real)
+    budget.draft = lambda number: draft_trial(study, number, suggest, {})
+    again, _ = budget.reserve_many(4)
+    assert [t.number for t in again] == [0, 1, 2, 3] and len(study.get_trials()) == 4
+    assert not running_without_heartbeat(storage, study._study_id)  # created with their heartbeats
     more, _ = budget.reserve_many(4)
-    assert [t.number for t in more] == [2, 3, 4]  # 5 - 2 running: nothing beyond the budget
+    assert [t.number for t in more] == [4]  # 5 - 4 running: nothing beyond the budget
     assert budget.reserve_many(4) == ([], False)
     for t in [*again, *more]:
         study.tell(t, 1.0)

@@ -19,7 +19,7 @@ import sqlalchemy
 
 from hpsearch.engines.packsampling import HISTORY, PackTPESampler
 from hpsearch.execution.budget import Budget
-from hpsearch.execution.drafts import create_drafted
+from hpsearch.execution.drafts import draft_trial
 from hpsearch.storage import open_storage
 
 K = 8
@@ -44,7 +44,7 @@ def _worker(url: str, name: str, size: int) -> tuple[object, optuna.Study, Budge
                                                               n_startup_trials=10), K, HISTORY)
     budget = Budget(study, storage, url, study._study_id, size + 10 * K)
     # as the packed loop reserves with TPE: each new trial drafted and created with its params
-    budget.draft = lambda number: create_drafted(study, budget.study_id, number, _suggest, {})
+    budget.draft = lambda number: draft_trial(study, number, _suggest, {})
     budget.beat_within = 3600.0  # no early heartbeat of a slow reservation (its reads depend on the machine's load)
     return storage, study, budget
 

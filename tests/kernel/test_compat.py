@@ -483,6 +483,78 @@ def _check_filter_study(fitted: dict[str, Any]) -> None:
     assert pruners._filter_study(plain, study.trials[0]) is plain
 
 
+def _check_batch_create_and_finish(fitted: dict[str, Any]) -> None:
+    """create_trials and finish_trials store what create_new_trial and tell store, trial for trial."""
+    import datetime
+    import math
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState
+
+    from hpsearch.storage.batch import Finish, create_trials, finish_trials, running_without_heartbeat
+
+    dist = FloatDistribution(0.0, 1.0)
+
+    def template(x: float) -> Any:
+        t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, params={"x": x, "c": "b"},
+                                      distributions={"x": dist, "c": CategoricalDistribution(["a", "b"])},
+                                      user_attrs={"w": "a"}, system_attrs={"s": [1]})
+        t.state, t.value = TrialState.RUNNING, None
+        return t
+
+    stores = {}
+    for way in ("public", "batched"):
+        storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+        study = optuna.create_study(storage=storage)
+        study.enqueue_trial({"x": 0.0})  # a trial already there: the new ones are numbered after it
+        xs = [0.1, 0.2, 0.3, 0.4]
+        if way == "public":
+            ids = [storage.create_new_trial(study._study_id, template_trial=template(x)) for x in xs]
+        else:
+            ids = create_trials(storage, study._study_id, [template(x) for x in xs])
+            assert not running_without_heartbeat(storage, study._study_id), "created without heartbeats"
+        storage.set_trial_intermediate_value(ids[1], 2, 0.25)
+        storage.set_trial_intermediate_value(ids[1], 5, 0.5)
+        ends = [("COMPLETE", [0.9]), ("PRUNED", None), ("COMPLETE", [math.nan]), ("FAIL", None)]
+        if way == "public":
+            for tid, (state, values) in zip(ids, ends):
+                storage.set_trial_user_attr(tid, "end", state)
+                trial = optuna.trial.Trial(study, tid)
+                study.tell(trial, values, state=None if state == "COMPLETE" else TrialState[state])
+        else:
+            finish_trials(storage, [Finish(tid, state, values, {"end": state})
+                                    for tid, (state, values) in zip(ids, ends)], 1)
+        stores[way] = study.get_trials()
+    now = datetime.datetime.now()
+    for a, b in zip(stores["public"], stores["batched"], strict=True):
+        assert (a.number, a.state, a.values, a.params, a.distributions, a.user_attrs, a.intermediate_values) == (
+            b.number, b.state, b.values, b.params, b.distributions, b.user_attrs, b.intermediate_values), f"{a} != {b}"
+        assert a.system_attrs == b.system_attrs
+        if a.number:  # the created ones (0: the queued trial, not started)
+            assert abs((a.datetime_start - b.datetime_start).total_seconds()) < 60
+            assert abs((b.datetime_complete - now).total_seconds()) < 60, "datetime_complete not stored as Optuna's"
+            assert a.state.is_finished() and b.datetime_complete >= b.datetime_start
+
+
+def _check_thread_local_trials(fitted: dict[str, Any]) -> None:
+    import optuna
+
+    from hpsearch.execution.drafts import resync
+    from hpsearch.storage.batch import Finish, finish_trials
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    assert [t.state.name for t in study._get_trials(deepcopy=False, use_cache=True)] == ["RUNNING"]
+    finish_trials(storage, [Finish(trial._trial_id, "COMPLETE", [1.0], {})], 1)
+    assert [t.state.name for t in study._get_trials(deepcopy=False, use_cache=True)] == ["RUNNING"], \
+        "samplers no longer read trials through a per-thread copy: resync may be unneeded"
+    resync(study)
+    assert [t.state.name for t in study._get_trials(deepcopy=False, use_cache=True)] == ["COMPLETE"], \
+        "dropping _thread_local.cached_all_trials no longer refreshes what samplers read"
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
@@ -518,6 +590,12 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.storages._rdb.models.TrialHeartbeatModel": _check_batch_heartbeats,
     "optuna.storages._rdb.models.TrialModel": _check_batch_heartbeats,
     "optuna.storages._rdb.models.TrialUserAttributeModel": _check_batch_user_attrs,
+    "optuna.storages._rdb.models.TrialModel._datetime_complete_utc": _check_batch_create_and_finish,
+    "optuna.storages._rdb.models.TrialValueModel": _check_batch_create_and_finish,
+    "optuna.storages._rdb.models.StudyModel": _check_batch_create_and_finish,
+    "optuna.storages._rdb.models.TrialParamModel": _check_batch_create_and_finish,
+    "optuna.study.Study._thread_local": _check_thread_local_trials,
+    "optuna.storages._rdb.models.TrialSystemAttributeModel": _check_batch_create_and_finish,
     "optuna.trial.Trial._cached_frozen_trial": _check_trial_cache,
     "optuna.trial.Trial._trial_id": _check_trial_cache,
 }

@@ -148,3 +148,60 @@ def test_a_trials_recorded_attributes_are_one_commit(sqlite_url):
         sqlalchemy.event.remove(storage.engine, "commit", on_commit)
     batched_n, per_key_n = counts
     assert per_key_n - batched_n == len(attrs)  # len(attrs) + 1 commits (the engine's name too) -> 1
+
+
+def test_a_packs_trials_are_created_together_and_told_together(sqlite_url, tmp_path):
+    """A pack of 8 drafted trials (random sampler) that end at the same epoch: their rows are
+    created in one transaction (with their params and first heartbeats) and their ends (attributes,
+    values, states) written in one more; before, one of each per trial. Stored as Optuna stores
+    them: every trial COMPLETE with its value, params, attributes and whole curve."""
+    tagged: list[set[str]] = [set()]
+
+    def statement(conn: Any, cur: Any, stmt: str, *a: Any) -> None:
+        head = " ".join(stmt.split()[:3]).upper()
+        if head in ("INSERT INTO TRIALS", "UPDATE TRIALS SET"):
+            tagged[-1].add(head)
+
+    def commit(conn: Any) -> None:
+        tagged.append(set())
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", commit)
+    try:
+        res = run_study(parse_study_config(_study("together")), storage=sqlite_url, artifacts=str(tmp_path / "a"))
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", statement)
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", commit)
+    assert res.n_complete == K
+    creates = [t for t in tagged if any(h.startswith("INSERT INTO TRIALS") for h in t)]
+    ends = [t for t in tagged if any(h.startswith("UPDATE TRIALS SET") for h in t)]
+    assert len(creates) == 1 and len(ends) == 1, (creates, ends)  # 8 and 8 (at least) before
+    study = optuna.load_study(study_name="together", storage=sqlite_url)
+    for t in study.get_trials():
+        assert t.state.name == "COMPLETE" and t.value == t.user_attrs[TRIAL.HISTORY]["val_accuracy"][
+            t.user_attrs[TRIAL.EPOCHS] - 1] or t.value == max(t.user_attrs[TRIAL.HISTORY]["val_accuracy"])
+        assert t.user_attrs[TRIAL.ENGINE] == "optuna" and set(t.params) == {"n_neurons", "learning_rate"}
+        assert sorted(t.intermediate_values) == list(range(EPOCHS)) and t.datetime_complete >= t.datetime_start
+
+
+def test_told_together_a_trial_failed_as_stale_meanwhile_is_left_as_it_is(sqlite_url):
+    """finish_trials ends the running trials of a batch and leaves one another worker failed as stale
+    (its copy runs elsewhere): its state, attributes and values stay as that worker wrote them."""
+    from optuna.trial import TrialState
+
+    from hpsearch.storage import open_storage
+    from hpsearch.storage.batch import Finish, finish_trials
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="stale", storage=storage)
+    a, b = study.ask(), study.ask()
+    storage.set_trial_user_attr(b._trial_id, TRIAL.FAILURE, "heartbeat lost")
+    storage.set_trial_state_values(b._trial_id, TrialState.FAIL)
+    done = finish_trials(storage, [Finish(a._trial_id, "COMPLETE", [0.5], {"x": 1}),
+                                   Finish(b._trial_id, "COMPLETE", [0.7], {"x": 2})], 1)
+    assert done == {a._trial_id: "COMPLETE"}
+    ta, tb = storage.get_trial(a._trial_id), storage.get_trial(b._trial_id)
+    assert (ta.state, ta.values, ta.user_attrs) == (TrialState.COMPLETE, [0.5], {"x": 1})
+    assert (tb.state, tb.values, tb.user_attrs) == (TrialState.FAIL, None, {TRIAL.FAILURE: "heartbeat lost"})
+    assert finish_trials(storage, [Finish(a._trial_id, "COMPLETE", [0.9], {"x": 3})], 1) == {}  # a retry: unchanged
+    assert storage.get_trial(a._trial_id).values == [0.5]
