@@ -124,7 +124,7 @@ def rung_keep(points: Sequence[Sequence[float]], directions: Sequence[str], eta:
     ranks, dist = front_ranks(points, directions), crowding(points, front_ranks(points, directions))
     sign = -1.0 if directions[0] == "maximize" else 1.0
     order = sorted(range(len(points)), key=lambda i: (ranks[i], -dist[i], sign * points[i][0], i))
-    return {i for i in order[:max(1, len(points) // eta)]} | {i for i, r in enumerate(ranks) if r == 0}
+    return set(order[:max(1, len(points) // eta)]) | {i for i, r in enumerate(ranks) if r == 0}
 
 
 def _sort_key(directions: Sequence[str]) -> Any:

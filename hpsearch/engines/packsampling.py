@@ -43,7 +43,7 @@ from optuna.samplers._tpe.sampler import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.engines.samplers import FirstDirection
+from hpsearch.engines.samplers import first_direction
 
 __all__ = ["HistoryCap", "HISTORY", "PackPlan", "PackTPESampler", "bounded_history"]
 
@@ -88,7 +88,7 @@ class PackPlan:
         self.tpe, self.space, self.k = tpe, space, max(1, k)
         n_fit = sum(t.state != TrialState.RUNNING for t in trials)
         gamma = tpe._gamma or (default_gamma if len(study.directions) <= 1 else default_gamma_multiobjective)
-        below, above = _split_trials(FirstDirection(study), trials, gamma(n_fit))  # pruned: first objective
+        below, above = _split_trials(first_direction(study), trials, gamma(n_fit))  # pruned: first objective
         self.mpe_below: _ParzenEstimator = tpe._build_parzen_estimator(study, space, below, handle_below=True)
         self.mpe_above: _ParzenEstimator = tpe._build_parzen_estimator(study, space, above, handle_below=False)
         par = tpe._parzen_estimator_parameters

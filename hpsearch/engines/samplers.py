@@ -21,8 +21,9 @@ from hpsearch.trials.rungs import ParetoRungs
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
 
-__all__ = ["make_sampler", "make_pruner", "pruning_steps", "pareto_rungs", "launch_seed", "walks_grid", "FirstDirection",
-           "tpe", "cmaes", "random", "grid", "qmc", "gp", "nsga2", "nsga3", "hyperband", "sha", "median", "nop"]
+__all__ = ["make_sampler", "make_pruner", "pruning_steps", "pareto_rungs", "launch_seed", "walks_grid",
+           "FirstDirection", "first_direction", "tpe", "cmaes", "random", "grid", "qmc", "gp", "nsga2", "nsga3",
+           "hyperband", "sha", "median", "nop"]
 
 
 def _startup_trials(cfg: StudyConfig) -> int:
@@ -49,6 +50,11 @@ class FirstDirection:
         return getattr(self._study, name)
 
 
+def first_direction(study: Any) -> Any:
+    """``study`` seen through :class:`FirstDirection` (typed as the study it stands for)."""
+    return FirstDirection(study)
+
+
 def tpe(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
     import optuna
 
@@ -56,10 +62,10 @@ def tpe(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
         """TPE on a study of several objectives whose pruned trials rank on the first objective."""
 
         def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
-            return super().sample_relative(FirstDirection(study), trial, search_space)
+            return super().sample_relative(first_direction(study), trial, search_space)
 
         def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
-            return super().sample_independent(FirstDirection(study), trial, name, dist)
+            return super().sample_independent(first_direction(study), trial, name, dist)
 
     kind = ParetoTPESampler if len(cfg.search.metrics or []) > 1 else optuna.samplers.TPESampler
     # a pack asks K trials before telling any: constant_liar keeps them from drawing one point K times
