@@ -8,9 +8,10 @@ A pair is covered where it is run as given: a scikit-learn engine's cell with tw
 unpacked, so it covers neither (random, auto) nor (auto, 2); other cells must. The Optuna engine
 packs and prunes two objectives (its Pareto rung rule, one line asserted). Pairs no engine runs as
 given (a pruner with a scikit-learn engine; packing with two objectives there) are in the table
-too, none skipped: their cells run and assert the one-line note that says so. :func:`run_cell` runs one cell's tiny study (iris, 3 epochs, 4-8 trials, one small
-hidden layer) and asserts the exact budget, the trial states, the per-epoch curves, the stored
-models of the best trial(s) (ids present, models loadable) and that ``load_best`` predicts.
+too, none skipped: their cells run and assert the one-line note that says so. :func:`run_cell`
+runs one cell's tiny study (iris, 3 epochs, 4-8 trials, one small hidden layer) and asserts the
+exact budget, the trial states, the per-epoch curves, the stored models of the best trial(s) (ids
+present, models loadable) and that ``load_best`` predicts.
 """
 
 from __future__ import annotations

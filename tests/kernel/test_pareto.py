@@ -111,7 +111,7 @@ def test_optuna_study_of_two_objectives_end_to_end(sqlite_url, tmp_path, capsys)
     notes = _Notes()
     res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "a"), observer=notes)
     assert any("2 objectives (accuracy, n_params): search.pruner median -> Pareto successive halving" in n
-               for n in notes.notes)  # Optuna's pruners take one value: hpsearch's rung rule (tests/trials/test_rungs.py)
+               for n in notes.notes)  # Optuna's pruners take one value: hpsearch's rule (tests/trials/test_rungs.py)
     study = optuna.load_study(study_name="two", storage=sqlite_url)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == NAMES
     trials = study.get_trials()
