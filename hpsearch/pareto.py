@@ -114,17 +114,18 @@ def crowding(points: Sequence[Sequence[float]], ranks: Sequence[int]) -> list[fl
     return dist
 
 
-def rung_keep(points: Sequence[Sequence[float]], directions: Sequence[str], eta: int) -> set[int]:
+def rung_keep(points: Sequence[Sequence[float]], directions: Sequence[str], eta: int, fronts: int = 1) -> set[int]:
     """The points a Pareto-aware successive-halving rung keeps (MO-ASHA's rule): every point of the
-    first non-dominated front, and the best ``max(1, n // eta)`` by (front, larger crowding distance,
-    better first objective) if that is more. A point of the first front is never dropped, so a
-    trial on the front at its rung is never pruned."""
+    first ``fronts`` non-dominated fronts, and the best ``max(1, n // eta)`` by (front, larger
+    crowding distance, better first objective) if that is more. A point of the first front is
+    never dropped, so a trial on the front at its rung is never pruned."""
     if not points:
         return set()
-    ranks, dist = front_ranks(points, directions), crowding(points, front_ranks(points, directions))
+    ranks = front_ranks(points, directions)
+    dist = crowding(points, ranks)
     sign = -1.0 if directions[0] == "maximize" else 1.0
     order = sorted(range(len(points)), key=lambda i: (ranks[i], -dist[i], sign * points[i][0], i))
-    return set(order[:max(1, len(points) // eta)]) | {i for i, r in enumerate(ranks) if r == 0}
+    return set(order[:max(1, len(points) // eta)]) | {i for i, r in enumerate(ranks) if r < max(1, fronts)}
 
 
 def _sort_key(directions: Sequence[str]) -> Any:

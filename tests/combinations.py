@@ -149,8 +149,8 @@ def expected_notes(cell: dict[str, Any]) -> list[str]:
         notes.append("hpsearch: 2 objectives (accuracy, n_params): " + (
             "no pruning (search.pruner none)" if cell["pruner"] == "none" else
             f"search.pruner {cell['pruner']} -> Pareto successive halving on accuracy after epochs 2: a trial is kept"
-            " at a rung when it is on the non-dominated front of (accuracy, n_params) among the trials that reached"
-            f" it, or in the best 1/{2 if cell['pruner'] == 'median' else 3} by front then crowding (Optuna's"
+            " at a rung when it is on the first 2 non-dominated fronts of (accuracy, n_params) among the trials that"
+            f" reached it, or in the best 1/{2 if cell['pruner'] == 'median' else 3} by front then crowding (Optuna's"
             " pruners take one value)") + "; the result is a Pareto front")
     return notes
 

@@ -242,8 +242,8 @@ def pareto_rungs(cfg: StudyConfig, objectives: list[tuple[str, str]]) -> tuple[P
     rungs = ParetoRungs(frozenset(steps), eta, tuple(d for _, d in objectives), tuple(names[1:]))
     at = ", ".join(str(s + 1) for s in sorted(steps)) or "none (fewer epochs than min_resource)"
     return rungs, (f"{head}: search.pruner {cfg.search.pruner} -> Pareto successive halving on {names[0]} after"
-                   f" epochs {at}: a trial is kept at a rung when it is on the non-dominated front of"
-                   f" ({', '.join(names)}) among the trials that reached it, or in the best 1/{eta} by front"
+                   f" epochs {at}: a trial is kept at a rung when it is on the first {rungs.fronts} non-dominated"
+                   f" fronts of ({', '.join(names)}) among the trials that reached it, or in the best 1/{eta} by front"
                    " then crowding (Optuna's pruners take one value)")
 
 

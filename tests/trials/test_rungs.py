@@ -16,7 +16,7 @@ from hpsearch.records import STUDY, TRIAL
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
 from hpsearch.trials.context import NullObserver
-from hpsearch.trials.rungs import ParetoRungs
+from hpsearch.trials.rungs import KEPT_FRONTS, ParetoRungs
 
 DIRS = ("maximize", "minimize")
 
@@ -26,6 +26,7 @@ def test_a_front_member_is_kept_and_a_dominated_bottom_member_is_pruned():
     points = [(0.9, 100), (0.8, 50), (0.5, 200), (0.4, 300), (0.6, 60), (0.3, 400)]
     assert front_ranks(points, DIRS) == [0, 0, 2, 3, 1, 4]
     assert rung_keep(points, DIRS, 3) == {0, 1}
+    assert rung_keep(points, DIRS, 3, fronts=2) == {0, 1, 4}  # the second front kept too (hpsearch's default)
     # a front larger than 1/eta is kept whole: here all 4 points trade accuracy against size
     trade = [(0.9, 400), (0.8, 300), (0.7, 200), (0.6, 100)]
     assert rung_keep(trade, DIRS, 3) == {0, 1, 2, 3}
@@ -34,12 +35,15 @@ def test_a_front_member_is_kept_and_a_dominated_bottom_member_is_pruned():
 
 
 @settings(derandomize=True, max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1), st.integers(1, 50)), min_size=1, max_size=12), st.integers(2, 4))
-def test_the_rung_rule_never_drops_the_front_and_keeps_at_least_one_in_eta(points, eta):
-    kept = rung_keep(points, DIRS, eta)
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(1, 50)), min_size=1, max_size=12), st.integers(2, 4),
+       st.integers(1, 2))
+def test_the_rung_rule_never_drops_the_front_and_keeps_at_least_one_in_eta(points, eta, fronts):
+    kept = rung_keep(points, DIRS, eta, fronts)
     front = {i for i, p in enumerate(points) if not any(dominates(q, p, DIRS) for q in points)}
     assert front <= kept and len(kept) >= max(1, len(points) // eta)
-    assert len(kept - front) <= max(1, len(points) // eta)
+    ranks = front_ranks(points, DIRS)
+    protected = {i for i, r in enumerate(ranks) if r < fronts}
+    assert protected <= kept and len(kept - protected) <= max(1, len(points) // eta)
 
 
 def _stored(number, step_values, n_params):
@@ -47,7 +51,7 @@ def _stored(number, step_values, n_params):
 
 
 def test_the_rule_judges_trials_reaching_a_rung_with_the_stored_ones():
-    rungs = ParetoRungs(frozenset({1, 3}), 3, DIRS, ("n_params",))
+    rungs = ParetoRungs(frozenset({1, 3}), 3, DIRS, ("n_params",), fronts=1)  # MO-ASHA: the first front only
     study = SimpleNamespace(get_trials=lambda deepcopy=False: [
         _stored(0, {0: 0.5, 1: 0.9}, 100), _stored(1, {0: 0.5, 1: 0.8}, 50),  # the front at step 1
         _stored(2, {0: 0.4}, 10),  # never reached step 1: not a peer there
@@ -58,6 +62,10 @@ def test_the_rule_judges_trials_reaching_a_rung_with_the_stored_ones():
     assert rungs.prune(study, 2, {7: (0.0, [150.0])}) == set()  # not a rung: nothing is decided
     # judged together: two alone at step 3, 7 dominates 8; max(1, 2 // 3) = 1 is kept, the front
     assert rungs.prune(study, 3, {7: (0.7, [150.0]), 8: (0.2, [300.0])}) == {8}
+    # hpsearch's default keeps the first two fronts: 7 (behind the front only) stays; 9, behind 7, goes
+    default = ParetoRungs(frozenset({1, 3}), 3, DIRS, ("n_params",))
+    assert default.fronts == KEPT_FRONTS == 2
+    assert default.prune(study, 1, {7: (0.7, [150.0]), 8: (0.1, [5.0]), 9: (0.6, [200.0])}) == {9}
 
 
 @pytest.mark.parametrize("pruner, steps, eta", [("hyperband", [1, 3], 3), ("sha", [1, 3], 3), ("median", [1, 2, 4], 2),
