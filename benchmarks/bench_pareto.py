@@ -10,6 +10,9 @@ accuracy in [0, 1] and n_params / max_params, fixed reference point accuracy 0 a
 max_params: 1.0 is the unreachable corner), the total epochs trained (summed over trials), the
 trials complete / pruned, the front's size and the wall time; then the pruned arm's ratios.
 
+``--pack 1`` runs both arms one trial at a time (the rule then decides asynchronously, each trial
+against those that reached its rung before it).
+
 Usage (the issue's size):
     python benchmarks/bench_pareto.py --seeds 0,1,2
 A smaller run (fewer trials / epochs; say so when quoting it):
@@ -49,7 +52,8 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     return area
 
 
-def study_dict(seed: int, pruner: str | None, n_trials: int | None, epochs: int | None) -> dict[str, Any]:
+def study_dict(seed: int, pruner: str | None, n_trials: int | None, epochs: int | None,
+               pack: str | None = None) -> dict[str, Any]:
     import yaml
 
     study = yaml.safe_load(STUDY.read_text())
@@ -61,10 +65,12 @@ def study_dict(seed: int, pruner: str | None, n_trials: int | None, epochs: int 
         study["search"]["n_trials"] = n_trials
     if epochs is not None:
         study["train"]["epochs"] = epochs
+    if pack is not None:
+        study["train"]["pack"] = pack if pack == "auto" else int(pack)
     return study
 
 
-def one(seed: int, pruner: str | None, n_trials: int | None, epochs: int | None) -> dict[str, Any]:
+def one(seed: int, pruner: str | None, n_trials: int | None, epochs: int | None, pack: str | None) -> dict[str, Any]:
     """One arm and seed in this process: its figures."""
     import optuna
 
@@ -73,7 +79,7 @@ def one(seed: int, pruner: str | None, n_trials: int | None, epochs: int | None)
     from hpsearch.study.run import run_study
     from hpsearch.study.validate import parse_study_config
 
-    cfg = parse_study_config(study_dict(seed, pruner, n_trials, epochs))
+    cfg = parse_study_config(study_dict(seed, pruner, n_trials, epochs, pack))
     tmp = tempfile.mkdtemp(prefix="bench-pareto-")
     url = f"sqlite:///{tmp}/b.db"
     t0 = time.perf_counter()
@@ -87,6 +93,7 @@ def one(seed: int, pruner: str | None, n_trials: int | None, epochs: int | None)
     points = [(-t.values[0], t.values[1] / limit) for t in done]  # both minimised, n_params scaled
     front = study.best_trials
     return {"arm": "pruned" if (pruner or cfg.search.pruner) != "none" else "unpruned", "seed": seed,
+            "pack": cfg.train.pack, "pack_sizes": sorted({int(t.user_attrs.get(TRIAL.PACK_SIZE, 1)) for t in trials}),
             "hypervolume": round(hypervolume(points, (0.0, 1.0)), 4),
             "epochs": sum(int(t.user_attrs.get(TRIAL.EPOCHS, 0)) for t in trials),
             "complete": sum(t.state.name == "COMPLETE" for t in trials),
@@ -103,6 +110,8 @@ def child(seed: int, pruner: str | None, args: argparse.Namespace) -> dict[str, 
         cmd += ["--n-trials", str(args.n_trials)]
     if args.epochs is not None:
         cmd += ["--epochs", str(args.epochs)]
+    if args.pack is not None:
+        cmd += ["--pack", args.pack]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"bench_pareto: a child run failed:\n{out.stderr[-3000:]}")
@@ -114,19 +123,20 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n-trials", type=int, default=None, help="override search.n_trials (the study's: 30)")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (the study's: 30)")
+    ap.add_argument("--pack", default=None, help="override train.pack (the study's: auto; 1: one trial at a time)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.one is not None:
         pruner = None if args.one == "default" else args.one
-        print(json.dumps(one(seeds[0], pruner, args.n_trials, args.epochs)))
+        print(json.dumps(one(seeds[0], pruner, args.n_trials, args.epochs, args.pack)))
         return
     rows = []
     for seed in seeds:
         for pruner in ("none", None):
             rows.append(child(seed, pruner, args))
             print(json.dumps(rows[-1]), flush=True)
-    keys = ["arm", "seed", "hypervolume", "epochs", "complete", "pruned", "infeasible", "front", "front_complete",
+    keys = ["arm", "seed", "pack", "pack_sizes", "hypervolume", "epochs", "complete", "pruned", "infeasible", "front", "front_complete",
             "best_accuracy", "wall_s"]
     print("\n" + " | ".join(keys))
     for r in rows:
