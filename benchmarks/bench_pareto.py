@@ -136,8 +136,8 @@ def main() -> None:
         for pruner in ("none", None):
             rows.append(child(seed, pruner, args))
             print(json.dumps(rows[-1]), flush=True)
-    keys = ["arm", "seed", "pack", "pack_sizes", "hypervolume", "epochs", "complete", "pruned", "infeasible", "front", "front_complete",
-            "best_accuracy", "wall_s"]
+    keys = ["arm", "seed", "pack", "pack_sizes", "hypervolume", "epochs", "complete", "pruned", "infeasible", "front",
+            "front_complete", "best_accuracy", "wall_s"]
     print("\n" + " | ".join(keys))
     for r in rows:
         print(" | ".join(str(r[k]) for k in keys))
