@@ -189,7 +189,8 @@ def walks_grid(cfg: StudyConfig) -> bool:
 
 
 def make_pruner(cfg: StudyConfig) -> Any:
-    """The configured pruner; none for several objectives (Optuna prunes on one reported value)."""
+    """The configured Optuna pruner; none for several objectives (Optuna prunes on one reported value:
+    hpsearch's Pareto rung rule decides there, :func:`pareto_rungs`)."""
     if len(cfg.search.metrics or []) > 1:
         import optuna
 

@@ -162,3 +162,38 @@ def test_packed_two_objective_study_prunes_and_checks_max_params_per_member(sqli
     assert all(t.user_attrs[TRIAL.PACK_SIZE] == 7 for t in packed)  # the other 7 trained as one pack
     assert all(t.user_attrs[TRIAL.CONSTRAINTS][0] == t.user_attrs[TRIAL.N_PARAMS] - 300 for t in packed)
     assert {2, 3} <= {t.number for t in trials if t.state.name == "PRUNED"}
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["tpe", "pack-tpe"])
+def test_tpe_asks_after_pruned_trials_of_a_study_of_two_objectives(packed):
+    """Optuna's TPE ranks a PRUNED trial by its last intermediate value in ``study.direction``, which
+    raises for several objectives: hpsearch's TPE (and a pack's one fit) rank them on the first."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from hpsearch.engines.packsampling import PackTPESampler
+    from hpsearch.engines.samplers import make_sampler
+
+    cfg = _iris_cfg("tpe2", pack="auto" if packed else 1)
+    tpe = make_sampler(cfg, cfg.search_space(), 0)
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    study = optuna.create_study(directions=list(DIRS), sampler=PackTPESampler(tpe, 4) if packed else tpe)
+    dist = {"n_neurons": IntDistribution(2, 40),
+            "learning_rate": FloatDistribution(1e-4, 0.05, log=True)}
+    for i in range(8):
+        params = {"n_neurons": 2 + 4 * i, "learning_rate": 1e-4 * 1.8 ** i}
+        if i % 2:
+            study.add_trial(create_trial(state=TrialState.PRUNED, params=params, distributions=dist,
+                                         intermediate_values={0: 0.3, 1: 0.1 * i}))
+        else:
+            study.add_trial(create_trial(values=[0.5 + 0.05 * i, 8 * params["n_neurons"] + 3], params=params,
+                                         distributions=dist))
+    # Optuna's own TPE on the same trials, for the record (when it passes, FirstDirection can go)
+    plain = optuna.create_study(directions=list(DIRS), sampler=optuna.samplers.TPESampler(n_startup_trials=1, seed=0))
+    plain.add_trials(study.trials)
+    with pytest.raises(RuntimeError):
+        plain.ask(dist)
+    for _ in range(3):
+        trial = study.ask(dist)
+        assert 2 <= trial.params["n_neurons"] <= 40
+        study.tell(trial, [0.9, 8 * trial.params["n_neurons"] + 3])
