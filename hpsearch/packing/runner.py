@@ -279,6 +279,7 @@ class PackedRunner:
             left = pack.train()
         for i, trial in enumerate(trials):
             if i not in packed and i not in over:
+                self.limit_attrs.pop(trial.number, None)  # alone: the one-trial runner checks its limits
                 finish(trial, self.single(trial))
         return left
 
@@ -433,7 +434,7 @@ class _Pack:
                 tell_s, n_tell = tell_s + time.monotonic() - t_keep, n_tell + 1
         pace = self.runner.pace  # what ending members costs (told; kept models stored): the deadline keeps room
         pace.finish_s = tell_s / n_tell if n_tell else pace.finish_s
-        pace.keep_s = keep_s if keep else pace.keep_s
+        pace.keep_s = keep_s if keep_s else pace.keep_s
 
     def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
         """Finish ``ended`` and give their slots new trials while a member's epochs fit before the
