@@ -37,7 +37,7 @@ from hpsearch.errors import UserError
 from hpsearch.records import STUDY, TRIAL, best_ranked
 
 __all__ = ["DEFAULT_PICK", "PickRule", "objectives_of", "is_feasible", "dominates", "pareto_front",
-           "front_rows", "parse_pick", "apply_pick", "chosen_trial"]
+           "front_rows", "parse_pick", "apply_pick", "chosen_trial", "front_ranks", "crowding", "rung_keep"]
 
 #: the documented default: the front's best trial on the first objective
 DEFAULT_PICK = "best"
@@ -82,6 +82,50 @@ def _better_or_equal(a: float, b: float, direction: str) -> bool:
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """Is ``a`` at least as good as ``b`` on every objective and different on one?"""
     return all(_better_or_equal(x, y, d) for x, y, d in zip(a, b, directions)) and list(a) != list(b)
+
+
+def front_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Non-dominated sorting: each point's front (0: no other point dominates it; k: only points of
+    fronts below k do), as NSGA-II ranks a population."""
+    ranks = [-1] * len(points)
+    left, rank = set(range(len(points))), 0
+    while left:
+        front = {i for i in left if not any(dominates(points[j], points[i], directions) for j in left if j != i)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def crowding(points: Sequence[Sequence[float]], ranks: Sequence[int]) -> list[float]:
+    """NSGA-II's crowding distance of each point within its own front (inf at a front's ends, and for
+    a front of one or two points): the spread a front keeps when it must lose members."""
+    dist = [0.0] * len(points)
+    for rank in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        for m in range(len(points[members[0]]) if members else 0):
+            order = sorted(members, key=lambda i: points[i][m])
+            lo, hi = points[order[0]][m], points[order[-1]][m]
+            dist[order[0]] = dist[order[-1]] = math.inf
+            for a, i, b in zip(order, order[1:], order[2:]):
+                if hi > lo:
+                    dist[i] += (points[b][m] - points[a][m]) / (hi - lo)
+    return dist
+
+
+def rung_keep(points: Sequence[Sequence[float]], directions: Sequence[str], eta: int, fronts: int = 1) -> set[int]:
+    """The points a Pareto-aware successive-halving rung keeps (MO-ASHA's rule): every point of the
+    first ``fronts`` non-dominated fronts, and the best ``max(1, n // eta)`` by (front, larger
+    crowding distance, better first objective) if that is more. A point of the first front is
+    never dropped, so a trial on the front at its rung is never pruned."""
+    if not points:
+        return set()
+    ranks = front_ranks(points, directions)
+    dist = crowding(points, ranks)
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    order = sorted(range(len(points)), key=lambda i: (ranks[i], -dist[i], sign * points[i][0], i))
+    return set(order[:max(1, len(points) // eta)]) | {i for i, r in enumerate(ranks) if r < max(1, fronts)}
 
 
 def _sort_key(directions: Sequence[str]) -> Any:

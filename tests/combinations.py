@@ -4,13 +4,14 @@
 over the 128 cells of the full table); ``tests/study/test_combinations.py`` checks that the cells
 cover every pair of values of every two factors.
 
-A pair is covered where it is run as given: a cell with two objectives runs unpacked (and, with
-the Optuna engine, unpruned), so it covers neither (optuna, auto) nor (auto, sha); other cells must.
-Pairs no engine runs as given (a pruner with a scikit-learn engine; a pruner, or packing, with two
-objectives) are in the table too, none skipped: their cells run and assert the one-line note that
-says so. :func:`run_cell` runs one cell's tiny study (iris, 3 epochs, 4-8 trials, one small
-hidden layer) and asserts the exact budget, the trial states, the per-epoch curves, the stored
-models of the best trial(s) (ids present, models loadable) and that ``load_best`` predicts.
+A pair is covered where it is run as given: a scikit-learn engine's cell with two objectives runs
+unpacked, so it covers neither (random, auto) nor (auto, 2); other cells must. The Optuna engine
+packs and prunes two objectives (its Pareto rung rule, one line asserted). Pairs no engine runs as
+given (a pruner with a scikit-learn engine; packing with two objectives there) are in the table
+too, none skipped: their cells run and assert the one-line note that says so. :func:`run_cell`
+runs one cell's tiny study (iris, 3 epochs, 4-8 trials, one small hidden layer) and asserts the
+exact budget, the trial states, the per-epoch curves, the stored models of the best trial(s) (ids
+present, models loadable) and that ``load_best`` predicts.
 """
 
 from __future__ import annotations
@@ -41,15 +42,13 @@ Pair = tuple[tuple[str, Any], tuple[str, Any]]
 
 
 def effective(cell: Cell) -> Cell:
-    """What a cell runs as: the scikit-learn engines have no pruner; packing is off for several
-    objectives, pruning too with the Optuna engine (each said in one line, :func:`expected_notes`)."""
+    """What a cell runs as: the scikit-learn engines have no pruner and do not pack several
+    objectives (each said in one line, :func:`expected_notes`); the Optuna engine runs every cell as given."""
     out = dict(cell)
     if out.get("engine") in SKLEARN and "pruner" in out:
         out["pruner"] = "none"
     if out.get("engine") in SKLEARN and out.get("objectives", 1) > 1 and "pack" in out:
         out["pack"] = 1
-    elif out.get("engine") == "optuna" and out.get("objectives", 1) > 1:
-        out["pruner"], out["pack"] = "none", 1
     return out
 
 
@@ -146,9 +145,13 @@ def expected_notes(cell: dict[str, Any]) -> list[str]:
     if cell["engine"] in SKLEARN and cell["objectives"] == 2 and cell["pack"] == "auto":
         notes.append("hpsearch: train.pack auto -> 1: search.metric with several objectives is not packed yet"
                      " (one model per fit)")
-    if cell["engine"] == "optuna" and cell["objectives"] == 2:
-        notes.append("hpsearch: 2 objectives (accuracy, n_params): pruning is off and trials train one at a time"
-                     " (no packing)")
+    if cell["engine"] == "optuna" and cell["objectives"] == 2:  # Optuna's pruners take one value: hpsearch's rule
+        notes.append("hpsearch: 2 objectives (accuracy, n_params): " + (
+            "no pruning (search.pruner none)" if cell["pruner"] == "none" else
+            f"search.pruner {cell['pruner']} -> Pareto successive halving on accuracy after epochs 2: a trial is kept"
+            " at a rung when it is on the first 2 non-dominated fronts of (accuracy, n_params) among the trials that"
+            f" reached it, or in the best 1/{2 if cell['pruner'] == 'median' else 3} by front then crowding (Optuna's"
+            " pruners take one value)") + "; the result is a Pareto front")
     return notes
 
 
@@ -243,7 +246,7 @@ def check_budget_and_states(run: CellRun) -> None:
     engine = cell["engine"]
     if engine == "optuna":
         assert len(complete) + len(pruned) == budget(cell)  # the exact budget
-        if cell["pruner"] == "none" or cell["objectives"] == 2:
+        if cell["pruner"] == "none":
             assert not pruned
         assert complete, "a study without a complete trial"
         for t in pruned:
@@ -263,8 +266,8 @@ def check_budget_and_states(run: CellRun) -> None:
 
 
 def check_packing(run: CellRun) -> None:
-    """``pack: auto`` packed (the Optuna engine's trials carry their pack size; the scikit-learn
-    engines' folds went through packs); ``pack: 1`` and two objectives with Optuna did not."""
+    """``pack: auto`` packed (the Optuna engine's trials carry their pack size, with two objectives
+    too; the scikit-learn engines' folds went through packs); ``pack: 1`` did not."""
     cell, trials = run.cell, run.study.get_trials()
     packed = effective(cell)["pack"] == "auto"
     if cell["engine"] == "optuna":
@@ -276,24 +279,21 @@ def check_packing(run: CellRun) -> None:
 
 
 def check_curves(run: CellRun) -> None:
-    """Per-epoch validation values: Optuna's intermediate values (one per epoch trained; a study of
-    several objectives cannot report them: Optuna has no ``report`` there); the scikit-learn engines'
-    fold-mean curve, one per epoch of the candidate."""
+    """Per-epoch validation values: Optuna's intermediate values (one per epoch trained, a study of
+    several objectives too: hpsearch writes them, Optuna's ``report`` takes one value); the
+    scikit-learn engines' fold-mean curve, one per epoch of the candidate."""
     cell = run.cell
     for t in run.study.get_trials():
         epochs = t.user_attrs["epochs_trained"]
         assert 1 <= epochs <= EPOCHS
         curve = t.intermediate_values
-        if cell["engine"] == "optuna" and cell["objectives"] == 2:
-            assert curve == {}
-            continue
         if cell["engine"] == "optuna":
             assert sorted(curve) == list(range(epochs)), (t.number, curve, epochs)
         else:
             assert 1 <= len(curve) <= EPOCHS and sorted(curve) == list(range(len(curve)))
         assert all(0.0 <= v <= 1.0 for v in curve.values()), curve
-        if t.state.name == "COMPLETE" and cell["objectives"] == 1 and cell["engine"] == "optuna":
-            assert t.value == max(curve.values())  # restore_best_weights: the best epoch's value
+        if t.state.name == "COMPLETE" and cell["engine"] == "optuna":
+            assert t.values[0] == max(curve.values())  # restore_best_weights: the best epoch's value
 
 
 def check_models(run: CellRun) -> None:

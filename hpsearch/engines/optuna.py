@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hpsearch.engines.base import Engine
-from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, pruning_steps, walks_grid
+from hpsearch.engines.samplers import launch_seed, make_pruner, make_sampler, pareto_rungs, pruning_steps, walks_grid
 from hpsearch.engines.warmstart import check_warm_start, train_params, warm_start
 from hpsearch.errors import ConfigError
 from hpsearch.execution.budget import take_launch
@@ -46,10 +46,9 @@ def seed_launch(ctx: RunContext) -> int:
 
 
 def several_note(ctx: RunContext) -> str:
-    """The one line a study of several objectives says: Optuna prunes on one reported value."""
-    names = ", ".join(n for n, _ in ctx.objectives)
-    return (f"hpsearch: {len(ctx.objectives)} objectives ({names}): pruning is off and trials train one at a"
-            " time (no packing); the result is a Pareto front")
+    """The one line a study of several objectives says about pruning (hpsearch's Pareto rung rule,
+    :mod:`hpsearch.trials.rungs`: Optuna's pruners take one value); packing is said by ``pack``."""
+    return f"hpsearch: {pareto_rungs(ctx.cfg, ctx.objectives)[1]}; the result is a Pareto front"
 
 
 class OptunaEngine(Engine):
@@ -94,21 +93,23 @@ class OptunaEngine(Engine):
         ctx.control = ctl
         seed_launch(ctx)
         warm_start(ctx)  # search.warm_start and search.enqueue, once per study
-        if ctx.several:
-            k, line = 1, several_note(ctx).removeprefix("hpsearch: ")
-        else:
-            k, note = pack_plan(ctx)
-            line = pack_line(ctx, k, note)
-        ctx.decide("pack", k, line)
+        k, note = pack_plan(ctx)
+        ctx.decide("pack", k, pack_line(ctx, k, note))
         steps = pruning_steps(ctx.cfg, ctx.study.pruner)  # where the pruner decides: the runner reports there
+        rungs = None
+        if ctx.several:  # Optuna's pruners take one value: hpsearch's Pareto rung rule decides
+            rungs = pareto_rungs(ctx.cfg, ctx.objectives)[0]
+            ctx.decide("pruning", None if rungs is None else sorted(rungs.steps),
+                       several_note(ctx).removeprefix("hpsearch: "))
+            steps = set(rungs.steps) if rungs is not None else set()
         if k > 1:
             from hpsearch.engines.packsampling import pack_sampling  # imports Optuna's TPE internals
 
             drafted = pack_sampling(ctx, k)
-            run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)], check_steps=steps),
-                              LoopSettings.from_env(), ctl, drafted=drafted)
+            run_packed_trials(ctx, PackedRunner(ctx, k, extra_callbacks=[control_callback(ctl)], check_steps=steps,
+                                                rungs=rungs), LoopSettings.from_env(), ctl, drafted=drafted)
             return
-        runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)], check_steps=steps)
+        runner = TrialRunner(ctx, extra_callbacks=[control_callback(ctl)], check_steps=steps, rungs=rungs)
         run_trials(ctx, runner, LoopSettings.from_env(), ctl)
 
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:

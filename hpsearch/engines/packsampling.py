@@ -43,6 +43,8 @@ from optuna.samplers._tpe.sampler import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.engines.samplers import first_direction
+
 __all__ = ["HistoryCap", "HISTORY", "PackPlan", "PackTPESampler", "bounded_history"]
 
 _FIT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -86,7 +88,7 @@ class PackPlan:
         self.tpe, self.space, self.k = tpe, space, max(1, k)
         n_fit = sum(t.state != TrialState.RUNNING for t in trials)
         gamma = tpe._gamma or (default_gamma if len(study.directions) <= 1 else default_gamma_multiobjective)
-        below, above = _split_trials(study, trials, gamma(n_fit))
+        below, above = _split_trials(first_direction(study), trials, gamma(n_fit))  # pruned: first objective
         self.mpe_below: _ParzenEstimator = tpe._build_parzen_estimator(study, space, below, handle_below=True)
         self.mpe_above: _ParzenEstimator = tpe._build_parzen_estimator(study, space, above, handle_below=False)
         par = tpe._parzen_estimator_parameters
@@ -245,7 +247,7 @@ def pack_sampling(ctx: Any, k: int) -> bool:
         ctx.decide(attr, name, text.removeprefix("hpsearch: "))  # one line, and in STUDY.DECISIONS
         study.set_user_attr(attr, text)
 
-    if type(study.sampler) is TPESampler:
+    if isinstance(study.sampler, TPESampler):  # several objectives: its subclass (engines.samplers.tpe)
         study.sampler = PackTPESampler(study.sampler, k, HISTORY,
                                        say=lambda text: decide(text, STUDY.SAMPLING_HISTORY))
         decide(f"hpsearch: sampler tpe: one fit per pack of {k} (constant-liar spread inside the pack); above"

@@ -15,12 +15,15 @@ from hpsearch.engines.base import min_resource
 from hpsearch.errors import ConfigError
 from hpsearch.registry import PRUNERS, SAMPLERS
 from hpsearch.spec.space import CategoricalParam, SearchSpace
+from hpsearch.trials.constraints import MEASURED
+from hpsearch.trials.rungs import ParetoRungs
 
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
 
-__all__ = ["make_sampler", "make_pruner", "pruning_steps", "launch_seed", "walks_grid",
-           "tpe", "cmaes", "random", "grid", "qmc", "gp", "nsga2", "nsga3", "hyperband", "sha", "median", "nop"]
+__all__ = ["make_sampler", "make_pruner", "pruning_steps", "pareto_rungs", "launch_seed", "walks_grid",
+           "FirstDirection", "first_direction", "tpe", "cmaes", "random", "grid", "qmc", "gp", "nsga2", "nsga3",
+           "hyperband", "sha", "median", "nop"]
 
 
 def _startup_trials(cfg: StudyConfig) -> int:
@@ -28,12 +31,46 @@ def _startup_trials(cfg: StudyConfig) -> int:
     return min(10, max(3, (cfg.search.n_trials or 30) // 5))
 
 
+class FirstDirection:
+    """A view of a study of several objectives whose ``direction`` is the first objective's.
+
+    Optuna's TPE ranks PRUNED trials by their last intermediate value in ``study.direction``, which
+    raises for a study of several objectives: hpsearch prunes such studies on the first objective
+    (:mod:`hpsearch.trials.rungs`), so that is the direction their intermediate values have.
+    Everything else is the study's own."""
+
+    def __init__(self, study: Any) -> None:
+        self._study = study
+
+    @property
+    def direction(self) -> Any:
+        return self._study.directions[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+def first_direction(study: Any) -> Any:
+    """``study`` seen through :class:`FirstDirection` (typed as the study it stands for)."""
+    return FirstDirection(study)
+
+
 def tpe(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
     import optuna
 
+    class ParetoTPESampler(optuna.samplers.TPESampler):
+        """TPE on a study of several objectives whose pruned trials rank on the first objective."""
+
+        def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+            return super().sample_relative(first_direction(study), trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            return super().sample_independent(first_direction(study), trial, name, dist)
+
+    kind = ParetoTPESampler if len(cfg.search.metrics or []) > 1 else optuna.samplers.TPESampler
     # a pack asks K trials before telling any: constant_liar keeps them from drawing one point K times
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=False,
-                                      n_startup_trials=_startup_trials(cfg), constant_liar=cfg.train.pack != 1)
+    return kind(seed=seed, multivariate=True, group=False, n_startup_trials=_startup_trials(cfg),
+                constant_liar=cfg.train.pack != 1)
 
 
 def cmaes(cfg: StudyConfig, space: SearchSpace, seed: int | None) -> Any:
@@ -152,7 +189,8 @@ def walks_grid(cfg: StudyConfig) -> bool:
 
 
 def make_pruner(cfg: StudyConfig) -> Any:
-    """The configured pruner; none for several objectives (Optuna prunes on one reported value)."""
+    """The configured Optuna pruner; none for several objectives (Optuna prunes on one reported value:
+    hpsearch's Pareto rung rule decides there, :func:`pareto_rungs`)."""
     if len(cfg.search.metrics or []) > 1:
         import optuna
 
@@ -182,6 +220,32 @@ def pruning_steps(cfg: StudyConfig, pruner: Any) -> set[int] | None:
         steps.add(r)
         r *= cfg.search.factor
     return steps
+
+
+def pareto_rungs(cfg: StudyConfig, objectives: list[tuple[str, str]]) -> tuple[ParetoRungs | None, str]:
+    """How a study of several objectives prunes (:mod:`hpsearch.trials.rungs`) and the one line that
+    says so: ``hyperband`` and ``sha`` at their rungs ``min_resource * factor**k`` keeping 1/factor
+    (Hyperband's brackets are not used), ``median`` at ``min_resource * 2**k`` keeping half; none
+    for ``search.pruner: none`` or when an objective after the first is trained (not known at a rung)."""
+    names = [n for n, _ in objectives]
+    head = f"{len(names)} objectives ({', '.join(names)})"
+    trained = [n for n in names[1:] if n not in MEASURED.values()]
+    if cfg.search.pruner == "none":
+        return None, f"{head}: no pruning (search.pruner none)"
+    if trained:
+        return None, (f"{head}: pruning is off: objective {trained[0]} is trained, its value is not known at a rung"
+                      f" (prunable: a trained first objective with {' / '.join(MEASURED.values())} after it)")
+    eta = 2 if cfg.search.pruner == "median" else int(cfg.search.factor)
+    steps, r = set(), min_resource(cfg)
+    while r < cfg.train.epochs - 1:  # not at the last epoch: its training is done by then
+        steps.add(r)
+        r *= eta
+    rungs = ParetoRungs(frozenset(steps), eta, tuple(d for _, d in objectives), tuple(names[1:]))
+    at = ", ".join(str(s + 1) for s in sorted(steps)) or "none (fewer epochs than min_resource)"
+    return rungs, (f"{head}: search.pruner {cfg.search.pruner} -> Pareto successive halving on {names[0]} after"
+                   f" epochs {at}: a trial is kept at a rung when it is on the first {rungs.fronts} non-dominated"
+                   f" fronts of ({', '.join(names)}) among the trials that reached it, or in the best 1/{eta} by front"
+                   " then crowding (Optuna's pruners take one value)")
 
 
 def launch_seed(seed: int | None, launch: int) -> int | None:

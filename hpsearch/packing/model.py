@@ -55,7 +55,7 @@ from hpsearch.spec.space import coerce_value
 from hpsearch.trials.seeds import trial_seeds
 
 __all__ = ["PACKABLE_OPTIMIZERS", "AUTO_MAX_MEMBERS", "AUTO_MIN_MEMBERS", "MemberSpec", "member_spec", "pack_refusal",
-           "auto_pack_size", "PackedModel", "member_seeds"]
+           "spec_n_params", "auto_pack_size", "PackedModel", "member_seeds"]
 
 #: builder optimizer names and their update rule in :class:`PackedOptimizer`
 PACKABLE_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -129,6 +129,15 @@ def _widths(n_neurons: int | list[int], n_hidden: int) -> tuple[int, ...]:
     if isinstance(n_neurons, list):
         return tuple(int(w) for w in n_neurons)
     return tuple([int(n_neurons)] * int(n_hidden))
+
+
+def spec_n_params(spec: MemberSpec, n_features: int, n_out: int) -> int:
+    """Parameters of a member's standalone model, from its shape alone (``count_params``: batch
+    norm's moving statistics included, no hidden bias under batch norm): known before any weight
+    exists, so ``search.constraints: max_params`` is checked before a member is placed."""
+    per_unit = 4 if spec.batch_norm else 1
+    dims = list(itertools.pairwise([n_features, *spec.widths, n_out]))
+    return sum(i * o + per_unit * o for i, o in dims[:-1]) + sum(i * o + o for i, o in dims[-1:])
 
 
 def pack_refusal(builder: Any, task: str, metric: str, cv: int | None, class_weight: str | None,
@@ -299,11 +308,8 @@ class PackedModel:
         return list(itertools.pairwise(sizes))
 
     def n_params(self, member: int) -> int:
-        """Parameters of the member's standalone model (``count_params``: batch norm's moving
-        statistics included, no hidden bias under batch norm)."""
-        per_unit = 4 if self.specs[member].batch_norm else 1
-        dims = self._dims(member)
-        return sum(i * o + per_unit * o for i, o in dims[:-1]) + sum(i * o + o for i, o in dims[-1:])
+        """Parameters of the member's standalone model (:func:`spec_n_params`)."""
+        return spec_n_params(self.specs[member], self.n_features, self.n_out)
 
     def _slice(self, member: int, layer: int, value: np.ndarray) -> tuple[Any, ...]:
         """Where the member's own part of a stacked variable lies: [j, :in, :out] or [j, :out]."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch.models.builders import call_builder
+from hpsearch.models.builders import call_builder, output_spec
 from hpsearch.packing.model import (
     AUTO_MIN_MEMBERS,
     MemberSpec,
@@ -29,12 +29,15 @@ from hpsearch.packing.model import (
     member_seeds,
     member_spec,
     pack_refusal,
+    spec_n_params,
 )
 from hpsearch.packing.train import MemberResult, Pace, PackSettings, stop_settings, train_pack
 from hpsearch.records import TRIAL
 from hpsearch.storage.batch import write_intermediate_values
 from hpsearch.storage.keep import finishing_keepers
+from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_measured, infeasible_attrs
 from hpsearch.trials.context import Candidate, RunContext
+from hpsearch.trials.rungs import ParetoRungs
 from hpsearch.trials.runner import Fitted, TrialRunner
 
 Finisher = Callable[[list[tuple[Any, Candidate]]], None]  # records trials that ended together
@@ -125,12 +128,17 @@ def _auto_k(k_max: int, budget: int | None) -> int:
 
 
 def _study_refusal(ctx: RunContext) -> str | None:
-    """Study settings a pack does not honour per member (each trial must behave as if alone)."""
+    """Study settings a pack does not honour per member (each trial must behave as if alone).
+    ``search.constraints: max_params`` packs (a member's size is known from its shape, checked
+    before it is placed); a latency is measured on a built model of its own, so it does not."""
     cfg = ctx.cfg
+    later = [n for n, _ in ctx.objectives[1:]]
     reasons = [
         (len(ctx.data.meta().get("X_shape_", (0, 0))) > 2, "N-D input"),
         (cfg.train.trial_timeout is not None, "train.trial_timeout"),
-        (cfg.search.constraints is not None, "search.constraints"),
+        (cfg.search.constraints is not None and cfg.search.constraints.max_latency_ms is not None,
+         "search.constraints max_latency_ms"),
+        (any(n != TRIAL.N_PARAMS for n in later), f"search.metric {', '.join(later)} (a pack measures n_params only)"),
         (cfg.model.init_from is not None, "model.init_from"),
         (bool(ctx.keras_callbacks), "keras_callbacks (a pack runs no per-member Keras callback)"),
     ]
@@ -152,8 +160,11 @@ class _Reports:
     the storage is slower than an epoch, one transaction takes every epoch reported meanwhile. A
     crash loses at most the values not yet written; a pruner asks only after they all are."""
 
-    def __init__(self, trials: dict[int, Any], check_steps: set[int] | None, storage: Any) -> None:
-        self.trials, self.check_steps, self.storage = trials, check_steps, storage
+    def __init__(self, trials: dict[int, Any], check_steps: set[int] | None, storage: Any,
+                 decide: Callable[[dict[int, tuple[int, float]]], set[int]] | None = None) -> None:
+        """``decide``: the members to prune among those at a step where pruning is due (a study of
+        several objectives: :class:`~hpsearch.trials.rungs.ParetoRungs`); None: each trial's pruner."""
+        self.trials, self.check_steps, self.storage, self.decide = trials, check_steps, storage, decide
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-pack-report")
         self.pending: list[Future[Any]] = []
         self.rows: list[tuple[Any, int, float]] = []  # reported, not yet taken by a write
@@ -179,7 +190,10 @@ class _Reports:
             return set()
         self.flush()
         t0 = time.monotonic()
-        pruned = {i for i in due if self.trials[i].should_prune()}
+        if self.decide is not None:
+            pruned = self.decide({i: values[i] for i in due})
+        else:
+            pruned = {i for i in due if self.trials[i].should_prune()}
         self.wait_time += time.monotonic() - t0
         return pruned
 
@@ -206,13 +220,14 @@ class PackedRunner:
     """Trains the trials it is handed as packs (those that pack exactly) or one by one."""
 
     def __init__(self, ctx: RunContext, pack_size: int, extra_callbacks: list[Any] | None = None,
-                 check_steps: set[int] | None = None) -> None:
+                 check_steps: set[int] | None = None, rungs: ParetoRungs | None = None) -> None:
         self.ctx, self.pack_size = ctx, pack_size
-        self.single = TrialRunner(ctx, extra_callbacks, check_steps)
+        self.single = TrialRunner(ctx, extra_callbacks, check_steps, rungs)
         self.deadline: float | None = None  # time.monotonic() by which packs end (search.timeout)
         self.pace = Pace()  # how fast the last pack trained: what the next one is planned from
         self.compiled: list[PackedModel] = []  # the last packs' models, latest first: reused when members fit
         self.builds = self.reuses = 0  # packs that built (traced, compiled) a model / reused one
+        self.limit_attrs: dict[int, dict[str, Any]] = {}  # trial number -> its search.constraints values
 
     def pack_model(self, specs: list[MemberSpec], seeds: list[int]) -> tuple[PackedModel, list[int]]:
         """The compiled model of a new pack and each member's slot in it: one of the last
@@ -256,7 +271,8 @@ class PackedRunner:
         t_start = time.monotonic()
         suggested = [self.member_params(t) for t in trials]
         sample_time = (reserve_s + time.monotonic() - t_start) / max(1, len(trials))
-        packed = [i for i, (_, spec) in enumerate(suggested) if isinstance(spec, MemberSpec)]
+        over = {i for i, t in enumerate(trials) if not self.within_limits(t, suggested[i][1], finish)}
+        packed = [i for i, (_, spec) in enumerate(suggested) if isinstance(spec, MemberSpec) and i not in over]
         if len(packed) < 2:
             packed = []
         left: list[Any] = []
@@ -265,9 +281,26 @@ class PackedRunner:
                          [suggested[i][1] for i in packed], sample_time, finish, more)
             left = pack.train()
         for i, trial in enumerate(trials):
-            if i not in packed:
+            if i not in packed and i not in over:
+                self.limit_attrs.pop(trial.number, None)  # alone: the one-trial runner checks its limits
                 finish([(trial, self.single(trial))])
         return left
+
+    def within_limits(self, trial: Any, spec: MemberSpec | str, finish: Finisher) -> bool:
+        """``search.constraints: max_params`` on a member before it is placed (its size is known from
+        its shape): one over the limit ends through ``finish`` as PRUNED, never trained, as an
+        unpacked trial does (:mod:`hpsearch.trials.constraints`); a feasible one's constraint values
+        go with its trial attributes. A trial that runs alone is checked by the one-trial runner."""
+        if self.ctx.cfg.search.constraints is None or not isinstance(spec, MemberSpec):
+            return True
+        meta = self.ctx.data.meta()
+        n = spec_n_params(spec, int(meta["n_features_in_"]), output_spec(meta)[0])
+        try:
+            self.limit_attrs[trial.number] = apply_measured(self.ctx.cfg, trial, {MEASURED["max_params"]: float(n)})
+        except TrialInfeasible as e:
+            finish([(trial, Candidate(params=dict(trial.params), state="PRUNED", user_attrs=infeasible_attrs(e)))])
+            return False
+        return True
 
     def member_params(self, trial: Any) -> tuple[dict[str, Any], MemberSpec | str]:
         if trial.user_attrs.get(TRIAL.WORKER) != self.single.worker:  # a drafted trial was created with it
@@ -313,6 +346,9 @@ class PackedRunner:
             cand.state, cand.failure = "FAIL", "no finite validation value was logged"
             return cand
         cand.value = value
+        if self.ctx.several:  # every objective's value: the trained first, then the measured (n_params)
+            cand.values = [value, *(float(attrs[n]) for n, _ in self.ctx.objectives[1:])]
+            keep = keep or self.single.on_front(cand.values)  # a front model may be picked later
         if keep:
             model = call_builder(self.ctx.builder, params, self.ctx.data.meta())
             model.set_weights([np.asarray(w) for w in r.weights])
@@ -345,7 +381,8 @@ class _Pack:
 
     def train(self) -> list[Any]:
         ctx, data, single = self.runner.ctx, self.runner.ctx.data, self.runner.single
-        self.reports = _Reports(self.trials, single.check_steps, ctx.storage)
+        self.reports = _Reports(self.trials, single.check_steps, ctx.storage,
+                                self._rung_decision if single.rungs is not None else None)
         self.t0 = time.monotonic()
         try:
             res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
@@ -355,6 +392,19 @@ class _Pack:
         finally:
             self.reports.close()
         return [w[0] for w in self.waiting]
+
+    def _rung_decision(self, due: dict[int, tuple[int, float]]) -> set[int]:
+        """The members to prune among ``due`` (slot -> (epoch, value)), judged together per rung by
+        the study's Pareto rung rule with every stored trial that reached it (several objectives)."""
+        rungs = self.runner.single.rungs
+        assert rungs is not None
+        pruned: set[int] = set()
+        for step in {e for e, _ in due.values()}:
+            slots = {self.trials[i].number: i for i, (e, _) in due.items() if e == step}
+            known = {i: {TRIAL.N_PARAMS: float(self.pm.n_params(i))} for i in slots.values()}
+            reaching = {n: (due[i][1], [known[i][k] for k in rungs.known]) for n, i in slots.items()}
+            pruned |= {slots[n] for n in rungs.prune(self.runner.ctx.study, step, reaching)}
+        return pruned
 
     def _end(self, members: list[int], res: list[MemberResult]) -> None:
         """Finish the ended members' trials (the pack's fit time so far, apportioned by epochs)."""
@@ -376,18 +426,19 @@ class _Pack:
                 TRIAL.HISTORY: {f"val_{self.runner.ctx.metric}": list(r.values)}}
             if r.deadline_stop:
                 attrs[TRIAL.DEADLINE_STOP] = r.stopped_at
+            attrs.update(self.runner.limit_attrs.pop(trial.number, {}))
             t_keep = time.monotonic()
             cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
             attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
             ended.append((trial, cand))
-            if j in keep:
+            if TRIAL.MODEL_ARTIFACT in attrs:
                 keep_s += time.monotonic() - t_keep
         t_tell = time.monotonic()
         if ended:
             self.finish(ended)  # told together (one transaction where the loop can)
         pace = self.runner.pace  # what ending members costs (told; kept models stored): the deadline keeps room
         pace.finish_s = (time.monotonic() - t_tell) / len(ended) if ended else pace.finish_s
-        pace.keep_s = keep_s if keep else pace.keep_s
+        pace.keep_s = keep_s if keep_s else pace.keep_s
 
     def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
         """Finish ``ended`` and give their slots new trials while a member's epochs fit before the
@@ -421,6 +472,8 @@ class _Pack:
             for trial in batch:
                 t1 = time.monotonic()
                 params, spec = self.runner.member_params(trial)
+                if not self.runner.within_limits(trial, spec, self.finish):
+                    continue  # over search.constraints: stored PRUNED, never trained; the slot stays free
                 item = (trial, params, spec, reserve + time.monotonic() - t1)
                 slot = next((m for m in free if isinstance(spec, MemberSpec) and self.pm.fits(m, spec)), None)
                 if slot is None:

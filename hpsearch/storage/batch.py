@@ -223,6 +223,26 @@ def _told_state(finish: Finish, n_objectives: int) -> tuple[str, list[float] | N
     return "COMPLETE", values
 
 
+def _last_values(session: Any, ids: Sequence[int]) -> dict[int, float]:
+    """Each trial's intermediate value at its last step, where it is not NaN (one query)."""
+    if not ids:
+        return {}
+    import sqlalchemy
+    from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's table and value encoding
+
+    inter_t = models.TrialIntermediateValueModel
+    steps = sqlalchemy.select(inter_t.trial_id, sqlalchemy.func.max(inter_t.step)).where(
+        inter_t.trial_id.in_(ids)).group_by(inter_t.trial_id).subquery()
+    query = sqlalchemy.select(inter_t.trial_id, inter_t.intermediate_value, inter_t.intermediate_value_type
+                              ).join(steps, (steps.c.trial_id == inter_t.trial_id) & (steps.c[1] == inter_t.step))
+    last = {}
+    for i, value, kind in session.execute(query):
+        v = inter_t.stored_repr_to_intermediate_value(value, kind)
+        if not math.isnan(v):
+            last[i] = v
+    return last
+
+
 def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int) -> dict[int, str]:
     """End several running trials in one transaction: every trial's user attributes, its values and
     its state (a PRUNED trial gets its last intermediate value as its value, as ``tell`` gives it).
@@ -242,7 +262,7 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int) -
             for key, value in f.attrs.items():
                 storage.set_trial_user_attr(f.trial_id, key, value)
             state, values = told[f.trial_id]
-            if state == "PRUNED":
+            if state == "PRUNED" and n_objectives == 1:
                 last = storage.get_trial(f.trial_id).intermediate_values
                 values = [last[max(last)]] if last and not math.isnan(last[max(last)]) else None
             storage.set_trial_state_values(f.trial_id, TrialState[state], values)
@@ -253,7 +273,7 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int) -
     from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables and value encoding
 
     trials, attrs_t = models.TrialModel, models.TrialUserAttributeModel
-    values_t, inter_t = models.TrialValueModel, models.TrialIntermediateValueModel
+    values_t = models.TrialValueModel
 
     def work(session: Any) -> dict[int, str]:
         ids = sorted(told)
@@ -272,18 +292,9 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int) -
         new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
         if new:
             session.execute(sqlalchemy.insert(attrs_t), new)
-        pruned = [i for i in live if told[i][0] == "PRUNED"]
-        last: dict[int, float] = {}
-        if pruned:  # tell's rule: a pruned trial's value is its last intermediate value, if finite
-            steps = sqlalchemy.select(inter_t.trial_id, sqlalchemy.func.max(inter_t.step)).where(
-                inter_t.trial_id.in_(pruned)).group_by(inter_t.trial_id).subquery()
-            query = sqlalchemy.select(inter_t.trial_id, inter_t.intermediate_value, inter_t.intermediate_value_type
-                                      ).join(steps, (steps.c.trial_id == inter_t.trial_id)
-                                             & (steps.c[1] == inter_t.step))
-            for i, value, kind in session.execute(query):
-                v = inter_t.stored_repr_to_intermediate_value(value, kind)
-                if not math.isnan(v):
-                    last[i] = v
+        # tell's rule: a pruned trial's value is its last intermediate value, if finite (one objective)
+        pruned = [i for i in live if told[i][0] == "PRUNED"] if n_objectives == 1 else []
+        last = _last_values(session, pruned)
         values = []
         for i in live:
             state, vals = told[i]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -50,10 +51,15 @@ class PruningReporter(EpochValues):
     """
 
     def __init__(self, trial: Any, metric: str, y_valid_var: float | None = None,
-                 check_steps: set[int] | None = None, reports: bool = True) -> None:
+                 check_steps: set[int] | None = None, report: Callable[[float, int], Any] | None = None,
+                 ask: Callable[[int, float], bool] | None = None) -> None:
+        """``report(value, step)`` and ``ask(step, value)`` (prune?) default to the Optuna trial's
+        ``report`` and ``should_prune``; a study of several objectives writes its values and asks its
+        own rung rule (:mod:`hpsearch.trials.rungs`), since Optuna's take one value."""
         super().__init__(metric, y_valid_var)
         self.trial = trial
-        self.reports = reports  # False: values are kept, not reported (a study of several objectives)
+        self.report = report if report is not None else trial.report
+        self.ask = ask if ask is not None else (lambda step, value: trial.should_prune())
         # steps where the pruner can decide (None: every step); elsewhere asking it is a wasted
         # storage round trip
         self.check_steps = check_steps
@@ -83,19 +89,19 @@ class PruningReporter(EpochValues):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         value = self.values[-1]
-        if value is None or not math.isfinite(value) or not self.reports:
+        if value is None or not math.isfinite(value):
             return  # the NaN guard stops training; nothing sensible to report
         step = epoch
         t0 = time.perf_counter()
         if self._executor is None:  # used outside fit(): report synchronously
-            self.trial.report(value, step)
+            self.report(value, step)
         else:
-            self._pending = self._executor.submit(self.trial.report, value, step)
+            self._pending = self._executor.submit(self.report, value, step)
             self._pending.add_done_callback(self._keep_error)
         prune = False
         if self.check_steps is None or step in self.check_steps:
             self.flush()
-            prune = self.trial.should_prune()
+            prune = self.ask(step, value)
         self.storage_time += time.perf_counter() - t0
         if prune:
             self.pruned_at = step

@@ -27,7 +27,7 @@ from hpsearch.records import TRIAL
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
 
-__all__ = ["TrialInfeasible", "limits", "measure", "apply_limits", "infeasible_attrs"]
+__all__ = ["TrialInfeasible", "limits", "measure", "apply_limits", "apply_measured", "infeasible_attrs"]
 
 #: limit key -> the measured quantity it bounds
 MEASURED = {"max_params": "n_params", "max_latency_ms": "latency_ms"}
@@ -76,8 +76,13 @@ def apply_limits(cfg: StudyConfig, trial: Any, model: Any, X: np.ndarray) -> dic
     """Measure a built model, store its constraint values on the Optuna trial
     (``Trial.set_constraint``, one per limit) and return the trial attributes of a feasible model;
     raise :class:`TrialInfeasible` when it is over a limit."""
+    return apply_measured(cfg, trial, measure(model, X, [k for k, _ in limits(cfg)]))
+
+
+def apply_measured(cfg: StudyConfig, trial: Any, measured: dict[str, float]) -> dict[str, Any]:
+    """:func:`apply_limits` for what was ``measured`` already (a pack member's ``n_params``, known
+    from its shape before any weight exists): the same constraint values, attributes and refusal."""
     lim = limits(cfg)
-    measured = measure(model, X, [k for k, _ in lim])
     violations = [measured[MEASURED[k]] - v for k, v in lim]
     for (key, _), d in zip(lim, violations):
         trial.set_constraint(key, d)

@@ -99,7 +99,8 @@ class RunContext:
 
     @property
     def several(self) -> bool:
-        """Several objectives: trials tell a list of values, nothing is pruned, no best trial."""
+        """Several objectives: trials tell a list of values, hpsearch's Pareto rung rule prunes
+        (:mod:`hpsearch.trials.rungs`; Optuna's pruners take one value), the result is a front."""
         return len(self.objectives) > 1
 
     @property

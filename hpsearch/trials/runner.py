@@ -24,9 +24,11 @@ from hpsearch.models.builders import call_builder, count_params
 from hpsearch.pareto import dominates, is_feasible
 from hpsearch.records import TRIAL, is_better
 from hpsearch.storage.artifacts import save_curve_artifact, save_model_artifacts
+from hpsearch.storage.batch import write_intermediate_values
 from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_limits, infeasible_attrs, measure
 from hpsearch.trials.context import Candidate, RunContext
+from hpsearch.trials.rungs import ParetoRungs
 from hpsearch.trials.seeds import seed_keras, trial_seeds
 from hpsearch.trials.stopping import stop_rule
 
@@ -72,10 +74,12 @@ class TrialRunner:
     """The objective: one instance per process, reused across trials (data prepared once)."""
 
     def __init__(self, ctx: RunContext, extra_callbacks: list[Any] | None = None,
-                 check_steps: set[int] | None = None) -> None:
+                 check_steps: set[int] | None = None, rungs: ParetoRungs | None = None) -> None:
         """``check_steps``: the epochs (0-based) at which the engine's pruner decides (None: every
-        epoch); the engine hands them over, the runner only reports and asks there."""
+        epoch); the engine hands them over, the runner only reports and asks there. ``rungs``: the
+        rule that prunes a study of several objectives (Optuna's pruners take one value)."""
         self.ctx = ctx
+        self.rungs = rungs
         cfg, data = ctx.cfg, ctx.data
         self.extra_callbacks = [*(extra_callbacks or []), *ctx.keras_callbacks]  # the user's: every fit
         self.batch_size = min(int(cfg.train.batch_size), len(data.y_train))  # auto: resolved by then
@@ -107,12 +111,33 @@ class TrialRunner:
         from hpsearch.trials.callbacks import NaNGuard, PruningReporter
 
         guard = NaNGuard()
+        report, ask = self._reporting(trial)
         reporter = PruningReporter(trial, self.ctx.metric, self.y_valid_var, check_steps=self.check_steps,
-                                   reports=not self.ctx.several)  # Optuna: no report() for several objectives
+                                   report=report, ask=ask)
         # Without early stopping the rule's callback still runs (patience = all epochs) so that the best
         # epoch's weights are restored: the stored model is the one the trial value describes.
         stop = self.rule.keras_callbacks()
         return [guard, reporter, *stop], guard, reporter, (stop[0] if stop else None)
+
+    def _reporting(self, trial: Any) -> tuple[Any, Any]:
+        """(report, ask) for a study of several objectives: each epoch's value written to the storage
+        (Optuna's ``report`` refuses several objectives; the dashboard draws the curves) and the rung
+        rule asked (:mod:`hpsearch.trials.rungs`); (None, None): the Optuna trial's own."""
+        if not self.ctx.several:
+            return None, None
+        storage = self.ctx.storage
+
+        def report(value: float, step: int) -> None:
+            # compat.PRIVATE_HOOKS: the trial's storage id
+            write_intermediate_values(storage, [(trial._trial_id, step, value)])
+
+        def ask(step: int, value: float) -> bool:
+            if self.rungs is None:
+                return False
+            known = [self.measured[n] for n in self.rungs.known]
+            return trial.number in self.rungs.prune(self.ctx.study, step, {trial.number: (value, known)})
+
+        return report, ask
 
     def _timer(self) -> Any:
         """A fresh :class:`~hpsearch.trials.callbacks.TrialTimer` when ``train.trial_timeout`` is set."""
@@ -234,10 +259,10 @@ class TrialRunner:
             out.epochs += 1
             out.history["val_metric_mean"].append(mean)
             t0 = time.monotonic()
-            prune = False
-            if not self.ctx.several:  # Optuna has no report() / pruning for several objectives
-                trial.report(mean, epoch)
-                prune = (self.check_steps is None or epoch in self.check_steps) and trial.should_prune()
+            report, ask = self._reporting(trial)
+            (report or trial.report)(mean, epoch)
+            prune = (self.check_steps is None or epoch in self.check_steps) and (
+                ask(epoch, mean) if ask is not None else trial.should_prune())
             out.report_time += time.monotonic() - t0
             wait += 1
             improved = is_better(watched, best, direction, rule.min_delta)
@@ -330,7 +355,7 @@ class TrialRunner:
         assert fit.value is not None
         in_top, best_so_far = self._rank(fit.value, trial.number)
         if values is not None:
-            in_top = in_top or self._on_front(values)
+            in_top = in_top or self.on_front(values)
         if in_top:
             self.store_model(trial, params, fit, attrs, best_so_far)
 
@@ -353,7 +378,7 @@ class TrialRunner:
                                        self.ctx.cfg.search.keep_models, [(value, number)])
         return bool(keep), lead == 0
 
-    def _on_front(self, values: list[float]) -> bool:
+    def on_front(self, values: list[float]) -> bool:
         """Does no finished feasible trial dominate ``values`` (so its model may be picked later)?"""
         directions = [d for _, d in self.ctx.objectives]
         return not any(dominates(t.values, values, directions) for t in self.ctx.study.get_trials(deepcopy=False)

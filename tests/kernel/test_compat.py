@@ -526,6 +526,14 @@ def _check_batch_create_and_finish(fitted: dict[str, Any]) -> None:
             finish_trials(storage, [Finish(tid, state, values, {"end": state})
                                     for tid, (state, values) in zip(ids, ends)], 1)
         stores[way] = study.get_trials()
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")  # several objectives: a pruned trial has no value
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    ids = create_trials(storage, study._study_id, [template(0.5), template(0.6)])
+    for tid in ids:
+        storage.set_trial_intermediate_value(tid, 1, 0.5)
+    study.tell(optuna.trial.Trial(study, ids[1]), state=TrialState.PRUNED)
+    finish_trials(storage, [Finish(ids[0], "PRUNED", None, {})], 2)
+    assert [t.values for t in study.get_trials()] == [None, None]
     now = datetime.datetime.now()
     for a, b in zip(stores["public"], stores["batched"], strict=True):
         assert (a.number, a.state, a.values, a.params, a.distributions, a.user_attrs, a.intermediate_values) == (

@@ -110,14 +110,16 @@ def test_optuna_study_of_two_objectives_end_to_end(sqlite_url, tmp_path, capsys)
                                                                           {"n_neurons": 30}]})
     notes = _Notes()
     res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "a"), observer=notes)
-    assert any("2 objectives (accuracy, n_params): pruning is off" in n for n in notes.notes)
+    assert any("2 objectives (accuracy, n_params): search.pruner median -> Pareto successive halving" in n
+               for n in notes.notes)  # Optuna's pruners take one value: hpsearch's rule (tests/trials/test_rungs.py)
     study = optuna.load_study(study_name="two", storage=sqlite_url)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == NAMES
     trials = study.get_trials()
     assert trials[0].state.name == "PRUNED" and trials[0].user_attrs[TRIAL.INFEASIBLE]
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert done and all(len(t.values) == 2 and t.values[1] == t.user_attrs[TRIAL.N_PARAMS] for t in done)
-    assert all(not t.intermediate_values for t in trials)  # nothing reported: Optuna cannot prune these
+    # per-epoch values are stored (hpsearch writes them; Optuna's report takes one value); none untrained
+    assert all(sorted(t.intermediate_values) == list(range(t.user_attrs.get(TRIAL.EPOCHS, 0))) for t in trials)
     front = [r["number"] for r in res.front]
     assert 0 not in front and set(front) == {t.number for t in study.best_trials}  # Optuna's own front agrees
     assert res.best_trial == front[0] and res.test_score is not None
@@ -150,11 +152,12 @@ def test_sklearn_engine_scores_every_metric_and_refits_the_default_pick(sqlite_u
 
 
 @pytest.mark.parametrize("name, cls", [("nsga2", "NSGAIISampler"), ("nsga3", "NSGAIIISampler")])
-def test_nsga_samplers_are_registered_and_several_objectives_prune_nothing(name, cls):
+def test_nsga_samplers_are_registered_and_optunas_pruner_is_off_for_several_objectives(name, cls):
     from hpsearch.engines.samplers import make_pruner, make_sampler
 
     cfg = parse_study_config(with_(MINIMAL, search={"n_trials": 40, "sampler": name,
                                                     "metric": ["accuracy", "n_params"]}))
     sampler = make_sampler(cfg, cfg.search_space(), 0)
     assert type(sampler).__name__ == cls
-    assert isinstance(make_pruner(cfg), optuna.pruners.NopPruner)  # several objectives: no pruning
+    # Optuna's pruners take one value: hpsearch's Pareto rung rule prunes these (hpsearch.trials.rungs)
+    assert isinstance(make_pruner(cfg), optuna.pruners.NopPruner)

@@ -178,8 +178,8 @@ def test_a_packs_trials_are_created_together_and_told_together(sqlite_url, tmp_p
     assert len(creates) == 1 and len(ends) == 1, (creates, ends)  # 8 and 8 (at least) before
     study = optuna.load_study(study_name="together", storage=sqlite_url)
     for t in study.get_trials():
-        assert t.state.name == "COMPLETE" and t.value == t.user_attrs[TRIAL.HISTORY]["val_accuracy"][
-            t.user_attrs[TRIAL.EPOCHS] - 1] or t.value == max(t.user_attrs[TRIAL.HISTORY]["val_accuracy"])
+        assert (t.state.name == "COMPLETE" and t.value == t.user_attrs[TRIAL.HISTORY]["val_accuracy"][
+            t.user_attrs[TRIAL.EPOCHS] - 1]) or t.value == max(t.user_attrs[TRIAL.HISTORY]["val_accuracy"])
         assert t.user_attrs[TRIAL.ENGINE] == "optuna" and set(t.params) == {"n_neurons", "learning_rate"}
         assert sorted(t.intermediate_values) == list(range(EPOCHS)) and t.datetime_complete >= t.datetime_start
 

@@ -1,6 +1,7 @@
 """Packing beside what it meets in real use (issue 20 item 5): Hyperband and SHA shown to prune a study
 built to hold bad trials, packed and not; and on packed studies ``search.timeout``, ``patience``,
-``target``, ``enqueue``, ``warm_start``, and ``constraints`` (which packing refuses in one line)."""
+``target``, ``enqueue``, ``warm_start``, and ``constraints`` (``max_params`` per member; a latency
+limit, which packing refuses in one line)."""
 
 from __future__ import annotations
 
@@ -99,18 +100,31 @@ def test_target_stops_a_packed_study_and_names_the_trial(sqlite_url, tmp_path):
     assert sum(m == f"hpsearch: stopping the search: {reason}" for m in rec.messages) == 1
 
 
-def test_constraints_are_refused_by_packing_in_one_line_and_still_hold(sqlite_url, tmp_path):
-    """iris, one hidden layer of n units: 8n + 3 weights, so max_params 80 allows n <= 9."""
+def test_max_params_is_checked_per_pack_member_and_latency_is_refused_in_one_line(sqlite_url, tmp_path):
+    """iris, one hidden layer of n units: 8n + 3 weights, so max_params 80 allows n <= 9. A member's
+    size is known from its shape: one over the limit is stored PRUNED before it is placed, never
+    trained; the others train as one pack with their constraint values."""
     study, rec, _ = _run(_study("p-constraints", constraints={"max_params": 80}), sqlite_url, tmp_path)
-    note = "hpsearch: train.pack auto -> 1: search.constraints is not packed yet (one trial per model)"
-    assert rec.messages.count(note) == 1, rec.messages
+    assert any(m.startswith("hpsearch: train.pack auto -> 8: ") for m in rec.messages), rec.messages
     trials = study.get_trials()
-    assert len(trials) == 8 and all(TRIAL.PACK_SIZE not in t.user_attrs for t in trials)
+    feasible = [t for t in trials if 8 * t.params["n_neurons"] + 3 <= 80]
+    assert len(trials) == 8 and 2 <= len(feasible) < 8, [t.params for t in trials]
     for t in trials:
-        feasible = 8 * t.params["n_neurons"] + 3 <= 80
-        assert t.state.name == ("COMPLETE" if feasible else "PRUNED"), (t.params, t.state)
-        assert bool(t.user_attrs.get(TRIAL.INFEASIBLE)) != feasible
+        n_params = 8 * t.params["n_neurons"] + 3
+        assert t.constraints["max_params"] == t.user_attrs[TRIAL.CONSTRAINTS][0] == n_params - 80
+        if t in feasible:
+            assert t.state.name == "COMPLETE" and t.user_attrs[TRIAL.PACK_SIZE] == len(feasible)
+            assert t.user_attrs[TRIAL.N_PARAMS] == n_params and TRIAL.INFEASIBLE not in t.user_attrs
+        else:
+            assert t.state.name == "PRUNED" and TRIAL.EPOCHS not in t.user_attrs and not t.intermediate_values
+            assert t.user_attrs[TRIAL.INFEASIBLE].startswith(f"infeasible: n_params {n_params} > max_params 80")
     assert 8 * study.best_trial.params["n_neurons"] + 3 <= 80
+    # a latency is measured on a built model of its own: such a study trains one trial per model
+    d = _study("p-latency", pack=8, n_trials=2, constraints={"max_latency_ms": 1000.0})
+    study, rec, _ = _run(d, sqlite_url, tmp_path)
+    note = "hpsearch: train.pack 8 -> 1: search.constraints max_latency_ms is not packed yet (one trial per model)"
+    assert rec.messages.count(note) == 1, rec.messages
+    assert all(TRIAL.PACK_SIZE not in t.user_attrs and TRIAL.LATENCY_MS in t.user_attrs for t in study.get_trials())
 
 
 def test_enqueue_and_warm_start_on_a_packed_study(sqlite_url, tmp_path):
