@@ -62,25 +62,45 @@ def _run(cfg: Any, url: str) -> tuple[list[Any], list[str]]:
     return sorted(study.get_trials(), key=lambda t: t.user_attrs[TRIAL.CANDIDATE]), obs.notes
 
 
-def test_packed_folds_equal_unpacked_with_the_same_batch_order(sqlite_url, monkeypatch):
-    """Shuffling off in both (the same batch order): the same candidates, fold scores, epochs and
-    curves; with it on, only the batch order differs (benchmarks/bench_packing_sklearn.py)."""
-    make = sklearn_engine.keras_estimator
-    monkeypatch.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
-    alone, notes = _run(_cfg("alone", 1), sqlite_url)
-    packed, pnotes = _run(_cfg("packed", "auto"), sqlite_url)  # auto: the 4 candidates in one pack per fold
-    assert notes == ["hpsearch: train.pack 1: one model per fit"]  # each decision said in one line
-    assert pnotes == ["hpsearch: train.pack auto -> 4: 4 candidates x 2 folds train 4 at a time"]
+def _same(alone: list[Any], packed: list[Any]) -> None:
     assert len(alone) == len(packed) == 4
     for a, p in zip(alone, packed):
         assert a.params == p.params and a.state == p.state == optuna.trial.TrialState.COMPLETE
         assert set(a.user_attrs) == set(p.user_attrs)  # stored as an unpacked candidate is
         assert a.user_attrs[TRIAL.EPOCHS_PER_FOLD] == p.user_attrs[TRIAL.EPOCHS_PER_FOLD]
         np.testing.assert_allclose(p.user_attrs[TRIAL.FOLD_SCORES], a.user_attrs[TRIAL.FOLD_SCORES], rtol=1e-4)
+        np.testing.assert_allclose(p.user_attrs[TRIAL.STD_SCORE], a.user_attrs[TRIAL.STD_SCORE], rtol=1e-3, atol=1e-6)
         np.testing.assert_allclose(p.value, a.value, rtol=1e-4)
         assert sorted(a.intermediate_values) == sorted(p.intermediate_values)
         np.testing.assert_allclose(list(p.intermediate_values.values()), list(a.intermediate_values.values()),
                                    rtol=1e-4)
+
+
+def test_packed_folds_equal_unpacked_with_the_same_batch_order(sqlite_url, monkeypatch):
+    """Shuffling off in all three (the same batch order): the same candidates, fold scores, std,
+    epochs and curves unpacked, packed one fold at a time and packed candidates x folds in one pack
+    (folds of 48 rows each here, batch 16: the same batches); with shuffling on, only the batch order
+    differs (benchmarks/bench_packing_sklearn.py)."""
+    from hpsearch.packing import cv as packed_cv
+
+    make = sklearn_engine.keras_estimator
+    monkeypatch.setattr(sklearn_engine, "keras_estimator", lambda ctx: make(ctx).set_params(shuffle=False))
+    packs: list[tuple[int, bool]] = []
+    real = packed_cv.train_pack
+    monkeypatch.setattr(packed_cv, "train_pack", lambda pm, *a, **k: packs.append((len(pm.specs), pm.per_member))
+                        or real(pm, *a, **k))
+    alone, notes = _run(_cfg("alone", 1), sqlite_url)
+    together, tnotes = _run(_cfg("together", "auto"), sqlite_url)  # auto: 4 candidates x 2 folds, one pack
+    monkeypatch.setattr(packed_cv, "FOLDS_TOGETHER", False)
+    apart, anotes = _run(_cfg("apart", "auto"), sqlite_url)  # one pack per fold, the model reused
+    assert notes == ["hpsearch: train.pack 1: one model per fit"]  # each decision said in one line
+    assert tnotes == ["hpsearch: train.pack auto -> 8: 4 candidates x 2 folds in one pack of 8 members"
+                      " (one per candidate and fold, each on its fold's rows)"]
+    assert anotes == ["hpsearch: train.pack auto -> 4: 4 candidates x 2 folds train 4 at a time; one pack per"
+                      " fold: hpsearch.packing.cv.FOLDS_TOGETHER is off"]
+    assert packs == [(8, True), (4, False), (4, False)]
+    _same(alone, together)
+    _same(alone, apart)
 
 
 def test_halving_packs_each_rung_as_unpacked(sqlite_url, monkeypatch):
@@ -94,8 +114,10 @@ def test_halving_packs_each_rung_as_unpacked(sqlite_url, monkeypatch):
     monkeypatch.setattr(packed_cv, "FoldPacks", lambda *a: packs.append(a[4]) or real(*a))
     alone, _ = _run(_cfg("h-alone", 1, engine="halving"), sqlite_url)
     packed, notes = _run(_cfg("h-packed", "auto", engine="halving"), sqlite_url)
-    assert notes == ["hpsearch: train.pack auto -> 4: 4 candidates x 2 folds train 4 at a time"]
-    assert packs == [1]  # the first rung (4 candidates, 1 epoch) packed; the last has one
+    assert notes == ["hpsearch: train.pack auto -> 8: 4 candidates x 2 folds in one pack of 8 members"
+                     " (one per candidate and fold, each on its fold's rows)"]
+    # both rungs packed: 4 candidates x 2 folds at 1 epoch, then 2 x 2 at 3 epochs (4 members, auto's least)
+    assert packs == [1, 3], packs
     assert [t.params for t in alone] == [t.params for t in packed] and len(packed) > 4
     for a, p in zip(alone, packed):
         assert a.state == p.state and a.user_attrs[TRIAL.CANDIDATE_KEY] == p.user_attrs[TRIAL.CANDIDATE_KEY]
