@@ -39,16 +39,22 @@ def _study(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
 
 
 def one(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
-    """One run in this process: its figures as a dict."""
+    """One run in this process: its figures as a dict. ``pack``: 1 (unpacked), auto (candidates x
+    folds in one pack) or perfold (auto with one pack per fold, the layout before it)."""
     from bench_packing import run_timed
 
-    res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n, cv), "bench-packcv-")
+    import hpsearch.packing.cv as packed_cv
+
+    packed_cv.FOLDS_TOGETHER = pack != "perfold"
+    res, trials, wall, notes = run_timed(_study("auto" if pack == "perfold" else pack, epochs, seed, n, cv),
+                                         "bench-packcv-")
     trials = sorted(trials, key=lambda t: t.user_attrs["candidate"])
+    chosen = next((t.user_attrs["candidate"] for t in trials if t.number == res.best_trial), None)
     cands = [{"params": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.params.items()},
               "mean": t.value, "std": t.user_attrs.get("std_score"), "epochs": t.user_attrs.get("epochs_per_fold")}
              for t in trials]
     fit_s = sum(t.user_attrs.get("fit_time", 0) for t in trials)
-    return {"pack": pack, "wall_s": round(wall, 1), "fit_s": round(fit_s, 1),
+    return {"pack": pack, "wall_s": round(wall, 1), "fit_s": round(fit_s, 1), "chosen": chosen,
             "best": round(res.best_value, 4) if res.best_value is not None else None,
             "test": round(res.test_score, 4) if res.test_score is not None else None,
             "candidates": cands, "notes": notes}
@@ -72,23 +78,32 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--candidates", type=int, default=10)
     ap.add_argument("--cv", type=int, default=3)
+    ap.add_argument("--packs", default="1,perfold,auto",
+                    help="runs, one after the other, the first the baseline: 1 (unpacked), perfold, auto")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(a.one, a.epochs, a.seed, a.candidates, a.cv)), flush=True)
         return
-    alone, packed = _child("1", a), _child("auto", a)
+    rows = [_child(p, a) for p in a.packs.split(",")]
     print(f"\nclassic recipe: random, {a.candidates} candidates x {a.cv} folds, {a.epochs} epochs, seed {a.seed}")
-    for r in (alone, packed):
-        print(f"  pack {r['pack']:>4}: wall {r['wall_s']:7.1f} s  (fold fits {r['fit_s']:7.1f} s)  best cv {r['best']}"
-              f"  test {r['test']}  {' '.join(r['notes'])}")
-    print(f"  speed-up: {alone['wall_s'] / packed['wall_s']:.2f}x wall")
-    print(f"\n  {'candidate (params)':<60} {'mean unpacked':>14} {'mean packed':>12} {'std u/p':>14}  epochs u | p")
-    for u, p in zip(alone["candidates"], packed["candidates"]):
-        same = "" if u["params"] == p["params"] else "  (DIFFERENT CANDIDATE)"
-        print(f"  {json.dumps(u['params'], sort_keys=True):<60} {u['mean'] or float('nan'):>14.4f}"
-              f" {p['mean'] or float('nan'):>12.4f} {u['std'] or 0:>7.3f}/{p['std'] or 0:<6.3f}"
-              f"  {u['epochs']} | {p['epochs']}{same}")
+    for r in rows:
+        print(f"  pack {r['pack']:>7}: wall {r['wall_s']:7.1f} s  (fold fits {r['fit_s']:7.1f} s)  best cv {r['best']}"
+              f"  chosen candidate {r['chosen']}  test {r['test']}")
+        print("           " + " ".join(n for n in r["notes"] if "train.pack" in n))
+    base = rows[0]
+    for r in rows[1:]:
+        print(f"  speed-up of {r['pack']} over {base['pack']}: {base['wall_s'] / r['wall_s']:.2f}x wall,"
+              f" {base['fit_s'] / max(r['fit_s'], 1e-9):.2f}x fold fits;"
+              f" {'the same' if r['chosen'] == base['chosen'] else 'ANOTHER'} chosen candidate")
+    print(f"\n  {'candidate (params)':<60} " + " ".join(f"{'mean ' + r['pack']:>13}" for r in rows)
+          + "  std " + "/".join(r["pack"] for r in rows) + "  epochs")
+    for cands in zip(*(r["candidates"] for r in rows)):
+        same = "" if all(c["params"] == cands[0]["params"] for c in cands) else "  (DIFFERENT CANDIDATE)"
+        print(f"  {json.dumps(cands[0]['params'], sort_keys=True):<60} "
+              + " ".join(f"{c['mean'] or float('nan'):>13.4f}" for c in cands)
+              + "  " + "/".join(f"{c['std'] or 0:.3f}" for c in cands)
+              + "  " + " | ".join(str(c["epochs"]) for c in cands) + same)
 
 
 if __name__ == "__main__":

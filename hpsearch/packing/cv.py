@@ -277,10 +277,11 @@ class FoldPacks:
         results: list[list[PackedFold]] = [[] for _ in chunk]
         inits = self._initial_weights(chunk) if self.seed is not None else None
         folds = [self._prepare(train, test) for train, test in s.splits]
-        if self.together and len({f.X.shape[1] for f in folds}) > 1:
+        widths = sorted({f.X.shape[1] for f in folds})
+        if self.together and len(widths) > 1:
             self.together = False  # said once: the chunks after this one pack per fold too
-            self.ctx.decide("pack.folds", 1, f"train.pack: the folds' preprocessing makes {sorted({f.X.shape[1] for f in folds})}"
-                            " features: one pack per fold (a pack's members share one input width)")
+            self.ctx.decide("pack.folds", 1, f"train.pack: the folds' preprocessing makes {widths} features:"
+                            " one pack per fold (a pack's members share one input width)")
         if self.together:
             outcomes = self._pack(chunk, inits, folds)
             self.done.update((key, outcomes[i * len(folds):(i + 1) * len(folds)]) for i, key in enumerate(chunk))

@@ -21,6 +21,12 @@ Exact per-member training, as if each member ran alone:
   ``EarlyStopping`` rule per member, keeps each member's best-epoch weights (batch norm's moving
   statistics included) and extracts them in the layout of the member's own standalone model.
 
+The input is shared, (batch, features), every member training on the same rows; or, with
+``per_member``, (batch, K, features), member k on rows of its own (the scikit-learn engines' packs of
+candidates x folds, :mod:`hpsearch.packing.cv`): each group's first Dense contracts its own members'
+rows (:func:`~hpsearch.packing.layers.member_inputs`), and the loss takes per-member targets and
+sample weights (:func:`~hpsearch.packing.layers.packed_loss`, :func:`~hpsearch.packing.train.member_epoch_rows`).
+
 What packs is decided by :func:`pack_refusal` (study level) and :func:`member_spec` (per trial):
 everything else (alpha dropout, max_norm, weight decay, schedules, clipping, prelu, other
 optimizers, user builders, CV, class_weight) trains one model per trial, with a one-line note.
