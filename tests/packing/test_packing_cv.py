@@ -15,7 +15,7 @@ from hpsearch.data.prepare import prepare_data
 from hpsearch.engines import sklearn as sklearn_engine
 from hpsearch.engines.base import get_engine
 from hpsearch.models.builders import resolve_builder
-from hpsearch.packing.cv import cv_pack_plan
+from hpsearch.packing.cv import CvPlan, cv_layout, cv_pack_plan
 from hpsearch.packing.model import AUTO_MAX_MEMBERS
 from hpsearch.records import TRIAL
 from hpsearch.study.validate import parse_study_config
@@ -124,13 +124,32 @@ def test_halving_packs_each_rung_as_unpacked(sqlite_url, monkeypatch):
         np.testing.assert_allclose(p.user_attrs[TRIAL.FOLD_SCORES], a.user_attrs[TRIAL.FOLD_SCORES], rtol=1e-4)
 
 
-def _plan(engine: str, pack: Any, n: int = 10, **over: Any) -> tuple[int, str | None]:
+def _plan_args(pack: Any, n: int, **over: Any) -> tuple[Any, list[dict[str, Any]]]:
     cfg = _cfg("plan", pack)
     meta = {"n_features_in_": 10, "target_type_": "continuous", "n_outputs_": 1, "task": "regression"}
     ctx = SimpleNamespace(cfg=cfg, space=cfg.search_space(), data=SimpleNamespace(meta=lambda: meta),
                           builder=over.get("builder", resolve_builder("mlp")), builder_extra={}, metric="mse")
-    cands = [{"n_hidden": 1, "n_neurons": 8, "optimizer": "adam", "learning_rate": 0.01, **over.get("p", {})}] * n
+    return ctx, [{"n_hidden": 1, "n_neurons": 8, "optimizer": "adam", "learning_rate": 0.01, **over.get("p", {})}] * n
+
+
+def _plan(engine: str, pack: Any, n: int = 10, **over: Any) -> tuple[int, str | None]:
+    ctx, cands = _plan_args(pack, n, **over)
     return cv_pack_plan(ctx, engine, cands)
+
+
+def test_cv_layout_packs_candidates_x_folds_or_one_fold_at_a_time_and_says_why():
+    """Batch 16: folds of 40 and 41 rows make 3 batches each (one pack); 48 and 49 make 3 and 4
+    (a weight-0 batch would still step: one pack per fold); ``train.pack`` 5 holds under 2 x 3 folds."""
+    ctx, cands = _plan_args("auto", 10)
+    assert cv_layout(ctx, "random", cands, [40, 41, 41]) == (CvPlan(30, 10, True), None)
+    assert cv_layout(ctx, "random", cands * 3, [40, 41, 41])[0] == CvPlan(63, 21, True)  # 64 cap, whole candidates
+    plan, _ = cv_layout(ctx, "random", cands, [48, 49])
+    assert plan == CvPlan(10, 10, False, "folds of 48-49 rows make 3-4 batches of 16")
+    ctx, cands = _plan_args(5, 10)
+    assert cv_layout(ctx, "random", cands, [40, 41, 41])[0] == CvPlan(5, 5, False, "5 members hold under 2 candidates"
+                                                                      " x 3 folds")
+    ctx, cands = _plan_args("auto", 2)
+    assert cv_layout(ctx, "random", cands, [40, 41, 41])[0] == CvPlan(6, 2, True)  # 2 candidates x 3 folds: 6 pay
 
 
 def test_cv_pack_plan_packs_random_and_grid_and_says_why_not():
