@@ -38,14 +38,18 @@ def _study(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
             "search": {"engine": "random", "n_trials": n, "cv": cv, "metric": "accuracy", "seed": seed}}
 
 
-def one(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
+def one(pack: str, epochs: int, seed: int, n: int, cv: int, shuffle: bool = True) -> dict:
     """One run in this process: its figures as a dict. ``pack``: 1 (unpacked), auto (candidates x
     folds in one pack) or perfold (auto with one pack per fold, the layout before it)."""
     from bench_packing import run_timed
 
+    import hpsearch.engines.sklearn as sklearn_engine
     import hpsearch.packing.cv as packed_cv
 
     packed_cv.FOLDS_TOGETHER = pack != "perfold"
+    if not shuffle:  # every fit (and pack) takes its rows in order: the batch order matched, scores equal
+        make = sklearn_engine.keras_estimator
+        sklearn_engine.keras_estimator = lambda ctx: make(ctx).set_params(shuffle=False)
     res, trials, wall, notes = run_timed(_study("auto" if pack == "perfold" else pack, epochs, seed, n, cv),
                                          "bench-packcv-")
     trials = sorted(trials, key=lambda t: t.user_attrs["candidate"])
@@ -62,7 +66,7 @@ def one(pack: str, epochs: int, seed: int, n: int, cv: int) -> dict:
 
 def _child(pack: str, a: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--one", pack, "--epochs", str(a.epochs), "--seed", str(a.seed),
-           "--candidates", str(a.candidates), "--cv", str(a.cv)]
+           "--candidates", str(a.candidates), "--cv", str(a.cv), *(["--no-shuffle"] if a.no_shuffle else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode or not lines:
@@ -80,13 +84,16 @@ def main() -> None:
     ap.add_argument("--cv", type=int, default=3)
     ap.add_argument("--packs", default="1,perfold,auto",
                     help="runs, one after the other, the first the baseline: 1 (unpacked), perfold, auto")
+    ap.add_argument("--no-shuffle", action="store_true",
+                    help="batches in row order in every run: the batch order matched, packed scores equal unpacked")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one, a.epochs, a.seed, a.candidates, a.cv)), flush=True)
+        print(json.dumps(one(a.one, a.epochs, a.seed, a.candidates, a.cv, not a.no_shuffle)), flush=True)
         return
     rows = [_child(p, a) for p in a.packs.split(",")]
-    print(f"\nclassic recipe: random, {a.candidates} candidates x {a.cv} folds, {a.epochs} epochs, seed {a.seed}")
+    print(f"\nclassic recipe: random, {a.candidates} candidates x {a.cv} folds, {a.epochs} epochs, seed {a.seed},"
+          f" shuffle {'off' if a.no_shuffle else 'on'}")
     for r in rows:
         print(f"  pack {r['pack']:>7}: wall {r['wall_s']:7.1f} s  (fold fits {r['fit_s']:7.1f} s)  best cv {r['best']}"
               f"  chosen candidate {r['chosen']}  test {r['test']}")
