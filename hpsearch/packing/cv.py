@@ -275,8 +275,8 @@ class FoldPacks:
     def _train(self, chunk: list[str]) -> None:
         s = self.search
         results: list[list[PackedFold]] = [[] for _ in chunk]
-        inits = self._initial_weights(chunk) if self.seed is not None else None
         folds = [self._prepare(train, test) for train, test in s.splits]
+        inits = self._initial_weights(chunk, folds) if self.seed is not None else None
         widths = sorted({f.X.shape[1] for f in folds})
         if self.together and len(widths) > 1:
             self.together = False  # said once: the chunks after this one pack per fold too
@@ -300,18 +300,16 @@ class FoldPacks:
         return _Fold(Xt, s.y[train], np.asarray(pre.transform(s.valid[0]), dtype="float32"),
                      np.asarray(pre.transform(s.X[test]), dtype="float32"), s.y[test])
 
-    def _initial_weights(self, chunk: list[str]) -> list[list[np.ndarray]]:
-        """Each member's weights as its seeded scikeras estimator builds them (as unpacked)."""
+    def _initial_weights(self, chunk: list[str], folds: list[_Fold]) -> dict[int, list[list[np.ndarray]]]:
+        """Each candidate's weights as its seeded scikeras estimator builds them (as unpacked: the
+        same seeded build on every fold of one input width), per input width of the folds."""
         from sklearn.base import clone
 
-        s = self.search
-        X, y = s.X[s.splits[0][0]], s.y[s.splits[0][0]]
-        pre = clone(s.estimator[:-1]).fit(X, y)
-        Xt = pre.transform(X)
-        out = []
-        for key in chunk:
-            est = clone(s.estimator.steps[-1][1]).set_params(**self.params[key])
-            out.append([np.asarray(w) for w in est.initialize(Xt, y).model_.get_weights()])
+        est, out = self.search.estimator.steps[-1][1], {}
+        for fold in folds:
+            if fold.X.shape[1] not in out:
+                out[fold.X.shape[1]] = [[np.asarray(w) for w in clone(est).set_params(**self.params[key])
+                                         .initialize(fold.X, fold.y).model_.get_weights()] for key in chunk]
         return out
 
     def _model(self, specs: list[MemberSpec], n_features: int, per_member: bool) -> PackedModel:
@@ -325,7 +323,8 @@ class FoldPacks:
                               steps_per_execution=self.ctx.cfg.train.steps_per_execution, per_member=per_member)
         return self.pm
 
-    def _pack(self, chunk: list[str], inits: list[list[np.ndarray]] | None, folds: list[_Fold]) -> list[PackedFold]:
+    def _pack(self, chunk: list[str], inits: dict[int, list[list[np.ndarray]]] | None,
+              folds: list[_Fold]) -> list[PackedFold]:
         """One pack: the chunk's members on ``folds`` (member i * len(folds) + f: candidate i on fold
         f; one fold: the shared-input layout), each scored on its fold's held-out rows."""
         s, ctx, nf = self.search, self.ctx, len(folds)
@@ -336,7 +335,7 @@ class FoldPacks:
             pm.init_weights(member_seeds(None, list(range(len(specs)))))
         else:
             for m in range(len(specs)):
-                pm.set_member_weights(m, inits[m // nf])
+                pm.set_member_weights(m, inits[folds[m % nf].X.shape[1]][m // nf])
         t0 = time.perf_counter()
         if per_member:
             X: Any = [folds[m % nf].X for m in range(len(specs))]

@@ -103,6 +103,35 @@ def test_packed_folds_equal_unpacked_with_the_same_batch_order(sqlite_url, monke
     _same(alone, apart)
 
 
+def test_folds_of_different_widths_pack_one_fold_at_a_time(sqlite_url, monkeypatch):
+    """Where the folds' preprocessing makes inputs of different widths (the second fold one column
+    wider here), a per-member pack cannot take them: it says so in one line and packs per fold."""
+    from hpsearch.packing import cv as packed_cv
+
+    real_prepare = packed_cv.FoldPacks._prepare
+    seen: list[int] = []
+
+    def wider(self, train, test):
+        fold = real_prepare(self, train, test)
+        seen.append(fold.X.shape[1])
+        if len(seen) % 2 == 0:
+            pad = lambda a: np.hstack([a, np.zeros((len(a), 1), dtype=a.dtype)])  # noqa: E731
+            fold.X, fold.X_valid, fold.X_test = pad(fold.X), pad(fold.X_valid), pad(fold.X_test)
+        return fold
+
+    packs: list[tuple[int, bool, int]] = []
+    real = packed_cv.train_pack
+    monkeypatch.setattr(packed_cv.FoldPacks, "_prepare", wider)
+    monkeypatch.setattr(packed_cv, "train_pack", lambda pm, *a, **k: packs.append(
+        (len(pm.specs), pm.per_member, pm.n_features)) or real(pm, *a, **k))
+    trials, notes = _run(_cfg("widths", "auto"), sqlite_url)
+    assert notes[1:] == ["hpsearch: train.pack: the folds' preprocessing makes [10, 11] features: one pack per fold"
+                         " (a pack's members share one input width)"]
+    assert packs == [(4, False, 10), (4, False, 11)]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and len(t.user_attrs[TRIAL.FOLD_SCORES]) == 2
+               for t in trials)
+
+
 def test_halving_packs_each_rung_as_unpacked(sqlite_url, monkeypatch):
     """Halving: a rung's candidates x folds train as packs at the rung's epochs, with the same
     candidates, rungs and fold scores as unpacked (shuffle off, the same batch order)."""
