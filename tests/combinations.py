@@ -186,7 +186,7 @@ class CellRun:
     artifacts: str
     study: Any
     recorder: Recorder
-    packs: list[int] = field(default_factory=list)  # scikit-learn engines: members of each packed fold
+    packs: list[int] = field(default_factory=list)  # scikit-learn engines: members of each pack (candidates x folds)
 
 
 def iris_rows() -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 side on stacked weights with a K axis, each computing what the built-in MLP's layer computes alone.
 
 Every layer takes (batch, K, units) (the first Dense also plain (batch, features), shared by all
-members) and keeps each member's state in row k of its variables:
+members, or (batch, K, features), each member its own rows: :func:`member_inputs`) and keeps each
+member's state in row k of its variables:
 
 * :func:`stacked_dense`: ``keras.layers.Dense``, one einsum for the K members;
 * :func:`stacked_batch_norm`: ``keras.layers.BatchNormalization`` with the defaults the MLP uses
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["BN_MOMENTUM", "BN_EPSILON", "stacked_regularizer", "stacked_dense", "stacked_batch_norm",
-           "stacked_dropout", "packed_loss", "packed_optimizer"]
+           "stacked_dropout", "member_inputs", "packed_loss", "packed_optimizer"]
 
 #: keras.layers.BatchNormalization's defaults, which hpsearch.models.mlp builds its batch norm with
 BN_MOMENTUM = 0.99
@@ -188,7 +189,29 @@ def stacked_dropout(rates: np.ndarray, seed: int, name: str, noise: NoiseSource 
     return StackedDropout(name=name)
 
 
-def packed_loss(task: str) -> Any:
+def member_inputs(members: list[int], name: str) -> Any:
+    """A group's own members' rows of a per-member input: (batch, K, features) -> (batch, k, features),
+    the members in ``members`` order (the group's order on its stacked weights)."""
+    import keras
+
+    index = np.array(members, dtype="int32")
+
+    class MemberInputs(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            return keras.ops.take(x, index, axis=1)
+
+        def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+            return input_shape[0], len(members), input_shape[2]
+
+    return MemberInputs(name=name)
+
+
+def packed_loss(task: str, per_member: bool = False) -> Any:
+    """The pack's loss. Shared rows: ``y_true`` (batch[, outputs]) is every member's target. Per-member
+    rows (``per_member``): ``y_true`` is (batch, K[, outputs]) on the K axis of the predictions and the
+    sample weight (batch, K) weighs each member's rows on its own (its last partial batch: its real
+    rows ``batch / rows in it``, its padding 0); Keras divides the weighted sum by batch x K, so the
+    per-member losses are multiplied by K: each member's gradient is its own batch mean's."""
     import keras
 
     class PackedLoss(keras.losses.Loss):
@@ -197,6 +220,14 @@ def packed_loss(task: str) -> Any:
         def call(self, y_true: Any, y_pred: Any) -> Any:
             ops = keras.ops
             k = ops.shape(y_pred)[1]
+            if per_member:
+                if task == "multiclass":
+                    per = keras.losses.sparse_categorical_crossentropy(ops.cast(y_true, "int32"), y_pred)
+                else:
+                    y = ops.cast(ops.reshape(y_true, ops.shape(y_pred)), y_pred.dtype)
+                    per = (keras.losses.binary_crossentropy(y, y_pred) if task == "binary"
+                           else keras.losses.mean_squared_error(y, y_pred))
+                return per * ops.cast(k, per.dtype)  # (batch, K): weighted by the per-member sample weight
             if task == "multiclass":
                 y = ops.repeat(ops.expand_dims(ops.cast(y_true, "int32"), 1), k, axis=1)
                 return ops.sum(keras.losses.sparse_categorical_crossentropy(y, y_pred), axis=1)

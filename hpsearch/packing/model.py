@@ -21,6 +21,12 @@ Exact per-member training, as if each member ran alone:
   ``EarlyStopping`` rule per member, keeps each member's best-epoch weights (batch norm's moving
   statistics included) and extracts them in the layout of the member's own standalone model.
 
+The input is shared, (batch, features), every member training on the same rows; or, with
+``per_member``, (batch, K, features), member k on rows of its own (the scikit-learn engines' packs of
+candidates x folds, :mod:`hpsearch.packing.cv`): each group's first Dense contracts its own members'
+rows (:func:`~hpsearch.packing.layers.member_inputs`), and the loss takes per-member targets and
+sample weights (:func:`~hpsearch.packing.layers.packed_loss`, :func:`~hpsearch.packing.train.member_epoch_rows`).
+
 What packs is decided by :func:`pack_refusal` (study level) and :func:`member_spec` (per trial):
 everything else (alpha dropout, max_norm, weight decay, schedules, clipping, prelu, other
 optimizers, user builders, CV, class_weight) trains one model per trial, with a one-line note.
@@ -44,6 +50,7 @@ import numpy as np
 from hpsearch.models.builders import builder_defaults, task_of
 from hpsearch.packing.layers import (
     NoiseSource,
+    member_inputs,
     packed_loss,
     packed_optimizer,
     stacked_batch_norm,
@@ -227,7 +234,7 @@ class PackedModel:
     noise source with a standalone model to compare the two)."""
 
     def __init__(self, specs: list[MemberSpec], meta: Mapping[str, Any], steps_per_execution: int = 1,
-                 seed: int = 0, dropout_noise: NoiseSource | None = None) -> None:
+                 seed: int = 0, dropout_noise: NoiseSource | None = None, per_member: bool = False) -> None:
         import keras
 
         from hpsearch.models.builders import output_spec
@@ -236,8 +243,9 @@ class PackedModel:
         self.n_features = int(meta["n_features_in_"])
         self.n_out, self.out_act = output_spec(meta)
         self.seed, self.noise = seed, dropout_noise
+        self.per_member = per_member  # input (batch, K, features): each member its own rows
         keras.backend.clear_session()
-        inputs = keras.Input(shape=(self.n_features,))
+        inputs = keras.Input(shape=(len(specs), self.n_features) if per_member else (self.n_features,))
         outputs: list[Any] = []
         order: list[int] = []
         ranges: dict[str, tuple[int, int]] = {}
@@ -261,7 +269,7 @@ class PackedModel:
         self.model = keras.Model(inputs, out, name="pack")
         self.optimizer = packed_optimizer(_hyper([specs[m] for m in order]), ranges)
         # XLA fuses the per-member optimizer arithmetic: measured 2.4x less CPU per epoch at K=32
-        self.model.compile(optimizer=self.optimizer, loss=packed_loss(self.task),
+        self.model.compile(optimizer=self.optimizer, loss=packed_loss(self.task, per_member),
                            steps_per_execution=steps_per_execution, jit_compile=keras.backend.backend() != "torch")
 
     def _group_layers(self, gi: int, key: tuple[int, str, bool], members: list[int],
@@ -277,12 +285,16 @@ class PackedModel:
         reg = stacked_regularizer(np.array([s.l1 for s in specs]), np.array([s.l2 for s in specs]))
         rates = np.array([s.dropout for s in specs])
         h, layers, n_in = inputs, [], self.n_features
+        if self.per_member and members != list(range(len(self.specs))):
+            h = member_inputs(members, f"g{gi}_inputs")(inputs)  # the group's members' own rows
+        shared = not self.per_member  # the first Dense's input: one for all, or one per member
         state: list[tuple[int, Any]] = []
         self.norms.append([])
         self.drops.append([])
         self.widths.append(widths)
         for d, w in enumerate(widths):
-            dense = stacked_dense(k, n_in, w, None if bn else act, d == 0, reg, f"g{gi}_hidden_{d}", use_bias=not bn)
+            dense = stacked_dense(k, n_in, w, None if bn else act, shared and d == 0, reg, f"g{gi}_hidden_{d}",
+                                  use_bias=not bn)
             h, n_in = dense(h), w
             layers.append(dense)
             state += [(d, v) for v in dense.member_variables()]
@@ -296,7 +308,7 @@ class PackedModel:
                 drop = stacked_dropout(rates, self.seed + 7919 * gi + d, f"g{gi}_dropout_{d}", self.noise)
                 h = drop(h)
                 self.drops[gi].append(drop)
-        dense = stacked_dense(k, n_in, self.n_out, self.out_act, depth == 0, None, f"g{gi}_output")
+        dense = stacked_dense(k, n_in, self.n_out, self.out_act, shared and depth == 0, None, f"g{gi}_output")
         h = dense(h)
         layers.append(dense)
         state += [(depth, v) for v in dense.member_variables()]
@@ -378,8 +390,14 @@ class PackedModel:
         model.jit_compile = False
         return model
 
+    @property
+    def order(self) -> list[int]:
+        """The members in their order on the K axis of the compiled model's outputs (by group)."""
+        return sorted(self.position, key=self.position.__getitem__)
+
     def predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
-        """(rows, members, outputs) in member order."""
+        """(rows, members, outputs) in member order; ``X`` (rows, features), or (rows, K, features) in
+        member order for a ``per_member`` pack."""
         raw = np.asarray(self._plain.predict_on_batch(X) if len(X) <= batch_size  # no per-call data pipeline
                          else self._plain.predict(X, batch_size=batch_size, verbose=0))
         return raw[:, [self.position[m] for m in range(len(self.specs))], :]

@@ -18,7 +18,7 @@ from hpsearch.packing.model import PackedModel
 from hpsearch.trials.stopping import StopRule
 
 __all__ = ["MemberResult", "Pace", "PackSettings", "EpochHook", "RefillHook", "member_scores", "member_val_losses",
-           "stop_settings", "train_pack"]
+           "stop_settings", "member_epoch_rows", "batch_counts_equal", "train_pack"]
 
 
 @dataclass
@@ -253,7 +253,43 @@ def _epoch_rows(n: int, batch_size: int, epochs: int, rng: np.random.Generator |
     return np.concatenate(rows), np.tile(weight, epochs)
 
 
-def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray,
+def member_epoch_rows(sizes: list[int], batch_size: int, epochs: int, rng: np.random.Generator | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-member rows (rows, K) and sample weights (rows, K) of a pack whose members train on rows of
+    their own (``sizes``: each member's training rows, e.g. its CV fold's): each member's own epochs
+    as :func:`_epoch_rows` (its order, its last partial batch filled with weight-0 rows, its real rows
+    there weighted ``batch_size / rows in it``), in index arrays of one common length. Members whose
+    sizes differ by a row or two stay step for step with one another only while their batch counts
+    are equal (a weight-0 batch would still be an optimizer step: momentum, Adam and l2 move on it),
+    so unequal batch counts are refused (:func:`batch_counts_equal`); the caller packs such folds apart."""
+    if not batch_counts_equal(sizes, batch_size):
+        raise ValueError(f"members of one pack need one batch count: rows {sizes}, batch {batch_size}")
+    cols = [_epoch_rows(n, batch_size, epochs, rng) for n in sizes]
+    return np.stack([r for r, _ in cols], axis=1), np.stack([w for _, w in cols], axis=1)
+
+
+def batch_counts_equal(sizes: list[int], batch_size: int) -> bool:
+    """Whether rows of these ``sizes`` make one number of batches of ``batch_size`` (a pack's epoch)."""
+    return len({-(-n // batch_size) for n in sizes}) <= 1
+
+
+def _feed(pm: PackedModel, X: Any, y: Any, s: PackSettings, epochs: int, rng: np.random.Generator | None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``epochs`` epochs of batches for ``fit``: rows, targets and sample weights. Shared rows: ``X`` and
+    ``y`` are arrays. Per-member rows (``pm.per_member``): lists of each member's arrays; the input is
+    (rows, K, features) in member order, targets and weights (rows, K[, outputs]) in the order of the
+    model's K axis (:attr:`PackedModel.order`), as the per-member loss reads them."""
+    if not pm.per_member:
+        rows, weight = _epoch_rows(len(X), s.batch_size, epochs, rng)
+        return X[rows], y[rows], weight
+    idx, weight = member_epoch_rows([len(x) for x in X], s.batch_size, epochs, rng)
+    xb = np.stack([x[idx[:, k]] for k, x in enumerate(X)], axis=1)
+    order = pm.order
+    yb = np.stack([y[m][idx[:, m]] for m in order], axis=1)
+    return xb, yb, weight[:, order]
+
+
+def train_pack(pm: PackedModel, X: Any, y: Any, Xv: np.ndarray, yv: np.ndarray,
                s: PackSettings, hook: EpochHook | None = None, callbacks: list[Any] | None = None,
                refill: RefillHook | None = None, pace: Pace | None = None) -> list[MemberResult]:
     """Train every member of ``pm`` on the same batches; each stops, is pruned or fails alone, at
@@ -265,14 +301,19 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
     The epochs run as full batches (:func:`_epoch_rows`), fed in chunks of epochs to ``fit`` (a
     chunk's rows at most ``_CHUNK_BYTES``); on TensorFlow one compiled call runs a whole epoch
     (``steps_per_execution``: measured 20% less time per epoch at K=64). ``pace`` (filled in as the
-    epochs run) times them: what ``s.deadline`` is checked against, and what plans the next pack."""
+    epochs run) times them: what ``s.deadline`` is checked against, and what plans the next pack.
+
+    A ``per_member`` pack takes ``X`` and ``y`` as lists of each member's rows and targets (its CV
+    fold's, preprocessed by that fold's pipeline; one batch count for all: :func:`member_epoch_rows`)
+    and ``Xv`` as (rows, K, features), the validation rows as each member's preprocessing maps them;
+    ``yv`` is every member's."""
     import keras
 
     res = [MemberResult(state="EMPTY" if i in pm.empty else "RUNNING") for i in range(len(pm.specs))]
     timing = pace if pace is not None else Pace()
     timing.slots, timing.first_s, timing.epoch_s = len(res), None, None
     clock = [time.monotonic()]
-    n = len(X)
+    n = max(len(x) for x in X) if pm.per_member else len(X)
     nb = -(-n // s.batch_size)
     if keras.backend.backend() == "tensorflow" and pm.model.steps_per_execution != nb:
         pm.model.steps_per_execution, pm.model.train_function = nb, None  # JAX unrolls it: left as set
@@ -307,13 +348,14 @@ def train_pack(pm: PackedModel, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv
             if all(r.state != "RUNNING" for r in res):
                 self.model.stop_training = True
 
-    row_bytes = max(1, X[:1].nbytes + y[:1].nbytes)
+    parts = list(zip(X, y)) if pm.per_member else [(X, y)]
+    row_bytes = max(1, sum(a[:1].nbytes + b[:1].nbytes for a, b in parts))
     per_chunk = max(1, min(s.epochs, _CHUNK_BYTES // (nb * s.batch_size * row_bytes)))
     rng = np.random.default_rng(pm.seed) if s.shuffle else None
     cbs = [PerMember(), *(callbacks or [])]
     while any(r.state == "RUNNING" for r in res):
         left = s.epochs - min(r.epochs for r in res if r.state == "RUNNING")
-        rows, weight = _epoch_rows(n, s.batch_size, min(per_chunk, left), rng)
-        pm.model.fit(X[rows], y[rows], sample_weight=weight, batch_size=s.batch_size, epochs=1, shuffle=False,
+        xb, yb, weight = _feed(pm, X, y, s, min(per_chunk, left), rng)
+        pm.model.fit(xb, yb, sample_weight=weight, batch_size=s.batch_size, epochs=1, shuffle=False,
                      verbose=0, callbacks=cbs)
     return res
