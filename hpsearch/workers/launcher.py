@@ -92,17 +92,18 @@ def worker_study_yaml(cfg: StudyConfig) -> str:
     """The study file the workers read for a StudyConfig given in Python.
 
     Not ``cfg.to_yaml()``: that is the original file's text, without the overrides applied in
-    Python. A data file is made absolute (the data source's ``locate``), because the workers read
-    this file from a temp folder and would resolve a relative path against it. Nulls are kept (no
+    Python. A data file is made absolute (the data source's ``worker_source``), because the workers
+    read this file from a temp folder and would resolve a relative path against it; an ``s3://``
+    folder stays a URL (each worker checks its own copy of it and says so). Nulls are kept (no
     ``exclude_none``): ``search.seed: null`` or ``train.early_stopping: null`` would otherwise come
     back as their non-null defaults.
     """
     import yaml
 
     data = cfg.model_dump()
-    path = source_for(cfg.data.source).locate(cfg)
-    if path is not None:
-        data["data"]["source"] = str(Path(path).absolute())
+    given = source_for(cfg.data.source).worker_source(cfg)
+    if given is not None:
+        data["data"]["source"] = given
     text: str = yaml.safe_dump(data, sort_keys=False)
     return text
 

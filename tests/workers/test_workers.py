@@ -399,6 +399,27 @@ def test_worker_study_yaml_keeps_sklearn_sources(tmp_path):
     assert yaml.safe_load(L.worker_study_yaml(cfg))["data"]["source"] == "sklearn:iris"
 
 
+def test_worker_study_yaml_gives_a_csv_absolute_and_an_s3_folder_as_its_url(tmp_path, monkeypatch):
+    """Workers launched by ``run --workers`` get a file as its absolute path, and an s3:// folder as
+    the URL (each checks its own copy and prints its fetch line): nothing is fetched to write it."""
+    import yaml
+
+    from hpsearch.data.sources import s3folder
+    from hpsearch.study.validate import load_study_config
+
+    monkeypatch.setattr(s3folder, "fetch_prefix", lambda *a, **k: pytest.fail("fetched to write a study file"))
+    base = _study_file(tmp_path, "s3", 2).read_text()
+    (tmp_path / "rows.csv").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    csv = base.replace('source: "sklearn:iris"\n  max_rows: 150', 'source: rows.csv\n  target: y')
+    (tmp_path / "csv.yaml").write_text(csv)
+    given = yaml.safe_load(L.worker_study_yaml(load_study_config(tmp_path / "csv.yaml")))["data"]["source"]
+    assert given == str((tmp_path / "rows.csv").absolute())
+    s3 = base.replace('source: "sklearn:iris"\n  max_rows: 150', 'source: "s3://bucket/images/"')
+    (tmp_path / "s3.yaml").write_text(s3)
+    given = yaml.safe_load(L.worker_study_yaml(load_study_config(tmp_path / "s3.yaml")))["data"]["source"]
+    assert given == "s3://bucket/images/"
+
+
 # ==================================================================================================
 # Refusals
 # ==================================================================================================

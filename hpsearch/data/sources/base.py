@@ -72,6 +72,13 @@ class DataSource(ABC):
         """The absolute path of the file a worker reads, None when the source is not a file."""
         return None
 
+    def worker_source(self, cfg: StudyConfig) -> str | None:
+        """``data.source`` as the workers this process launches are given it: the absolute path
+        (:meth:`locate`: they read their study file from a temp folder, where a relative path would
+        not resolve), or None to give it as written (a dataset name, a URL each worker reads itself)."""
+        path = self.locate(cfg)
+        return None if path is None else str(Path(path).absolute())
+
     def streams(self, cfg: StudyConfig) -> bool:
         """Does this source stream its rows from :meth:`locate`'s path batch by batch (not loaded
         into memory)? Each source decides for itself; only image folders stream today."""

@@ -222,6 +222,9 @@ class S3ImageFolderSource(ImageFolderSource):
     def locate(self, cfg: StudyConfig) -> Path | None:
         return self.folder(cfg)
 
+    def worker_source(self, cfg: StudyConfig) -> str | None:
+        return None  # the s3:// URL: each worker checks its own copy of the prefix (its fetch line)
+
     def fetched(self, cfg: StudyConfig) -> dict[str, Any] | None:
         return fetch_prefix(cfg.data.source).as_dict()
 
