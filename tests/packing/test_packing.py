@@ -158,7 +158,8 @@ def _plan(train: dict, space: dict | None = None, n_trials: int = 40) -> tuple[i
     cfg = parse_study_config(d)
     iris = {"n_features_in_": 4, "target_type_": "multiclass", "n_classes_": 3, "task": "classification"}
     ctx = SimpleNamespace(cfg=cfg, space=cfg.search_space(), data=SimpleNamespace(meta=lambda: iris),
-                          builder=build_mlp, builder_extra={}, metric="accuracy", keras_callbacks=[])
+                          builder=build_mlp, builder_extra={}, metric="accuracy", keras_callbacks=[],
+                          objectives=[("accuracy", "maximize")])
     return pack_plan(ctx)
 
 
