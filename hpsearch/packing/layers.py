@@ -36,8 +36,16 @@ NoiseSource = Callable[[str, Any], Any]
 
 def set_row(var: Any, row: int, value: float) -> None:
     """One member's row of a stacked variable set to ``value`` (the others as they are)."""
+    set_rows(var, {row: value})
+
+
+def set_rows(var: Any, rows: dict[int, float]) -> None:
+    """Several members' rows of a stacked variable set (``{row: value}``): one read, one write."""
+    if not rows:
+        return
     values = np.array(var.numpy())
-    values[row] = value
+    for row, value in rows.items():
+        values[row] = value
     var.assign(values)
 
 
@@ -329,15 +337,16 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             for name, var in self.h.items():
                 var.assign(values[name])
 
-        def place(self, member: int, values: dict[str, float]) -> None:
-            """A new member at position ``member``: its hyperparameters, zero moments, its step count
-            from now (Adam's bias correction), active."""
+        def place(self, members: dict[int, dict[str, float]]) -> None:
+            """New members at positions ``members`` (``{position: hyperparameters}``): their
+            hyperparameters, zero moments, their step count from now (Adam's bias correction),
+            active; each stacked variable read and written once for all of them."""
+            t0 = float(self.iterations.numpy())
             for name, var in self.h.items():
-                set_row(var, member, float(self.iterations.numpy()) if name == "t0" else values.get(name, 1.0))
+                set_rows(var, {m: t0 if name == "t0" else values.get(name, 1.0) for m, values in members.items()})
             for i, (a, b) in enumerate(self.ranges):
-                if a <= member < b:
-                    for var in (*self.m[i:i + 1], *self.v[i:i + 1]):
-                        set_row(var, member - a, 0.0)
+                for var in (*self.m[i:i + 1], *self.v[i:i + 1]):
+                    set_rows(var, {m - a: 0.0 for m in members if a <= m < b})
 
         def traces(self, optimizer: str) -> bool:
             """Whether this pack's compiled update has ``optimizer``'s rule."""

@@ -412,21 +412,28 @@ class PackedModel:
                 and (spec.l1, spec.l2) == (old.l1, old.l2) and self.optimizer.traces(spec.optimizer)
                 and (spec.dropout == 0.0 or bool(self.drops[g])))
 
-    def replace(self, member: int, spec: MemberSpec, seed: int) -> None:
-        """A new member in ``member``'s slot (see :meth:`fits`), initialised from ``seed`` as
-        :meth:`init_weights` does, with fresh optimizer state and step count: it trains from here
-        as it would alone (the batches it sees are the pack's next ones)."""
-        self.specs[member] = spec
-        self.empty.discard(member)
-        g, j = self.slot[member]
+    def replace(self, members: list[tuple[int, MemberSpec, int]]) -> None:
+        """New members, each ``(slot, spec, seed)`` in its slot (see :meth:`fits`), initialised from
+        its seed as :meth:`init_weights` does, with fresh optimizer state and step count: each trains
+        from here as it would alone (the batches it sees are the pack's next ones). The stacked
+        weights and the optimizer's variables are read and written once for all of them (a refill
+        of many slots cost one read and one write per slot before)."""
+        if not members:
+            return
         values = self.group_values()
-        self._place(member, self._initial(member, seed), values)
+        for member, spec, seed in members:
+            self.specs[member] = spec
+            self.empty.discard(member)
+            self._place(member, self._initial(member, seed), values)
         self._assign(values)
-        self.optimizer.place(self.position[member], {n: float(v[0]) for n, v in _hyper([spec]).items()})
-        for norm in self.norms[g]:
-            norm.place(j)
-        for drop in self.drops[g]:
-            drop.place(j, spec.dropout)
+        self.optimizer.place({self.position[m]: {n: float(v[0]) for n, v in _hyper([spec]).items()}
+                              for m, spec, _ in members})
+        for member, spec, _ in members:
+            g, j = self.slot[member]
+            for norm in self.norms[g]:
+                norm.place(j)
+            for drop in self.drops[g]:
+                drop.place(j, spec.dropout)
 
     def host(self, specs: list[MemberSpec]) -> list[int] | None:
         """Slots for a new pack's ``specs`` in this compiled model (no rebuild, no trace, no compile):

@@ -450,6 +450,13 @@ class _Pack:
             self.refill_s += time.monotonic() - t0
 
     def _refill_slots(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
+        self.placing: list[tuple[int, MemberSpec, int]] = []
+        try:
+            return self._fill(ended, res, room)
+        finally:
+            self.pm.replace(self.placing)  # every slot refilled here, in one write
+
+    def _fill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
         self._end(ended, res)
         if not room:
             self.more = None  # no new member could end before search.timeout: none is started
@@ -485,7 +492,8 @@ class _Pack:
         return placed
 
     def _place(self, slot: int, item: tuple[Any, dict[str, Any], MemberSpec | str, float]) -> None:
+        """Give ``slot`` its new trial; its weights are set with the refill's others (:meth:`_refill_slots`)."""
         trial, params, spec, sample_time = item
         assert isinstance(spec, MemberSpec)  # fits() said so
-        self.pm.replace(slot, spec, member_seeds(self.runner.ctx.cfg.search.seed, [trial.number])[0])
+        self.placing.append((slot, spec, member_seeds(self.runner.ctx.cfg.search.seed, [trial.number])[0]))
         self.trials[slot], self.params[slot], self.sample_time[slot] = trial, params, sample_time

@@ -305,7 +305,7 @@ def test_a_refilled_slot_trains_its_new_member_as_alone():
         if start or 1 not in ended:
             return set()
         assert pm.fits(1, member_spec(build_mlp, new))
-        pm.replace(1, member_spec(build_mlp, new), seed=5)
+        pm.replace([(1, member_spec(build_mlp, new), 5)])
         start.append(pm.member_weights(1))
         return {1}
 
