@@ -16,7 +16,7 @@ from hpsearch.results.report import write_report
 from hpsearch.storage.queries import study_status
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
-from hpsearch.trials.context import NullObserver
+from tests.observers import Lines
 from tests.study_dicts import MINIMAL, one_line_error, with_
 
 OBJ = [("accuracy", "maximize"), ("n_params", "minimize")]
@@ -85,14 +85,6 @@ def test_metric_lists_and_directions_in_the_study_file():
         assert expected in one_line_error(parse_study_config, with_(MINIMAL, search=search), where="s.yaml")
 
 
-class _Notes(NullObserver):
-    def __init__(self) -> None:
-        self.notes: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.notes.append(text)
-
-
 def _iris(name: str, search: dict, space: dict | None = None, epochs: int = 2) -> object:
     return parse_study_config({
         "name": name, "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
@@ -108,10 +100,10 @@ def test_optuna_study_of_two_objectives_end_to_end(sqlite_url, tmp_path, capsys)
     cfg = _iris("two", {"engine": "optuna", "n_trials": 3, "metric": ["accuracy", "n_params"], "pruner": "median",
                         "constraints": {"max_params": 300}, "enqueue": [{"n_neurons": 60}, {"n_neurons": 4},
                                                                           {"n_neurons": 30}]})
-    notes = _Notes()
+    notes = Lines()
     res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "a"), observer=notes)
     assert any("2 objectives (accuracy, n_params): search.pruner median -> Pareto successive halving" in n
-               for n in notes.notes)  # Optuna's pruners take one value: hpsearch's rule (tests/trials/test_rungs.py)
+               for n in notes.lines)  # Optuna's pruners take one value: hpsearch's rule (tests/trials/test_rungs.py)
     study = optuna.load_study(study_name="two", storage=sqlite_url)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == NAMES
     trials = study.get_trials()

@@ -16,7 +16,7 @@ from hpsearch.packing.train import PackSettings, train_pack
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
-from hpsearch.trials.context import NullObserver
+from tests.observers import Lines
 
 META = {"n_features_in_": 8, "target_type_": "multiclass", "n_classes_": 3, "n_outputs_": 1}
 FIRST = [  # batch norm, dropout, Adam, momentum, Nesterov, plain SGD; two groups
@@ -122,13 +122,6 @@ def _run(sqlite_url: str, tmp_path, name: str) -> tuple[optuna.Study, list[str]]
          "train": {"epochs": 2, "batch_size": 16, "pack": 4, "early_stopping": {"patience": 5}},
          "search": {"engine": "optuna", "n_trials": 12, "seed": 0, "sampler": "random", "pruner": "none",
                     "enqueue": ENQUEUED}}
-
-    class Lines(NullObserver):
-        def __init__(self) -> None:
-            self.lines: list[str] = []
-
-        def message(self, text: str) -> None:
-            self.lines.append(text)
 
     obs = Lines()
     run_study(parse_study_config(d), storage=sqlite_url, artifacts=str(tmp_path / name), observer=obs)

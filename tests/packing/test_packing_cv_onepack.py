@@ -15,7 +15,7 @@ from hpsearch.packing.model import PackedModel, member_spec
 from hpsearch.packing.train import PackSettings, member_epoch_rows, train_pack
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
-from hpsearch.trials.context import NullObserver
+from tests.observers import Lines
 
 META = {"n_features_in_": 6, "target_type_": "multiclass", "n_classes_": 3, "n_outputs_": 1}
 #: two candidates of two depth groups (batch norm, Adam, momentum, l2)
@@ -114,13 +114,6 @@ def test_the_classic_ten_candidates_by_three_folds_are_one_pack(sqlite_url, tmp_
                    "learning_rate": {"float": [3e-4, 3e-2], "log": True}},
          "train": {"epochs": 2, "batch_size": 32, "pack": "auto", "early_stopping": {"patience": 10}},
          "search": {"engine": "random", "n_trials": 10, "cv": 3, "seed": 0, "metric": "accuracy"}}
-
-    class Lines(NullObserver):
-        def __init__(self) -> None:
-            self.lines: list[str] = []
-
-        def message(self, text: str) -> None:
-            self.lines.append(text)
 
     obs = Lines()
     run_study(parse_study_config(d), storage=sqlite_url, artifacts=str(tmp_path / "art"), observer=obs)

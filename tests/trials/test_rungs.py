@@ -15,8 +15,8 @@ from hpsearch.pareto import dominates, front_ranks, rung_keep
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
-from hpsearch.trials.context import NullObserver
 from hpsearch.trials.rungs import KEPT_FRONTS, ParetoRungs
+from tests.observers import Lines
 
 DIRS = ("maximize", "minimize")
 
@@ -84,14 +84,6 @@ def test_each_pruner_maps_to_rungs_in_one_line(pruner, steps, eta):
     assert trained is None and "objective loss is trained, its value is not known at a rung" in why
 
 
-class _Notes(NullObserver):
-    def __init__(self) -> None:
-        self.notes: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.notes.append(text)
-
-
 # iris: 8 * n_neurons + 3 weights. Small accurate models first, then large ones with a learning rate
 # too small to learn in 2 epochs: dominated at the first rung (less accurate and larger), pruned.
 GOOD = [{"n_neurons": 6, "learning_rate": 0.05}, {"n_neurons": 12, "learning_rate": 0.05}]
@@ -136,9 +128,9 @@ def _check_pruned_study(study, n_trials: int) -> None:
 
 def test_unpacked_two_objective_study_prunes_dominated_trials(sqlite_url, tmp_path):
     cfg = _iris_cfg("mo1", pack=1, n_trials=6, enqueue=[*GOOD, *BAD])
-    notes = _Notes()
+    notes = Lines()
     run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "a"), observer=notes)
-    assert any("Pareto successive halving on accuracy after epochs 2, 4" in n for n in notes.notes)
+    assert any("Pareto successive halving on accuracy after epochs 2, 4" in n for n in notes.lines)
     study = optuna.load_study(study_name="mo1", storage=sqlite_url)
     _check_pruned_study(study, 6)
     assert {t.number for t in study.get_trials() if t.state.name == "PRUNED"} >= {2, 3}  # the large slow ones
@@ -148,9 +140,9 @@ def test_packed_two_objective_study_prunes_and_checks_max_params_per_member(sqli
     # max_params 300: n_neurons > 37 is over the limit, stored PRUNED before it is placed in the pack
     over = {"n_neurons": 40, "learning_rate": 0.01}
     cfg = _iris_cfg("mo2", n_trials=8, constraints={"max_params": 300}, enqueue=[*GOOD, *BAD, over])
-    notes = _Notes()
+    notes = Lines()
     run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "a"), observer=notes)
-    assert any(n.startswith("hpsearch: train.pack auto -> 8:") for n in notes.notes), notes.notes
+    assert any(n.startswith("hpsearch: train.pack auto -> 8:") for n in notes.lines), notes.lines
     study = optuna.load_study(study_name="mo2", storage=sqlite_url)
     _check_pruned_study(study, 8)
     trials = study.get_trials()
