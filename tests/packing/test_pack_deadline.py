@@ -54,7 +54,7 @@ def test_a_packed_study_ends_within_seconds_of_its_timeout(sqlite_url, tmp_path,
     seconds after the timeout (or after the pack's first epoch, trace and compile included, where
     a loaded machine makes that later: no pack stops before it), no trial is left RUNNING and the
     stopped members are COMPLETE."""
-    from hpsearch.packing import runner as packed
+    from hpsearch.packing import pack as packed
 
     first_epoch: list[datetime] = []
     real = packed.train_pack
@@ -74,7 +74,7 @@ def test_a_packed_study_ends_within_seconds_of_its_timeout(sqlite_url, tmp_path,
         "model": {"builder": "mlp", "fixed": {"optimizer": "sgd"}},
         "space": {"n_hidden": {"int": [1, 1]}, "n_neurons": {"int": [4, 16]},
                   "learning_rate": {"float": [0.005, 0.05], "log": True}},
-        "train": {"epochs": 20000, "batch_size": 16, "pack": 4},
+        "train": {"epochs": 20000, "batch_size": 16, "pack": 4, "early_stopping": {"patience": 20000}},
         "search": {"engine": "optuna", "timeout": timeout, "seed": 0, "sampler": "random", "pruner": "none",
                    "keep_models": 1},
     })
