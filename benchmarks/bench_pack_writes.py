@@ -114,11 +114,11 @@ class Meter:
     def __init__(self) -> None:
         import sqlalchemy
 
-        from hpsearch.packing import runner
+        from hpsearch.packing import pack, runner
 
         self.commits, self.epochs, self.in_pack, self.pack_s = 0, 0, 0, 0.0
         sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", self._commit)
-        call, run_pack = runner._Reports.__call__, runner.PackedRunner.run_pack
+        call, run_pack = pack.Reports.__call__, runner.PackedRunner.run_pack
         meter = self
 
         def counted(reports: Any, values: dict[int, tuple[int, float]]) -> set[int]:
@@ -133,7 +133,7 @@ class Meter:
                 meter.pack_s += time.perf_counter() - t0
                 meter.in_pack += meter.commits - c0
 
-        runner._Reports.__call__ = counted  # type: ignore[method-assign]
+        pack.Reports.__call__ = counted  # type: ignore[method-assign]
         runner.PackedRunner.run_pack = timed  # type: ignore[method-assign]
 
     def _commit(self, _conn: Any) -> None:
@@ -151,7 +151,7 @@ class Meter:
 def use_writes(mode: str) -> None:
     """``batched`` (hpsearch's) or ``per-member`` (one transaction per member and epoch, and per
     recorded attribute, as before issue 23)."""
-    from hpsearch.packing import runner
+    from hpsearch.packing import pack as runner
     from hpsearch.storage import batch
     from hpsearch.trials import context
 

@@ -91,11 +91,11 @@ def _watch_packs() -> tuple[list[float], list[bool]]:
     """Each pack's trace and compile seconds as the runner times them (its first epoch, compile
     included, less its next epoch: :class:`hpsearch.packing.train.Pace`), appended as packs end,
     and whether each trained in a compiled model an earlier pack trained in (reused)."""
-    from hpsearch.packing import runner
+    from hpsearch.packing import pack
 
     compiles: list[float] = []
     reused: list[bool] = []
-    real = runner.train_pack
+    real = pack.train_pack
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         reused.append(hasattr(args[0], "bench_trained"))
@@ -106,7 +106,7 @@ def _watch_packs() -> tuple[list[float], list[bool]]:
             compiles.append(max(0.0, pace.first_s - pace.epoch_s))
         return out
 
-    runner.train_pack = timed
+    pack.train_pack = timed
     return compiles, reused
 
 

@@ -236,14 +236,14 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     ),
     PrivateHook(
         "optuna", "optuna.trial.Trial._cached_frozen_trial",
-        "hpsearch.packing.runner._Reports (issue 23): after the batched write, each member's cached "
+        "hpsearch.packing.pack.Reports (issue 23): after the batched write, each member's cached "
         "intermediate values are updated as Trial.report updates them, so should_prune hands the pruner "
         "the values just stored; hpsearch.execution.packed_loop: a pack's ending members' attributes as "
         "created (a re-queued copy's inherited failure) and the trial after_trial is given, without a read",
     ),
     PrivateHook(
         "optuna", "optuna.trial.Trial._trial_id",
-        "hpsearch.packing.runner._Reports (issue 23): the storage id a member's batched values are "
+        "hpsearch.packing.pack.Reports (issue 23): the storage id a member's batched values are "
         "written to (Trial has no public id)",
     ),
 )

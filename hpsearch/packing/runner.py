@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,23 +24,20 @@ from hpsearch.packing.model import (
     MemberSpec,
     PackedModel,
     auto_pack_size,
-    member_seeds,
     member_spec,
     pack_refusal,
     spec_n_params,
 )
-from hpsearch.packing.train import MemberResult, Pace, PackSettings, stop_settings, train_pack
+from hpsearch.packing.pack import Finisher, Pack
+from hpsearch.packing.train import MemberResult, Pace, PackSettings, stop_settings
 from hpsearch.records import TRIAL
-from hpsearch.storage.batch import write_intermediate_values
 from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_measured, infeasible_attrs
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.rungs import ParetoRungs
 from hpsearch.trials.runner import Fitted, TrialRunner
 
-Finisher = Callable[[list[tuple[Any, Candidate]]], None]  # records trials that ended together
-
-__all__ = ["KEEP_MODELS", "pack_plan", "pack_line", "PackedRunner"]
+__all__ = ["KEEP_MODELS", "Finisher", "pack_plan", "pack_line", "PackedRunner"]
 
 #: compiled pack models kept for the next packs (packs alternate between a few shapes: a depth
 #: group's trials carried to a pack of their own, then the others'); each holds its weights,
@@ -151,71 +146,6 @@ def _task(ctx: RunContext) -> str:
     return task_of(ctx.data.meta())
 
 
-class _Reports:
-    """Per-epoch intermediate values of every member on one writer thread (off the training thread),
-    flushed before a pruner is asked: the pack's version of ``PruningReporter``. ``trials`` maps a
-    slot to its current trial (a refilled slot reports for its new trial). An epoch's values of all
-    members are ONE storage transaction (:func:`hpsearch.storage.batch.write_intermediate_values`),
-    not one per member: the storage round trips of a pack epoch do not grow with K (issue 23); when
-    the storage is slower than an epoch, one transaction takes every epoch reported meanwhile. A
-    crash loses at most the values not yet written; a pruner asks only after they all are."""
-
-    def __init__(self, trials: dict[int, Any], check_steps: set[int] | None, storage: Any,
-                 decide: Callable[[dict[int, tuple[int, float]]], set[int]] | None = None) -> None:
-        """``decide``: the members to prune among those at a step where pruning is due (a study of
-        several objectives: :class:`~hpsearch.trials.rungs.ParetoRungs`); None: each trial's pruner."""
-        self.trials, self.check_steps, self.storage, self.decide = trials, check_steps, storage, decide
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-pack-report")
-        self.pending: list[Future[Any]] = []
-        self.rows: list[tuple[Any, int, float]] = []  # reported, not yet taken by a write
-        self.lock = threading.Lock()
-        self.wait_time = 0.0
-
-    def flush(self) -> None:
-        t0 = time.monotonic()
-        pending, self.pending = self.pending, []
-        for fut in pending:
-            fut.result()  # a storage error surfaces here, as with one trial
-        self.wait_time += time.monotonic() - t0
-
-    def __call__(self, values: dict[int, tuple[int, float]]) -> set[int]:
-        now = [(self.trials[i], epoch, float(v)) for i, (epoch, v) in values.items()]
-        # compat.PRIVATE_HOOKS: the trial's cached frozen trial, which trial.report keeps in step
-        # with the storage and should_prune hands the pruner
-        with self.lock:
-            self.rows += [(t, e, v) for t, e, v in now if e not in t._cached_frozen_trial.intermediate_values]
-        self.pending.append(self.pool.submit(self._write))
-        due = [i for i, (epoch, _) in values.items() if self.check_steps is None or epoch in self.check_steps]
-        if not due:
-            return set()
-        self.flush()
-        t0 = time.monotonic()
-        if self.decide is not None:
-            pruned = self.decide({i: values[i] for i in due})
-        else:
-            pruned = {i for i in due if self.trials[i].should_prune()}
-        self.wait_time += time.monotonic() - t0
-        return pruned
-
-    def _write(self) -> None:
-        """Write every value reported so far in one transaction: one per epoch, or several epochs
-        at once when the storage is slower than an epoch (the writes do not queue up)."""
-        with self.lock:
-            rows, self.rows = self.rows, []
-        if not rows:
-            return  # an earlier write took them
-        # compat.PRIVATE_HOOKS: the trial's storage id; an error surfaces at the next flush
-        write_intermediate_values(self.storage, [(t._trial_id, e, v) for t, e, v in rows])
-        for t, e, v in rows:
-            t._cached_frozen_trial.intermediate_values[e] = v
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.pool.shutdown(wait=True)
-
-
 class PackedRunner:
     """Trains the trials it is handed as packs (those that pack exactly) or one by one."""
 
@@ -265,7 +195,7 @@ class PackedRunner:
         ``finish([(trial, candidate), ...])`` as soon as they end (the members that end at one epoch
         together). With ``more`` (``more(n)``: up to n new
         trials, none when the budget is met), a slot whose member ended takes a new trial from it
-        (see :class:`_Pack`). Returns the trials reserved from ``more``
+        (see :class:`~hpsearch.packing.pack.Pack`). Returns the trials reserved from ``more``
         that found no slot: the next pack's. ``reserve_s``: the seconds their reservation took
         (shared into each trial's ``sample_time`` with its suggest time)."""
         t_start = time.monotonic()
@@ -277,7 +207,7 @@ class PackedRunner:
             packed = []
         left: list[Any] = []
         if packed:
-            pack = _Pack(self, [trials[i] for i in packed], [suggested[i][0] for i in packed],
+            pack = Pack(self, [trials[i] for i in packed], [suggested[i][0] for i in packed],
                          [suggested[i][1] for i in packed], sample_time, finish, more)
             left = pack.train()
         for i, trial in enumerate(trials):
@@ -320,7 +250,7 @@ class PackedRunner:
         """(trial value, 0-based epoch) of a member, by the rule an unpacked trial's value follows."""
         return self.single.rule.trial_value(r.values, r.best_epoch, self.ctx.direction)
 
-    def _keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
+    def keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
         """The members (indices of ``res``; ``numbers`` their trial numbers) whose models rank in
         the best ``keep_models`` and the one that leads the study (the only curve PNG): the one
         keep rule (:func:`hpsearch.storage.keep.finishing_keepers`), the pack's finishing members
@@ -333,7 +263,7 @@ class PackedRunner:
                                        self.ctx.cfg.search.keep_models, finishing)
         return {ok[j] for j in keep}, None if lead is None else ok[lead]
 
-    def _candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
+    def candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
                    keep: bool, lead: bool) -> Candidate:
         cand = Candidate(params=dict(trial.params), state=r.state, user_attrs=attrs, failure=r.failure)
         if r.state == "PRUNED":
@@ -356,144 +286,3 @@ class PackedRunner:
             self.single.store_model(trial, params, Fitted(value=value, epochs=r.epochs, model=model,
                                                             history=history, best_epoch=best + 1), attrs, lead)
         return cand
-
-
-class _Pack:
-    """One pack's run: its slots, each holding one trial at a time. When members end, they are
-    finished as trials at once (their stored model, value, attributes apportioned by epochs), and
-    each freed slot takes a new trial from ``more`` if that trial fits the slot without a rebuild
-    (:meth:`PackedModel.fits`); a trial that fits no free slot waits for one (at most
-    ``_WAITING`` wait; left over at the end, they start the next pack)."""
-
-    _WAITING = 4
-
-    def __init__(self, runner: PackedRunner, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
-                 sample_time: float, finish: Finisher,
-                 more: Callable[[int], list[Any]] | None) -> None:
-        self.runner, self.finish, self.more = runner, finish, more
-        self.pm, slots = runner.pack_model(specs, member_seeds(runner.ctx.cfg.search.seed, [t.number for t in trials]))
-        self.trials, self.params = dict(zip(slots, trials)), dict(zip(slots, params))  # slot -> its trial
-        self.sample_time: dict[int, float] = dict.fromkeys(slots, sample_time)
-        self.waiting: list[tuple[Any, dict[str, Any], MemberSpec | str, float]] = []
-        self.member_epochs = 0  # epochs trained by every member so far (apportions the fit time)
-        self.refill_s = 0.0  # seconds spent in refills so far (members told, new ones reserved): not fit time
-        self.size = len(self.pm.specs)  # the compiled model's slots (a reused model's spares included)
-
-    def train(self) -> list[Any]:
-        ctx, data, single = self.runner.ctx, self.runner.ctx.data, self.runner.single
-        self.reports = _Reports(self.trials, single.check_steps, ctx.storage,
-                                self._rung_decision if single.rungs is not None else None)
-        self.t0 = time.monotonic()
-        try:
-            res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
-                             self.runner.settings(self.pm), self.reports, callbacks=single.extra_callbacks,
-                             refill=self._refill if self.more is not None else None, pace=self.runner.pace)
-            self._end([i for i in range(self.size) if i in self.trials], res)
-        finally:
-            self.reports.close()
-        return [w[0] for w in self.waiting]
-
-    def _rung_decision(self, due: dict[int, tuple[int, float]]) -> set[int]:
-        """The members to prune among ``due`` (slot -> (epoch, value)), judged together per rung by
-        the study's Pareto rung rule with every stored trial that reached it (several objectives)."""
-        rungs = self.runner.single.rungs
-        assert rungs is not None
-        pruned: set[int] = set()
-        for step in {e for e, _ in due.values()}:
-            slots = {self.trials[i].number: i for i, (e, _) in due.items() if e == step}
-            known = {i: {TRIAL.N_PARAMS: float(self.pm.n_params(i))} for i in slots.values()}
-            reaching = {n: (due[i][1], [known[i][k] for k in rungs.known]) for n, i in slots.items()}
-            pruned |= {slots[n] for n in rungs.prune(self.runner.ctx.study, step, reaching)}
-        return pruned
-
-    def _end(self, members: list[int], res: list[MemberResult]) -> None:
-        """Finish the ended members' trials (the pack's fit time so far, apportioned by epochs)."""
-        self.reports.flush()
-        self.member_epochs += sum(res[i].epochs for i in members)
-        busy = sum(r.epochs for i, r in enumerate(res) if i not in members and r.state == "RUNNING")
-        # training only: not the report writes nor the refills (ending members, reserving new ones)
-        fit_time = time.monotonic() - self.t0 - self.reports.wait_time - self.refill_s
-        per_epoch = fit_time / max(1, self.member_epochs + busy)
-        keep_s, ended = 0.0, []
-        keep, lead = self.runner._keepers([res[i] for i in members], [self.trials[i].number for i in members])
-        for j, i in enumerate(members):
-            trial, r = self.trials.pop(i), res[i]
-            attrs: dict[str, Any] = {
-                TRIAL.EPOCHS: r.epochs, TRIAL.FIT_TIME: per_epoch * r.epochs,
-                TRIAL.REPORT_TIME: self.reports.wait_time * r.epochs / max(1, self.member_epochs + busy),
-                TRIAL.SAMPLE_TIME: self.sample_time[i], TRIAL.WORKER: self.runner.single.worker,
-                TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i,
-                TRIAL.HISTORY: {f"val_{self.runner.ctx.metric}": list(r.values)}}
-            if r.deadline_stop:
-                attrs[TRIAL.DEADLINE_STOP] = r.stopped_at
-            attrs.update(self.runner.limit_attrs.pop(trial.number, {}))
-            t_keep = time.monotonic()
-            cand = self.runner._candidate(trial, self.params.pop(i), r, attrs, j in keep, j == lead)
-            attrs[TRIAL.OVERHEAD_TIME] = self.sample_time[i] + attrs[TRIAL.REPORT_TIME] + time.monotonic() - t_keep
-            ended.append((trial, cand))
-            if TRIAL.MODEL_ARTIFACT in attrs:
-                keep_s += time.monotonic() - t_keep
-        t_tell = time.monotonic()
-        if ended:
-            self.finish(ended)  # told together (one transaction where the loop can)
-        pace = self.runner.pace  # what ending members costs (told; kept models stored): the deadline keeps room
-        pace.finish_s = (time.monotonic() - t_tell) / len(ended) if ended else pace.finish_s
-        pace.keep_s = keep_s if keep_s else pace.keep_s
-
-    def _refill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
-        """Finish ``ended`` and give their slots new trials while a member's epochs fit before the
-        deadline (``room``); returns the slots refilled."""
-        t0 = time.monotonic()
-        try:
-            return self._refill_slots(ended, res, room)
-        finally:
-            self.refill_s += time.monotonic() - t0
-
-    def _refill_slots(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
-        self.placing: list[tuple[int, MemberSpec, int]] = []
-        try:
-            return self._fill(ended, res, room)
-        finally:
-            self.pm.replace(self.placing)  # every slot refilled here, in one write
-
-    def _fill(self, ended: list[int], res: list[MemberResult], room: bool) -> set[int]:
-        self._end(ended, res)
-        if not room:
-            self.more = None  # no new member could end before search.timeout: none is started
-            return set()
-        free, placed = [*ended, *sorted(self.pm.empty)], set()  # a reused model's spare slots too
-        for item in list(self.waiting):  # waiting trials first, in the order they were reserved
-            slot = next((m for m in free if isinstance(item[2], MemberSpec) and self.pm.fits(m, item[2])), None)
-            if slot is not None:
-                self.waiting.remove(item)
-                self._place(slot, item)
-                free.remove(slot)
-                placed.add(slot)
-        while free and self.more is not None and len(self.waiting) < self._WAITING:
-            t0 = time.monotonic()
-            batch = self.more(len(free))  # one reservation for the free slots
-            if not batch:
-                self.more = None  # the budget is met or a stop rule tripped: train the members out
-                break
-            reserve = (time.monotonic() - t0) / len(batch)
-            for trial in batch:
-                t1 = time.monotonic()
-                params, spec = self.runner.member_params(trial)
-                if not self.runner.within_limits(trial, spec, self.finish):
-                    continue  # over search.constraints: stored PRUNED, never trained; the slot stays free
-                item = (trial, params, spec, reserve + time.monotonic() - t1)
-                slot = next((m for m in free if isinstance(spec, MemberSpec) and self.pm.fits(m, spec)), None)
-                if slot is None:
-                    self.waiting.append(item)  # reserved: waits for a slot or starts the next pack
-                    continue
-                self._place(slot, item)
-                free.remove(slot)
-                placed.add(slot)
-        return placed
-
-    def _place(self, slot: int, item: tuple[Any, dict[str, Any], MemberSpec | str, float]) -> None:
-        """Give ``slot`` its new trial; its weights are set with the refill's others (:meth:`_refill_slots`)."""
-        trial, params, spec, sample_time = item
-        assert isinstance(spec, MemberSpec)  # fits() said so
-        self.placing.append((slot, spec, member_seeds(self.runner.ctx.cfg.search.seed, [trial.number])[0]))
-        self.trials[slot], self.params[slot], self.sample_time[slot] = trial, params, sample_time

@@ -9,7 +9,7 @@ when it is on one of the first ``fronts`` non-dominated fronts of those points (
 or among the best ``max(1, n // eta)`` by (front, crowding distance, first objective):
 :func:`hpsearch.pareto.rung_keep`. A trial on the front at its rung is never pruned. The same
 object decides for one trial at a time (:class:`hpsearch.trials.runner.TrialRunner`) and for the
-members of a pack reaching a rung in the same epoch (:mod:`hpsearch.packing.runner`), judged together.
+members of a pack reaching a rung in the same epoch (:mod:`hpsearch.packing.pack`), judged together.
 
 Peers are read from the study: a trial with a stored intermediate value at the step and its known
 objectives stored as trial attributes (``n_params``, ``latency_ms``: a finished trial's). A trial

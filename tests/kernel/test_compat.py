@@ -426,7 +426,7 @@ def _check_trial_cache(fitted: dict[str, Any]) -> None:
     assert trial._trial_id == storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
     trial.report(0.5, 0)
     assert trial._cached_frozen_trial.intermediate_values == {0: 0.5}
-    trial._cached_frozen_trial.intermediate_values[1] = 0.7  # what hpsearch.packing.runner._Reports does
+    trial._cached_frozen_trial.intermediate_values[1] = 0.7  # what hpsearch.packing.pack.Reports does
     trial.should_prune()
     assert seen == [{0: 0.5, 1: 0.7}], "should_prune does not hand the pruner the trial's cached values"
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy
 
 from hpsearch.execution.control import Control, PackHeartbeat
-from hpsearch.packing import runner as packed
+from hpsearch.packing import pack as packed
 from hpsearch.records import TRIAL
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
@@ -38,7 +38,7 @@ def test_a_pack_epoch_is_one_commit_whatever_k_and_every_curve_is_stored(sqlite_
     stored at every epoch (what optuna-dashboard draws)."""
     commits: list[str] = []
     at_epoch: list[int] = []
-    call = packed._Reports.__call__
+    call = packed.Reports.__call__
 
     def counted(self: Any, values: dict[int, tuple[int, float]]) -> set[int]:
         out = call(self, values)
@@ -46,7 +46,7 @@ def test_a_pack_epoch_is_one_commit_whatever_k_and_every_curve_is_stored(sqlite_
         at_epoch.append(len(commits))
         return out
 
-    monkeypatch.setattr(packed._Reports, "__call__", counted)
+    monkeypatch.setattr(packed.Reports, "__call__", counted)
     on_commit = lambda conn: commits.append(threading.current_thread().name)  # noqa: E731
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", on_commit)
     try:
