@@ -54,9 +54,10 @@ def anchor_study(name: str, pack: str, epochs: int) -> dict:
     }
 
 
-def _study(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+def _study(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None,
+           pruner: str = "none") -> dict:
     return {**anchor_study(f"bench-pack-{pack}-{seed}", pack, epochs),
-            "search": {"engine": "optuna", "sampler": "tpe", "pruner": "none", "n_trials": n_trials,
+            "search": {"engine": "optuna", "sampler": "tpe", "pruner": pruner, "n_trials": n_trials,
                        "timeout": timeout, "metric": "accuracy", "seed": seed}}
 
 
@@ -110,15 +111,78 @@ def _watch_packs() -> tuple[list[float], list[bool]]:
     return compiles, reused
 
 
-def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
+def by_hand(epochs: int, seed: int, timeout: float) -> dict:
+    """The baseline of time to quality: what a user writes with Optuna alone (TPE + Hyperband, a
+    Keras callback that reports each epoch's validation accuracy and stops a pruned trial, one
+    plain Keras model at a time, ``study.optimize(timeout=...)``) on the same rows as hpsearch (the
+    anchors' split and scaling, read through ``prepare_data``), the same space and training (SGD,
+    batch 32, EarlyStopping(10) keeping the best weights, ``epochs``). The chosen model is the best
+    trial's, kept in memory; its test accuracy is on the same test rows."""
+    import keras
+    import numpy as np
+    import optuna
+
+    from hpsearch.data.prepare import prepare_data
+    from hpsearch.study.validate import parse_study_config
+
+    d = prepare_data(parse_study_config(_study("auto", epochs, seed, None, timeout)), 1)
+    n_classes = int(d.y_train.max()) + 1
+    models: dict[int, Any] = {}
+
+    class Report(keras.callbacks.Callback):
+        def __init__(self, trial: optuna.Trial) -> None:
+            super().__init__()
+            self.trial, self.pruned = trial, False
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.trial.report(float((logs or {})["val_accuracy"]), epoch)
+            if self.trial.should_prune():
+                self.pruned = self.model.stop_training = True
+
+    def objective(trial: optuna.Trial) -> float:
+        n_hidden, n_neurons = trial.suggest_int("n_hidden", 0, 3), trial.suggest_int("n_neurons", 1, 99)
+        lr = trial.suggest_float("learning_rate", 3e-4, 3e-2, log=True)
+        keras.utils.set_random_seed(seed * 10_000 + trial.number)
+        model = keras.Sequential([keras.Input((d.X_train.shape[1],)),
+                                  *[keras.layers.Dense(n_neurons, activation="relu") for _ in range(n_hidden)],
+                                  keras.layers.Dense(n_classes, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.SGD(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        report = Report(trial)
+        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=10,
+                                             restore_best_weights=True)
+        hist = model.fit(d.X_train, d.y_train, validation_data=(d.X_valid, d.y_valid), epochs=epochs,
+                         batch_size=32, verbose=0, callbacks=[report, stop])
+        if report.pruned:
+            raise optuna.TrialPruned()
+        models[trial.number] = model
+        return max(hist.history["val_accuracy"])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs))
+    t0 = time.perf_counter()
+    study.optimize(objective, timeout=timeout)
+    wall = time.perf_counter() - t0
+    trials = [t for t in study.trials if t.state.is_finished()]
+    best = study.best_trial
+    test = float(np.mean(np.argmax(models[best.number].predict(d.X_test, verbose=0), axis=1) == d.y_test))
+    return {"pack": "by-hand", "seed": seed, "wall_s": round(wall, 1), "trials": len(trials), **_quality(trials),
+            "complete": sum(t.state.name == "COMPLETE" for t in trials), "best_val": round(best.value, 4),
+            "test": round(test, 4)}
+
+
+def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None,
+        pruner: str = "none") -> dict:
     """One configuration in this process: its figures as a dict (``compile_share``: the packs'
     trace and compile seconds over the run's wall time; ``reused``: packs that trained in an
     earlier pack's compiled model)."""
     compiles, reused = _watch_packs()
-    res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n_trials, timeout), "bench-pack-")
+    res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n_trials, timeout, pruner), "bench-pack-")
     trials = [t for t in trials if t.state.is_finished()]
     sizes = sorted({t.user_attrs.get("pack_size", 1) for t in trials})
-    return {"pack": pack, "seed": seed, "wall_s": round(wall, 1), "trials": len(trials), **_quality(trials),
+    return {"pack": pack, "pruner": pruner, "seed": seed, "wall_s": round(wall, 1), "trials": len(trials),
+            "complete": sum(t.state.name == "COMPLETE" for t in trials), **_quality(trials),
             "trials_per_min": round(60 * len(trials) / wall, 1), "pack_sizes": sizes, "packs": len(reused),
             "reused": sum(reused),
             "compile_s": round(sum(compiles), 1), "compile_share": round(sum(compiles) / wall, 2),
@@ -146,8 +210,9 @@ def _quality(trials: list[Any], target: float = 0.969) -> dict:
             f"best_val_by_{QUALITY_AT:g}s": round(max(by), 4) if by else None}
 
 
-def _child(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None) -> dict:
-    cmd = [sys.executable, __file__, "--one", pack, "--epochs", str(epochs), "--seeds", str(seed)]
+def _child(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float | None,
+           pruner: str = "none") -> dict:
+    cmd = [sys.executable, __file__, "--one", pack, "--epochs", str(epochs), "--seeds", str(seed), "--pruner", pruner]
     cmd += ["--trials", str(n_trials or 0), "--cap", str(timeout or 0)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -174,14 +239,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--seeds", default="0,1,2", help="time-to-quality seeds")
     ap.add_argument("--quality-seconds", type=float, default=37.0)
-    ap.add_argument("--quality-packs", default="auto,16,1", help="train.pack values of the time-to-quality runs")
+    ap.add_argument("--quality-packs", default="auto,by-hand",
+                    help="train.pack values of the time-to-quality runs; by-hand: Optuna alone, one model at a time")
+    ap.add_argument("--quality-pruner", default="hyperband", help="search.pruner of the time-to-quality runs")
+    ap.add_argument("--pruner", default="none", help=argparse.SUPPRESS)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    if a.one:
-        print(json.dumps(one(a.one, a.epochs, seeds[0], a.trials or None, a.cap or None)), flush=True)
+    if a.one == "by-hand":
+        print(json.dumps(by_hand(a.epochs, seeds[0], a.cap)), flush=True)
         return
-    thr = [_child(p, a.epochs, seeds[0], a.trials, a.cap or None) for p in a.packs.split(",")]
+    if a.one:
+        print(json.dumps(one(a.one, a.epochs, seeds[0], a.trials or None, a.cap or None, a.pruner)), flush=True)
+        return
+    thr = [_child(p, a.epochs, seeds[0], a.trials, a.cap or None) for p in a.packs.split(",") if p]
     base = next((r["trials_per_min"] for r in thr if r.get("pack") == "1" and "trials_per_min" in r), None)
     for r in thr:
         if base and "trials_per_min" in r:
@@ -190,13 +261,18 @@ def main() -> None:
            ["pack", "pack_sizes", "packs", "reused", "compile_s", "compile_share", "wall_s", "trials",
             "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
     if a.quality_seconds > 0:
-        q = [_child(p, a.epochs, s, None, a.quality_seconds) for s in seeds for p in a.quality_packs.split(",")]
+        q = [_child(p, a.epochs, s, None, a.quality_seconds, a.quality_pruner)
+             for s in seeds for p in a.quality_packs.split(",")]
         for r in q:  # search.timeout starts no trial after it; the trials running then train out
             r["met"] = (r.get("t_target_s") or math.inf) <= QUALITY_AT and (r.get("test") or 0) >= 0.96
         _table(f"time to quality: search.timeout {a.quality_seconds:g} s per run (target: a trial at validation "
                f">= 0.969 done by {QUALITY_AT:g} s, and the study's best trial >= 0.96 on test)", q,
-               ["pack", "seed", "pack_sizes", "wall_s", "trials", "t_target_s", f"best_val_by_{QUALITY_AT:g}s",
-                "best_val", "test", "met"])
+               ["pack", "pruner", "seed", "pack_sizes", "wall_s", "trials", "complete", "epochs_mean", "t_target_s",
+                f"best_val_by_{QUALITY_AT:g}s", "best_val", "test", "met"])
+        for p in a.quality_packs.split(","):
+            tests = sorted(r["test"] for r in q if r.get("pack") == p and r.get("test") is not None)
+            if tests:
+                print(f"{p}: test median {tests[len(tests) // 2]:.4f}, min {tests[0]:.4f} over {len(tests)} seeds")
 
 
 if __name__ == "__main__":
