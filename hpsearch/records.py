@@ -43,6 +43,9 @@ class STUDY:
     TEST_SCORE = "test_score"  # the best model on the held-out test split, once
     TEST_METRIC = "test_metric"
     TEST_METRICS = "test_metrics"  # dict: metric -> test score
+    #: how many trials score within one standard error of the best, and with search.ensemble the best
+    #: K averaged on test (hpsearch.study.selection)
+    SELECTION = "selection"
     BEST_TRIAL = "best_trial_number"
     COMPLETE = "complete"  # the search ended by itself (halving)
     BEST_MODEL_ARTIFACT = "best_model_artifact_id"

@@ -5,7 +5,7 @@ on the training split (:func:`hpsearch.study.run.finalize`). With ``search.ensem
 candidates of the top K are refitted the same way once the search has ended, so that
 ``load_best(name, top_k=K)`` and ``hpsearch best --ensemble K`` have their K models. A finished trial
 cannot take new attributes, so the models are stored against the study and listed, by trial number,
-in ``STUDY.ENSEMBLE_MODELS`` (:func:`hpsearch.results.ensemble.top_models` reads it). Each model is recorded
+in ``STUDY.ENSEMBLE_MODELS`` (:func:`hpsearch.storage.queries.top_models` reads it). Each model is recorded
 as soon as it is stored: an interrupted refit keeps what it made, and the next run adds the rest.
 """
 

@@ -19,13 +19,13 @@ from sklearn.base import BaseEstimator
 from hpsearch.errors import UserError
 from hpsearch.metrics import score_predictions
 from hpsearch.models.scoring import predict_raw
-from hpsearch.records import STUDY, TRIAL, ranked
+from hpsearch.records import STUDY
 from hpsearch.results.estimator import RawClassifierOutputs, RawRegressorOutputs
 from hpsearch.results.evaluation import stored_config
 from hpsearch.storage.artifacts import load_model_artifacts
-from hpsearch.storage.queries import best_artifact_ids, study_direction
+from hpsearch.storage.queries import best_artifact_ids, top_models
 
-__all__ = ["EnsembleClassifier", "EnsembleRegressor", "top_models", "load_ensemble", "ensemble_scores"]
+__all__ = ["EnsembleClassifier", "EnsembleRegressor", "load_ensemble", "ensemble_scores"]
 
 
 class _Ensemble(BaseEstimator):
@@ -54,39 +54,6 @@ class EnsembleClassifier(RawClassifierOutputs, _Ensemble):
 
 class EnsembleRegressor(RawRegressorOutputs, _Ensemble):
     """``predict``: the members' mean prediction."""
-
-
-def top_models(study: Any, k: int) -> list[tuple[int, str, str]]:
-    """(trial number, model id, preprocessing id) of the ``k`` best trials with a stored model, best
-    first; a one-line UserError when the study keeps fewer."""
-    if k < 1:
-        raise UserError(f"an ensemble needs at least 1 model, got {k}; give --ensemble / top_k >= 1")
-    attrs = study.user_attrs
-    gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
-    direction = study_direction(attrs, list(study.directions))
-    out = []
-    for t in ranked(study.get_trials(deepcopy=False), direction):
-        ids = _stored_ids(t, attrs)
-        if ids is not None and ids[0] not in gone:
-            out.append((t.number, *ids))
-    if len(out) < k:
-        raise UserError(
-            f"study {study.study_name!r} keeps {len(out)} trained models, fewer than the {k} asked for;"
-            f" ask for at most {len(out)}, or set search.ensemble: {k} and run the study again")
-    return out[:k]
-
-
-def _stored_ids(trial: Any, attrs: dict[str, Any]) -> tuple[str, str] | None:
-    """(model id, preprocessing id) of a trial's model: its own, else one stored against the study
-    (the refitted best, or a scikit-learn engine's ensemble member, see
-    :mod:`hpsearch.engines.ensemble_refit`)."""
-    mid, pid = trial.user_attrs.get(TRIAL.MODEL_ARTIFACT), trial.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
-    if mid and pid:
-        return str(mid), str(pid)
-    if attrs.get(STUDY.BEST_TRIAL) == trial.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT):
-        return str(attrs[STUDY.BEST_MODEL_ARTIFACT]), str(attrs[STUDY.BEST_PREPROCESS_ARTIFACT])
-    member = (attrs.get(STUDY.ENSEMBLE_MODELS) or {}).get(str(trial.number))
-    return (str(member[0]), str(member[1])) if member else None
 
 
 def load_ensemble(study: Any, store: Any, k: int) -> EnsembleClassifier | EnsembleRegressor:

@@ -16,7 +16,7 @@ from typing import Any
 
 from hpsearch.errors import UserError
 from hpsearch.pareto import DEFAULT_PICK, chosen_trial, front_rows, objectives_of, pareto_front
-from hpsearch.records import STUDY, TRIAL, best_of, primary_value, state_counts, trial_rows
+from hpsearch.records import STUDY, TRIAL, best_of, primary_value, ranked, state_counts, trial_rows
 from hpsearch.storage import open_storage, redact_url, resolve_storage_url
 from hpsearch.storage.artifacts import artifact_location
 
@@ -31,6 +31,8 @@ __all__ = [
     "study_status",
     "trial_detail",
     "study_summary",
+    "stored_model_ids",
+    "top_models",
 ]
 
 #: how many study names a "study not found" message lists
@@ -258,3 +260,36 @@ def best_artifact_ids(study: Any, pick: str | None = None) -> tuple[str, str, in
             f" `hpsearch best {study.study_name} --refit` (or `hpsearch run FILE --resume`)"
         )
     return str(mid), str(pid), best.number
+
+
+def top_models(study: Any, k: int) -> list[tuple[int, str, str]]:
+    """(trial number, model id, preprocessing id) of the ``k`` best trials with a stored model, best
+    first; a one-line UserError when the study keeps fewer."""
+    if k < 1:
+        raise UserError(f"an ensemble needs at least 1 model, got {k}; give --ensemble / top_k >= 1")
+    attrs = study.user_attrs
+    gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
+    direction = study_direction(attrs, list(study.directions))
+    out = []
+    for t in ranked(study.get_trials(deepcopy=False), direction):
+        ids = stored_model_ids(t, attrs)
+        if ids is not None and ids[0] not in gone:
+            out.append((t.number, *ids))
+    if len(out) < k:
+        raise UserError(
+            f"study {study.study_name!r} keeps {len(out)} trained models, fewer than the {k} asked for;"
+            f" ask for at most {len(out)}, or set search.ensemble: {k} and run the study again")
+    return out[:k]
+
+
+def stored_model_ids(trial: Any, attrs: dict[str, Any]) -> tuple[str, str] | None:
+    """(model id, preprocessing id) of a trial's model: its own, else one stored against the study
+    (the refitted best, or a scikit-learn engine's ensemble member, see
+    :mod:`hpsearch.engines.ensemble_refit`)."""
+    mid, pid = trial.user_attrs.get(TRIAL.MODEL_ARTIFACT), trial.user_attrs.get(TRIAL.PREPROCESS_ARTIFACT)
+    if mid and pid:
+        return str(mid), str(pid)
+    if attrs.get(STUDY.BEST_TRIAL) == trial.number and attrs.get(STUDY.BEST_MODEL_ARTIFACT):
+        return str(attrs[STUDY.BEST_MODEL_ARTIFACT]), str(attrs[STUDY.BEST_PREPROCESS_ARTIFACT])
+    member = (attrs.get(STUDY.ENSEMBLE_MODELS) or {}).get(str(trial.number))
+    return (str(member[0]), str(member[1])) if member else None

@@ -41,6 +41,7 @@ from hpsearch.storage.keep import keep_best_models
 from hpsearch.study.batchfind import resolve_batch_size
 from hpsearch.study.decisions import announce_decisions
 from hpsearch.study.lrfind import resolve_auto
+from hpsearch.study.selection import note_selection
 from hpsearch.study.snapshot import builder_file, check_snapshot, record_snapshot
 from hpsearch.study.validate import apply_overrides, load_study_config
 from hpsearch.tracking.hooks import attach_callbacks, end_trackers
@@ -359,6 +360,7 @@ def finalize(ctx: RunContext, force: bool = False) -> None:
         STUDY.TEST_SCORE: test.get(ctx.metric), STUDY.TEST_METRIC: ctx.metric, STUDY.TEST_METRICS: test,
     }.items():
         study.set_user_attr(k, clean_attr(v))
+    note_selection(ctx, test.get(ctx.metric))  # several trials within noise of the best: said, once
     # the previous best was protected while it was the study's best; now it may go (a store that
     # refuses a removal must not fail a finished study: it is said, and the next run tries again)
     try:
