@@ -53,6 +53,8 @@ class STUDY:
     STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
     DECISIONS = "decisions"  # every automatic decision: {key: {"value": ..., "line": the line the run said}}
     DEADLINE_PLAN = "deadline_plan"  # packs planned from search.timeout: one line per decision
+    #: {"shrunk", "built", "reused", "last"}: packs whose live members moved to a smaller model, its models
+    PACK_SHRINK = "pack_shrink"
     PACK_MODELS = "pack_models"  # {"built", "reused", "note"}: packs that built a compiled model / reused the last one
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
