@@ -17,10 +17,14 @@ shape: a live member with dropout is never moved (the pack trains out as before)
 The rule (:func:`shrink_due`) counts, never times, so a study run twice with one seed shrinks at the
 same epoch: at most one live member in :data:`SHRINK_SHARE` slots, and the slots saved times the
 epochs the live members may still train (the most of any; the tail is at most that long) at least
-:data:`SHRINK_MIN_SLOT_EPOCHS`. Measured (benchmarks/bench_packing.py notes, digits, 2-core CPU):
-an epoch of a 64-slot pack 0.26-0.40 s, of a 4-slot pack 0.03-0.05 s, the build, trace and compile
-of a 4-slot pack 2-4 s: the compile pays back after ~10-15 epochs of the tail, so 64 - 4 slots need
-at least 12 epochs left (720 slot-epochs), a 16-slot pack 60 (its epochs are cheap already).
+:data:`SHRINK_MIN_SLOT_EPOCHS`. Measured with ``benchmarks/bench_shrink.py`` (digits, the anchors'
+space, 2-core CPU at load 3.3-3.5): an epoch of a 64-slot pack 0.228 s, of a pack of 4 / 12 / 16
+members 0.031 / 0.065 / 0.049 s; the small pack's build 0.8-2.4 s and its trace and compile 5.1-6.4 s
+(one sub-graph per depth group, whatever its size). So a shrink from 64 pays after 34-45 epochs of
+tail, 1600-2500 slot-epochs: the threshold is 2400. In the anchors' 64-trial study with Hyperband
+(seed 0) the pack shrinks at its epoch 28, 12 of 64 members live with up to 72 epochs left; with no
+pruner 31 of 64 members train all 100 epochs, live members never fall to a quarter and no shrink
+happens (the tail there is the pack itself, not stopped members).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ SHRINK = True
 #: shrink once the live members are at most one in this many slots
 SHRINK_SHARE = 4
 #: ... and the slots saved times the live members' most epochs left reach this (see the module doc)
-SHRINK_MIN_SLOT_EPOCHS = 720
+SHRINK_MIN_SLOT_EPOCHS = 2400
 
 
 @dataclass
