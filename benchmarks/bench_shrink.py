@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--live", default="4,8,16")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--small-jit", default="on", choices=("on", "off"), help="XLA for the small packs")
     a = ap.parse_args()
     X, y = load_digits(return_X_y=True)
     X = StandardScaler().fit_transform(X).astype("float32")
@@ -44,10 +45,11 @@ def main() -> None:
     s = PackSettings(epochs=a.epochs, batch_size=32, valid_batch=512, metric="accuracy", direction="maximize",
                      patience=a.epochs)
 
-    def timed(k: int) -> tuple[float, float, float]:
+    def timed(k: int, jit: bool = True) -> tuple[float, float, float]:
         t0 = time.monotonic()
         pm = PackedModel([member_spec(build_mlp, p) for p in params[:k]], meta, seed=0)
         pm.init_weights(list(range(k)))
+        pm.model.jit_compile = jit
         build = time.monotonic() - t0
         pace = Pace()
         train_pack(pm, Xt, yt, Xv, yv, s, pace=pace)
@@ -57,7 +59,7 @@ def main() -> None:
     _, _, big = timed(a.k)
     print(f"K={a.k}: epoch {big:.3f} s  (load {os.getloadavg()[0]:.1f})")
     for live in (int(v) for v in a.live.split(",")):
-        build, compile_s, epoch = timed(live)
+        build, compile_s, epoch = timed(live, a.small_jit == "on")
         per_slot = (big - epoch) / (a.k - live)
         print(f"L={live}: build {build:.2f} s, trace+compile {compile_s:.2f} s, epoch {epoch:.3f} s;"
               f" pays after {(build + compile_s) / max(big - epoch, 1e-9):.1f} epochs left,"

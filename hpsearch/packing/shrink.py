@@ -20,11 +20,14 @@ epochs the live members may still train (the most of any; the tail is at most th
 :data:`SHRINK_MIN_SLOT_EPOCHS`. Measured with ``benchmarks/bench_shrink.py`` (digits, the anchors'
 space, 2-core CPU at load 3.3-3.5): an epoch of a 64-slot pack 0.228 s, of a pack of 4 / 12 / 16
 members 0.031 / 0.065 / 0.049 s; the small pack's build 0.8-2.4 s and its trace and compile 5.1-6.4 s
-(one sub-graph per depth group, whatever its size). So a shrink from 64 pays after 34-45 epochs of
-tail, 1600-2500 slot-epochs: the threshold is 2400. In the anchors' 64-trial study with Hyperband
-(seed 0) the pack shrinks at its epoch 28, 12 of 64 members live with up to 72 epochs left; with no
-pruner 31 of 64 members train all 100 epochs, live members never fall to a quarter and no shrink
-happens (the tail there is the pack itself, not stopped members).
+(one sub-graph per depth group, whatever its size; without XLA 1.4 s, but its epochs 0.13-0.24 s: no
+gain). So a shrink from 64 pays after 34-45 epochs of tail, 1600-2500 slot-epochs, by the epochs
+alone; a study's epoch also writes and checks each member's value (the same for any K), so less is
+saved. In the anchors' 64-trial Hyperband study (bench_packing.py ``--pruner hyperband``, shrink on
+vs off interleaved, load 2.5-5) a shrink of 64 -> 12 with 72 epochs left (3744 slot-epochs) cut the
+tail by 1.3-5.2 s of 16-20 s in four runs, while 64 -> 16 with 50-56 left (2400-2688) lost 2-6 s in
+three of four: the threshold is 3200. With no pruner 31 of 64 members train all 100 epochs, the live
+members never fall to a quarter and no shrink happens (that tail is the pack itself).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ SHRINK = True
 #: shrink once the live members are at most one in this many slots
 SHRINK_SHARE = 4
 #: ... and the slots saved times the live members' most epochs left reach this (see the module doc)
-SHRINK_MIN_SLOT_EPOCHS = 2400
+SHRINK_MIN_SLOT_EPOCHS = 3200
 
 
 @dataclass
