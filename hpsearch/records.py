@@ -95,7 +95,7 @@ class TRIAL:
     INFEASIBLE = "infeasible"  # why a trial over a limit was not trained
     COPIED_FROM = "copied_from"  # "STUDY#NUMBER": copied by search.warm_start (not in the trial budget)
     PACK_SIZE = "pack_size"  # trials trained together in one compiled model (hpsearch.packing.model)
-    PACK_SLOT = "pack_slot"  # this trial's place in its pack
+    PACK_SLOT = "pack_slot"  # this trial's place in its pack (both as it started: a shrink may move it later)
     #: every Keras metric of every epoch: {"loss": [...], "val_loss": [...], ...} (a packed member:
     #: its validation metric; a scikit-learn candidate: the fold mean of each)
     HISTORY = "history"
