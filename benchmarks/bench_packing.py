@@ -97,27 +97,44 @@ def run_timed(study: dict, prefix: str, ensemble: int | None = None) -> tuple[An
     return res, loaded.get_trials(), wall, obs.notes
 
 
-def _watch_packs() -> tuple[list[float], list[bool]]:
+def _watch_packs() -> tuple[list[float], list[bool], list[float]]:
     """Each pack's trace and compile seconds as the runner times them (its first epoch, compile
     included, less its next epoch: :class:`hpsearch.packing.train.Pace`), appended as packs end,
-    and whether each trained in a compiled model an earlier pack trained in (reused)."""
-    from hpsearch.packing import pack
+    whether each trained in a compiled model an earlier pack trained in (reused), and each pack's
+    tail: seconds from the epoch where the shrink rule first holds (:mod:`hpsearch.packing.shrink`,
+    judged as if shrinking were on, so a run with it off has the same tail to compare) to its end."""
+    from hpsearch.packing import pack, shrink
 
     compiles: list[float] = []
     reused: list[bool] = []
-    real = pack.train_pack
+    tails: list[float] = []
+    tail_from: list[float] = []
+    real, real_due = pack.train_pack, pack.Pack.due
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         reused.append(hasattr(args[0], "bench_trained"))
         args[0].bench_trained = True
+        tail_from.clear()
         out = real(*args, **kwargs)
+        if tail_from:
+            tails.append(time.monotonic() - tail_from[0])
         pace = kwargs.get("pace")
         if pace is not None and pace.first_s is not None and pace.epoch_s is not None:
             compiles.append(max(0.0, pace.first_s - pace.epoch_s))
         return out
 
-    pack.train_pack = timed
-    return compiles, reused
+    def due(self: Any, pm: Any, res: Any) -> bool:
+        on, shrink.SHRINK = shrink.SHRINK, True
+        try:
+            would = real_due(self, pm, res)
+        finally:
+            shrink.SHRINK = on
+        if would and not tail_from:
+            tail_from.append(time.monotonic())
+        return would and on
+
+    pack.train_pack, pack.Pack.due = timed, due
+    return compiles, reused, tails
 
 
 def by_hand(epochs: int, seed: int, timeout: float) -> dict:
@@ -186,7 +203,7 @@ def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float 
     """One configuration in this process: its figures as a dict (``compile_share``: the packs'
     trace and compile seconds over the run's wall time; ``reused``: packs that trained in an
     earlier pack's compiled model)."""
-    compiles, reused = _watch_packs()
+    compiles, reused, tails = _watch_packs()
     res, trials, wall, notes = run_timed(_study(pack, epochs, seed, n_trials, timeout, pruner, ensemble), "bench-pack-",
                                          ensemble)
     trials = [t for t in trials if t.state.is_finished()]
@@ -196,6 +213,7 @@ def one(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: float 
             "trials_per_min": round(60 * len(trials) / wall, 1), "pack_sizes": sizes, "packs": len(reused),
             "reused": sum(reused),
             "compile_s": round(sum(compiles), 1), "compile_share": round(sum(compiles) / wall, 2),
+            "tail_s": round(sum(tails), 1), "shrinks": sum("pack shrink:" in n for n in notes),
             "epochs_mean": round(sum(t.user_attrs.get("epochs_trained", 0) for t in trials) / max(1, len(trials)), 1),
             "best_val": round(res.best_value, 4) if res.best_value is not None else None,
             "test": round(res.test_score, 4) if res.test_score is not None else None,
@@ -225,7 +243,7 @@ def _child(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: flo
            pruner: str = "none", ensemble: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--one", pack, "--epochs", str(epochs), "--seeds", str(seed), "--pruner", pruner]
     cmd += ["--ensemble", str(ensemble)] if ensemble and pack != "by-hand" else []
-    cmd += ["--trials", str(n_trials or 0), "--cap", str(timeout or 0)]
+    cmd += ["--trials", str(n_trials or 0), "--cap", str(timeout or 0), "--shrink", SHRINK[0]]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
@@ -234,6 +252,9 @@ def _child(pack: str, epochs: int, seed: int, n_trials: int | None, timeout: flo
     row = json.loads(lines[-1])
     print(json.dumps(row), flush=True)
     return row
+
+
+SHRINK = ["on"]  # --shrink, passed on to the children
 
 
 def _table(title: str, rows: list[dict], cols: list[str]) -> None:
@@ -257,8 +278,15 @@ def main() -> None:
     ap.add_argument("--pruner", default="none", help=argparse.SUPPRESS)
     ap.add_argument("--ensemble", type=int, default=0,
                     help="time to quality: also score hpsearch's top K stored models averaged (search.ensemble: K)")
+    ap.add_argument("--shrink", default="on", choices=("on", "off"),
+                    help="shrink a pack's tail (hpsearch.packing.shrink.SHRINK): off to compare")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    SHRINK[0] = a.shrink
+    if a.shrink == "off":
+        from hpsearch.packing import shrink
+
+        shrink.SHRINK = False
     seeds = [int(s) for s in a.seeds.split(",")]
     if a.one == "by-hand":
         print(json.dumps(by_hand(a.epochs, seeds[0], a.cap)), flush=True)
@@ -273,8 +301,8 @@ def main() -> None:
         if base and "trials_per_min" in r:
             r["speedup"] = round(r["trials_per_min"] / base, 1)
     _table(f"throughput: {a.trials} trials, {a.epochs} epochs", thr,
-           ["pack", "pack_sizes", "packs", "reused", "compile_s", "compile_share", "wall_s", "trials",
-            "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
+           ["pack", "pack_sizes", "packs", "reused", "compile_s", "compile_share", "shrinks", "tail_s", "wall_s",
+            "trials", "trials_per_min", "speedup", "peak_rss_mb", "best_val", "test"])
     if a.quality_seconds > 0:
         q = [_child(p, a.epochs, s, None, a.quality_seconds, a.quality_pruner, a.ensemble)
              for s in seeds for p in a.quality_packs.split(",")]

@@ -56,6 +56,8 @@ class STUDY:
     STOP_REASON = "stop_reason"  # the stop rule (timeout, patience, target) that last ended a run
     DECISIONS = "decisions"  # every automatic decision: {key: {"value": ..., "line": the line the run said}}
     DEADLINE_PLAN = "deadline_plan"  # packs planned from search.timeout: one line per decision
+    #: {"shrunk", "built", "reused", "last"}: packs whose live members moved to a smaller model, its models
+    PACK_SHRINK = "pack_shrink"
     PACK_MODELS = "pack_models"  # {"built", "reused", "note"}: packs that built a compiled model / reused the last one
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
@@ -96,7 +98,7 @@ class TRIAL:
     INFEASIBLE = "infeasible"  # why a trial over a limit was not trained
     COPIED_FROM = "copied_from"  # "STUDY#NUMBER": copied by search.warm_start (not in the trial budget)
     PACK_SIZE = "pack_size"  # trials trained together in one compiled model (hpsearch.packing.model)
-    PACK_SLOT = "pack_slot"  # this trial's place in its pack
+    PACK_SLOT = "pack_slot"  # this trial's place in its pack (both as it started: a shrink may move it later)
     #: every Keras metric of every epoch: {"loss": [...], "val_loss": [...], ...} (a packed member:
     #: its validation metric; a scikit-learn candidate: the fold mean of each)
     HISTORY = "history"

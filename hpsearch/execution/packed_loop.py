@@ -50,6 +50,7 @@ class _PackLoop(TrialLoop):
         self.deadline_stops = 0  # members of the current pack ended by search.timeout
         self.plan_notes: list[str] = []  # STUDY.DEADLINE_PLAN
         self.reuse_counts = (0, 0)  # STUDY.PACK_MODELS as last recorded: (built, reused)
+        self.shrunk = 0  # STUDY.PACK_SHRINK's count as last recorded
 
     def run(self) -> bool:
         """The loop; reserved trials still waiting for a slot are trained (or, stopping, re-queued)."""
@@ -126,6 +127,15 @@ class _PackLoop(TrialLoop):
         self.reuse_counts = (built, reused)
         attr = {"built": built, "reused": reused, "note": line.removeprefix("hpsearch: ")}
         self.retry(lambda: self.ctx.study.set_user_attr(STUDY.PACK_MODELS, attr), "study attribute")
+
+    def _shrink_note(self) -> None:
+        """``STUDY.PACK_SHRINK`` whenever a pack shrank (:mod:`hpsearch.packing.shrink`; each shrink's
+        line was said as its members moved): how many, the models built / reused for it, the last line."""
+        shrinks = dict(self.runner.shrinks)
+        if shrinks["shrunk"] == self.shrunk:
+            return
+        self.shrunk = shrinks["shrunk"]
+        self.retry(lambda: self.ctx.study.set_user_attr(STUDY.PACK_SHRINK, shrinks), "study attribute")
 
     def _reserve(self, k: int) -> tuple[list[Any], bool]:
         """Up to ``k`` trials against the exact budget: one lock and one count for the pack."""
@@ -239,6 +249,7 @@ class _PackLoop(TrialLoop):
             for trial, _ in list(self.live.values()):
                 self._finish(trial, Candidate(params=dict(trial.params), state="FAIL", failure=reason), requeue)
         self._reuse_note()
+        self._shrink_note()
         if self.deadline_stops:
             self._note(f"hpsearch: search.timeout: {self.deadline_stops} running trials of the pack ended at an epoch"
                        f" boundary, the next epoch would end after the deadline; recorded COMPLETE with their best"

@@ -348,6 +348,21 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
                 for var in (*self.m[i:i + 1], *self.v[i:i + 1]):
                     set_rows(var, {m - a: 0.0 for m in members if a <= m < b})
 
+        def moments(self, variable: Any) -> list[Any]:
+            """``variable``'s moment variables, stacked as it is: m, then v (none for plain SGD)."""
+            i = self._get_variable_index(variable)
+            return [*self.m[i:i + 1], *self.v[i:i + 1]]
+
+        def rows(self, position: int) -> dict[str, float]:
+            """The per-member hyperparameters (``active`` and ``t0`` included) at ``position``."""
+            return {name: float(var.numpy()[position]) for name, var in self.h.items()}
+
+        def carry(self, members: dict[int, dict[str, float]]) -> None:
+            """Members moved in from another pack at positions ``members`` (``{position: rows}``,
+            :meth:`rows`; their moments are set by the caller): every hyperparameter as given."""
+            for name, var in self.h.items():
+                set_rows(var, {m: values[name] for m, values in members.items()})
+
         def traces(self, optimizer: str) -> bool:
             """Whether this pack's compiled update has ``optimizer``'s rule."""
             return {"adam": bool(self.v), "momentum": bool(self.m), "nesterov": bool(self.m)}.get(optimizer, True)

@@ -323,7 +323,7 @@ class PackedModel:
         """Parameters of the member's standalone model (:func:`spec_n_params`)."""
         return spec_n_params(self.specs[member], self.n_features, self.n_out)
 
-    def _slice(self, member: int, layer: int, value: np.ndarray) -> tuple[Any, ...]:
+    def member_slice(self, member: int, layer: int, value: np.ndarray) -> tuple[Any, ...]:
         """Where the member's own part of a stacked variable lies: [j, :in, :out] or [j, :out]."""
         j = self.slot[member][1]
         i, o = self._dims(member)[layer]
@@ -333,7 +333,7 @@ class PackedModel:
         """The member's weights in its standalone model's order (``model.get_weights()``)."""
         g = self.slot[member][0]
         stacks = values[g] if values is not None else self.group_values()[g]
-        return [v[self._slice(member, d, v)].copy() for (d, _), v in zip(self.state[g], stacks)]
+        return [v[self.member_slice(member, d, v)].copy() for (d, _), v in zip(self.state[g], stacks)]
 
     def group_values(self) -> list[list[np.ndarray]]:
         """Every member-state variable as numpy, per group (one read for many members)."""
@@ -344,7 +344,7 @@ class PackedModel:
         g, j = self.slot[member]
         for (d, _), full, w in zip(self.state[g], values[g], weights, strict=True):
             full[j] = 0.0
-            full[self._slice(member, d, full)] = w
+            full[self.member_slice(member, d, full)] = w
 
     def _assign(self, values: list[list[np.ndarray]]) -> None:
         for state, vals in zip(self.state, values):

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.packing.model import MemberSpec, member_seeds
-from hpsearch.packing.train import MemberResult, train_pack
+from hpsearch.packing import shrink as shrinking
+from hpsearch.packing.model import MemberSpec, PackedModel, member_seeds
+from hpsearch.packing.shrink import load_states, member_states, shrink_due
+from hpsearch.packing.train import MemberResult, PackSettings, train_pack
 from hpsearch.records import TRIAL
 from hpsearch.storage.batch import write_intermediate_values
 from hpsearch.trials.context import Candidate
@@ -112,6 +114,9 @@ class Pack:
         self.member_epochs = 0  # epochs trained by every member so far (apportions the fit time)
         self.refill_s = 0.0  # seconds spent in refills so far (members told, new ones reserved): not fit time
         self.size = len(self.pm.specs)  # the compiled model's slots (a reused model's spares included)
+        #: slot -> (pack size, slot) its member started in, for a member moved by a shrink: its trial's
+        #: PACK_SIZE / PACK_SLOT stay those it started with (any other member: ``size``, its slot)
+        self.origin: dict[int, tuple[int, int]] = {}
 
     def train(self) -> list[Any]:
         ctx, data, single = self.runner.ctx, self.runner.ctx.data, self.runner.single
@@ -121,7 +126,8 @@ class Pack:
         try:
             res = train_pack(self.pm, single.X_train, single.y_train, data.X_valid, data.y_valid,
                              self.runner.settings(self.pm), self.reports, callbacks=single.extra_callbacks,
-                             refill=self._refill if self.more is not None else None, pace=self.runner.pace)
+                             refill=self._refill if self.more is not None else None, pace=self.runner.pace,
+                             shrink=self)
             self._end([i for i in range(self.size) if i in self.trials], res)
         finally:
             self.reports.close()
@@ -156,7 +162,8 @@ class Pack:
                 TRIAL.EPOCHS: r.epochs, TRIAL.FIT_TIME: per_epoch * r.epochs,
                 TRIAL.REPORT_TIME: self.reports.wait_time * r.epochs / max(1, self.member_epochs + busy),
                 TRIAL.SAMPLE_TIME: self.sample_time[i], TRIAL.WORKER: self.runner.single.worker,
-                TRIAL.N_PARAMS: self.pm.n_params(i), TRIAL.PACK_SIZE: self.size, TRIAL.PACK_SLOT: i,
+                TRIAL.N_PARAMS: self.pm.n_params(i), **dict(zip((TRIAL.PACK_SIZE, TRIAL.PACK_SLOT),
+                                                                self.origin.get(i, (self.size, i)))),
                 TRIAL.HISTORY: {f"val_{self.runner.ctx.metric}": list(r.values)}}
             if r.deadline_stop:
                 attrs[TRIAL.DEADLINE_STOP] = r.stopped_at
@@ -231,3 +238,44 @@ class Pack:
         assert isinstance(spec, MemberSpec)  # fits() said so
         self.placing.append((slot, spec, member_seeds(self.runner.ctx.cfg.search.seed, [trial.number])[0]))
         self.trials[slot], self.params[slot], self.sample_time[slot] = trial, params, sample_time
+
+    def due(self, pm: PackedModel, res: list[MemberResult]) -> bool:
+        """Whether the running members move to a smaller model now (:func:`hpsearch.packing.shrink.shrink_due`):
+        only once no refill can come (``more`` said none, no reserved trial waits for a slot) and,
+        under ``search.timeout``, while the deadline leaves twice the largest compile seen."""
+        if self.more is not None or self.waiting or not shrink_due(pm, res, self.runner.ctx.cfg.train.epochs):
+            return False
+        deadline = self.runner.deadline
+        return deadline is None or deadline - time.monotonic() > 2 * self.runner.pace.compile_s
+
+    def move(self, pm: PackedModel, res: list[MemberResult]) -> tuple[PackedModel, dict[int, int], PackSettings]:
+        """Move the running members to a kept model that hosts them or a new build of just them
+        (:meth:`PackedRunner.pack_model`) with their whole state (:func:`~hpsearch.packing.shrink.load_states`);
+        the slot-keyed records (``trials`` (the reports' too), ``params``, ``sample_time``) follow them.
+        Members that ended but are not recorded yet (a pack without refills) are recorded first."""
+        self._end([i for i in sorted(self.trials) if res[i].state != "RUNNING"], res)
+        live = [i for i, r in enumerate(res) if r.state == "RUNNING"]
+        states = member_states(pm, live)
+        built = self.runner.shrinks["built"]
+        seeds = member_seeds(self.runner.ctx.cfg.search.seed, [self.trials[i].number for i in live])
+        new, slots = self.runner.pack_model([pm.specs[i] for i in live], seeds, shrink=self.size)
+        load_states(new, slots, states)
+        moved = dict(zip(slots, live))
+        tables: list[dict[int, Any]] = [self.trials, self.params, self.sample_time]
+        for table in tables:  # in place: the reports hold ``trials``
+            rows = {n: table[o] for n, o in moved.items()}
+            table.clear()
+            table.update(rows)
+        self.origin = {n: self.origin.get(o, (self.size, o)) for n, o in moved.items()}
+        left = max(self.runner.ctx.cfg.train.epochs - res[i].epochs for i in live)
+        how = ("a new build of just them: one trace and compile" if self.runner.shrinks["built"] > built
+               else "a kept compiled model: no compile")
+        line = (f"hpsearch: pack shrink: {len(live)} of {self.size} members still training and no refill to come:"
+                f" moved to a pack of {len(new.specs)} ({how}) with their weights, optimizer state and batch order;"
+                f" up to {(self.size - len(new.specs)) * left} slot-epochs saved (rule: at most one live member in"
+                f" {shrinking.SHRINK_SHARE} slots, slots saved x epochs left >= {shrinking.SHRINK_MIN_SLOT_EPOCHS})")
+        self.runner.ctx.observer.message(line)
+        self.runner.shrinks["shrunk"] += 1
+        self.runner.shrinks["last"] = line.removeprefix("hpsearch: ")
+        self.pm, self.size = new, len(new.specs)
+        return new, moved, self.runner.settings(new)

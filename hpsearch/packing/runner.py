@@ -157,28 +157,41 @@ class PackedRunner:
         self.pace = Pace()  # how fast the last pack trained: what the next one is planned from
         self.compiled: list[PackedModel] = []  # the last packs' models, latest first: reused when members fit
         self.builds = self.reuses = 0  # packs that built (traced, compiled) a model / reused one
+        #: pack shrinks (:mod:`hpsearch.packing.shrink`): how many, their models built / reused, the last line
+        self.shrinks: dict[str, Any] = {"shrunk": 0, "built": 0, "reused": 0, "last": None}
         self.limit_attrs: dict[int, dict[str, Any]] = {}  # trial number -> its search.constraints values
 
-    def pack_model(self, specs: list[MemberSpec], seeds: list[int]) -> tuple[PackedModel, list[int]]:
+    def pack_model(self, specs: list[MemberSpec], seeds: list[int], shrink: int | None = None
+                   ) -> tuple[PackedModel, list[int]]:
         """The compiled model of a new pack and each member's slot in it: one of the last
         ``KEEP_MODELS`` packs' models when every member fits one of its slots
         (:meth:`PackedModel.host`: no rebuild, no trace, no compile; the members train as in a new
-        build), else a new build (the oldest kept model dropped)."""
+        build), else a new build (the oldest kept model dropped). ``shrink``: the slots of the pack
+        whose members move to the model (:mod:`hpsearch.packing.shrink`): only a smaller one hosts
+        them, and it is counted in ``shrinks``, not as a pack."""
         for pm in self.compiled:
-            slots = pm.host(specs)
+            slots = pm.host(specs) if shrink is None or len(pm.specs) < shrink else None
             if slots is not None:
                 pm.restart(slots, specs, seeds, seeds[0])
                 self.compiled.remove(pm)
                 self.compiled.insert(0, pm)
-                self.reuses += 1
+                self._count(shrink, "reused")
                 return pm, slots
         del self.compiled[KEEP_MODELS - 1:]  # its memory goes before the new model is built
         pm = PackedModel(specs, self.ctx.data.meta(), steps_per_execution=self.ctx.cfg.train.steps_per_execution,
                          seed=seeds[0])
         pm.init_weights(seeds)
         self.compiled.insert(0, pm)
-        self.builds += 1
+        self._count(shrink, "built")
         return pm, list(range(len(specs)))
+
+    def _count(self, shrink: int | None, how: str) -> None:
+        if shrink is not None:
+            self.shrinks[how] += 1
+        elif how == "built":
+            self.builds += 1
+        else:
+            self.reuses += 1
 
     def plan(self, left: float) -> int | None:
         """How many trials a new pack can train for all their epochs in ``left`` seconds (at most

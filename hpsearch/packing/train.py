@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from hpsearch.packing.model import PackedModel
 from hpsearch.trials.stopping import StopRule
 
 __all__ = ["MemberResult", "Pace", "PackSettings", "EpochHook", "RefillHook", "member_scores", "member_val_losses",
-           "stop_settings", "member_epoch_rows", "batch_counts_equal", "train_pack"]
+           "stop_settings", "member_epoch_rows", "batch_counts_equal", "Shrinker", "train_pack"]
 
 
 @dataclass
@@ -289,9 +289,20 @@ def _feed(pm: PackedModel, X: Any, y: Any, s: PackSettings, epochs: int, rng: np
     return xb, yb, weight[:, order]
 
 
+class Shrinker(Protocol):
+    """Moves a pack's running members to a smaller compiled model (:mod:`hpsearch.packing.shrink`)."""
+
+    def due(self, pm: PackedModel, res: list[MemberResult]) -> bool:
+        """Whether to move them now (an epoch boundary; counted, never timed)."""
+
+    def move(self, pm: PackedModel, res: list[MemberResult]) -> tuple[PackedModel, dict[int, int], PackSettings]:
+        """Move them: the model they continue in, its slot -> the old slot, and its settings."""
+
+
 def train_pack(pm: PackedModel, X: Any, y: Any, Xv: np.ndarray, yv: np.ndarray,
                s: PackSettings, hook: EpochHook | None = None, callbacks: list[Any] | None = None,
-               refill: RefillHook | None = None, pace: Pace | None = None) -> list[MemberResult]:
+               refill: RefillHook | None = None, pace: Pace | None = None,
+               shrink: Shrinker | None = None) -> list[MemberResult]:
     """Train every member of ``pm`` on the same batches; each stops, is pruned or fails alone, at
     its own epochs (at most ``s.epochs`` each). ``refill`` may put a new member in a slot whose
     member ended: the pack trains until no member runs. Returns one :class:`MemberResult` per slot
@@ -303,59 +314,124 @@ def train_pack(pm: PackedModel, X: Any, y: Any, Xv: np.ndarray, yv: np.ndarray,
     (``steps_per_execution``: measured 20% less time per epoch at K=64). ``pace`` (filled in as the
     epochs run) times them: what ``s.deadline`` is checked against, and what plans the next pack.
 
+    ``shrink`` (shared-input packs): at an epoch boundary where ``shrink.due``, the running members
+    move to ``shrink.move``'s smaller model and train on from the rest of the same chunk of batches;
+    the results returned are then the small model's slots (``res`` follows its members). ``pace``
+    is left as the big pack's (the next pack is planned from it).
+
     A ``per_member`` pack takes ``X`` and ``y`` as lists of each member's rows and targets (its CV
     fold's, preprocessed by that fold's pipeline; one batch count for all: :func:`member_epoch_rows`)
     and ``Xv`` as (rows, K, features), the validation rows as each member's preprocessing maps them;
     ``yv`` is every member's."""
-    import keras
-
-    res = [MemberResult(state="EMPTY" if i in pm.empty else "RUNNING") for i in range(len(pm.specs))]
-    timing = pace if pace is not None else Pace()
-    timing.slots, timing.first_s, timing.epoch_s = len(res), None, None
-    clock = [time.monotonic()]
     n = max(len(x) for x in X) if pm.per_member else len(X)
-    nb = -(-n // s.batch_size)
-    if keras.backend.backend() == "tensorflow" and pm.model.steps_per_execution != nb:
-        pm.model.steps_per_execution, pm.model.train_function = nb, None  # JAX unrolls it: left as set
-
-    class PerMember(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            if (batch + 1) % nb:
-                return
-            sync = getattr(self.model, "jax_state_sync", None)
-            if sync is not None:  # JAX: the variables hold the state again (read and changed below)
-                sync()
-            running = [i for i, r in enumerate(res) if r.state == "RUNNING"]
-            pred = pm.predict(Xv, s.valid_batch)
-            _epoch_end(pm, res, s, member_scores(pm.task, s.metric, pred, yv, s.y_valid_var), hook,
-                       None if s.monitor is None else s.monitor(pred))
-            now = time.monotonic()
-            if timing.first_s is None:
-                timing.first_s = now - clock[0]
-            else:
-                timing.epoch_s = now - clock[0]
-                timing.compile_s = max(timing.compile_s, timing.first_s - timing.epoch_s)
-            epoch_s, left = timing.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
-            next_s = timing.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
-            if next_s + timing.finish_s * sum(r.state == "RUNNING" for r in res) + timing.keep_s > left or left <= 0:
-                _stop_at_deadline(pm, res)  # the next epoch, and recording them after it, would pass the deadline
-            ended = [i for i in running if res[i].state != "RUNNING"]
-            _finish(pm, res, ended, s.restore_best)
-            room = epoch_s * s.epochs + timing.finish_s * (len(running) - len(ended) + 1) + timing.keep_s <= left
-            for i in refill(ended, res, room) if refill is not None and ended else ():
-                res[i] = MemberResult()
-            clock[0] = now
-            if all(r.state != "RUNNING" for r in res):
-                self.model.stop_training = True
-
+    run = _PackRun(pm, -(-n // s.batch_size), Xv, yv, s, hook, refill, pace, shrink)
     parts = list(zip(X, y)) if pm.per_member else [(X, y)]
     row_bytes = max(1, sum(a[:1].nbytes + b[:1].nbytes for a, b in parts))
-    per_chunk = max(1, min(s.epochs, _CHUNK_BYTES // (nb * s.batch_size * row_bytes)))
+    per_chunk = max(1, min(s.epochs, _CHUNK_BYTES // (run.nb * s.batch_size * row_bytes)))
     rng = np.random.default_rng(pm.seed) if s.shuffle else None
-    cbs = [PerMember(), *(callbacks or [])]
-    while any(r.state == "RUNNING" for r in res):
-        left = s.epochs - min(r.epochs for r in res if r.state == "RUNNING")
-        xb, yb, weight = _feed(pm, X, y, s, min(per_chunk, left), rng)
-        pm.model.fit(xb, yb, sample_weight=weight, batch_size=s.batch_size, epochs=1, shuffle=False,
-                     verbose=0, callbacks=cbs)
-    return res
+    cbs = [run.callback(), *(callbacks or [])]
+    while run.running():
+        left = s.epochs - min(r.epochs for r in run.res if r.state == "RUNNING")
+        chunk: tuple[np.ndarray, ...] = _feed(run.pm, X, y, s, min(per_chunk, left), rng)
+        while len(chunk[0]):
+            run.cut = None
+            xb, yb, weight = chunk
+            run.pm.model.fit(xb, yb, sample_weight=weight, batch_size=s.batch_size, epochs=1, shuffle=False,
+                             verbose=0, callbacks=cbs)
+            if run.cut is None:
+                break
+            run.move()  # the rest of this chunk's batches in the smaller model
+            chunk = tuple(a[run.cut * s.batch_size:] for a in chunk)
+    run.restore_pace()
+    return run.res
+
+
+class _PackRun:
+    """One :func:`train_pack` call's state: the model its members train in (a shrink moves them),
+    their results, and what runs at each pack epoch's end."""
+
+    def __init__(self, pm: PackedModel, nb: int, Xv: np.ndarray, yv: np.ndarray, s: PackSettings,
+                 hook: EpochHook | None, refill: RefillHook | None, pace: Pace | None, shrink: Shrinker | None) -> None:
+        self.pm, self.nb, self.Xv, self.yv, self.s = pm, nb, Xv, yv, s
+        self.hook, self.refill, self.shrink = hook, refill, shrink
+        self.res = [MemberResult(state="EMPTY" if i in pm.empty else "RUNNING") for i in range(len(pm.specs))]
+        self.timing = pace if pace is not None else Pace()
+        self.timing.slots, self.timing.first_s, self.timing.epoch_s = len(self.res), None, None
+        self.big: tuple[int, float | None, float | None] | None = None  # the pace before a shrink
+        self.clock = time.monotonic()
+        self.cut: int | None = None  # batches of the current fit call run when a shrink became due
+        self._per_execution()
+
+    def _per_execution(self) -> None:
+        import keras
+
+        model = self.pm.model
+        if keras.backend.backend() == "tensorflow" and model.steps_per_execution != self.nb:
+            model.steps_per_execution, model.train_function = self.nb, None  # JAX unrolls it: left as set
+
+    def running(self) -> bool:
+        return any(r.state == "RUNNING" for r in self.res)
+
+    def callback(self) -> Any:
+        import keras
+
+        run = self
+
+        class PerMember(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                if (batch + 1) % run.nb == 0:
+                    run.epoch_end(self.model, batch + 1)
+
+        return PerMember()
+
+    def epoch_end(self, model: Any, done: int) -> None:
+        """A pack epoch ended after ``done`` batches of this fit call: each member's epoch end, the
+        deadline, the ended members finished and their slots refilled, then perhaps a shrink."""
+        sync = getattr(model, "jax_state_sync", None)
+        if sync is not None:  # JAX: the variables hold the state again (read and changed below)
+            sync()
+        pm, res, s, timing = self.pm, self.res, self.s, self.timing
+        running = [i for i, r in enumerate(res) if r.state == "RUNNING"]
+        pred = pm.predict(self.Xv, s.valid_batch)
+        _epoch_end(pm, res, s, member_scores(pm.task, s.metric, pred, self.yv, s.y_valid_var), self.hook,
+                   None if s.monitor is None else s.monitor(pred))
+        now = time.monotonic()
+        if timing.first_s is None:
+            timing.first_s = now - self.clock
+        else:
+            timing.epoch_s = now - self.clock
+            timing.compile_s = max(timing.compile_s, timing.first_s - timing.epoch_s)
+        epoch_s, left = timing.epoch() or 0.0, math.inf if s.deadline is None else s.deadline - now
+        next_s = timing.epoch_s or 0.0  # after the first epoch (the compile's) only a passed deadline stops
+        if next_s + timing.finish_s * sum(r.state == "RUNNING" for r in res) + timing.keep_s > left or left <= 0:
+            _stop_at_deadline(pm, res)  # the next epoch, and recording them after it, would pass the deadline
+        ended = [i for i in running if res[i].state != "RUNNING"]
+        _finish(pm, res, ended, s.restore_best)
+        room = epoch_s * s.epochs + timing.finish_s * (len(running) - len(ended) + 1) + timing.keep_s <= left
+        for i in self.refill(ended, res, room) if self.refill is not None and ended else ():
+            res[i] = MemberResult()
+        self.clock = now
+        if not self.running():
+            model.stop_training = True
+        elif self.shrink is not None and self.shrink.due(pm, res):
+            self.cut, model.stop_training = done, True  # moved once this fit call returns
+
+    def move(self) -> None:
+        """The running members into the shrinker's smaller model; the pace times that model's epochs
+        from here (its first one with its compile, if built), the big pack's kept for :meth:`restore_pace`."""
+        assert self.shrink is not None
+        pm, moved, self.s = self.shrink.move(self.pm, self.res)
+        res = [MemberResult(state="EMPTY") for _ in pm.specs]
+        for new, old in moved.items():
+            res[new] = self.res[old]
+        self.pm, self.res, t = pm, res, self.timing
+        if self.big is None:
+            self.big = (t.slots, t.first_s, t.epoch_s)
+        t.slots, t.first_s, t.epoch_s = len(res), None, None
+        self._per_execution()
+        self.clock = time.monotonic()
+
+    def restore_pace(self) -> None:
+        """The big pack's pace back (what the next, full pack is planned from)."""
+        if self.big is not None:
+            self.timing.slots, self.timing.first_s, self.timing.epoch_s = self.big

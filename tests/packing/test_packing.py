@@ -351,7 +351,7 @@ def test_tied_members_finishing_in_reverse_order_keep_the_best_trials_model(sqli
     trial 0 best, so its model must be stored although three tied models were stored before it;
     the run ends with a result (it exited 1 with `the best trial 0 has no stored model` before)."""
     from hpsearch.packing import pack as packed
-    def tied_reversed(pm, X, y, Xv, yv, s, hook=None, callbacks=None, refill=None, pace=None):
+    def tied_reversed(pm, X, y, Xv, yv, s, hook=None, callbacks=None, refill=None, pace=None, shrink=None):
         res = [packed.MemberResult() for _ in pm.specs]
         for i in reversed(range(len(res))):  # the last slot (highest trial number) ends first
             res[i] = packed.MemberResult(values=[0.5, 0.5], best=0.5, best_epoch=1, state="COMPLETE",

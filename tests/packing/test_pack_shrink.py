@@ -1,0 +1,172 @@
+"""Pack shrink (issue 25 item 2, :mod:`hpsearch.packing.shrink`): once no refill can come and few
+members still train, they move at an epoch boundary to a smaller compiled model and train on exactly
+as they would have in the big one (weights, optimizer moments and step count, batch order); the
+Pack's slot-keyed records follow them, the move is one line and a study attribute. Builds and
+traces are counted, never timed."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from hpsearch.models.mlp import build_mlp
+from hpsearch.packing import shrink as shrinking
+from hpsearch.packing.model import PackedModel, member_spec
+from hpsearch.packing.shrink import load_states, member_states, shrink_due
+from hpsearch.packing.train import MemberResult, PackSettings, train_pack
+from hpsearch.records import STUDY, TRIAL
+from hpsearch.study.run import run_study
+from hpsearch.study.validate import parse_study_config
+from tests.observers import Lines
+
+META = {"n_features_in_": 8, "target_type_": "multiclass", "n_classes_": 3, "n_outputs_": 1}
+EPOCHS = 6
+LIVE = [  # the members still training when the others are pruned: Adam, momentum, Nesterov, SGD + l2
+    {"n_hidden": 1, "n_neurons": 5, "optimizer": "adam", "learning_rate": 0.01, "batch_norm": True},
+    {"n_hidden": 1, "n_neurons": 3, "optimizer": "momentum", "learning_rate": 0.05, "batch_norm": True},
+    {"n_hidden": 2, "n_neurons": 4, "optimizer": "nesterov", "learning_rate": 0.03},
+]
+PRUNED = [  # wider members (the small model is narrower), dropout, more groups: pruned at epoch 2
+    {"n_hidden": 1, "n_neurons": 10, "optimizer": "adam", "learning_rate": 0.02, "dropout": 0.2, "batch_norm": True},
+    {"n_hidden": 2, "n_neurons": 9, "optimizer": "sgd", "learning_rate": 0.1},
+    {"n_hidden": 2, "n_neurons": 6, "optimizer": "adam", "learning_rate": 0.003},
+    {"n_hidden": 3, "n_neurons": 5, "optimizer": "momentum", "learning_rate": 0.02},
+    {"n_hidden": 1, "n_neurons": 8, "optimizer": "sgd", "learning_rate": 0.05},
+    {"n_hidden": 2, "n_neurons": 7, "optimizer": "nesterov", "learning_rate": 0.01},
+    {"n_hidden": 1, "n_neurons": 7, "optimizer": "adam", "learning_rate": 0.001, "batch_norm": True},
+    {"n_hidden": 3, "n_neurons": 3, "optimizer": "sgd", "learning_rate": 0.2},
+]
+SLOTS = [PRUNED[0], LIVE[0], PRUNED[1], PRUNED[2], LIVE[1], PRUNED[3], PRUNED[4], {**LIVE[2], "l2": 1e-3},
+         PRUNED[5], PRUNED[6], PRUNED[7], {"n_hidden": 2, "n_neurons": 2, "optimizer": "sgd", "learning_rate": 0.1,
+                                            "l2": 1e-3}]
+KEEP = {1, 4, 7, 11}  # 4 of 12 slots live after epoch 2 (the rule is made to fire: one live in three)
+
+
+def _data() -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 8)).astype("float32")
+    y = (X[:, 0] + X[:, 1] > 0).astype("int64") + (X[:, 2] > 1).astype("int64")
+    return X[:88], y[:88], X[88:], y[88:]
+
+
+def _settings() -> PackSettings:
+    return PackSettings(epochs=EPOCHS, batch_size=16, valid_batch=32, metric="accuracy", direction="maximize",
+                        patience=EPOCHS, restore_best=False)
+
+
+def _prune(live: dict[int, tuple[int, float]]) -> set[int]:
+    return {i for i, (epoch, _) in live.items() if epoch == 1 and i not in KEEP}
+
+
+class _Mover:
+    """The Pack's shrinker reduced to the move itself: a new build of the running members."""
+
+    def __init__(self) -> None:
+        self.moves: list[dict[int, int]] = []
+
+    def due(self, pm: PackedModel, res: list[MemberResult]) -> bool:
+        return shrink_due(pm, res, EPOCHS)
+
+    def move(self, pm: PackedModel, res: list[MemberResult]) -> tuple[PackedModel, dict[int, int], PackSettings]:
+        live = [i for i, r in enumerate(res) if r.state == "RUNNING"]
+        states = member_states(pm, live)
+        new = PackedModel([pm.specs[i] for i in live], META, seed=pm.seed)
+        new.init_weights(list(range(len(live))))  # overwritten by the moved state
+        load_states(new, list(range(len(live))), states)
+        self.moves.append(dict(enumerate(live)))
+        return new, dict(enumerate(live)), _settings()
+
+
+def _pack() -> PackedModel:
+    pm = PackedModel([member_spec(build_mlp, p) for p in SLOTS], META, seed=3)
+    pm.init_weights(list(range(len(SLOTS))))
+    return pm
+
+
+@pytest.fixture
+def shrink_on(monkeypatch) -> None:
+    monkeypatch.setattr(shrinking, "SHRINK_SHARE", 3)
+    monkeypatch.setattr(shrinking, "SHRINK_MIN_SLOT_EPOCHS", 1)
+
+
+def test_moved_members_train_on_exactly_as_in_the_big_pack(shrink_on, monkeypatch):
+    Xt, yt, Xv, yv = _data()
+    mover = _Mover()
+    moved = train_pack(_pack(), Xt, yt, Xv, yv, _settings(), hook=_prune, shrink=mover)
+    assert mover.moves == [{0: 1, 1: 4, 2: 7, 3: 11}]  # after epoch 2, mid-chunk (all 6 epochs are one chunk)
+    monkeypatch.setattr(shrinking, "SHRINK", False)
+    stayed = train_pack(_pack(), Xt, yt, Xv, yv, _settings(), hook=_prune, shrink=_Mover())
+    assert len(moved) == 4 and all(stayed[i].state == "PRUNED" for i in range(12) if i not in KEEP)
+    for new, old in mover.moves[0].items():
+        a, b = moved[new], stayed[old]
+        assert a.state == b.state == "COMPLETE" and a.epochs == b.epochs == EPOCHS
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+        for got, want in zip(a.weights, b.weights, strict=True):  # batch norm's moving statistics too
+            np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_rule_counts_slots_and_epochs_and_never_moves_dropout(monkeypatch):
+    pm = _pack()
+    res = [MemberResult(state="RUNNING" if i in KEEP else "COMPLETE", values=[0.5] * 2) for i in range(12)]
+    monkeypatch.setattr(shrinking, "SHRINK_MIN_SLOT_EPOCHS", 8 * 4)
+    assert not shrink_due(pm, res, EPOCHS)  # 4 live in 12 slots: more than one in four
+    monkeypatch.setattr(shrinking, "SHRINK_SHARE", 3)
+    assert shrink_due(pm, res, EPOCHS)  # 8 slots saved x 4 epochs left = 32
+    assert not shrink_due(pm, res, EPOCHS - 1)  # 8 x 3 = 24: does not pay
+    res[0].state = "RUNNING"
+    res[1].state = "COMPLETE"
+    assert not shrink_due(pm, res, EPOCHS)  # slot 0 has dropout: its masks follow the pack's shape
+    monkeypatch.setattr(shrinking, "SHRINK", False)
+    res[0].state, res[1].state = "COMPLETE", "RUNNING"
+    assert not shrink_due(pm, res, EPOCHS)
+
+
+def _study(name: str) -> object:
+    return parse_study_config({
+        "name": name,
+        "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"n_hidden": 1}},
+        "space": {"n_neurons": {"int": [2, 12]}, "learning_rate": {"float": [1e-3, 0.3], "log": True},
+                  "optimizer": {"choice": ["adam", "momentum"]}},
+        "train": {"epochs": 8, "batch_size": 16, "pack": 8, "early_stopping": {"patience": 1}},
+        "search": {"engine": "optuna", "n_trials": 8, "seed": 3, "sampler": "random", "pruner": "none",
+                   "keep_models": 2},
+    })
+
+
+def _trials(sqlite_url: str, tmp_path, name: str) -> tuple[optuna.Study, list[str]]:
+    obs = Lines()
+    run_study(_study(name), storage=sqlite_url, artifacts=str(tmp_path / name), observer=obs)
+    return optuna.load_study(study_name=name, storage=sqlite_url), obs.lines
+
+
+def test_a_study_that_shrinks_records_it_and_its_trials_are_as_without(sqlite_url, tmp_path, monkeypatch):
+    from hpsearch.packing import runner as packed
+
+    builds: list[int] = []
+    real = packed.PackedModel
+    monkeypatch.setattr(packed, "PackedModel", lambda specs, *a, **k: builds.append(len(specs)) or real(specs, *a, **k))
+    monkeypatch.setattr(shrinking, "SHRINK_SHARE", 2)
+    monkeypatch.setattr(shrinking, "SHRINK_MIN_SLOT_EPOCHS", 1)
+    study, lines = _trials(sqlite_url, tmp_path, "shrunk")
+    said = [line for line in lines if "pack shrink:" in line]
+    # counted, not timed: the pack's build, then one smaller build per shrink (8 -> 4 -> 2: one live in two)
+    assert said and builds == [8, *(int(line.split(" moved to a pack of ")[1].split()[0]) for line in said)]
+    assert builds == sorted(builds, reverse=True) and builds[-1] <= 4
+    record = study.user_attrs[STUDY.PACK_SHRINK]
+    assert record == {"shrunk": len(said), "built": len(said), "reused": 0, "last": said[-1].removeprefix("hpsearch: ")}
+
+    monkeypatch.setattr(shrinking, "SHRINK", False)
+    plain, plain_lines = _trials(sqlite_url, tmp_path, "plain")
+    assert not any("pack shrink:" in line for line in plain_lines) and len(builds) == len(said) + 2
+    trials, others = study.get_trials(), plain.get_trials()
+    assert [t.state.name for t in trials] == [t.state.name for t in others] == ["COMPLETE"] * 8
+    for t, o in zip(trials, others, strict=True):
+        assert t.params == o.params and (t.user_attrs[TRIAL.PACK_SIZE], t.user_attrs[TRIAL.PACK_SLOT]) == (8, t.number)
+        assert sorted(t.intermediate_values) == sorted(o.intermediate_values) == list(range(t.user_attrs[TRIAL.EPOCHS]))
+        np.testing.assert_allclose([t.intermediate_values[e] for e in sorted(t.intermediate_values)],
+                                   [o.intermediate_values[e] for e in sorted(o.intermediate_values)], atol=1e-5)
+        assert t.value == pytest.approx(o.value, abs=1e-5)
+        assert (TRIAL.MODEL_ARTIFACT in t.user_attrs) == (TRIAL.MODEL_ARTIFACT in o.user_attrs)
+    assert sum(TRIAL.MODEL_ARTIFACT in t.user_attrs for t in trials) >= 2  # the best ones' models kept
