@@ -185,10 +185,12 @@ class CandidateSearch:
         key = candidate_key(fit_params, None if rung is None else rung.epochs)
         if key in self.stored:
             return self._stored_score(self.stored[key])
-        if self.rules.tripped(self.ctx):
-            raise StopSearch(self.rules.reason)
         builder_params = self.ctx.space.builder_params(fit_params)  # per-layer values as one list
-        folds = self._run_folds({f"{MODEL}__{k}": v for k, v in builder_params.items()})
+        params_in = {f"{MODEL}__{k}": v for k, v in builder_params.items()}
+        # a candidate its pack trained already is recorded even past a stop rule: its work is done
+        if not (self.packs is not None and self.packs.trained(params_in)) and self.rules.tripped(self.ctx):
+            raise StopSearch(self.rules.reason)
+        folds = self._run_folds(params_in)
         self._record(self._candidate(params, key, index, folds, rung))
         return float(np.mean([r.score for r in folds]))
 

@@ -261,6 +261,11 @@ class FoldPacks:
         est = search.estimator.steps[-1][1]
         self.seed, self.shuffle = est.random_state, bool(est.shuffle)
 
+    def trained(self, params: dict[str, Any]) -> bool:
+        """Whether the candidate with these pipeline params (``model__*``) was trained in a pack that
+        ran already (its fold outcomes wait to be recorded)."""
+        return _key({k[len(_PREFIX):]: v for k, v in params.items()}) in self.done
+
     def folds(self, params: dict[str, Any]) -> list[PackedFold] | None:
         """The fold outcomes of the candidate with these pipeline params (``model__*``)."""
         key = _key({k[len(_PREFIX):]: v for k, v in params.items()})

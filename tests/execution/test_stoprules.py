@@ -86,15 +86,20 @@ def test_patience_ends_an_optuna_study_and_the_closing_message_says_so(sqlite_ur
 
 
 def test_target_ends_a_random_search(sqlite_url, tmp_path):
-    res = run_study(_cfg("tgt", engine="random", n_trials=4, target=0.0), storage=sqlite_url,
-                    artifacts=str(tmp_path / "a"))
+    """One candidate at a time (``train.pack: 1``; packed, the 4 candidates are one pack, all trained
+    and recorded before the rule is checked): the search stops after the first."""
+    cfg = _cfg("tgt", engine="random", n_trials=4, target=0.0).model_dump()
+    cfg["train"]["pack"] = 1
+    res = run_study(parse_study_config(cfg), storage=sqlite_url, artifacts=str(tmp_path / "a"))
     assert res.n_complete == 1 and res.stopped_by.startswith("target: trial 0 reached accuracy")
 
 
 def test_timeout_ends_a_random_search(sqlite_url, tmp_path):
     res = run_study(_cfg("tmo", engine="random", n_trials=60, timeout=2.0), storage=sqlite_url,
                     artifacts=str(tmp_path / "a"), resume=True)
-    assert 1 <= res.n_complete < 60 and res.stopped_by.startswith("timeout:")
+    # train.pack auto: 32 candidates x 2 folds in the first pack of 64 members, which ends past the
+    # timeout; every candidate it trained is recorded (before: the first only, 31 trained ones dropped)
+    assert res.n_complete == 32 and res.stopped_by.startswith("timeout:")
 
 
 def test_closing_reason_names_the_budget_when_it_is_met():
