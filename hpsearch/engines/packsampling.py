@@ -103,6 +103,7 @@ class PackPlan:
         self.cand = np.empty((0, len(space)))
         self.log_l = self.log_g = self.liar_sum = np.empty(0)
         self.block = 0
+        self.coming = 0  # proposals known to follow (set by PackTPESampler.expect's hint)
 
     def _extend(self, m: int) -> None:
         """``m`` more candidates from l with log l, log g (one batched evaluation each) and the liars."""
@@ -142,10 +143,14 @@ class PackPlan:
         return _MixtureOfProductDistribution(weights=np.array([1.0]), distributions=dists)
 
     def next(self) -> dict[str, Any]:
-        """The next proposal: the best of its own block of candidates under l / g_j, no exact repeat."""
+        """The next proposal: the best of its own block of candidates under l / g_j, no exact repeat.
+        When more blocks are needed, :attr:`coming` of them (the proposals known to follow, this one
+        included: a reservation's drafts) are drawn and scored in one batch: one evaluation of l and g
+        for all of them, whose cost is mostly per distinct value of a discrete parameter, not per
+        candidate; else 1, 1, 2, 4, ... blocks (at most K)."""
         have = len(self.cand) // self.n_ei
-        if self.block >= have:  # evaluate more blocks: 1, 1, 2, 4, ... (capped at the pack size)
-            self._extend(self.n_ei * max(1, min(have, self.k)))
+        if self.block >= have:
+            self._extend(self.n_ei * max(1, self.coming, min(have, self.k)))
         idx = np.arange(self.block * self.n_ei, (self.block + 1) * self.n_ei)
         self.block += 1
         score = self.log_l[idx] - self.log_g[idx]
@@ -160,7 +165,9 @@ class PackPlan:
         self.picks.append(row)
         kern = self._liar_kernel(row)
         self.kernels.append(kern)
-        self.liar_sum = np.logaddexp(self.liar_sum, kern.log_pdf(self.cand))
+        rest = self.block * self.n_ei  # the liar only matters to the blocks not used yet
+        if rest < len(self.cand):
+            self.liar_sum[rest:] = np.logaddexp(self.liar_sum[rest:], kern.log_pdf(self.cand[rest:]))
         return {p: dist.to_external_repr(row[n]) for n, (p, dist) in enumerate(self.space.items())}
 
 
@@ -177,6 +184,14 @@ class PackTPESampler(BaseSampler):
         # one plan per study view: Hyperband passes each trial its bracket's view (``_bracket_id``)
         self.plans: dict[Any, PackPlan] = {}
         self.fits, self.bounded = 0, False
+        self.coming = 0  # proposals announced by :meth:`expect` and not made yet
+
+    def expect(self, n: int) -> None:
+        """The next ``n`` proposals belong to one reservation (a pack's drafts): their candidates are
+        drawn and scored in one batch (:attr:`PackPlan.coming`), not in blocks of 1, 1, 2, 4, ...
+        A hint: the same rule picks each proposal; only the batches the seeded candidates are drawn in
+        differ."""
+        self.coming = max(0, int(n))
 
     def reseed_rng(self) -> None:
         self.tpe.reseed_rng()
@@ -203,12 +218,14 @@ class PackTPESampler(BaseSampler):
             return {}
         key = getattr(study, "_bracket_id", None)
         plan = self.plans.get(key)
+        coming, self.coming = self.coming, max(0, self.coming - 1)
         if plan is None or plan.space != search_space:
             trials = self._fit_trials(study)
             if sum(t.state != TrialState.RUNNING for t in trials) < self.tpe._n_startup_trials:
                 return {}  # random startup: the wrapped TPE's independent sampling
             plan = self.plans[key] = PackPlan(self.tpe, study, search_space, self.k, trials)
             self.fits += 1
+        plan.coming = coming
         params = plan.next()
         # as TPESampler does: other workers' constant liar sees it (a draft, not stored yet, is created
         # with its params: hpsearch.execution.drafts)

@@ -165,3 +165,29 @@ def test_drafted_reservation_keeps_the_budget_exact_and_a_failed_call_stores_not
     for t in [*again, *more]:
         study.tell(t, 1.0)
     assert budget.reserve_many(4) == ([], True)
+
+
+def test_drafted_trials_are_not_read_back_and_are_what_a_read_gives(tmp_path):
+    """The Trials a drafted reservation hands out are built from their templates (numbered as
+    stored), not read back one by one (before: one storage read per trial, Trial's constructor):
+    each is the Trial a read gives, attribute for attribute."""
+    storage, study, budget = _study(f"sqlite:///{tmp_path}/r.db", "r", "tpe")
+    budget.draft = lambda number: draft_trial(study, number, suggest, {"worker": "w"})
+    first, _ = budget.reserve_many(K)  # the random startup pack
+    for t in first:
+        study.tell(t, t.params["learning_rate"])
+    reads = []
+    real = study._storage.get_trial
+    study._storage.get_trial = lambda trial_id: reads.append(trial_id) or real(trial_id)
+    try:
+        trials, _ = budget.reserve_many(K)  # one TPE fit
+    finally:
+        del study._storage.get_trial
+    assert reads == []  # K reads (one per trial) before
+    assert [t.number for t in trials] == list(range(K, 2 * K))
+    for t in trials:
+        read = optuna.trial.Trial(study, budget.trial_id(t))
+        assert set(vars(t)) == set(vars(read))
+        assert all(getattr(t, name) == value for name, value in vars(read).items()), t.number
+        suggest(t)  # the stored values
+        assert t.params == read.params
