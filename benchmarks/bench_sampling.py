@@ -124,14 +124,17 @@ def tiny_study(name: str, n_trials: int, epochs: int, seed: int) -> dict:
     }
 
 
-def use_variant(variant: str, cap: tuple[int, int]) -> None:
-    """Select how a packed study proposes its trials (in this process)."""
+def use_variant(variant: str, cap: tuple[int, int], history: str | None = None) -> None:
+    """Select how a packed study proposes its trials (in this process); ``history``: "N,M,ABOVE",
+    the bounded history ``batched`` uses (default: hpsearch's HISTORY)."""
     from hpsearch.engines import packsampling
 
     if not hasattr(use_variant, "orig"):
         use_variant.orig = (packsampling.pack_sampling, packsampling.HISTORY)  # type: ignore[attr-defined]
-    pack_sampling, history = use_variant.orig  # type: ignore[attr-defined]
-    packsampling.pack_sampling, packsampling.HISTORY = pack_sampling, history
+    pack_sampling, history_cap = use_variant.orig  # type: ignore[attr-defined]
+    if history:
+        history_cap = packsampling.HistoryCap(*(int(x) for x in history.split(",")))
+    packsampling.pack_sampling, packsampling.HISTORY = pack_sampling, history_cap
     if variant == "sequential":
         packsampling.pack_sampling = lambda ctx, k: None  # the study's own TPESampler: one fit per ask
     elif variant == "capped":
@@ -199,7 +202,7 @@ def scale(a: argparse.Namespace) -> None:
         for size in (int(s) for s in a.sizes.split(",")):
             for storage, url in urls.items():
                 for variant in a.samplers.split(","):
-                    use_variant(variant, (250, 250))
+                    use_variant(variant, (250, 250), a.history)
                     name = f"scale-{variant}-{size}-{time.time_ns() % 10**9}"
                     t0 = time.perf_counter()
                     _, trials, notes = run(tiny_study(name, size, a.epochs, a.seed), url, tmp)
@@ -257,7 +260,7 @@ def propose(a: argparse.Namespace) -> None:
 
     from hpsearch.engines.packsampling import HISTORY, PackTPESampler
     from hpsearch.execution.budget import Budget
-    from hpsearch.execution.drafts import create_drafted
+    from hpsearch.execution.drafts import draft_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     server = None
@@ -283,7 +286,7 @@ def propose(a: argparse.Namespace) -> None:
                     study.sampler = PackTPESampler(tpe, a.pack, HISTORY) if variant.startswith("batched") else tpe
                     budget = Budget(study, storage_obj, url, study._study_id, None)
                     if variant == "batched":  # as the packed loop reserves: drafted trials
-                        budget.draft = lambda number, s=study: create_drafted(s, s._study_id, number, _suggest, {})
+                        budget.draft = lambda number, s=study: draft_trial(s, number, _suggest, {})
                     w0, c0 = time.perf_counter(), time.process_time()
                     trials, _ = budget.reserve_many(a.pack)
                     for trial in trials:
@@ -337,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quality-pack", type=int, default=8)
     p.add_argument("--quality-epochs", type=int, default=20)
     p.add_argument("--cap", default="10,10", help="quality, capped: best N, recent M")
+    p.add_argument("--history", default=None, help="scale, batched: the bounded history as N,M,ABOVE (best N"
+                   " + recent M above ABOVE finished trials; default: hpsearch's packsampling.HISTORY)")
     a = p.parse_args(argv)
     if a.samplers is None:
         a.samplers = "sequential,batched,capped" if a.what == "quality" else "batched,sequential"

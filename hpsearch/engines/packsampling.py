@@ -185,13 +185,15 @@ class PackTPESampler(BaseSampler):
         self.plans: dict[Any, PackPlan] = {}
         self.fits, self.bounded = 0, False
         self.coming = 0  # proposals announced by :meth:`expect` and not made yet
+        self.known: list[FrozenTrial] | None = None  # the study's trials as read by the reservation
 
-    def expect(self, n: int) -> None:
+    def expect(self, n: int, trials: list[FrozenTrial] | None = None) -> None:
         """The next ``n`` proposals belong to one reservation (a pack's drafts): their candidates are
         drawn and scored in one batch (:attr:`PackPlan.coming`), not in blocks of 1, 1, 2, 4, ...
         A hint: the same rule picks each proposal; only the batches the seeded candidates are drawn in
-        differ."""
-        self.coming = max(0, int(n))
+        differ. ``trials``: the study's trials as the reservation just read them (what a read now
+        would return): the next fit on the whole study (not a Hyperband bracket's view) uses them."""
+        self.coming, self.known = max(0, int(n)), trials
 
     def reseed_rng(self) -> None:
         self.tpe.reseed_rng()
@@ -203,7 +205,11 @@ class PackTPESampler(BaseSampler):
         return self.tpe.infer_relative_search_space(study, trial)
 
     def _fit_trials(self, study: Any) -> list[FrozenTrial]:
-        trials = study.get_trials(deepcopy=False, states=_FIT_STATES)
+        known, self.known = self.known, None
+        if known is not None and getattr(study, "_bracket_id", None) is None:
+            trials = [t for t in known if t.state in _FIT_STATES]  # as read by the reservation: no read
+        else:
+            trials = study.get_trials(deepcopy=False, states=_FIT_STATES)
         cap = self.history
         if cap is None or sum(t.state.is_finished() for t in trials) <= cap.above:
             return trials
@@ -245,6 +251,7 @@ class PackTPESampler(BaseSampler):
 
     def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         self.plans.clear()  # a tell: the next ask refits on the new result
+        self.known = None  # and reads the study again
         self.tpe.after_trial(study, trial, state, values)
 
 

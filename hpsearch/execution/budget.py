@@ -269,13 +269,13 @@ class Budget:
                 waiting = sum(1 for t in trials if t.state.name == "WAITING") if self.draft is not None else n
                 unbeaten, drafts = time.monotonic(), []
                 if self.draft is not None:
-                    resync(self.study)  # the drafts' sampler sees the study as stored now, as an ask would
+                    resync(self.study, trials)  # the drafts' sampler sees the study as stored now, as an ask would
                 with warnings.catch_warnings():  # see reserve
                     warnings.simplefilter("ignore", UserWarning)
                     new = waiting if self.draft is not None else 0  # the first trial the sampler proposes
                     for i in range(max(0, n)):
                         if i == new:
-                            self._expect(n - new)
+                            self._expect(n - new, trials)
                         if i < waiting:
                             self.held.append(self.study.ask())  # a queued trial first, with its fixed params
                         else:
@@ -295,12 +295,13 @@ class Budget:
         self.held = []
         return trials_out, False
 
-    def _expect(self, n: int) -> None:
-        """Tell a sampler that takes the hint (``expect(n)``: hpsearch's one-fit-per-pack TPE) that
-        ``n`` drafts follow, so it draws their proposals in one batch."""
+    def _expect(self, n: int, trials: list[Any]) -> None:
+        """Tell a sampler that takes the hint (``expect(n, trials)``: hpsearch's one-fit-per-pack TPE)
+        that ``n`` proposals follow (it draws them in one batch) and that ``trials`` is the study as
+        stored now (read under the lock: it fits on them without a read of its own)."""
         expect = getattr(self.study.sampler, "expect", None)
         if callable(expect):
-            expect(n)
+            expect(n, trials)
 
     def _beat(self) -> None:
         """The heartbeats of every held trial in one transaction (their first: inside the lock)."""

@@ -105,11 +105,13 @@ class Draft:
         return self.draw(name, CategoricalDistribution(list(choices)))
 
 
-def resync(study: Any) -> None:
+def resync(study: Any, trials: list[Any] | None = None) -> None:
     """Drop the study's per-thread copy of its trials, as ``study.ask()`` and ``study.tell()`` drop it
     ("sync storage once every trial"): samplers read the trials through it (``_get_trials(use_cache=
-    True)``), so trials drafted or told without ``ask`` / ``tell`` would otherwise stay unseen."""
-    study._thread_local.cached_all_trials = None  # compat.PRIVATE_HOOKS
+    True)``), so trials drafted or told without ``ask`` / ``tell`` would otherwise stay unseen. With
+    ``trials`` (the study's trials as just read, ``get_trials(deepcopy=False)``: what the samplers'
+    next read would return) the copy is set to them instead: one read less."""
+    study._thread_local.cached_all_trials = trials  # compat.PRIVATE_HOOKS
 
 
 def draft_trial(study: Any, number: int, suggest: Callable[[Any], Any], user_attrs: dict[str, Any]) -> Any:

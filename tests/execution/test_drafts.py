@@ -191,3 +191,31 @@ def test_drafted_trials_are_not_read_back_and_are_what_a_read_gives(tmp_path):
         assert all(getattr(t, name) == value for name, value in vars(read).items()), t.number
         suggest(t)  # the stored values
         assert t.params == read.params
+
+
+def test_a_drafted_reservation_reads_the_study_once(tmp_path):
+    """A reservation's count, the sampler's search space and its one TPE fit share one read of the
+    study's trials, made under the lock (before: three reads, each re-reading every running trial).
+    (A conditional parameter is drawn by TPE's own ``sample_independent``, which reads the study
+    itself: not used here.)"""
+
+    def plain(trial) -> None:
+        trial.suggest_int("n_neurons", 4, 32)
+        trial.suggest_float("learning_rate", 1e-3, 0.1, log=True)
+
+    storage, study, budget = _study(f"sqlite:///{tmp_path}/o.db", "o", "tpe")
+    budget.draft = lambda number: draft_trial(study, number, plain, {"worker": "w"})
+    for _ in range(2):  # the random startup pack, then a fitted one
+        trials, _ = budget.reserve_many(K)
+        for t in trials:
+            study.tell(t, t.params["learning_rate"])
+    reads = []
+    real = study._storage.get_all_trials
+    study._storage.get_all_trials = lambda *a, **k: reads.append(1) or real(*a, **k)
+    try:
+        before = study.sampler.fits
+        trials, _ = budget.reserve_many(K)
+    finally:
+        del study._storage.get_all_trials
+    assert study.sampler.fits == before + 1 and len(trials) == K
+    assert len(reads) == 1  # 3 before
