@@ -179,7 +179,8 @@ class Budget:
         self.study, self.storage, self.url, self.study_id = study, storage, url, study_id
         self.n_trials = n_trials
         self.pending: Any = None  # asked, not yet handed out (see reserve)
-        self.held: list[Any] = []  # reserved by reserve_many, not yet handed out: Trials, or (id, template) of drafted ones
+        #: reserved by reserve_many, not yet handed out: Trials, or (id, template) of drafted ones
+        self.held: list[Any] = []
         #: ``draft(number) -> template``: one trial drafted with its params (hpsearch.execution.drafts;
         #: a reservation's drafts are created together), or None: ``study.ask()`` per trial. Set by
         #: the packed loop where the sampler allows it.

@@ -171,7 +171,7 @@ def test_drafted_trials_are_not_read_back_and_are_what_a_read_gives(tmp_path):
     """The Trials a drafted reservation hands out are built from their templates (numbered as
     stored), not read back one by one (before: one storage read per trial, Trial's constructor):
     each is the Trial a read gives, attribute for attribute."""
-    storage, study, budget = _study(f"sqlite:///{tmp_path}/r.db", "r", "tpe")
+    _, study, budget = _study(f"sqlite:///{tmp_path}/r.db", "r", "tpe")
     budget.draft = lambda number: draft_trial(study, number, suggest, {"worker": "w"})
     first, _ = budget.reserve_many(K)  # the random startup pack
     for t in first:
@@ -203,7 +203,7 @@ def test_a_drafted_reservation_reads_the_study_once(tmp_path):
         trial.suggest_int("n_neurons", 4, 32)
         trial.suggest_float("learning_rate", 1e-3, 0.1, log=True)
 
-    storage, study, budget = _study(f"sqlite:///{tmp_path}/o.db", "o", "tpe")
+    _, study, budget = _study(f"sqlite:///{tmp_path}/o.db", "o", "tpe")
     budget.draft = lambda number: draft_trial(study, number, plain, {"worker": "w"})
     for _ in range(2):  # the random startup pack, then a fitted one
         trials, _ = budget.reserve_many(K)

@@ -257,5 +257,6 @@ def test_a_pack_end_reads_the_study_once_and_its_trials_are_told_as_stored(sqlit
     stored = {t.number: t for t in optuna.load_study(study_name="once", storage=sqlite_url).get_trials()}
     assert sorted(t.number for _, t in told) == sorted(stored)
     for _, frozen in told:
-        assert frozen == stored[frozen.number], {k: (v, vars(stored[frozen.number]).get(k))
-                                                 for k, v in vars(frozen).items() if v != vars(stored[frozen.number]).get(k)}
+        other = vars(stored[frozen.number])
+        assert frozen == stored[frozen.number], {k: (v, other.get(k)) for k, v in vars(frozen).items()
+                                                 if v != other.get(k)}
