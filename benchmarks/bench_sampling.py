@@ -258,7 +258,9 @@ def propose(a: argparse.Namespace) -> None:
     already holding ``size`` finished trials; per-trial wall and CPU ms, per variant."""
     import optuna
 
-    from hpsearch.engines.packsampling import HISTORY, PackTPESampler
+    from hpsearch.engines.packsampling import HISTORY, HistoryCap, PackTPESampler
+
+    history = HistoryCap(*(int(x) for x in a.history.split(","))) if a.history else HISTORY
     from hpsearch.execution.budget import Budget
     from hpsearch.execution.drafts import draft_trial
 
@@ -283,7 +285,7 @@ def propose(a: argparse.Namespace) -> None:
                 for variant in a.samplers.split(","):
                     tpe = optuna.samplers.TPESampler(seed=a.seed, multivariate=True, constant_liar=True,
                                                      n_startup_trials=10)
-                    study.sampler = PackTPESampler(tpe, a.pack, HISTORY) if variant.startswith("batched") else tpe
+                    study.sampler = PackTPESampler(tpe, a.pack, history) if variant.startswith("batched") else tpe
                     budget = Budget(study, storage_obj, url, study._study_id, None)
                     if variant == "batched":  # as the packed loop reserves: drafted trials
                         budget.draft = lambda number, s=study: draft_trial(s, number, _suggest, {})
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quality-pack", type=int, default=8)
     p.add_argument("--quality-epochs", type=int, default=20)
     p.add_argument("--cap", default="10,10", help="quality, capped: best N, recent M")
-    p.add_argument("--history", default=None, help="scale, batched: the bounded history as N,M,ABOVE (best N"
+    p.add_argument("--history", default=None, help="scale (batched), propose: the bounded history as N,M,ABOVE (best N"
                    " + recent M above ABOVE finished trials; default: hpsearch's packsampling.HISTORY)")
     a = p.parse_args(argv)
     if a.samplers is None:

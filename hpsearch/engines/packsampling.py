@@ -63,8 +63,12 @@ class HistoryCap(NamedTuple):
                 f" + the {self.n_recent} most recent finished trials + the running ones (bounded history)")
 
 
-#: The cap, chosen by measurement (benchmarks/bench_sampling.py): no quality drop on the anchors' space.
-HISTORY = HistoryCap(n_best=250, n_recent=250, above=1000)
+#: The cap, chosen by measurement (benchmarks/bench_sampling.py): no quality drop on the anchors' space
+#: (a history capped to half its trials from the start: best validation accuracy 0.9593 over 3 seeds,
+#: uncapped 0.9574, sequential TPE 0.9556); from 500 finished trials (was 1,000) because a fit's cost
+#: grows with its history (TPE's split and Parzen estimators, per trial): reservations of 2 at 900
+#: trials cost 9.9 ms CPU per trial with it, 14.0 ms without (7 ms at 200 trials).
+HISTORY = HistoryCap(n_best=250, n_recent=250, above=500)
 
 
 def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection], n_best: int,
