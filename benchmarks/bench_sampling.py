@@ -6,7 +6,7 @@ one TPE fit per pack finds models as good as one ask per trial.
 1. ``scale``: studies of ``--sizes`` trials of a tiny model (iris, the built-in MLP, 1-2 hidden layers,
    ``--epochs`` epochs, ``train.pack: auto``, TPE, no pruner), on SQLite and on PostgreSQL (a
    throw-away server from tests/pg.py, or ``--pg URL``), for each ``--samplers`` variant:
-   ``batched`` (hpsearch's default: one fit per pack, bounded history above 1000 trials) and
+   ``batched`` (hpsearch's default: one fit per pack, bounded history above 500 trials) and
    ``sequential`` (one Optuna ask per trial, every ask refitting TPE: hpsearch before issue 26).
    Printed per size: the mean stored ``sample_time`` per trial over the trials at 10-30 % and at
    80-100 % of the study, their ratio, and the overhead share: 1 - (training time) / (wall time from
@@ -163,6 +163,34 @@ def run(study: dict, url: str, tmp: str) -> tuple[Any, list[Any], list[str]]:
     return res, optuna.load_study(study_name=cfg.name, storage=url).get_trials(), obs.notes
 
 
+class Timed:
+    """Seconds spent in a study's reservations (``Budget.reserve_many``: counting, sampling, creating
+    the trials) and in its packs' member ends (``Pack._end``: the keep rule, kept models stored, the
+    tell), timed directly: the overhead measured, not apportioned (``overhead_share`` divides each
+    pack's fit time among its members by epochs, with an error of several per cent)."""
+
+    def __init__(self) -> None:
+        import functools
+
+        from hpsearch.execution.budget import Budget
+        from hpsearch.packing.pack import Pack
+
+        self.seconds = 0.0
+        self.patched = [(Budget, "reserve_many", Budget.reserve_many), (Pack, "_end", Pack._end)]
+        for owner, name, real in self.patched:
+            def timed(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return _real(*args, **kwargs)
+                finally:
+                    self.seconds += time.perf_counter() - t0
+            setattr(owner, name, functools.wraps(real)(timed))
+
+    def close(self) -> None:
+        for owner, name, real in self.patched:
+            setattr(owner, name, real)
+
+
 def scale_figures(trials: list[Any]) -> dict:
     done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
     n = len(done)
@@ -204,9 +232,15 @@ def scale(a: argparse.Namespace) -> None:
                 for variant in a.samplers.split(","):
                     use_variant(variant, (250, 250), a.history)
                     name = f"scale-{variant}-{size}-{time.time_ns() % 10**9}"
-                    t0 = time.perf_counter()
-                    _, trials, notes = run(tiny_study(name, size, a.epochs, a.seed), url, tmp)
-                    row = {"size": size, "storage": storage, "sampler": variant, **scale_figures(trials),
+                    t0, timed = time.perf_counter(), Timed()
+                    try:
+                        _, trials, notes = run(tiny_study(name, size, a.epochs, a.seed), url, tmp)
+                    finally:
+                        timed.close()
+                    figures = scale_figures(trials)
+                    wall = figures["wall_s"]
+                    row = {"size": size, "storage": storage, "sampler": variant, **figures,
+                           "timed_overhead_share": round(timed.seconds / wall, 3) if wall else None,
                            "run_s": round(time.perf_counter() - t0, 1)}
                     print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
                     for note in notes:

@@ -8,7 +8,10 @@ trial is told. Each proposal is the best of its own block of ``n_ei_candidates``
 from l, as a sequential ask is, scored by l / g_j, where g_j is g with a kernel added for every
 proposal already made (the kernel a refit of g would give that point): the constant liar's effect
 without a refit, so a pack spreads as a sequential constant-liar pack does. Candidates are scored
-in lazy chunks (1, 1, 2, 4, ... blocks), so a refill that needs one proposal costs one TPE ask.
+in lazy chunks (1, 1, 2, 4, ... blocks), so a refill that needs one proposal costs one TPE ask; a
+reservation that says how many proposals follow (:meth:`PackTPESampler.expect`: a pack's drafts)
+gets all their candidates drawn and scored in one batch, and its read of the study (made under the
+budget lock) is the fit's history: no read of its own.
 Trials stay ordinary: ``study.ask()`` and ``suggest_*`` record them, and each proposal is written
 to the trial's ``tpe:relative_params`` attribute, as TPE does, so other workers' TPE sees it.
 

@@ -155,6 +155,7 @@ class _PackLoop(TrialLoop):
         """Record one trial of the pack as it ends (its heartbeat stops first)."""
         _, tid = self.live.pop(trial.number)
         self.beat.discard(tid)
+        self.budget.created.discard(tid)
         self.deadline_stops += TRIAL.DEADLINE_STOP in cand.user_attrs
         ctl = self.ctl
         ctl.current, ctl.current_id = trial, tid
