@@ -18,6 +18,7 @@ re-queued for a later run.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -189,7 +190,7 @@ class _PackLoop(TrialLoop):
                                           TrialState[cand.state], values if cand.state == "COMPLETE" else None)
         ctl.current, ctl.current_id = told[0][0], told[0][1]
         try:
-            n, written = len(ctx.study.directions), {}
+            n, written = len(ctx.study.directions), dict[int, Any]()
             done = self.retry(lambda: finish_trials(ctx.storage, [f for _, _, f in told], n, written), "tell")
             resync(ctx.study)  # as tell does: the sampler's next read sees these trials ended
             for trial, tid, f in told:  # ended: no longer beaten or failed with the pack
@@ -204,7 +205,7 @@ class _PackLoop(TrialLoop):
                         key in f.attrs for key in _UPLOADS):
                     frozen = _ended(trial, tid, f.attrs, *written[tid])
                 else:
-                    frozen = self.retry(lambda tid=tid: ctx.storage.get_trial(tid), "read back")
+                    frozen = self.retry(functools.partial(ctx.storage.get_trial, tid), "read back")
                 self.budget.created.discard(tid)
                 if tid not in done and frozen.user_attrs.get(TRIAL.FAILURE) != f.attrs.get(TRIAL.FAILURE):
                     self.abandon(trial.number, tid)  # failed as stale while it ran (not an earlier try of ours)
