@@ -6,7 +6,7 @@ one TPE fit per pack finds models as good as one ask per trial.
 1. ``scale``: studies of ``--sizes`` trials of a tiny model (iris, the built-in MLP, 1-2 hidden layers,
    ``--epochs`` epochs, ``train.pack: auto``, TPE, no pruner), on SQLite and on PostgreSQL (a
    throw-away server from tests/pg.py, or ``--pg URL``), for each ``--samplers`` variant:
-   ``batched`` (hpsearch's default: one fit per pack, bounded history above 1000 trials) and
+   ``batched`` (hpsearch's default: one fit per pack, bounded history above 500 trials) and
    ``sequential`` (one Optuna ask per trial, every ask refitting TPE: hpsearch before issue 26).
    Printed per size: the mean stored ``sample_time`` per trial over the trials at 10-30 % and at
    80-100 % of the study, their ratio, and the overhead share: 1 - (training time) / (wall time from
@@ -79,6 +79,44 @@ Under 20 ms per trial at every size; the 10 % overhead share at 10,000 tiny tria
 per trial the reservation (~8 ms: sampling, the Trial read back) and the members' end (~5 ms) against
 ~20 ms of training a 2-epoch iris trial.
 
+Drafted trials built without a read back (their Trial from the template), one read of the study per
+reservation (the count, the search space and the TPE fit share it) and per pack end (the keep rule's;
+members told together are known as stored), a reservation's proposals drawn and scored in one batch,
+the keep rule without a sort of the whole study, and the bounded history from 500 trials (was 1,000).
+``scale --sizes 10000 --storages sqlite --samplers batched``, main and this code run side by side at
+the same time (2026-12-06; the two runs fill the 2 cores: load average 2.4-3.4 in the second pair,
+4-5.4 in the first). ``timed_overhead_share``: seconds in reservations and member ends, timed, over
+the wall (the apportioned ``overhead_share`` came out negative for this code: its error is several
+per cent):
+
+    pair  code   sample ms 10-30 % / 80-100 %  late/early  wall_s  overhead_share  timed_overhead_share
+    1     main   23.9 / 18.4                   0.77        844.6    0.144          0.356 (300.7 s)
+    1     this   12.9 / 18.5                   1.44        773.6   -0.027          0.254 (196.5 s)
+    2     main    9.8 /  9.6                   0.98        419.1    0.099          0.330 (138.3 s)
+    2     this    5.5 /  6.9                   1.26        384.1   -0.017          0.246 ( 94.5 s)
+
+The overhead's seconds fall by a third, the 10 % target is not met (about 25 % timed, two studies
+sharing 2 cores). ``scale --sizes 1000 --samplers batched``, one study at a time, load 2.0-2.9:
+
+    storage     code  sample ms 10-30 % / 80-100 %  late/early  wall_s  timed_overhead_share
+    sqlite      main  4.1 / 4.6                     1.12        36.1    0.181
+    sqlite      this  1.4 / 3.8 ; 1.4 / 4.4         2.69 ; 3.12 22.9 ; 21.2  0.174 ; 0.188
+    postgresql  main  6.5 / 6.9                     1.07        37.6    0.279
+    postgresql  this  1.9 / 6.8                     3.66        28.7    0.219
+
+Per trial the sample time falls (early 3x, late a little), so the 1.3x growth target now misses: late
+in a study the pack's members end at different batches, refills reserve 1-10 trials each and each
+reservation's fixed cost (the lock, one read, one TPE fit on up to 500 + running trials, one create
+transaction) is shared by few trials; early reservations take a whole pack (63) at once.
+The cap from 500: ``propose --sizes 200,900 --pack 2`` (reservations of 2, one fit each), CPU ms per
+trial over seeds 1-3: 200 trials ~7; 900 trials 9.9 / 17.4 / 14.7 (cap above 1,000) and 9.7 / 9.2 /
+10.7 (cap above 500). Quality with this code (one batch per reservation), ``quality --seeds 0,1,2
+--quality-trials 40 --quality-pack 8 --quality-epochs 15 --samplers sequential,batched,capped --cap
+10,10`` (capped: the history halved from the start, the analogue of 250 + 250 from 500): best
+validation accuracy sequential 0.9556 (0.9556 0.9556 0.9556), batched 0.9574 (0.9583 0.9611 0.9528),
+capped 0.9593 (0.9528 0.9611 0.9639); mean test accuracy 0.9519 / 0.9333 / 0.9398 (the best
+validation model's test accuracy varies by 0.02 run to run: batched was 0.9574 at the last stop).
+
 Quality, ``quality --seeds 0,1,2 --quality-trials 40 --quality-pack 8 --quality-epochs 15``: best
 validation accuracy, mean (per seed) / mean test accuracy:
 
@@ -124,14 +162,17 @@ def tiny_study(name: str, n_trials: int, epochs: int, seed: int) -> dict:
     }
 
 
-def use_variant(variant: str, cap: tuple[int, int]) -> None:
-    """Select how a packed study proposes its trials (in this process)."""
+def use_variant(variant: str, cap: tuple[int, int], history: str | None = None) -> None:
+    """Select how a packed study proposes its trials (in this process); ``history``: "N,M,ABOVE",
+    the bounded history ``batched`` uses (default: hpsearch's HISTORY)."""
     from hpsearch.engines import packsampling
 
     if not hasattr(use_variant, "orig"):
         use_variant.orig = (packsampling.pack_sampling, packsampling.HISTORY)  # type: ignore[attr-defined]
-    pack_sampling, history = use_variant.orig  # type: ignore[attr-defined]
-    packsampling.pack_sampling, packsampling.HISTORY = pack_sampling, history
+    pack_sampling, history_cap = use_variant.orig  # type: ignore[attr-defined]
+    if history:
+        history_cap = packsampling.HistoryCap(*(int(x) for x in history.split(",")))
+    packsampling.pack_sampling, packsampling.HISTORY = pack_sampling, history_cap
     if variant == "sequential":
         packsampling.pack_sampling = lambda ctx, k: None  # the study's own TPESampler: one fit per ask
     elif variant == "capped":
@@ -158,6 +199,34 @@ def run(study: dict, url: str, tmp: str) -> tuple[Any, list[Any], list[str]]:
     cfg = parse_study_config(study)
     res = run_study(cfg, storage=url, artifacts=f"{tmp}/art-{cfg.name}", observer=obs)
     return res, optuna.load_study(study_name=cfg.name, storage=url).get_trials(), obs.notes
+
+
+class Timed:
+    """Seconds spent in a study's reservations (``Budget.reserve_many``: counting, sampling, creating
+    the trials) and in its packs' member ends (``Pack._end``: the keep rule, kept models stored, the
+    tell), timed directly: the overhead measured, not apportioned (``overhead_share`` divides each
+    pack's fit time among its members by epochs, with an error of several per cent)."""
+
+    def __init__(self) -> None:
+        import functools
+
+        from hpsearch.execution.budget import Budget
+        from hpsearch.packing.pack import Pack
+
+        self.seconds = 0.0
+        self.patched = [(Budget, "reserve_many", Budget.reserve_many), (Pack, "_end", Pack._end)]
+        for owner, name, real in self.patched:
+            def timed(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return _real(*args, **kwargs)
+                finally:
+                    self.seconds += time.perf_counter() - t0
+            setattr(owner, name, functools.wraps(real)(timed))
+
+    def close(self) -> None:
+        for owner, name, real in self.patched:
+            setattr(owner, name, real)
 
 
 def scale_figures(trials: list[Any]) -> dict:
@@ -199,11 +268,17 @@ def scale(a: argparse.Namespace) -> None:
         for size in (int(s) for s in a.sizes.split(",")):
             for storage, url in urls.items():
                 for variant in a.samplers.split(","):
-                    use_variant(variant, (250, 250))
+                    use_variant(variant, (250, 250), a.history)
                     name = f"scale-{variant}-{size}-{time.time_ns() % 10**9}"
-                    t0 = time.perf_counter()
-                    _, trials, notes = run(tiny_study(name, size, a.epochs, a.seed), url, tmp)
-                    row = {"size": size, "storage": storage, "sampler": variant, **scale_figures(trials),
+                    t0, timed = time.perf_counter(), Timed()
+                    try:
+                        _, trials, notes = run(tiny_study(name, size, a.epochs, a.seed), url, tmp)
+                    finally:
+                        timed.close()
+                    figures = scale_figures(trials)
+                    wall = figures["wall_s"]
+                    row = {"size": size, "storage": storage, "sampler": variant, **figures,
+                           "timed_overhead_share": round(timed.seconds / wall, 3) if wall else None,
                            "run_s": round(time.perf_counter() - t0, 1)}
                     print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
                     for note in notes:
@@ -255,9 +330,11 @@ def propose(a: argparse.Namespace) -> None:
     already holding ``size`` finished trials; per-trial wall and CPU ms, per variant."""
     import optuna
 
-    from hpsearch.engines.packsampling import HISTORY, PackTPESampler
+    from hpsearch.engines.packsampling import HISTORY, HistoryCap, PackTPESampler
+
+    history = HistoryCap(*(int(x) for x in a.history.split(","))) if a.history else HISTORY
     from hpsearch.execution.budget import Budget
-    from hpsearch.execution.drafts import create_drafted
+    from hpsearch.execution.drafts import draft_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     server = None
@@ -280,10 +357,10 @@ def propose(a: argparse.Namespace) -> None:
                 for variant in a.samplers.split(","):
                     tpe = optuna.samplers.TPESampler(seed=a.seed, multivariate=True, constant_liar=True,
                                                      n_startup_trials=10)
-                    study.sampler = PackTPESampler(tpe, a.pack, HISTORY) if variant.startswith("batched") else tpe
+                    study.sampler = PackTPESampler(tpe, a.pack, history) if variant.startswith("batched") else tpe
                     budget = Budget(study, storage_obj, url, study._study_id, None)
                     if variant == "batched":  # as the packed loop reserves: drafted trials
-                        budget.draft = lambda number, s=study: create_drafted(s, s._study_id, number, _suggest, {})
+                        budget.draft = lambda number, s=study: draft_trial(s, number, _suggest, {})
                     w0, c0 = time.perf_counter(), time.process_time()
                     trials, _ = budget.reserve_many(a.pack)
                     for trial in trials:
@@ -337,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quality-pack", type=int, default=8)
     p.add_argument("--quality-epochs", type=int, default=20)
     p.add_argument("--cap", default="10,10", help="quality, capped: best N, recent M")
+    p.add_argument("--history", default=None, help="scale (batched), propose: the bounded history as N,M,ABOVE (best N"
+                   " + recent M above ABOVE finished trials; default: hpsearch's packsampling.HISTORY)")
     a = p.parse_args(argv)
     if a.samplers is None:
         a.samplers = "sequential,batched,capped" if a.what == "quality" else "batched,sequential"

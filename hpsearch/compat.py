@@ -239,12 +239,24 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "hpsearch.packing.pack.Reports (issue 23): after the batched write, each member's cached "
         "intermediate values are updated as Trial.report updates them, so should_prune hands the pruner "
         "the values just stored; hpsearch.execution.packed_loop: a pack's ending members' attributes as "
-        "created (a re-queued copy's inherited failure) and the trial after_trial is given, without a read",
+        "created (a re-queued copy's inherited failure) and the trial after_trial is given, without a read,"
+        " and a drafted member's stored trial once ended (told together, not read back); "
+        "hpsearch.execution.drafts.created_trial sets it from the template, as Trial.__init__ sets it from a read",
+    ),
+    PrivateHook(
+        "optuna", "optuna.trial.Trial._relative_params",
+        "hpsearch.execution.drafts.created_trial (issue 26): a drafted trial's Trial built from its template "
+        "as Trial.__init__ builds it from a read (relative params not drawn yet), without reading it back",
+    ),
+    PrivateHook(
+        "optuna", "optuna.trial.Trial._fixed_params",
+        "hpsearch.execution.drafts.created_trial (issue 26): as Trial.__init__ sets it, from the template's "
+        "system attribute fixed_params",
     ),
     PrivateHook(
         "optuna", "optuna.trial.Trial._trial_id",
         "hpsearch.packing.pack.Reports (issue 23): the storage id a member's batched values are "
-        "written to (Trial has no public id)",
+        "written to (Trial has no public id); hpsearch.execution.drafts.created_trial sets it as Trial.__init__ does",
     ),
 )
 

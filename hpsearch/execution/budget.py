@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpsearch.errors import StudyFailedError
-from hpsearch.execution.drafts import resync
+from hpsearch.execution.drafts import created_trial, resync
 from hpsearch.records import counts_toward_budget
 from hpsearch.storage import behind_pooler, is_lock_timeout, is_postgresql
 from hpsearch.storage.batch import beat_and_check, create_trials
@@ -179,12 +179,16 @@ class Budget:
         self.study, self.storage, self.url, self.study_id = study, storage, url, study_id
         self.n_trials = n_trials
         self.pending: Any = None  # asked, not yet handed out (see reserve)
-        self.held: list[Any] = []  # reserved by reserve_many, not yet handed out: Trials, or ids of drafted ones
+        #: reserved by reserve_many, not yet handed out: Trials, or (id, template) of drafted ones
+        self.held: list[Any] = []
         #: ``draft(number) -> template``: one trial drafted with its params (hpsearch.execution.drafts;
         #: a reservation's drafts are created together), or None: ``study.ask()`` per trial. Set by
         #: the packed loop where the sampler allows it.
         self.draft: Callable[[int], Any] | None = None
         self.ids: dict[int, int] = {}  # trial number -> storage id of the trials this process reserved
+        #: storage ids of the drafted trials handed out: their Trial holds every stored field (nothing
+        #: else writes them while they run), so their end can be known without a read back
+        self.created: set[int] = set()
         #: Seconds a reserved trial may wait for its first heartbeat while the rest of a pack is reserved
         #: (another process fails a RUNNING trial without one after the grace period: Orphans).
         self.beat_within = 0.5
@@ -266,10 +270,13 @@ class Budget:
                 waiting = sum(1 for t in trials if t.state.name == "WAITING") if self.draft is not None else n
                 unbeaten, drafts = time.monotonic(), []
                 if self.draft is not None:
-                    resync(self.study)  # the drafts' sampler sees the study as stored now, as an ask would
+                    resync(self.study, trials)  # the drafts' sampler sees the study as stored now, as an ask would
                 with warnings.catch_warnings():  # see reserve
                     warnings.simplefilter("ignore", UserWarning)
+                    new = waiting if self.draft is not None else 0  # the first trial the sampler proposes
                     for i in range(max(0, n)):
+                        if i == new:
+                            self._expect(n - new, trials)
                         if i < waiting:
                             self.held.append(self.study.ask())  # a queued trial first, with its fixed params
                         else:
@@ -279,7 +286,8 @@ class Budget:
                             self._beat()
                             unbeaten = time.monotonic()
                 asked = len(self.held)
-                self.held += create_trials(self.storage, self.study_id, drafts)  # beaten as created
+                ids = create_trials(self.storage, self.study_id, drafts)  # beaten as created, numbered as stored
+                self.held += list(zip(ids, drafts))
                 if asked:
                     self._beat()
         else:  # a retry: the heartbeats may not have been written
@@ -288,18 +296,27 @@ class Budget:
         self.held = []
         return trials_out, False
 
+    def _expect(self, n: int, trials: list[Any]) -> None:
+        """Tell a sampler that takes the hint (``expect(n, trials)``: hpsearch's one-fit-per-pack TPE)
+        that ``n`` proposals follow (it draws them in one batch) and that ``trials`` is the study as
+        stored now (read under the lock: it fits on them without a read of its own)."""
+        expect = getattr(self.study.sampler, "expect", None)
+        if callable(expect):
+            expect(n, trials)
+
     def _beat(self) -> None:
         """The heartbeats of every held trial in one transaction (their first: inside the lock)."""
-        beat_and_check(self.storage, [t if isinstance(t, int) else self.trial_id(t) for t in self.held])
+        beat_and_check(self.storage, [t[0] if isinstance(t, tuple) else self.trial_id(t) for t in self.held])
 
     def _trial(self, held: Any) -> Any:
-        """A held trial as an ``optuna.trial.Trial`` (a drafted one is read back once, outside the lock)."""
-        if not isinstance(held, int):
+        """A held trial as an ``optuna.trial.Trial``: a drafted one ((storage id, its template)) is built
+        from its template, as created, without reading it back (:func:`hpsearch.execution.drafts.created_trial`)."""
+        if not isinstance(held, tuple):
             return held
-        import optuna
-
-        trial = optuna.trial.Trial(self.study, held)
-        self.ids[trial.number] = held
+        trial_id, template = held
+        trial = created_trial(self.study, template, trial_id)
+        self.ids[trial.number] = trial_id
+        self.created.add(trial_id)
         return trial
 
 

@@ -18,6 +18,7 @@ re-queued for a later run.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -31,6 +32,9 @@ from hpsearch.storage.batch import Finish, finish_trials
 from hpsearch.trials.context import Candidate, RunContext, finished_attrs
 
 __all__ = ["run_packed_trials"]
+
+#: a trial's attributes that say it stored an artifact (a kept model, its preprocessing, its curve)
+_UPLOADS = (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT)
 
 
 class _PackLoop(TrialLoop):
@@ -162,6 +166,7 @@ class _PackLoop(TrialLoop):
         """Record one trial of the pack as it ends (its heartbeat stops first)."""
         _, tid = self.live.pop(trial.number)
         self.beat.discard(tid)
+        self.budget.created.discard(tid)
         self.deadline_stops += TRIAL.DEADLINE_STOP in cand.user_attrs
         ctl = self.ctl
         ctl.current, ctl.current_id = trial, tid
@@ -174,8 +179,8 @@ class _PackLoop(TrialLoop):
     def _finish_many(self, ended: list[tuple[Any, Candidate]]) -> None:
         """Record the trials of a pack that ended together. With a drafted sampler (TPE, random:
         its ``after_trial`` needs nothing stored) they are told in one transaction
-        (:func:`hpsearch.storage.batch.finish_trials`) and read back in one read; otherwise one by
-        one (:meth:`_finish`)."""
+        (:func:`hpsearch.storage.batch.finish_trials`), drafted ones known as stored without a read
+        back (the others read back one by one); otherwise one by one (:meth:`_finish`)."""
         if not self.drafted or len(ended) < 2:
             for trial, cand in ended:
                 self._finish(trial, cand)
@@ -195,16 +200,23 @@ class _PackLoop(TrialLoop):
                                           TrialState[cand.state], values if cand.state == "COMPLETE" else None)
         ctl.current, ctl.current_id = told[0][0], told[0][1]
         try:
-            n = len(ctx.study.directions)
-            done = self.retry(lambda: finish_trials(ctx.storage, [f for _, _, f in told], n), "tell")
+            n, written = len(ctx.study.directions), dict[int, Any]()
+            done = self.retry(lambda: finish_trials(ctx.storage, [f for _, _, f in told], n, written), "tell")
             resync(ctx.study)  # as tell does: the sampler's next read sees these trials ended
             for trial, tid, f in told:  # ended: no longer beaten or failed with the pack
                 del self.live[trial.number]
                 self.beat.discard(tid)
                 self.deadline_stops += TRIAL.DEADLINE_STOP in f.attrs
-            stored = {t.number: t for t in self.retry(lambda: ctx.study.get_trials(deepcopy=False), "read back")}
             for trial, tid, f in told:
-                frozen = stored[trial.number]
+                # a drafted trial ended here is known as stored without a read back (only this process
+                # wrote it, through its Trial or here); any other, and one that stored an artifact
+                # (Optuna's upload writes the trial's system attributes), is read back
+                if tid in done and tid in written and tid in self.budget.created and not any(
+                        key in f.attrs for key in _UPLOADS):
+                    frozen = _ended(trial, tid, f.attrs, *written[tid])
+                else:
+                    frozen = self.retry(functools.partial(ctx.storage.get_trial, tid), "read back")
+                self.budget.created.discard(tid)
                 if tid not in done and frozen.user_attrs.get(TRIAL.FAILURE) != f.attrs.get(TRIAL.FAILURE):
                     self.abandon(trial.number, tid)  # failed as stale while it ran (not an earlier try of ours)
                 else:
@@ -254,6 +266,20 @@ class _PackLoop(TrialLoop):
             self._note(f"hpsearch: search.timeout: {self.deadline_stops} running trials of the pack ended at an epoch"
                        f" boundary, the next epoch would end after the deadline; recorded COMPLETE with their best"
                        f" epoch so far (trial attribute {TRIAL.DEADLINE_STOP})")
+
+
+def _ended(trial: Any, tid: int, attrs: dict[str, Any], state: str, values: list[float] | None, completed: Any) -> Any:
+    """The stored ``FrozenTrial`` of a drafted ``trial`` that :func:`hpsearch.storage.batch.finish_trials`
+    just ended (its ``written`` entry: state, values, completion time; ``attrs`` its attributes): the
+    trial as created (its Trial's cached copy, with every intermediate value written since), ended."""
+    from optuna.trial import FrozenTrial, TrialState
+
+    c = trial._cached_frozen_trial  # compat.PRIVATE_HOOKS
+    return FrozenTrial(number=c.number, state=TrialState[state], value=None, values=values,
+                       datetime_start=c.datetime_start, datetime_complete=completed, params=dict(c.params),
+                       distributions=dict(c.distributions), user_attrs={**c.user_attrs, **attrs},
+                       system_attrs=dict(c.system_attrs), intermediate_values=dict(c.intermediate_values),
+                       trial_id=tid)
 
 
 class _DraftedPackLoop(_PackLoop):

@@ -272,6 +272,8 @@ class PackedRunner:
                   and (v := self.value(r)[0]) is not None}
         ok = list(values)
         finishing = [(values[i], numbers[i]) for i in ok]
+        if not finishing:
+            return set(), None  # nothing to place: no read of the study
         keep, lead = finishing_keepers(self.ctx.study.get_trials(deepcopy=False), self.ctx.direction,
                                        self.ctx.cfg.search.keep_models, finishing)
         return {ok[j] for j in keep}, None if lead is None else ok[lead]

@@ -243,12 +243,16 @@ def _last_values(session: Any, ids: Sequence[int]) -> dict[int, float]:
     return last
 
 
-def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int) -> dict[int, str]:
+def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
+                  written: dict[int, tuple[str, list[float] | None, datetime.datetime]] | None = None
+                  ) -> dict[int, str]:
     """End several running trials in one transaction: every trial's user attributes, its values and
     its state (a PRUNED trial gets its last intermediate value as its value, as ``tell`` gives it).
     Trials no longer RUNNING (failed as stale by another worker, or ended by this call's earlier try
     whose commit was not acknowledged) are left as they are. Returns ``{trial_id: state written}``
-    for the trials ended here. Not an RDB storage: trial by trial through its public API."""
+    for the trials ended here; ``written`` (RDB storage), if given, receives ``{trial_id: (state,
+    values, datetime_complete)}`` of each, as a read back would show them (the caller knows the
+    rest: it wrote the attributes). Not an RDB storage: trial by trial through its public API."""
     from optuna.trial import TrialState
 
     if not finishes:
@@ -295,17 +299,20 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int) -
         # tell's rule: a pruned trial's value is its last intermediate value, if finite (one objective)
         pruned = [i for i in live if told[i][0] == "PRUNED"] if n_objectives == 1 else []
         last = _last_values(session, pruned)
+        # as Optuna's set_trial_state_values stamps it (the column holds UTC; a read gives local time)
+        local = datetime.datetime.now()
+        now = local.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         values = []
         for i in live:
             state, vals = told[i]
             vals = [last[i]] if i in last else vals
+            if written is not None:
+                written[i] = (state, None if vals is None else [float(v) for v in vals], local)
             for objective, v in enumerate(vals or ()):
                 stored_value, kind = values_t.value_to_stored_repr(v)
                 values.append({"trial_id": i, "objective": objective, "value": stored_value, "value_type": kind})
         if values:
             session.execute(sqlalchemy.insert(values_t), values)
-        # as Optuna's set_trial_state_values stamps it (the column holds UTC)
-        now = datetime.datetime.now().astimezone(datetime.timezone.utc).replace(tzinfo=None)
         for state in sorted({told[i][0] for i in live}):
             ids = [i for i in live if told[i][0] == state]
             session.execute(sqlalchemy.update(trials).where(trials.trial_id.in_(ids))
@@ -322,12 +329,16 @@ def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list
     statements; returns their storage ids in order. The rows are those Optuna's
     ``create_new_trial(study_id, template_trial=...)`` writes (its check of each distribution against
     the study's is the drafting's own: :class:`hpsearch.execution.drafts.Draft`). The study's row is
-    locked first, as Optuna locks it, so the numbers follow the study's trial count. Not an RDB
-    storage: one ``create_new_trial`` each (and no heartbeat: it has none)."""
+    locked first, as Optuna locks it, so the numbers follow the study's trial count; each template's
+    ``number`` is set to the number its trial was stored with. Not an RDB storage: one
+    ``create_new_trial`` each (and no heartbeat: it has none)."""
     if not templates:
         return []
     if not _rdb(storage):
-        return [int(storage.create_new_trial(study_id, template_trial=t)) for t in templates]
+        ids = [int(storage.create_new_trial(study_id, template_trial=t)) for t in templates]
+        for t, i in zip(templates, ids):
+            t.number = storage.get_trial_number_from_id(i)
+        return ids
 
     import sqlalchemy
     from optuna.distributions import distribution_to_json
@@ -341,6 +352,8 @@ def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list
                                .where(trials.study_id == study_id)).scalar_one()
         rows = [trials(study_id=study_id, number=base + j, state=TrialState.RUNNING, datetime_start=t.datetime_start)
                 for j, t in enumerate(templates)]
+        for j, t in enumerate(templates):
+            t.number = base + j  # as stored
         session.add_all(rows)
         session.flush()  # one multi-row insert: the ids
         ids = [int(r.trial_id) for r in rows]

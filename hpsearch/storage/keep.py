@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.pareto import pareto_front
-from hpsearch.records import STUDY, TRIAL, outranks, primary_value, ranked
+from hpsearch.records import STUDY, TRIAL, outranks, primary_value, rank_key, ranked
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -32,15 +32,18 @@ def finishing_keepers(trials: Sequence[Any], direction: str, keep: int,
     ``trials`` so far: the indices whose models rank in the best ``keep`` stored models (the other
     finishing ones counted: the one-trial rule alone would store every member of a first pack), and
     the index of the one that leads the study (None: none does)."""
-    done = ranked(trials, direction)
+    # the study's best and the trials with a stored model: one pass, no sort of the whole study
+    # (this runs at every pack end); the same trials and best as ranked()
+    done = [t for t in trials if t.state.name == "COMPLETE" and primary_value(t) is not None]
     stored = [(primary_value(t), t.number) for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+    best = min(done, key=rank_key(direction)) if done else None
     ahead = {i: sum(outranks(v, n, value, number, direction) for v, n in stored)
              + sum(outranks(*other, value, number, direction) for j, other in enumerate(finishing) if j != i)
              for i, (value, number) in enumerate(finishing)}
     keepers = {i for i, n in ahead.items() if n < keep}
     first = min(ahead, key=lambda i: ahead[i], default=None)
-    leads = first is not None and (not done or outranks(*finishing[first], primary_value(done[0]), done[0].number,
-                                                        direction))
+    leads = first is not None and (best is None or outranks(*finishing[first], primary_value(best), best.number,
+                                                            direction))
     return keepers, first if leads else None
 
 

@@ -186,3 +186,26 @@ def test_tpe_gets_one_fit_per_pack_and_cmaes_says_it_asks_once_per_trial():
     assert said[1] == "hpsearch: sampler tpe: each new trial is created with its params in one transaction (drafted)"
     assert said[2] == "hpsearch: sampler cmaes: one ask per trial of the pack of 8 (no batched proposals for cmaes)"
     assert said[3].startswith("hpsearch: sampler cmaes: each new trial is asked and suggested one by one")
+
+
+def test_a_reservations_proposals_are_scored_in_one_batch(monkeypatch):
+    """Told how many proposals follow (``expect``: a reservation's drafts), the sampler draws and
+    scores all their candidates in one evaluation of l and g (before: blocks of 1, 1, 2, 4, ...:
+    one evaluation each, whose cost is mostly per distinct value of a discrete parameter); the
+    proposals stay distinct and inside the space."""
+    extends: list[int] = []
+    real = PackPlan._extend
+    monkeypatch.setattr(PackPlan, "_extend", lambda self, m: extends.append(m) or real(self, m))
+    study = _study(60)
+    sampler = PackTPESampler(optuna.samplers.TPESampler(seed=1, multivariate=True, constant_liar=True,
+                                                        n_startup_trials=10), 64)
+    study.sampler = sampler
+    sampler.expect(16)
+    asked = [study.ask(SPACE) for _ in range(16)]
+    assert extends == [16 * 24] and sampler.fits == 1  # 16 proposals of 24 candidates: one batch
+    assert all(_within(t.params) for t in asked) and len({tuple(sorted(t.params.items())) for t in asked}) == 16
+    study.tell(asked[0], 1.0)
+    extends.clear()
+    for _ in range(8):  # no hint: 1, 1, 2, 4 blocks (a refill of one trial costs one block)
+        study.ask(SPACE)
+    assert extends == [24, 24, 48, 96]

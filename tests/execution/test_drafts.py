@@ -165,3 +165,57 @@ def test_drafted_reservation_keeps_the_budget_exact_and_a_failed_call_stores_not
     for t in [*again, *more]:
         study.tell(t, 1.0)
     assert budget.reserve_many(4) == ([], True)
+
+
+def test_drafted_trials_are_not_read_back_and_are_what_a_read_gives(tmp_path):
+    """The Trials a drafted reservation hands out are built from their templates (numbered as
+    stored), not read back one by one (before: one storage read per trial, Trial's constructor):
+    each is the Trial a read gives, attribute for attribute."""
+    _, study, budget = _study(f"sqlite:///{tmp_path}/r.db", "r", "tpe")
+    budget.draft = lambda number: draft_trial(study, number, suggest, {"worker": "w"})
+    first, _ = budget.reserve_many(K)  # the random startup pack
+    for t in first:
+        study.tell(t, t.params["learning_rate"])
+    reads = []
+    real = study._storage.get_trial
+    study._storage.get_trial = lambda trial_id: reads.append(trial_id) or real(trial_id)
+    try:
+        trials, _ = budget.reserve_many(K)  # one TPE fit
+    finally:
+        del study._storage.get_trial
+    assert reads == []  # K reads (one per trial) before
+    assert [t.number for t in trials] == list(range(K, 2 * K))
+    for t in trials:
+        read = optuna.trial.Trial(study, budget.trial_id(t))
+        assert set(vars(t)) == set(vars(read))
+        assert all(getattr(t, name) == value for name, value in vars(read).items()), t.number
+        suggest(t)  # the stored values
+        assert t.params == read.params
+
+
+def test_a_drafted_reservation_reads_the_study_once(tmp_path):
+    """A reservation's count, the sampler's search space and its one TPE fit share one read of the
+    study's trials, made under the lock (before: three reads, each re-reading every running trial).
+    (A conditional parameter is drawn by TPE's own ``sample_independent``, which reads the study
+    itself: not used here.)"""
+
+    def plain(trial) -> None:
+        trial.suggest_int("n_neurons", 4, 32)
+        trial.suggest_float("learning_rate", 1e-3, 0.1, log=True)
+
+    _, study, budget = _study(f"sqlite:///{tmp_path}/o.db", "o", "tpe")
+    budget.draft = lambda number: draft_trial(study, number, plain, {"worker": "w"})
+    for _ in range(2):  # the random startup pack, then a fitted one
+        trials, _ = budget.reserve_many(K)
+        for t in trials:
+            study.tell(t, t.params["learning_rate"])
+    reads = []
+    real = study._storage.get_all_trials
+    study._storage.get_all_trials = lambda *a, **k: reads.append(1) or real(*a, **k)
+    try:
+        before = study.sampler.fits
+        trials, _ = budget.reserve_many(K)
+    finally:
+        del study._storage.get_all_trials
+    assert study.sampler.fits == before + 1 and len(trials) == K
+    assert len(reads) == 1  # 3 before

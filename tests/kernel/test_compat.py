@@ -563,6 +563,45 @@ def _check_thread_local_trials(fitted: dict[str, Any]) -> None:
         "dropping _thread_local.cached_all_trials no longer refreshes what samplers read"
 
 
+def _check_created_trial(fitted: dict[str, Any]) -> None:
+    """hpsearch.execution.drafts.created_trial builds the Trial Trial.__init__ builds from its read:
+    the same attributes (no more, no fewer), the same values, and a Trial that works as one."""
+    import datetime
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from hpsearch.execution.drafts import created_trial
+    from hpsearch.storage.batch import create_trials
+
+    seen: list[int] = []
+
+    class Spy(optuna.samplers.RandomSampler):
+        def before_trial(self, study: Any, trial: Any) -> None:
+            seen.append(trial.number)
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage, sampler=Spy(seed=0))
+    study.enqueue_trial({"x": 0.5})  # numbered 0: the created one is numbered after it
+    template = optuna.trial.FrozenTrial(
+        number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(), datetime_complete=None,
+        params={"x": 0.25}, distributions={"x": FloatDistribution(0, 1)}, user_attrs={"w": "a"},
+        system_attrs={"fixed_params": {"y": 3}}, intermediate_values={}, trial_id=-1)
+    [tid] = create_trials(storage, study._study_id, [template])
+    built = created_trial(study, template, tid)
+    read = optuna.trial.Trial(study, tid)
+    assert seen == [1, 1], "before_trial is not called as Trial.__init__ calls it"
+    assert set(vars(built)) == set(vars(read)), (
+        f"Trial.__init__ sets {sorted(vars(read))}, created_trial {sorted(vars(built))}")
+    for name, value in vars(read).items():
+        assert getattr(built, name) == value, f"Trial.{name}: {getattr(built, name)!r} != {value!r} (as read)"
+    assert built.number == 1 and built.params == {"x": 0.25} and built.suggest_float("x", 0, 1) == 0.25
+    study.get_trials()  # Optuna's cache learns the new trial's id (a new param's write needs it), as the loop reads
+    assert built.suggest_int("y", 0, 5) == 3, "the fixed params are not Trial._fixed_params any more"
+    assert 0 <= built.suggest_float("z", 0, 1) <= 1 and built.relative_params == {}
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
@@ -606,6 +645,8 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.storages._rdb.models.TrialSystemAttributeModel": _check_batch_create_and_finish,
     "optuna.trial.Trial._cached_frozen_trial": _check_trial_cache,
     "optuna.trial.Trial._trial_id": _check_trial_cache,
+    "optuna.trial.Trial._relative_params": _check_created_trial,
+    "optuna.trial.Trial._fixed_params": _check_created_trial,
 }
 
 

@@ -205,3 +205,58 @@ def test_told_together_a_trial_failed_as_stale_meanwhile_is_left_as_it_is(sqlite
     assert (tb.state, tb.values, tb.user_attrs) == (TrialState.FAIL, None, {TRIAL.FAILURE: "heartbeat lost"})
     assert finish_trials(storage, [Finish(a._trial_id, "COMPLETE", [0.9], {"x": 3})], 1) == {}  # a retry: unchanged
     assert storage.get_trial(a._trial_id).values == [0.5]
+
+
+def test_a_pack_end_reads_the_study_once_and_its_trials_are_told_as_stored(sqlite_url, tmp_path, monkeypatch):
+    """Members of a pack of 8 drafted trials that end together: such an end reads the study's trials
+    once (the keep rule's ranking), not twice (before: all read again after the tell); only a member
+    that stored its model is read back (by itself: the upload wrote its system attributes); an end
+    with no member ending reads nothing (the clean-up of models that fell out of the best K is not
+    counted). The trials handed on after the tell (the run's lines, trial callbacks) are the stored
+    ones, field for field."""
+    from hpsearch.execution import loop
+
+    ends: list[list[str]] = []
+    where = [""]
+    told: list[tuple[int, Any]] = []
+    cached = optuna.storages._CachedStorage
+    real_read, real_get = cached.get_all_trials, optuna.storages.RDBStorage.get_trial
+    real_end, real_told, real_clean = packed.Pack._end, loop.TrialLoop.told, loop.keep_best_models
+
+    def counted(kind: str, real: Any) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            if where[0] == "end":
+                ends[-1].append(kind)
+            return real(*a, **k)
+        return call
+
+    def within(name: str, real: Any) -> Any:
+        def run(*a: Any, **k: Any) -> Any:
+            before, where[0] = where[0], name
+            if name == "end":
+                ends.append([])
+            try:
+                return real(*a, **k)
+            finally:
+                where[0] = before
+        return run
+
+    monkeypatch.setattr(cached, "get_all_trials", counted("study", real_read))
+    monkeypatch.setattr(optuna.storages.RDBStorage, "get_trial", counted("trial", real_get))
+    monkeypatch.setattr(packed.Pack, "_end", within("end", real_end))
+    monkeypatch.setattr(loop, "keep_best_models", within("clean-up", real_clean))
+    monkeypatch.setattr(loop.TrialLoop, "told", lambda self, frozen, streak=True: told.append(
+        (len(ends) - 1, frozen)) or real_told(self, frozen, streak))
+    res = run_study(parse_study_config(_study("once")), storage=sqlite_url, artifacts=str(tmp_path / "a"))
+    assert res.n_complete == K
+    for n, reads in enumerate(ends):
+        members = [f for e, f in told if e == n]
+        kept = sum(bool(f.user_attrs.get(TRIAL.MODEL_ARTIFACT)) for f in members)
+        # before: 2 reads of the study (and one with no member ending)
+        assert reads.count("study") == (1 if members else 0) and reads.count("trial") == kept, (n, reads, kept)
+    stored = {t.number: t for t in optuna.load_study(study_name="once", storage=sqlite_url).get_trials()}
+    assert sorted(t.number for _, t in told) == sorted(stored)
+    for _, frozen in told:
+        other = vars(stored[frozen.number])
+        assert frozen == stored[frozen.number], {k: (v, other.get(k)) for k, v in vars(frozen).items()
+                                                 if v != other.get(k)}
