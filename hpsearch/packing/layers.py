@@ -19,7 +19,7 @@ Padded units (a member narrower than its group) start at zero and stay zero in e
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -266,6 +266,70 @@ class _Rows(dict[str, Any]):
         return value
 
 
+class PackedOptimizerState:
+    """The per-member state of :func:`packed_optimizer`'s optimizer, read and written between steps
+    (new members placed, members moved in or frozen, a reused pack reset); kept out of the traced
+    update so that the class defined where Keras is imported stays short."""
+
+    h: dict[str, Any]  # per-member hyperparameter variables (``active``, ``t0`` included)
+    m: list[Any]  # first moments (momentum, Adam), one per trained variable; none for plain SGD
+    v: list[Any]  # Adam's second moments
+    ranges: list[tuple[int, int]]  # each trained variable's rows of the members' positions
+    built: bool
+    iterations: Any
+
+    if TYPE_CHECKING:  # Keras' Optimizer's (the class this one is mixed into)
+        def _get_variable_index(self, variable: Any) -> int: ...
+
+    def reset(self) -> None:
+        """Step count and moments zero, every member active: the same members train anew."""
+        if self.built:
+            self.iterations.assign(0)
+            for var in [*self.m, *self.v]:
+                var.assign(np.zeros(var.shape, dtype=var.dtype))
+            self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
+
+    def load(self, values: dict[str, np.ndarray]) -> None:
+        """A new pack: every member's hyperparameters (a new build's), step count and moments zero."""
+        self.reset()
+        for name, var in self.h.items():
+            var.assign(values[name])
+
+    def place(self, members: dict[int, dict[str, float]]) -> None:
+        """New members at positions ``members`` (``{position: hyperparameters}``): their
+        hyperparameters, zero moments, their step count from now (Adam's bias correction),
+        active; each stacked variable read and written once for all of them."""
+        t0 = float(self.iterations.numpy())
+        for name, var in self.h.items():
+            set_rows(var, {m: t0 if name == "t0" else values.get(name, 1.0) for m, values in members.items()})
+        for i, (a, b) in enumerate(self.ranges):
+            for var in (*self.m[i:i + 1], *self.v[i:i + 1]):
+                set_rows(var, {m - a: 0.0 for m in members if a <= m < b})
+
+    def moments(self, variable: Any) -> list[Any]:
+        """``variable``'s moment variables, stacked as it is: m, then v (none for plain SGD)."""
+        i = self._get_variable_index(variable)
+        return [*self.m[i:i + 1], *self.v[i:i + 1]]
+
+    def rows(self, position: int) -> dict[str, float]:
+        """The per-member hyperparameters (``active`` and ``t0`` included) at ``position``."""
+        return {name: float(var.numpy()[position]) for name, var in self.h.items()}
+
+    def carry(self, members: dict[int, dict[str, float]]) -> None:
+        """Members moved in from another pack at positions ``members`` (``{position: rows}``,
+        :meth:`rows`; their moments are set by the caller): every hyperparameter as given."""
+        for name, var in self.h.items():
+            set_rows(var, {m: values[name] for m, values in members.items()})
+
+    def traces(self, optimizer: str) -> bool:
+        """Whether this pack's compiled update has ``optimizer``'s rule."""
+        return {"adam": bool(self.v), "momentum": bool(self.m), "nesterov": bool(self.m)}.get(optimizer, True)
+
+    def freeze(self, member: int) -> None:
+        """No more updates for ``member`` (its optimizer state is kept as it is)."""
+        set_row(self.h["active"], member, 0.0)
+
+
 def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, int]]) -> Any:
     """The pack's optimizer: ``hyper`` per-member hyperparameters, ``ranges`` each variable's rows.
 
@@ -275,7 +339,7 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
 
     ops = keras.ops
 
-    class PackedOptimizer(keras.optimizers.Optimizer):
+    class PackedOptimizer(PackedOptimizerState, keras.optimizers.Optimizer):
         """Keras' SGD (momentum, Nesterov) and Adam updates with per-member hyperparameters."""
 
         def build(self, var_list: list[Any]) -> None:
@@ -322,53 +386,5 @@ def packed_optimizer(hyper: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
             self.assign(self.m[i], ops.where(on, ops.where(adam, m_adam, m_sgd), m))
             self.assign(self.v[i], ops.where(on, ops.where(adam, v_adam, v), v))
             self.assign_add(variable, ops.where(on, ops.where(adam, d_adam, d_sgd), ops.zeros_like(g)))
-
-        def reset(self) -> None:
-            """Step count and moments zero, every member active: the same members train anew."""
-            if self.built:
-                self.iterations.assign(0)
-                for var in [*self.m, *self.v]:
-                    var.assign(np.zeros(var.shape, dtype=var.dtype))
-                self.h["active"].assign(np.ones(self.h["active"].shape, dtype="float32"))
-
-        def load(self, values: dict[str, np.ndarray]) -> None:
-            """A new pack: every member's hyperparameters (a new build's), step count and moments zero."""
-            self.reset()
-            for name, var in self.h.items():
-                var.assign(values[name])
-
-        def place(self, members: dict[int, dict[str, float]]) -> None:
-            """New members at positions ``members`` (``{position: hyperparameters}``): their
-            hyperparameters, zero moments, their step count from now (Adam's bias correction),
-            active; each stacked variable read and written once for all of them."""
-            t0 = float(self.iterations.numpy())
-            for name, var in self.h.items():
-                set_rows(var, {m: t0 if name == "t0" else values.get(name, 1.0) for m, values in members.items()})
-            for i, (a, b) in enumerate(self.ranges):
-                for var in (*self.m[i:i + 1], *self.v[i:i + 1]):
-                    set_rows(var, {m - a: 0.0 for m in members if a <= m < b})
-
-        def moments(self, variable: Any) -> list[Any]:
-            """``variable``'s moment variables, stacked as it is: m, then v (none for plain SGD)."""
-            i = self._get_variable_index(variable)
-            return [*self.m[i:i + 1], *self.v[i:i + 1]]
-
-        def rows(self, position: int) -> dict[str, float]:
-            """The per-member hyperparameters (``active`` and ``t0`` included) at ``position``."""
-            return {name: float(var.numpy()[position]) for name, var in self.h.items()}
-
-        def carry(self, members: dict[int, dict[str, float]]) -> None:
-            """Members moved in from another pack at positions ``members`` (``{position: rows}``,
-            :meth:`rows`; their moments are set by the caller): every hyperparameter as given."""
-            for name, var in self.h.items():
-                set_rows(var, {m: values[name] for m, values in members.items()})
-
-        def traces(self, optimizer: str) -> bool:
-            """Whether this pack's compiled update has ``optimizer``'s rule."""
-            return {"adam": bool(self.v), "momentum": bool(self.m), "nesterov": bool(self.m)}.get(optimizer, True)
-
-        def freeze(self, member: int) -> None:
-            """No more updates for ``member`` (its optimizer state is kept as it is)."""
-            set_row(self.h["active"], member, 0.0)
 
     return PackedOptimizer(learning_rate=1.0, name="packed")

@@ -11,22 +11,47 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from hpsearch.packing import shrink as shrinking
 from hpsearch.packing.model import MemberSpec, PackedModel, member_seeds
 from hpsearch.packing.shrink import load_states, member_states, shrink_due
-from hpsearch.packing.train import MemberResult, PackSettings, train_pack
+from hpsearch.packing.train import MemberResult, Pace, PackSettings, train_pack
 from hpsearch.records import TRIAL
 from hpsearch.storage.batch import write_intermediate_values
-from hpsearch.trials.context import Candidate
-
-if TYPE_CHECKING:
-    from hpsearch.packing.runner import PackedRunner
+from hpsearch.trials.context import Candidate, RunContext
+from hpsearch.trials.runner import TrialRunner
 
 Finisher = Callable[[list[tuple[Any, Candidate]]], None]  # records trials that ended together
 
-__all__ = ["Finisher", "Pack", "Reports"]
+__all__ = ["Finisher", "Pack", "PackHost", "Reports"]
+
+
+class PackHost(Protocol):
+    """What a :class:`Pack` uses of the runner that started it
+    (:class:`hpsearch.packing.runner.PackedRunner`): the study's context, the one-trial runner's
+    settings, the pace and deadline, and the runner's per-trial rules."""
+
+    ctx: RunContext
+    single: TrialRunner
+    pace: Pace
+    deadline: float | None
+    limit_attrs: dict[int, dict[str, Any]]  # trial number -> its search.constraints values
+    shrinks: dict[str, Any]  # pack shrinks: {"shrunk", "built", "reused", "last"}
+
+    def pack_model(self, specs: list[MemberSpec], seeds: list[int], shrink: int | None = None
+                   ) -> tuple[PackedModel, list[int]]: ...
+
+    def settings(self, pm: PackedModel) -> PackSettings: ...
+
+    def member_params(self, trial: Any) -> tuple[dict[str, Any], MemberSpec | str]: ...
+
+    def within_limits(self, trial: Any, spec: MemberSpec | str, finish: Finisher) -> bool: ...
+
+    def keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]: ...
+
+    def candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
+                  keep: bool, lead: bool) -> Candidate: ...
 
 
 class Reports:
@@ -103,7 +128,7 @@ class Pack:
 
     _WAITING = 4
 
-    def __init__(self, runner: PackedRunner, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
+    def __init__(self, runner: PackHost, trials: list[Any], params: list[dict[str, Any]], specs: list[Any],
                  sample_time: float, finish: Finisher,
                  more: Callable[[int], list[Any]] | None) -> None:
         self.runner, self.finish, self.more = runner, finish, more
