@@ -1,4 +1,5 @@
-"""Tiny generated data for the image-folder, Keras-dataset and messy-table tests (written to tmp dirs)."""
+"""Tiny generated data for the image-folder, Keras-dataset and messy-table tests (written to tmp dirs),
+and the three-class toy arrays the packing tests train on."""
 
 from __future__ import annotations
 
@@ -57,3 +58,12 @@ def messy_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
     size[rng.random(n) < 0.1] = np.nan
     color[rng.random(n) < 0.1] = None
     return pd.DataFrame({"size": size, "color": color, "city": city, "label": label})
+
+
+def toy_classes(n: int = 96, n_train: int = 64, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """(X_train, y_train, X_valid, y_valid): ``n`` rows of 8 normal features, three classes from
+    the first three, the first ``n_train`` rows for training."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 8)).astype("float32")
+    y = (X[:, 0] + X[:, 1] > 0).astype("int64") + (X[:, 2] > 1).astype("int64")
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]

@@ -16,6 +16,7 @@ from hpsearch.packing.train import PackSettings, train_pack
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
+from tests.data_fixtures import toy_classes
 from tests.observers import Lines
 
 META = {"n_features_in_": 8, "target_type_": "multiclass", "n_classes_": 3, "n_outputs_": 1}
@@ -34,10 +35,7 @@ SECOND = [  # the same layout (groups in the same order, the same widest member 
 
 
 def _data() -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(96, 8)).astype("float32")
-    y = (X[:, 0] + X[:, 1] > 0).astype("int64") + (X[:, 2] > 1).astype("int64")
-    return X[:64], y[:64], X[64:], y[64:]
+    return toy_classes()
 
 
 def _settings() -> PackSettings:

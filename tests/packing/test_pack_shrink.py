@@ -18,6 +18,7 @@ from hpsearch.packing.train import MemberResult, PackSettings, train_pack
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
+from tests.data_fixtures import toy_classes
 from tests.observers import Lines
 
 META = {"n_features_in_": 8, "target_type_": "multiclass", "n_classes_": 3, "n_outputs_": 1}
@@ -44,10 +45,7 @@ KEEP = {1, 4, 7, 11}  # 4 of 12 slots live after epoch 2 (the rule is made to fi
 
 
 def _data() -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 8)).astype("float32")
-    y = (X[:, 0] + X[:, 1] > 0).astype("int64") + (X[:, 2] > 1).astype("int64")
-    return X[:88], y[:88], X[88:], y[88:]
+    return toy_classes(120, 88)
 
 
 def _settings() -> PackSettings:
@@ -170,3 +168,21 @@ def test_a_study_that_shrinks_records_it_and_its_trials_are_as_without(sqlite_ur
         assert t.value == pytest.approx(o.value, abs=1e-5)
         assert (TRIAL.MODEL_ARTIFACT in t.user_attrs) == (TRIAL.MODEL_ARTIFACT in o.user_attrs)
     assert sum(TRIAL.MODEL_ARTIFACT in t.user_attrs for t in trials) >= 2  # the best ones' models kept
+
+
+def test_a_pruned_study_on_postgresql_shrinks_and_meets_its_exact_budget(postgres_url, tmp_path, monkeypatch):
+    """Beside the defaults it meets: Hyperband prunes members at its rungs, the storage is
+    PostgreSQL, and the pack still shrinks; every trial ends once (the exact budget, none RUNNING)."""
+    monkeypatch.setattr(shrinking, "SHRINK_SHARE", 2)
+    monkeypatch.setattr(shrinking, "SHRINK_MIN_SLOT_EPOCHS", 1)
+    cfg = _study("p8").model_dump()  # Hyperband's brackets follow the study name: this one prunes
+    cfg["search"]["pruner"] = "hyperband"
+    cfg["train"]["early_stopping"] = {"patience": 8}  # the pruner, not early stopping, ends the members
+    obs = Lines()
+    run_study(parse_study_config(cfg), storage=postgres_url, artifacts=str(tmp_path / "a"), observer=obs)
+    study = optuna.load_study(study_name="p8", storage=postgres_url)
+    trials = study.get_trials()
+    said = [line for line in obs.lines if "pack shrink:" in line]
+    assert said and study.user_attrs[STUDY.PACK_SHRINK]["shrunk"] == len(said)
+    assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
+    assert any(t.state.name == "PRUNED" for t in trials) and study.best_trial.state.name == "COMPLETE"

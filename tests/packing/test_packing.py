@@ -15,6 +15,7 @@ from hpsearch.packing.train import PackSettings, train_pack
 from hpsearch.records import TRIAL
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
+from tests.data_fixtures import toy_classes
 
 META = {"n_features_in_": 8, "target_type_": "multiclass", "n_classes_": 3, "n_outputs_": 1}
 MEMBERS = [  # two optimizers (and Nesterov), three depths, different widths, l1 / l2
@@ -27,10 +28,7 @@ DIVERGING = {"n_hidden": 1, "n_neurons": 5, "optimizer": "sgd", "learning_rate":
 
 
 def _data(n: int = 96, seed: int = 0) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 8)).astype("float32")
-    y = (X[:, 0] + X[:, 1] > 0).astype("int64") + (X[:, 2] > 1).astype("int64")
-    return X[:64], y[:64], X[64:], y[64:]
+    return toy_classes(n, 64, seed)
 
 
 def _settings(**over) -> PackSettings:
