@@ -110,7 +110,8 @@ class TrialLoop:
             if not ran:
                 if finished:
                     return True
-                ctl.sleep(self.settings.poll)
+                if rules.reason is None:  # a rule that tripped in the step (a pack that no longer fits
+                    ctl.sleep(self.settings.poll)  # search.timeout) ends the loop now, not a poll later
         return False
 
     def step(self) -> tuple[bool, bool]:

@@ -139,3 +139,30 @@ def test_status_says_which_rule_ended_the_study(sqlite_url, capsys):
     assert "ended by target: trial 0 reached value 0.5" in " ".join(capsys.readouterr().out.split())
     assert main(["status", "ended", "--storage", sqlite_url, "--json"]) == 0
     assert '"stop_reason": "target: trial 0 reached value 0.5' in capsys.readouterr().out
+
+
+def test_a_rule_tripped_inside_a_step_ends_the_loop_without_a_poll(sqlite_url, tmp_path, monkeypatch):
+    """A packed step that finds no pack fits ``search.timeout`` any more trips the rule and runs
+    nothing: the loop ends at once, not after its poll interval (2 s of a 37 s study, measured)."""
+    from hpsearch.execution.control import Control, LoopSettings
+    from hpsearch.execution.loop import TrialLoop
+    from hpsearch.study.run import prepare_context
+
+    cfg = parse_study_config({"name": "nopoll", "data": {"source": "sklearn:iris"}, "model": {"builder": "mlp"},
+                              "space": {"n_neurons": {"int": [2, 4]}}, "train": {"epochs": 1}, "search": {"engine": "optuna", "timeout": 30}})
+    ctx = prepare_context(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    steps: list[int] = []
+    sleeps: list[float] = []
+
+    class NothingFits(TrialLoop):
+        def step(self):
+            steps.append(1)
+            self.rules.tripped(self.ctx, reason="timeout: 1.0 s left cannot fit a pack's compile and 1 epochs")
+            return False, False
+
+    monkeypatch.setattr(Control, "sleep", lambda self, seconds: sleeps.append(seconds))
+    settings = LoopSettings(interval=10, grace=60, deadline=5, retry=5, poll=2.0)
+    assert NothingFits(ctx, lambda trial: None, settings, Control()).run() is False
+    assert steps == [1] and sleeps == []  # before: one 2 s poll, then the rule was read again
+    study = optuna.load_study(study_name="nopoll", storage=sqlite_url)
+    assert study.user_attrs[STUDY.STOP_REASON].startswith("timeout: 1.0 s left")
