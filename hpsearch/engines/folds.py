@@ -51,6 +51,7 @@ class FoldResult:
     failure: str | None = None
     extra: list[float] = field(default_factory=list)  # several objectives: the other objectives' scores
     history: dict[str, list[float]] = field(default_factory=dict)  # every Keras metric after each epoch
+    deadline_stop: int | None = None  # packed: the 0-based epoch at which search.timeout ended the fold
 
 
 def _reason(exc: BaseException) -> str:

@@ -41,6 +41,7 @@ from hpsearch.execution.callbacks import run_trial_callbacks
 from hpsearch.execution.stoprules import FailureStreak, StopRules, StopSearch
 from hpsearch.models.builders import builder_defaults
 from hpsearch.packing.cv import FoldPacks, fold_packs, rung_packs
+from hpsearch.packing.train import Pace
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.spec.space import coerce_params
 from hpsearch.trials.context import Candidate, Refit, RunContext, record_candidate
@@ -176,6 +177,11 @@ class CandidateSearch:
         self.streak = FailureStreak(cfg.search.max_failures_in_row)
         self.n_ok = 0
         self.packs: FoldPacks | None = None  # train.pack: candidates trained a fold at a time in packs
+        self.deadline = self.rules.deadline()  # packs plan from search.timeout and end before it
+        self.pace = Pace()  # how fast the last pack trained (kept across halving's rungs)
+
+    def note(self, line: str) -> None:
+        self.rules.note(self.ctx, line)
 
     def evaluate(self, params: dict[str, Any], index: int, rung: Rung | None = None) -> float:
         """Cross-validate one candidate and record it (unless stored before); its mean score
@@ -188,11 +194,22 @@ class CandidateSearch:
         builder_params = self.ctx.space.builder_params(fit_params)  # per-layer values as one list
         params_in = {f"{MODEL}__{k}": v for k, v in builder_params.items()}
         # a candidate its pack trained already is recorded even past a stop rule: its work is done
-        if not (self.packs is not None and self.packs.trained(params_in)) and self.rules.tripped(self.ctx):
+        if not (self.packs is not None and self.packs.trained(params_in)) and (
+                self.rules.tripped(self.ctx) or self._no_pack_fits()):
             raise StopSearch(self.rules.reason)
         folds = self._run_folds(params_in)
         self._record(self._candidate(params, key, index, folds, rung))
         return float(np.mean([r.score for r in folds]))
+
+    def _no_pack_fits(self) -> bool:
+        """No new pack can train its epochs before ``search.timeout`` (at the last pack's pace): the
+        search stops now, the rule's reason saying why."""
+        if self.packs is None or self.packs.fits() != 0:
+            return False
+        left, cfg = (self.deadline or 0.0) - time.monotonic(), self.ctx.cfg
+        return self.rules.tripped(self.ctx, reason=(
+            f"timeout: {left:.1f} s left cannot fit a pack's compile and {self.packs.epochs} epochs"
+            f" (search.timeout = {cfg.search.timeout:g} s)"))
 
     def _run_folds(self, params: dict[str, Any]) -> list[FoldResult]:
         from sklearn.utils.parallel import Parallel, delayed
@@ -227,6 +244,8 @@ class CandidateSearch:
             attrs[TRIAL.EPOCHS], attrs[TRIAL.EPOCHS_PER_FOLD] = max(epochs), epochs
         if rung is not None:
             attrs[TRIAL.N_RESOURCES], attrs[TRIAL.HALVING_ITER] = rung.epochs, rung.index
+        if stops := [r.deadline_stop for r in folds if r.deadline_stop is not None]:
+            attrs[TRIAL.DEADLINE_STOP] = max(stops)
         curve = _mean_curve([r.curve for r in folds])
         if keys := [k for k in folds[0].history if all(k in r.history for r in folds)]:  # fold means
             attrs[TRIAL.HISTORY] = {k: list(_mean_curve([r.history[k] for r in folds]).values()) for k in keys}
@@ -325,11 +344,17 @@ class SklearnEngine(Engine):
     def refit(self, ctx: RunContext, params: dict[str, Any], trial: Any) -> Refit:
         """The best candidate trained on the whole training split, its preprocessing fitted on those
         rows (early stopping on the validation split, scaled alike). A halving candidate trains for
-        its rung's epochs."""
+        its rung's epochs, and one that ``search.timeout`` stopped in its pack the epochs its folds
+        trained (its score's), said in one line (``STUDY.REFIT_EPOCHS`` records them)."""
         data = ctx.data
         params = ctx.space.builder_params(params)
         if trial.user_attrs.get(TRIAL.N_RESOURCES):
             params[RESOURCE] = int(trial.user_attrs[TRIAL.N_RESOURCES])
+        if trial.user_attrs.get(TRIAL.DEADLINE_STOP) is not None:
+            params[RESOURCE] = int(trial.user_attrs[TRIAL.EPOCHS])
+            ctx.observer.message(f"hpsearch: search.timeout ended trial {trial.number}'s folds after"
+                                 f" {params[RESOURCE]} epochs: its refit trains at most {params[RESOURCE]}, not"
+                                 f" {ctx.cfg.train.epochs}")
         est = keras_estimator(ctx).set_params(**params)
         pre = data.fit_preprocessor(data.X_train_raw)
         est.fit(pre.transform(data.X_train_raw), data.y_train,

@@ -52,7 +52,6 @@ class _PackLoop(TrialLoop):
         self.beat = PackHeartbeat(self.ctx.storage, self.settings.interval, self.ctl)  # every live trial's
         self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
         self.deadline_stops = 0  # members of the current pack ended by search.timeout
-        self.plan_notes: list[str] = []  # STUDY.DEADLINE_PLAN
         self.reuse_counts = (0, 0)  # STUDY.PACK_MODELS as last recorded: (built, reused)
         self.shrunk = 0  # STUDY.PACK_SHRINK's count as last recorded
 
@@ -112,10 +111,7 @@ class _PackLoop(TrialLoop):
         return fit
 
     def _note(self, line: str) -> None:
-        self.ctx.observer.message(line)
-        self.plan_notes.append(line)
-        notes = list(self.plan_notes)
-        self.retry(lambda: self.ctx.study.set_user_attr(STUDY.DEADLINE_PLAN, notes), "study attribute")
+        self.rules.note(self.ctx, line, self.retry)
 
     def _reuse_note(self) -> None:
         """A pack that reused the last pack's compiled model (no trace, no compile): one line the

@@ -18,6 +18,7 @@ the observer; :func:`closing_reason` is the line the result carries.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,7 @@ class StopRules:
     start: float = field(default_factory=time.monotonic)
     reason: str | None = None
     said: bool = False  # the reason is stored with the study and was said (once)
+    plan: list[str] = field(default_factory=list)  # STUDY.DEADLINE_PLAN: what search.timeout decided
 
     @classmethod
     def of(cls, ctx: RunContext) -> StopRules:
@@ -84,6 +86,15 @@ class StopRules:
         :meth:`tripped` ends the search with ``reason``, stored and said as a rule's would be."""
         if self.reason is None:
             self.reason = reason
+
+    def note(self, ctx: RunContext, line: str, write: Callable[[Callable[[], Any], str], Any] | None = None) -> None:
+        """One decision ``search.timeout`` made (a smaller pack, members ended at an epoch boundary):
+        said in one line, and every such line of this run stored as ``STUDY.DEADLINE_PLAN``
+        (``write(f, what)``: how the attribute is written, e.g. through the trial loop's retry)."""
+        ctx.observer.message(line)
+        self.plan.append(line)
+        lines = list(self.plan)
+        (write or (lambda f, what: f()))(lambda: ctx.study.set_user_attr(STUDY.DEADLINE_PLAN, lines), "study attribute")
 
     def deadline(self) -> float | None:
         """``time.monotonic()`` at which ``search.timeout`` trips (None: no timeout)."""

@@ -58,7 +58,8 @@ from hpsearch.packing.model import (
     member_spec,
     pack_refusal,
 )
-from hpsearch.packing.train import PackSettings, batch_counts_equal, member_scores, stop_settings, train_pack
+from hpsearch.packing.train import Pace, PackSettings, batch_counts_equal, member_scores, stop_settings, train_pack
+from hpsearch.records import TRIAL
 from hpsearch.trials.context import RunContext
 
 __all__ = ["CandidateSearch", "PackedFold", "FoldPacks", "fold_packs", "rung_packs", "cv_pack_plan"]
@@ -77,6 +78,11 @@ class CandidateSearch(Protocol):
     valid: Any
     stored: dict[str, Any]
     packs: FoldPacks | None
+    deadline: float | None  # time.monotonic() at which search.timeout trips (None: no timeout)
+    pace: Pace  # how fast the last pack trained: what the next one is planned from
+
+    def note(self, line: str) -> None:
+        """Say and store one decision ``search.timeout`` made."""
 
 #: candidates x folds in one pack where they fit (:func:`cv_layout`); off: one pack per fold, the
 #: layout before it (what ``benchmarks/bench_packing_sklearn.py`` compares it with)
@@ -96,6 +102,7 @@ class PackedFold:
     score_time: float = 0.0
     failure: str | None = None
     history: dict[str, list[float]] = field(default_factory=dict)  # what a pack measures: the metric per epoch
+    deadline_stop: int | None = None  # the 0-based epoch at which search.timeout ended its training
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -274,10 +281,31 @@ class FoldPacks:
         if key not in self.done:
             start = self.order.index(key)
             chunk = [c for c in self.order[start:] if c not in self.done][:self.k]
+            fit = self.fits()
+            if fit is not None and 0 < fit < len(chunk):
+                left = (self.search.deadline or 0.0) - time.monotonic()
+                self.search.note(f"hpsearch: search.timeout: a pack of {fit} candidates, not {len(chunk)}: {left:.1f} s"
+                                 f" left fit the compile and {self.epochs} epochs of {fit} candidates x their folds"
+                                 " at the last pack's pace")
+                chunk = chunk[:fit]
             if len(chunk) < 2:
                 return None  # the last one of the plan: a pack of one does not pay
             self._train(chunk)
         return self.done.pop(key)
+
+    def fits(self) -> int | None:
+        """How many candidates a new pack can train all their folds' epochs for before
+        ``search.timeout``, at the last pack's pace (its members: candidates x folds together, else
+        one fold's, a pack per fold in turn); None: no timeout, or no pack ran yet."""
+        s = self.search
+        if s.deadline is None:
+            return None
+        nf = len(s.splits)
+        left = s.deadline - time.monotonic()
+        if self.together:
+            fit = s.pace.fits(left, self.epochs, self.k * nf)
+            return None if fit is None else fit // nf
+        return s.pace.fits(left / nf, self.epochs, self.k)
 
     def _train(self, chunk: list[str]) -> None:
         s = self.search
@@ -350,7 +378,7 @@ class FoldPacks:
             Xv = np.stack([folds[m % nf].X_valid for m in range(len(specs))], axis=1)
         else:
             X, y, Xv = folds[0].X, folds[0].y, folds[0].X_valid
-        res = train_pack(pm, X, y, Xv, s.valid[1], self._settings(pm, s.valid[1]))
+        res = train_pack(pm, X, y, Xv, s.valid[1], self._settings(pm, s.valid[1]), pace=s.pace)
         fit_time = time.perf_counter() - t0
         t0 = time.perf_counter()
         for i, r in enumerate(res):
@@ -364,7 +392,11 @@ class FoldPacks:
             ok = r.state == "COMPLETE"
             out.append(PackedFold(v if ok else math.nan, r.epochs, list(r.values), fit_time * r.epochs / total,
                                   score_time if ok else 0.0, None if ok else r.failure,
-                                  {f"val_{ctx.metric}": list(r.values)}))
+                                  {f"val_{ctx.metric}": list(r.values)}, r.stopped_at if r.deadline_stop else None))
+        if stopped := len({m // nf for m, r in enumerate(res) if r.deadline_stop}):
+            s.note(f"hpsearch: search.timeout: {stopped} candidates of the pack ended their folds at an epoch"
+                   " boundary, the next epoch would end after the deadline; recorded with each fold's best epoch"
+                   f" so far (trial attribute {TRIAL.DEADLINE_STOP})")
         return out
 
     def _settings(self, pm: PackedModel, yv: np.ndarray) -> PackSettings:
@@ -372,7 +404,7 @@ class FoldPacks:
         batch = int(cfg.train.batch_size)
         return PackSettings(epochs=self.epochs, batch_size=batch, valid_batch=batch, metric=spec.metric,
                             direction=self.ctx.direction, y_valid_var=spec.y_valid_var, shuffle=self.shuffle,
-                            **stop_settings(spec.stop, spec.metric, pm, yv))
+                            deadline=self.search.deadline, **stop_settings(spec.stop, spec.metric, pm, yv))
 
 
 def _scores(pm: PackedModel, folds: list[_Fold], metric: str, sign: float) -> list[float]:

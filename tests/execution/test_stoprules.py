@@ -149,7 +149,8 @@ def test_a_rule_tripped_inside_a_step_ends_the_loop_without_a_poll(sqlite_url, t
     from hpsearch.study.run import prepare_context
 
     cfg = parse_study_config({"name": "nopoll", "data": {"source": "sklearn:iris"}, "model": {"builder": "mlp"},
-                              "space": {"n_neurons": {"int": [2, 4]}}, "train": {"epochs": 1}, "search": {"engine": "optuna", "timeout": 30}})
+                              "space": {"n_neurons": {"int": [2, 4]}}, "train": {"epochs": 1},
+                              "search": {"engine": "optuna", "timeout": 30}})
     ctx = prepare_context(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
     steps: list[int] = []
     sleeps: list[float] = []

@@ -96,3 +96,63 @@ def test_a_packed_study_ends_within_seconds_of_its_timeout(sqlite_url, tmp_path,
     assert res.best_value is not None and res.test_score is not None
     assert "timeout" in study.user_attrs[STUDY.STOP_REASON]
     assert any("ended at an epoch boundary" in line for line in study.user_attrs[STUDY.DEADLINE_PLAN])
+
+
+def test_a_packed_random_search_ends_within_seconds_of_its_timeout(sqlite_url, tmp_path):
+    """The scikit-learn engines' packs respect ``search.timeout`` too: candidates x folds that would
+    train 20000 epochs (minutes) under an 8 s timeout end at the epoch boundary before it, each
+    candidate recorded with its folds' best epochs so far and the epoch it stopped at; the next
+    candidate is not started (before: the pack trained its epochs out, then the rule was checked)."""
+    timeout = 8.0
+    cfg = parse_study_config({
+        "name": "deadline-cv",
+        "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "sgd", "n_hidden": 1}},
+        "space": {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [0.005, 0.05], "log": True}},
+        "train": {"epochs": 20000, "batch_size": 16, "pack": 8, "early_stopping": None},
+        "search": {"engine": "random", "n_trials": 8, "cv": 2, "timeout": timeout, "seed": 0, "keep_models": 1},
+    })
+    t0 = time.monotonic()
+    res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    wall = time.monotonic() - t0
+    study = optuna.load_study(study_name="deadline-cv", storage=sqlite_url)
+    trials = study.get_trials()
+    # train.pack 8: 4 candidates x 2 folds in the first pack, ended by the deadline; the other 4 not started
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        stop = t.user_attrs[TRIAL.DEADLINE_STOP]
+        assert 0 <= stop < 20000 and max(t.user_attrs[TRIAL.EPOCHS_PER_FOLD]) == stop + 1
+    assert res.stopped_by.startswith("timeout")
+    assert any("4 candidates of the pack ended their folds at an epoch boundary" in line
+               for line in study.user_attrs[STUDY.DEADLINE_PLAN])
+    # the best candidate's refit trains the epochs its folds trained (the score's), not 20000: seconds
+    # on a quiet machine; before, the pack trained 20000 epochs (minutes), then the refit did too
+    best = study.best_trial
+    assert study.user_attrs[STUDY.REFIT_EPOCHS] == best.user_attrs[TRIAL.EPOCHS] < 20000
+    assert wall < timeout + 60, wall
+
+
+def test_a_scikit_learn_pack_is_planned_from_the_time_left():
+    """How many candidates the next pack takes under ``search.timeout``: as many as can train all
+    their folds' epochs at the last pack's pace (candidates x folds in one pack, or a pack per fold
+    in turn), 0 when not even one fits (the engine then stops), None before a pack ran."""
+    from types import SimpleNamespace
+
+    from hpsearch.packing.cv import FoldPacks
+
+    packs = FoldPacks.__new__(FoldPacks)  # the planning alone: no search to build
+    pace = Pace()
+    packs.search = SimpleNamespace(deadline=time.monotonic() + 100.0, splits=[0, 1, 2], pace=pace)
+    packs.k, packs.epochs, packs.together = 10, 10, True
+    assert packs.fits() is None  # no pack ran yet: the first one is not planned
+    pace.slots, pace.first_s, pace.epoch_s, pace.compile_s = 30, 4.3, 0.3, 4.0  # 0.01 s per member-epoch
+    assert packs.fits() == 10  # 100 s hold 30 members' 10 epochs many times over: the pack's 10 candidates
+    packs.search.deadline = time.monotonic() + 4.0 + 0.1 * 12 + 0.05  # the compile, then 12 members' epochs
+    assert packs.fits() == 4  # 12 members: 4 candidates x 3 folds
+    packs.together = False  # a pack per fold in turn: each gets a third of the time
+    packs.search.deadline = time.monotonic() + 3 * (4.0 + 0.1 * 5 + 0.05)
+    assert packs.fits() == 5
+    packs.search.deadline = time.monotonic() + 3.0  # not even the compile
+    assert packs.fits() == 0
+    packs.search.deadline = None
+    assert packs.fits() is None
