@@ -95,11 +95,13 @@ def test_target_ends_a_random_search(sqlite_url, tmp_path):
 
 
 def test_timeout_ends_a_random_search(sqlite_url, tmp_path):
-    res = run_study(_cfg("tmo", engine="random", n_trials=60, timeout=2.0), storage=sqlite_url,
-                    artifacts=str(tmp_path / "a"), resume=True)
-    # train.pack auto: 32 candidates x 2 folds in the first pack of 64 members, which ends past the
-    # timeout; every candidate it trained is recorded (before: the first only, 31 trained ones dropped)
-    assert res.n_complete == 32 and res.stopped_by.startswith("timeout:")
+    cfg = _cfg("tmo", engine="random", n_trials=24, timeout=2.0).model_dump()
+    cfg["train"]["pack"] = 12
+    res = run_study(parse_study_config(cfg), storage=sqlite_url, artifacts=str(tmp_path / "a"), resume=True)
+    # train.pack 12: 6 candidates x 2 folds in the first pack, which ends past the timeout (its
+    # compile alone takes longer); every candidate it trained is recorded (before: the first only, 5
+    # trained ones dropped), and no other candidate starts
+    assert res.n_complete == 6 and res.stopped_by.startswith("timeout:")
 
 
 def test_closing_reason_names_the_budget_when_it_is_met():
