@@ -186,3 +186,35 @@ def test_a_pruned_study_on_postgresql_shrinks_and_meets_its_exact_budget(postgre
     assert said and study.user_attrs[STUDY.PACK_SHRINK]["shrunk"] == len(said)
     assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
     assert any(t.state.name == "PRUNED" for t in trials) and study.best_trial.state.name == "COMPLETE"
+
+
+def test_the_shrink_record_adds_up_what_processes_add_at_once(postgres_url):
+    """``STUDY.PACK_SHRINK`` is the study's count: each worker adds its new shrinks to the stored ones
+    under the study lock (:func:`add_study_counts`). Two storages (as two workers) adding at once
+    lose none of each other's; without the lock a read-modify-write loses some, and before it the
+    last worker's own count overwrote the others' (two shrinks recorded as one)."""
+    import threading
+
+    from hpsearch.execution.packed_loop import add_study_counts
+    from hpsearch.storage import open_storage
+
+    optuna.create_study(study_name="counts", storage=open_storage(postgres_url))
+    storages = [open_storage(postgres_url) for _ in range(2)]
+    study_id = storages[0].get_study_id_from_name("counts")
+    start = threading.Barrier(2)
+
+    def add(k: int) -> None:
+        study = optuna.load_study(study_name="counts", storage=storages[k])
+        start.wait()
+        for i in range(15):
+            add_study_counts(study, storages[k], postgres_url, study_id, STUDY.PACK_SHRINK,
+                             {"shrunk": 1, "built": k, "reused": 1 - k}, last=f"{k}:{i}")
+
+    threads = [threading.Thread(target=add, args=(k,)) for k in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    record = storages[0].get_study_user_attrs(study_id)[STUDY.PACK_SHRINK]
+    assert {k: record[k] for k in ("shrunk", "built", "reused")} == {"shrunk": 30, "built": 15, "reused": 15}
+    assert record["last"] in {"0:14", "1:14"}
