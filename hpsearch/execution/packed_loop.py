@@ -22,6 +22,7 @@ import functools
 import time
 from typing import Any
 
+from hpsearch.execution.budget import study_lock
 from hpsearch.execution.control import Control, LoopSettings, PackHeartbeat, TrialLost, WorkerStopped
 from hpsearch.execution.drafts import draft_trial, resync
 from hpsearch.execution.loop import LoopOutcome, TrialLoop, failure_text, run_trials
@@ -31,10 +32,24 @@ from hpsearch.storage import is_connection_error
 from hpsearch.storage.batch import Finish, finish_trials
 from hpsearch.trials.context import Candidate, RunContext, finished_attrs
 
-__all__ = ["run_packed_trials"]
+__all__ = ["run_packed_trials", "add_study_counts"]
 
 #: a trial's attributes that say it stored an artifact (a kept model, its preprocessing, its curve)
 _UPLOADS = (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT)
+#: ``STUDY.PACK_SHRINK``'s counts (its ``last`` is the last shrink's line)
+_SHRINK_COUNTS = ("shrunk", "built", "reused")
+
+
+def add_study_counts(study: Any, storage: Any, url: str, study_id: int, attr: str, counts: dict[str, int],
+                     **fields: Any) -> dict[str, Any]:
+    """Add ``counts`` to the study attribute ``attr``'s stored counts (absent: 0) and set ``fields``
+    (the last line, ...), under the study lock: processes adding at once lose none of each other's.
+    Returns the attribute as written."""
+    with study_lock(storage, url, study_id, study.study_name):
+        had = storage.get_study_user_attrs(study_id).get(attr) or {}
+        value = {**had, **{k: int(had.get(k, 0)) + n for k, n in counts.items()}, **fields}
+        storage.set_study_user_attr(study_id, attr, value)
+    return value
 
 
 class _PackLoop(TrialLoop):
@@ -53,7 +68,7 @@ class _PackLoop(TrialLoop):
         self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first
         self.deadline_stops = 0  # members of the current pack ended by search.timeout
         self.reuse_counts = (0, 0)  # STUDY.PACK_MODELS as last recorded: (built, reused)
-        self.shrunk = 0  # STUDY.PACK_SHRINK's count as last recorded
+        self.shrunk: dict[str, Any] = dict.fromkeys(_SHRINK_COUNTS, 0)  # this process's shrinks as last added
 
     def run(self) -> bool:
         """The loop; reserved trials still waiting for a slot are trained (or, stopping, re-queued)."""
@@ -130,12 +145,17 @@ class _PackLoop(TrialLoop):
 
     def _shrink_note(self) -> None:
         """``STUDY.PACK_SHRINK`` whenever a pack shrank (:mod:`hpsearch.packing.shrink`; each shrink's
-        line was said as its members moved): how many, the models built / reused for it, the last line."""
+        line was said as its members moved): how many, the models built / reused for it, the last line.
+        The counts are the study's: this process's new shrinks are added to the stored ones under the
+        study lock, so workers (and a resumed run) add up rather than the last writer's counts winning."""
         shrinks = dict(self.runner.shrinks)
-        if shrinks["shrunk"] == self.shrunk:
+        if shrinks["shrunk"] == self.shrunk["shrunk"]:
             return
-        self.shrunk = shrinks["shrunk"]
-        self.retry(lambda: self.ctx.study.set_user_attr(STUDY.PACK_SHRINK, shrinks), "study attribute")
+        new = {k: shrinks[k] - self.shrunk[k] for k in _SHRINK_COUNTS}
+        self.shrunk = shrinks
+        ctx = self.ctx
+        self.retry(lambda: add_study_counts(ctx.study, ctx.storage, ctx.storage_url, self.budget.study_id,
+                                            STUDY.PACK_SHRINK, new, last=shrinks["last"]), "study attribute")
 
     def _reserve(self, k: int) -> tuple[list[Any], bool]:
         """Up to ``k`` trials against the exact budget: one lock and one count for the pack."""

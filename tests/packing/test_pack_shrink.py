@@ -6,6 +6,9 @@ traces are counted, never timed."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytest
@@ -186,3 +189,96 @@ def test_a_pruned_study_on_postgresql_shrinks_and_meets_its_exact_budget(postgre
     assert said and study.user_attrs[STUDY.PACK_SHRINK]["shrunk"] == len(said)
     assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
     assert any(t.state.name == "PRUNED" for t in trials) and study.best_trial.state.name == "COMPLETE"
+
+
+def test_the_shrink_record_adds_up_what_processes_add_at_once(postgres_url):
+    """``STUDY.PACK_SHRINK`` is the study's count: each worker adds its new shrinks to the stored ones
+    under the study lock (:func:`add_study_counts`). Two storages (as two workers) adding at once
+    lose none of each other's; without the lock a read-modify-write loses some, and before it the
+    last worker's own count overwrote the others' (two shrinks recorded as one)."""
+    import threading
+
+    from hpsearch.execution.packed_loop import add_study_counts
+    from hpsearch.storage import open_storage
+
+    optuna.create_study(study_name="counts", storage=open_storage(postgres_url))
+    storages = [open_storage(postgres_url) for _ in range(2)]
+    study_id = storages[0].get_study_id_from_name("counts")
+    start = threading.Barrier(2)
+
+    def add(k: int) -> None:
+        study = optuna.load_study(study_name="counts", storage=storages[k])
+        start.wait()
+        for i in range(15):
+            add_study_counts(study, storages[k], postgres_url, study_id, STUDY.PACK_SHRINK,
+                             {"shrunk": 1, "built": k, "reused": 1 - k}, last=f"{k}:{i}")
+
+    threads = [threading.Thread(target=add, args=(k,)) for k in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    record = storages[0].get_study_user_attrs(study_id)[STUDY.PACK_SHRINK]
+    assert {k: record[k] for k in ("shrunk", "built", "reused")} == {"shrunk": 30, "built": 15, "reused": 15}
+    assert record["last"] in {"0:14", "1:14"}
+
+
+def _worker_study() -> dict:
+    """A study whose packs of 64 shrink under the real rule (no monkeypatching reaches a worker):
+    early stopping on val_loss with min_delta 0.05 and patience 1 ends the members whose learning rate
+    is too small at epoch 2 and most others by epoch 8, so 16 or fewer of 64 still train with 90-odd of
+    100 epochs left: 48 x 90 >= 3200 slot-epochs (one-process runs of seeds 1-3 shrank at epochs 4-6
+    with 12-14 live, the last member stopped by epoch 18; the rule would hold until epoch 33)."""
+    return {
+        "name": "wshrink",
+        "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"n_hidden": 1, "optimizer": "adam"}},
+        "space": {"n_neurons": {"int": [2, 12]}, "learning_rate": {"float": [1e-4, 0.3], "log": True}},
+        "train": {"epochs": 100, "batch_size": 16, "pack": 64,
+                  "early_stopping": {"patience": 1, "monitor": "val_loss", "min_delta": 0.05}},
+        "search": {"engine": "optuna", "n_trials": 128, "seed": 3, "sampler": "random", "pruner": "none",
+                   "keep_models": 1},
+    }
+
+
+def test_packs_shrink_in_two_workers_on_postgresql_and_meet_the_exact_budget(postgres_url, tmp_path, monkeypatch):
+    """Two ``hpsearch worker`` processes on one PostgreSQL study, a pack of 64 each: their packs shrink
+    by the real rule, every trial ends once, COMPLETE, and a moved member's record is as trained."""
+    from hpsearch.workers.launcher import run_workers
+
+    repo = str(Path(__file__).resolve().parents[2])  # the workers import this tree's hpsearch
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("HPSEARCH_STORAGE", "PGPASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    obs, pids = Lines(), []
+    run_workers(parse_study_config(_worker_study()), storage=postgres_url, artifacts=str(tmp_path / "art"),
+                n_workers=2, observer=obs, on_spawn=pids.extend)
+    study = optuna.load_study(study_name="wshrink", storage=postgres_url)
+    trials = study.get_trials()
+    # the exact budget: 128 trials, each recorded once, none lost, failed or left RUNNING
+    assert sorted(t.number for t in trials) == list(range(128))
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 128
+    said = [line for line in obs.lines if "hpsearch: pack shrink:" in line]
+    record = study.user_attrs[STUDY.PACK_SHRINK]
+    # the study's record adds up every worker's shrinks (not the last writer's own count)
+    assert said and record["shrunk"] == record["built"] + record["reused"] == len(said)
+    assert record["last"] in {line.split("hpsearch: ", 1)[1] for line in said}
+    moved = []
+    for line in said:  # "[worker I] hpsearch: pack shrink: N of 64 members still training ...": after the move
+        # no refill comes and every member that ended before it was told first: worker I's last N told
+        index, live = int(line.split("[worker ")[1].split("]")[0]), int(line.split("pack shrink: ")[1].split()[0])
+        mine = sorted((t for t in trials if t.user_attrs[TRIAL.WORKER].endswith(f":{pids[index]}")),
+                      key=lambda t: t.datetime_complete)
+        assert 1 <= live <= len(mine) // 4, line  # at most one live member in four slots
+        moved += mine[-live:]
+    per_worker = [sum(t.user_attrs[TRIAL.WORKER].endswith(f":{p}") for t in trials) for p in pids]
+    print(f"\nworkers: 2, trials per worker: {per_worker}, shrinks said: {len(said)}, recorded: {record['shrunk']},"
+          f" moved trials: {len(moved)}")
+    for t in trials:  # every trial, the moved ones too: its epochs as trained, its value one of theirs
+        epochs, history = t.user_attrs[TRIAL.EPOCHS], t.user_attrs[TRIAL.HISTORY]["val_accuracy"]
+        assert 2 <= epochs <= 100 and len(history) == epochs and sorted(t.intermediate_values) == list(range(epochs))
+        np.testing.assert_allclose([t.intermediate_values[e] for e in range(epochs)], history, atol=1e-6)
+        assert t.value is not None and 0.0 <= t.value <= 1.0 and any(abs(t.value - v) < 1e-6 for v in history)
+    # a moved member trained past the shrink, which the rule allows only with 67+ of 100 epochs left
+    assert all(t.user_attrs[TRIAL.EPOCHS] > 2 for t in moved) and len({t.number for t in moved}) == len(moved)
