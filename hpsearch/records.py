@@ -58,7 +58,8 @@ class STUDY:
     DEADLINE_PLAN = "deadline_plan"  # packs planned from search.timeout: one line per decision
     #: {"shrunk", "built", "reused", "last"}: packs whose live members moved to a smaller model, its models
     PACK_SHRINK = "pack_shrink"
-    PACK_MODELS = "pack_models"  # {"built", "reused", "note"}: packs that built a compiled model / reused the last one
+    #: {"built", "reused", "note"}: packs that built a compiled model / reused one (every process added up)
+    PACK_MODELS = "pack_models"
     WARM_START = "warm_start"  # what search.warm_start copied and search.enqueue queued (set once)
     ENSEMBLE_MODELS = "ensemble_models"  # sklearn engines: trial number -> [model id, preprocessing id]
     PYTHON_SEARCH = "python_search"  # a search started from Python: its class and what it decided

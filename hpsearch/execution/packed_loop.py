@@ -130,7 +130,8 @@ class _PackLoop(TrialLoop):
 
     def _reuse_note(self) -> None:
         """A pack that reused the last pack's compiled model (no trace, no compile): one line the
-        first time, and the counts as a study attribute whenever they change."""
+        first time, and the counts as a study attribute whenever they change (added to the stored
+        ones under the study lock, as :meth:`_shrink_note`'s: workers add up)."""
         built, reused = self.runner.builds, self.runner.reuses
         if not reused or self.reuse_counts == (built, reused):
             return
@@ -139,9 +140,12 @@ class _PackLoop(TrialLoop):
                 " compute, so at least half must be filled)")
         if not self.reuse_counts[1]:
             self.ctx.observer.message(line)
+        new = {"built": built - self.reuse_counts[0], "reused": reused - self.reuse_counts[1]}
         self.reuse_counts = (built, reused)
-        attr = {"built": built, "reused": reused, "note": line.removeprefix("hpsearch: ")}
-        self.retry(lambda: self.ctx.study.set_user_attr(STUDY.PACK_MODELS, attr), "study attribute")
+        ctx = self.ctx
+        self.retry(lambda: add_study_counts(ctx.study, ctx.storage, ctx.storage_url, self.budget.study_id,
+                                            STUDY.PACK_MODELS, new, note=line.removeprefix("hpsearch: ")),
+                   "study attribute")
 
     def _shrink_note(self) -> None:
         """``STUDY.PACK_SHRINK`` whenever a pack shrank (:mod:`hpsearch.packing.shrink`; each shrink's
