@@ -410,7 +410,7 @@ class _PackRun:
         room = epoch_s * s.epochs + timing.finish_s * (len(running) - len(ended) + 1) + timing.keep_s <= left
         for i in self.refill(ended, res, room) if self.refill is not None and ended else ():
             res[i] = MemberResult()
-        self.clock = now
+        self.clock = time.monotonic()  # the next epoch's time leaves out ending members (finish_s, keep_s)
         if not self.running():
             model.stop_training = True
         elif self.shrink is not None and self.shrink.due(pm, res):
