@@ -215,9 +215,22 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "trials are created, as RDBStorage._create_new_trial locks it (consecutive numbers)",
     ),
     PrivateHook(
+        "optuna", "optuna.storages._cached_storage._CachedStorage",
+        "hpsearch.storage.reads (issue 26): a reservation's read fetches only the trials that are new or "
+        "changed state (its _studies cache: trials, unfinished_trial_ids, last_finished_trial_id; its "
+        "_lock, _backend and _add_trials_to_cache, as its _read_trials_from_remote_storage uses them), and a "
+        "told trial goes into that cache; Optuna re-reads every running trial at every read",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages.RDBStorage._get_trials",
+        "hpsearch.storage.reads: the whole read of the trials that are new or changed state (what the "
+        "cached storage calls)",
+    ),
+    PrivateHook(
         "optuna", "optuna.study.Study._thread_local",
         "hpsearch.execution.drafts.resync: its cached_all_trials dropped, as ask and tell drop it, when a "
-        "pack's trials are drafted and told in batches (samplers read trials through it, use_cache=True)",
+        "pack's trials are drafted and told in batches (samplers read trials through it, use_cache=True); "
+        "hpsearch.storage.keep.last_read: the keep rule at a pack's end reads the study through it",
     ),
     PrivateHook(
         "optuna", "optuna.storages._rdb.models.TrialParamModel",
