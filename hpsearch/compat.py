@@ -215,11 +215,26 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "trials are created, as RDBStorage._create_new_trial locks it (consecutive numbers)",
     ),
     PrivateHook(
-        "optuna", "optuna.storages._cached_storage._CachedStorage",
+        "optuna", "optuna.storages._cached_storage._CachedStorage._studies",
         "hpsearch.storage.reads (issue 26): a reservation's read fetches only the trials that are new or "
-        "changed state (its _studies cache: trials, unfinished_trial_ids, last_finished_trial_id; its "
-        "_lock, _backend and _add_trials_to_cache, as its _read_trials_from_remote_storage uses them), and a "
-        "told trial goes into that cache; Optuna re-reads every running trial at every read",
+        "changed state into this cache (per study: trials, unfinished_trial_ids, last_finished_trial_id), "
+        "and created and told trials go into it; Optuna re-reads every running trial at every read",
+    ),
+    PrivateHook(
+        "optuna", "optuna.study.Study._study_id",
+        "hpsearch.storage.reads: the key of the study in the cache (a public lookup by name is a query)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._cached_storage._CachedStorage._lock",
+        "hpsearch.storage.reads: held while the cache is read and changed, as Optuna holds it",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._cached_storage._CachedStorage._backend",
+        "hpsearch.storage.reads: the RDBStorage under the cache (its engine and its whole read)",
+    ),
+    PrivateHook(
+        "optuna", "optuna.storages._cached_storage._CachedStorage._add_trials_to_cache",
+        "hpsearch.storage.reads: trials read or created added to the cache as Optuna's own read adds them",
     ),
     PrivateHook(
         "optuna", "optuna.storages.RDBStorage._get_trials",

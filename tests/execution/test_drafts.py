@@ -233,3 +233,37 @@ def test_a_drafted_reservation_reads_the_study_once(tmp_path):
     assert len(told_since) == K and all(study._storage.get_trial(t._trial_id).state.is_finished()
                                         for t in whole), [t.state for t in whole]
     assert len(whole) == K  # the second reservation fetched none whole (before: its K running ones + K)
+
+
+def test_a_reservation_counts_the_studys_finished_prefix_once():
+    """The budget's count (done, running, waiting) at each reservation: the finished prefix of the
+    study (every trial before the first unfinished one: their states no longer change) is counted
+    once and kept, so a reservation looks at the trials after it only (before: every trial, at every
+    reservation: at 10,000 trials about as costly as the read), with the counts of a full pass."""
+    import random
+    from types import SimpleNamespace
+
+    looks = [0]
+
+    class Counted(SimpleNamespace):
+        def __getattribute__(self, name: str) -> Any:
+            if name == "state":
+                looks[0] += 1
+            return super().__getattribute__(name)
+
+    rng = random.Random(0)
+    budget = Budget(None, None, "sqlite://", 0, None)
+    trials: list[Any] = []
+    for _ in range(60):
+        for i, t in enumerate(trials):
+            if not t.state.is_finished() and (rng.random() < 0.5 or i < len(trials) - 12):  # old ones end
+                t.state = rng.choice([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                      *([TrialState.RUNNING] if i >= len(trials) - 12 else [])])
+        trials += [Counted(number=len(trials) + i, user_attrs={}, state=rng.choice(
+            [TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING])) for i in range(rng.randint(1, 5))]
+        full = (sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
+                sum(t.state == TrialState.RUNNING for t in trials), sum(t.state == TrialState.WAITING for t in trials))
+        assert budget.tally(trials) == full
+    looks[0] = 0
+    budget.tally(trials)
+    assert looks[0] < len(trials) / 4, (looks[0], len(trials))  # before: each trial's state, twice

@@ -261,3 +261,42 @@ def test_a_pack_end_reads_the_study_once_and_its_trials_are_told_as_stored(sqlit
         other = vars(stored[frozen.number])
         assert frozen == stored[frozen.number], {k: (v, other.get(k)) for k, v in vars(frozen).items()
                                                  if v != other.get(k)}
+
+
+def _refilling_pack(size: int, deadline: float | None, waiting: int = 0) -> tuple[Any, list[int]]:
+    """A Pack of ``size`` slots of one shape (no model, no training) whose ``more`` hands out
+    trials of that shape and records how many each reservation asked for."""
+    from types import SimpleNamespace
+
+    from hpsearch.packing.model import MemberSpec
+
+    spec = MemberSpec(widths=(8,), activation="relu", kernel_initializer="he_normal", l1=0.0, l2=0.0,
+                      optimizer="adam", learning_rate=0.01, momentum=0.0)
+    asked: list[int] = []
+    numbers = itertools.count()
+    pack = packed.Pack.__new__(packed.Pack)
+    pack.runner = SimpleNamespace(member_params=lambda trial: ({}, spec), within_limits=lambda *a: True,
+                                  ctx=SimpleNamespace(cfg=SimpleNamespace(search=SimpleNamespace(seed=0))))
+    pack.pm = SimpleNamespace(empty=set(), fits=lambda slot, s: s == spec)
+    pack.more = lambda n: asked.append(n) or [SimpleNamespace(number=next(numbers)) for _ in range(n)]
+    pack.size, pack.ahead = size, packed.ahead(size, deadline)
+    pack.trials, pack.params, pack.sample_time, pack.placing = {}, {}, {}, []
+    pack.waiting = [(SimpleNamespace(number=-1 - i), {}, "over the limit", 0.0) for i in range(waiting)]
+    pack._end, pack.finish = (lambda ended, res: None), (lambda ended: None)
+    return pack, asked
+
+
+def test_a_refill_reserves_ahead_of_the_slots_it_frees():
+    """A refill that frees one slot of a pack of 16 reserves 8 trials (half the slots), not 1: one
+    reservation's fixed cost (lock, read, sampler fit, transaction) serves the next refills, whose
+    freed slots take the waiting trials without a reservation (before: one reservation per refill,
+    of the slots it freed). Under search.timeout, only the freed slots; and refills stop once
+    ``_WAITING`` trials wait that fit no slot of the pack (as before)."""
+    pack, asked = _refilling_pack(16, None)
+    assert pack._fill([3], [], True) == {3} and asked == [8] and len(pack.waiting) == 7
+    assert pack._fill([5], [], True) == {5} and asked == [8] and len(pack.waiting) == 6  # no reservation
+    timed, asked_timed = _refilling_pack(16, deadline=123.0)
+    assert timed._fill([3], [], True) == {3} and asked_timed == [1] and timed.waiting == []
+    stuck, asked_stuck = _refilling_pack(16, None, waiting=packed.Pack._WAITING)
+    assert stuck._fill([3], [], True) == set() and asked_stuck == []
+    assert "1/2 of the pack's slots" in packed.ahead_line(None) and "search.timeout" in packed.ahead_line(60.0)
