@@ -25,7 +25,6 @@ from typing import Any
 from hpsearch.execution.control import Control, LoopSettings, PackHeartbeat, TrialLost, WorkerStopped
 from hpsearch.execution.drafts import draft_trial, resync
 from hpsearch.execution.loop import LoopOutcome, TrialLoop, failure_text, run_trials
-from hpsearch.packing.pack import AHEAD_SHARE, ahead_line
 from hpsearch.packing.runner import PackedRunner
 from hpsearch.records import STUDY, TRIAL
 from hpsearch.storage import is_connection_error
@@ -49,9 +48,6 @@ class _PackLoop(TrialLoop):
             attrs = {TRIAL.WORKER: self.runner.single.worker}
             budget.draft = lambda number: draft_trial(ctx.study, number, ctx.space.suggest, attrs)
             budget.beat_within = self.settings.grace / 4
-        # how refills reserve (ahead of the freed slots, or not under search.timeout): one line, a decision
-        self.ctx.decide("pack.refills", 0 if self.ctx.cfg.search.timeout is not None else AHEAD_SHARE,
-                        ahead_line(self.ctx.cfg.search.timeout))
         self.live: dict[int, tuple[Any, int]] = {}  # trial number -> (trial, storage id)
         self.beat = PackHeartbeat(self.ctx.storage, self.settings.interval, self.ctl)  # every live trial's
         self.carry: list[Any] = []  # reserved trials a pack found no slot for: the next pack's first

@@ -24,7 +24,7 @@ from hpsearch.trials.runner import TrialRunner
 
 Finisher = Callable[[list[tuple[Any, Candidate]]], None]  # records trials that ended together
 
-__all__ = ["AHEAD_SHARE", "Finisher", "Pack", "PackHost", "Reports", "ahead", "ahead_line"]
+__all__ = ["Finisher", "Pack", "PackHost", "Reports"]
 
 
 class PackHost(Protocol):
@@ -119,41 +119,12 @@ class Reports:
             self.pool.shutdown(wait=True)
 
 
-#: A refill that reserves trials takes at least ``size // AHEAD_SHARE`` of them (see :class:`Pack`).
-AHEAD_SHARE = 2
-
-
-def ahead(size: int, deadline: float | None) -> int:
-    """How many trials a refill of a pack of ``size`` slots reserves at least: ``size // AHEAD_SHARE``;
-    0 under ``search.timeout`` (``deadline``: a trial reserved ahead might not start before it)."""
-    return 0 if deadline is not None else size // AHEAD_SHARE
-
-
-def ahead_line(timeout: float | None) -> str:
-    """The one line that says how packed refills reserve (an automatic decision)."""
-    if timeout is not None:
-        return ("packed refills: each reserves trials for the slots just freed only (search.timeout is set:"
-                " a trial reserved ahead might not start before the deadline)")
-    return (f"packed refills: a refill that reserves trials takes at least 1/{AHEAD_SHARE} of the pack's slots"
-            " (less those already waiting); those without a free slot wait for the next slot of their shape,"
-            " so one reservation's fixed cost (study lock, one read, one sampler fit, one transaction) serves"
-            " several refills")
-
-
 class Pack:
     """One pack's run: its slots, each holding one trial at a time. When members end, they are
     finished as trials at once (their stored model, value, attributes apportioned by epochs), and
     each freed slot takes a new trial from ``more`` if that trial fits the slot without a rebuild
-    (:meth:`PackedModel.fits`); a trial that fits no free slot waits for one (left over at the end,
-    they start the next pack). Refills stop once ``_WAITING`` trials wait that fit no slot of the
-    pack.
-
-    Reserving ahead (:func:`ahead`, without ``search.timeout``): a refill that reserves takes at
-    least half the pack's slots' worth of trials (less those already waiting), and the ones without a
-    free slot wait for the next slot of their shape, so the next refills place waiting trials
-    without a reservation. A reservation has a fixed cost (the study lock, one read of the study, one
-    sampler fit, one transaction) that a refill of one or two trials, common late in a pack whose
-    members end at different epochs, paid alone. At most ``_WAITING`` + that many trials wait."""
+    (:meth:`PackedModel.fits`); a trial that fits no free slot waits for one (at most
+    ``_WAITING`` wait; left over at the end, they start the next pack)."""
 
     _WAITING = 4
 
@@ -168,7 +139,6 @@ class Pack:
         self.member_epochs = 0  # epochs trained by every member so far (apportions the fit time)
         self.refill_s = 0.0  # seconds spent in refills so far (members told, new ones reserved): not fit time
         self.size = len(self.pm.specs)  # the compiled model's slots (a reused model's spares included)
-        self.ahead = ahead(self.size, runner.deadline)  # trials a refill reserves at least (see above)
         #: slot -> (pack size, slot) its member started in, for a member moved by a shrink: its trial's
         #: PACK_SIZE / PACK_SLOT stay those it started with (any other member: ``size``, its slot)
         self.origin: dict[int, tuple[int, int]] = {}
@@ -265,10 +235,9 @@ class Pack:
                 self._place(slot, item)
                 free.remove(slot)
                 placed.add(slot)
-        while (free and self.more is not None and self._misfits() < self._WAITING
-               and len(self.waiting) < self._WAITING + self.ahead):
+        while free and self.more is not None and len(self.waiting) < self._WAITING:
             t0 = time.monotonic()
-            batch = self.more(max(len(free), self.ahead - len(self.waiting)))  # one reservation for the free slots
+            batch = self.more(len(free))  # one reservation for the free slots
             if not batch:
                 self.more = None  # the budget is met or a stop rule tripped: train the members out
                 break
@@ -287,11 +256,6 @@ class Pack:
                 free.remove(slot)
                 placed.add(slot)
         return placed
-
-    def _misfits(self) -> int:
-        """Waiting trials that fit no slot of this pack (they wait for the next pack)."""
-        return sum(1 for _, _, spec, _ in self.waiting
-                   if not (isinstance(spec, MemberSpec) and any(self.pm.fits(m, spec) for m in range(self.size))))
 
     def _place(self, slot: int, item: tuple[Any, dict[str, Any], MemberSpec | str, float]) -> None:
         """Give ``slot`` its new trial; its weights are set with the refill's others (:meth:`_refill_slots`)."""

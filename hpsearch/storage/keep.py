@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.pareto import pareto_front
 from hpsearch.records import STUDY, TRIAL, outranks, primary_value, rank_key, ranked
+from hpsearch.storage.reads import read_trials
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -73,9 +74,10 @@ def last_read(study: Any) -> Sequence[Any]:
     :func:`hpsearch.execution.drafts.resync`), or a read now when there is none. For the keep rule at
     a pack's end this saves a read of the study: what it may lack is other workers' trials ended
     since, and a trial it lacks can only make a finishing member keep a model it would not (deleted
-    by :func:`keep_best_models`) or store a curve it would not, never lose a model it should keep."""
+    by :func:`keep_best_models`) or store a curve it would not, never lose a model it should keep.
+    With none, :func:`hpsearch.storage.reads.read_trials` (running trials not fetched again)."""
     trials: Sequence[Any] | None = getattr(study._thread_local, "cached_all_trials", None)  # compat.PRIVATE_HOOKS
-    return trials if trials is not None else list(study.get_trials(deepcopy=False))
+    return trials if trials is not None else read_trials(study)
 
 
 def finishing_keepers(trials: Sequence[Any], direction: str, keep: int,
@@ -112,7 +114,7 @@ def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, 
     attrs = study.user_attrs
     protected = {attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)}
     gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
-    trials = study.get_trials(deepcopy=False)
+    trials = read_trials(study)  # finished trials as stored; running ones not fetched again (storage.reads)
     if len(study.directions) > 1:
         front = pareto_front(trials, [d.name.lower() for d in study.directions])
         protected |= {t.user_attrs.get(k) for t in front for k in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT)}
