@@ -123,8 +123,9 @@ go into Optuna's cache as stored), the keep rule at a pack end without a read of
 reservation's read) and, with the budget's count, scanning the study's finished prefix once
 (KeepScan, Budget.tally: in a profile of main at 10,000 trials these full passes were about a fifth
 of the overhead, the keep rule's read another tenth). Profiled first (cProfile, ``scale --sizes
-1000`` and 10,000): a reservation's "fixed" cost was mostly Optuna's cached-storage read, which re-reads every running trial (the pack's 60-odd) and
-every trial just told, whole: a late refill of 1-3 trials paid it alone; ``PackedModel.replace`` is
+1000`` and 10,000): a reservation's "fixed" cost was mostly Optuna's cached-storage read, which
+re-reads every running trial (the pack's 60-odd) and every trial just told, whole: a late refill of
+1-3 trials paid it alone; ``PackedModel.replace`` is
 ~80 % Keras' initializer per kernel (0.8 ms a call, kept: the standalone model's values), not the
 weight copies. ``scale --sizes 10000 --storages sqlite --samplers batched``, main and this code at the
 same time (2026-12-06, load average 2.1-5.1: the package's tests ran beside them):
