@@ -117,48 +117,6 @@ validation accuracy sequential 0.9556 (0.9556 0.9556 0.9556), batched 0.9574 (0.
 capped 0.9593 (0.9528 0.9611 0.9639); mean test accuracy 0.9519 / 0.9333 / 0.9398 (the best
 validation model's test accuracy varies by 0.02 run to run: batched was 0.9574 at the last stop).
 
-Reads that do not fetch the running trials again (hpsearch.storage.reads: a reservation reads only
-the trials that are new or changed state, one light query for the others; drafted and told trials
-go into Optuna's cache as stored), the keep rule at a pack end without a read of its own (the
-reservation's read) and, with the budget's count, scanning the study's finished prefix once
-(KeepScan, Budget.tally: in a profile of main at 10,000 trials these full passes were about a fifth
-of the overhead, the keep rule's read another tenth). Profiled first (cProfile, ``scale --sizes
-1000`` and 10,000): a reservation's "fixed" cost was mostly Optuna's cached-storage read, which
-re-reads every running trial (the pack's 60-odd) and every trial just told, whole: a late refill of
-1-3 trials paid it alone; ``PackedModel.replace`` is
-~80 % Keras' initializer per kernel (0.8 ms a call, kept: the standalone model's values), not the
-weight copies. ``scale --sizes 10000 --storages sqlite --samplers batched``, main and this code at the
-same time (2026-12-06, load average 2.1-5.1: the package's tests ran beside them):
-
-    code   sample ms 10-30 % / 80-100 %  late/early  wall_s  timed_overhead_share
-    main   11.0 / 20.6                   1.87        734.7   0.248 (182 s)
-    this    9.1 / 17.2                   1.89        657.2   0.215 (141 s)
-
-``scale --sizes 1000 --storages sqlite,postgresql --samplers batched``, this code then main (load
-1.5-2.6):
-
-    storage     code  sample ms 10-30 % / 80-100 %  late/early  wall_s  timed_overhead_share
-    sqlite      this  2.7 / 3.5                     1.27        31.2    0.142
-    sqlite      main  2.1 / 5.6                     2.68        28.4    0.192
-    postgresql  this  2.6 / 7.0                     2.67        36.5    0.200
-    postgresql  main  2.7 / 8.5                     3.21        33.6    0.245
-
-Again, main then this code (load 2.6-4.5): sqlite main 2.7 / 6.5 (2.42, timed 0.158), this 2.4 / 7.3
-(3.10, 0.138); postgresql main 4.7 / 18.8 (4.03, 0.254), this 2.7 / 8.6 (3.20, 0.193). The time in
-reservations and member ends falls on both storages and sizes (a fifth to a quarter); the late/early
-ratio is noise-bound at 1.3-3.2 and the 1.3x target is not met: what a late refill of 1-3 trials
-still pays alone is a TPE fit (a pass over the study and the sort of the bounded history), the
-proposals' candidate draws (~1.3 ms a proposal at 500 trials against ~1 ms at 200: the fit's kernels),
-the lock, one light query and one create transaction (on PostgreSQL each a round trip).
-
-Not kept, measured: a refill reserving ahead (at least half the pack's slots, the rest waiting for
-the next freed slots): at 3,000 trials it made more refills, not fewer (240 reservations and 223
-member ends against 168 and 113; timed 17.0 s against 13.8 s), the members' ends spreading over
-more epochs. Quality unchanged (``quality --seeds 0,1,2 --quality-trials 40 --quality-pack 8
---quality-epochs 15 --samplers batched,sequential``): the same best validation accuracy per seed as
-main at the last stop, batched 0.9583 0.9611 0.9528 (mean 0.9574), sequential 0.9556 0.9556 0.9556
-(the same proposals: the sampler fits on the same trials, only fetched less often).
-
 Quality, ``quality --seeds 0,1,2 --quality-trials 40 --quality-pack 8 --quality-epochs 15``: best
 validation accuracy, mean (per seed) / mean test accuracy:
 

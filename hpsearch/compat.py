@@ -215,37 +215,9 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "trials are created, as RDBStorage._create_new_trial locks it (consecutive numbers)",
     ),
     PrivateHook(
-        "optuna", "optuna.storages._cached_storage._CachedStorage._studies",
-        "hpsearch.storage.reads (issue 26): a reservation's read fetches only the trials that are new or "
-        "changed state into this cache (per study: trials, unfinished_trial_ids, last_finished_trial_id), "
-        "and created and told trials go into it; Optuna re-reads every running trial at every read",
-    ),
-    PrivateHook(
-        "optuna", "optuna.study.Study._study_id",
-        "hpsearch.storage.reads: the key of the study in the cache (a public lookup by name is a query)",
-    ),
-    PrivateHook(
-        "optuna", "optuna.storages._cached_storage._CachedStorage._lock",
-        "hpsearch.storage.reads: held while the cache is read and changed, as Optuna holds it",
-    ),
-    PrivateHook(
-        "optuna", "optuna.storages._cached_storage._CachedStorage._backend",
-        "hpsearch.storage.reads: the RDBStorage under the cache (its engine and its whole read)",
-    ),
-    PrivateHook(
-        "optuna", "optuna.storages._cached_storage._CachedStorage._add_trials_to_cache",
-        "hpsearch.storage.reads: trials read or created added to the cache as Optuna's own read adds them",
-    ),
-    PrivateHook(
-        "optuna", "optuna.storages.RDBStorage._get_trials",
-        "hpsearch.storage.reads: the whole read of the trials that are new or changed state (what the "
-        "cached storage calls)",
-    ),
-    PrivateHook(
         "optuna", "optuna.study.Study._thread_local",
         "hpsearch.execution.drafts.resync: its cached_all_trials dropped, as ask and tell drop it, when a "
-        "pack's trials are drafted and told in batches (samplers read trials through it, use_cache=True); "
-        "hpsearch.storage.keep.last_read: the keep rule at a pack's end reads the study through it",
+        "pack's trials are drafted and told in batches (samplers read trials through it, use_cache=True)",
     ),
     PrivateHook(
         "optuna", "optuna.storages._rdb.models.TrialParamModel",

@@ -55,7 +55,6 @@ from hpsearch.execution.drafts import created_trial, resync
 from hpsearch.records import counts_toward_budget
 from hpsearch.storage import behind_pooler, is_lock_timeout, is_postgresql
 from hpsearch.storage.batch import beat_and_check, create_trials
-from hpsearch.storage.reads import known_created, read_trials
 
 __all__ = ["Budget", "study_lock", "take_launch", "pooled_lock_line", "LAUNCH_ATTR"]
 
@@ -193,35 +192,13 @@ class Budget:
         #: Seconds a reserved trial may wait for its first heartbeat while the rest of a pack is reserved
         #: (another process fails a RUNNING trial without one after the grace period: Orphans).
         self.beat_within = 0.5
-        #: (n, done): the study's first n trials are finished, done of them count toward the budget (see tally)
-        self.prefix = (0, 0)
 
     def counts(self, trials: list[Any] | None = None) -> tuple[int, int]:
         """(done, running) among ``trials`` (default: the study's trials as stored now)."""
-        done, running, _ = self.tally(trials)
-        return done, running
-
-    def tally(self, trials: list[Any] | None = None) -> tuple[int, int, int]:
-        """(done, running, waiting) among ``trials`` (default: the study's trials as stored now:
-        ``get_trials``, sorted by number, trial i at index i). The study's finished prefix (every trial
-        before the first unfinished one) is counted once and kept (:attr:`prefix`): a finished trial's
-        state and attributes no longer change, so a reservation counts only the trials after it, not
-        the whole study (at 10,000 trials a full count cost about as much as the read)."""
         trials = self.study.get_trials(deepcopy=False) if trials is None else trials
-        upto, done = self.prefix
-        if upto > len(trials) or (upto and trials[upto - 1].number != upto - 1):
-            upto, done = 0, 0  # not the trials counted before: count again
-        while upto < len(trials) and trials[upto].state.is_finished():
-            done += counts_toward_budget(trials[upto])
-            upto += 1
-        self.prefix = (upto, done)
-        running = waiting = 0
-        for t in trials[upto:]:
-            name = t.state.name
-            done += counts_toward_budget(t)
-            running += name == "RUNNING"
-            waiting += name == "WAITING"
-        return done, running, waiting
+        done = sum(1 for t in trials if counts_toward_budget(t))
+        running = sum(1 for t in trials if t.state.name == "RUNNING")
+        return done, running
 
     def _verdict(self) -> bool | None:
         """True: the budget is met; False: every free slot is taken (wait); None: a slot is free."""
@@ -283,14 +260,14 @@ class Budget:
             return [trial], finished
         if not self.held:
             with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
-                trials = read_trials(self.study)  # running trials not read again (hpsearch.storage.reads)
+                trials = self.study.get_trials(deepcopy=False)
                 n = k
-                done, running, waiting = self.tally(trials)
                 if self.n_trials is not None:
+                    done, running = self.counts(trials)
                     if done >= self.n_trials:
                         return [], True
                     n = min(k, self.n_trials - done - running)
-                waiting = waiting if self.draft is not None else n
+                waiting = sum(1 for t in trials if t.state.name == "WAITING") if self.draft is not None else n
                 unbeaten, drafts = time.monotonic(), []
                 if self.draft is not None:
                     resync(self.study, trials)  # the drafts' sampler sees the study as stored now, as an ask would
@@ -317,9 +294,6 @@ class Budget:
             self._beat()
         trials_out = [self._trial(t) for t in self.held]
         self.held = []
-        # the drafted ones go into the study's cache as created: the next read does not fetch them
-        known_created(self.study, [t._cached_frozen_trial for t in trials_out  # compat.PRIVATE_HOOKS
-                                   if self.ids.get(t.number) in self.created])
         return trials_out, False
 
     def _expect(self, n: int, trials: list[Any]) -> None:

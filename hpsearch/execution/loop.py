@@ -31,7 +31,6 @@ from hpsearch.execution.stoprules import FailureStreak, StopRules
 from hpsearch.records import TRIAL, primary_value
 from hpsearch.storage import is_connection_error
 from hpsearch.storage.keep import keep_best_models
-from hpsearch.storage.reads import known_finished
 from hpsearch.trials.context import Candidate, RunContext, record_candidate
 
 __all__ = ["LoopOutcome", "TrialLoop", "failure_text", "run_trials", "fail_and_requeue", "process_say",
@@ -176,9 +175,7 @@ class TrialLoop:
 
     def told(self, frozen: Any, streak: bool = True) -> None:
         """After a trial's tell: the failure streak, its line, the trial callbacks (which see the
-        stored trial). The stored trial goes into the study's cache: the next reservation's read
-        (:func:`hpsearch.storage.reads.read_trials`) does not fetch it again."""
-        known_finished(self.ctx.study, [frozen])
+        stored trial)."""
         if streak:
             self.streak.update(frozen.state.name, frozen.user_attrs.get(TRIAL.FAILURE))
         self._show(frozen)

@@ -31,7 +31,7 @@ from hpsearch.packing.model import (
 from hpsearch.packing.pack import Finisher, Pack
 from hpsearch.packing.train import MemberResult, Pace, PackSettings, stop_settings
 from hpsearch.records import TRIAL
-from hpsearch.storage.keep import KeepScan, finishing_keepers, last_read
+from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_measured, infeasible_attrs
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.rungs import ParetoRungs
@@ -160,7 +160,6 @@ class PackedRunner:
         #: pack shrinks (:mod:`hpsearch.packing.shrink`): how many, their models built / reused, the last line
         self.shrinks: dict[str, Any] = {"shrunk": 0, "built": 0, "reused": 0, "last": None}
         self.limit_attrs: dict[int, dict[str, Any]] = {}  # trial number -> its search.constraints values
-        self.keep_scan = KeepScan(ctx.direction)  # the keep rule's scan of the study, followed read to read
 
     def pack_model(self, specs: list[MemberSpec], seeds: list[int], shrink: int | None = None
                    ) -> tuple[PackedModel, list[int]]:
@@ -275,8 +274,8 @@ class PackedRunner:
         finishing = [(values[i], numbers[i]) for i in ok]
         if not finishing:
             return set(), None  # nothing to place: no read of the study
-        keep, lead = finishing_keepers(last_read(self.ctx.study), self.ctx.direction,
-                                       self.ctx.cfg.search.keep_models, finishing, self.keep_scan)
+        keep, lead = finishing_keepers(self.ctx.study.get_trials(deepcopy=False), self.ctx.direction,
+                                       self.ctx.cfg.search.keep_models, finishing)
         return {ok[j] for j in keep}, None if lead is None else ok[lead]
 
     def candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],

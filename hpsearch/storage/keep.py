@@ -17,80 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.pareto import pareto_front
 from hpsearch.records import STUDY, TRIAL, outranks, primary_value, rank_key, ranked
-from hpsearch.storage.reads import read_trials
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
     from hpsearch.storage.artifacts import ArtifactStore
 
-__all__ = ["KeepScan", "finishing_keepers", "keep_best_models", "last_read"]
-
-
-_FINISHED = frozenset(("COMPLETE", "PRUNED", "FAIL"))  # a trial in these states no longer changes
-
-
-class KeepScan:
-    """The study's best COMPLETE trial and its trials with a stored model, over a study's trials
-    (``get_trials``: sorted by number, trial i at index i), followed from read to read: the finished
-    prefix of the study (every trial before the first unfinished one) is scanned once, since a
-    finished trial's state, values and attributes no longer change; only the rest is scanned again
-    (this runs at every pack end: at 10,000 trials a full pass cost more than the rest of the rule)."""
-
-    def __init__(self, direction: str) -> None:
-        self.key = rank_key(direction)
-        self._start()
-
-    def _start(self) -> None:
-        self.upto = 0  # trials[:upto] are finished and folded into best / stored
-        self.best: Any = None
-        self.stored: list[tuple[float, int]] = []
-
-    def _fold(self, trials: Sequence[Any], best: Any, stored: list[tuple[float, int]]) -> Any:
-        for t in trials:
-            if t.state.name == "COMPLETE" and (v := primary_value(t)) is not None:
-                if t.user_attrs.get(TRIAL.MODEL_ARTIFACT):
-                    stored.append((v, t.number))
-                if best is None or self.key(t) < self.key(best):
-                    best = t
-        return best
-
-    def scan(self, trials: Sequence[Any]) -> tuple[Any, list[tuple[float, int]]]:
-        """(the best COMPLETE trial or None, (value, number) of each COMPLETE trial with a stored model)."""
-        if self.upto > len(trials) or (self.upto and trials[self.upto - 1].number != self.upto - 1):
-            self._start()  # not the trials scanned before (another study): start over
-        end = self.upto
-        while end < len(trials) and trials[end].state.name in _FINISHED:
-            end += 1
-        self.best = self._fold(trials[self.upto:end], self.best, self.stored)
-        self.upto = end
-        stored = list(self.stored)
-        return self._fold(trials[end:], self.best, stored), stored
-
-
-def last_read(study: Any) -> Sequence[Any]:
-    """The study's trials as last read in this thread for its sampler (Optuna's per-thread copy, which
-    ``ask`` and ``tell`` drop; a packed reservation sets it to its own read under the study lock:
-    :func:`hpsearch.execution.drafts.resync`), or a read now when there is none. For the keep rule at
-    a pack's end this saves a read of the study: what it may lack is other workers' trials ended
-    since, and a trial it lacks can only make a finishing member keep a model it would not (deleted
-    by :func:`keep_best_models`) or store a curve it would not, never lose a model it should keep.
-    With none, :func:`hpsearch.storage.reads.read_trials` (running trials not fetched again)."""
-    trials: Sequence[Any] | None = getattr(study._thread_local, "cached_all_trials", None)  # compat.PRIVATE_HOOKS
-    return trials if trials is not None else read_trials(study)
+__all__ = ["finishing_keepers", "keep_best_models"]
 
 
 def finishing_keepers(trials: Sequence[Any], direction: str, keep: int,
-                      finishing: Sequence[tuple[float, int]],
-                      scan: KeepScan | None = None) -> tuple[set[int], int | None]:
+                      finishing: Sequence[tuple[float, int]]) -> tuple[set[int], int | None]:
     """For trials ``finishing`` now ((value, trial number) each, not told yet), given the study's
     ``trials`` so far: the indices whose models rank in the best ``keep`` stored models (the other
     finishing ones counted: the one-trial rule alone would store every member of a first pack), and
-    the index of the one that leads the study (None: none does). ``scan``: the caller's
-    :class:`KeepScan`, which scans the study's finished prefix once across calls."""
+    the index of the one that leads the study (None: none does)."""
     # the study's best and the trials with a stored model: one pass, no sort of the whole study
     # (this runs at every pack end); the same trials and best as ranked()
-    best, stored = (scan if scan is not None else KeepScan(direction)).scan(trials)
+    done = [t for t in trials if t.state.name == "COMPLETE" and primary_value(t) is not None]
+    stored = [(primary_value(t), t.number) for t in done if t.user_attrs.get(TRIAL.MODEL_ARTIFACT)]
+    best = min(done, key=rank_key(direction)) if done else None
     ahead = {i: sum(outranks(v, n, value, number, direction) for v, n in stored)
              + sum(outranks(*other, value, number, direction) for j, other in enumerate(finishing) if j != i)
              for i, (value, number) in enumerate(finishing)}
@@ -114,7 +60,7 @@ def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, 
     attrs = study.user_attrs
     protected = {attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)}
     gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
-    trials = read_trials(study)  # finished trials as stored; running ones not fetched again (storage.reads)
+    trials = study.get_trials(deepcopy=False)
     if len(study.directions) > 1:
         front = pareto_front(trials, [d.name.lower() for d in study.directions])
         protected |= {t.user_attrs.get(k) for t in front for k in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT)}

@@ -5,8 +5,6 @@ budget exact; and far fewer commits per trial than asking."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import optuna
 import pytest
 import sqlalchemy
@@ -197,12 +195,9 @@ def test_drafted_trials_are_not_read_back_and_are_what_a_read_gives(tmp_path):
 
 def test_a_drafted_reservation_reads_the_study_once(tmp_path):
     """A reservation's count, the sampler's search space and its one TPE fit share one read of the
-    study's trials, made under the lock (before: three reads, each re-reading every running trial),
-    and that read fetches whole only the trials new to this process or whose state changed
-    (hpsearch.storage.reads): the K trials told since (by Optuna's tell here), not the K running
-    ones it created itself; a reservation with nothing told since fetches none (before: every
-    running trial, each time). (A conditional parameter is drawn by TPE's own
-    ``sample_independent``, which reads the study itself: not used here.)"""
+    study's trials, made under the lock (before: three reads, each re-reading every running trial).
+    (A conditional parameter is drawn by TPE's own ``sample_independent``, which reads the study
+    itself: not used here.)"""
 
     def plain(trial) -> None:
         trial.suggest_int("n_neurons", 4, 32)
@@ -214,56 +209,13 @@ def test_a_drafted_reservation_reads_the_study_once(tmp_path):
         trials, _ = budget.reserve_many(K)
         for t in trials:
             study.tell(t, t.params["learning_rate"])
-    budget.n_trials = 5 * K  # room for two more reservations of K
-    reads: list[int] = []
-    whole: list[Any] = []
-    real, backend = study._storage.get_all_trials, study._storage._backend
-    real_whole = backend._get_trials
+    reads = []
+    real = study._storage.get_all_trials
     study._storage.get_all_trials = lambda *a, **k: reads.append(1) or real(*a, **k)
-    backend._get_trials = lambda *a, **k: whole.extend(out := real_whole(*a, **k)) or out
     try:
         before = study.sampler.fits
         trials, _ = budget.reserve_many(K)
-        told_since = {t.number for t in whole}
-        again, _ = budget.reserve_many(K)
     finally:
-        del study._storage.get_all_trials, backend._get_trials
-    assert study.sampler.fits == before + 1 and len(trials) == K == len(again)
-    assert reads == []  # Optuna's get_trials: 3 before, then 1 (re-reading every running trial)
-    assert len(told_since) == K and all(study._storage.get_trial(t._trial_id).state.is_finished()
-                                        for t in whole), [t.state for t in whole]
-    assert len(whole) == K  # the second reservation fetched none whole (before: its K running ones + K)
-
-
-def test_a_reservation_counts_the_studys_finished_prefix_once():
-    """The budget's count (done, running, waiting) at each reservation: the finished prefix of the
-    study (every trial before the first unfinished one: their states no longer change) is counted
-    once and kept, so a reservation looks at the trials after it only (before: every trial, at every
-    reservation: at 10,000 trials about as costly as the read), with the counts of a full pass."""
-    import random
-    from types import SimpleNamespace
-
-    looks = [0]
-
-    class Counted(SimpleNamespace):
-        def __getattribute__(self, name: str) -> Any:
-            if name == "state":
-                looks[0] += 1
-            return super().__getattribute__(name)
-
-    rng = random.Random(0)
-    budget = Budget(None, None, "sqlite://", 0, None)
-    trials: list[Any] = []
-    for _ in range(60):
-        for i, t in enumerate(trials):
-            if not t.state.is_finished() and (rng.random() < 0.5 or i < len(trials) - 12):  # old ones end
-                t.state = rng.choice([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
-                                      *([TrialState.RUNNING] if i >= len(trials) - 12 else [])])
-        trials += [Counted(number=len(trials) + i, user_attrs={}, state=rng.choice(
-            [TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING])) for i in range(rng.randint(1, 5))]
-        full = (sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
-                sum(t.state == TrialState.RUNNING for t in trials), sum(t.state == TrialState.WAITING for t in trials))
-        assert budget.tally(trials) == full
-    looks[0] = 0
-    budget.tally(trials)
-    assert looks[0] < len(trials) / 4, (looks[0], len(trials))  # before: each trial's state, twice
+        del study._storage.get_all_trials
+    assert study.sampler.fits == before + 1 and len(trials) == K
+    assert len(reads) == 1  # 3 before

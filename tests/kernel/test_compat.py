@@ -602,44 +602,6 @@ def _check_created_trial(fitted: dict[str, Any]) -> None:
     assert 0 <= built.suggest_float("z", 0, 1) <= 1 and built.relative_params == {}
 
 
-def _check_cached_reads(fitted: dict[str, Any]) -> None:
-    """hpsearch.storage.reads reads what get_trials reads (running trials not fetched again), and
-    a told trial put into Optuna's cache stays what a read returns."""
-    import optuna
-
-    from hpsearch.storage.batch import Finish, finish_trials
-    from hpsearch.storage.reads import known_finished, read_trials
-
-    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
-    study = optuna.create_study(storage=storage)
-    a, b = study.ask(), study.ask()
-    a.suggest_float("x", 0, 1)
-    study.tell(b, 0.5)
-    assert [t.number for t in study.get_trials(deepcopy=False)] == [0, 1]  # the cache has the study now
-    whole: list[Any] = []
-    real = storage._get_trials
-    storage._get_trials = lambda *args, **kw: whole.extend(out := real(*args, **kw)) or out  # type: ignore[method-assign]
-    try:
-        c = study.ask()
-        finish_trials(storage, [Finish(a._trial_id, "COMPLETE", [0.7], {"u": 1})], 1)
-        del whole[:]
-        got = read_trials(study)
-        assert sorted(t.number for t in whole) == [0, 2], "not just the changed and the new trials read whole"
-        assert [(t.number, t.state, t.values, t.params) for t in got] == [
-            (t.number, t.state, t.values, t.params) for t in storage.get_all_trials(study._study_id)]
-        finish_trials(storage, [Finish(c._trial_id, "COMPLETE", [0.2], {})], 1)
-        known_finished(study, [storage.get_trial(c._trial_id)])
-        del whole[:]
-        assert [t.state.name for t in read_trials(study)] == ["COMPLETE"] * 3 and whole == [], \
-            "a told trial put into the cache is read again (or the cache's shape changed)"
-    finally:
-        del storage._get_trials
-    cache = study._storage._studies[study._study_id]
-    assert not cache.unfinished_trial_ids and study._storage._backend is storage
-    assert study._study_id == storage.get_study_id_from_name(study.study_name)
-    assert [t.values for t in study.get_trials()] == [[0.7], [0.5], [0.2]]  # Optuna's own read agrees
-
-
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "keras.optimizers.Optimizer._get_variable_index": _check_get_variable_index,
     "scikeras.wrappers.BaseWrapper._build_keras_model": _check_build_keras_model,
@@ -680,12 +642,6 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.storages._rdb.models.StudyModel": _check_batch_create_and_finish,
     "optuna.storages._rdb.models.TrialParamModel": _check_batch_create_and_finish,
     "optuna.study.Study._thread_local": _check_thread_local_trials,
-    "optuna.storages._cached_storage._CachedStorage._studies": _check_cached_reads,
-    "optuna.storages._cached_storage._CachedStorage._lock": _check_cached_reads,
-    "optuna.study.Study._study_id": _check_cached_reads,
-    "optuna.storages._cached_storage._CachedStorage._backend": _check_cached_reads,
-    "optuna.storages._cached_storage._CachedStorage._add_trials_to_cache": _check_cached_reads,
-    "optuna.storages.RDBStorage._get_trials": _check_cached_reads,
     "optuna.storages._rdb.models.TrialSystemAttributeModel": _check_batch_create_and_finish,
     "optuna.trial.Trial._cached_frozen_trial": _check_trial_cache,
     "optuna.trial.Trial._trial_id": _check_trial_cache,
