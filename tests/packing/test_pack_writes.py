@@ -260,3 +260,38 @@ def test_a_pack_end_reads_the_study_once_and_its_trials_are_told_as_stored(sqlit
         other = vars(stored[frozen.number])
         assert frozen == stored[frozen.number], {k: (v, other.get(k)) for k, v in vars(frozen).items()
                                                  if v != other.get(k)}
+
+
+def test_what_the_process_sees_of_a_pruned_packed_study_is_what_the_storage_holds(sqlite_url, tmp_path, monkeypatch):
+    """At the end of a packed Hyperband study, the trials the running process's study returns (Optuna's
+    cached storage, which hpsearch's batched writes feed) equal a fresh read field for field, the
+    pruner's own ``completed_rung_*`` attributes included: what Optuna's pruners and samplers decide
+    from is what is stored (a change that put told trials into the cache without them made Hyperband
+    prune against fewer peers, 56 of 150 trials differing; reverted before it landed)."""
+    from hpsearch.study import run as study_run
+
+    seen: dict[str, list] = {}
+    real = study_run.finalize
+
+    def compare(ctx, force=False):
+        seen["process"] = list(ctx.study.get_trials(deepcopy=False))
+        return real(ctx, force)
+
+    monkeypatch.setattr(study_run, "finalize", compare)
+    cfg = parse_study_config({
+        "name": "view", "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "sgd", "n_hidden": 1}},
+        "space": {"n_neurons": {"int": [2, 16]}, "learning_rate": {"float": [1e-4, 0.1], "log": True}},
+        "train": {"epochs": 12, "batch_size": 16, "pack": 16, "early_stopping": {"patience": 3}},
+        "search": {"engine": "optuna", "n_trials": 40, "seed": 0, "pruner": "hyperband", "keep_models": 2},
+    })
+    run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    fresh = optuna.load_study(study_name="view", storage=sqlite_url).get_trials()
+    process = sorted(seen["process"], key=lambda t: t.number)
+    assert [t.number for t in process] == [t.number for t in fresh] == list(range(40))
+    assert any(k.startswith("completed_rung_") for t in fresh for k in t.system_attrs)  # Hyperband wrote its rungs
+    fields = ("state", "value", "values", "params", "distributions", "intermediate_values", "user_attrs",
+              "system_attrs", "datetime_start", "datetime_complete")
+    for a, b in zip(process, fresh):
+        for f in fields:
+            assert getattr(a, f) == getattr(b, f), (a.number, f)
