@@ -177,8 +177,12 @@ class CandidateSearch:
         self.streak = FailureStreak(cfg.search.max_failures_in_row)
         self.n_ok = 0
         self.packs: FoldPacks | None = None  # train.pack: candidates trained a fold at a time in packs
-        self.deadline = self.rules.deadline()  # packs plan from search.timeout and end before it
         self.pace = Pace()  # how fast the last pack trained (kept across halving's rungs)
+
+    @property
+    def deadline(self) -> float | None:
+        """When ``search.timeout`` trips: packs plan from it and end before it."""
+        return self.rules.deadline()
 
     def note(self, line: str) -> None:
         self.rules.note(self.ctx, line)
@@ -206,10 +210,7 @@ class CandidateSearch:
         search stops now, the rule's reason saying why."""
         if self.packs is None or self.packs.fits() != 0:
             return False
-        left, cfg = (self.deadline or 0.0) - time.monotonic(), self.ctx.cfg
-        return self.rules.tripped(self.ctx, reason=(
-            f"timeout: {left:.1f} s left cannot fit a pack's compile and {self.packs.epochs} epochs"
-            f" (search.timeout = {cfg.search.timeout:g} s)"))
+        return self.rules.no_pack_fits(self.ctx, self.packs.epochs)
 
     def _run_folds(self, params: dict[str, Any]) -> list[FoldResult]:
         from sklearn.utils.parallel import Parallel, delayed

@@ -115,11 +115,9 @@ class _PackLoop(TrialLoop):
         fit = None if left is None else self.runner.plan(left)
         if fit is None or fit >= k:
             return k
-        epochs, timeout = self.ctx.cfg.train.epochs, self.rules.timeout
+        epochs = self.ctx.cfg.train.epochs
         if fit == 0:
-            self.retry(lambda: self.rules.tripped(self.ctx, reason=(
-                f"timeout: {left:.1f} s left cannot fit a pack's compile and {epochs} epochs"
-                f" (search.timeout = {timeout:g} s)")), "stop-rule check")
+            self.retry(lambda: self.rules.no_pack_fits(self.ctx, epochs), "stop-rule check")
             return 0
         self._note(f"hpsearch: search.timeout: a pack of {fit} trials, not {k}: {left:.1f} s left fit the compile"
                    f" and {epochs} epochs of {fit} members at the last pack's pace")

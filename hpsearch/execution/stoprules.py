@@ -96,6 +96,13 @@ class StopRules:
         lines = list(self.plan)
         (write or (lambda f, what: f()))(lambda: ctx.study.set_user_attr(STUDY.DEADLINE_PLAN, lines), "study attribute")
 
+    def no_pack_fits(self, ctx: RunContext, epochs: int) -> bool:
+        """Trip ``search.timeout`` now: the time left cannot fit a new pack's compile and ``epochs``
+        epochs (both engines' packs say it in these words)."""
+        left = (self.deadline() or 0.0) - time.monotonic()
+        return self.tripped(ctx, reason=f"timeout: {left:.1f} s left cannot fit a pack's compile and {epochs} epochs"
+                                        f" (search.timeout = {self.timeout:g} s)")
+
     def deadline(self) -> float | None:
         """``time.monotonic()`` at which ``search.timeout`` trips (None: no timeout)."""
         return None if self.timeout is None else self.start + self.timeout

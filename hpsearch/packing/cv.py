@@ -78,8 +78,11 @@ class CandidateSearch(Protocol):
     valid: Any
     stored: dict[str, Any]
     packs: FoldPacks | None
-    deadline: float | None  # time.monotonic() at which search.timeout trips (None: no timeout)
     pace: Pace  # how fast the last pack trained: what the next one is planned from
+
+    @property
+    def deadline(self) -> float | None:
+        """``time.monotonic()`` at which search.timeout trips (None: no timeout)."""
 
     def note(self, line: str) -> None:
         """Say and store one decision ``search.timeout`` made."""
