@@ -90,6 +90,10 @@ class TRIAL:
     CANDIDATE_KEY = "candidate_key"  # params (and resource) as JSON: resume skips stored ones
     N_RESOURCES = "n_resources"  # halving: epochs of this rung
     HALVING_ITER = "halving_iter"
+    #: halving stopped before its last rung: this COMPLETE trial is the result of the PRUNED trial of
+    #: that number (the highest rung reached competes; :func:`hpsearch.engines.halving.rung_reached`)
+    RESULT_OF = "halving_result_of"
+    RUNG_VALUES = "rung_values"  # halving, several objectives: each objective's fold mean at this rung
     MODEL_ARTIFACT = "model_artifact_id"
     PREPROCESS_ARTIFACT = "preprocess_artifact_id"
     CURVE_ARTIFACT = "curve_artifact_id"
@@ -149,8 +153,10 @@ DONE_STATES = ("COMPLETE", "PRUNED")
 
 
 def counts_toward_budget(trial: Any) -> bool:
-    """Completed work of this study: a DONE_STATES trial not copied in by a warm start."""
-    return trial.state.name in DONE_STATES and not trial.user_attrs.get(TRIAL.COPIED_FROM)
+    """Completed work of this study: a DONE_STATES trial not copied in by a warm start, nor a stopped
+    halving search's result (its work is its PRUNED trial's)."""
+    ua = trial.user_attrs
+    return trial.state.name in DONE_STATES and not ua.get(TRIAL.COPIED_FROM) and TRIAL.RESULT_OF not in ua
 
 
 def state_counts(trials: Iterable[Any]) -> dict[str, int]:

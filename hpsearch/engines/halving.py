@@ -1,6 +1,11 @@
 """Successive halving's schedule as scikit-learn's ``HalvingRandomSearchCV`` runs it: the rungs
 (epochs and candidates of each), the top-k rule between rungs, and the loop over rungs. The
-scikit-learn halving engine trains the candidates; this module only decides which and how long."""
+scikit-learn halving engine trains the candidates; this module only decides which and how long.
+
+A stop rule (``search.timeout``, a callback's ``study.stop()``) that ends the search before its last
+rung would leave every candidate PRUNED (only the last rung competes) and the study without a
+result: the highest rung reached is its last then (:func:`rung_reached`), as scikit-learn's search
+would have ended there had it planned fewer rungs."""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Rung", "halving_rungs", "top_k", "run_rungs"]
+from hpsearch.records import TRIAL
+
+__all__ = ["Rung", "halving_rungs", "top_k", "run_rungs", "rung_reached"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +70,16 @@ def run_rungs(candidates: Sequence[dict[str, Any]], rungs: Sequence[Rung],
             index += 1
         if following is not None:
             current = top_k(current, scores, following.n_candidates)
+
+
+def rung_reached(trials: Sequence[Any]) -> list[Any]:
+    """The candidates of the highest rung a stopped search reached, in trial order: its PRUNED
+    trials not recorded as a result before (``TRIAL.RESULT_OF``); none when a trial of the last rung
+    completed (it competes) or no rung was reached."""
+    if any(t.state.name == "COMPLETE" and TRIAL.RESULT_OF not in t.user_attrs for t in trials):
+        return []
+    done = {t.user_attrs[TRIAL.RESULT_OF] for t in trials if TRIAL.RESULT_OF in t.user_attrs}
+    rungs = [(t, t.user_attrs.get(TRIAL.HALVING_ITER)) for t in trials if t.state.name == "PRUNED"]
+    reached = max((r for _, r in rungs if r is not None), default=None)
+    return sorted((t for t, r in rungs if r == reached and reached is not None and t.number not in done),
+                  key=lambda t: t.number)

@@ -33,7 +33,7 @@ from sklearn.pipeline import Pipeline
 
 from hpsearch.engines.base import Engine, min_resource, unused_search_fields
 from hpsearch.engines.folds import MODEL, FoldResult, FoldSpec, fit_callbacks, fit_fold
-from hpsearch.engines.halving import Rung, halving_rungs, run_rungs
+from hpsearch.engines.halving import Rung, halving_rungs, run_rungs, rung_reached
 from hpsearch.engines.multiscore import scoring_for
 from hpsearch.engines.warmstart import enqueued_first, refuse_warm_start
 from hpsearch.errors import ConfigError, StudyFailedError
@@ -260,6 +260,8 @@ class CandidateSearch:
             # stopped at this rung's epochs (promoted or not, its final word is a later trial): only
             # the last rung competes for the best, as in scikit-learn
             curve[rung.epochs - 1] = mean
+            if (several := self._values(mean, folds)) is not None:  # should the search stop at this rung
+                common["user_attrs"][TRIAL.RUNG_VALUES] = several
             return Candidate(state="PRUNED", intermediate_values=curve, **common)
         return Candidate(state="COMPLETE", value=mean, intermediate_values=curve, values=self._values(mean, folds),
                          **common)
@@ -281,6 +283,28 @@ class CandidateSearch:
             self.n_ok += 1
         if self.streak.update(candidate.state, reason):
             raise self.streak.error(self.ctx.study.study_name, what="candidates")
+
+    def record_rung_reached(self, n_rungs: int) -> None:
+        """A stop before halving's last rung: the candidates of the highest rung reached are the
+        search's result, each recorded again as a COMPLETE trial with its rung's scores and
+        ``TRIAL.RESULT_OF`` (the PRUNED trial it completes); one line says so."""
+        reached = rung_reached(self.ctx.study.get_trials(deepcopy=False))
+        if not reached:
+            return
+        first, rung = self.next_number, int(reached[0].user_attrs[TRIAL.HALVING_ITER])
+        for t in reached:
+            attrs = {k: v for k, v in t.user_attrs.items() if k not in (TRIAL.ENGINE, TRIAL.FAILURE)}
+            attrs[TRIAL.RESULT_OF] = t.number
+            values = attrs.pop(TRIAL.RUNG_VALUES, None)
+            mean = float(np.mean(attrs[TRIAL.FOLD_SCORES]))
+            self._record(Candidate(params=dict(t.params), state="COMPLETE", value=mean, values=values, user_attrs=attrs,
+                                   intermediate_values=dict(t.intermediate_values), duration=0.0))
+        last = self.next_number - 1
+        self.ctx.decide("halving_result", {"rung": rung, "trials": [first, last]},
+                        f"the search stopped at halving rung {rung + 1} of {n_rungs} ({self.rules.reason}): its"
+                        f" {len(reached)} candidates at {reached[0].user_attrs.get(TRIAL.N_RESOURCES)} epochs are its"
+                        f" result, recorded as COMPLETE trials {first}-{last} (attribute {TRIAL.RESULT_OF});"
+                        " --resume goes on to the next rungs")
 
     def finish(self) -> None:
         """Refuse a run where nothing worked (rather than a study without a best trial)."""
@@ -449,6 +473,10 @@ class HalvingEngine(SklearnEngine):
 
     def search(self, ctx: RunContext, search: CandidateSearch) -> None:
         rungs = self.rungs(ctx)
-        run_rungs(self.candidates(ctx.cfg, ctx.space), rungs, search.evaluate,
-                  rung_packs(ctx, search, rungs, lambda p, epochs: candidate_key({**p, RESOURCE: epochs}, epochs)))
+        try:
+            run_rungs(self.candidates(ctx.cfg, ctx.space), rungs, search.evaluate,
+                      rung_packs(ctx, search, rungs, lambda p, epochs: candidate_key({**p, RESOURCE: epochs}, epochs)))
+        except StopSearch:
+            search.record_rung_reached(len(rungs))
+            raise
         ctx.study.set_user_attr(STUDY.COMPLETE, True)

@@ -19,8 +19,10 @@ __all__ = ["candidate_trials", "cv_results"]
 
 
 def candidate_trials(study: Any) -> list[Any]:
-    """The finished trials of the search, in the order they were planned (trial number)."""
-    return sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()), key=lambda t: t.number)
+    """The finished trials of the search, in the order they were planned (trial number); a stopped
+    halving search's result records (``TRIAL.RESULT_OF``) repeat a candidate listed already."""
+    return sorted((t for t in study.get_trials(deepcopy=False)
+                   if t.state.is_finished() and TRIAL.RESULT_OF not in t.user_attrs), key=lambda t: t.number)
 
 
 def _fold_scores(trial: Any, sign: float) -> list[float]:

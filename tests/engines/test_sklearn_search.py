@@ -292,6 +292,49 @@ def test_halving_uses_epochs_as_resource(sqlite_url, monkeypatch):
         _cfg("halv2", "halving", space={"epochs": {"int": [1, 4]}})
 
 
+@pytest.mark.parametrize("pack", ["auto", 1])
+def test_halving_stopped_before_its_last_rung_has_the_highest_rung_reached_as_its_result(sqlite_url, pack):
+    """A stop rule that trips before halving's last rung (here a callback's ``study.stop()`` at the
+    second candidate of rung 1; ``search.timeout`` in tests/packing/test_pack_deadline.py) left every
+    candidate PRUNED and the study without a result ("no completed trial"). The candidates of the
+    highest rung reached are its result: recorded again as COMPLETE, one line, one decision;
+    cv_results_ lists each evaluation once; a resumed search goes on to the last rung. Packed (auto:
+    3 candidates x 2 folds in one pack, so the third is recorded past the stop: its work is done)
+    and unpacked (the third is not started)."""
+    from hpsearch.engines.halving import rung_reached
+    from hpsearch.search.cvresults import cv_results
+
+    cfg = _cfg(f"halvstop{pack}", "halving", train={"epochs": 4, "early_stopping": None, "pack": pack},
+               search={"n_trials": 3, "factor": 2, "min_resource": 1, "cv": 2})
+    ctx = _ctx(cfg, sqlite_url)
+
+    def stop_at_two(study: Any, trial: Any) -> None:
+        if trial.number == 1:
+            study.stop()
+
+    ctx.trial_callbacks = [stop_at_two]
+    ctx.engine.run(ctx)
+    n = 3 if pack == "auto" else 2  # rung 1's candidates recorded
+    trials = ctx.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED] * n + [TrialState.COMPLETE] * n
+    for pruned, result in zip(trials[:n], trials[n:]):
+        assert result.user_attrs[TRIAL.RESULT_OF] == pruned.number and result.params == pruned.params
+        assert result.value == pytest.approx(np.mean(pruned.user_attrs[TRIAL.FOLD_SCORES]))
+        assert result.user_attrs[TRIAL.N_RESOURCES] == 1 and result.intermediate_values == pruned.intermediate_values
+    decision = ctx.study.user_attrs[STUDY.DECISIONS]["halving_result"]
+    assert decision["value"] == {"rung": 0, "trials": [n, 2 * n - 1]}
+    assert "stopped at halving rung 1 of 2" in decision["line"] and "called study.stop()" in decision["line"]
+    assert ctx.study.best_trial.number >= n and not ctx.study.user_attrs.get(STUDY.COMPLETE)
+    assert len(cv_results(ctx.study, 1.0)["params"]) == n  # each evaluation once
+    # resumed without the callback: rung 1's last candidates, then the last rung; nothing recorded twice
+    again = _run(cfg, sqlite_url)
+    trials = again.study.get_trials()
+    assert [t.user_attrs[TRIAL.HALVING_ITER] for t in trials] == [0] * (2 * n) + [0] * (3 - n) + [1, 1]
+    assert [t.state for t in trials[-2:]] == [TrialState.COMPLETE] * 2
+    assert again.study.user_attrs[STUDY.COMPLETE] is True and rung_reached(trials) == []
+    assert len(cv_results(again.study, 1.0)["params"]) == 5
+
+
 def test_every_candidate_failing_stops_with_a_clear_error(sqlite_url):
     cfg = _cfg("allfail", model={"builder": "engine_builders:build_always_fails", "fixed": {}},
                space={"n_neurons": {"int": [4, 8]}}, search={"max_failures_in_row": 2})

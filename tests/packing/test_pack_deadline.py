@@ -132,6 +132,31 @@ def test_a_packed_random_search_ends_within_seconds_of_its_timeout(sqlite_url, t
     assert wall < timeout + 60, wall
 
 
+def test_a_packed_halving_search_stopped_by_its_timeout_has_a_result(sqlite_url, tmp_path):
+    """Halving under ``search.timeout``: the first rung's pack (4 candidates x 2 folds of 10000
+    epochs) ends at the deadline, so the search stops before its last rung; before, every candidate
+    was PRUNED and the run ended "no completed trial". Now the rung reached is the result: its
+    candidates are recorded COMPLETE, the best is refitted for the epochs its folds trained."""
+    cfg = parse_study_config({
+        "name": "deadline-halving",
+        "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
+        "model": {"builder": "mlp", "fixed": {"optimizer": "sgd", "n_hidden": 1}},
+        "space": {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [0.005, 0.05], "log": True}},
+        "train": {"epochs": 20000, "batch_size": 16, "pack": 8, "early_stopping": None},
+        "search": {"engine": "halving", "n_trials": 8, "cv": 2, "factor": 2, "min_resource": 10000,
+                   "timeout": 6.0, "seed": 0, "keep_models": 1},
+    })
+    res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    study = optuna.load_study(study_name="deadline-halving", storage=sqlite_url)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 4 + [TrialState.COMPLETE] * 4
+    assert [t.user_attrs[TRIAL.RESULT_OF] for t in trials[4:]] == [0, 1, 2, 3]
+    assert res.stopped_by.startswith("timeout") and res.best_value is not None and res.test_score is not None
+    assert "stopped at halving rung 1 of 2" in study.user_attrs[STUDY.DECISIONS]["halving_result"]["line"]
+    best = study.best_trial
+    assert study.user_attrs[STUDY.REFIT_EPOCHS] == best.user_attrs[TRIAL.EPOCHS] < 10000
+
+
 def test_a_scikit_learn_pack_is_planned_from_the_time_left():
     """How many candidates the next pack takes under ``search.timeout``: as many as can train all
     their folds' epochs at the last pack's pace (candidates x folds in one pack, or a pack per fold
