@@ -32,6 +32,29 @@ def pytest_configure(config):
 
 
 # ==================================================================================================
+# Test order (owner: CI): xdist (--dist loadfile) hands files to its workers in collection order, so
+# the heaviest files, collected last alphabetically (tests/workers), made a tail of one busy worker;
+# they go first (longest first, as measured in CI's --durations), the rest keep their order.
+# ==================================================================================================
+
+HEAVY_FIRST = (
+    "tests/workers/test_faults.py", "tests/study/test_combinations_sklearn.py", "tests/packing/test_packing_cv.py",
+    "tests/workers/test_scaleout.py", "tests/packing/test_packing_backends.py", "tests/study/test_batchfind.py",
+    "tests/packing/test_pack_shrink.py", "tests/packing/test_reproducible.py", "tests/workers/", "tests/deploy/",
+    "tests/packing/", "tests/study/", "tests/search/", "tests/test_architecture.py",
+)
+
+
+def _heaviness(item: pytest.Item) -> int:
+    path = item.nodeid.split("::")[0]
+    return next((i for i, prefix in enumerate(HEAVY_FIRST) if path.startswith(prefix)), len(HEAVY_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_heaviness)  # stable: a file's tests keep their order
+
+
+# ==================================================================================================
 # Storage fixtures (owner: storage; see tests/pg.py)
 #   postgres_server  session-wide real PostgreSQL server (FAILS, never skips, when unavailable)
 #   postgres_url     a fresh, empty database per test: postgresql+psycopg://hps:<pw>@127.0.0.1:P/t_x
