@@ -24,7 +24,7 @@ from hpsearch.errors import ConfigError
 from hpsearch.metrics import sklearn_scoring
 from hpsearch.models.mlp import build_mlp
 from hpsearch.pareto import chosen_trial
-from hpsearch.records import STUDY, clean_attr
+from hpsearch.records import STUDY, TRIAL, clean_attr
 from hpsearch.results.best import load_best
 from hpsearch.search.cvresults import candidate_trials, cv_results
 from hpsearch.search.translate import (
@@ -188,7 +188,8 @@ class _PythonSearch(ABC, BaseEstimator):
         self.n_splits_ = folds
         self.cv_results_ = cv_results(self.study_, sign, self._given_names)
         best = chosen_trial(self.study_)
-        self.best_index_ = next(i for i, t in enumerate(candidate_trials(self.study_)) if t.number == best.number)
+        number = best.user_attrs.get(TRIAL.RESULT_OF, best.number)  # a stopped halving's result: its candidate
+        self.best_index_ = next(i for i, t in enumerate(candidate_trials(self.study_)) if t.number == number)
         self.best_params_ = {self._given_names.get(k, k): v for k, v in best.params.items()}
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.trials_ = self.study_.get_trials()
