@@ -192,6 +192,9 @@ class Budget:
         #: Seconds a reserved trial may wait for its first heartbeat while the rest of a pack is reserved
         #: (another process fails a RUNNING trial without one after the grace period: Orphans).
         self.beat_within = 0.5
+        #: trials of the budget neither finished, running nor reserved as the last reservation counted
+        #: them (None: no budget, or none counted yet)
+        self.left: int | None = None
 
     def counts(self, trials: list[Any] | None = None) -> tuple[int, int]:
         """(done, running) among ``trials`` (default: the study's trials as stored now)."""
@@ -265,8 +268,10 @@ class Budget:
                 if self.n_trials is not None:
                     done, running = self.counts(trials)
                     if done >= self.n_trials:
+                        self.left = 0
                         return [], True
                     n = min(k, self.n_trials - done - running)
+                    self.left = max(0, self.n_trials - done - running - max(0, n))
                 waiting = sum(1 for t in trials if t.state.name == "WAITING") if self.draft is not None else n
                 unbeaten, drafts = time.monotonic(), []
                 if self.draft is not None:
