@@ -15,6 +15,7 @@ from hpsearch.execution.budget import take_launch
 from hpsearch.execution.control import Control, LoopSettings, control_callback
 from hpsearch.execution.loop import run_trials
 from hpsearch.execution.packed_loop import run_packed_trials
+from hpsearch.packing.pack import refill_batch, refill_line
 from hpsearch.packing.runner import PackedRunner, pack_line, pack_plan
 from hpsearch.spec.space import SearchSpace
 from hpsearch.trials.context import Refit, RunContext
@@ -95,6 +96,8 @@ class OptunaEngine(Engine):
         warm_start(ctx)  # search.warm_start and search.enqueue, once per study
         k, note = pack_plan(ctx)
         ctx.decide("pack", k, pack_line(ctx, k, note))
+        if k > 1 and (line := refill_line(k)) is not None:
+            ctx.decide("pack_refill", refill_batch(k), line)
         steps = pruning_steps(ctx.cfg, ctx.study.pruner)  # where the pruner decides: the runner reports there
         rungs = None
         if ctx.several:  # Optuna's pruners take one value: hpsearch's Pareto rung rule decides

@@ -169,6 +169,7 @@ class _PackLoop(TrialLoop):
             if not more:
                 break
             trials.extend(more)
+        self.runner.budget_left = self.budget.left
         return trials, finished
 
     def _start(self, trial: Any) -> None:
@@ -252,6 +253,7 @@ class _PackLoop(TrialLoop):
         if self.retry(lambda: self.rules.tripped(ctx), "stop-rule check"):
             return []
         trials, _ = self.retry(lambda: self.budget.reserve_many(n), "trial reservation", stoppable=True)
+        self.runner.budget_left = self.budget.left  # a refill at the budget's end takes its last trials at once
         for trial in trials:
             self._start(trial)
         return list(trials)

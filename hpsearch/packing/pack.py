@@ -24,7 +24,32 @@ from hpsearch.trials.runner import TrialRunner
 
 Finisher = Callable[[list[tuple[Any, Candidate]]], None]  # records trials that ended together
 
-__all__ = ["Finisher", "Pack", "PackHost", "Reports"]
+__all__ = ["Finisher", "Pack", "PackHost", "Reports", "REFILL_SHARE", "refill_batch", "refill_line"]
+
+#: A freed slot of a pack of K waits until at least ``max(1, K // REFILL_SHARE)`` of its slots are free
+#: before a refill reserves trials for them (issue 26): members that end at different epochs (early
+#: stopping, pruning, slots no reserved trial fits) otherwise make refills of 1-10 trials, each paying a
+#: reservation's fixed cost (the study read, the TPE fit, the create transaction) and, as the trials it
+#: starts end together, a tell's. Waiting slots train nothing while their pack still computes them. A
+#: count, never a time: a study run twice with one seed refills at the same epochs. No wait when no
+#: member is live, when the study's budget has no more trials left than slots free, or under
+#: ``search.timeout`` once the time left fits fewer than two generations of the pack's members.
+REFILL_SHARE = 8
+
+
+def refill_batch(k: int) -> int:
+    """The fewest free slots of a pack of ``k`` that a refill reserves for (:data:`REFILL_SHARE`)."""
+    return max(1, k // REFILL_SHARE)
+
+
+def refill_line(k: int) -> str | None:
+    """The one line saying the refill rule for packs of ``k`` (None: every freed slot refills at once)."""
+    n = refill_batch(k)
+    if n == 1:
+        return None
+    return (f"pack refills: a freed slot waits until {n} of the pack's {k} slots are free (K/{REFILL_SHARE}), so"
+            f" trials are reserved and told in batches; not when no member trains, at the budget's end, or"
+            f" when search.timeout leaves time for fewer than two generations of members")
 
 
 class PackHost(Protocol):
@@ -36,6 +61,7 @@ class PackHost(Protocol):
     single: TrialRunner
     pace: Pace
     deadline: float | None
+    budget_left: int | None  # trials of the study's budget not yet reserved, as last counted (None: no budget)
     limit_attrs: dict[int, dict[str, Any]]  # trial number -> its search.constraints values
     shrinks: dict[str, Any]  # pack shrinks: {"shrunk", "built", "reused", "last"}
 
@@ -236,6 +262,8 @@ class Pack:
                 free.remove(slot)
                 placed.add(slot)
         while free and self.more is not None and len(self.waiting) < self._WAITING:
+            if self._hold(len(free), sum(r.state == "RUNNING" for r in res) + len(placed)):
+                break  # the free slots wait for more (REFILL_SHARE); each later refill sees them again
             t0 = time.monotonic()
             batch = self.more(len(free))  # one reservation for the free slots
             if not batch:
@@ -256,6 +284,19 @@ class Pack:
                 free.remove(slot)
                 placed.add(slot)
         return placed
+
+    def _hold(self, free: int, live: int) -> bool:
+        """Whether ``free`` slots wait for more before a reservation (:data:`REFILL_SHARE`): not when no
+        member is ``live`` (the pack would end), the budget has at most ``free`` trials left, or the
+        deadline leaves time for fewer than two generations of members."""
+        if free >= refill_batch(self.size) or live == 0:
+            return False
+        left = self.runner.budget_left
+        if left is not None and left <= free:
+            return False
+        deadline, epoch = self.runner.deadline, self.runner.pace.epoch()
+        return deadline is None or (epoch is not None and deadline - time.monotonic()
+                                    >= 2 * epoch * self.runner.ctx.cfg.train.epochs)
 
     def _place(self, slot: int, item: tuple[Any, dict[str, Any], MemberSpec | str, float]) -> None:
         """Give ``slot`` its new trial; its weights are set with the refill's others (:meth:`_refill_slots`)."""

@@ -154,6 +154,9 @@ class PackedRunner:
         self.ctx, self.pack_size = ctx, pack_size
         self.single = TrialRunner(ctx, extra_callbacks, check_steps, rungs)
         self.deadline: float | None = None  # time.monotonic() by which packs end (search.timeout)
+        #: trials of the study's budget not yet reserved as the loop last counted them (None: no budget):
+        #: a refill at the budget's end does not wait for more free slots (pack.REFILL_SHARE)
+        self.budget_left: int | None = None
         self.pace = Pace()  # how fast the last pack trained: what the next one is planned from
         self.compiled: list[PackedModel] = []  # the last packs' models, latest first: reused when members fit
         self.builds = self.reuses = 0  # packs that built (traced, compiled) a model / reused one

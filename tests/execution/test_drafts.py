@@ -219,3 +219,25 @@ def test_a_drafted_reservation_reads_the_study_once(tmp_path):
         del study._storage.get_all_trials
     assert study.sampler.fits == before + 1 and len(trials) == K
     assert len(reads) == 1  # 3 before
+
+
+def test_a_reservation_counts_the_study_in_one_pass_by_the_budget_rule():
+    """``tally`` (done, running, waiting) agrees with ``counts_toward_budget`` trial by trial: a warm
+    start's copies are done but not counted, FAIL trials free their slots."""
+    import random
+
+    from optuna.trial import TrialState, create_trial
+
+    from hpsearch.execution.budget import tally
+    from hpsearch.records import TRIAL, counts_toward_budget
+
+    rng = random.Random(1)
+    trials = []
+    for _ in range(600):
+        state = rng.choice(list(TrialState))
+        copied = {TRIAL.COPIED_FROM: "old#1"} if rng.random() < 0.2 else {}
+        trials.append(create_trial(state=state, user_attrs=copied, **({"value": 0.5} if state == TrialState.COMPLETE
+                                                                        else {})))
+    want = (sum(counts_toward_budget(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials),
+            sum(t.state == TrialState.WAITING for t in trials))
+    assert tally(trials) == want and tally([]) == (0, 0, 0)
