@@ -152,11 +152,16 @@ def best_of(values: Iterable[float | None], direction: str) -> tuple[float | Non
 DONE_STATES = ("COMPLETE", "PRUNED")
 
 
-def counts_toward_budget(trial: Any) -> bool:
-    """Completed work of this study: a DONE_STATES trial not copied in by a warm start, nor a stopped
-    halving search's result (its work is its PRUNED trial's)."""
+def not_own_work(trial: Any) -> bool:
+    """A trial whose work is another's: copied in by a warm start, or a stopped halving search's
+    result (its work is its PRUNED trial's). Never counted toward the budget."""
     ua = trial.user_attrs
-    return trial.state.name in DONE_STATES and not ua.get(TRIAL.COPIED_FROM) and TRIAL.RESULT_OF not in ua
+    return bool(ua.get(TRIAL.COPIED_FROM)) or TRIAL.RESULT_OF in ua
+
+
+def counts_toward_budget(trial: Any) -> bool:
+    """Completed work of this study: a DONE_STATES trial that is not another's work (:func:`not_own_work`)."""
+    return trial.state.name in DONE_STATES and not not_own_work(trial)
 
 
 def state_counts(trials: Iterable[Any]) -> dict[str, int]:

@@ -53,7 +53,7 @@ from typing import Any
 
 from hpsearch.errors import StudyFailedError
 from hpsearch.execution.drafts import created_trial, resync
-from hpsearch.records import DONE_STATES, TRIAL, counts_toward_budget
+from hpsearch.records import DONE_STATES, counts_toward_budget, not_own_work
 from hpsearch.storage import behind_pooler, is_lock_timeout, is_postgresql
 from hpsearch.storage.batch import beat_and_check, create_trials
 
@@ -331,10 +331,10 @@ def tally(trials: list[Any]) -> tuple[int, int, int]:
     pass over their states (a state's ``name`` read once per state, not once per trial: at 10,000
     trials each reservation counted in ~12 ms, ~2 ms so)."""
     names = {state.name: n for state, n in Counter(t.state for t in trials).items()}
-    copied = [t for t in trials if t.user_attrs.get(TRIAL.COPIED_FROM)]  # search.warm_start's copies (few)
-    # a DONE_STATES trial counts unless the rule says otherwise (a copy): the rule decides for the copies alone
+    others = [t for t in trials if not_own_work(t)]  # warm start's copies, halving's result records (few)
+    # a DONE_STATES trial counts unless it is another's work: the rule decides for those alone
     done = sum(names.get(name, 0) for name in DONE_STATES)
-    done -= sum(1 for t in copied if t.state.name in DONE_STATES and not counts_toward_budget(t))
+    done -= sum(1 for t in others if t.state.name in DONE_STATES and not counts_toward_budget(t))
     return done, names.get("RUNNING", 0), names.get("WAITING", 0)
 
 
