@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,23 @@ def _heaviness(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_heaviness)  # stable: a file's tests keep their order
+
+
+# ==================================================================================================
+# Child processes (owner: workers): what every test that starts hpsearch workers sets for them
+# ==================================================================================================
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def worker_process_env(monkeypatch):
+    """Environment of the worker processes a test starts: this tree's hpsearch on PYTHONPATH, quiet
+    TensorFlow, no storage or password taken from the caller's environment."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("HPSEARCH_STORAGE", "PGPASSWORD"):
+        monkeypatch.delenv(name, raising=False)
 
 
 # ==================================================================================================

@@ -264,15 +264,13 @@ class Budget:
             with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
                 trials = self.study.get_trials(deepcopy=False)
                 n = k
+                done, running, waiting = tally(trials)
                 if self.n_trials is not None:
-                    done, running, waiting = tally(trials)
                     if done >= self.n_trials:
                         self.left = 0
                         return [], True
                     n = min(k, self.n_trials - done - running)
                     self.left = max(0, self.n_trials - done - running - max(0, n))
-                if self.n_trials is None:
-                    waiting = tally(trials)[2]
                 waiting = waiting if self.draft is not None else n
                 unbeaten, drafts = time.monotonic(), []
                 if self.draft is not None:

@@ -5,10 +5,8 @@ or at the budget's end. The rule is said in one line and recorded on the study."
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from hpsearch.execution import packed_loop
@@ -55,18 +53,14 @@ def test_refills_reserve_at_least_k_over_8_trials_while_members_train(sqlite_url
     assert "waits until 2 of the pack's 16 slots are free" in decisions["pack_refill"]["line"]
 
 
-def test_two_workers_that_refill_in_batches_meet_the_exact_budget_on_postgresql(postgres_url, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("worker_process_env")
+def test_two_workers_that_refill_in_batches_meet_the_exact_budget_on_postgresql(postgres_url, tmp_path):
     """The rule in two ``hpsearch worker`` processes on one PostgreSQL study (packs of 16, members
     ending at different epochs, a budget of 56 beyond both first packs' 32: refills): each says the
     rule, and every trial of the budget ends once, COMPLETE; none lost or left waiting (a worker's waiting
     slots never hold the budget's last trials: with no live member, or at the budget's end, it reserves)."""
     from hpsearch.workers.launcher import run_workers
 
-    repo = str(Path(__file__).resolve().parents[2])  # the workers import this tree's hpsearch
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("HPSEARCH_STORAGE", "PGPASSWORD"):
-        monkeypatch.delenv(name, raising=False)
     obs, pids = Lines(), []
     run_workers(_study("refill-workers", 56), storage=postgres_url, artifacts=str(tmp_path / "art"), n_workers=2,
                 observer=obs, on_spawn=pids.extend)

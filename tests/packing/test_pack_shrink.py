@@ -6,9 +6,6 @@ traces are counted, never timed."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import optuna
 import pytest
@@ -241,16 +238,12 @@ def _worker_study() -> dict:
     }
 
 
-def test_packs_shrink_in_two_workers_on_postgresql_and_meet_the_exact_budget(postgres_url, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("worker_process_env")
+def test_packs_shrink_in_two_workers_on_postgresql_and_meet_the_exact_budget(postgres_url, tmp_path):
     """Two ``hpsearch worker`` processes on one PostgreSQL study, a pack of 64 each: their packs shrink
     by the real rule, every trial ends once, COMPLETE, and a moved member's record is as trained."""
     from hpsearch.workers.launcher import run_workers
 
-    repo = str(Path(__file__).resolve().parents[2])  # the workers import this tree's hpsearch
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("HPSEARCH_STORAGE", "PGPASSWORD"):
-        monkeypatch.delenv(name, raising=False)
     obs, pids = Lines(), []
     run_workers(parse_study_config(_worker_study()), storage=postgres_url, artifacts=str(tmp_path / "art"),
                 n_workers=2, observer=obs, on_spawn=pids.extend)

@@ -55,15 +55,11 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {n_trials}, m
 
 
 @pytest.fixture
-def worker_env(monkeypatch, tmp_path):
+def worker_env(monkeypatch, tmp_path, worker_process_env):
     """1 s heartbeats (so the heartbeat thread writes during each trial), trials that last 2 s."""
     monkeypatch.setenv(C.HEARTBEAT_ENV, "1")
     monkeypatch.setenv(C.GRACE_ENV, "3")
     monkeypatch.setenv("HPSEARCH_TEST_SLEEP", "2")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
-    monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.chdir(tmp_path)
 
 

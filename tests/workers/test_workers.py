@@ -62,15 +62,11 @@ search: {{engine: optuna, sampler: random, pruner: none, n_trials: {n_trials}, m
 
 
 @pytest.fixture
-def fast_heartbeat(monkeypatch, tmp_path):
+def fast_heartbeat(monkeypatch, tmp_path, worker_process_env):
     """Short heartbeat for tests; workers import tests.worker_builders; trial events in a folder."""
     monkeypatch.setenv(C.HEARTBEAT_ENV, "1")
     monkeypatch.setenv(C.GRACE_ENV, "3")
     monkeypatch.setenv(C.STOP_DEADLINE_ENV, "20")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
-    monkeypatch.delenv("PGPASSWORD", raising=False)
     events = tmp_path / "events"
     events.mkdir()
     monkeypatch.setenv("HPSEARCH_TEST_EVENTS", str(events))
