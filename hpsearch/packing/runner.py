@@ -31,7 +31,6 @@ from hpsearch.packing.model import (
 from hpsearch.packing.pack import Finisher, Pack
 from hpsearch.packing.train import MemberResult, Pace, PackSettings, stop_settings
 from hpsearch.records import TRIAL
-from hpsearch.storage.keep import finishing_keepers
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_measured, infeasible_attrs
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.rungs import ParetoRungs
@@ -269,7 +268,8 @@ class PackedRunner:
     def keepers(self, res: list[MemberResult], numbers: list[int]) -> tuple[set[int], int | None]:
         """The members (indices of ``res``; ``numbers`` their trial numbers) whose models rank in
         the best ``keep_models`` and the one that leads the study (the only curve PNG): the one
-        keep rule (:func:`hpsearch.storage.keep.finishing_keepers`), the pack's finishing members
+        keep rule (:func:`hpsearch.storage.keep.finishing_keepers`, by the process's
+        :class:`~hpsearch.storage.keep.KeepBar`), the pack's finishing members
         placed together, so a tied earlier trial that finishes last still keeps its model."""
         values = {i: v for i, r in enumerate(res) if r.state == "COMPLETE" and r.weights is not None
                   and (v := self.value(r)[0]) is not None}
@@ -277,8 +277,7 @@ class PackedRunner:
         finishing = [(values[i], numbers[i]) for i in ok]
         if not finishing:
             return set(), None  # nothing to place: no read of the study
-        keep, lead = finishing_keepers(self.ctx.study.get_trials(deepcopy=False), self.ctx.direction,
-                                       self.ctx.cfg.search.keep_models, finishing)
+        keep, lead = self.single.keep_bar.keepers(lambda: self.ctx.study.get_trials(deepcopy=False), finishing)
         return {ok[j] for j in keep}, None if lead is None else ok[lead]
 
     def candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],
@@ -298,7 +297,12 @@ class PackedRunner:
             cand.values = [value, *(float(attrs[n]) for n, _ in self.ctx.objectives[1:])]
             keep = keep or self.single.on_front(cand.values)  # a front model may be picked later
         if keep:
-            model = call_builder(self.ctx.builder, params, self.ctx.data.meta())
+            import keras
+
+            # the session's names reset, without the full garbage collection clear_session adds by
+            # default: 0.35-1 s a kept model late in a long study (every stored trial is tracked)
+            keras.backend.clear_session(free_memory=False)
+            model = call_builder(self.ctx.builder, params, self.ctx.data.meta(), clear_session=False)
             model.set_weights([np.asarray(w) for w in r.weights])
             history = {f"val_{self.ctx.metric}": list(r.values)}
             self.single.store_model(trial, params, Fitted(value=value, epochs=r.epochs, model=model,

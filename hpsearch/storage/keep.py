@@ -12,7 +12,8 @@ named best.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import heapq
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.pareto import pareto_front
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hpsearch.storage.artifacts import ArtifactStore
 
-__all__ = ["finishing_keepers", "keep_best_models"]
+__all__ = ["KeepBar", "finishing_keepers", "keep_best_models"]
 
 
 def finishing_keepers(trials: Sequence[Any], direction: str, keep: int,
@@ -45,6 +46,36 @@ def finishing_keepers(trials: Sequence[Any], direction: str, keep: int,
     leads = first is not None and (best is None or outranks(*finishing[first], primary_value(best), best.number,
                                                             direction))
     return keepers, first if leads else None
+
+
+class KeepBar:
+    """:func:`finishing_keepers` for one process, reading the study only when a finishing trial can
+    rank: the best ``keep`` stored models as last read are a bar, and a finishing trial that at least
+    ``keep`` of them outrank is neither kept nor the study's lead, whatever finished since (a stored
+    model leaves the best K, and is deleted, only when K others outrank it, and they outrank every
+    trial it outranks). Late in a long study almost every trial is under the bar: no read of the
+    whole study per pack end (measured 5 % of a 10,000-trial packed study's time, issue 26)."""
+
+    def __init__(self, direction: str, keep: int) -> None:
+        self.direction, self.keep = direction, keep
+        self.bar: list[tuple[float, int]] = []  # (value, number) of the best stored models read, best first
+
+    def under(self, value: float | None, number: int) -> bool:
+        """Do at least ``keep`` (>= 1) models of the bar outrank this finishing trial?"""
+        return self.keep >= 1 and sum(outranks(v, n, value, number, self.direction) for v, n in self.bar) >= self.keep
+
+    def keepers(self, read: Callable[[], Sequence[Any]],
+                finishing: Sequence[tuple[float, int]]) -> tuple[set[int], int | None]:
+        """:func:`finishing_keepers` of ``finishing`` against the study ``read()`` returns; no read
+        when every one of them is under the bar."""
+        if all(self.under(value, number) for value, number in finishing):
+            return set(), None
+        trials = read()
+        stored = (t for t in trials if t.state.name == "COMPLETE" and primary_value(t) is not None
+                  and t.user_attrs.get(TRIAL.MODEL_ARTIFACT))
+        self.bar = [(primary_value(t), t.number)
+                    for t in heapq.nsmallest(max(self.keep, 0), stored, key=rank_key(self.direction))]
+        return finishing_keepers(trials, self.direction, self.keep, finishing)
 
 
 def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, keep: int) -> int:

@@ -25,7 +25,7 @@ from hpsearch.pareto import dominates, is_feasible
 from hpsearch.records import TRIAL, is_better
 from hpsearch.storage.artifacts import save_curve_artifact, save_model_artifacts
 from hpsearch.storage.batch import write_intermediate_values
-from hpsearch.storage.keep import finishing_keepers
+from hpsearch.storage.keep import KeepBar
 from hpsearch.trials.constraints import MEASURED, TrialInfeasible, apply_limits, infeasible_attrs, measure
 from hpsearch.trials.context import Candidate, RunContext
 from hpsearch.trials.rungs import ParetoRungs
@@ -99,6 +99,7 @@ class TrialRunner:
         self.timer: Any = None  # the running trial's TrialTimer (train.trial_timeout)
         self.limits: dict[str, Any] = {}  # the running trial's search.constraints values
         self.measured: dict[str, float] = {}  # the running trial's measured objectives (n_params, latency_ms)
+        self.keep_bar = KeepBar(ctx.direction, cfg.search.keep_models)  # the keep rule, this process's reads
         self.seed: int | None = None  # the running trial's seed (hpsearch.trials.seeds); None: unseeded
         self.rule = stop_rule(cfg.train.early_stopping, cfg.train.epochs, ctx.metric, ctx.direction,
                               best_weights_when_off=True)
@@ -373,9 +374,9 @@ class TrialRunner:
 
     def _rank(self, value: float, number: int) -> tuple[bool, bool]:
         """(among the best K stored models?, the best so far?): :func:`hpsearch.storage.keep.finishing_keepers`
+        (by :class:`~hpsearch.storage.keep.KeepBar`: no read of the study for a trial under its bar)
         for this one trial (ties: the lower trial number, whatever order trials finish in)."""
-        keep, lead = finishing_keepers(self.ctx.study.get_trials(deepcopy=False), self.ctx.direction,
-                                       self.ctx.cfg.search.keep_models, [(value, number)])
+        keep, lead = self.keep_bar.keepers(lambda: self.ctx.study.get_trials(deepcopy=False), [(value, number)])
         return bool(keep), lead == 0
 
     def on_front(self, values: list[float]) -> bool:
