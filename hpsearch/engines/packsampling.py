@@ -25,6 +25,7 @@ The private Optuna names used here are listed, with their reasons, in :mod:`hpse
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -51,6 +52,7 @@ from hpsearch.engines.samplers import first_direction
 __all__ = ["HistoryCap", "HISTORY", "PackPlan", "PackTPESampler", "bounded_history"]
 
 _FIT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+_FINISHED = frozenset((TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
 
 
 class HistoryCap(NamedTuple):
@@ -79,12 +81,13 @@ def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection],
     """The best ``n_best`` COMPLETE trials (first objective), the ``n_recent`` most recent finished
     ones (COMPLETE or PRUNED) and every unfinished one (the running liars), in trial-number order
     (TPE's weights rank by recency)."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    done = (t for t in trials if t.state == TrialState.COMPLETE and t.values)
     sign = -1.0 if directions[0] == StudyDirection.MAXIMIZE else 1.0
-    keep = {t.number for t in sorted(done, key=lambda t: sign * t.values[0])[:n_best]}
+    # the best n_best as a stable sort would give them, without sorting the whole study (every fit)
+    keep = {t.number for t in heapq.nsmallest(n_best, done, key=lambda t: sign * t.values[0])}
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     keep.update(t.number for t in (finished[-n_recent:] if n_recent > 0 else []))
-    return sorted((t for t in trials if t.number in keep or not t.state.is_finished()), key=lambda t: t.number)
+    return sorted((t for t in trials if t.state not in _FINISHED or t.number in keep), key=lambda t: t.number)
 
 
 class PackPlan:
