@@ -203,14 +203,18 @@ def _hyper(specs: list[MemberSpec]) -> dict[str, np.ndarray]:
             "epsilon": col(lambda s: _ADAM["epsilon"]), "active": col(lambda s: 1.0), "t0": col(lambda s: 0.0)}
 
 
-def _initial_kernel(init: Any, shape: tuple[int, int], seed: int) -> np.ndarray:
-    """A member's initial kernel. TensorFlow: the Keras initializer itself (the standalone model's
-    values for the seed). Other backends compile each random op for each new shape (JAX: 94 s for
-    the 256 kernels of a 64-member pack), so the variance-scaling family (he / glorot / lecun, normal
-    or uniform) is drawn with NumPy from the same distribution, as Keras defines it."""
+def _initial_kernel(init: Any, shape: tuple[int, int], seed: int, exact: bool = True) -> np.ndarray:
+    """A member's initial kernel. TensorFlow, ``exact``: the Keras initializer itself (the standalone
+    model's values for the seed). Other backends compile each random op for each new shape (JAX: 94 s
+    for the 256 kernels of a 64-member pack), and a refill's new member (not ``exact``: it sees the
+    pack's next batches, so it cannot train as its standalone model would from epoch 0 anyway) would
+    pay a few eager TensorFlow ops per kernel (~9 % of a 10,000-trial packed study), so there the
+    variance-scaling family (he / glorot / lecun, normal or uniform) is drawn with NumPy from the
+    same distribution, as Keras defines it."""
     import keras
 
-    if keras.backend.backend() == "tensorflow" or not isinstance(init, keras.initializers.VarianceScaling):
+    if ((exact and keras.backend.backend() == "tensorflow")
+            or not isinstance(init, keras.initializers.VarianceScaling)):
         return np.asarray(keras.ops.convert_to_numpy(init(shape)))
     fan_in, fan_out = shape
     fan = {"fan_in": fan_in, "fan_out": fan_out}.get(init.mode, (fan_in + fan_out) / 2.0)
@@ -366,7 +370,8 @@ class PackedModel:
             self._place(member, self._initial(member, seeds[member]), values)
         self._assign(values)
 
-    def _initial(self, member: int, seed: int) -> list[np.ndarray]:
+    def _initial(self, member: int, seed: int, exact: bool = True) -> list[np.ndarray]:
+        """``member``'s initial weights from ``seed`` (``exact``: see :func:`_initial_kernel`)."""
         import keras
 
         spec, weights = self.specs[member], []
@@ -375,7 +380,7 @@ class PackedModel:
             if len(var.shape) == 3:
                 name = spec.kernel_initializer if d < len(spec.widths) else "glorot_uniform"
                 init = type(keras.initializers.get(name))(seed=seed + d)
-                weights.append(_initial_kernel(init, (i, o), seed + d))
+                weights.append(_initial_kernel(init, (i, o), seed + d, exact))
             else:
                 weights.append(np.full(o, 1.0 if var.name in ("gamma", "moving_variance") else 0.0))
         return weights
@@ -414,7 +419,8 @@ class PackedModel:
 
     def replace(self, members: list[tuple[int, MemberSpec, int]]) -> None:
         """New members, each ``(slot, spec, seed)`` in its slot (see :meth:`fits`), initialised from
-        its seed as :meth:`init_weights` does, with fresh optimizer state and step count: each trains
+        its seed from the same distributions as :meth:`init_weights` (drawn with NumPy on every
+        backend: :func:`_initial_kernel`), with fresh optimizer state and step count: each trains
         from here as it would alone (the batches it sees are the pack's next ones). The stacked
         weights and the optimizer's variables are read and written once for all of them (a refill
         of many slots cost one read and one write per slot before)."""
@@ -424,7 +430,7 @@ class PackedModel:
         for member, spec, seed in members:
             self.specs[member] = spec
             self.empty.discard(member)
-            self._place(member, self._initial(member, seed), values)
+            self._place(member, self._initial(member, seed, exact=False), values)
         self._assign(values)
         self.optimizer.place({self.position[m]: {n: float(v[0]) for n, v in _hyper([spec]).items()}
                               for m, spec, _ in members})
