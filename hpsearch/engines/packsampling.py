@@ -25,7 +25,6 @@ The private Optuna names used here are listed, with their reasons, in :mod:`hpse
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -81,13 +80,24 @@ def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection],
     """The best ``n_best`` COMPLETE trials (first objective), the ``n_recent`` most recent finished
     ones (COMPLETE or PRUNED) and every unfinished one (the running liars), in trial-number order
     (TPE's weights rank by recency)."""
-    done = (t for t in trials if t.state == TrialState.COMPLETE and t.values)
+    done: list[FrozenTrial] = []  # COMPLETE with a value
+    finished: list[FrozenTrial] = []  # COMPLETE or PRUNED
+    unfinished: list[FrozenTrial] = []
+    for t in trials:  # one pass: this runs at every fit, over the whole study
+        state = t.state
+        if state == TrialState.COMPLETE or state == TrialState.PRUNED:
+            finished.append(t)
+            if state == TrialState.COMPLETE and t.values:
+                done.append(t)
+        elif state not in _FINISHED:
+            unfinished.append(t)
     sign = -1.0 if directions[0] == StudyDirection.MAXIMIZE else 1.0
-    # the best n_best as a stable sort would give them, without sorting the whole study (every fit)
-    keep = {t.number for t in heapq.nsmallest(n_best, done, key=lambda t: sign * t.values[0])}
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    keep.update(t.number for t in (finished[-n_recent:] if n_recent > 0 else []))
-    return sorted((t for t in trials if t.state not in _FINISHED or t.number in keep), key=lambda t: t.number)
+    # the best n_best by a stable sort of the values alone (a sort of the trials by a Python key took
+    # ~20 ms at 10,000 trials, at every fit)
+    values = np.fromiter((sign * t.values[0] for t in done), dtype=float, count=len(done))
+    kept = {done[i].number: done[i] for i in np.argsort(values, kind="stable")[:n_best]}
+    kept.update((t.number, t) for t in (finished[-n_recent:] if n_recent > 0 else []))
+    return sorted([*kept.values(), *unfinished], key=lambda t: t.number)
 
 
 class PackPlan:

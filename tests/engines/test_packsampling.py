@@ -84,6 +84,37 @@ def test_bounded_history_keeps_best_n_recent_m_and_running():
     assert {t.number for t in bounded_history(trials, [StudyDirection.MAXIMIZE], 4, 0)} == worst | running
 
 
+def test_bounded_history_is_the_plain_rule_on_ties_and_every_state():
+    """The one-pass history (values sorted alone) against the rule written plainly: a stable sort
+    of the complete trials by value (ties: the earlier trial), the last finished, the unfinished;
+    seeded studies with tied values, PRUNED, FAIL and RUNNING trials."""
+    import random
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    def plain(trials, direction, n_best, n_recent):
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+        keep = {t.number for t in sorted(done, key=lambda t: sign * t.value)[:n_best]}
+        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        keep |= {t.number for t in (finished[-n_recent:] if n_recent else [])}
+        return [t.number for t in trials if t.number in keep or t.state == TrialState.RUNNING]
+
+    rnd = random.Random(0)
+    for _ in range(100):
+        trials = []
+        for number in range(rnd.randint(0, 200)):
+            state = rnd.choice([TrialState.COMPLETE] * 5 + [TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL])
+            trial = create_trial(state=state, value=round(rnd.random(), 1) if state == TrialState.COMPLETE else None,
+                                 params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)})
+            trial.number = number
+            trials.append(trial)
+        direction, n_best, n_recent = rnd.choice(list(StudyDirection)[1:]), rnd.randint(0, 40), rnd.randint(0, 40)
+        got = [t.number for t in bounded_history(trials, [direction], n_best, n_recent)]
+        assert got == plain(trials, direction, n_best, n_recent)
+
+
 def test_the_cap_applies_above_its_threshold_and_says_so_once():
     study = _study(40)
     said: list[str] = []
