@@ -240,3 +240,21 @@ def test_a_reservations_proposals_are_scored_in_one_batch(monkeypatch):
     for _ in range(8):  # no hint: 1, 1, 2, 4 blocks (a refill of one trial costs one block)
         study.ask(SPACE)
     assert extends == [24, 24, 48, 96]
+
+
+def test_the_history_benchmark_runs_and_a_cap_changes_nothing_before_it_applies():
+    """benchmarks/bench_history.py at a tiny size (the cap's measurement, kept runnable): the same
+    seed gives the same trials with and without a cap until the cap first applies."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_history.py"
+    spec = importlib.util.spec_from_file_location("bench_history", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    uncapped, ms, _ = bench.history_study("surrogate", None, 96, 16, 4, seed=0)
+    capped, _, _ = bench.history_study("surrogate", (10, 10, 40), 96, 16, 4, seed=0)
+    assert len(uncapped) == 96 and all(m > 0 for m in ms)
+    assert uncapped[:40] == capped[:40]  # no cap before 40 finished trials
+    assert uncapped != capped
