@@ -160,6 +160,15 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "numeric one when building a liar kernel",
     ),
     PrivateHook(
+        "optuna", "optuna.samplers._tpe._truncnorm._log_ndtr",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): swapped for SciPy's vectorised log_ndtr"
+        " while hpsearch's sampler fits and proposes (Optuna's evaluates each element in Python); restored after",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe._truncnorm._ndtri_exp",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): swapped for SciPy's ndtri_exp, as above",
+    ),
+    PrivateHook(
         "optuna", "optuna.study.Study._storage",
         "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): writes the relative-params attribute"
         " of the asked trial, as TPESampler does; hpsearch.execution.drafts: a drafted trial is created through"

@@ -25,12 +25,15 @@ The private Optuna names used here are listed, with their reasons, in :mod:`hpse
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.special
 from optuna.samplers import BaseSampler, TPESampler
+from optuna.samplers._tpe import _truncnorm
 from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
 from optuna.samplers._tpe.probability_distributions import (
     _BatchedCategoricalDistributions,
@@ -76,10 +79,10 @@ HISTORY = HistoryCap(n_best=250, n_recent=250, above=500)
 
 
 def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection], n_best: int,
-                    n_recent: int) -> list[FrozenTrial]:
+                    n_recent: int, above: int = -1) -> list[FrozenTrial]:
     """The best ``n_best`` COMPLETE trials (first objective), the ``n_recent`` most recent finished
     ones (COMPLETE or PRUNED) and every unfinished one (the running liars), in trial-number order
-    (TPE's weights rank by recency)."""
+    (TPE's weights rank by recency); ``trials`` itself when no more than ``above`` have finished."""
     done: list[FrozenTrial] = []  # COMPLETE with a value
     finished: list[FrozenTrial] = []  # COMPLETE or PRUNED
     unfinished: list[FrozenTrial] = []
@@ -91,6 +94,8 @@ def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection],
                 done.append(t)
         elif state not in _FINISHED:
             unfinished.append(t)
+    if len(finished) <= above:
+        return trials
     sign = -1.0 if directions[0] == StudyDirection.MAXIMIZE else 1.0
     # the best n_best by a stable sort of the values alone (a sort of the trials by a Python key took
     # ~20 ms at 10,000 trials, at every fit)
@@ -98,6 +103,32 @@ def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection],
     kept = {done[i].number: done[i] for i in np.argsort(values, kind="stable")[:n_best]}
     kept.update((t.number, t) for t in (finished[-n_recent:] if n_recent > 0 else []))
     return sorted([*kept.values(), *unfinished], key=lambda t: t.number)
+
+
+_PYTHON_TRUNCNORM = (_truncnorm._log_ndtr, _truncnorm._ndtri_exp)
+
+
+def _log_ndtr(a: Any) -> np.ndarray:
+    return np.asarray(scipy.special.log_ndtr(np.asarray(a, dtype=float)))
+
+
+def _ndtri_exp(y: Any) -> np.ndarray:
+    return np.asarray(scipy.special.ndtri_exp(np.asarray(y, dtype=float)))
+
+
+@contextlib.contextmanager
+def _vectorised_truncnorm() -> Iterator[None]:
+    """TPE's truncated normal with SciPy's ``log_ndtr`` and ``ndtri_exp`` while this sampler fits
+    and proposes. Optuna's (optuna.samplers._tpe._truncnorm, written without SciPy) evaluates
+    log Phi one element at a time in Python: a fit of g on a discrete parameter made ~14,000 such
+    calls; a quarter of the sampler's time at 10,000 trials (1.8 -> 1.4 ms a trial at 1,000). The same
+    functions (SciPy's more exact: relative difference 6e-8 at x = 6, where Optuna's series is off);
+    restored after, so Optuna elsewhere in the process is unchanged."""
+    _truncnorm._log_ndtr, _truncnorm._ndtri_exp = _log_ndtr, _ndtri_exp
+    try:
+        yield
+    finally:
+        _truncnorm._log_ndtr, _truncnorm._ndtri_exp = _PYTHON_TRUNCNORM
 
 
 class PackPlan:
@@ -231,13 +262,14 @@ class PackTPESampler(BaseSampler):
         else:
             trials = study.get_trials(deepcopy=False, states=_FIT_STATES)
         cap = self.history
-        if cap is None or sum(t.state.is_finished() for t in trials) <= cap.above:
+        if cap is None or len(trials) <= cap.above:
             return trials
-        if not self.bounded:
+        kept = bounded_history(trials, study.directions, cap.n_best, cap.n_recent, cap.above)  # one pass
+        if kept is not trials and not self.bounded:
             self.bounded = True
             if self.say is not None:
                 self.say(cap.line())
-        return bounded_history(trials, study.directions, cap.n_best, cap.n_recent)
+        return kept
 
     def sample_relative(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         if not search_space:
@@ -249,10 +281,12 @@ class PackTPESampler(BaseSampler):
             trials = self._fit_trials(study)
             if sum(t.state != TrialState.RUNNING for t in trials) < self.tpe._n_startup_trials:
                 return {}  # random startup: the wrapped TPE's independent sampling
-            plan = self.plans[key] = PackPlan(self.tpe, study, search_space, self.k, trials)
+            with _vectorised_truncnorm():
+                plan = self.plans[key] = PackPlan(self.tpe, study, search_space, self.k, trials)
             self.fits += 1
         plan.coming = coming
-        params = plan.next()
+        with _vectorised_truncnorm():
+            params = plan.next()
         # as TPESampler does: other workers' constant liar sees it (a draft, not stored yet, is created
         # with its params: hpsearch.execution.drafts)
         if self.tpe._constant_liar and trial.state == TrialState.RUNNING:

@@ -251,6 +251,34 @@ def _check_split_trials(fitted: dict[str, Any]) -> None:
     assert len(below) + len(above) == len(case["trials"]) and case["asked"].number in {t.number for t in above}
 
 
+def _check_truncnorm(fitted: dict[str, Any]) -> None:
+    """Optuna's truncated normal reads _log_ndtr and _ndtri_exp from its module at call time (so the
+    swap reaches TPE), and SciPy's functions agree with them."""
+    import numpy as np
+    from optuna.samplers._tpe import _truncnorm
+
+    from hpsearch.engines import packsampling
+
+    x = np.linspace(-30.0, 8.0, 400)
+    np.testing.assert_allclose(packsampling._log_ndtr(x), _truncnorm._log_ndtr(x), rtol=1e-6)
+    y = -np.logspace(-10, 2.5, 200)
+    np.testing.assert_allclose(packsampling._ndtri_exp(y), _truncnorm._ndtri_exp(y), rtol=1e-9)
+    a, b = np.array([-3.0, 0.5]), np.array([1.0, 4.0])
+    plain = _truncnorm.logpdf(np.array([0.2, 1.0]), a, b)
+    calls: list[int] = []
+    real = _truncnorm._log_ndtr
+    _truncnorm._log_ndtr = lambda v: calls.append(1) or real(v)
+    try:
+        np.testing.assert_allclose(_truncnorm.logpdf(np.array([0.2, 1.0]), a, b), plain)
+        assert calls, "logpdf no longer calls _truncnorm._log_ndtr through its module"
+    finally:
+        _truncnorm._log_ndtr = real
+    with packsampling._vectorised_truncnorm():
+        assert _truncnorm._log_ndtr is packsampling._log_ndtr
+        np.testing.assert_allclose(_truncnorm.logpdf(np.array([0.2, 1.0]), a, b), plain, rtol=1e-9)
+    assert _truncnorm._log_ndtr is real
+
+
 def _check_relative_params_key(fitted: dict[str, Any]) -> None:
     import json
 
@@ -629,6 +657,8 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.samplers._tpe.parzen_estimator._ParzenEstimator._mixture_distribution": _check_mixture_distribution,
     "optuna.samplers._tpe.probability_distributions._MixtureOfProductDistribution": _check_mixture_distribution,
     "optuna.samplers._tpe.probability_distributions._BatchedCategoricalDistributions": _check_mixture_distribution,
+    "optuna.samplers._tpe._truncnorm._log_ndtr": _check_truncnorm,
+    "optuna.samplers._tpe._truncnorm._ndtri_exp": _check_truncnorm,
     "optuna.study.Study._storage": _check_storage_and_trial_id,
     "optuna.trial.FrozenTrial._trial_id": _check_storage_and_trial_id,
     "optuna.study.Study._bracket_id": _check_bracket_id,
