@@ -49,7 +49,7 @@ def test_the_keep_bar_decides_as_the_rule_does_and_reads_only_when_a_trial_can_r
             group, numbers, groups = numbers[:size], numbers[size:], groups + 1
             finishing = [(round(rnd.random(), 2), n) for n in group]
             expect = finishing_keepers(trials, direction, keep, finishing)
-            got = bar.keepers(lambda: reads.append(len(trials)) or trials, finishing)
+            got = bar.keepers(lambda trials=trials, reads=reads: reads.append(len(trials)) or trials, finishing)
             assert got == expect, (direction, keep, finishing)
             for i, (value, number) in enumerate(finishing):
                 trials.append(_trial(number, value, stored=i in expect[0]))
