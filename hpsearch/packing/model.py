@@ -204,13 +204,11 @@ def _hyper(specs: list[MemberSpec]) -> dict[str, np.ndarray]:
 
 
 def _initial_kernel(init: Any, shape: tuple[int, int], seed: int, exact: bool = True) -> np.ndarray:
-    """A member's initial kernel. TensorFlow, ``exact``: the Keras initializer itself (the standalone
-    model's values for the seed). Other backends compile each random op for each new shape (JAX: 94 s
-    for the 256 kernels of a 64-member pack), and a refill's new member (not ``exact``: it sees the
-    pack's next batches, so it cannot train as its standalone model would from epoch 0 anyway) would
-    pay a few eager TensorFlow ops per kernel (~9 % of a 10,000-trial packed study), so there the
-    variance-scaling family (he / glorot / lecun, normal or uniform) is drawn with NumPy from the
-    same distribution, as Keras defines it."""
+    """A member's initial kernel. TensorFlow, ``exact``: the Keras initializer (the standalone model's
+    values for the seed). Other backends compile each random op per new shape (JAX: 94 s for a
+    64-member pack's 256 kernels), and a refill's member (not ``exact``: it sees the pack's next
+    batches, never its standalone run) paid eager ops per kernel (9 % of 10,000 tiny packed trials),
+    so there the variance-scaling family (he / glorot / lecun) is drawn with NumPy, as Keras defines it."""
     import keras
 
     if ((exact and keras.backend.backend() == "tensorflow")

@@ -58,7 +58,7 @@ class KeepBar:
 
     def __init__(self, direction: str, keep: int) -> None:
         self.direction, self.keep = direction, keep
-        self.bar: list[tuple[float, int]] = []  # (value, number) of the best stored models read, best first
+        self.bar: list[tuple[float | None, int]] = []  # (value, number) of the best stored models read, best first
 
     def under(self, value: float | None, number: int) -> bool:
         """Do at least ``keep`` (>= 1) models of the bar outrank this finishing trial?"""
