@@ -289,6 +289,26 @@ def _feed(pm: PackedModel, X: Any, y: Any, s: PackSettings, epochs: int, rng: np
     return xb, yb, weight[:, order]
 
 
+def _fit_data(xb: np.ndarray, yb: np.ndarray, weight: np.ndarray, batch_size: int) -> dict[str, Any]:
+    """``fit``'s data for a chunk of a pack's batches, in order. TensorFlow: a tf.data pipeline with
+    no background threads (no prefetch). Keras' own array adapter prefetches on tf.data's threads; a
+    pack's ``fit`` ends early (``stop_training``: its members are done, or a shrink cuts the chunk),
+    which leaves Keras' epoch iterator suspended in a reference cycle, and its destruction at the
+    next full garbage collection waited for those threads: 0.3-7 s at a time, inside or after a run
+    (issue 25's intermittent overshoot of search.timeout). Other backends: the arrays."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return {"x": xb, "y": yb, "sample_weight": weight, "batch_size": batch_size, "shuffle": False}
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_optimization.inject_prefetch = False
+    data = tf.data.Dataset.from_tensor_slices((xb, yb, weight)).batch(batch_size).with_options(options)
+    return {"x": data, "shuffle": False}
+
+
 class Shrinker(Protocol):
     """Moves a pack's running members to a smaller compiled model (:mod:`hpsearch.packing.shrink`)."""
 
@@ -336,8 +356,7 @@ def train_pack(pm: PackedModel, X: Any, y: Any, Xv: np.ndarray, yv: np.ndarray,
         while len(chunk[0]):
             run.cut = None
             xb, yb, weight = chunk
-            run.pm.model.fit(xb, yb, sample_weight=weight, batch_size=s.batch_size, epochs=1, shuffle=False,
-                             verbose=0, callbacks=cbs)
+            run.pm.model.fit(**_fit_data(xb, yb, weight, s.batch_size), epochs=1, verbose=0, callbacks=cbs)
             if run.cut is None:
                 break
             run.move()  # the rest of this chunk's batches in the smaller model

@@ -369,3 +369,22 @@ def test_tied_members_finishing_in_reverse_order_keep_the_best_trials_model(sqli
     assert [r["number"] for r in res.rows][:3] == [0, 1, 2]  # the run table ranks ties the same way
     est = hpsearch.load_best("ties", storage=sqlite_url, artifacts=str(tmp_path / "art"))
     assert est.predict(np.random.default_rng(0).normal(size=(3, 4))).shape == (3,)
+
+
+def test_a_packs_fit_data_has_no_prefetch_threads_to_wait_for():
+    """A pack's fit ends early (its members are done, or a shrink cuts the chunk), which leaves Keras'
+    epoch iterator in a reference cycle; destroying a prefetching tf.data iterator at the next full
+    garbage collection waited for its threads (0.3-7 s, issue 25). The pack's data is a tf.data
+    pipeline without prefetch or autotuning, its batches the rows in order."""
+    import tensorflow as tf
+
+    from hpsearch.packing.train import _fit_data
+
+    xb, yb, weight = np.arange(20.0).reshape(10, 2), np.arange(10), np.ones(10)
+    kwargs = _fit_data(xb, yb, weight, 4)
+    data = kwargs["x"]
+    assert isinstance(data, tf.data.Dataset) and kwargs["shuffle"] is False
+    assert not data.options().autotune.enabled and not data.options().experimental_optimization.inject_prefetch
+    assert "Prefetch" not in type(data).__name__ and "Prefetch" not in type(data._input_dataset).__name__
+    batches = [b[0].numpy() for b in data]
+    assert [len(b) for b in batches] == [4, 4, 2] and (np.concatenate(batches) == xb).all()
