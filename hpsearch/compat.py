@@ -169,6 +169,16 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): swapped for SciPy's ndtri_exp, as above",
     ),
     PrivateHook(
+        "optuna", "optuna.samplers._tpe._truncnorm._ndtr",
+        "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): swapped for SciPy's ndtr, as above",
+    ),
+    PrivateHook(
+        "optuna", "optuna.samplers._tpe._truncnorm._log_gauss_mass",
+        "hpsearch.engines.parzen (issue 26): TPE's log Gaussian mass of an interval, the one Optuna's mixture "
+        "log-density uses, in hpsearch's fewer-pass evaluation of that density",
+    ),
+
+    PrivateHook(
         "optuna", "optuna.study.Study._storage",
         "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): writes the relative-params attribute"
         " of the asked trial, as TPESampler does; hpsearch.execution.drafts: a drafted trial is created through"

@@ -273,10 +273,34 @@ def _check_truncnorm(fitted: dict[str, Any]) -> None:
         assert calls, "logpdf no longer calls _truncnorm._log_ndtr through its module"
     finally:
         _truncnorm._log_ndtr = real
+    z = np.linspace(-8.0, 8.0, 400)  # Optuna's _ndtr flushes to 0 below -8.37: compared where it does not
+    np.testing.assert_allclose(packsampling._ndtr(z), _truncnorm._ndtr(z), rtol=1e-12, atol=1e-16)
     with packsampling._vectorised_truncnorm():
-        assert _truncnorm._log_ndtr is packsampling._log_ndtr
+        assert _truncnorm._log_ndtr is packsampling._log_ndtr and _truncnorm._ndtr is packsampling._ndtr
         np.testing.assert_allclose(_truncnorm.logpdf(np.array([0.2, 1.0]), a, b), plain, rtol=1e-9)
-    assert _truncnorm._log_ndtr is real
+    assert _truncnorm._log_ndtr is real and _truncnorm._ndtr is not packsampling._ndtr
+
+
+def _check_parzen(fitted: dict[str, Any]) -> None:
+    """hpsearch.engines.parzen's mixture log-density equals Optuna's (the Gaussian mass it takes from
+    Optuna is still the one that density uses)."""
+    import numpy as np
+    from optuna.samplers._tpe.probability_distributions import (
+        _BatchedDiscreteTruncNormDistributions,
+        _BatchedTruncLogNormDistributions,
+        _MixtureOfProductDistribution,
+    )
+
+    from hpsearch.engines.parzen import mixture_log_pdf
+
+    rng = np.random.default_rng(0)
+    k = 40
+    mix = _MixtureOfProductDistribution(weights=np.full(k, 1 / k), distributions=[
+        _BatchedDiscreteTruncNormDistributions(mu=rng.integers(1, 30, k).astype(float),
+                                               sigma=rng.uniform(0.3, 9, k), low=1.0, high=29.0, step=1.0),
+        _BatchedTruncLogNormDistributions(mu=rng.uniform(-7, -2, k), sigma=rng.uniform(0.1, 2, k), low=1e-3, high=0.1)])
+    x = np.array([rng.integers(1, 30, 50).astype(float), np.exp(rng.uniform(np.log(1e-3), np.log(0.1), 50))]).T
+    np.testing.assert_allclose(mixture_log_pdf(mix, x), mix.log_pdf(x), rtol=1e-11)
 
 
 def _check_relative_params_key(fitted: dict[str, Any]) -> None:
@@ -659,6 +683,8 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.samplers._tpe.probability_distributions._BatchedCategoricalDistributions": _check_mixture_distribution,
     "optuna.samplers._tpe._truncnorm._log_ndtr": _check_truncnorm,
     "optuna.samplers._tpe._truncnorm._ndtri_exp": _check_truncnorm,
+    "optuna.samplers._tpe._truncnorm._ndtr": _check_truncnorm,
+    "optuna.samplers._tpe._truncnorm._log_gauss_mass": _check_parzen,
     "optuna.study.Study._storage": _check_storage_and_trial_id,
     "optuna.trial.FrozenTrial._trial_id": _check_storage_and_trial_id,
     "optuna.study.Study._bracket_id": _check_bracket_id,
