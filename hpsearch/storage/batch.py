@@ -288,11 +288,18 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
             return {}
         by_id = {f.trial_id: f for f in finishes if f.trial_id in live}
         encoded = {(i, k): json.dumps(v) for i in live for k, v in by_id[i].attrs.items()}
-        stored = set(session.execute(sqlalchemy.select(attrs_t.trial_id, attrs_t.key).where(
-            attrs_t.trial_id.in_(live), attrs_t.key.in_(sorted({k for _, k in encoded})))).all())
-        for i, key in stored & set(encoded):
-            session.execute(sqlalchemy.update(attrs_t).where(attrs_t.trial_id == i, attrs_t.key == key)
-                            .values(value_json=encoded[i, key]))
+        stored = {(i, k): v for i, k, v in session.execute(
+            sqlalchemy.select(attrs_t.trial_id, attrs_t.key, attrs_t.value_json).where(
+                attrs_t.trial_id.in_(live), attrs_t.key.in_(sorted({k for _, k in encoded})))).all()}
+        # an attribute stored before (the worker, set as the trial was created) is rewritten only if it
+        # changed, all of them in one executemany (one statement each took ~0.3 ms: a pack's end rewrote
+        # every trial's worker)
+        changed = [{"tid": i, "k": k, "v": v} for (i, k), v in encoded.items() if (i, k) in stored and stored[i, k] != v]
+        if changed:
+            table = attrs_t.__table__  # Core: an executemany (the ORM form wants primary keys)
+            session.execute(sqlalchemy.update(table).where(table.c.trial_id == sqlalchemy.bindparam("tid"),
+                                                           table.c.key == sqlalchemy.bindparam("k"))
+                            .values(value_json=sqlalchemy.bindparam("v")), changed)
         new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
         if new:
             session.execute(sqlalchemy.insert(attrs_t), new)

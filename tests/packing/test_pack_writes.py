@@ -207,6 +207,32 @@ def test_told_together_a_trial_failed_as_stale_meanwhile_is_left_as_it_is(sqlite
     assert storage.get_trial(a._trial_id).values == [0.5]
 
 
+def test_told_together_attributes_stored_before_are_rewritten_only_where_they_changed(sqlite_url):
+    """finish_trials over trials whose attributes were partly stored before (the worker, set at
+    creation): a changed one is rewritten, an unchanged one stays, a new one is added, per trial;
+    the rewrites are one statement (executemany), not one per attribute."""
+    import sqlalchemy
+
+    from hpsearch.storage import open_storage
+    from hpsearch.storage.batch import Finish, finish_trials
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="rewrite", storage=storage)
+    a, b = study.ask(), study.ask()
+    for t in (a, b):
+        storage.set_trial_user_attr(t._trial_id, "worker", "w1")
+        storage.set_trial_user_attr(t._trial_id, "note", "old")
+    updates: list[str] = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda *args: updates.append(args[2]) if args[2].lstrip().upper().startswith("UPDATE")
+                            and "trial_user_attributes" in args[2] else None)
+    finish_trials(storage, [Finish(a._trial_id, "COMPLETE", [0.5], {"worker": "w1", "note": "new", "x": 1}),
+                            Finish(b._trial_id, "COMPLETE", [0.7], {"worker": "w2", "note": "old", "x": 2})], 1)
+    assert storage.get_trial(a._trial_id).user_attrs == {"worker": "w1", "note": "new", "x": 1}
+    assert storage.get_trial(b._trial_id).user_attrs == {"worker": "w2", "note": "old", "x": 2}
+    assert len(updates) == 1, updates
+
+
 def test_a_pack_end_reads_the_study_once_and_its_trials_are_told_as_stored(sqlite_url, tmp_path, monkeypatch):
     """Members of a pack of 8 drafted trials that end together: such an end reads the study's trials
     once (the keep rule's ranking), not twice (before: all read again after the tell); only a member
