@@ -123,7 +123,7 @@ def write_intermediate_values(storage: Any, values: Sequence[tuple[int, int, flo
 
 def write_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None:
     """Set the user attributes ``attrs`` of one running trial in one transaction (its state, the keys
-    already stored, one update per stored key, one insert, one commit), stored as
+    already stored, one update of the changed ones, one insert, one commit), stored as
     ``set_trial_user_attr`` stores them (JSON); a finished trial raises ``UpdateFinishedTrialError``
     and nothing is written."""
     if not attrs:
@@ -133,22 +133,11 @@ def write_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None
             storage.set_trial_user_attr(trial_id, key, value)
         return
 
-    import sqlalchemy
     from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables
-
-    table = models.TrialUserAttributeModel
-    encoded = {key: json.dumps(value) for key, value in attrs.items()}
 
     def work(session: Any) -> None:
         _check_running(session, [trial_id])
-        query = sqlalchemy.select(table.key).where(table.trial_id == trial_id, table.key.in_(list(encoded)))
-        stored = set(session.scalars(query))
-        for key in stored:
-            session.execute(sqlalchemy.update(table).where(table.trial_id == trial_id, table.key == key)
-                            .values(value_json=encoded[key]))
-        rows = [{"trial_id": trial_id, "key": key, "value_json": v} for key, v in encoded.items() if key not in stored]
-        if rows:
-            session.execute(sqlalchemy.insert(table), rows)
+        _write_attrs(session, models.TrialUserAttributeModel, {trial_id: attrs})
 
     _transaction(storage, work)
 
@@ -243,6 +232,29 @@ def _last_values(session: Any, ids: Sequence[int]) -> dict[int, float]:
     return last
 
 
+def _write_attrs(session: Any, attrs_t: Any, attrs: dict[int, dict[str, Any]]) -> None:
+    """Store ``attrs`` (trial id -> user attributes) in ``session``: new keys inserted together; a key
+    stored before (the worker, set as the trial was created) rewritten only if its value changed, all
+    in one executemany (an UPDATE per key took ~0.3 ms: a pack's end rewrote every trial's worker)."""
+    import sqlalchemy
+
+    encoded = {(i, k): json.dumps(v) for i, a in attrs.items() for k, v in a.items()}
+    if not encoded:
+        return
+    stored = {(i, k): v for i, k, v in session.execute(
+        sqlalchemy.select(attrs_t.trial_id, attrs_t.key, attrs_t.value_json).where(
+            attrs_t.trial_id.in_(sorted(attrs)), attrs_t.key.in_(sorted({k for _, k in encoded})))).all()}
+    changed = [{"tid": i, "k": k, "v": v} for (i, k), v in encoded.items() if stored.get((i, k), v) != v]
+    if changed:
+        table = attrs_t.__table__  # Core: an executemany (the ORM form wants primary keys)
+        session.execute(sqlalchemy.update(table).where(table.c.trial_id == sqlalchemy.bindparam("tid"),
+                                                       table.c.key == sqlalchemy.bindparam("k"))
+                        .values(value_json=sqlalchemy.bindparam("v")), changed)
+    new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
+    if new:
+        session.execute(sqlalchemy.insert(attrs_t), new)
+
+
 def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
                   written: dict[int, tuple[str, list[float] | None, datetime.datetime]] | None = None
                   ) -> dict[int, str]:
@@ -286,23 +298,7 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
         live = sorted(i for i, state in rows if state == TrialState.RUNNING)
         if not live:
             return {}
-        by_id = {f.trial_id: f for f in finishes if f.trial_id in live}
-        encoded = {(i, k): json.dumps(v) for i in live for k, v in by_id[i].attrs.items()}
-        stored = {(i, k): v for i, k, v in session.execute(
-            sqlalchemy.select(attrs_t.trial_id, attrs_t.key, attrs_t.value_json).where(
-                attrs_t.trial_id.in_(live), attrs_t.key.in_(sorted({k for _, k in encoded})))).all()}
-        # an attribute stored before (the worker, set as the trial was created) is rewritten only if it
-        # changed, all of them in one executemany (one statement each took ~0.3 ms: a pack's end rewrote
-        # every trial's worker)
-        changed = [{"tid": i, "k": k, "v": v} for (i, k), v in encoded.items() if (i, k) in stored and stored[i, k] != v]
-        if changed:
-            table = attrs_t.__table__  # Core: an executemany (the ORM form wants primary keys)
-            session.execute(sqlalchemy.update(table).where(table.c.trial_id == sqlalchemy.bindparam("tid"),
-                                                           table.c.key == sqlalchemy.bindparam("k"))
-                            .values(value_json=sqlalchemy.bindparam("v")), changed)
-        new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
-        if new:
-            session.execute(sqlalchemy.insert(attrs_t), new)
+        _write_attrs(session, attrs_t, {f.trial_id: f.attrs for f in finishes if f.trial_id in live})
         # tell's rule: a pruned trial's value is its last intermediate value, if finite (one objective)
         pruned = [i for i in live if told[i][0] == "PRUNED"] if n_objectives == 1 else []
         last = _last_values(session, pruned)
