@@ -56,6 +56,7 @@ from hpsearch.execution.drafts import created_trial, resync
 from hpsearch.records import DONE_STATES, counts_toward_budget, not_own_work
 from hpsearch.storage import behind_pooler, is_lock_timeout, is_postgresql
 from hpsearch.storage.batch import beat_and_check, create_trials
+from hpsearch.storage.view import StudyView
 
 __all__ = ["Budget", "study_lock", "take_launch", "tally", "pooled_lock_line", "LAUNCH_ATTR"]
 
@@ -196,6 +197,9 @@ class Budget:
         #: trials of the budget neither finished, running nor reserved as the last reservation counted
         #: them (None: no budget, or none counted yet)
         self.left: int | None = None
+        #: the study's trials as a reservation reads them: read again only when another process (or a
+        #: re-queue) changed the study; the loop tells it the trials it ends (:meth:`StudyView.ended`)
+        self.view = StudyView(study, storage, study_id)
 
     def counts(self, trials: list[Any] | None = None) -> tuple[int, int]:
         """(done, running) among ``trials`` (default: the study's trials as stored now)."""
@@ -262,7 +266,7 @@ class Budget:
             return [trial], finished
         if not self.held:
             with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
-                trials = self.study.get_trials(deepcopy=False)
+                trials = self.view.trials()
                 n = k
                 done, running, waiting = tally(trials)
                 if self.n_trials is not None:
@@ -297,6 +301,10 @@ class Budget:
         else:  # a retry: the heartbeats may not have been written
             self._beat()
         trials_out = [self._trial(t) for t in self.held]
+        if all(isinstance(t, tuple) for t in self.held):  # all drafted here: the view knows them as created
+            self.view.created([t._cached_frozen_trial for t in trials_out])  # compat.PRIVATE_HOOKS
+        else:
+            self.view.known = None  # a queued trial was asked (or a retry): the next reservation reads
         self.held = []
         return trials_out, False
 

@@ -177,6 +177,7 @@ class TrialLoop:
     def told(self, frozen: Any, streak: bool = True) -> None:
         """After a trial's tell: the failure streak, its line, the trial callbacks (which see the
         stored trial)."""
+        self.budget.view.ended(frozen)  # as stored: the next reservation need not read it again
         if streak:
             self.streak.update(frozen.state.name, frozen.user_attrs.get(TRIAL.FAILURE))
         self._show(frozen)
@@ -190,7 +191,8 @@ class TrialLoop:
         ctx.observer.trial_done(frozen.number, frozen.state.name, primary_value(frozen), detail)
         if frozen.state.name == "COMPLETE" and frozen.user_attrs.get(TRIAL.MODEL_ARTIFACT):
             with contextlib.suppress(Exception):  # disk hygiene must not stop the study
-                keep_best_models(ctx.study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models)
+                keep_best_models(ctx.study, ctx.artifact_store, ctx.direction, ctx.cfg.search.keep_models,
+                                 self.budget.view.trials())
 
 
 @contextlib.contextmanager

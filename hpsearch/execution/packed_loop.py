@@ -58,6 +58,7 @@ class _PackLoop(TrialLoop):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.runner.read_trials = self.budget.view.trials  # the keep rule reads what the reservations read
         if self.drafted:
             ctx, budget = self.ctx, self.budget
             attrs = {TRIAL.WORKER: self.runner.single.worker}

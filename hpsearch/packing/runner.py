@@ -152,6 +152,8 @@ class PackedRunner:
                  check_steps: set[int] | None = None, rungs: ParetoRungs | None = None) -> None:
         self.ctx, self.pack_size = ctx, pack_size
         self.single = TrialRunner(ctx, extra_callbacks, check_steps, rungs)
+        #: the study's trials as stored now, for the keep rule (the packed loop gives its reservations' view)
+        self.read_trials: Callable[[], list[Any]] = lambda: ctx.study.get_trials(deepcopy=False)
         self.deadline: float | None = None  # time.monotonic() by which packs end (search.timeout)
         #: trials of the study's budget not yet reserved as the loop last counted them (None: no budget):
         #: a refill at the budget's end does not wait for more free slots (pack.REFILL_SHARE)
@@ -277,7 +279,7 @@ class PackedRunner:
         finishing = [(values[i], numbers[i]) for i in ok]
         if not finishing:
             return set(), None  # nothing to place: no read of the study
-        keep, lead = self.single.keep_bar.keepers(lambda: self.ctx.study.get_trials(deepcopy=False), finishing)
+        keep, lead = self.single.keep_bar.keepers(self.read_trials, finishing)
         return {ok[j] for j in keep}, None if lead is None else ok[lead]
 
     def candidate(self, trial: Any, params: dict[str, Any], r: MemberResult, attrs: dict[str, Any],

@@ -78,8 +78,10 @@ class KeepBar:
         return finishing_keepers(trials, self.direction, self.keep, finishing)
 
 
-def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, keep: int) -> int:
+def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, keep: int,
+                     trials: Sequence[Any] | None = None) -> int:
     """Delete the artifacts of completed trials outside the best ``keep``; how many were deleted.
+    ``trials``: the study's trials as stored now (default: read).
 
     Ties go to the earlier trial (as Optuna's ``best_trial``), the study's own best model is never
     deleted, nor (several objectives) a model of the Pareto front, which a pick rule may choose;
@@ -91,7 +93,7 @@ def keep_best_models(study: optuna.Study, store: ArtifactStore, direction: str, 
     attrs = study.user_attrs
     protected = {attrs.get(STUDY.BEST_MODEL_ARTIFACT), attrs.get(STUDY.BEST_PREPROCESS_ARTIFACT)}
     gone = set(attrs.get(STUDY.REMOVED_ARTIFACTS, []))
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     if len(study.directions) > 1:
         front = pareto_front(trials, [d.name.lower() for d in study.directions])
         protected |= {t.user_attrs.get(k) for t in front for k in (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT)}
