@@ -179,6 +179,35 @@ re-reads every running trial with Optuna's five per-relation queries; TPE's two 
 create transaction) over ~31 trials, TPE's ~1.2 ms a trial, full collections of the objects the study
 creates (~640,000 at 10,000 trials: its trials in Optuna's cache, the three kept pack models' graphs).
 
+What a reservation and a member end still cost after that (patched timers around each step, no
+profiler, ``scale --sizes 10000``, 2026-12-07): the study read ~32 ms a reservation (Optuna's cache
+re-reads every running trial, a query per relation, and most were this process's own) plus full
+collections that land in it (8 s of 14 s); TPE's candidates ~11 s (the g density over 744 candidates x
+~500 kernels in ~25 passes of Optuna's log_pdf; a liar's density per proposal); the tell transaction
+~16 ms an end (every trial's worker attribute rewritten with one UPDATE each). Built: TPE's mixture
+density in half the passes (``hpsearch.engines.parzen``: Optuna's formulas and Gaussian mass, equal
+within 6e-14; SciPy's ``ndtr`` swapped in too): the sampler's CPU per trial 1.11 -> 0.71 ms at 1,000
+trials, the same proposals; a stored attribute rewritten only if it changed, in one executemany; and
+the packed loop reads the study through a view that follows its own writes (``hpsearch.storage.view``:
+one count per state decides whether another process changed the study; the study is read through
+Optuna then). The code before (e66aa5b) and after, one after the other, 2026-12-07:
+
+  trials  code     sample ms early / late  late/early  wall_s  timed share  trials/min  run_s
+  10000   e66aa5b  2.7 / 3.7               1.35        156.5   0.260        3834        170.3
+  10000   after    1.6 / 2.6               1.58        139.5   0.165        4301        161.9
+  1000    e66aa5b  1.7 / 2.7, 1.2 / 2.3    1.58, 1.89  13.8, 11.7  0.224, 0.225  4348, 5128  16.8, 14.3
+  1000    after    0.8 / 1.5, 0.9 / 1.0    1.89, 1.17  11.7, 10.6  0.145, 0.128  5128, 5660  15.2, 13.5
+
+(1,000: interleaved pairs; three more runs after: late/early 1.90, 1.36, 1.18, share 0.138-0.141.)
+The overhead's share falls by a third at both sizes; the 10 % goal at 10,000 is not met (16.5 %), nor
+the 1.3x late/early at 1,000 (1.17-1.90 over five runs: early and late both fell, and the ratio of
+two ~1 ms figures moves with the reservations' sizes). ``run_s - wall_s`` grew 13.8 -> 22.4 s at
+10,000: Optuna's cache, no longer read during the loop, catches up once when the run ends (finalize's
+first read loads every trial: ~8 s at 10,000), still 8 s less in all. A thread reserving the next
+refill's trials while the pack trains was tried and dropped: on 2 cores with TensorFlow the study ran
+slower (146 s against 128-129 s without it, the loop blocked 13 s on it): the reservation's Python
+work held the GIL the training needed.
+
 Usage:
     python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: ~4 min on 2 cores
     python benchmarks/bench_sampling.py scale --sizes 100,1000 --storages sqlite --samplers batched,sequential
