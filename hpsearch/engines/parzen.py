@@ -19,13 +19,10 @@ of every kernel type).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from optuna.samplers._tpe import _truncnorm
-from optuna.samplers._tpe.probability_distributions import (
-    _BatchedCategoricalDistributions,
-    _MixtureOfProductDistribution,
-)
 
 __all__ = ["mixture_log_pdf"]
 
@@ -44,15 +41,16 @@ def _distinct(mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return m[first], s[first], inv
 
 
-def mixture_log_pdf(mix: _MixtureOfProductDistribution, x: np.ndarray) -> np.ndarray:
-    """``mix.log_pdf(x)`` (``x``: candidates x parameters, in the mixture's space) in fewer passes."""
+def mixture_log_pdf(mix: Any, x: np.ndarray) -> np.ndarray:
+    """``mix.log_pdf(x)`` of Optuna's ``_MixtureOfProductDistribution`` ``mix`` (``x``: candidates x
+    parameters, in the mixture's space) in fewer passes."""
     n, k = len(x), len(mix.weights)
     with np.errstate(divide="ignore"):  # a zero weight: log 0 = -inf, as Optuna's
         row = np.log(np.asarray(mix.weights, dtype=float))  # per kernel: every constant term
     acc: np.ndarray | None = None
     outside = np.zeros(n, dtype=bool)  # a candidate outside a continuous range: density 0
     for i, d in enumerate(mix.distributions):
-        if isinstance(d, _BatchedCategoricalDistributions):
+        if not hasattr(d, "mu"):  # categorical: a weight per kernel and choice
             with np.errstate(divide="ignore"):
                 term = np.log(d.weights).T[x[:, i].astype(np.int64)]  # (n, k): log weights[k, x]
         elif d.step == 0.0:

@@ -76,7 +76,7 @@ class StudyView:
         known = self.known
         if known is None:
             return
-        if frozen.number >= len(known) or known[frozen.number]._trial_id != frozen._trial_id:
+        if frozen.number >= len(known):  # not created through the view: the next use reads
             self.known = None
             return
         self.counts[known[frozen.number].state.name] -= 1
