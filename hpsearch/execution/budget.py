@@ -304,7 +304,7 @@ class Budget:
         if all(isinstance(t, tuple) for t in self.held):  # all drafted here: the view knows them as created
             self.view.created([t._cached_frozen_trial for t in trials_out])  # compat.PRIVATE_HOOKS
         else:
-            self.view.known = None  # a queued trial was asked (or a retry): the next reservation reads
+            self.view.forget()  # a queued trial was asked: the next reservation reads
         self.held = []
         return trials_out, False
 

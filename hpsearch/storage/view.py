@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-__all__ = ["StudyView", "state_counts"]
+__all__ = ["StudyView", "stored_state_counts"]
 
 
-def state_counts(storage: Any, study_id: int) -> Counter[str]:
-    """The study's trials per state name, in one query (an RDB storage)."""
+def stored_state_counts(storage: Any, study_id: int) -> Counter[str]:
+    """The study's stored trials per state name, in one query (an RDB storage; from a list of trials:
+    :func:`hpsearch.records.state_counts`)."""
     import sqlalchemy
     from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables
 
@@ -51,7 +52,7 @@ class StudyView:
 
     def trials(self) -> list[Any]:
         """The study's trials in number order, as stored now (a list of its own: the caller may keep it)."""
-        if self.known is not None and self.light and +state_counts(self.storage, self.study_id) == +self.counts:
+        if self.known is not None and self.light and +stored_state_counts(self.storage, self.study_id) == +self.counts:
             self.reuses += 1
             return list(self.known)
         trials: list[Any] = self.study.get_trials(deepcopy=False)
@@ -62,11 +63,15 @@ class StudyView:
             self.known = None
         return trials
 
+    def forget(self) -> None:
+        """This process changed the study outside the view (a queued trial asked): the next use reads."""
+        self.known = None
+
     def created(self, frozen: list[Any]) -> None:
         """Trials this process just created (stored as ``frozen``: numbers, ids, state RUNNING)."""
         for t in frozen:
             if self.known is None or t.number != len(self.known):
-                self.known = None  # numbered elsewhere meanwhile: the next use reads
+                self.forget()  # numbered elsewhere meanwhile
                 return
             self.known.append(t)
             self.counts[t.state.name] += 1
@@ -76,8 +81,8 @@ class StudyView:
         known = self.known
         if known is None:
             return
-        if frozen.number >= len(known):  # not created through the view: the next use reads
-            self.known = None
+        if frozen.number >= len(known):  # not created through the view
+            self.forget()
             return
         self.counts[known[frozen.number].state.name] -= 1
         self.counts[frozen.state.name] += 1
