@@ -2,7 +2,7 @@
 sampling cost on long studies, no training.
 
 ``--trials`` trials of cheap synthetic objectives (all minimised; see
-HISTORY_OBJECTIVES) in packs of ``--pack`` (the sampler told ``expect(n, trials)`` with the
+HISTORY_OBJECTIVES) in packs of ``--pack`` (the sampler told ``expect(n, snapshot)`` with the
 reservation's read, then n ``study.ask()`` + suggests, then n tells; ``--refill R``: after the first
 pack, R told and R reserved at a time), hpsearch's TPE settings (multivariate, group=False,
 constant_liar, 10 startup trials) in PackTPESampler with each ``--variants`` cap, Optuna's
@@ -147,7 +147,7 @@ def history_study(objective: str, cap: tuple[int, int, int] | None, n_trials: in
     """One study of ``n_trials`` on ``objective`` with hpsearch's TPE (engines.samplers.tpe's
     settings: multivariate, group=False, constant_liar, 10 startup trials) wrapped in
     PackTPESampler(pack, cap), in-memory storage. Packs as the packed loop reserves them: the
-    sampler told ``expect(n, trials)`` (the reservation's read), then n asks and their suggests, then
+    sampler told ``expect(n, snapshot)`` (the reservation's read), then n asks and their suggests, then
     the tells; ``refill`` > 0: after the first pack, the ``refill`` oldest running trials are told
     and as many reserved again (a pack refilled in batches; the fits then hold the running liars).
     Returns, per trial number, the true (noise-free) value of the best observed trial so far, the
@@ -157,6 +157,7 @@ def history_study(objective: str, cap: tuple[int, int, int] | None, n_trials: in
     import optuna
 
     from hpsearch.engines.packsampling import HistoryCap, PackTPESampler
+    from hpsearch.storage.view import snapshot_of
 
     suggest, value, noise = HISTORY_OBJECTIVES[objective]
     tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=False, n_startup_trials=10,
@@ -183,7 +184,7 @@ def history_study(objective: str, cap: tuple[int, int, int] | None, n_trials: in
     def reserve(n: int) -> None:
         nonlocal asked
         c0, fit_cpu[0] = time.process_time(), 0.0
-        sampler.expect(n, study.get_trials(deepcopy=False))
+        sampler.expect(n, snapshot_of(study.get_trials(deepcopy=False)))
         new = []
         for _ in range(n):
             trial = study.ask()

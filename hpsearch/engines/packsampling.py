@@ -51,11 +51,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.engines.parzen import mixture_log_pdf
 from hpsearch.engines.samplers import first_direction
+from hpsearch.storage.view import Snapshot, trial_columns
 
-__all__ = ["HistoryCap", "HISTORY", "PackPlan", "PackTPESampler", "bounded_history"]
+__all__ = ["HistoryCap", "HISTORY", "PackPlan", "PackTPESampler", "bounded_history",
+           "history_index"]
 
 _FIT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 _FINISHED = frozenset((TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+_COMPLETE, _PRUNED, _WAITING = TrialState.COMPLETE.value, TrialState.PRUNED.value, TrialState.WAITING.value
+_FINISHED_CODES = np.array([s.value for s in _FINISHED], dtype=np.int8)
+_FIT_CODES = np.array([s.value for s in _FIT_STATES], dtype=np.int8)
 
 
 class HistoryCap(NamedTuple):
@@ -79,31 +84,30 @@ class HistoryCap(NamedTuple):
 HISTORY = HistoryCap(n_best=250, n_recent=250, above=500)
 
 
+def history_index(states: np.ndarray, values: np.ndarray, directions: list[StudyDirection], n_best: int,
+                  n_recent: int, above: int = -1) -> np.ndarray | None:
+    """The positions (ascending) of :func:`bounded_history`'s trials in a study given as columns
+    (:class:`hpsearch.storage.view.Snapshot`'s ``states`` and ``values``); None when no more than
+    ``above`` trials have finished. NumPy over the columns: no pass over the trials in Python."""
+    finished = np.flatnonzero((states == _COMPLETE) | (states == _PRUNED))  # COMPLETE or PRUNED
+    if len(finished) <= above:
+        return None
+    done = np.flatnonzero((states == _COMPLETE) & ~np.isnan(values))  # COMPLETE with a value
+    sign = -1.0 if directions[0] == StudyDirection.MAXIMIZE else 1.0
+    best = done[np.argsort(sign * values[done], kind="stable")[:n_best]]  # ties: the earlier trial
+    recent = finished[-n_recent:] if n_recent > 0 else finished[:0]
+    unfinished = np.flatnonzero(~np.isin(states, _FINISHED_CODES))  # the running liars
+    return np.union1d(np.union1d(best, recent), unfinished)
+
+
 def bounded_history(trials: list[FrozenTrial], directions: list[StudyDirection], n_best: int,
                     n_recent: int, above: int = -1) -> list[FrozenTrial]:
     """The best ``n_best`` COMPLETE trials (first objective), the ``n_recent`` most recent finished
     ones (COMPLETE or PRUNED) and every unfinished one (the running liars), in trial-number order
-    (TPE's weights rank by recency); ``trials`` itself when no more than ``above`` have finished."""
-    done: list[FrozenTrial] = []  # COMPLETE with a value
-    finished: list[FrozenTrial] = []  # COMPLETE or PRUNED
-    unfinished: list[FrozenTrial] = []
-    for t in trials:  # one pass: this runs at every fit, over the whole study
-        state = t.state
-        if state == TrialState.COMPLETE or state == TrialState.PRUNED:
-            finished.append(t)
-            if state == TrialState.COMPLETE and t.values:
-                done.append(t)
-        elif state not in _FINISHED:
-            unfinished.append(t)
-    if len(finished) <= above:
-        return trials
-    sign = -1.0 if directions[0] == StudyDirection.MAXIMIZE else 1.0
-    # the best n_best by a stable sort of the values alone (a sort of the trials by a Python key took
-    # ~20 ms at 10,000 trials, at every fit)
-    values = np.fromiter((sign * t.values[0] for t in done), dtype=float, count=len(done))
-    kept = {done[i].number: done[i] for i in np.argsort(values, kind="stable")[:n_best]}
-    kept.update((t.number, t) for t in (finished[-n_recent:] if n_recent > 0 else []))
-    return sorted([*kept.values(), *unfinished], key=lambda t: t.number)
+    (TPE's weights rank by recency); ``trials`` itself when no more than ``above`` have finished.
+    ``trials``: in number order (as ``get_trials`` returns them)."""
+    idx = history_index(*trial_columns(trials), directions, n_best, n_recent, above)
+    return trials if idx is None else [trials[i] for i in idx]
 
 
 _PYTHON_TRUNCNORM = (_truncnorm._log_ndtr, _truncnorm._ndtri_exp, _truncnorm._ndtr)
@@ -243,15 +247,16 @@ class PackTPESampler(BaseSampler):
         self.plans: dict[Any, PackPlan] = {}
         self.fits, self.bounded = 0, False
         self.coming = 0  # proposals announced by :meth:`expect` and not made yet
-        self.known: list[FrozenTrial] | None = None  # the study's trials as read by the reservation
+        self.known: Snapshot | None = None  # the study's trials as read by the reservation
 
-    def expect(self, n: int, trials: list[FrozenTrial] | None = None) -> None:
+    def expect(self, n: int, snap: Snapshot | None = None) -> None:
         """The next ``n`` proposals belong to one reservation (a pack's drafts): their candidates are
         drawn and scored in one batch (:attr:`PackPlan.coming`), not in blocks of 1, 1, 2, 4, ...
         A hint: the same rule picks each proposal; only the batches the seeded candidates are drawn in
-        differ. ``trials``: the study's trials as the reservation just read them (what a read now
-        would return): the next fit on the whole study (not a Hyperband bracket's view) uses them."""
-        self.coming, self.known = max(0, int(n)), trials
+        differ. ``snap``: the study's trials as the reservation just read them (what a read now would
+        return), with their columns: the next fit on the whole study (not a Hyperband bracket's view)
+        uses them."""
+        self.coming, self.known = max(0, int(n)), snap
 
     def reseed_rng(self) -> None:
         self.tpe.reseed_rng()
@@ -264,19 +269,22 @@ class PackTPESampler(BaseSampler):
 
     def _fit_trials(self, study: Any) -> list[FrozenTrial]:
         known, self.known = self.known, None
-        if known is not None and getattr(study, "_bracket_id", None) is None:
-            trials = [t for t in known if t.state in _FIT_STATES]  # as read by the reservation: no read
+        whole = known is not None and getattr(study, "_bracket_id", None) is None  # every state, no read
+        if known is not None and whole:
+            trials, states, values = known.trials, known.states, known.values  # as read by the reservation
         else:
             trials = study.get_trials(deepcopy=False, states=_FIT_STATES)
+            states, values = trial_columns(trials)
         cap = self.history
-        if cap is None or len(trials) <= cap.above:
-            return trials
-        kept = bounded_history(trials, study.directions, cap.n_best, cap.n_recent, cap.above)  # one pass
-        if kept is not trials and not self.bounded:
+        idx = None if cap is None else history_index(states, values, study.directions, cap.n_best, cap.n_recent,
+                                                    cap.above)
+        if idx is None:
+            return [trials[i] for i in np.flatnonzero(np.isin(states, _FIT_CODES))] if whole else trials
+        if not self.bounded:
             self.bounded = True
             if self.say is not None:
-                self.say(cap.line())
-        return kept
+                self.say(cap.line())  # type: ignore[union-attr]
+        return [trials[i] for i in idx if states[i] != _WAITING]  # the running liars, not the queued
 
     def sample_relative(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         if not search_space:

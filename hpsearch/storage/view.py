@@ -13,14 +13,49 @@ What the view does not follow is a write that changes no state: a running trial'
 attributes as it trains (here or elsewhere), which the reservation does not read (its count, TPE's
 fit on the finished trials and its liars, the running trials' params). Storages other than
 Optuna's RDB always read.
+
+The view also keeps what a reservation computes from every trial, so that its cost does not grow
+with the study: the budget's count (:func:`hpsearch.records.tally`) and two columns, each trial's
+state and first value, from which TPE's bounded history picks its trials with NumPy
+(:func:`hpsearch.engines.packsampling.history_index`). At 10,000 trials those passes over the trials
+took ~9 ms per reservation (``tally`` and the history's selection), ~0.3 ms so. A
+:meth:`StudyView.snapshot` hands them out together.
 """
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["StudyView", "stored_state_counts"]
+import numpy as np
+
+from hpsearch.records import counts_toward_budget, tally
+
+__all__ = ["StudyView", "Snapshot", "snapshot_of", "stored_state_counts", "trial_columns"]
+
+
+class Snapshot(NamedTuple):
+    """The study's trials in number order, with their columns and the budget's count of them."""
+
+    trials: list[Any]
+    states: np.ndarray  # each trial's ``TrialState`` value (int8)
+    values: np.ndarray  # each trial's first objective value, NaN without one
+    done: int  # trials that count toward the budget (:func:`hpsearch.records.tally`)
+    running: int
+    waiting: int
+
+
+def _value(trial: Any) -> float:
+    values = trial.values
+    return float(values[0]) if values else math.nan
+
+
+def trial_columns(trials: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(states, first values) of ``trials`` as :class:`Snapshot` holds them."""
+    states = np.fromiter((t.state.value for t in trials), dtype=np.int8, count=len(trials))
+    return states, np.fromiter((_value(t) for t in trials), dtype=float, count=len(trials))
 
 
 def stored_state_counts(storage: Any, study_id: int) -> Counter[str]:
@@ -36,6 +71,11 @@ def stored_state_counts(storage: Any, study_id: int) -> Counter[str]:
     return Counter({(s.name if hasattr(s, "name") else str(s)): int(n) for s, n in rows})
 
 
+def snapshot_of(trials: list[Any]) -> Snapshot:
+    """The :class:`Snapshot` of ``trials`` (the study's, in number order), computed from them."""
+    return Snapshot(trials, *trial_columns(trials), *tally(trials))
+
+
 class StudyView:
     """A study's trials (``FrozenTrial`` by number) as last read, kept up to date with this process's
     own writes (:meth:`created`, :meth:`ended`); :meth:`trials` reads the study again only when the
@@ -48,7 +88,18 @@ class StudyView:
         self.light = isinstance(storage, optuna.storages.RDBStorage)  # the counts can be queried
         self.known: list[Any] | None = None  # index = trial number
         self.counts: Counter[str] = Counter()
+        self.states, self.values = array("b"), array("d")  # the known trials' columns, index = number
+        self.done = 0  # known trials that count toward the budget
         self.reads = self.reuses = 0
+
+    def snapshot(self) -> Snapshot:
+        """The study as stored now (:meth:`trials`) with its columns and count, without a pass over it
+        when the view is up to date."""
+        trials = self.trials()
+        if self.known is None:  # not kept: computed from the read
+            return snapshot_of(trials)
+        return Snapshot(trials, np.array(self.states), np.array(self.values), self.done,
+                        self.counts["RUNNING"], self.counts["WAITING"])
 
     def trials(self) -> list[Any]:
         """The study's trials in number order, as stored now (a list of its own: the caller may keep it)."""
@@ -59,6 +110,9 @@ class StudyView:
         self.reads += 1
         if not trials or trials[-1].number == len(trials) - 1:  # numbered 0..n-1: the list is by number
             self.known, self.counts = list(trials), Counter(t.state.name for t in trials)
+            states, values = trial_columns(trials)
+            self.states, self.values = array("b", states.tobytes()), array("d", values.tobytes())
+            self.done = tally(trials)[0]
         else:
             self.known = None
         return trials
@@ -75,6 +129,9 @@ class StudyView:
                 return
             self.known.append(t)
             self.counts[t.state.name] += 1
+            self.states.append(t.state.value)
+            self.values.append(_value(t))
+            self.done += counts_toward_budget(t)
 
     def ended(self, frozen: Any) -> None:
         """A trial this process just told, as stored (``frozen``)."""
@@ -84,6 +141,9 @@ class StudyView:
         if frozen.number >= len(known):  # not created through the view
             self.forget()
             return
-        self.counts[known[frozen.number].state.name] -= 1
+        old, i = known[frozen.number], frozen.number
+        self.counts[old.state.name] -= 1
         self.counts[frozen.state.name] += 1
-        known[frozen.number] = frozen
+        self.done += counts_toward_budget(frozen) - counts_toward_budget(old)
+        self.states[i], self.values[i] = frozen.state.value, _value(frozen)
+        known[i] = frozen

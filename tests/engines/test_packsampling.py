@@ -115,6 +115,29 @@ def test_bounded_history_is_the_plain_rule_on_ties_and_every_state():
         assert got == plain(trials, direction, n_best, n_recent)
 
 
+@pytest.mark.parametrize("cap", [HistoryCap(n_best=6, n_recent=4, above=12), HistoryCap(6, 4, above=10_000), None])
+def test_a_fit_on_the_reservations_snapshot_takes_the_trials_a_read_takes(cap):
+    """The fit's history from a reservation's snapshot (every state, columns: NumPy) is the trials
+    the fit reads from the study itself (fit states: COMPLETE, PRUNED, RUNNING), capped or not;
+    seeded studies with tied values, PRUNED, FAIL, WAITING and RUNNING trials."""
+    import random
+
+    from hpsearch.storage.view import snapshot_of
+
+    rnd = random.Random(1)
+    states = [TrialState.COMPLETE] * 4 + [TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]
+    for n in [0, 1, 5, 20, 40, 60] * 5:
+        study = optuna.create_study(direction=rnd.choice(["minimize", "maximize"]))
+        for _ in range(n):
+            state = rnd.choice(states)
+            study.add_trial(create_trial(state=state, params={"lr": 0.01}, distributions={"lr": SPACE["lr"]},
+                                         value=round(rnd.random(), 1) if state == TrialState.COMPLETE else None))
+        sampler = PackTPESampler(optuna.samplers.TPESampler(seed=0), 4, cap)
+        read = [t.number for t in sampler._fit_trials(study)]
+        sampler.expect(4, snapshot_of(study.get_trials(deepcopy=False)))
+        assert [t.number for t in sampler._fit_trials(study)] == read, (n, cap)
+
+
 def test_the_cap_applies_above_its_threshold_and_says_so_once():
     study = _study(40)
     said: list[str] = []

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 
-from hpsearch.storage.view import StudyView
+from hpsearch.storage.view import Snapshot, StudyView, snapshot_of
 from hpsearch.study.run import run_study
 from hpsearch.study.validate import parse_study_config
 
@@ -30,7 +31,8 @@ def _fresh(url: str, name: str) -> list[Any]:
 def test_every_reservation_sees_what_a_fresh_read_returns(sqlite_url: str, tmp_path: Any, monkeypatch: Any,
                                                           pruner: str) -> None:
     """A packed study on the defaults (TPE, pack refills; Hyperband and no pruner): at every
-    reservation the view's trials, reused or read, equal a fresh read field for field; most
+    reservation the view's trials, reused or read, equal a fresh read field for field, and its
+    count and columns (the snapshot) equal those computed from the fresh read; most
     reservations reuse it (no other process writes). A running trial's curve and attributes, written
     as it trains, are not followed (nothing the reservation reads)."""
     name = f"view-{pruner}"
@@ -48,7 +50,19 @@ def test_every_reservation_sees_what_a_fresh_read_returns(sqlite_url: str, tmp_p
                 assert getattr(a, f) == getattr(b, f), (len(calls), a.number, f, getattr(a, f), getattr(b, f))
         return got
 
+    real_snapshot = StudyView.snapshot
+    snaps: list[int] = []
+
+    def checked_snapshot(self: StudyView) -> Snapshot:
+        got = real_snapshot(self)
+        want = snapshot_of(_fresh(sqlite_url, name))
+        assert got.done == want.done and got.running == want.running and got.waiting == want.waiting
+        assert np.array_equal(got.states, want.states) and np.array_equal(got.values, want.values, equal_nan=True)
+        snaps.append(len(got.trials))
+        return got
+
     monkeypatch.setattr(StudyView, "trials", checked)
+    monkeypatch.setattr(StudyView, "snapshot", checked_snapshot)
     cfg = parse_study_config({
         "name": name, "data": {"source": "sklearn:iris", "split": {"valid": 0.25, "test": 0.2, "seed": 0}},
         "model": {"builder": "mlp", "fixed": {"optimizer": "adam"}},
@@ -60,6 +74,7 @@ def test_every_reservation_sees_what_a_fresh_read_returns(sqlite_url: str, tmp_p
     res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
     assert res.n_complete + res.n_pruned == 48
     assert len(calls) >= 4 and sum(calls) >= len(calls) // 2, calls  # reused at most reservations
+    assert len(snaps) >= 4 and snaps[-1] > snaps[0]  # the count and the columns too, followed as the study grew
 
 
 def test_another_process_change_is_read_and_this_process_writes_are_not(storage_url: str) -> None:
