@@ -49,7 +49,7 @@ from optuna.samplers._tpe.sampler import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.engines.parzen import mixture_log_pdf
+from hpsearch.engines.parzen import distinct_values, kernel_log_pdf, mixture_log_pdf
 from hpsearch.engines.samplers import first_direction
 from hpsearch.storage.view import Snapshot, trial_columns
 
@@ -164,6 +164,7 @@ class PackPlan:
             np.empty(0) if isinstance(d, _BatchedCategoricalDistributions) else np.sort(d.mu[:-1])
             for d in self.mpe_above._mixture_distribution.distributions]
         self.cand = np.empty((0, len(space)))
+        self.distinct: list[Any] = []  # the candidates' distinct values per discrete parameter (parzen.py)
         self.log_l = self.log_g = self.liar_sum = np.empty(0)
         self.block = 0
         self.coming = 0  # proposals known to follow (set by PackTPESampler.expect's hint)
@@ -173,9 +174,11 @@ class PackPlan:
         cand = self.mpe_below.sample(self.rng, m)
         arr = np.array([cand[p] for p in self.space]).T
         liar = np.full(m, -np.inf)
+        distinct = distinct_values(self.mpe_above._mixture_distribution, arr) if self.kernels else []
         for kern in self.kernels:
-            liar = np.logaddexp(liar, mixture_log_pdf(kern, arr))
+            liar = np.logaddexp(liar, kernel_log_pdf(kern, arr, distinct))
         self.cand = np.vstack([self.cand, arr])
+        self.distinct = distinct_values(self.mpe_above._mixture_distribution, self.cand)  # for the liars
         self.log_l = np.concatenate([self.log_l, mixture_log_pdf(self.mpe_below._mixture_distribution, arr)])
         self.log_g = np.concatenate([self.log_g, mixture_log_pdf(self.mpe_above._mixture_distribution, arr)])
         self.liar_sum = np.concatenate([self.liar_sum, liar])
@@ -229,7 +232,8 @@ class PackPlan:
         self.kernels.append(kern)
         rest = self.block * self.n_ei  # the liar only matters to the blocks not used yet
         if rest < len(self.cand):
-            self.liar_sum[rest:] = np.logaddexp(self.liar_sum[rest:], mixture_log_pdf(kern, self.cand[rest:]))
+            self.liar_sum[rest:] = np.logaddexp(self.liar_sum[rest:],
+                                                kernel_log_pdf(kern, self.cand[rest:], self.distinct))
         return {p: dist.to_external_repr(row[n]) for n, (p, dist) in enumerate(self.space.items())}
 
 

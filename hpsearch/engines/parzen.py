@@ -12,8 +12,14 @@ formulas and Optuna's own Gaussian masses, in about half as many passes: each ke
 discrete masses gathered once with their normaliser, the categorical logs taken on the (choices x
 kernels) table before the gather, the range test on the candidates (one per row: ``x < low`` is
 ``(x - mu) / sigma < (low - mu) / sigma`` for sigma > 0), the log-sum-exp in place. Equal to
-Optuna's within rounding (``tests/engines/test_packsampling.py`` compares them on random mixtures
-of every kernel type).
+Optuna's within rounding (``tests/engines/test_parzen.py`` compares them on random mixtures of
+every kernel type).
+
+A constant liar is one kernel, scored on every candidate not used yet after each proposal (~10,000
+times in a 10,000-trial study): :func:`kernel_log_pdf` computes one kernel's density with one call
+of the Gaussian mass for all its parameters (the discrete masses per distinct candidate value, found
+once per batch of candidates by :func:`distinct_values`, and the normalisers): ~0.18 -> ~0.05 ms a
+liar.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 import numpy as np
 from optuna.samplers._tpe import _truncnorm
 
-__all__ = ["mixture_log_pdf"]
+__all__ = ["mixture_log_pdf", "kernel_log_pdf", "distinct_values"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)  # Optuna's _norm_pdf_logC
 
@@ -87,3 +93,59 @@ def mixture_log_pdf(mix: Any, x: np.ndarray) -> np.ndarray:
     np.exp(acc, out=acc)
     with np.errstate(divide="ignore"):
         return np.log(acc.sum(axis=1)) + top
+
+
+def distinct_values(mix: Any, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per parameter of ``mix``'s kernels: for a discrete one the distinct values of ``x``'s column
+    and each candidate's index among them (``np.unique`` with ``return_inverse``), else None."""
+    return [np.unique(x[:, i], return_inverse=True) if hasattr(d, "mu") and d.step != 0.0 else None
+            for i, d in enumerate(mix.distributions)]
+
+
+def kernel_log_pdf(kern: Any, x: np.ndarray, distinct: list[tuple[np.ndarray, np.ndarray] | None]) -> np.ndarray:
+    """``kern.log_pdf(x)`` of a mixture of one kernel (Optuna's ``_MixtureOfProductDistribution``)
+    with one call of the Gaussian mass; ``distinct``: :func:`distinct_values` of ``x``, or of the rows
+    ``x`` ends (each inverse's last ``len(x)`` entries are used)."""
+    n = len(x)
+    out = np.zeros(n)
+    const = float(np.log(kern.weights[0])) if kern.weights[0] > 0 else -math.inf
+    outside = np.zeros(n, dtype=bool)
+    lows: list[np.ndarray] = []  # the standardised intervals of every Gaussian mass, in one call below
+    highs: list[np.ndarray] = []
+    uses: list[tuple[int, int, np.ndarray | None]] = []  # (first interval, count, candidate index) per mass
+    at = 0
+    for i, d in enumerate(kern.distributions):
+        if not hasattr(d, "mu"):  # categorical
+            with np.errstate(divide="ignore"):
+                out += np.log(d.weights[0])[x[:, i].astype(np.int64)]
+            continue
+        mu, sigma = float(d.mu[0]), float(d.sigma[0])
+        lows.append(np.array([(d.adapted_low - mu) / sigma]))  # the normaliser
+        highs.append(np.array([(d.adapted_high - mu) / sigma]))
+        uses.append((at, 1, None))
+        at += 1
+        if d.step == 0.0:
+            xi = np.log(x[:, i]) if d.is_log else np.asarray(x[:, i], dtype=float)
+            outside |= (xi < d.adapted_low) | (xi > d.adapted_high)
+            z = (xi - mu) / sigma
+            out -= 0.5 * z * z
+            const -= _LOG_SQRT_2PI + math.log(sigma)
+            continue
+        xu, inv = distinct[i]  # type: ignore[misc]
+        left, right = xu - d.step / 2, xu + d.step / 2
+        if d.is_log:
+            left, right = np.log(left), np.log(right)
+        lows.append((left - mu) / sigma)
+        highs.append((right - mu) / sigma)
+        uses.append((at, len(xu), inv.ravel()[len(inv.ravel()) - n:]))
+        at += len(xu)
+    if lows:
+        mass = _truncnorm._log_gauss_mass(np.concatenate(lows), np.concatenate(highs))
+        for first, count, inv in uses:
+            if inv is None:
+                const -= float(mass[first])
+            else:
+                out += mass[first:first + count][inv]
+    out += const
+    out[outside] = -np.inf
+    return out

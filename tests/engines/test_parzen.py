@@ -17,7 +17,7 @@ from optuna.samplers._tpe.probability_distributions import (
 )
 
 from hpsearch.engines.packsampling import _vectorised_truncnorm
-from hpsearch.engines.parzen import mixture_log_pdf
+from hpsearch.engines.parzen import distinct_values, kernel_log_pdf, mixture_log_pdf
 
 
 def _kernels(rng: np.random.Generator, kind: int, k: int, n: int, case: int) -> tuple[Any, np.ndarray]:
@@ -65,3 +65,23 @@ def test_mixture_log_pdf_is_optunas_on_every_kernel_type(vectorised: bool) -> No
             finite = np.isfinite(want)
             np.testing.assert_allclose(got[finite], want[finite], rtol=1e-11, atol=1e-11, err_msg=f"case {case}")
 
+
+
+@pytest.mark.parametrize("vectorised", [False, True], ids=["optuna-truncnorm", "scipy-truncnorm"])
+def test_one_kernels_log_pdf_is_optunas_on_every_kernel_type(vectorised: bool) -> None:
+    """A liar's density (one kernel): 300 seeded kernels of 1-4 parameters of every type, scored on
+    the last rows of a batch of candidates whose distinct values were found once for the whole batch:
+    Optuna's log_pdf on those rows (the same -inf outside a range or on a zero-weight choice)."""
+    rng = np.random.default_rng(1)
+    with np.errstate(divide="ignore"), (_vectorised_truncnorm() if vectorised else contextlib.nullcontext()):
+        for case in range(300):
+            n = int(rng.integers(1, 80))
+            parts = [_kernels(rng, int(kind), 1, n, case) for kind in rng.choice(5, size=int(rng.integers(1, 5)))]
+            kern = _MixtureOfProductDistribution(weights=np.array([1.0]), distributions=[d for d, _ in parts])
+            batch = np.array([col for _, col in parts]).T
+            rest = int(rng.integers(0, n))  # the rows not used yet: the batch's last n - rest
+            x = batch[rest:]
+            want, got = kern.log_pdf(x), kernel_log_pdf(kern, x, distinct_values(kern, batch))
+            assert np.array_equal(np.isneginf(want), np.isneginf(got)), case
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(got[finite], want[finite], rtol=1e-11, atol=1e-11, err_msg=f"case {case}")
