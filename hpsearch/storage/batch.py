@@ -326,6 +326,11 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
     return done
 
 
+def _utc(local: datetime.datetime | None) -> datetime.datetime | None:
+    """A datetime as Optuna's trials table stores it (naive UTC; its ORM setter's conversion)."""
+    return None if local is None else local.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+
+
 def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list[int]:
     """Create one RUNNING trial per template (a ``FrozenTrial``: params, distributions, user and
     system attributes), with its first heartbeat, in one transaction of a constant number of
@@ -353,13 +358,14 @@ def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list
         trials = models.TrialModel
         base = session.execute(sqlalchemy.select(sqlalchemy.func.count(trials.trial_id))
                                .where(trials.study_id == study_id)).scalar_one()
-        rows = [trials(study_id=study_id, number=base + j, state=TrialState.RUNNING, datetime_start=t.datetime_start)
-                for j, t in enumerate(templates)]
         for j, t in enumerate(templates):
             t.number = base + j  # as stored
-        session.add_all(rows)
-        session.flush()  # one multi-row insert: the ids
-        ids = [int(r.trial_id) for r in rows]
+        table = trials.__table__  # Core: one multi-row INSERT ... RETURNING (the ORM's flush took ~6 ms)
+        rows = [{"study_id": study_id, "number": t.number, "state": TrialState.RUNNING, "datetime_start": _utc(t.datetime_start)}
+                for t in templates]
+        ids_by_number = dict(session.execute(sqlalchemy.insert(table).returning(
+            table.c.number, table.c.trial_id, sort_by_parameter_order=True), rows).all())
+        ids = [int(ids_by_number[t.number]) for t in templates]
         params = [{"trial_id": i, "param_name": name, "param_value": t.distributions[name].to_internal_repr(value),
                    "distribution_json": distribution_to_json(t.distributions[name])}
                   for i, t in zip(ids, templates) for name, value in t.params.items()]

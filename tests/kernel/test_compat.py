@@ -564,8 +564,11 @@ def _check_batch_create_and_finish(fitted: dict[str, Any]) -> None:
         if way == "public":
             ids = [storage.create_new_trial(study._study_id, template_trial=template(x)) for x in xs]
         else:
-            ids = create_trials(storage, study._study_id, [template(x) for x in xs])
+            made = [template(x) for x in xs]
+            ids = create_trials(storage, study._study_id, made)
             assert not running_without_heartbeat(storage, study._study_id), "created without heartbeats"
+            # stored as Optuna stores it (naive UTC), read back as the template's local time
+            assert [storage.get_trial(i).datetime_start for i in ids] == [t.datetime_start for t in made]
         storage.set_trial_intermediate_value(ids[1], 2, 0.25)
         storage.set_trial_intermediate_value(ids[1], 5, 0.5)
         ends = [("COMPLETE", [0.9]), ("PRUNED", None), ("COMPLETE", [math.nan]), ("FAIL", None)]
