@@ -11,7 +11,10 @@ formulas and Optuna's own Gaussian masses, in about half as many passes: each ke
 (normaliser, ``log sigma``, its weight) folded into one row before the matrix is touched, the
 discrete masses gathered once with their normaliser, the categorical logs taken on the (choices x
 kernels) table before the gather, the range test on the candidates (one per row: ``x < low`` is
-``(x - mu) / sigma < (low - mu) / sigma`` for sigma > 0), the log-sum-exp in place. Equal to
+``(x - mu) / sigma < (low - mu) / sigma`` for sigma > 0), the log-sum-exp in place, in two work
+arrays kept between calls (a fresh array of a few MB costs ~1 ms of page faults), its exponents
+floored at -700 below the largest term (exp is ~10x slower where it underflows; such a term cannot
+change the sum). g over 744 candidates x 476 kernels: 8.9 -> 2.5 ms with the last two. Equal to
 Optuna's within rounding (``tests/engines/test_parzen.py`` compares them on random mixtures of
 every kernel type).
 
@@ -25,6 +28,7 @@ liar.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -33,6 +37,8 @@ from optuna.samplers._tpe import _truncnorm
 __all__ = ["mixture_log_pdf", "kernel_log_pdf", "distinct_values"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)  # Optuna's _norm_pdf_logC
+_EXP_FLOOR = -700.0
+_SCRATCH = threading.local()
 
 
 def _distinct(mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,28 +53,38 @@ def _distinct(mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return m[first], s[first], inv
 
 
+def _scratch(slot: int, n: int, k: int) -> np.ndarray:
+    """An (n, k) work array kept between calls (per thread): a fresh one of a few MB costs its page
+    faults at every call (~1 ms each for 744 x 476)."""
+    bufs: list[np.ndarray] = _SCRATCH.__dict__.setdefault("bufs", [np.empty(0), np.empty(0)])
+    if bufs[slot].size < n * k:
+        bufs[slot] = np.empty(n * k)
+    return bufs[slot][:n * k].reshape(n, k)
+
+
 def mixture_log_pdf(mix: Any, x: np.ndarray) -> np.ndarray:
     """``mix.log_pdf(x)`` of Optuna's ``_MixtureOfProductDistribution`` ``mix`` (``x``: candidates x
     parameters, in the mixture's space) in fewer passes."""
     n, k = len(x), len(mix.weights)
     with np.errstate(divide="ignore"):  # a zero weight: log 0 = -inf, as Optuna's
         row = np.log(np.asarray(mix.weights, dtype=float))  # per kernel: every constant term
-    acc: np.ndarray | None = None
+    acc, term = _scratch(0, n, k), _scratch(1, n, k)
     outside = np.zeros(n, dtype=bool)  # a candidate outside a continuous range: density 0
     for i, d in enumerate(mix.distributions):
+        out = acc if i == 0 else term
         if not hasattr(d, "mu"):  # categorical: a weight per kernel and choice
             with np.errstate(divide="ignore"):
-                term = np.log(d.weights).T[x[:, i].astype(np.int64)]  # (n, k): log weights[k, x]
+                np.take(np.log(d.weights).T, x[:, i].astype(np.int64), axis=0, out=out)  # log weights[k, x]
         elif d.step == 0.0:
             mu, sigma = np.asarray(d.mu, dtype=float), np.asarray(d.sigma, dtype=float)
             xi = np.log(x[:, i]) if d.is_log else np.asarray(x[:, i], dtype=float)
             lo, hi = d.adapted_low, d.adapted_high
             row -= _LOG_SQRT_2PI + _truncnorm._log_gauss_mass((lo - mu) / sigma, (hi - mu) / sigma) + np.log(sigma)
             outside |= (xi < lo) | (xi > hi)
-            term = np.subtract(xi[:, None], mu[None])
-            term /= sigma
-            np.square(term, out=term)
-            term *= -0.5
+            np.subtract(xi[:, None], mu[None], out=out)
+            out /= sigma
+            np.square(out, out=out)
+            out *= -0.5
         else:
             xu, inv = np.unique(x[:, i], return_inverse=True)
             mu_u, sigma_u, kinv = _distinct(np.asarray(d.mu, dtype=float), np.asarray(d.sigma, dtype=float))
@@ -78,21 +94,24 @@ def mixture_log_pdf(mix: Any, x: np.ndarray) -> np.ndarray:
             mass = _truncnorm._log_gauss_mass(((left[:, None] - mu_u) / sigma_u).ravel(),
                                               ((right[:, None] - mu_u) / sigma_u).ravel()).reshape(len(xu), -1)
             mass -= _truncnorm._log_gauss_mass((d.adapted_low - mu_u) / sigma_u, (d.adapted_high - mu_u) / sigma_u)
-            term = mass[:, kinv][inv.ravel()]  # columns first: 5x faster than one np.ix_ gather
-        if acc is None:
-            acc = term if term.flags.writeable and term.base is None else term.copy()
-        else:
+            np.take(mass[:, kinv], inv.ravel(), axis=0, out=out)  # columns first: 5x faster than np.ix_
+        if i:
             acc += term
-    if acc is None:
-        acc = np.zeros((n, k))
+    if not mix.distributions:
+        acc.fill(0.0)
     acc += row
     acc[outside] = -np.inf
     top = acc.max(axis=1)
-    top[np.isneginf(top)] = 0  # every kernel 0 (or none): -inf, not NaN
+    dead = np.isneginf(top)  # every kernel 0 (or none): -inf, not NaN
+    top[dead] = 0
     acc -= top[:, None]
+    # the largest term is 1: a term under e^-700 cannot change the sum (of fewer than 1e290 kernels)
+    # in double precision, and exp is ~10x slower where it underflows (below -708, -inf included)
+    np.maximum(acc, _EXP_FLOOR, out=acc)
     np.exp(acc, out=acc)
-    with np.errstate(divide="ignore"):
-        return np.log(acc.sum(axis=1)) + top
+    out = np.log(acc.sum(axis=1)) + top
+    out[dead] = -np.inf
+    return out
 
 
 def distinct_values(mix: Any, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray] | None]:
