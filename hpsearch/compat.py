@@ -173,9 +173,10 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         "hpsearch.engines.packsampling (one TPE fit per pack, issue 26): swapped for SciPy's ndtr, as above",
     ),
     PrivateHook(
-        "optuna", "optuna.samplers._tpe._truncnorm._log_gauss_mass",
-        "hpsearch.engines.parzen (issue 26): TPE's log Gaussian mass of an interval, the one Optuna's mixture "
-        "log-density uses, in hpsearch's fewer-pass evaluation of that density",
+        "optuna", "optuna.samplers._tpe._truncnorm._log_diff",
+        "hpsearch.engines.parzen (issue 26): log(p - q) from log p and log q, one of the three functions "
+        "(with _log_ndtr and _ndtr) of Optuna's log Gaussian mass, which hpsearch.engines.parzen.log_gauss_mass "
+        "writes into a float array (Optuna's fills a complex one) for its fewer-pass mixture density",
     ),
 
     PrivateHook(

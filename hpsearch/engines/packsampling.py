@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -196,7 +197,7 @@ class PackPlan:
                 w[0, int(row[i])] += 1
                 dists.append(d._replace(weights=w / w.sum()))
                 continue
-            v = float(np.log(row[i])) if d.is_log else float(row[i])
+            v = math.log(row[i]) if d.is_log else float(row[i])
             lo, hi, srt = d.adapted_low, d.adapted_high, self.sorted_mu[i]
             j = int(np.searchsorted(srt, v))
             left, right = (srt[j - 1] if j > 0 else lo), (srt[j] if j < len(srt) else hi)
@@ -205,7 +206,7 @@ class PackPlan:
             else:
                 sigma = max(v - left, right - v)
             minsigma = (hi - lo) / min(100.0, 1.0 + n_obs + 1) if par.consider_magic_clip else 1e-12
-            dists.append(d._replace(mu=np.array([v]), sigma=np.array([float(np.clip(sigma, minsigma, hi - lo))])))
+            dists.append(d._replace(mu=np.array([v]), sigma=np.array([min(max(sigma, minsigma), hi - lo)])))
         return _MixtureOfProductDistribution(weights=np.array([1.0]), distributions=dists)
 
     def next(self) -> dict[str, Any]:

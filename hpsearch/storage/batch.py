@@ -64,6 +64,15 @@ def _transaction(storage: Any, work: Any) -> Any:
         return out
 
 
+def _insert(session: Any, model: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (column names: those of Optuna's models are their attributes' names) into
+    ``model``'s table with one Core executemany: the ORM's bulk insert of the same rows spent ~2 us
+    a row collecting them (a pack's dozen attributes per trial: a third of its tell transaction)."""
+    import sqlalchemy
+
+    session.execute(sqlalchemy.insert(model.__table__), rows)
+
+
 def _check_running(session: Any, ids: Sequence[int]) -> None:
     """Raise Optuna's ``UpdateFinishedTrialError`` (what its setters raise) unless every trial in
     ``ids`` is unfinished: one query."""
@@ -116,7 +125,7 @@ def write_intermediate_values(storage: Any, values: Sequence[tuple[int, int, flo
             else:
                 rows.append(row)
         if rows:
-            session.execute(sqlalchemy.insert(table), rows)
+            _insert(session, table, rows)
 
     _transaction(storage, work)
 
@@ -252,7 +261,7 @@ def _write_attrs(session: Any, attrs_t: Any, attrs: dict[int, dict[str, Any]]) -
                         .values(value_json=sqlalchemy.bindparam("v")), changed)
     new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
     if new:
-        session.execute(sqlalchemy.insert(attrs_t), new)
+        _insert(session, attrs_t, new)
 
 
 def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
@@ -315,7 +324,7 @@ def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
                 stored_value, kind = values_t.value_to_stored_repr(v)
                 values.append({"trial_id": i, "objective": objective, "value": stored_value, "value_type": kind})
         if values:
-            session.execute(sqlalchemy.insert(values_t), values)
+            _insert(session, values_t, values)
         for state in sorted({told[i][0] for i in live}):
             ids = [i for i in live if told[i][0] == state]
             session.execute(sqlalchemy.update(trials).where(trials.trial_id.in_(ids))
@@ -361,8 +370,8 @@ def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list
         for j, t in enumerate(templates):
             t.number = base + j  # as stored
         table = trials.__table__  # Core: one multi-row INSERT ... RETURNING (the ORM's flush took ~6 ms)
-        rows = [{"study_id": study_id, "number": t.number, "state": TrialState.RUNNING, "datetime_start": _utc(t.datetime_start)}
-                for t in templates]
+        rows = [{"study_id": study_id, "number": t.number, "state": TrialState.RUNNING,
+                 "datetime_start": _utc(t.datetime_start)} for t in templates]
         ids_by_number = dict(session.execute(sqlalchemy.insert(table).returning(
             table.c.number, table.c.trial_id, sort_by_parameter_order=True), rows).all())
         ids = [int(ids_by_number[t.number]) for t in templates]
@@ -375,9 +384,9 @@ def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list
                                for table, kind in ((models.TrialUserAttributeModel, "user_attrs"),
                                                    (models.TrialSystemAttributeModel, "system_attrs")))):
             if rows_:
-                session.execute(sqlalchemy.insert(table), rows_)
+                _insert(session, table, rows_)
         now = session.execute(sqlalchemy.func.now()).scalar_one()
-        session.execute(sqlalchemy.insert(models.TrialHeartbeatModel), [{"trial_id": i, "heartbeat": now} for i in ids])
+        _insert(session, models.TrialHeartbeatModel, [{"trial_id": i, "heartbeat": now} for i in ids])
         return ids
 
     created: list[int] = _transaction(storage, work)

@@ -282,8 +282,8 @@ def _check_truncnorm(fitted: dict[str, Any]) -> None:
 
 
 def _check_parzen(fitted: dict[str, Any]) -> None:
-    """hpsearch.engines.parzen's mixture log-density equals Optuna's (the Gaussian mass it takes from
-    Optuna is still the one that density uses)."""
+    """hpsearch.engines.parzen's mixture log-density equals Optuna's (the Gaussian mass it computes
+    with Optuna's _log_diff, _log_ndtr and _ndtr is still the one that density uses)."""
     import numpy as np
     from optuna.samplers._tpe.probability_distributions import (
         _BatchedDiscreteTruncNormDistributions,
@@ -687,7 +687,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "optuna.samplers._tpe._truncnorm._log_ndtr": _check_truncnorm,
     "optuna.samplers._tpe._truncnorm._ndtri_exp": _check_truncnorm,
     "optuna.samplers._tpe._truncnorm._ndtr": _check_truncnorm,
-    "optuna.samplers._tpe._truncnorm._log_gauss_mass": _check_parzen,
+    "optuna.samplers._tpe._truncnorm._log_diff": _check_parzen,
     "optuna.study.Study._storage": _check_storage_and_trial_id,
     "optuna.trial.FrozenTrial._trial_id": _check_storage_and_trial_id,
     "optuna.study.Study._bracket_id": _check_bracket_id,
