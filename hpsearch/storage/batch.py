@@ -67,10 +67,17 @@ def _transaction(storage: Any, work: Any) -> Any:
 def _insert(session: Any, model: Any, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (column names: those of Optuna's models are their attributes' names) into
     ``model``'s table with one Core executemany: the ORM's bulk insert of the same rows spent ~2 us
-    a row collecting them (a pack's dozen attributes per trial: a third of its tell transaction)."""
+    a row collecting them (a pack's dozen attributes per trial: a third of its tell transaction). On
+    PostgreSQL with a RETURNING clause, so that SQLAlchemy sends the rows as multi-row INSERTs
+    ("insertmanyvalues"): a plain executemany is one statement per row there (psycopg's pipeline), a
+    tell of 31 trials 25 -> 19 ms; SQLite's executemany is faster without it."""
     import sqlalchemy
 
-    session.execute(sqlalchemy.insert(model.__table__), rows)
+    table = model.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sqlalchemy.insert(table).returning(*table.primary_key.columns), rows).all()
+    else:
+        session.execute(sqlalchemy.insert(table), rows)
 
 
 def _check_running(session: Any, ids: Sequence[int]) -> None:

@@ -537,6 +537,12 @@ def _check_filter_study(fitted: dict[str, Any]) -> None:
 
 def _check_batch_create_and_finish(fitted: dict[str, Any]) -> None:
     """create_trials and finish_trials store what create_new_trial and tell store, trial for trial."""
+    batch_writes_store_what_optuna_stores("sqlite:///:memory:")
+
+
+def batch_writes_store_what_optuna_stores(url: str) -> None:
+    """create_trials and finish_trials store what create_new_trial and tell store, trial for trial,
+    on the storage at ``url`` (each way in a study of its own)."""
     import datetime
     import math
 
@@ -557,7 +563,7 @@ def _check_batch_create_and_finish(fitted: dict[str, Any]) -> None:
 
     stores = {}
     for way in ("public", "batched"):
-        storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+        storage = optuna.storages.RDBStorage(url)
         study = optuna.create_study(storage=storage)
         study.enqueue_trial({"x": 0.0})  # a trial already there: the new ones are numbered after it
         xs = [0.1, 0.2, 0.3, 0.4]
@@ -581,7 +587,7 @@ def _check_batch_create_and_finish(fitted: dict[str, Any]) -> None:
             finish_trials(storage, [Finish(tid, state, values, {"end": state})
                                     for tid, (state, values) in zip(ids, ends)], 1)
         stores[way] = study.get_trials()
-    storage = optuna.storages.RDBStorage("sqlite:///:memory:")  # several objectives: a pruned trial has no value
+    storage = optuna.storages.RDBStorage(url)  # several objectives: a pruned trial has no value
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
     ids = create_trials(storage, study._study_id, [template(0.5), template(0.6)])
     for tid in ids:

@@ -321,3 +321,11 @@ def test_what_the_process_sees_of_a_pruned_packed_study_is_what_the_storage_hold
     for a, b in zip(process, fresh):
         for f in fields:
             assert getattr(a, f) == getattr(b, f), (a.number, f)
+
+
+def test_batched_writes_store_what_optunas_api_stores_on_each_backend(storage_url):
+    """The batched create and tell (Core inserts; on PostgreSQL multi-row INSERT ... RETURNING)
+    store on SQLite and PostgreSQL what Optuna's create_new_trial and tell store, trial for trial."""
+    from tests.kernel.test_compat import batch_writes_store_what_optuna_stores
+
+    batch_writes_store_what_optuna_stores(storage_url)
