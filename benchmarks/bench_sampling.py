@@ -208,6 +208,47 @@ refill's trials while the pack trains was tried and dropped: on 2 cores with Ten
 slower (146 s against 128-129 s without it, the loop blocked 13 s on it): the reservation's Python
 work held the GIL the training needed.
 
+Then (2026-12-07, patched timers again): what a reservation still computed from every trial in Python
+(the budget's count, the pick of TPE's bounded history: ~9 ms at 10,000 trials) comes from the view,
+which keeps the count and two columns, each trial's state and first value (``StudyView.snapshot``;
+the history is picked from the columns with NumPy, ``packsampling.history_index``); a liar's density
+is one kernel's, with one Gaussian-mass call (``parzen.kernel_log_pdf``); g's density works in two
+arrays kept between calls and floors its exponents at -700 below the largest term (at 744 x 476
+two thirds of its 8.9 ms were the page faults of fresh arrays and exp's slow path for underflow:
+2.5 ms now, the same proposals); a reservation's trial rows are one Core ``INSERT ... RETURNING`` and
+every other batched row a Core executemany (the ORM spent ~2 us a row; on PostgreSQL with RETURNING,
+which makes SQLAlchemy send multi-row INSERTs instead of one statement per row); the loop's end reads
+the study once with Python's collector paused (Optuna's cache catching up had run nine full
+collections of ~1 s that freed nothing). ``run_s`` is now ``run_study``'s own time: it counted this
+script's deep-copied read of the study after the run (the "~8 s catch-up" above was partly that
+read). The code before (443b2d5, its own worktree) and after, one after the other, this same script,
+seed 0, quiet machine:
+
+  trials  storage     code     sample ms early / late  late/early  wall_s  timed share  trials/min  run_s
+  10000   sqlite      443b2d5  1.1 / 1.5               1.34        90.9    0.161        6601        99.8
+  10000   sqlite      20c32a0  0.6 / 0.7, 0.6 / 0.8    1.21, 1.38  87.3, 83.0  0.095, 0.096  6873, 7229  90.6, 86.2
+  1000    sqlite      443b2d5  0.8 / 1.0-1.1           1.24, 1.29, 1.42  9.6-10.3  0.129-0.131  5825-6250  11.1-11.8
+  1000    sqlite      20c32a0  0.5-0.6 / 0.7           1.07, 1.23, 1.25  9.1-9.8   0.104        6122-6593  10.2-11.0
+  10000   postgresql  443b2d5  1.8 / 2.3               1.29        109.7   0.256        5470        119.2
+  10000   postgresql  20c32a0  1.3 / 1.3               1.00        102.0   0.207        5882        106.2
+  1000    postgresql  443b2d5  1.3 / 2.1               1.55        10.8    0.237        5556        12.5
+  1000    postgresql  20c32a0  1.1 / 1.6               1.39        11.7    0.193        5128        13.0
+  10000   postgresql  2bdbf6c  1.1 / 1.4               1.23        103.3   0.205        5808        108.1
+  1000    postgresql  2bdbf6c  0.9 / 1.7               1.86        12.3    0.189        4878        13.9
+  10000   sqlite      2bdbf6c  0.6 / 0.8               1.29        98.7    0.100        6079        102.2
+(1,000, SQLite: interleaved pairs; five more runs of the new code: late/early 1.62, 0.98, 1.10, 1.25,
+1.20, share 0.100-0.107. 20c32a0: the new code before the multi-row INSERTs on PostgreSQL, which
+take a tell of 31 trials there from 25 to 18 ms in isolation but moved the 10,000-trial share only
+from 20.7 % to 20.5 %; 2bdbf6c: the last code, run after the pairs.)
+On SQLite, the default, the 10 % share at 10,000 tiny trials is reached, barely: 9.5 %, 9.6 % and
+10.0 % in three runs (the last on a slower pass of the machine: wall 98.7 s); the
+reservations' cost per trial is flat from 10-30 % to 80-100 % of a 1,000-trial study (timed per
+reservation: 0.50 ms a trial early, 0.53-0.59 late); the stored per-trial figure (reservation and
+suggest, rounded to 0.1 ms) is under 1.3x late/early in 7 of 8 runs (one 1.62). On PostgreSQL a
+reservation and a tell are still ~40 ms and ~25 ms at 3,000 trials: every statement is a round trip
+(the lock's transaction, the count, the create, the tell, each connection checkout pinged first),
+20 % of the wall time at 10,000.
+
 Usage:
     python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: ~4 min on 2 cores
     python benchmarks/bench_sampling.py scale --sizes 100,1000 --storages sqlite --samplers batched,sequential
