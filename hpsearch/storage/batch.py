@@ -257,6 +257,9 @@ def _write_attrs(session: Any, attrs_t: Any, attrs: dict[int, dict[str, Any]]) -
     encoded = {(i, k): json.dumps(v) for i, a in attrs.items() for k, v in a.items()}
     if not encoded:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        _upsert_attrs(session, attrs_t.__table__, encoded)
+        return
     stored = {(i, k): v for i, k, v in session.execute(
         sqlalchemy.select(attrs_t.trial_id, attrs_t.key, attrs_t.value_json).where(
             attrs_t.trial_id.in_(sorted(attrs)), attrs_t.key.in_(sorted({k for _, k in encoded})))).all()}
@@ -269,6 +272,23 @@ def _write_attrs(session: Any, attrs_t: Any, attrs: dict[int, dict[str, Any]]) -
     new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
     if new:
         _insert(session, attrs_t, new)
+
+
+def _upsert_attrs(session: Any, table: Any, encoded: dict[tuple[int, str], str]) -> None:
+    """``_write_attrs`` on PostgreSQL: one ``INSERT ... ON CONFLICT (trial_id, key) DO UPDATE ...
+    WHERE the value differs`` (multi-row statements through a RETURNING clause, as :func:`_insert`):
+    each row finds its stored twin through the table's unique index. The read of the stored values it
+    replaces was a sequential scan until autovacuum analyzed the table (7.8 ms a tell at 87,000
+    attribute rows, 1.3 ms after an ANALYZE; a tell of 31 trials 18 -> 14 ms). SQLite's planner takes
+    the index without statistics, and its read and plain inserts are faster than the upsert there."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c.trial_id, table.c.key],
+                                      set_={"value_json": stmt.excluded.value_json},
+                                      where=table.c.value_json != stmt.excluded.value_json)
+    rows = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items()]
+    session.execute(stmt.returning(*table.primary_key.columns), rows).all()
 
 
 def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,

@@ -207,30 +207,44 @@ def test_told_together_a_trial_failed_as_stale_meanwhile_is_left_as_it_is(sqlite
     assert storage.get_trial(a._trial_id).values == [0.5]
 
 
-def test_told_together_attributes_stored_before_are_rewritten_only_where_they_changed(sqlite_url):
+def test_told_together_attributes_stored_before_are_rewritten_only_where_they_changed(storage_url):
     """finish_trials over trials whose attributes were partly stored before (the worker, set at
-    creation): a changed one is rewritten, an unchanged one stays, a new one is added, per trial;
-    the rewrites are one statement (executemany), not one per attribute."""
+    creation): a changed one is rewritten, an unchanged one stays (on PostgreSQL its row version is
+    the same), a new one is added, per trial; no statement per attribute: on PostgreSQL one upsert
+    through the table's unique index (no read of the stored values), on SQLite a read, one UPDATE
+    executemany and one INSERT."""
     import sqlalchemy
 
     from hpsearch.storage import open_storage
     from hpsearch.storage.batch import Finish, finish_trials
 
-    storage = open_storage(sqlite_url)
+    storage = open_storage(storage_url)
     study = optuna.create_study(study_name="rewrite", storage=storage)
     a, b = study.ask(), study.ask()
     for t in (a, b):
         storage.set_trial_user_attr(t._trial_id, "worker", "w1")
         storage.set_trial_user_attr(t._trial_id, "note", "old")
-    updates: list[str] = []
+    pg = storage_url.startswith("postgresql")
+
+    def version() -> Any:  # the row version of b's unchanged "note" (PostgreSQL: a rewrite moves it)
+        with storage.engine.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT ctid FROM trial_user_attributes WHERE trial_id = :t "
+                                                "AND key = 'note'"), {"t": b._trial_id}).scalar_one()
+
+    before = version() if pg else None
+    writes: list[str] = []
     sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
-                            lambda *args: updates.append(args[2]) if args[2].lstrip().upper().startswith("UPDATE")
-                            and "trial_user_attributes" in args[2] else None)
+                            lambda *args: writes.append(args[2]) if "trial_user_attributes" in args[2] else None)
     finish_trials(storage, [Finish(a._trial_id, "COMPLETE", [0.5], {"worker": "w1", "note": "new", "x": 1}),
                             Finish(b._trial_id, "COMPLETE", [0.7], {"worker": "w2", "note": "old", "x": 2})], 1)
+    if pg:  # one upsert through the unique index
+        assert len(writes) == 1 and "ON CONFLICT" in writes[0].upper(), writes
+    else:  # the stored values read, one UPDATE executemany for the changed, one INSERT for the new
+        assert [w.lstrip().split()[0].upper() for w in writes] == ["SELECT", "UPDATE", "INSERT"], writes
     assert storage.get_trial(a._trial_id).user_attrs == {"worker": "w1", "note": "new", "x": 1}
     assert storage.get_trial(b._trial_id).user_attrs == {"worker": "w2", "note": "old", "x": 2}
-    assert len(updates) == 1, updates
+    if pg:
+        assert version() == before  # unchanged: not rewritten
 
 
 def test_a_pack_end_reads_the_study_once_and_its_trials_are_told_as_stored(sqlite_url, tmp_path, monkeypatch):
