@@ -275,7 +275,7 @@ class PackTPESampler(BaseSampler):
     def _fit_trials(self, study: Any) -> list[FrozenTrial]:
         known, self.known = self.known, None
         whole = known is not None and getattr(study, "_bracket_id", None) is None  # every state, no read
-        if known is not None and whole:
+        if whole and known is not None:  # (``known``: for the type checker)
             trials, states, values = known.trials, known.states, known.values  # as read by the reservation
         else:
             trials = study.get_trials(deepcopy=False, states=_FIT_STATES)

@@ -110,7 +110,7 @@ def mixture_log_pdf(mix: Any, x: np.ndarray) -> np.ndarray:
             if d.is_log:
                 left, right = np.log(left), np.log(right)
             mass = log_gauss_mass(((left[:, None] - mu_u) / sigma_u).ravel(),
-                                              ((right[:, None] - mu_u) / sigma_u).ravel()).reshape(len(xu), -1)
+                                  ((right[:, None] - mu_u) / sigma_u).ravel()).reshape(len(xu), -1)
             mass -= log_gauss_mass((d.adapted_low - mu_u) / sigma_u, (d.adapted_high - mu_u) / sigma_u)
             np.take(mass[:, kinv], inv.ravel(), axis=0, out=out)  # columns first: 5x faster than np.ix_
         if i:
