@@ -66,15 +66,17 @@ def _transaction(storage: Any, work: Any) -> Any:
 
 def _insert(session: Any, model: Any, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (column names: those of Optuna's models are their attributes' names) into
-    ``model``'s table with one Core executemany: the ORM's bulk insert of the same rows spent ~2 us
-    a row collecting them (a pack's dozen attributes per trial: a third of its tell transaction). On
-    PostgreSQL with a RETURNING clause, so that SQLAlchemy sends the rows as multi-row INSERTs
-    ("insertmanyvalues"): a plain executemany is one statement per row there (psycopg's pipeline), a
-    tell of 31 trials 25 -> 19 ms; SQLite's executemany is faster without it."""
+    ``model``'s table in one statement: on PostgreSQL one ``COPY`` (:func:`hpsearch.storage.bulk.copy_rows`),
+    elsewhere a Core executemany (the ORM's bulk insert of the same rows spent ~2 us a row collecting
+    them: a pack's dozen attributes per trial, a third of its tell transaction)."""
     import sqlalchemy
 
+    from hpsearch.storage.bulk import copy_rows, copyable
+
     table = model.__table__
-    if session.get_bind().dialect.name == "postgresql":
+    if copyable(session):
+        copy_rows(session, table, rows)
+    elif session.get_bind().dialect.name == "postgresql":  # another driver: multi-row INSERTs through RETURNING
         session.execute(sqlalchemy.insert(table).returning(*table.primary_key.columns), rows).all()
     else:
         session.execute(sqlalchemy.insert(table), rows)
@@ -251,14 +253,23 @@ def _last_values(session: Any, ids: Sequence[int]) -> dict[int, float]:
 def _write_attrs(session: Any, attrs_t: Any, attrs: dict[int, dict[str, Any]]) -> None:
     """Store ``attrs`` (trial id -> user attributes) in ``session``: new keys inserted together; a key
     stored before (the worker, set as the trial was created) rewritten only if its value changed, all
-    in one executemany (an UPDATE per key took ~0.3 ms: a pack's end rewrote every trial's worker)."""
+    in one executemany (an UPDATE per key took ~0.3 ms: a pack's end rewrote every trial's worker).
+
+    On PostgreSQL one upsert (:func:`hpsearch.storage.bulk.upsert_rows`): each row finds its stored
+    twin through the table's unique index. The read of the stored values it replaces was a
+    sequential scan until autovacuum analyzed the table (7.8 ms a tell at 87,000 attribute rows, 1.3
+    ms after an ANALYZE). SQLite's planner takes the index without statistics, and its read and
+    plain inserts are faster than the upsert there."""
     import sqlalchemy
+
+    from hpsearch.storage.bulk import upsert_rows
 
     encoded = {(i, k): json.dumps(v) for i, a in attrs.items() for k, v in a.items()}
     if not encoded:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        _upsert_attrs(session, attrs_t.__table__, encoded)
+    if session.get_bind().dialect.name == "postgresql":  # one upsert through the unique index: no read first
+        upsert_rows(session, attrs_t.__table__, ["trial_id", "key"], "value_json",
+                    [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items()])
         return
     stored = {(i, k): v for i, k, v in session.execute(
         sqlalchemy.select(attrs_t.trial_id, attrs_t.key, attrs_t.value_json).where(
@@ -272,23 +283,6 @@ def _write_attrs(session: Any, attrs_t: Any, attrs: dict[int, dict[str, Any]]) -
     new = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items() if (i, k) not in stored]
     if new:
         _insert(session, attrs_t, new)
-
-
-def _upsert_attrs(session: Any, table: Any, encoded: dict[tuple[int, str], str]) -> None:
-    """``_write_attrs`` on PostgreSQL: one ``INSERT ... ON CONFLICT (trial_id, key) DO UPDATE ...
-    WHERE the value differs`` (multi-row statements through a RETURNING clause, as :func:`_insert`):
-    each row finds its stored twin through the table's unique index. The read of the stored values it
-    replaces was a sequential scan until autovacuum analyzed the table (7.8 ms a tell at 87,000
-    attribute rows, 1.3 ms after an ANALYZE; a tell of 31 trials 18 -> 14 ms). SQLite's planner takes
-    the index without statistics, and its read and plain inserts are faster than the upsert there."""
-    from sqlalchemy.dialects.postgresql import insert
-
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=[table.c.trial_id, table.c.key],
-                                      set_={"value_json": stmt.excluded.value_json},
-                                      where=table.c.value_json != stmt.excluded.value_json)
-    rows = [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items()]
-    session.execute(stmt.returning(*table.primary_key.columns), rows).all()
 
 
 def finish_trials(storage: Any, finishes: Sequence[Finish], n_objectives: int,
@@ -412,8 +406,9 @@ def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list
                                                    (models.TrialSystemAttributeModel, "system_attrs")))):
             if rows_:
                 _insert(session, table, rows_)
-        now = session.execute(sqlalchemy.func.now()).scalar_one()
-        _insert(session, models.TrialHeartbeatModel, [{"trial_id": i, "heartbeat": now} for i in ids])
+        # the first heartbeats: the column's default (the server's clock), as record_heartbeat's new row
+        session.execute(sqlalchemy.insert(models.TrialHeartbeatModel).from_select(
+            ["trial_id"], sqlalchemy.select(trials.trial_id).where(trials.trial_id.in_(ids))))
         return ids
 
     created: list[int] = _transaction(storage, work)

@@ -550,9 +550,12 @@ def batch_writes_store_what_optuna_stores(url: str) -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.trial import TrialState
 
-    from hpsearch.storage.batch import Finish, create_trials, finish_trials, running_without_heartbeat
+    from hpsearch.storage.batch import (Finish, create_trials, finish_trials, running_without_heartbeat,
+                                        write_intermediate_values)
 
     dist = FloatDistribution(0.0, 1.0)
+    awkward = 'tab\there, line\nbreak, back\\slash, "quotes", \\N, é'  # COPY's text format escapes these
+    odd = [(0, math.inf), (1, -math.inf), (3, 1e-300)]
 
     def template(x: float) -> Any:
         t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, params={"x": x, "c": "b"},
@@ -579,12 +582,15 @@ def batch_writes_store_what_optuna_stores(url: str) -> None:
         storage.set_trial_intermediate_value(ids[1], 5, 0.5)
         ends = [("COMPLETE", [0.9]), ("PRUNED", None), ("COMPLETE", [math.nan]), ("FAIL", None)]
         if way == "public":
+            for step, v in odd:
+                storage.set_trial_intermediate_value(ids[3], step, v)
             for tid, (state, values) in zip(ids, ends):
-                storage.set_trial_user_attr(tid, "end", state)
+                storage.set_trial_user_attr(tid, "end", state + awkward)
                 trial = optuna.trial.Trial(study, tid)
                 study.tell(trial, values, state=None if state == "COMPLETE" else TrialState[state])
         else:
-            finish_trials(storage, [Finish(tid, state, values, {"end": state})
+            write_intermediate_values(storage, [(ids[3], step, v) for step, v in odd])
+            finish_trials(storage, [Finish(tid, state, values, {"end": state + awkward})
                                     for tid, (state, values) in zip(ids, ends)], 1)
         stores[way] = study.get_trials()
     storage = optuna.storages.RDBStorage(url)  # several objectives: a pruned trial has no value
