@@ -74,8 +74,10 @@ _LOCK_CLASS = 0x6870  # "hp": first key of the advisory lock, the study id is th
 
 
 @contextlib.contextmanager
-def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float = 120.0) -> Iterator[None]:
+def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float = 120.0) -> Iterator[Any]:
     """A critical section over one study across processes (PostgreSQL advisory lock; SQLite: none).
+    Yields the connection whose transaction holds the lock (None on SQLite): what the holder writes
+    through it commits as the lock is released, or not at all, without a checkout of its own.
 
     The lock is transaction-scoped (``pg_advisory_xact_lock``: released on commit, rollback or a
     dropped connection, and safe behind PgBouncer in transaction-pooling mode) and *blocking*: the
@@ -88,7 +90,7 @@ def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float 
     hundreds of processes that take the lock in turn may wait longer than that for their turn.
     """
     if not is_postgresql(url):
-        yield
+        yield None
         return
     pooled = behind_pooler(storage)
     attempt = POOLED_ATTEMPT if pooled else LOCK_ATTEMPT
@@ -96,7 +98,7 @@ def study_lock(storage: Any, url: str, study_id: int, name: str, timeout: float 
     for tries in itertools.count():
         with storage.engine.connect() as conn, conn.begin() as trans:
             if _lock(conn, study_id, max(min(attempt, watch.every, watch.left()), 0.001)):
-                yield
+                yield conn
                 return
             trans.rollback()
         if watch.stuck():
@@ -170,6 +172,7 @@ def _lock(conn: Any, study_id: int, wait: float) -> bool:
         if not is_lock_timeout(exc):
             raise
         return False
+    conn.exec_driver_sql("SET LOCAL lock_timeout = 0")  # the holder's own statements wait as any other
     return True
 
 
@@ -264,8 +267,8 @@ class Budget:
             trial, finished = self.reserve()
             return [trial], finished
         if not self.held:
-            with study_lock(self.storage, self.url, self.study_id, self.study.study_name):
-                snap = self.view.snapshot()
+            with study_lock(self.storage, self.url, self.study_id, self.study.study_name) as conn:
+                snap = self.view.snapshot(conn)
                 trials, n, done, running, waiting = snap.trials, k, snap.done, snap.running, snap.waiting
                 if self.n_trials is not None:
                     if done >= self.n_trials:
@@ -292,7 +295,8 @@ class Budget:
                             self._beat()
                             unbeaten = time.monotonic()
                 asked = len(self.held)
-                ids = create_trials(self.storage, self.study_id, drafts)  # beaten as created, numbered as stored
+                # beaten as created, numbered as stored; committed with the lock's release (PostgreSQL)
+                ids = create_trials(self.storage, self.study_id, drafts, conn)
                 self.held += list(zip(ids, drafts))
                 if asked:
                     self._beat()

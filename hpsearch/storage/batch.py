@@ -47,13 +47,18 @@ def _rdb(storage: Any) -> bool:
     return isinstance(storage, optuna.storages.RDBStorage)
 
 
-def _transaction(storage: Any, work: Any) -> Any:
+def _transaction(storage: Any, work: Any, conn: Any = None) -> Any:
     """Run ``work(session)`` in one new session on ``storage``'s engine and commit it, or roll it all
     back on an error (the driver's error surfaces as is, classified by its class). Its own session,
     not Optuna's thread-local one: Optuna's error path reads the trial through that one and commits
-    it, which would commit half a batch."""
+    it, which would commit half a batch. With ``conn`` (a connection in a transaction of the
+    caller's, such as the study lock's): ``work`` runs in that transaction, which the caller commits
+    or rolls back."""
     from sqlalchemy.orm import Session
 
+    if conn is not None:
+        with Session(bind=conn) as joined:
+            return work(joined)
     with Session(storage.engine) as session:
         try:
             out = work(session)
@@ -361,14 +366,15 @@ def _utc(local: datetime.datetime | None) -> datetime.datetime | None:
     return None if local is None else local.astimezone(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list[int]:
+def create_trials(storage: Any, study_id: int, templates: Sequence[Any], conn: Any = None) -> list[int]:
     """Create one RUNNING trial per template (a ``FrozenTrial``: params, distributions, user and
     system attributes), with its first heartbeat, in one transaction of a constant number of
     statements; returns their storage ids in order. The rows are those Optuna's
     ``create_new_trial(study_id, template_trial=...)`` writes (its check of each distribution against
     the study's is the drafting's own: :class:`hpsearch.execution.drafts.Draft`). The study's row is
     locked first, as Optuna locks it, so the numbers follow the study's trial count; each template's
-    ``number`` is set to the number its trial was stored with. Not an RDB storage: one
+    ``number`` is set to the number its trial was stored with. With ``conn``: in that connection's
+    transaction (the study lock's), committed by its owner. Not an RDB storage: one
     ``create_new_trial`` each (and no heartbeat: it has none)."""
     if not templates:
         return []
@@ -411,5 +417,5 @@ def create_trials(storage: Any, study_id: int, templates: Sequence[Any]) -> list
             ["trial_id"], sqlalchemy.select(trials.trial_id).where(trials.trial_id.in_(ids))))
         return ids
 
-    created: list[int] = _transaction(storage, work)
+    created: list[int] = _transaction(storage, work, conn)
     return created

@@ -58,16 +58,20 @@ def trial_columns(trials: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return states, np.fromiter((_value(t) for t in trials), dtype=float, count=len(trials))
 
 
-def stored_state_counts(storage: Any, study_id: int) -> Counter[str]:
+def stored_state_counts(storage: Any, study_id: int, conn: Any = None) -> Counter[str]:
     """The study's stored trials per state name, in one query (an RDB storage; from a list of trials:
-    :func:`hpsearch.records.state_counts`)."""
+    :func:`hpsearch.records.state_counts`), on ``conn`` if given (the study lock's: no checkout)."""
     import sqlalchemy
     from optuna.storages._rdb import models  # compat.PRIVATE_HOOKS: Optuna's tables
 
     trials = models.TrialModel
-    with storage.engine.connect() as conn:
-        rows = conn.execute(sqlalchemy.select(trials.state, sqlalchemy.func.count())
-                            .where(trials.study_id == study_id).group_by(trials.state)).all()
+    query = sqlalchemy.select(trials.state, sqlalchemy.func.count()).where(
+        trials.study_id == study_id).group_by(trials.state)
+    if conn is not None:
+        rows = conn.execute(query).all()
+    else:
+        with storage.engine.connect() as own:
+            rows = own.execute(query).all()
     return Counter({(s.name if hasattr(s, "name") else str(s)): int(n) for s, n in rows})
 
 
@@ -92,20 +96,22 @@ class StudyView:
         self.done = 0  # known trials that count toward the budget
         self.reads = self.reuses = 0
 
-    def snapshot(self) -> Snapshot:
-        """The study as stored now (:meth:`trials`) with its columns and count, without a pass over it
-        when the view is up to date."""
-        trials = self.trials()
+    def snapshot(self, conn: Any = None) -> Snapshot:
+        """The study as stored now (:meth:`trials`; its light count on ``conn`` if given) with its
+        columns and count, without a pass over it when the view is up to date."""
+        trials = self.trials(conn)
         if self.known is None:  # not kept: computed from the read
             return snapshot_of(trials)
         return Snapshot(trials, np.array(self.states), np.array(self.values), self.done,
                         self.counts["RUNNING"], self.counts["WAITING"])
 
-    def trials(self) -> list[Any]:
-        """The study's trials in number order, as stored now (a list of its own: the caller may keep it)."""
-        if self.known is not None and self.light and +stored_state_counts(self.storage, self.study_id) == +self.counts:
+    def trials(self, conn: Any = None) -> list[Any]:
+        """The study's trials in number order, as stored now (a list of its own: the caller may keep it);
+        the light count on ``conn`` if given (the study lock's connection)."""
+        known = self.known
+        if known is not None and self.light and +stored_state_counts(self.storage, self.study_id, conn) == +self.counts:
             self.reuses += 1
-            return list(self.known)
+            return list(known)
         trials: list[Any] = self.study.get_trials(deepcopy=False)
         self.reads += 1
         if not trials or trials[-1].number == len(trials) - 1:  # numbered 0..n-1: the list is by number

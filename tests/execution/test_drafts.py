@@ -124,9 +124,10 @@ def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * K
 
 
-def test_drafted_reservation_keeps_the_budget_exact_and_a_failed_call_stores_nothing(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path}/b.db"
-    storage, study, budget = _study(url, "b", "random")
+def test_drafted_reservation_keeps_the_budget_exact_and_a_failed_call_stores_nothing(storage_url, monkeypatch):
+    """On PostgreSQL the count and the creation run in the study lock's transaction (one connection
+    checked out per reservation): a failure anywhere in it stores nothing there either."""
+    storage, study, budget = _study(storage_url, "b", "random")
     budget.n_trials = 5
     calls = []
 
@@ -156,7 +157,16 @@ def test_drafted_reservation_keeps_the_budget_exact_and_a_failed_call_stores_not
     assert study.get_trials() == [] and not running_without_heartbeat(storage, study._study_id)
     monkeypatch.setattr(optuna.distributions, "distribution_to_json", real)
     budget.draft = lambda number: draft_trial(study, number, suggest, {})
+    checkouts: list[int] = []
+
+    def checked_out(*_: object) -> None:
+        checkouts.append(1)
+
+    sqlalchemy.event.listen(storage.engine, "checkout", checked_out)
     again, _ = budget.reserve_many(4)
+    sqlalchemy.event.remove(storage.engine, "checkout", checked_out)
+    if storage_url.startswith("postgresql"):  # the lock's connection: the count and the creation in it
+        assert len(checkouts) == 1, checkouts
     assert [t.number for t in again] == [0, 1, 2, 3] and len(study.get_trials()) == 4
     assert not running_without_heartbeat(storage, study._study_id)  # created with their heartbeats
     more, _ = budget.reserve_many(4)

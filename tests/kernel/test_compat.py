@@ -550,8 +550,13 @@ def batch_writes_store_what_optuna_stores(url: str) -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.trial import TrialState
 
-    from hpsearch.storage.batch import (Finish, create_trials, finish_trials, running_without_heartbeat,
-                                        write_intermediate_values)
+    from hpsearch.storage.batch import (
+        Finish,
+        create_trials,
+        finish_trials,
+        running_without_heartbeat,
+        write_intermediate_values,
+    )
 
     dist = FloatDistribution(0.0, 1.0)
     awkward = 'tab\there, line\nbreak, back\\slash, "quotes", \\N, é'  # COPY's text format escapes these

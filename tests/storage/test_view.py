@@ -27,23 +27,26 @@ def _fresh(url: str, name: str) -> list[Any]:
     return optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url)).get_trials(deepcopy=False)
 
 
-@pytest.mark.parametrize("pruner", ["hyperband", "none"])
-def test_every_reservation_sees_what_a_fresh_read_returns(sqlite_url: str, tmp_path: Any, monkeypatch: Any,
-                                                          pruner: str) -> None:
+@pytest.mark.parametrize(("pruner", "backend"), [("hyperband", "sqlite"), ("none", "sqlite"),
+                                                 ("hyperband", "postgresql")])
+def test_every_reservation_sees_what_a_fresh_read_returns(request: Any, tmp_path: Any, monkeypatch: Any,
+                                                          pruner: str, backend: str) -> None:
     """A packed study on the defaults (TPE, pack refills; Hyperband and no pruner): at every
     reservation the view's trials, reused or read, equal a fresh read field for field, and its
     count and columns (the snapshot) equal those computed from the fresh read; most
     reservations reuse it (no other process writes). A running trial's curve and attributes, written
-    as it trains, are not followed (nothing the reservation reads)."""
+    as it trains, are not followed (nothing the reservation reads). On PostgreSQL the count runs in the
+    study lock's transaction."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
     name = f"view-{pruner}"
     real = StudyView.trials
     calls: list[bool] = []
 
-    def checked(self: StudyView) -> list[Any]:
+    def checked(self: StudyView, conn: Any = None) -> list[Any]:
         reads = self.reads
-        got = real(self)
+        got = real(self, conn)
         calls.append(self.reads == reads)
-        fresh = _fresh(sqlite_url, name)
+        fresh = _fresh(url, name)
         assert [t.number for t in got] == [t.number for t in fresh]
         for a, b in zip(got, fresh):
             for f in RUNNING_FIELDS if b.state.name == "RUNNING" else FIELDS:
@@ -53,9 +56,9 @@ def test_every_reservation_sees_what_a_fresh_read_returns(sqlite_url: str, tmp_p
     real_snapshot = StudyView.snapshot
     snaps: list[int] = []
 
-    def checked_snapshot(self: StudyView) -> Snapshot:
-        got = real_snapshot(self)
-        want = snapshot_of(_fresh(sqlite_url, name))
+    def checked_snapshot(self: StudyView, conn: Any = None) -> Snapshot:
+        got = real_snapshot(self, conn)
+        want = snapshot_of(_fresh(url, name))
         assert got.done == want.done and got.running == want.running and got.waiting == want.waiting
         assert np.array_equal(got.states, want.states) and np.array_equal(got.values, want.values, equal_nan=True)
         snaps.append(len(got.trials))
@@ -71,7 +74,7 @@ def test_every_reservation_sees_what_a_fresh_read_returns(sqlite_url: str, tmp_p
         "train": {"epochs": 6, "batch_size": 32, "pack": 8, "early_stopping": {"patience": 2}},
         "search": {"engine": "optuna", "n_trials": 48, "seed": 0, "pruner": pruner, "keep_models": 1},
     })
-    res = run_study(cfg, storage=sqlite_url, artifacts=str(tmp_path / "art"))
+    res = run_study(cfg, storage=url, artifacts=str(tmp_path / "art"))
     assert res.n_complete + res.n_pruned == 48
     assert len(calls) >= 4 and sum(calls) >= len(calls) // 2, calls  # reused at most reservations
     assert len(snaps) >= 4 and snaps[-1] > snaps[0]  # the count and the columns too, followed as the study grew
