@@ -249,6 +249,28 @@ reservation and a tell are still ~40 ms and ~25 ms at 3,000 trials: every statem
 (the lock's transaction, the count, the create, the tell, each connection checkout pinged first),
 20 % of the wall time at 10,000.
 
+Then (2026-12-07, statements timed by SQLAlchemy's cursor events, reservations and ends by
+cProfile): on PostgreSQL a pack's end spent 11.7 ms in the attributes' upsert, sent as a multi-row
+``INSERT ... VALUES`` of ~1,100 bind parameters that psycopg parsed with a regular expression (too
+long for its cache) and the server planned afresh; and with a pool of one connection a reservation's
+creation opened a new (overflow) connection each time (~5 ms) while the lock's held the pooled one,
+and its count checked out (and pinged) a third. Now plain batched rows go through one ``COPY`` and the
+upsert through ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT`` (``hpsearch.storage.bulk``), a
+reservation's count and creation run in the lock's transaction, and its first heartbeats are the
+column's default (no ``now()`` round trip). At 3,000 trials an end went 30.9 -> 15.9 ms, a reservation
+35.9 -> ~27 ms. The code before (41beac0, its own worktree) and after (aa8698c), one after the other:
+
+  trials  storage     code     sample ms early / late  late/early  wall_s  timed share  trials/min  run_s
+  10000   postgresql  41beac0  1.1 / 1.4               1.32        95.4    0.197        6289        99.3
+  10000   postgresql  aa8698c  0.7 / 0.9               1.25        85.6    0.135        7009        89.9
+  1000    postgresql  41beac0  0.8 / 1.3, 0.9 / 1.6    1.64, 1.83  10.2, 10.7  0.182, 0.194  5882, 5608  11.5, 12.1
+  1000    postgresql  aa8698c  0.6 / 0.9, 0.7 / 1.0    1.45, 1.39  9.8, 11.0   0.136, 0.142  6122, 5455  11.3, 12.5
+  10000   sqlite      41beac0  0.7 / 0.8               1.03        99.4    0.097        6036        103.0
+  10000   sqlite      aa8698c  0.7 / 0.8               1.26        96.4    0.097        6224        99.9
+(One more 10,000-trial PostgreSQL run of aa8698c: share 0.138, wall 89.7 s.) PostgreSQL is still over
+10 %: a pack's end makes ~7 round trips (each ~1 ms while TensorFlow's threads hold both cores) and
+TPE's fit and proposals are the same ~0.35 ms a trial on both backends.
+
 Usage:
     python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: ~4 min on 2 cores
     python benchmarks/bench_sampling.py scale --sizes 100,1000 --storages sqlite --samplers batched,sequential
