@@ -172,7 +172,7 @@ def _lock(conn: Any, study_id: int, wait: float) -> bool:
         if not is_lock_timeout(exc):
             raise
         return False
-    conn.exec_driver_sql("SET LOCAL lock_timeout = 0")  # the holder's own statements wait as any other
+    conn.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")  # the holder's own statements wait as any other
     return True
 
 
@@ -259,10 +259,11 @@ class Budget:
         """(trials, finished): up to ``k`` trials under one lock and one count (a pack's reservation;
         :meth:`reserve` counts once per trial). WAITING trials (re-queued or enqueued: their params
         fixed) are popped first by ``study.ask()``; the others are drafted (:attr:`draft`: created with
-        their params and first heartbeats, all in one transaction) or asked. The heartbeats of all of
-        them are recorded in one transaction before the lock is released. Trials reserved by a call that
-        then failed are handed out by the retried call, as :meth:`reserve` does with one (a failed
-        call's drafts are not stored: they are created together, or not at all)."""
+        their params and first heartbeats, all in one transaction: on PostgreSQL the lock's own) or
+        asked. The asked ones' heartbeats are recorded in one transaction before the drafts are created.
+        Trials reserved by a call that then failed are handed out by the retried call, as :meth:`reserve`
+        does with one (a failed call's drafts are not stored: they are created together, or not at all,
+        and handed on only once committed)."""
         if self.pending is not None:
             trial, finished = self.reserve()
             return [trial], finished
@@ -294,12 +295,11 @@ class Budget:
                         if time.monotonic() - unbeaten > self.beat_within:  # a slow reservation: none waits long
                             self._beat()
                             unbeaten = time.monotonic()
-                asked = len(self.held)
-                # beaten as created, numbered as stored; committed with the lock's release (PostgreSQL)
-                ids = create_trials(self.storage, self.study_id, drafts, conn)
-                self.held += list(zip(ids, drafts))
-                if asked:
+                if self.held:  # the asked ones, stored by Optuna's ask (the drafts are beaten as created)
                     self._beat()
+                # numbered as stored; on PostgreSQL in the lock's transaction: committed as it is released
+                ids = create_trials(self.storage, self.study_id, drafts, conn)
+            self.held += list(zip(ids, drafts))  # stored for sure only now (a retry would beat them)
         else:  # a retry: the heartbeats may not have been written
             self._beat()
         trials_out = [self._trial(t) for t in self.held]

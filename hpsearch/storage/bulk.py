@@ -46,6 +46,13 @@ def copy_rows(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
             copy.write_row([row[c] if p is None else p(row[c]) for c, p in zip(cols, procs)])
 
 
+def _unbounded(type_: Any, dialect: Any) -> str:
+    """SQL name of ``type_`` without a length (strings as TEXT)."""
+    import sqlalchemy
+
+    return "TEXT" if isinstance(type_, sqlalchemy.String) else str(type_.compile(dialect))
+
+
 def upsert_rows(session: Any, table: Any, key: list[str], value: str, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` into ``table``; a row whose ``key`` columns (a unique constraint) are stored
     already updates the stored ``value`` column, only where it differs (an unchanged row keeps its
@@ -58,7 +65,9 @@ def upsert_rows(session: Any, table: Any, key: list[str], value: str, rows: list
     prep = dialect.identifier_preparer
     cols = list(rows[0])
     name, v = prep.format_table(table), prep.quote(value)
-    arrays = ", ".join(f"CAST(:a{j} AS {table.c[c].type.compile(dialect)}[])" for j, c in enumerate(cols))
+    # arrays of unbounded types: an explicit cast to VARCHAR(n) would cut a longer value silently, the
+    # insert's own conversion refuses it (as Optuna's INSERT does)
+    arrays = ", ".join(f"CAST(:a{j} AS {_unbounded(table.c[c].type, dialect)}[])" for j, c in enumerate(cols))
     sql = (f"INSERT INTO {name} ({', '.join(prep.quote(c) for c in cols)}) SELECT * FROM unnest({arrays}) "
            f"ON CONFLICT ({', '.join(prep.quote(c) for c in key)}) DO UPDATE SET {v} = EXCLUDED.{v} "
            f"WHERE {name}.{v} IS DISTINCT FROM EXCLUDED.{v}")

@@ -80,8 +80,11 @@ def test_drafted_packs_propose_what_asking_proposes(tmp_path, sampler):
     assert any("act" in p for p in runs[True])  # the conditional parameter was drafted
 
 
-def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
-    url = f"sqlite:///{tmp_path}/d.db"
+def test_drafted_trials_are_ordinary_beaten_and_cheap(storage_url):
+    """A queued trial popped with drafted ones: on PostgreSQL the drafts are created in the study lock's
+    transaction, the popped one's heartbeat written before (after, its new row would wait on the
+    drafts' uncommitted ones: a deadlock through the client)."""
+    url = storage_url
     storage, study, budget = _study(url, "d", "tpe")
     study.enqueue_trial({"n_hidden": 2, "n_neurons": 7, "learning_rate": 0.01, "act": "tanh", "fixed_width": 3})
     budget.draft = lambda number: draft_trial(study, number, suggest, {"worker": "w"})
@@ -89,7 +92,7 @@ def test_drafted_trials_are_ordinary_beaten_and_cheap(tmp_path):
     wrote, commits, writes = [False], [], []
 
     def statement(conn, cur, stmt, *a):
-        wrote[0] = wrote[0] or not stmt.lstrip().startswith(("SELECT", "BEGIN", "COMMIT"))
+        wrote[0] = wrote[0] or not stmt.lstrip().startswith(("SELECT", "BEGIN", "COMMIT", "SET"))  # SET: the lock's
 
     def commit(conn):
         commits.append(wrote[0])

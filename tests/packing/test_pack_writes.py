@@ -343,3 +343,22 @@ def test_batched_writes_store_what_optunas_api_stores_on_each_backend(storage_ur
     from tests.kernel.test_compat import batch_writes_store_what_optuna_stores
 
     batch_writes_store_what_optuna_stores(storage_url)
+
+
+def test_an_attribute_key_longer_than_its_column_is_refused_whole_not_cut(postgres_url):
+    """PostgreSQL's upsert sends the keys as an array of unbounded text: a key longer than Optuna's
+    column (512) is refused by the insert, as Optuna's own INSERT refuses it, and the tell is rolled
+    back whole; an explicit cast to VARCHAR(512)[] would have cut it silently."""
+    import psycopg
+
+    from hpsearch.storage import open_storage
+    from hpsearch.storage.batch import Finish, finish_trials
+
+    storage = open_storage(postgres_url)
+    study = optuna.create_study(study_name="long-key", storage=storage)
+    trial = study.ask()
+    with pytest.raises(Exception) as err:
+        finish_trials(storage, [Finish(trial._trial_id, "COMPLETE", [0.5], {"k" * 600: 1, "x": 2})], 1)
+    assert isinstance(getattr(err.value, "orig", err.value), psycopg.errors.StringDataRightTruncation), err.value
+    stored = storage.get_trial(trial._trial_id)
+    assert stored.state.name == "RUNNING" and stored.user_attrs == {}
