@@ -69,6 +69,11 @@ def _transaction(storage: Any, work: Any, conn: Any = None) -> Any:
         return out
 
 
+def _on_postgresql(session: Any) -> bool:
+    """Is ``session`` on PostgreSQL (through psycopg: the only driver hpsearch's URLs allow)?"""
+    return bool(session.get_bind().dialect.name == "postgresql")
+
+
 def _insert(session: Any, model: Any, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (column names: those of Optuna's models are their attributes' names) into
     ``model``'s table in one statement: on PostgreSQL one ``COPY`` (:func:`hpsearch.storage.bulk.copy_rows`),
@@ -76,15 +81,12 @@ def _insert(session: Any, model: Any, rows: list[dict[str, Any]]) -> None:
     them: a pack's dozen attributes per trial, a third of its tell transaction)."""
     import sqlalchemy
 
-    from hpsearch.storage.bulk import copy_rows, copyable
+    from hpsearch.storage.bulk import copy_rows
 
-    table = model.__table__
-    if copyable(session):
-        copy_rows(session, table, rows)
-    elif session.get_bind().dialect.name == "postgresql":  # another driver: multi-row INSERTs through RETURNING
-        session.execute(sqlalchemy.insert(table).returning(*table.primary_key.columns), rows).all()
+    if _on_postgresql(session):
+        copy_rows(session, model.__table__, rows)
     else:
-        session.execute(sqlalchemy.insert(table), rows)
+        session.execute(sqlalchemy.insert(model.__table__), rows)
 
 
 def _check_running(session: Any, ids: Sequence[int]) -> None:
@@ -272,7 +274,7 @@ def _write_attrs(session: Any, attrs_t: Any, attrs: dict[int, dict[str, Any]]) -
     encoded = {(i, k): json.dumps(v) for i, a in attrs.items() for k, v in a.items()}
     if not encoded:
         return
-    if session.get_bind().dialect.name == "postgresql":  # one upsert through the unique index: no read first
+    if _on_postgresql(session):  # one upsert through the unique index: no read first
         upsert_rows(session, attrs_t.__table__, ["trial_id", "key"], "value_json",
                     [{"trial_id": i, "key": k, "value_json": v} for (i, k), v in encoded.items()])
         return

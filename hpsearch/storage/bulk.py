@@ -14,21 +14,15 @@ those statements were half of a tell's time (the attributes' upsert alone 11.7 m
 * :func:`upsert_rows`: ``INSERT ... SELECT * FROM unnest(one array per column) ON CONFLICT (the
   unique key) DO UPDATE ... WHERE the value differs``: one short statement whatever the row count.
 
-Only with psycopg (hpsearch's PostgreSQL driver, :data:`hpsearch.storage.urls.POSTGRES_DRIVER`):
-:func:`copyable` says so; the callers keep their portable path for anything else.
+Through psycopg (``cursor.copy``), the only PostgreSQL driver hpsearch's URLs allow
+(:data:`hpsearch.storage.urls.POSTGRES_DRIVER`); SQLite keeps its executemany.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["copyable", "copy_rows", "upsert_rows"]
-
-
-def copyable(session: Any) -> bool:
-    """Is ``session`` on PostgreSQL through psycopg (``COPY`` and array parameters available)?"""
-    dialect = session.get_bind().dialect
-    return bool(dialect.name == "postgresql" and dialect.driver == "psycopg")
+__all__ = ["copy_rows", "upsert_rows"]
 
 
 def copy_rows(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ took ~9 ms per reservation (``tally`` and the history's selection), ~0.3 ms so. 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from array import array
 from collections import Counter
@@ -67,11 +68,8 @@ def stored_state_counts(storage: Any, study_id: int, conn: Any = None) -> Counte
     trials = models.TrialModel
     query = sqlalchemy.select(trials.state, sqlalchemy.func.count()).where(
         trials.study_id == study_id).group_by(trials.state)
-    if conn is not None:
-        rows = conn.execute(query).all()
-    else:
-        with storage.engine.connect() as own:
-            rows = own.execute(query).all()
+    with contextlib.nullcontext(conn) if conn is not None else storage.engine.connect() as on:
+        rows = on.execute(query).all()
     return Counter({(s.name if hasattr(s, "name") else str(s)): int(n) for s, n in rows})
 
 
