@@ -268,8 +268,23 @@ column's default (no ``now()`` round trip). At 3,000 trials an end went 30.9 -> 
   10000   sqlite      41beac0  0.7 / 0.8               1.03        99.4    0.097        6036        103.0
   10000   sqlite      aa8698c  0.7 / 0.8               1.26        96.4    0.097        6224        99.9
 (One more 10,000-trial PostgreSQL run of aa8698c: share 0.138, wall 89.7 s.) PostgreSQL is still over
-10 %: a pack's end makes ~7 round trips (each ~1 ms while TensorFlow's threads hold both cores) and
-TPE's fit and proposals are the same ~0.35 ms a trial on both backends.
+10 %.
+
+Then (2026-12-07, f1e14d7): where PostgreSQL's extra time goes. Timed per step at 3,000 trials,
+SQLite / PostgreSQL: a reservation 17.1 / 22.1 ms (its creation 3.7 / 7.0), an end 8.2 / 14.4 ms (its
+tell 4.3 / 9.4); TPE 0.31 / 0.32 ms a trial. Round trips are not what costs: ``pool_pre_ping`` off
+moved the 10,000-trial share from 0.134 to 0.131, and a reservation's creation sent as one statement
+(data-modifying CTEs: one round trip instead of eight) went 7.0 -> 6.7 ms. The inserted rows are:
+pg_stat_statements puts ~8-10 us of server time on each (its foreign-key check, two indexes) whether
+COPY, an INSERT or the upsert writes it, and a trial has ~19 (ten attributes at its end, three params,
+two intermediate values, the trial, its heartbeat, its value, its worker attribute); the server's CPU
+in a 10,000-trial run: 3.95 s. The client waits for that work wherever it runs: with the server on a
+core of its own (``taskset``: server on core 1, the study on core 0; SQLite's study on core 0) the
+3,000-trial share is 0.093 against SQLite's 0.064 (0.111 / 0.078 sharing both cores). Today, one run
+after another: 10,000 trials SQLite 0.096, PostgreSQL 0.131 and 0.134; 1,000 trials late/early SQLite
+1.24, 1.27, 1.29, PostgreSQL 1.61, 1.48, 1.32. Late reservations hold fewer trials (63 early, 17-35
+late: packs empty by depth group, then the budget's last trials) and a reservation's fixed cost is ~7
+ms on PostgreSQL (~6 on SQLite) beside ~0.38 ms a trial (~0.30).
 
 Usage:
     python benchmarks/bench_sampling.py scale --sizes 100,1000,10000      # 10,000: ~4 min on 2 cores
