@@ -12,6 +12,8 @@ or storage live in :mod:`hpsearch.study.validate`, which is also where files are
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Any, Literal
 
 import yaml
@@ -57,9 +59,39 @@ def _registered(registry: Registry, value: str) -> str:
     return value
 
 
+def _leaves(annotation: Any) -> list[Any]:
+    """A field type's alternatives: unions, Optional and Annotated flattened; a Literal's values."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return list(args)
+    if origin is typing.Annotated:
+        return _leaves(args[0])
+    if origin is typing.Union or isinstance(annotation, types.UnionType):
+        return [leaf for a in args for leaf in _leaves(a)]
+    return [annotation]
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Does a field of this type take ``true`` / ``false`` as a value of its own (bool, Any, a union
+    with bool), rather than as pydantic's lax 1 / 0 for a number?"""
+    leaves = _leaves(annotation)
+    numbers = any(leaf in (int, float) for leaf in leaves)
+    return not numbers or any(leaf is bool or leaf is Any or isinstance(leaf, bool) for leaf in leaves)
+
+
 class _Strict(BaseModel):
     # frozen: a validated study is never changed in place; apply_overrides builds a new one
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: Any) -> Any:
+        """``epochs: true`` (or YAML's ``yes``) is refused, not read as 1 (pydantic's lax mode)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()} (YAML reads true/false/yes/no as"
+                             " booleans); write a number")
+        return value
 
 
 class SplitConfig(_Strict):
@@ -145,12 +177,12 @@ class TrainConfig(_Strict):
     pack: Literal["auto"] | int = Field(
         "auto", description="trials trained together in one compiled model: auto, K (>= 1) or 1 (off)")
 
-    @field_validator("pack")
+    @field_validator("pack", mode="before")
     @classmethod
-    def _pack_positive(cls, v: Literal["auto"] | int) -> Literal["auto"] | int:
-        if v != "auto" and v < 1:
-            raise ValueError("must be auto or an integer >= 1")
-        return v
+    def _pack_positive(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be auto or an integer >= 1, got {v!r}; give auto (packs sized for you), K, or 1 (off)")
 
     @field_validator("batch_size", mode="before")
     @classmethod

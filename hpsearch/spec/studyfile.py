@@ -99,6 +99,21 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A mapping whose key is written twice is refused (PyYAML keeps the last silently, and the
+        first block's settings would be dropped without a word); merge keys (``<<``) may repeat."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        raise _Refused(f"line {line}: {key.value!r} is given twice (lines {seen[key.value]} and"
+                                       f" {line}); keep one")
+                    seen[key.value] = line
+        return super().construct_mapping(node, deep)
+
+
 def _read_text(p: Path, where: str) -> str:
     """The file's text; refused unread when it is larger than :data:`MAX_BYTES`."""
     if not p.exists():

@@ -108,13 +108,13 @@ BUDGET_KEYS = frozenset({"search.n_trials", "train.epochs"})
 def _set_dotted(data: dict[str, Any], overrides: dict[str, Any] | None) -> set[str]:
     """Write ``{"search.n_trials": 2}``-style overrides into ``data``; returns the keys applied.
 
-    ``None`` means "not given". A top-level section that is not a mapping is left alone: validation
-    names it. A key that goes through a value (``train.epochs.x``) is a ConfigError naming it.
+    ``None`` is a value, YAML's ``null`` (``--set train.early_stopping=null`` turns early stopping
+    off, as the same line in the file does): callers leave out the options not given. A top-level
+    section that is not a mapping is left alone: validation names it. A key that goes through a value
+    (``train.epochs.x``) is a ConfigError naming it.
     """
     applied: set[str] = set()
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
         node: Any = data
         keys = dotted.split(".")
         if not all(keys):

@@ -3,6 +3,7 @@ reading study files and applying overrides. Every problem is one line naming the
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -129,8 +130,25 @@ def test_load_keeps_source_text_and_applies_overrides(tmp_path):
     cfg = load_study_config(p, {"search.n_trials": 2, "train.epochs": 3})
     assert cfg.search.n_trials == 2 and cfg.train.epochs == 3
     assert cfg.to_yaml() == text and cfg.base_dir == str(tmp_path)
-    # None means "not given"
-    assert load_study_config(p, {"search.n_trials": None}).search.n_trials == 3
+    # an override of None is YAML's null, as in the file (the CLI and run_study leave out options not given)
+    assert load_study_config(p, {"train.early_stopping": None}).train.early_stopping is None
+    assert load_study_config(p).train.early_stopping is not None
+
+
+def test_a_set_of_null_or_of_nothing_is_applied_not_dropped(tmp_path):
+    """--set KEY=null turns a field off as the same line in the file does, and --set KEY= on a key
+    the study has no field for is refused naming it (both were dropped silently: None meant "not given")."""
+    from hpsearch.cli import _overrides, build_parser
+
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(MINIMAL))
+    a = build_parser().parse_args(["run", str(p), "--set", "train.early_stopping=null"])
+    assert _overrides(a) == {"train.early_stopping": None}  # --n-trials / --epochs not given: left out
+    assert load_study_config(p, _overrides(a)).train.early_stopping is None
+    a = build_parser().parse_args(["run", str(p), "--set", "train.bogus=", "--n-trials", "2"])
+    assert _overrides(a) == {"search.n_trials": 2, "train.bogus": None}
+    with pytest.raises(ConfigError, match=r"train\.bogus"):
+        load_study_config(p, _overrides(a))
 
 
 def test_override_on_a_section_that_is_not_a_mapping_is_a_config_error(tmp_path):
@@ -157,6 +175,10 @@ def test_override_error_says_it_came_from_the_command_line(tmp_path):
     ("just a string\n", "must be a YAML mapping"),
     ("", "got an empty file"),
     ("name: !!python/object:os.system x\n", "YAML"),  # safe_load refuses python tags
+    # a key written twice: PyYAML keeps the last, dropping the first block's settings silently
+    ("name: x\ntrain: {epochs: 3, batch_size: 8}\ntrain: {epochs: 5}\n",
+     "line 3: 'train' is given twice (lines 2 and 3); keep one"),
+    ("name: x\ntrain:\n  epochs: 3\n  epochs: 4\n", "'epochs' is given twice"),
 ])
 def test_load_file_level_errors(tmp_path, text, fragment):
     p = tmp_path / "s.yaml"
@@ -337,3 +359,24 @@ def test_an_artifact_store_that_cannot_be_written_is_refused_before_the_database
     line = assert_user_error(rc, capsys, ["artifact store", folder, "--artifacts"], folder=workdir, before=before,
                              db=db)
     assert not db.exists(), line
+
+
+@pytest.mark.parametrize("field,value", [("search.n_trials", True), ("train.epochs", True),
+                                         ("search.keep_models", True), ("search.timeout", True),
+                                         ("data.split.seed", False)])
+def test_a_boolean_is_not_read_as_a_number(tmp_path, field, value):
+    """``epochs: true`` (or YAML's ``yes``) was read as 1 by pydantic's lax mode: a run of one epoch."""
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: .*expected a number, got {str(value).lower()}"):
+        load_study_config(p, {field: value})
+    assert load_study_config(p, {"train.early_stopping.restore_best_weights": False}).train.early_stopping
+
+
+@pytest.mark.parametrize("value", ["big", 0, -2, False])
+def test_a_bad_pack_names_the_field_and_every_accepted_form(tmp_path, value):
+    """Was ``train.pack.literal['auto']: unknown value 'big'; use one of 'auto'`` (pydantic's union path)."""
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError, match=rf"train\.pack: must be auto or an integer >= 1, got {value!r}; give auto"):
+        load_study_config(p, {"train.pack": value})
