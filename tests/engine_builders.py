@@ -19,6 +19,10 @@ def build_always_fails(n_neurons: int = 8, meta=None):
     raise RuntimeError("this builder never works")
 
 
+def build_returns_none(n_neurons: int = 8, meta=None):
+    """A builder that forgets its ``return model``."""
+
+
 def build_interrupts(n_neurons: int = 8, learning_rate: float = 0.01, meta=None):
     """Raises KeyboardInterrupt on the Nth build ($HPS_INTERRUPT_AT), counted in $HPS_COUNTER_FILE."""
     path = os.environ["HPS_COUNTER_FILE"]

@@ -22,7 +22,7 @@ from hpsearch.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
 
-__all__ = ["FixedPart", "PARTS", "part_config", "check_fixed_parts", "load_fixed_parts"]
+__all__ = ["FixedPart", "PARTS", "part_config", "check_fixed_parts", "load_part", "load_fixed_parts"]
 
 #: the parts that may be given as their own set, in the order they are read
 PARTS = ("valid", "test")
@@ -53,6 +53,15 @@ def check_fixed_parts(cfg: StudyConfig) -> None:
             source_for(spec).check(part)
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("data.source", f"data.{name}", 1)) from None
+
+
+def load_part(cfg: StudyConfig, name: str, spec: str) -> RawData:
+    """The rows of ``data.<name>`` (valid, test) read from their source; its errors name that field
+    (a source names what it reads ``data.source``)."""
+    try:
+        return source_for(spec).load(part_config(cfg, spec))
+    except DataError as exc:
+        raise DataError(str(exc).replace("data.source", f"data.{name}", 1)) from None
 
 
 def _like(X: np.ndarray, main: np.ndarray) -> np.ndarray:
@@ -90,8 +99,7 @@ def load_fixed_parts(cfg: StudyConfig, X_main: np.ndarray, names: list[str] | No
         spec = getattr(cfg.data, name)
         if spec is None:
             continue
-        part = part_config(cfg, spec)
-        raw = raws[name] if raws is not None and name in raws else source_for(spec).load(part)
+        raw = raws[name] if raws is not None and name in raws else load_part(cfg, name, spec)
         where = raw.where.replace("data.source", f"data.{name}", 1)
         X, y = np.asarray(raw.X), np.asarray(raw.y)
         if y.ndim == 2 and y.shape[1] == 1:

@@ -31,7 +31,7 @@ import numpy as np
 
 from hpsearch.data.cache import hashed_files
 from hpsearch.data.fixed import PARTS as FIXED_PARTS
-from hpsearch.data.fixed import part_config
+from hpsearch.data.fixed import load_part, part_config
 from hpsearch.data.sources.base import RawData, source_for
 from hpsearch.errors import DataError
 
@@ -77,7 +77,7 @@ def load_raw(cfg: StudyConfig) -> RawParts | None:
     out: RawParts = {"source": source.load(cfg)}
     for name, spec in part_specs(cfg.data).items():
         if name != "source":
-            out[name] = source_for(spec).load(part_config(cfg, spec))
+            out[name] = load_part(cfg, name, spec)
     return out
 
 

@@ -196,7 +196,10 @@ class FailureStreak:
         return self.tripped
 
     def error(self, study_name: str, what: str = "trials") -> StudyFailedError:
+        # a user error the trials met (a builder that returns no model, a field it names): its own fix
+        named = (self.last_reason or "").startswith(("ConfigError:", "DataError:"))
+        fix = "fix what it names" if named else "check the space ranges and the data"
         return StudyFailedError(
             f"study {study_name!r} stopped: {self.streak} {what} failed in a row (last: {self.last_reason});"
-            f" check the space ranges and the data (search.max_failures_in_row = {self.limit})"
+            f" {fix} (search.max_failures_in_row = {self.limit})"
         )

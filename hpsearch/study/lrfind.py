@@ -190,13 +190,14 @@ def lr_find(config: str | os.PathLike[str] | StudyConfig, *, sets: Mapping[str, 
     """The range test of a study file; with ``output`` (a folder) its PNG is written there."""
     cfg = config if isinstance(config, StudyConfig) else load_study_config(config)
     space = cfg.search_space().without_auto()
+    folder = None if output is None else Path(output)
+    if folder is not None and not folder.is_dir():  # before the test trains, not after
+        what = "is a file, not a folder; give a folder" if folder.exists() else "folder does not exist; create it first"
+        raise ConfigError(f"-o {output}: {what}")
     data = prepare_data(cfg, 1)
     result = run_on_data(cfg, space, data, resolve_builder(cfg.model.builder), sets, steps=steps, lr_min=lr_min,
                          lr_max=lr_max)
-    if output is not None:
-        folder = Path(output)
-        if not folder.is_dir():
-            raise ConfigError(f"-o {output}: folder does not exist; create it first")
+    if folder is not None:
         path = folder / f"lr_find_{cfg.name}.png"
         save_lr_plot(result, path, f"{cfg.name}: learning-rate range test")
         result.figure = str(path)

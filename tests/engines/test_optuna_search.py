@@ -131,6 +131,26 @@ def test_failures_in_a_row_stop_the_study(sqlite_url, tmp_path, monkeypatch, cap
     assert "3 trials failed in a row" in err and "never works" in err and "Traceback" not in err
     trials = optuna.load_study(study_name="allfail", storage=sqlite_url).get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.FAIL for t in trials)
+    assert "check the space ranges and the data" in err  # an error of the trial's own: the default hint
+
+
+def test_a_builder_that_returns_no_model_stops_with_its_own_fix(sqlite_url, tmp_path, monkeypatch, capsys):
+    """The streak's hint was "check the space ranges and the data" whatever the last failure said."""
+    from hpsearch.cli import main
+
+    monkeypatch.syspath_prepend(str(HERE))
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: nomodel\ndata: {source: 'sklearn:iris'}\n"
+        "model: {builder: 'engine_builders:build_returns_none'}\n"
+        "space: {n_neurons: {int: [4, 8]}}\ntrain: {epochs: 1, pack: 1}\n"
+        "search: {engine: optuna, n_trials: 4, max_failures_in_row: 2}\n"
+    )
+    rc = main(["run", str(path), "--storage", sqlite_url, "--artifacts", str(tmp_path / "a"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    assert ("2 trials failed in a row (last: ConfigError: model.builder: engine_builders:build_returns_none returned"
+            " NoneType, not a keras.Model); fix what it names") in err
 
 
 def test_kfold_inside_a_trial_reports_fold_mean(sqlite_url, tmp_path):

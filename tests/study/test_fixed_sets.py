@@ -62,6 +62,15 @@ def test_a_fixed_set_with_other_columns_is_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("part", ["valid", "test"])
+def test_a_missing_part_file_is_named_by_its_own_field(tmp_path, part):
+    """A missing data.valid / data.test file was reported as ``data.source ...: file not found``."""
+    _tables(tmp_path)
+    cfg = load_study_config(_study(tmp_path, **{part: f"no{part}.csv"}))
+    with pytest.raises(DataError, match=rf"^data\.{part} .*no{part}\.csv: file not found"):
+        prepare_data(cfg, 1)
+
+
 def test_the_test_score_is_the_chosen_model_on_the_test_file(tmp_path, capsys):
     _, _, test = _tables(tmp_path)
     path = _study(tmp_path, test="test.csv")

@@ -87,3 +87,21 @@ def test_study_with_auto_rate_and_auto_batch_searches_the_found_values(sqlite_ur
     run_study(cfg, storage=sqlite_url, artifacts=art, n_trials=3)
     again = optuna.load_study(study_name="digits-lr", storage=sqlite_url)
     assert again.user_attrs[LR_FIND_ATTR] == found and len(again.trials) == 3
+
+
+@pytest.mark.parametrize("kind,fragment", [("file", "is a file, not a folder; give a folder"),
+                                           ("missing", "folder does not exist; create it first")])
+def test_an_output_that_is_not_a_folder_is_refused_before_training(tmp_path, capsys, monkeypatch, kind, fragment):
+    """A file given to -o was said "folder does not exist", and only after the range test had trained."""
+    import hpsearch.study.lrfind as lrfind
+
+    study = tmp_path / "s.yaml"
+    study.write_text("name: iris-lr\ndata: {source: 'sklearn:iris'}\nmodel: {fixed: {optimizer: sgd}}\n"
+                     "space: {n_neurons: {int: [4, 8]}}\nsearch: {n_trials: 1}\n")
+    out = tmp_path / "afile"
+    if kind == "file":
+        out.write_text("x")
+    monkeypatch.setattr(lrfind, "run_on_data", lambda *a, **k: pytest.fail("trained before refusing -o"))
+    assert main(["lr-find", str(study), "-o", str(out), "--steps", "60"]) == 2
+    err = capsys.readouterr().err
+    assert f"-o {out}: {fragment}" in err and err.count("\n") == 1
