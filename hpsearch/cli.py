@@ -76,7 +76,7 @@ def _finder_parsers(sub: argparse._SubParsersAction) -> None:
     lf.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a parameter for the test (searched ones default to the middle of their range)")
     lf.add_argument("-o", "--output", default=".", help="folder for the PNG (default: here)")
-    lf.add_argument("--steps", type=int, default=200, help="training steps of the test")
+    lf.add_argument("--steps", type=_positive, default=200, help="training steps of the test")
     lf.add_argument("--json", action="store_true")
 
     bf = sub.add_parser("batch-find", help="the largest batch size that fits the device (CPU: the fastest)")
@@ -122,6 +122,13 @@ def _best_parsers(sub: argparse._SubParsersAction, storage_args: Callable[[argpa
     de.add_argument("--json", action="store_true")
 
 
+def _positive(text: str) -> int:
+    """An option that counts rows, passes or steps: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command table (also used by the worker launcher's and compose file's tests)."""
     p = _Parser(prog="hpsearch", description="Hyperparameter search for Keras models.")
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--per-gpu", type=int, default=1, help="workers per listed GPU")
     r.add_argument("--no-progress", action="store_true", help="no progress bar / per-trial lines")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
-    r.add_argument("--top", type=int, default=10, help="rows in the result table")
+    r.add_argument("--top", type=_positive, default=10, help="rows in the result table")
 
     w = sub.add_parser("worker", help="join a running study as one worker process")
     w.add_argument("study", nargs="?", help="study file (YAML); or give --study NAME instead")
@@ -166,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="studies in the storage, or one study's top trials")
     s.add_argument("study", nargs="?", help="study name")
     storage_args(s)
-    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--top", type=_positive, default=10)
     s.add_argument("--trial", type=int, metavar="N", help="one trial: its params, attributes and per-epoch history")
     s.add_argument("--json", action="store_true")
     _tracking_parser(sub, storage_args)
@@ -178,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("data", help="CSV file of rows (the study's feature columns)")
     storage_args(pr)
     pr.add_argument("-o", "--output", required=True, help="CSV file to write")
-    pr.add_argument("--mc", type=int, metavar="N", help="MC dropout: N passes; adds std (and entropy) columns")
+    pr.add_argument("--mc", type=_positive, metavar="N", help="MC dropout: N passes; adds std (and entropy) columns")
     pr.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("report", help="plots and tables of a study (PNG + index.html)")
@@ -224,8 +231,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def _overrides(a: argparse.Namespace) -> dict[str, object]:
-    """run / worker: ``--n-trials``, ``--epochs`` and (run) ``--set KEY=VALUE`` as dotted overrides."""
-    return {"search.n_trials": a.n_trials, "train.epochs": a.epochs, **_sets(getattr(a, "set", []))}
+    """run / worker: ``--n-trials``, ``--epochs`` (if given), (run) ``--set KEY=VALUE`` (null too) as overrides."""
+    given = {"search.n_trials": a.n_trials, "train.epochs": a.epochs}
+    return {**{k: v for k, v in given.items() if v is not None}, **_sets(getattr(a, "set", []))}
 
 
 def _run_config(a: argparse.Namespace) -> Any:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hpsearch.spec.config import StudyConfig
     from hpsearch.spec.space import SearchSpace
 
-__all__ = ["check_warm_start", "enqueued_first", "refuse_warm_start", "warm_start", "copy_trials", "train_params"]
+__all__ = ["check_warm_start", "check_warm_start_source", "enqueued_first", "refuse_warm_start",
+           "warm_start", "copy_trials", "train_params"]
 
 #: trial attributes not copied: the models and curves belong to the other study's artifact store
 _NOT_COPIED = (TRIAL.MODEL_ARTIFACT, TRIAL.PREPROCESS_ARTIFACT, TRIAL.CURVE_ARTIFACT)
@@ -121,6 +122,31 @@ def _trial_problem(ctx: RunContext, t: Any) -> str | None:
     return None
 
 
+def _no_source(name: str) -> UserError:
+    return UserError(f"search.warm_start.study: no study {name!r} in this storage; name an existing study"
+                     " (`hpsearch status` lists them)")
+
+
+def check_warm_start_source(cfg: StudyConfig, url: str, storage: Any = None) -> None:
+    """``search.warm_start``'s study is in the storage, checked before a run writes anything: without
+    ``storage``, an SQLite file that does not exist yet holds no study (refused before it is created);
+    with the opened storage, before this run's study is created in it."""
+    ws = cfg.search.warm_start
+    if ws is None:
+        return
+    if storage is None:
+        from hpsearch.storage.urls import is_sqlite, sqlite_path
+
+        path = sqlite_path(url) if is_sqlite(url) else None
+        if path is not None and not path.exists():
+            raise _no_source(ws.study)
+        return
+    try:
+        storage.get_study_id_from_name(ws.study)
+    except KeyError:
+        raise _no_source(ws.study) from None
+
+
 def copy_trials(ctx: RunContext, source_name: str) -> tuple[int, Counter[str]]:
     """Copy the compatible completed trials of ``source_name``: (copied, skipped per reason)."""
     import optuna
@@ -128,8 +154,7 @@ def copy_trials(ctx: RunContext, source_name: str) -> tuple[int, Counter[str]]:
     try:
         source = optuna.load_study(study_name=source_name, storage=ctx.storage)
     except KeyError:
-        raise UserError(f"search.warm_start.study: no study {source_name!r} in this storage; name an existing"
-                        " study (`hpsearch status` lists them)") from None
+        raise _no_source(source_name) from None
     trials = source.get_trials(deepcopy=False)
     skipped: Counter[str] = Counter()
     problem = _study_problem(ctx, source)

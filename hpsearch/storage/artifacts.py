@@ -136,9 +136,34 @@ def check_store_writable(store: ArtifactStore) -> None:
     """Refuse a folder store that cannot be written, before the database is touched (a run would
     otherwise create its study and fail every trial's model). Leaves nothing behind: the folder is
     not created; a probe file in it (or in its nearest existing parent) is removed at once. An S3
-    store is checked by its first upload."""
+    store's bucket is asked for once (``HeadBucket``): no credentials, a bucket that is missing or
+    not the user's, or an endpoint that does not answer is one line, not the first upload's traceback."""
     if isinstance(store, LazyFileStore):
         store.check_writable()
+        return
+    inner = store.inner if isinstance(store, PrefixedStore) else store
+    client, bucket = getattr(inner, "client", None), getattr(inner, "bucket", None)
+    if client is not None and isinstance(bucket, str):
+        _check_bucket(client, bucket)
+
+
+def _check_bucket(client: Any, bucket: str) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    other = f"or give a folder path in --artifacts / {ARTIFACTS_ENV}"
+    try:
+        client.head_bucket(Bucket=bucket)
+    except NoCredentialsError:
+        raise StorageError(f"artifact store s3://{bucket}: no AWS credentials found (AWS_ACCESS_KEY_ID,"
+                           f" ~/.aws/credentials or a role); set them, {other}") from None
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "?")
+        raise StorageError(f"artifact store s3://{bucket}: the bucket cannot be used (S3 says {code}: it does not"
+                           f" exist or these credentials may not use it); check its name and the credentials,"
+                           f" {other}") from None
+    except BotoCoreError as e:
+        raise StorageError(f"artifact store s3://{bucket}: {type(e).__name__}; check AWS_ENDPOINT_URL and the"
+                           f" network, {other}") from None
 
 
 class LazyFileStore:

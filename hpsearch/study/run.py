@@ -18,7 +18,8 @@ from hpsearch.data.prepare import check_input_rank, prepare_data
 from hpsearch.data.snapshot import RawParts, fingerprint, load_raw
 from hpsearch.engines.base import get_engine
 from hpsearch.engines.ensemble_refit import refit_ensemble
-from hpsearch.errors import StudyFailedError, UserError
+from hpsearch.engines.warmstart import check_warm_start_source
+from hpsearch.errors import ConfigError, StudyFailedError, UserError
 from hpsearch.execution.control import Control, LoopSettings, heartbeat_settings, install_signals
 from hpsearch.execution.loop import hard_stop
 from hpsearch.execution.stoprules import closing_reason
@@ -82,7 +83,8 @@ class StudyResult:
 def load_config(config: str | os.PathLike[str] | StudyConfig, n_trials: int | None = None,
                 epochs: int | None = None) -> StudyConfig:
     """A validated study config from a file or a StudyConfig, with the budget overrides applied."""
-    overrides = {"search.n_trials": n_trials, "train.epochs": epochs}
+    given = {"search.n_trials": n_trials, "train.epochs": epochs}
+    overrides = {k: v for k, v in given.items() if v is not None}  # None: not given
     if isinstance(config, StudyConfig):
         return apply_overrides(config, overrides)  # validated, unlike setattr
     return load_study_config(config, overrides)
@@ -163,6 +165,31 @@ def _record_new(study: Any, cfg: StudyConfig, data: Any, space: Any, objectives:
         study.set_metric_names(names)  # the dashboard labels its axes with them
 
 
+def _check_stored_space(study: Any, space: Any) -> None:
+    """A parameter the study stored with another kind of distribution than this space gives it (an
+    int range made a list of choices, other choices, log scale switched) is refused in one line.
+    Optuna's storage refuses it at each new trial (every trial failed, or a traceback on --resume);
+    a range changed within its kind is allowed, as Optuna allows it. Read only when the space differs
+    from the one the study recorded."""
+    from optuna.distributions import check_distribution_compatibility
+
+    if study.user_attrs.get(STUDY.SPACE) == {k: repr(v) for k, v in space.params.items()}:
+        return
+    new, seen = space.to_optuna_distributions(), set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            if name in new and name not in seen:
+                seen.add(name)
+                try:
+                    check_distribution_compatibility(old, new[name])
+                except ValueError as e:
+                    raise ConfigError(f"space: parameter {name!r} was stored by study {study.study_name!r} as"
+                                      f" {old}, this file gives {new[name]} ({str(e).rstrip('.')}); keep what it"
+                                      " was, or give the study a new name") from None
+        if len(seen) == len(new):
+            return
+
+
 def prepare_context(
     config: str | os.PathLike[str] | StudyConfig,
     *,
@@ -210,11 +237,15 @@ def prepare_context(
     store = artifact_store_for(url, art_loc)  # may refuse (bad path, s3 without boto3): before any write
     check_store_writable(store)
     interval, grace = heartbeat_settings()
+    check_warm_start_source(cfg, url)  # a missing source: refused before the SQLite file is created
     st = open_storage(url, workers=workers, heartbeat=engine.supports_workers, heartbeat_interval=interval,
                       grace_period=grace)  # raises StorageError if unreachable
+    check_warm_start_source(cfg, url, st)  # ... and before this run's study is created
     options = engine.study_options(cfg, space, worker_index)
     study, new = _open_study(cfg, st, objectives, create, options)
     check_snapshot(study, fp)  # other data than the study's: refused before anything is written
+    if not new:
+        _check_stored_space(study, space)  # a parameter of another kind: refused before anything is written
     launch = claim(study, st, url, observer or NullObserver()) if claim is not None else None
     auto_batch = cfg.train.batch_size == "auto"
     auto_ranges = [n for n, p in space.params.items() if getattr(p, "auto", False)]

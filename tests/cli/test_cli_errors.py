@@ -208,6 +208,10 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], tuple[str, ...]]] = [
     ("n-trials-override-on-bad-section", lambda t: write_study(t, lambda c: set_(c, "search", "fast")),
      ["search"], ("run-n-trials-2",)),
     ("workers-zero", lambda t: write_study(t), ["--workers"], ("run-workers-0",)),
+    # --- a warm start from a study the storage does not hold (created the SQLite file and the study before)
+    ("warm-start-missing-source",
+     lambda t: write_study(t, lambda c: set_(c, "search.warm_start", {"study": "nosuch"})),
+     ["search.warm_start.study", "nosuch"], ("run",)),
 ]
 
 PARAMS = []
@@ -238,6 +242,16 @@ def test_bad_input_one_line_exit_2_nothing_written(kind, make, names, workdir, c
     if not names and kind in BOTH and study == workdir:
         names = [str(workdir)]
     assert_user_error(rc, capsys, names, folder=workdir, before=before, db=db)
+
+
+def test_a_missing_warm_start_source_adds_no_study_to_an_existing_storage(workdir, capsys):
+    study = write_study(workdir, lambda c: set_(c, "search.warm_start", {"study": "nosuch"}))
+    url = f"sqlite:///{workdir / 'x.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    rc = main(["run", str(study), "--storage", url, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "search.warm_start.study: no study 'nosuch'" in err
+    assert optuna.get_all_study_names(url) == ["other"]
 
 
 def test_unreachable_pg_message_redacts_password(workdir, capsys):
@@ -296,6 +310,18 @@ def test_bad_flags_are_one_line_too(argv, capsys):
     assert "error" in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["status", "x", "--top", "-1"],  # was taken, and showed every trial
+    ["run", "x.yaml", "--top", "0"],
+    ["predict", "x", "in.csv", "--mc", "0"],
+])
+def test_a_count_below_one_is_refused_naming_its_flag(argv, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "Traceback" not in out + err
+    assert f"argument {argv[-2]}: expected a whole number of at least 1, got {argv[-1]!r}" in err
+
+
 def test_argparse_errors_exit_2(capsys):
     assert main(["run"]) == 2
     assert main(["run", "x.yaml", "--n-trials", "two"]) == 2
@@ -343,6 +369,26 @@ def test_python_api_overrides_are_validated_before_writing(workdir):
     if db.exists():
         assert optuna.get_all_study_summaries(storage=f"sqlite:///{db}") == []
     assert snapshot(workdir) - before <= {"x.db"}
+
+
+@pytest.mark.parametrize("engine,extra", [("optuna", []), ("random", ["--resume"])])
+def test_a_parameter_of_another_kind_than_stored_is_refused_before_any_trial(workdir, capsys, engine, extra):
+    """The optuna engine wrote a FAIL trial per ask (Optuna's storage refused the distribution) and
+    ended naming no field; the random engine's --resume ended in a traceback. A range changed within
+    its kind is still taken, as Optuna takes it."""
+    study = write_study(workdir, lambda c: (set_(c, "search.engine", engine), set_(c, "train.epochs", 1),
+                                            set_(c, "search.n_trials", 1)))
+    url = f"sqlite:///{workdir}/x.db"
+    assert main(["run", str(study), "--storage", url, "--no-progress"]) == 0
+    capsys.readouterr()
+    rc = main(["run", str(study), "--storage", url, "--no-progress", "--n-trials", "2", *extra,
+               "--set", "space.n_neurons={choice: [4, 8]}"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in out + err, err
+    assert "space: parameter 'n_neurons' was stored by study 'bad-input' as IntDistribution" in err
+    assert [t.state.name for t in optuna.load_study(study_name="bad-input", storage=url).trials] == ["COMPLETE"]
+    assert main(["run", str(study), "--storage", url, "--no-progress", "--n-trials", "2", *extra,
+                 "--set", "space.n_neurons={int: [4, 6]}"]) == 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hpsearch.storage.artifacts import (
     LazyFileStore,
     artifact_location,
     artifact_store_for,
+    check_store_writable,
     load_model_artifacts,
     save_curve_artifact,
     save_model_artifacts,
@@ -60,6 +61,26 @@ def test_s3_artifact_store(monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(StorageError, match="needs boto3: pip install boto3"):
         artifact_store_for("sqlite:///x.db", "s3://bucket/p", env={})
+
+
+def test_an_s3_store_that_cannot_be_used_is_one_line_before_anything_is_written(s3_bucket, monkeypatch, tmp_path):
+    """No credentials, or a bucket that is not there, was a botocore traceback at the first upload
+    (the data snapshot), after the study was created; now check_store_writable says it in one line."""
+    _, bucket = s3_bucket
+    check_store_writable(artifact_store_for("sqlite:///x.db", f"s3://{bucket}/pre", env={}))  # a usable bucket
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket-x: the bucket cannot be used \(S3 says"):
+        check_store_writable(artifact_store_for("sqlite:///x.db", "s3://no-such-bucket-x/pre", env={}))
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # its credentials, resolved above, are cached
+    with pytest.raises(StorageError, match=rf"s3://{bucket}: no AWS credentials found") as ei:
+        check_store_writable(artifact_store_for("sqlite:///x.db", f"s3://{bucket}", env={}))
+    assert "\n" not in str(ei.value)
 
 
 def test_lazy_file_store_creates_its_folder_on_the_first_write(tmp_path):
