@@ -52,7 +52,12 @@ def check_fixed_parts(cfg: StudyConfig) -> None:
             part = part_config(cfg, spec)
             source_for(spec).check(part)
         except ConfigError as exc:
-            raise ConfigError(str(exc).replace("data.source", f"data.{name}", 1)) from None
+            raise ConfigError(_as_part(str(exc), name)) from None
+
+
+def _as_part(text: str, name: str) -> str:
+    """A source's message (it names what it reads ``data.source``) as ``data.<name>``'s."""
+    return text.replace("data.source", f"data.{name}", 1)
 
 
 def load_part(cfg: StudyConfig, name: str, spec: str) -> RawData:
@@ -61,7 +66,7 @@ def load_part(cfg: StudyConfig, name: str, spec: str) -> RawData:
     try:
         return source_for(spec).load(part_config(cfg, spec))
     except DataError as exc:
-        raise DataError(str(exc).replace("data.source", f"data.{name}", 1)) from None
+        raise DataError(_as_part(str(exc), name)) from None
 
 
 def _like(X: np.ndarray, main: np.ndarray) -> np.ndarray:
@@ -100,7 +105,7 @@ def load_fixed_parts(cfg: StudyConfig, X_main: np.ndarray, names: list[str] | No
         if spec is None:
             continue
         raw = raws[name] if raws is not None and name in raws else load_part(cfg, name, spec)
-        where = raw.where.replace("data.source", f"data.{name}", 1)
+        where = _as_part(raw.where, name)
         X, y = np.asarray(raw.X), np.asarray(raw.y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()

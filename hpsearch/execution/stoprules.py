@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import StudyFailedError
+from hpsearch.errors import ConfigError, DataError, StudyFailedError
 from hpsearch.records import STUDY, is_better, primary_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -197,7 +197,7 @@ class FailureStreak:
 
     def error(self, study_name: str, what: str = "trials") -> StudyFailedError:
         # a user error the trials met (a builder that returns no model, a field it names): its own fix
-        named = (self.last_reason or "").startswith(("ConfigError:", "DataError:"))
+        named = (self.last_reason or "").startswith(tuple(f"{c.__name__}:" for c in (ConfigError, DataError)))
         fix = "fix what it names" if named else "check the space ranges and the data"
         return StudyFailedError(
             f"study {study_name!r} stopped: {self.streak} {what} failed in a row (last: {self.last_reason});"

@@ -98,7 +98,6 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         """A mapping whose key is written twice is refused (PyYAML keeps the last silently, and the
         first block's settings would be dropped without a word); merge keys (``<<``) may repeat."""

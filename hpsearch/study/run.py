@@ -152,7 +152,7 @@ def _record_new(study: Any, cfg: StudyConfig, data: Any, space: Any, objectives:
     attrs: dict[str, Any] = {
         STUDY.VERSION: _version(), STUDY.ENGINE: cfg.search.engine, STUDY.METRIC: metric,
         STUDY.DIRECTION: direction, STUDY.TASK: data.task, STUDY.CONFIG: cfg.to_yaml(),
-        STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: {k: repr(v) for k, v in space.params.items()},
+        STUDY.DATA_SUMMARY: data.summary, STUDY.SPACE: _space_record(space),
         STUDY.BUILDER: cfg.model.builder, STUDY.BUILDER_FILE: builder_file(cfg.model.builder),
         STUDY.ARTIFACTS: artifacts, STUDY.BASE_DIR: cfg.base_dir,
     }
@@ -165,6 +165,11 @@ def _record_new(study: Any, cfg: StudyConfig, data: Any, space: Any, objectives:
         study.set_metric_names(names)  # the dashboard labels its axes with them
 
 
+def _space_record(space: Any) -> dict[str, str]:
+    """The space as the study records it (``STUDY.SPACE``) and a later run compares it."""
+    return {k: repr(v) for k, v in space.params.items()}
+
+
 def _check_stored_space(study: Any, space: Any) -> None:
     """A parameter the study stored with another kind of distribution than this space gives it (an
     int range made a list of choices, other choices, log scale switched) is refused in one line.
@@ -173,7 +178,7 @@ def _check_stored_space(study: Any, space: Any) -> None:
     from the one the study recorded."""
     from optuna.distributions import check_distribution_compatibility
 
-    if study.user_attrs.get(STUDY.SPACE) == {k: repr(v) for k, v in space.params.items()}:
+    if study.user_attrs.get(STUDY.SPACE) == _space_record(space):
         return
     new, seen = space.to_optuna_distributions(), set()
     for trial in study.get_trials(deepcopy=False):

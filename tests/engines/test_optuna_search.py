@@ -114,19 +114,23 @@ def test_trial_that_raises_is_recorded_and_study_survives(sqlite_url, tmp_path, 
     assert res.n_complete == 2 and res.n_failed == 1
 
 
-def test_failures_in_a_row_stop_the_study(sqlite_url, tmp_path, monkeypatch, capsys):
+def _run_failing(name: str, builder: str, train: str, search: str, sqlite_url: str, tmp_path, monkeypatch,
+                 capsys) -> tuple[int, str]:
+    """``hpsearch run`` of an iris study whose builder (engine_builders) fails: (exit code, stderr)."""
     from hpsearch.cli import main
 
     monkeypatch.syspath_prepend(str(HERE))
     path = tmp_path / "s.yaml"
-    path.write_text(
-        "name: allfail\ndata: {source: 'sklearn:iris'}\n"
-        "model: {builder: 'engine_builders:build_always_fails'}\n"
-        "space: {n_neurons: {int: [4, 8]}}\ntrain: {epochs: 2}\n"
-        "search: {engine: optuna, n_trials: 10, max_failures_in_row: 3}\n"
-    )
+    path.write_text(f"name: {name}\ndata: {{source: 'sklearn:iris'}}\nmodel: {{builder: 'engine_builders:{builder}'}}\n"
+                    f"space: {{n_neurons: {{int: [4, 8]}}}}\ntrain: {train}\nsearch: {search}\n")
     rc = main(["run", str(path), "--storage", sqlite_url, "--artifacts", str(tmp_path / "a"), "--no-progress"])
-    err = capsys.readouterr().err
+    return rc, capsys.readouterr().err
+
+
+def test_failures_in_a_row_stop_the_study(sqlite_url, tmp_path, monkeypatch, capsys):
+    rc, err = _run_failing("allfail", "build_always_fails", "{epochs: 2}",
+                           "{engine: optuna, n_trials: 10, max_failures_in_row: 3}", sqlite_url, tmp_path, monkeypatch,
+                           capsys)
     assert rc == 1
     assert "3 trials failed in a row" in err and "never works" in err and "Traceback" not in err
     trials = optuna.load_study(study_name="allfail", storage=sqlite_url).get_trials()
@@ -136,18 +140,9 @@ def test_failures_in_a_row_stop_the_study(sqlite_url, tmp_path, monkeypatch, cap
 
 def test_a_builder_that_returns_no_model_stops_with_its_own_fix(sqlite_url, tmp_path, monkeypatch, capsys):
     """The streak's hint was "check the space ranges and the data" whatever the last failure said."""
-    from hpsearch.cli import main
-
-    monkeypatch.syspath_prepend(str(HERE))
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        "name: nomodel\ndata: {source: 'sklearn:iris'}\n"
-        "model: {builder: 'engine_builders:build_returns_none'}\n"
-        "space: {n_neurons: {int: [4, 8]}}\ntrain: {epochs: 1, pack: 1}\n"
-        "search: {engine: optuna, n_trials: 4, max_failures_in_row: 2}\n"
-    )
-    rc = main(["run", str(path), "--storage", sqlite_url, "--artifacts", str(tmp_path / "a"), "--no-progress"])
-    err = capsys.readouterr().err
+    rc, err = _run_failing("nomodel", "build_returns_none", "{epochs: 1, pack: 1}",
+                           "{engine: optuna, n_trials: 4, max_failures_in_row: 2}", sqlite_url, tmp_path, monkeypatch,
+                           capsys)
     assert rc == 1 and "Traceback" not in err, err
     assert ("2 trials failed in a row (last: ConfigError: model.builder: engine_builders:build_returns_none returned"
             " NoneType, not a keras.Model); fix what it names") in err
